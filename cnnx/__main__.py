@@ -1,0 +1,3 @@
+from cnnx.cli import main
+
+main()

@@ -1,0 +1,246 @@
+"""The named filter bank and the kernel-spec parser.
+
+A kernel spec is one of:
+
+- a name from the bank: ``sobel_x``;
+- a name with parameters: ``gaussian:sigma=2``, ``box:size=5``;
+- an inline matrix: ``[[1,0,-1],[1,0,-1],[1,0,-1]]``;
+- a ``.npy`` file holding a 2-D array.
+
+Kernels are for cross-correlation (not flipped), as ``ops.conv2d`` applies
+them: a positive response of ``sobel_x`` means brightness grows to the right.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cnnx.errors import CnnxError
+
+__all__ = ["Filter", "Kernel", "BANK", "parse_kernel", "find_filter", "gaussian", "box"]
+
+
+def _k(rows) -> np.ndarray:
+    kernel = np.array(rows, dtype=np.float32)
+    kernel.setflags(write=False)
+    return kernel
+
+
+IDENTITY = _k([[0, 0, 0], [0, 1, 0], [0, 0, 0]])
+# The lesson's vertical-edge filter: bright on the left minus bright on the right.
+VERTICAL_EDGE = _k([[1, 0, -1], [1, 0, -1], [1, 0, -1]])
+HORIZONTAL_EDGE = _k([[1, 1, 1], [0, 0, 0], [-1, -1, -1]])
+# VERTICAL_EDGE's ring of eight turned by 45 degrees either way (Prewitt's compass masks).
+DIAGONAL_EDGE = _k([[0, 1, 1], [-1, 0, 1], [-1, -1, 0]])
+ANTIDIAGONAL_EDGE = _k([[1, 1, 0], [1, 0, -1], [0, -1, -1]])
+SOBEL_X = _k([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+SOBEL_Y = _k([[-1, -2, -1], [0, 0, 0], [1, 2, 1]])
+PREWITT_X = _k([[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]])
+PREWITT_Y = _k([[-1, -1, -1], [0, 0, 0], [1, 1, 1]])
+SCHARR_X = _k([[-3, 0, 3], [-10, 0, 10], [-3, 0, 3]])
+SCHARR_Y = _k([[-3, -10, -3], [0, 0, 0], [3, 10, 3]])
+LAPLACIAN_4 = _k([[0, 1, 0], [1, -4, 1], [0, 1, 0]])
+LAPLACIAN_8 = _k([[1, 1, 1], [1, -8, 1], [1, 1, 1]])
+SHARPEN = _k([[0, -1, 0], [-1, 5, -1], [0, -1, 0]])
+EMBOSS = _k([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+
+
+def box(size: int = 3) -> np.ndarray:
+    """A ``size`` x ``size`` mean filter: every weight ``1 / size**2``."""
+    if size != int(size) or not 1 <= size <= 99:
+        raise CnnxError(f"box: size must be a whole number from 1 to 99; got {size:g}")
+    size = int(size)
+    return np.full((size, size), 1.0 / size**2, dtype=np.float32)
+
+
+def gaussian(sigma: float = 1.0) -> np.ndarray:
+    """A normalised Gaussian sampled at integer offsets out to ``ceil(3 * sigma)``.
+
+    Three standard deviations hold 99.7% of the weight; the samples are then
+    scaled to sum to 1 so a flat image stays flat.
+    """
+    if not 0.1 <= sigma <= 16:
+        raise CnnxError(f"gaussian: sigma must be from 0.1 to 16; got {sigma:g}")
+    radius = math.ceil(3 * sigma)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    line = np.exp(-(offsets**2) / (2 * sigma**2))
+    line /= line.sum()
+    return np.outer(line, line).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One entry of the bank: how to make the kernel, and what it is."""
+
+    name: str
+    family: str
+    description: str
+    source: str
+    make: Callable[..., np.ndarray]
+    defaults: dict[str, float] = field(default_factory=dict)
+
+    def kernel(self, **params: float) -> np.ndarray:
+        """The kernel with ``params`` over the defaults."""
+        return self.make(**{**self.defaults, **params})
+
+
+def _fixed(kernel: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: kernel
+
+
+BANK: dict[str, Filter] = {
+    f.name: f
+    for f in [
+        Filter("identity", "identity", "Returns the image unchanged", "the unit impulse", _fixed(IDENTITY)),
+        Filter(
+            "vertical_edge", "edge", "Vertical edges: bright left minus bright right",
+            "the lesson's worked example", _fixed(VERTICAL_EDGE),
+        ),
+        Filter(
+            "horizontal_edge", "edge", "Horizontal edges: bright above minus bright below",
+            "vertical_edge turned 90 degrees", _fixed(HORIZONTAL_EDGE),
+        ),
+        Filter(
+            "diagonal_edge", "edge", "Edges along \\: bright above-right minus bright below-left",
+            "Prewitt compass mask, 45 degrees", _fixed(DIAGONAL_EDGE),
+        ),
+        Filter(
+            "antidiagonal_edge", "edge", "Edges along /: bright above-left minus bright below-right",
+            "Prewitt compass mask, 135 degrees", _fixed(ANTIDIAGONAL_EDGE),
+        ),
+        Filter("sobel_x", "edge", "Gradient along columns, smoothed over 3 rows", "Sobel & Feldman 1968", _fixed(SOBEL_X)),
+        Filter("sobel_y", "edge", "Gradient along rows, smoothed over 3 columns", "Sobel & Feldman 1968", _fixed(SOBEL_Y)),
+        Filter("prewitt_x", "edge", "Gradient along columns, averaged over 3 rows", "Prewitt 1970", _fixed(PREWITT_X)),
+        Filter("prewitt_y", "edge", "Gradient along rows, averaged over 3 columns", "Prewitt 1970", _fixed(PREWITT_Y)),
+        Filter(
+            "scharr_x", "edge", "Gradient along columns, most rotation-invariant 3x3",
+            "Scharr 2000 (3/10/3 weights)", _fixed(SCHARR_X),
+        ),
+        Filter(
+            "scharr_y", "edge", "Gradient along rows, most rotation-invariant 3x3",
+            "Scharr 2000 (3/10/3 weights)", _fixed(SCHARR_Y),
+        ),
+        Filter(
+            "laplacian", "line", "Second derivative, 4 neighbours: spots and thin lines",
+            "discrete Laplace operator", _fixed(LAPLACIAN_4),
+        ),
+        Filter(
+            "laplacian8", "line", "Second derivative, 8 neighbours: spots and thin lines",
+            "discrete Laplace operator with diagonals", _fixed(LAPLACIAN_8),
+        ),
+        Filter("box", "blur", "Mean of a size x size window", "moving average", box, {"size": 3}),
+        Filter(
+            "gaussian", "blur", "Gaussian blur; size 2*ceil(3*sigma)+1", "sampled Gaussian, normalised to sum 1",
+            gaussian, {"sigma": 1.0},
+        ),
+        Filter("sharpen", "sharpen", "Identity plus a negative 4-neighbour Laplacian", "unsharp masking", _fixed(SHARPEN)),
+        Filter("emboss", "emboss", "Relief lit from the bottom right", "classic emboss mask", _fixed(EMBOSS)),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A parsed kernel spec: a label for tables and file names, and the 2-D float32 weights."""
+
+    label: str
+    weights: np.ndarray = field(repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Kernel) and self.label == other.label and np.array_equal(self.weights, other.weights)
+
+    def __hash__(self) -> int:
+        return hash(self.label)
+
+
+def find_filter(name: str) -> Filter:
+    """The bank entry called ``name``; an unknown name is an error that suggests the closest ones."""
+    try:
+        return BANK[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, BANK, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "'cnnx filters' lists them."
+        raise CnnxError(f"unknown filter {name!r}; {hint}") from None
+
+
+def parse_kernel(spec: str) -> Kernel:
+    """Turn a kernel spec into a ``Kernel``.
+
+    Examples
+    --------
+    >>> parse_kernel("gaussian:sigma=0.5").weights.shape
+    (5, 5)
+    >>> parse_kernel("[[1, -1]]")
+    Kernel(label='matrix1x2')
+    """
+    spec = spec.strip()
+    if spec.startswith("["):
+        return _parse_matrix(spec)
+    if spec.lower().endswith(".npy"):
+        return _load_npy(Path(spec))
+    name, _, arguments = spec.partition(":")
+    entry = find_filter(name.strip())
+    params = _parse_params(entry, arguments)
+    label = entry.name + (":" + ",".join(f"{k}={v:g}" for k, v in params.items()) if params else "")
+    return Kernel(label, entry.kernel(**params))
+
+
+def _parse_params(entry: Filter, text: str) -> dict[str, float]:
+    """``"sigma=2,size=3"`` checked against the parameters ``entry`` takes."""
+    params: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, eq, value = (s.strip() for s in item.partition("="))
+        if not eq and len(entry.defaults) == 1:
+            key, value = next(iter(entry.defaults)), item
+        if key not in entry.defaults:
+            takes = ", ".join(entry.defaults) or "no parameters"
+            raise CnnxError(f"filter {entry.name!r} takes {takes}; got {item!r}")
+        try:
+            params[key] = float(value)
+        except ValueError:
+            raise CnnxError(f"{entry.name}: {key} must be a number; got {value!r}") from None
+        if not math.isfinite(params[key]):
+            raise CnnxError(f"{entry.name}: {key} must be finite; got {value!r}")
+    return params
+
+
+def _checked_matrix(array: np.ndarray, where: str) -> np.ndarray:
+    """A non-empty, finite 2-D float32 kernel of at most 99x99, or an error naming ``where``."""
+    if array.ndim != 2 or 0 in array.shape:
+        raise CnnxError(f"{where}: a kernel must be a non-empty 2-D matrix; got shape {array.shape}")
+    if max(array.shape) > 99:
+        raise CnnxError(f"{where}: kernels are at most 99x99; got {array.shape[0]}x{array.shape[1]}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise CnnxError(f"{where}: a kernel must hold real numbers; got {array.dtype}")
+    if not np.isfinite(array).all():
+        raise CnnxError(f"{where}: a kernel must hold finite numbers")
+    return array.astype(np.float32)
+
+
+def _parse_matrix(spec: str) -> Kernel:
+    try:
+        rows = json.loads(spec)
+        array = np.array(rows, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise CnnxError(
+            f"cannot read the matrix {spec!r}: write rows of numbers, e.g. [[1,0,-1],[1,0,-1],[1,0,-1]]"
+        ) from None
+    weights = _checked_matrix(array, "matrix")
+    return Kernel(f"matrix{weights.shape[0]}x{weights.shape[1]}", weights)
+
+
+def _load_npy(path: Path) -> Kernel:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CnnxError(f"{path}: no such file") from None
+    except (OSError, ValueError) as error:
+        raise CnnxError(f"{path}: not a readable .npy array ({error})") from None
+    return Kernel(path.stem, _checked_matrix(np.asarray(array), str(path)))
