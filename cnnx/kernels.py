@@ -24,7 +24,7 @@ import numpy as np
 
 from cnnx.errors import CnnxError
 
-__all__ = ["Filter", "Kernel", "BANK", "parse_kernel", "find_filter", "gaussian", "box"]
+__all__ = ["Filter", "Kernel", "BANK", "parse_kernel", "find_filter", "gaussian", "dog", "box"]
 
 
 def _k(rows) -> np.ndarray:
@@ -37,7 +37,7 @@ IDENTITY = _k([[0, 0, 0], [0, 1, 0], [0, 0, 0]])
 # The lesson's vertical-edge filter: bright on the left minus bright on the right.
 VERTICAL_EDGE = _k([[1, 0, -1], [1, 0, -1], [1, 0, -1]])
 HORIZONTAL_EDGE = _k([[1, 1, 1], [0, 0, 0], [-1, -1, -1]])
-# VERTICAL_EDGE's ring of eight turned by 45 degrees either way (Prewitt's compass masks).
+# VERTICAL_EDGE's ring of eight turned clockwise by 135 and 45 degrees (Prewitt's compass masks).
 DIAGONAL_EDGE = _k([[0, 1, 1], [-1, 0, 1], [-1, -1, 0]])
 ANTIDIAGONAL_EDGE = _k([[1, 1, 0], [1, 0, -1], [0, -1, -1]])
 SOBEL_X = _k([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
@@ -60,19 +60,41 @@ def box(size: int = 3) -> np.ndarray:
     return np.full((size, size), 1.0 / size**2, dtype=np.float32)
 
 
+def _check_sigma(name: str, sigma: float) -> None:
+    if not 0.1 <= sigma <= 16:
+        raise CnnxError(f"{name}: sigma must be from 0.1 to 16; got {sigma:g}")
+
+
+def _gaussian_line(sigma: float, radius: int) -> np.ndarray:
+    """Gaussian samples at the integer offsets -radius..radius, scaled to sum to 1."""
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    line = np.exp(-(offsets**2) / (2 * sigma**2))
+    return line / line.sum()
+
+
 def gaussian(sigma: float = 1.0) -> np.ndarray:
     """A normalised Gaussian sampled at integer offsets out to ``ceil(3 * sigma)``.
 
     Three standard deviations hold 99.7% of the weight; the samples are then
     scaled to sum to 1 so a flat image stays flat.
     """
-    if not 0.1 <= sigma <= 16:
-        raise CnnxError(f"gaussian: sigma must be from 0.1 to 16; got {sigma:g}")
-    radius = math.ceil(3 * sigma)
-    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    line = np.exp(-(offsets**2) / (2 * sigma**2))
-    line /= line.sum()
+    _check_sigma("gaussian", sigma)
+    line = _gaussian_line(sigma, math.ceil(3 * sigma))
     return np.outer(line, line).astype(np.float32)
+
+
+# Marr & Hildreth (1980): a surround 1.6 times wider makes the difference of
+# Gaussians a close match to the Laplacian of Gaussian.
+DOG_RATIO = 1.6
+
+
+def dog(sigma: float = 1.0) -> np.ndarray:
+    """Difference of Gaussians: centre ``sigma`` minus surround ``1.6 * sigma``; sums to 0."""
+    _check_sigma("dog", sigma)
+    radius = math.ceil(3 * DOG_RATIO * sigma)
+    centre = _gaussian_line(sigma, radius)
+    surround = _gaussian_line(DOG_RATIO * sigma, radius)
+    return (np.outer(centre, centre) - np.outer(surround, surround)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -109,11 +131,11 @@ BANK: dict[str, Filter] = {
         ),
         Filter(
             "diagonal_edge", "edge", "Edges along \\: bright above-right minus bright below-left",
-            "Prewitt compass mask, 45 degrees", _fixed(DIAGONAL_EDGE),
+            "Prewitt compass mask: vertical_edge turned 135 degrees", _fixed(DIAGONAL_EDGE),
         ),
         Filter(
             "antidiagonal_edge", "edge", "Edges along /: bright above-left minus bright below-right",
-            "Prewitt compass mask, 135 degrees", _fixed(ANTIDIAGONAL_EDGE),
+            "Prewitt compass mask: vertical_edge turned 45 degrees", _fixed(ANTIDIAGONAL_EDGE),
         ),
         Filter("sobel_x", "edge", "Gradient along columns, smoothed over 3 rows", "Sobel & Feldman 1968", _fixed(SOBEL_X)),
         Filter("sobel_y", "edge", "Gradient along rows, smoothed over 3 columns", "Sobel & Feldman 1968", _fixed(SOBEL_Y)),
@@ -139,6 +161,10 @@ BANK: dict[str, Filter] = {
         Filter(
             "gaussian", "blur", "Gaussian blur; size 2*ceil(3*sigma)+1", "sampled Gaussian, normalised to sum 1",
             gaussian, {"sigma": 1.0},
+        ),
+        Filter(
+            "dog", "line", "Centre-surround blob detector: Gaussian minus a 1.6x wider one",
+            "Marr & Hildreth 1980, difference of Gaussians", dog, {"sigma": 1.0},
         ),
         Filter("sharpen", "sharpen", "Identity plus a negative 4-neighbour Laplacian", "unsharp masking", _fixed(SHARPEN)),
         Filter("emboss", "emboss", "Relief lit from the bottom right", "classic emboss mask", _fixed(EMBOSS)),

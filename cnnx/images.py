@@ -1,0 +1,183 @@
+"""Images in and out: loading a file into a float32 array, drawing a feature map as 8-bit pixels, writing PNGs.
+
+Loading follows one rule for every mode Pillow decodes: values are scaled by
+the range of their bit depth into [0, 1], never clipped; EXIF orientation is
+applied; transparent pixels are composited over white (as a drawing on paper
+looks); a multi-frame file gives its first frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from cnnx.errors import CnnxError
+
+__all__ = ["Source", "load_image", "DEFAULT_MAX_PIXELS", "display_range", "to_pixels", "upscale", "write_png"]
+
+# Pillow's own guard against decompression bombs: about 89.5 million pixels.
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+# ITU-R BT.601 luma, the weights Pillow's own convert("L") uses.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A loaded image: the (C, H, W) float32 array in [0, 1] and where it came from."""
+
+    path: Path
+    array: np.ndarray
+    mode: str
+    format: str
+    frames: int
+    sha256: str
+
+
+def load_image(path: str | os.PathLike, *, color: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
+    """Load an image file as (1, H, W) luma or, with ``color``, (3, H, W) RGB, float32 in [0, 1].
+
+    Anything that is not a readable image raises ``CnnxError`` naming the file.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    picture = _open(path, data, max_pixels)
+    mode, fmt, frames = picture.mode, picture.format or "unknown", getattr(picture, "n_frames", 1)
+    try:
+        picture = ImageOps.exif_transpose(picture)
+        rgb = _to_float_rgb(picture)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise CnnxError(f"{path}: the image data is truncated or corrupt ({error})") from None
+    array = rgb.transpose(2, 0, 1) if color else np.tensordot(LUMA, rgb, axes=([0], [2]))[None]
+    return Source(path, np.ascontiguousarray(array, dtype=np.float32), mode, fmt, frames, hashlib.sha256(data).hexdigest())
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CnnxError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CnnxError(f"{path}: is a directory, not an image file") from None
+    except PermissionError:
+        raise CnnxError(f"{path}: permission denied") from None
+    except OSError as error:
+        raise CnnxError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
+    """Read the header only and refuse an image over ``max_pixels`` before a pixel is decoded.
+
+    Pillow's own bomb check is switched off while the header is read, so the
+    message can give the size; the check below is stricter than Pillow's (which
+    warns above its limit and refuses only above twice that).
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None
+        picture = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise CnnxError(f"{path}: not an image file Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise CnnxError(f"{path}: the image header is corrupt ({error})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if picture.width * picture.height > max_pixels:
+        raise CnnxError(
+            f"{path}: the image is larger than the limit of {max_pixels:,} pixels "
+            f"({picture.width}x{picture.height}); raise --max-pixels to load it"
+        )
+    return picture
+
+
+def _to_float_rgb(picture: Image.Image) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1], alpha composited over white, high bit depths kept."""
+    mode = picture.mode
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(picture, dtype=np.float32)
+        top = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        gray = np.clip(values / top, 0, 1) if values.min(initial=0) >= 0 else _stretch(values)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "F":
+        values = np.asarray(picture, dtype=np.float32)
+        inside = values.min(initial=0) >= 0 and values.max(initial=0) <= 1
+        return np.repeat((values if inside else _stretch(values))[..., None], 3, axis=2)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in picture.info
+    rgba = np.asarray(picture.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+    if not has_alpha:
+        return rgba
+    alpha = rgba[..., 3:]
+    return rgba[..., :3] * alpha + (1.0 - alpha)
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    """Map the finite range of ``values`` onto [0, 1] (a constant image becomes 0)."""
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def display_range(fmap: np.ndarray) -> tuple[float, float]:
+    """The values that black and white stand for when ``fmap`` is drawn on its own.
+
+    A map with negative values is drawn symmetric around zero, so zero is mid
+    grey and equal magnitudes look equally far from it; a non-negative map is
+    stretched from its minimum to its maximum.
+    """
+    low, high = float(np.min(fmap)), float(np.max(fmap))
+    if low < 0:
+        bound = max(-low, high)
+        return -bound, bound
+    return low, high
+
+
+def to_pixels(fmap: np.ndarray, low: float, high: float) -> np.ndarray:
+    """8-bit grey levels: ``low`` becomes 0, ``high`` 255, linear between, clipped outside.
+
+    A constant map (``low == high``) is drawn black: there is no contrast to show.
+    """
+    scale = 255.0 / (high - low) if high > low else 0.0
+    pixels = (fmap - np.float32(low)) * np.float32(scale) + np.float32(0.5)
+    return np.clip(pixels, 0, 255, out=pixels).astype(np.uint8)
+
+
+def upscale(pixels: np.ndarray, *, min_side: int = 128, max_side: int = 2048) -> np.ndarray:
+    """Repeat each pixel as a square (nearest neighbour) until the shorter side is at least ``min_side``.
+
+    The factor is a whole number, so every source pixel stays a crisp square,
+    and it never makes the longer side exceed ``max_side``.
+    """
+    H, W = pixels.shape[:2]
+    factor = min(math.ceil(min_side / min(H, W)), max(1, max_side // max(H, W)))
+    if factor <= 1:
+        return pixels
+    return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+
+
+def write_png(path: Path, pixels: np.ndarray, *, level: int = 1, text: dict[str, str] | None = None) -> None:
+    """Write 8-bit pixels as a PNG atomically: a temporary file in the same folder, then a rename.
+
+    ``text`` goes into tEXt chunks (for example the values black and white stand for).
+    """
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            Image.fromarray(pixels).save(stream, format="PNG", compress_level=level, pnginfo=info)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

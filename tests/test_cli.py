@@ -1,0 +1,220 @@
+"""The cnnx command, in-process through typer's CliRunner and once through the installed entry point."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnx import __version__
+from cnnx.cli import app
+
+runner = CliRunner()
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def read_png(path):
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+@pytest.fixture
+def stripes_png(tmp_path):
+    """64x64 vertical stripes, 8 pixels a period."""
+    columns = (np.arange(64) // 4) % 2 * 255
+    path = tmp_path / "stripes.png"
+    Image.fromarray(np.tile(columns, (64, 1)).astype(np.uint8)).save(path)
+    return path
+
+
+def test_pipeline_writes_every_map_and_a_table(stripes_png, tmp_path):
+    """The default pipeline writes 1 + 6 x 4 PNGs in stage folders and prints one table row per stage."""
+    out = tmp_path / "out"
+    result = invoke("pipeline", stripes_png, "-o", out)
+    assert result.exit_code == 0, result.output
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == ["00_input", "01_conv", "02_relu", "03_maxpool", "04_conv", "05_relu", "06_maxpool"]
+    assert len(list(out.glob("*/*.png"))) == 25
+    assert sorted(p.name for p in (out / "03_maxpool").iterdir()) == [
+        "ch00_vertical_edge.png", "ch01_horizontal_edge.png", "ch02_diagonal_edge.png", "ch03_antidiagonal_edge.png",
+    ]
+    for folder in folders:
+        assert f"{folder}/" in result.stdout
+    assert "4x32x32" in result.stdout and "wrote 25 PNGs" in result.stdout
+    assert result.stderr == ""
+
+
+def test_pipeline_pngs_show_vertical_edges_of_vertical_stripes(stripes_png, tmp_path):
+    """Read back: the vertical-edge map of vertical stripes has bright lines; the horizontal-edge map is flat."""
+    out = tmp_path / "out"
+    invoke("pipeline", stripes_png, "-o", out)
+    vertical = read_png(out / "02_relu" / "ch00_vertical_edge.png")
+    horizontal = read_png(out / "02_relu" / "ch01_horizontal_edge.png")
+    assert vertical.shape == (128, 128)  # 64x64 upscaled by 2 to reach 128
+    assert vertical.max() == 255 and (vertical == 0).mean() > 0.5
+    assert horizontal.max() == 0  # nothing left after ReLU: drawn black, no division by zero
+    pooled = read_png(out / "06_maxpool" / "ch00_vertical_edge-dog-sigma-1.png")
+    assert pooled.shape == (128, 128)  # 16x16 map drawn as 8x8-pixel squares
+    assert (pooled.reshape(16, 8, 16, 8) == pooled[::8, ::8][:, None, :, None]).all()
+
+
+def test_pipeline_manifest_maps_pixels_back_to_values(stripes_png, tmp_path):
+    """manifest.json lists every file with the values black and white stand for."""
+    out = tmp_path / "out"
+    invoke("pipeline", stripes_png, "-o", out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tool"] == "cnnx" and manifest["version"] == __version__
+    conv = manifest["stages"][1]
+    assert conv["shape"] == [4, 64, 64] and conv["receptive_field"] == [3, 3]
+    first = conv["maps"][0]
+    assert first["file"] == "01_conv/ch00_vertical_edge.png" and first["black"] == -first["white"]
+    assert len([m for s in manifest["stages"] for m in s["maps"]]) == 25
+
+
+def test_pipeline_rerun_replaces_cleanly_and_identically(stripes_png, tmp_path):
+    """Running twice into the same folder replaces it with byte-identical files."""
+    out = tmp_path / "out"
+    invoke("pipeline", stripes_png, "-o", out)
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert invoke("pipeline", stripes_png, "-o", out).exit_code == 0
+    second = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert first == second
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_pipeline_will_not_replace_a_folder_it_did_not_write(stripes_png, tmp_path):
+    """A non-empty folder cnnx did not make is left alone without --force."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.txt").write_text("precious")
+    result = invoke("pipeline", stripes_png, "-o", out)
+    assert result.exit_code == 2
+    assert "--force" in result.stderr and (out / "thesis.txt").read_text() == "precious"
+    assert invoke("pipeline", stripes_png, "-o", out, "--force").exit_code == 0
+    assert not (out / "thesis.txt").exists()
+
+
+def test_pipeline_default_folder_is_named_after_the_image(stripes_png, tmp_path, monkeypatch):
+    """Without -o the maps go to ./cnnx-out/IMAGE-NAME."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("pipeline", stripes_png).exit_code == 0
+    assert (tmp_path / "cnnx-out" / "stripes" / "manifest.json").exists()
+
+
+def test_pipeline_color_feeds_three_channels(tmp_path):
+    """--color gives the input stage three maps: red, green, blue."""
+    path = tmp_path / "rgb.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), np.uint8)).save(path)
+    assert invoke("pipeline", path, "-o", tmp_path / "out", "--color").exit_code == 0
+    names = sorted(p.name for p in (tmp_path / "out" / "00_input").iterdir())
+    assert names == ["ch00_red.png", "ch01_green.png", "ch02_blue.png"]
+
+
+def test_filter_writes_signed_response(stripes_png, tmp_path):
+    """cnnx filter writes the image-sized response: 0 is grey 128, the strongest edges black and white."""
+    target = tmp_path / "edges.png"
+    result = invoke("filter", stripes_png, "sobel_x", "-o", target)
+    assert result.exit_code == 0, result.output
+    pixels = read_png(target)
+    assert pixels.shape == (64, 64)
+    assert set(np.unique(pixels)) == {0, 128, 255}
+    assert "black = -4" in result.stdout and "white = 4" in result.stdout
+    with Image.open(target) as written:
+        assert written.info["cnnx:white"] == "4.0"
+
+
+def test_filter_show_prints_the_kernel(stripes_png, tmp_path):
+    """--show prints the kernel card with its matrix and facts."""
+    result = invoke("filter", stripes_png, "gaussian:sigma=0.5", "-o", tmp_path / "g.png", "--show")
+    assert result.exit_code == 0
+    assert "normalised" in result.stdout and "5x5" in result.stdout
+
+
+def test_filter_default_name_and_overwrite_rules(stripes_png, tmp_path, monkeypatch):
+    """The default output is IMAGE_KERNEL.png; cnnx overwrites its own file but not someone else's."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("filter", stripes_png, "laplacian").exit_code == 0
+    assert invoke("filter", stripes_png, "laplacian").exit_code == 0
+    (tmp_path / "stripes_sobel_y.png").write_text("not mine")
+    result = invoke("filter", stripes_png, "sobel_y")
+    assert result.exit_code == 2 and "--force" in result.stderr
+
+
+def test_filters_lists_the_bank():
+    """cnnx filters lists every filter with its size and family."""
+    result = invoke("filters")
+    assert result.exit_code == 0
+    for name in ("sobel_x", "vertical_edge", "gaussian", "laplacian8", "emboss"):
+        assert name in result.stdout
+
+
+def test_filters_card_of_the_lesson_filter():
+    """The card of vertical_edge shows its matrix, sum 0, zero-sum kind and range [-3, 3]."""
+    result = invoke("filters", "vertical_edge")
+    assert result.exit_code == 0
+    assert "zero-sum" in result.stdout and "[-3, 3]" in result.stdout and "the lesson" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["pipeline", "missing.png"], "missing.png: no such file"),
+        (["filter", "missing.png", "sobel_x"], "missing.png: no such file"),
+        (["filter", SAMPLES / "stripes.png", "sobelx"], "unknown filter 'sobelx'; did you mean sobel_x"),
+        (["filters", "sobelx"], "unknown filter 'sobelx'"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(args, message, tmp_path, monkeypatch):
+    """Missing files and unknown filters give a short message, exit code 2, and no traceback."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr
+    assert not (tmp_path / "cnnx-out").exists()
+
+
+def test_not_an_image_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    """A text file named .png is refused in one line, and no output folder appears."""
+    monkeypatch.chdir(tmp_path)
+    fake = tmp_path / "fake.png"
+    fake.write_text("this is not a picture")
+    result = invoke("pipeline", fake)
+    assert result.exit_code == 2 and "not an image file" in result.stderr
+    assert list(tmp_path.iterdir()) == [fake]
+
+
+def test_version():
+    """cnnx --version prints the version."""
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"cnnx {__version__}"
+
+
+@pytest.mark.parametrize("command", ["pipeline", "filter", "filters"])
+def test_every_command_help_has_an_example(command):
+    """Each command's --help says what it does and shows an example."""
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and "Example: cnnx " in result.stdout
+
+
+def test_installed_entry_point_runs(tmp_path):
+    """The installed cnnx script and python -m cnnx both work in a real subprocess."""
+    script = Path(sys.executable).with_name("cnnx")
+    env = {**os.environ, "NO_COLOR": "1"}
+    help_text = subprocess.run([script, "--help"], capture_output=True, text=True, env=env, check=True).stdout
+    assert "pipeline" in help_text and "filters" in help_text
+    run = subprocess.run(
+        [sys.executable, "-m", "cnnx", "pipeline", SAMPLES / "stripes.png", "-o", tmp_path / "out"],
+        capture_output=True, text=True, env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert len(list((tmp_path / "out").glob("*/*.png"))) == 25

@@ -1,0 +1,122 @@
+"""Loading images into arrays and drawing feature maps as pixels."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnx.errors import CnnxError
+from cnnx.images import display_range, load_image, to_pixels, upscale
+
+
+def save(tmp_path, image, name="image.png", **options):
+    path = tmp_path / name
+    image.save(path, **options)
+    return path
+
+
+def test_gray_png_loads_scaled_to_unit_range(tmp_path):
+    """An 8-bit grey PNG loads as (1, H, W) float32 with 255 -> 1.0."""
+    pixels = np.array([[0, 51], [204, 255]], np.uint8)
+    source = load_image(save(tmp_path, Image.fromarray(pixels)))
+    assert source.array.shape == (1, 2, 2) and source.array.dtype == np.float32
+    np.testing.assert_allclose(source.array[0], pixels / 255, rtol=1e-6)
+
+
+def test_rgb_loads_as_luma_or_three_channels(tmp_path):
+    """RGB loads as BT.601 luma by default and as (3, H, W) with color=True."""
+    pixels = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8)
+    path = save(tmp_path, Image.fromarray(pixels))
+    np.testing.assert_allclose(load_image(path).array[0, 0], [0.299, 0.587, 0.114], rtol=1e-6)
+    np.testing.assert_allclose(load_image(path, color=True).array[:, 0, :], np.eye(3), rtol=1e-6)
+
+
+def test_sixteen_bit_keeps_its_range(tmp_path):
+    """A 16-bit grey PNG is scaled by 65535, keeping values an 8-bit load would merge."""
+    pixels = np.array([[0, 1, 2, 65535]], np.uint16)
+    source = load_image(save(tmp_path, Image.fromarray(pixels)))
+    np.testing.assert_allclose(source.array[0, 0], pixels[0] / 65535, rtol=1e-6)
+    assert source.array[0, 0, 1] != source.array[0, 0, 2]
+
+
+def test_alpha_is_composited_over_white(tmp_path):
+    """Transparent pixels become white, half-transparent black becomes mid grey."""
+    pixels = np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [0, 0, 0, 128]]], np.uint8)
+    source = load_image(save(tmp_path, Image.fromarray(pixels, "RGBA")))
+    np.testing.assert_allclose(source.array[0, 0], [1, 0, 1 - 128 / 255], rtol=1e-6)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A JPEG whose EXIF says 'rotate 90' loads upright: 20 wide x 10 high becomes 10 wide x 20 high."""
+    image = Image.new("L", (20, 10), 200)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    path = save(tmp_path, image, "photo.jpg", exif=exif)
+    assert load_image(path).array.shape == (1, 20, 10)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.png", "no such file"),
+        (lambda p: p, "is a directory"),
+        (lambda p: (p / "notes.png").write_text("hello") and p / "notes.png", "not an image file Pillow can read"),
+        (lambda p: (p / "empty.png").write_bytes(b"") or p / "empty.png", "not an image file Pillow can read"),
+    ],
+)
+def test_unreadable_files_are_clear_errors(tmp_path, make, message):
+    """Missing paths, folders and non-images raise CnnxError naming the file."""
+    path = make(tmp_path)
+    with pytest.raises(CnnxError, match=message) as error:
+        load_image(path)
+    assert str(path) in str(error.value)
+
+
+def test_truncated_png_is_a_clear_error(tmp_path):
+    """A PNG cut off half-way is refused as truncated or corrupt."""
+    path = save(tmp_path, Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)))
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CnnxError, match="truncated or corrupt"):
+        load_image(path)
+
+
+def test_pixel_limit_refuses_before_decoding(tmp_path):
+    """An image over max_pixels is refused with its size and the option that raises the limit."""
+    path = save(tmp_path, Image.new("L", (100, 100)))
+    with pytest.raises(CnnxError, match=r"larger than the limit of 5,000 pixels \(100x100\); raise --max-pixels"):
+        load_image(path, max_pixels=5000)
+    assert load_image(path, max_pixels=10000).array.shape == (1, 100, 100)
+
+
+def test_display_range_signed_is_symmetric():
+    """A signed map is drawn symmetric around zero: zero is mid grey."""
+    fmap = np.array([[-2.0, 0.0, 1.0]], np.float32)
+    assert display_range(fmap) == (-2.0, 2.0)
+    np.testing.assert_array_equal(to_pixels(fmap, -2.0, 2.0), [[0, 128, 191]])
+
+
+def test_display_range_non_negative_is_min_max():
+    """A non-negative map is stretched from its minimum (black) to its maximum (white)."""
+    fmap = np.array([[1.0, 2.0, 5.0]], np.float32)
+    assert display_range(fmap) == (1.0, 5.0)
+    np.testing.assert_array_equal(to_pixels(fmap, 1.0, 5.0), [[0, 64, 255]])
+
+
+def test_constant_map_is_drawn_black_without_dividing_by_zero():
+    """An all-zero map (everything removed by ReLU) is black, with no warning."""
+    fmap = np.zeros((3, 4), np.float32)
+    np.testing.assert_array_equal(to_pixels(fmap, *display_range(fmap)), np.zeros((3, 4), np.uint8))
+
+
+def test_upscale_makes_crisp_squares():
+    """A 2x2 map grows by a whole factor; each source pixel becomes a uniform square."""
+    pixels = np.array([[0, 50], [100, 250]], np.uint8)
+    big = upscale(pixels, min_side=128)
+    assert big.shape == (128, 128)
+    np.testing.assert_array_equal(big[:64, :64], 0)
+    np.testing.assert_array_equal(big[64:, 64:], 250)
+    assert upscale(np.zeros((200, 300), np.uint8)).shape == (200, 300)
+
+
+def test_upscale_keeps_long_maps_bounded():
+    """An extreme aspect ratio is not blown up past max_side."""
+    assert upscale(np.zeros((1, 1500), np.uint8), max_side=2048).shape == (1, 1500)
