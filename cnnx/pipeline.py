@@ -79,14 +79,12 @@ class Conv:
         return cls(tuple(parse_kernel(s) for s in specs), **options)
 
     def describe(self) -> str:
-        sizes = sorted({"x".join(map(str, k.weights.shape)) for k in self.kernels})
-        padding = self.padding if isinstance(self.padding, str) else f"padding {self.padding}"
-        extras = [padding] + [f"{key} {value}" for key, value, default in (
-            ("stride", self.stride, 1), ("dilation", self.dilation, 1), ("border", self.padding_mode, "zeros"),
-        ) if value != default]
-        if self.combine == "depthwise":
-            extras.append("depthwise")
-        return f"conv {'/'.join(sizes)}, {', '.join(extras)}: {', '.join(k.label for k in self.kernels)}"
+        sizes = "/".join(sorted({"x".join(map(str, k.weights.shape)) for k in self.kernels}))
+        words = ["conv", sizes, self.padding if isinstance(self.padding, str) else f"pad {self.padding}"]
+        words += [f"{key} {value}" for key, value in (("stride", self.stride), ("dilation", self.dilation)) if value != 1]
+        words += [self.padding_mode] if self.padding_mode != "zeros" else []
+        words += ["depthwise"] if self.combine == "depthwise" else []
+        return f"{' '.join(words)}: {', '.join(k.label for k in self.kernels)}"
 
     def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
         if self.combine == "average" or len(inputs) == 1:

@@ -108,7 +108,14 @@ def manifest(source: Source, results: list[StageResult], files: dict[int, list[M
 
 def filters_table() -> Table:
     """The bank: name, size, family and a one-line description."""
-    table = Table(title="cnnx filter bank", title_justify="left", caption="cnnx filters NAME shows one in full")
+    table = Table(
+        title="cnnx filter bank",
+        title_justify="left",
+        caption="'cnnx filters NAME' shows one in full",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     table.add_column("name", style="bold")
     table.add_column("size", justify="right")
     table.add_column("family")

@@ -87,7 +87,7 @@ def test_check_names_the_stage_that_cannot_run():
     """A pipeline too deep for a small image is refused up front, naming the stage and the sizes."""
     with pytest.raises(CnnxError, match="stage 6, maxpool 2x2: the 1x1 input is smaller than the 2x2 window"):
         check(LESSON, (1, 3, 3))
-    with pytest.raises(CnnxError, match="stage 1, conv 3x3, valid: sobel_x: kernel sobel_x spans 3x3"):
+    with pytest.raises(CnnxError, match="stage 1, conv 3x3 valid: sobel_x: kernel sobel_x spans 3x3"):
         check((Conv.of("sobel_x", padding="valid"),), (1, 2, 2))
 
 
