@@ -5,19 +5,17 @@ PyTorch can serve as an oracle and PyTorch users need no new vocabulary.
 Arrays are channel-first float32: ``(C, H, W)`` for one image or
 ``(N, C, H, W)`` for a batch; every op accepts both and returns the same rank.
 
-The work is done in row strips sized to stay in cache, spread over a small
-thread pool (numpy releases the GIL inside its loops and inside BLAS).  A
-strip always computes the same numbers whichever thread runs it, so results
-do not depend on the thread count.
+This module checks arguments and works out sizes; ``_engine`` does the
+arithmetic in cache-sized strips on a small thread pool.  Results do not
+depend on the number of threads (``CNNX_NUM_THREADS`` or ``set_num_threads``).
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
-
 import numpy as np
+
+from cnnx import _engine
+from cnnx._engine import num_threads, set_num_threads
 
 __all__ = [
     "conv2d",
@@ -33,52 +31,7 @@ __all__ = [
     "set_num_threads",
 ]
 
-# Bytes of input one strip may touch: about half of a typical 1-2 MiB L2.
-_STRIP_BYTES = 1 << 19
-_PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
-_threads: int | None = None
-_executor: ThreadPoolExecutor | None = None
-
-
-# ---------------------------------------------------------------- threads
-
-
-def num_threads() -> int:
-    """Threads the ops use: ``set_num_threads``, else ``CNNX_NUM_THREADS``, else the usable cores."""
-    if _threads is not None:
-        return _threads
-    env = os.environ.get("CNNX_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def set_num_threads(n: int | None) -> None:
-    """Set the number of threads the ops use; ``None`` restores the default."""
-    global _threads, _executor
-    if n is not None and (not isinstance(n, int) or n < 1):
-        raise ValueError(f"threads must be a positive integer; got {n!r}")
-    _threads = n
-    if _executor is not None:
-        _executor.shutdown()
-        _executor = None
-
-
-def _for_each_strip(work: Callable[[int, int], None], n_rows: int, row_bytes: int) -> None:
-    """Call ``work(r0, r1)`` on row strips of ``range(n_rows)``, on the thread pool."""
-    global _executor
-    step = max(1, _STRIP_BYTES // max(1, row_bytes))
-    strips = [(r, min(r + step, n_rows)) for r in range(0, n_rows, step)]
-    threads = min(num_threads(), len(strips))
-    if threads <= 1:
-        for r0, r1 in strips:
-            work(r0, r1)
-        return
-    if _executor is None or _executor._max_workers != num_threads():
-        _executor = ThreadPoolExecutor(max_workers=num_threads(), thread_name_prefix="cnnx")
-    for future in [_executor.submit(work, r0, r1) for r0, r1 in strips]:
-        future.result()
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 # ---------------------------------------------------------------- argument checks
@@ -145,20 +98,12 @@ def _conv_padding(padding, kernel, dilation, stride) -> tuple[tuple[int, int], t
     return (ph, ph), (pw, pw)
 
 
-def _pad(x: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], mode: str, fill: float = 0.0) -> np.ndarray:
-    """Pad the last two axes of ``x`` as ``torch.nn.functional.pad`` would."""
-    if rows == (0, 0) and cols == (0, 0):
-        return x
-    H, W = x.shape[-2:]
+def _check_border(mode: str, rows: tuple[int, int], cols: tuple[int, int], H: int, W: int) -> None:
+    """torch's limits: reflect mirrors once (padding < size), circular wraps once (padding <= size)."""
     if mode == "reflect" and (max(rows) >= H or max(cols) >= W):
         raise ValueError(f"padding_mode='reflect' needs padding smaller than the input {H}x{W}; got {rows}, {cols}")
     if mode == "circular" and (max(rows) > H or max(cols) > W):
         raise ValueError(f"padding_mode='circular' needs padding at most the input {H}x{W}; got {rows}, {cols}")
-    width = [(0, 0)] * (x.ndim - 2) + [rows, cols]
-    np_mode = _PADDING_MODES[mode]
-    if np_mode == "constant":
-        return np.pad(x, width, mode="constant", constant_values=fill)
-    return np.pad(x, width, mode=np_mode)
 
 
 # ---------------------------------------------------------------- convolution
@@ -230,8 +175,8 @@ def conv2d(
         )
     if min(O, kh, kw) < 1:
         raise ValueError(f"weight must have at least one kernel of at least 1x1; got shape {weight.shape}")
-    if padding_mode not in _PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {', '.join(_PADDING_MODES)}; got {padding_mode!r}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {', '.join(PADDING_MODES)}; got {padding_mode!r}")
     stride = _pair(stride, "stride")
     dilation = _pair(dilation, "dilation")
     rows, cols = _conv_padding(padding, (kh, kw), dilation, stride)
@@ -247,122 +192,24 @@ def conv2d(
         if bias.shape != (O,):
             raise ValueError(f"bias must have shape ({O},); got {bias.shape}")
 
-    xp = np.ascontiguousarray(_pad(x, rows, cols, padding_mode))
+    _check_border(padding_mode, rows, cols, H, W)
+    x = np.ascontiguousarray(x)
     out = np.empty((N, O, (padded[0] - span[0]) // stride[0] + 1, (padded[1] - span[1]) // stride[1] + 1), np.float32)
     O_group = O // groups
     for n in range(N):
         for g in range(groups):
-            _correlate(
-                xp[n, g * C_group : (g + 1) * C_group],
+            _engine.correlate(
+                x[n, g * C_group : (g + 1) * C_group],
                 weight[g * O_group : (g + 1) * O_group],
                 stride,
                 dilation,
+                (rows, cols),
+                padding_mode,
                 out[n, g * O_group : (g + 1) * O_group],
             )
     if bias is not None:
         out += bias[:, None, None]
     return out if batched else out[0]
-
-
-def _tap(plane: np.ndarray, r0: int, r1: int, offset: tuple[int, int], stride, n_cols: int) -> np.ndarray:
-    """The view of ``plane`` that one kernel tap at ``offset`` sees for output rows ``r0:r1``."""
-    top = r0 * stride[0] + offset[0]
-    return plane[..., top : top + stride[0] * (r1 - r0 - 1) + 1 : stride[0], offset[1] : offset[1] + stride[1] * (n_cols - 1) + 1 : stride[1]]
-
-
-def _correlate(xp: np.ndarray, w: np.ndarray, stride, dilation, out: np.ndarray) -> None:
-    """``out[o] = sum over (c, i, j) of w[o, c, i, j] * tap (c, i, j) of xp``, for one group."""
-    O, C, kh, kw = w.shape
-    if O == 1 and C == 1:
-        factors = _separable(w[0, 0])
-        if factors is not None:
-            return _correlate_separable(xp[0], *factors, stride, dilation, out[0])
-        return _correlate_taps(xp[0], w[0, 0], stride, dilation, out[0])
-    return _correlate_matmul(xp, w, stride, dilation, out)
-
-
-def _correlate_taps(plane: np.ndarray, kernel: np.ndarray, stride, dilation, out: np.ndarray) -> None:
-    """One kernel over one plane: multiply-accumulate tap by tap, skipping zero taps."""
-    taps = [((i * dilation[0], j * dilation[1]), kernel[i, j]) for i, j in np.ndindex(kernel.shape) if kernel[i, j]]
-    n_cols = out.shape[1]
-
-    def strip(r0: int, r1: int) -> None:
-        acc = out[r0:r1]
-        if not taps:
-            acc.fill(0)
-            return
-        scratch = np.empty_like(acc)
-        (offset, value), *rest = taps
-        np.multiply(_tap(plane, r0, r1, offset, stride, n_cols), value, out=acc)
-        for offset, value in rest:
-            np.multiply(_tap(plane, r0, r1, offset, stride, n_cols), value, out=scratch)
-            acc += scratch
-
-    _for_each_strip(strip, out.shape[0], plane.shape[1] * stride[0] * 4 * 3)
-
-
-def _separable(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(column, row)`` with ``outer(column, row) == kernel`` to float32 rounding, or None.
-
-    The row is the kernel's own row of largest magnitude, so integer kernels
-    such as Sobel factor into exact numbers.
-    """
-    kh, kw = kernel.shape
-    if kh < 2 or kw < 2:
-        return None
-    i = int(np.argmax(np.abs(kernel).max(axis=1)))
-    row = kernel[i]
-    j = int(np.argmax(np.abs(row)))
-    if row[j] == 0:
-        return None
-    column = (kernel[:, j] / row[j]).astype(np.float32)
-    error = np.abs(np.outer(column, row) - kernel).max()
-    if error > 1e-6 * np.abs(kernel).max():
-        return None
-    return column, row
-
-
-def _correlate_separable(plane, column, row, stride, dilation, out) -> None:
-    """A rank-1 kernel as a vertical then a horizontal 1-D pass, strip by strip."""
-    n_cols = out.shape[1]
-    width = plane.shape[1]
-    vertical = [((i * dilation[0], 0), v) for i, v in enumerate(column) if v]
-    horizontal = [((0, j * dilation[1]), v) for j, v in enumerate(row) if v]
-
-    def strip(r0: int, r1: int) -> None:
-        middle = np.empty((r1 - r0, width), np.float32)
-        scratch = np.empty_like(middle)
-        _accumulate(middle, scratch, [(_tap(plane, r0, r1, o, (stride[0], 1), width), v) for o, v in vertical])
-        acc = out[r0:r1]
-        _accumulate(acc, scratch[:, :n_cols], [(_tap(middle, 0, r1 - r0, o, (1, stride[1]), n_cols), v) for o, v in horizontal])
-
-    _for_each_strip(strip, out.shape[0], width * stride[0] * 4 * 4)
-
-
-def _accumulate(acc: np.ndarray, scratch: np.ndarray, terms) -> None:
-    """``acc = sum(view * value for view, value in terms)``, with no temporaries."""
-    (view, value), *rest = terms
-    np.multiply(view, value, out=acc)
-    for view, value in rest:
-        np.multiply(view, value, out=scratch)
-        acc += scratch
-
-
-def _correlate_matmul(xp: np.ndarray, w: np.ndarray, stride, dilation, out: np.ndarray) -> None:
-    """Many channels or kernels: per strip, gather the taps (im2col) and make one BLAS product."""
-    O, C, kh, kw = w.shape
-    weights = w.reshape(O, C * kh * kw)
-    offsets = [(i * dilation[0], j * dilation[1]) for i in range(kh) for j in range(kw)]
-    n_cols = out.shape[2]
-
-    def strip(r0: int, r1: int) -> None:
-        columns = np.empty((C, kh * kw, r1 - r0, n_cols), np.float32)
-        for k, offset in enumerate(offsets):
-            columns[:, k] = _tap(xp, r0, r1, offset, stride, n_cols)
-        product = weights @ columns.reshape(C * kh * kw, -1)
-        out[:, r0:r1] = product.reshape(O, r1 - r0, n_cols)
-
-    _for_each_strip(strip, out.shape[1], n_cols * 4 * (C * kh * kw + O))
 
 
 # ---------------------------------------------------------------- pooling
@@ -390,29 +237,14 @@ def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode):
 
 
 def _pool(x: np.ndarray, kernel, stride, dilation, pad, size, reduce, fill: float) -> np.ndarray:
-    """Reduce every window with ``reduce``: along rows first, then along columns, strip by strip.
-
-    Windows that run past the input (padding, or ceil_mode's last window) see ``fill``.
-    """
+    """Reduce every window; cells in the padding or past the input (ceil_mode's last window) hold ``fill``."""
     N, C, H, W = x.shape
-    rows = (pad[0], (size[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1 - H - pad[0])
-    cols = (pad[1], (size[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1 - W - pad[1])
-    xp = _pad(x, (rows[0], max(rows[1], 0)), (cols[0], max(cols[1], 0)), "zeros", fill)
-    xp = xp.reshape(N * C, *xp.shape[2:])
+    bottom = (size[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1 - H - pad[0]
+    right = (size[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1 - W - pad[1]
+    pads = ((pad[0], max(bottom, 0)), (pad[1], max(right, 0)))
     out = np.empty((N * C, *size), np.float32)
-    width = xp.shape[2]
-
-    def strip(r0: int, r1: int) -> None:
-        middle = np.empty((N * C, r1 - r0, width), np.float32)
-        for i in range(kernel[0]):
-            view = _tap(xp, r0, r1, (i * dilation[0], 0), (stride[0], 1), width)
-            np.copyto(middle, view) if i == 0 else reduce(middle, view, out=middle)
-        acc = out[:, r0:r1]
-        for j in range(kernel[1]):
-            view = _tap(middle, 0, r1 - r0, (0, j * dilation[1]), (1, stride[1]), size[1])
-            np.copyto(acc, view) if j == 0 else reduce(acc, view, out=acc)
-
-    _for_each_strip(strip, size[0], N * C * width * stride[0] * 4 * 2)
+    planes = np.ascontiguousarray(x).reshape(N * C, H, W)
+    _engine.pool(planes, kernel, stride, dilation, pads, fill, reduce, out)
     return out.reshape(N, C, *size)
 
 

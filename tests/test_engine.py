@@ -1,0 +1,119 @@
+"""The fast paths of the ops (strips, threads, separable passes, BLAS) against the plain loops and each other."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnnx import _engine, ops
+from reference import conv2d_loops, max_pool2d_loops
+
+
+@pytest.fixture
+def tiny_strips(monkeypatch):
+    """Make every strip one row, so strip boundaries fall everywhere."""
+    monkeypatch.setattr(_engine, "STRIP_BYTES", 1)
+
+
+@pytest.fixture
+def threads():
+    yield
+    ops.set_num_threads(None)
+
+
+def rank_one(rng, kh, kw):
+    return np.outer(rng.standard_normal(kh), rng.standard_normal(kw)).astype(np.float32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, 6), st.integers(2, 6), st.integers(5, 19), st.integers(5, 19), st.integers(1, 2), st.integers(1, 2),
+    st.sampled_from(["zeros", "reflect", "replicate", "circular"]), st.integers(0, 2**16),
+)
+def test_separable_path_matches_loops(kh, kw, H, W, stride, dilation, mode, seed):
+    """A rank-1 kernel runs as two 1-D passes and still equals the pixel loop, with stride, dilation and borders."""
+    rng = np.random.default_rng(seed)
+    kernel = rank_one(rng, kh, kw)
+    assert _engine.separable(kernel) is not None
+    image = rng.random((1, H, W), dtype=np.float32)
+    pad = (min(kh // 2, H - 1), min(kw // 2, W - 1))
+    if dilation * (kh - 1) + 1 > H + 2 * pad[0] or dilation * (kw - 1) + 1 > W + 2 * pad[1]:
+        return
+    got = ops.conv2d(image, kernel[None, None], stride=stride, padding=pad, dilation=dilation, padding_mode=mode)
+    want = conv2d_loops(image[None], kernel[None, None], None, (stride,) * 2, ((pad[0],) * 2, (pad[1],) * 2), (dilation,) * 2, 1, mode)
+    np.testing.assert_allclose(got, want[0], rtol=1e-5, atol=1e-5 * np.abs(kernel).sum())
+
+
+def test_separable_detection():
+    """Sobel and the Gaussian are found separable (Sobel exactly); the Laplacian and a random kernel are not."""
+    from cnnx.kernels import LAPLACIAN_4, SOBEL_X, gaussian
+
+    column, row = _engine.separable(SOBEL_X)
+    np.testing.assert_array_equal(np.outer(column, row), SOBEL_X)
+    assert _engine.separable(gaussian(2.0)) is not None
+    assert _engine.separable(LAPLACIAN_4) is None
+    assert _engine.separable(np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32)) is None
+
+
+@pytest.mark.parametrize("O, C", [(1, 1), (1, 3), (4, 1), (8, 3)])
+@pytest.mark.parametrize("padding, stride", [("same", 1), (0, 1), (2, 3)])
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_one_row_strips_equal_whole_image(O, C, padding, stride, mode, tiny_strips):
+    """One-row strips and one strip for the whole image agree, on 37x23 (no multiple of anything).
+
+    Only to rounding: BLAS may sum a product of another width in another order.
+    """
+    rng = np.random.default_rng(O * 10 + C)
+    image = rng.standard_normal((2, C, 37, 23)).astype(np.float32)
+    weight = rng.standard_normal((O, C, 3, 5)).astype(np.float32)
+    got = ops.conv2d(image, weight, padding=padding, stride=stride, padding_mode=mode)
+    _engine.STRIP_BYTES = 1 << 40
+    whole = ops.conv2d(image, weight, padding=padding, stride=stride, padding_mode=mode)
+    np.testing.assert_allclose(got, whole, rtol=1e-6, atol=1e-6 * np.abs(weight).sum())
+    pads = ((1, 1), (2, 2)) if padding == "same" else ((padding, padding),) * 2
+    np.testing.assert_allclose(got, conv2d_loops(image, weight, None, (stride,) * 2, pads, (1, 1), 1, mode), atol=2e-5 * np.abs(weight).sum())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_results_identical_for_any_thread_count(n, threads, tiny_strips):
+    """Every op gives bit-identical results on 1, 2, 3 or 5 threads."""
+    rng = np.random.default_rng(7)
+    image = rng.standard_normal((3, 41, 29)).astype(np.float32)
+    weight = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    single = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    separable = np.outer([1, 2, 1, 2, 1], [1, 0, -1, 0, 1]).astype(np.float32)[None, None]
+    calls = [
+        lambda: ops.conv2d(image, weight, padding=1),
+        lambda: ops.conv2d(image[:1], single, padding="same", padding_mode="circular"),
+        lambda: ops.conv2d(image[:1], separable, padding=2),
+        lambda: ops.max_pool2d(image, 3, 2, 1, ceil_mode=True),
+        lambda: ops.avg_pool2d(image, 2, ceil_mode=True),
+    ]
+    ops.set_num_threads(1)
+    reference = [call() for call in calls]
+    ops.set_num_threads(n)
+    for call, want in zip(calls, reference):
+        np.testing.assert_array_equal(call(), want)
+
+
+@pytest.mark.parametrize("shape", [(16, 20, 30), (3, 7, 9), (1, 1, 5)])
+def test_pool_strips_match_loops(shape, tiny_strips):
+    """Pooling in one-row strips, padded and not, equals the loop reference."""
+    x = np.random.default_rng(3).standard_normal((1, *shape)).astype(np.float32)
+    for kernel, stride, pad in [((2, 2), (2, 2), (0, 0)), ((3, 2), (2, 1), (1, 1)), ((1, 3), (1, 2), (0, 1))]:
+        if shape[1] + 2 * pad[0] < kernel[0] or shape[2] + 2 * pad[1] < kernel[1]:
+            continue
+        got = ops.max_pool2d(x, kernel, stride, pad)
+        np.testing.assert_array_equal(got, max_pool2d_loops(x, kernel, stride, pad, (1, 1), False))
+
+
+def test_thread_setting_is_checked(threads):
+    """Threads must be a positive integer; CNNX_NUM_THREADS sets the default."""
+    with pytest.raises(ValueError, match="positive integer"):
+        ops.set_num_threads(0)
+
+
+def test_thread_count_from_environment(monkeypatch, threads):
+    """CNNX_NUM_THREADS sets how many threads the ops use."""
+    monkeypatch.setenv("CNNX_NUM_THREADS", "3")
+    assert ops.num_threads() == 3
