@@ -5,6 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scipy import ndimage
+
 from cnnx import _engine, ops
 from reference import conv2d_loops, max_pool2d_loops
 
@@ -117,3 +119,53 @@ def test_thread_count_from_environment(monkeypatch, threads):
     """CNNX_NUM_THREADS sets how many threads the ops use."""
     monkeypatch.setenv("CNNX_NUM_THREADS", "3")
     assert ops.num_threads() == 3
+
+
+SCIPY_MODES = {"zeros": "constant", "reflect": "mirror", "replicate": "nearest", "circular": "wrap"}
+
+
+@pytest.mark.parametrize("kh, kw", [(9, 9), (13, 7), (31, 31)])
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_fft_path_matches_scipy(kh, kw, mode):
+    """A large dense kernel goes through the overlap-save FFT and equals scipy.ndimage.correlate."""
+    rng = np.random.default_rng(kh * kw)
+    kernel = rng.standard_normal((kh, kw))
+    image = rng.random((300, 61))
+    assert _engine.fft_is_faster(kernel, image.shape)
+    got = ops.conv2d(image[None], kernel[None, None], padding="same", padding_mode=mode)[0]
+    want = ndimage.correlate(image, kernel, mode=SCIPY_MODES[mode])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(kernel).sum())
+
+
+def test_fft_path_dilated_even_kernel_matches_loops():
+    """An even, dilated kernel on the FFT path is padded as torch pads it and equals the pixel loop."""
+    rng = np.random.default_rng(2)
+    kernel = rng.standard_normal((8, 10)).astype(np.float32)
+    image = rng.random((1, 40, 37), dtype=np.float32)
+    assert _engine.fft_is_faster(kernel, (40, 37))
+    got = ops.conv2d(image, kernel[None, None], padding="same", dilation=2, padding_mode="reflect")
+    want = conv2d_loops(image[None], kernel[None, None], None, (1, 1), ((7, 7), (9, 9)), (2, 2), 1, "reflect")[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(kernel).sum())
+
+
+def test_fft_only_where_it_pays():
+    """Small or separable kernels never take the FFT; a dense 31x31 on a big image does."""
+    from cnnx.kernels import gaussian
+
+    rng = np.random.default_rng(0)
+    assert not _engine.fft_is_faster(rng.standard_normal((3, 3)), (2048, 2048))
+    assert not _engine.fft_is_faster(gaussian(5.0), (2048, 2048))
+    assert _engine.fft_is_faster(rng.standard_normal((31, 31)), (2048, 2048))
+
+
+def test_low_rank_kernel_runs_as_passes_and_matches_loops():
+    """A difference of Gaussians (rank 2) runs as two pairs of 1-D passes and equals the pixel loop."""
+    from cnnx.kernels import dog
+
+    kernel = dog(1.0)
+    pairs = _engine.factorise(kernel)
+    assert pairs is not None and len(pairs) == 2
+    image = np.random.default_rng(1).random((1, 40, 33), dtype=np.float32)
+    got = ops.conv2d(image, kernel[None, None], padding="same", padding_mode="replicate")
+    want = conv2d_loops(image[None], kernel[None, None], None, (1, 1), ((5, 5), (5, 5)), (1, 1), 1, "replicate")[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
