@@ -169,3 +169,39 @@ def test_low_rank_kernel_runs_as_passes_and_matches_loops():
     got = ops.conv2d(image, kernel[None, None], padding="same", padding_mode="replicate")
     want = conv2d_loops(image[None], kernel[None, None], None, (1, 1), ((5, 5), (5, 5)), (1, 1), 1, "replicate")[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def traced_peak(call) -> tuple[int, object]:
+    """Peak bytes numpy allocated (tracemalloc sees numpy's buffers) during ``call``, and its result."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = call()
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def test_relu_inplace_allocates_nothing():
+    """relu(inplace=True) on a 4 MB array allocates less than a kilobyte."""
+    x = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32)
+    peak, _ = traced_peak(lambda: ops.relu(x, inplace=True))
+    assert peak < 1024
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: ops.conv2d(x, np.ones((8, 3, 3, 3), np.float32), padding=1),
+        lambda x: ops.conv2d(x[:1], np.ones((1, 1, 3, 3), np.float32), padding="same"),
+        lambda x: ops.conv2d(x[:1], np.random.default_rng(0).standard_normal((1, 1, 15, 15)), padding="same"),
+        lambda x: ops.max_pool2d(x, 2),
+        lambda x: ops.avg_pool2d(x, 3, 1, 1),
+    ],
+)
+def test_peak_memory_is_at_most_twice_the_output_beyond_it(call):
+    """No op holds a whole-image im2col: on 3x1024x1024, memory beyond the output stays under twice the output."""
+    x = np.random.default_rng(1).random((3, 1024, 1024), dtype=np.float32)
+    peak, out = traced_peak(lambda: call(x))
+    assert peak - out.nbytes <= 2 * out.nbytes
