@@ -68,42 +68,73 @@ def _main(
 
 @app.command()
 def pipeline(
-    image: Path = typer.Argument(..., help="The image to run (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)."),
+    image: Optional[Path] = typer.Argument(None, help="The image to run (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)."),
     out_dir: Optional[Path] = typer.Option(
-        None, "-o", "--out", help="Folder for the feature maps. [default: cnnx-out/IMAGE-NAME]"
+        None, "-o", "--out", help="Folder for the feature maps (default: cnnx-out/IMAGE-NAME)."
     ),
-    color: bool = typer.Option(False, "--color/--gray", help="Feed the red, green and blue channels, or luma (default)."),
+    spec: Optional[str] = typer.Option(
+        None, "--spec", "-s", help='Stages to run, e.g. "conv(sobel_x, sobel_y) -> relu -> maxpool(2)".'
+    ),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A pipeline TOML file (see --print-config)."),
+    preset_name: Optional[str] = typer.Option(None, "--preset", "-p", help="A named pipeline; 'cnnx presets' lists them."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the pipeline as TOML and exit."),
+    color: Optional[bool] = typer.Option(
+        None, "--color/--gray", help="Feed red, green and blue, or luma (default: gray, or what --config says).", show_default=False
+    ),
+    convention: Optional[str] = typer.Option(
+        None, "--convention", help="correlation (kernels as written, as CNNs do) or convolution (kernels flipped).", show_default=False
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing folder that cnnx did not write."),
     png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNGs: 1 is fast, 9 small."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
 ) -> None:
-    """Run the lesson's Conv -> ReLU -> Pool pipeline and write every feature map as a PNG.
+    """Run a Conv -> ReLU -> Pool pipeline and write every feature map as a PNG.
 
-    Two rounds: edges in four directions (conv, relu, 2x2 max pool), then a
-    centre-surround filter on each direction's map (conv, relu, 2x2 max pool).
-    Each channel of each stage becomes OUT/NN_stage/chCC_filter.png, and a
-    table sums up every stage.
+    By default the lesson's flow, twice: edges in four directions (conv, relu,
+    2x2 max pool), then a centre-surround filter on each direction's map
+    (conv, relu, 2x2 max pool).  Each channel of each stage becomes
+    OUT/NN_stage/chCC_filter.png, and a table sums up every stage.
 
-    Example: cnnx pipeline samples/chelsea.png -o out/chelsea
+    Example: cnnx pipeline samples/chelsea.png --spec "conv(sobel_x@) -> relu -> maxpool(2)"
     """
     from cnnx.folder import staged_folder, write_manifest, write_stage
     from cnnx.images import load_image
-    from cnnx.pipeline import LESSON, stream
+    from cnnx.pipeline import check, stream
     from cnnx.report import manifest, summary_table
+    from cnnx.spec import load_pipeline, to_toml
 
     with _reported_errors():
-        source = load_image(image, color=color, **_pixel_limit(max_pixels))
+        chosen = load_pipeline(spec=spec, config=config, preset_name=preset_name, color=color, convention=convention)
+        if print_config:
+            out.print(to_toml(chosen), markup=False, highlight=False, end="", soft_wrap=True)
+            return
+        if image is None:
+            raise CnnxError("give an IMAGE to run, or --print-config to see the pipeline")
+        source = load_image(image, color=chosen.color, **_pixel_limit(max_pixels))
+        check(chosen.stages, source.array.shape)
         destination = out_dir if out_dir is not None else Path("cnnx-out") / image.stem
         results, files = [], {}
         with staged_folder(destination, force=force) as folder:
-            for result in stream(source.array, LESSON):
+            for result in stream(source.array, chosen):
                 files[result.index] = write_stage(result, folder, png_level=png_level)
                 results.append(result)
-            write_manifest(folder, manifest(source, results, files, folder))
+            write_manifest(folder, manifest(source, chosen, results, files, folder))
         _note_frames(source)
-        out.print(summary_table(results, destination))
+        out.print(summary_table(results, destination, chosen))
         count = sum(len(f) for f in files.values())
-        out.print(f"wrote {count} PNGs and manifest.json to {destination}", markup=False, highlight=False, soft_wrap=True)
+        out.print(f"wrote {count} PNGs and manifest.json to {destination}", markup=False, highlight=False)
+
+
+@app.command()
+def presets() -> None:
+    """List the named pipelines that --preset takes.
+
+    Example: cnnx pipeline samples/chelsea.png --preset edges
+    """
+    from cnnx.report import presets_table
+    from cnnx.spec import PRESETS
+
+    out.print(presets_table(PRESETS))
 
 
 @app.command(name="filter")
@@ -112,7 +143,7 @@ def filter_(
     kernel_spec: str = typer.Argument(
         ..., metavar="KERNEL", help="A filter name (see 'cnnx filters'), name:param=value, a [[...]] matrix or a .npy file."
     ),
-    output: Optional[Path] = typer.Option(None, "-o", "--out", help="PNG to write. [default: IMAGE-NAME_KERNEL.png]"),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="PNG to write (default: IMAGE-NAME_KERNEL.png)."),
     show: bool = typer.Option(False, "--show", help="Also print the kernel card."),
     color: bool = typer.Option(False, "--color/--gray", help="Filter each of red, green, blue, or luma (default)."),
     padding_mode: str = typer.Option(
@@ -138,7 +169,7 @@ def filter_(
     with _reported_errors():
         kernel = parse_kernel(kernel_spec)
         source = load_image(image, color=color, **_pixel_limit(max_pixels))
-        stage = Conv((kernel,), combine="depthwise", padding="same", padding_mode=padding_mode)
+        stage = Conv((kernel.spec,), combine="depthwise", padding="same", padding_mode=padding_mode)
         response = stage.apply(source.array)
         target = output if output is not None else Path(f"{image.stem}_{safe_name(kernel.label)}.png")
         check_writable(target, force=force)

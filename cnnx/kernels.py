@@ -24,7 +24,10 @@ import numpy as np
 
 from cnnx.errors import CnnxError
 
-__all__ = ["Filter", "Kernel", "BANK", "parse_kernel", "find_filter", "gaussian", "dog", "box"]
+__all__ = [
+    "Filter", "Kernel", "RandomBank", "WeightBank", "BANK", "parse_kernel", "parse_filters", "find_filter",
+    "gaussian", "dog", "box",
+]
 
 
 def _k(rows) -> np.ndarray:
@@ -172,18 +175,41 @@ BANK: dict[str, Filter] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Kernel:
-    """A parsed kernel spec: a label for tables and file names, and the 2-D float32 weights."""
+    """A parsed kernel: the spec text that rebuilds it, a short label for tables and file names, the 2-D weights."""
 
+    spec: str
     label: str
     weights: np.ndarray = field(repr=False)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Kernel) and self.label == other.label and np.array_equal(self.weights, other.weights)
+        return isinstance(other, Kernel) and self.spec == other.spec and np.array_equal(self.weights, other.weights)
 
     def __hash__(self) -> int:
-        return hash(self.label)
+        return hash(self.spec)
+
+
+@dataclass(frozen=True, eq=False)
+class RandomBank:
+    """``count`` random ``size`` x ``size`` filters, drawn when the input's channel count is known."""
+
+    spec: str
+    count: int
+    size: int
+
+
+@dataclass(frozen=True, eq=False)
+class WeightBank:
+    """Filters of shape (out, in, kH, kW) from a file, for example a trained network's first layer."""
+
+    spec: str
+    label: str
+    weights: np.ndarray = field(repr=False)
+    bias: np.ndarray | None = field(default=None, repr=False)
+
+
+FilterSource = tuple[Kernel, ...] | RandomBank | WeightBank
 
 
 def find_filter(name: str) -> Filter:
@@ -191,49 +217,103 @@ def find_filter(name: str) -> Filter:
     try:
         return BANK[name]
     except KeyError:
-        close = difflib.get_close_matches(name, BANK, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, [*BANK, "random"], n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "'cnnx filters' lists them."
         raise CnnxError(f"unknown filter {name!r}; {hint}") from None
 
 
 def parse_kernel(spec: str) -> Kernel:
-    """Turn a kernel spec into a ``Kernel``.
+    """Turn one 2-D kernel spec into a ``Kernel``.
 
     Examples
     --------
     >>> parse_kernel("gaussian:sigma=0.5").weights.shape
     (5, 5)
     >>> parse_kernel("[[1, -1]]")
-    Kernel(label='matrix1x2')
+    Kernel(spec='[[1,-1]]', label='matrix1x2')
     """
     spec = spec.strip()
     if spec.startswith("["):
         return _parse_matrix(spec)
     if spec.lower().endswith(".npy"):
-        return _load_npy(Path(spec))
+        return Kernel(spec, Path(spec).stem, _checked_matrix(_load_array(Path(spec)), spec))
     name, _, arguments = spec.partition(":")
     entry = find_filter(name.strip())
-    params = _parse_params(entry, arguments)
-    label = entry.name + (":" + ",".join(f"{k}={v:g}" for k, v in params.items()) if params else "")
-    return Kernel(label, entry.kernel(**params))
+    params = _parse_params(entry.name, entry.defaults, arguments)
+    canonical = entry.name + (":" + ":".join(f"{k}={v:g}" for k, v in params.items()) if params else "")
+    return Kernel(canonical, canonical, entry.kernel(**params))
 
 
-def _parse_params(entry: Filter, text: str) -> dict[str, float]:
-    """``"sigma=2,size=3"`` checked against the parameters ``entry`` takes."""
+def parse_filters(spec: str) -> FilterSource:
+    """A filter source for a conv stage: kernels (with rotations), random filters, or a 4-D weight file.
+
+    - ``NAME@`` turns a 3x3 kernel by 45 degrees 8 times, ``NAME>`` by 90
+      degrees 4 times, clockwise, as ImageMagick's kernel flags do;
+    - ``random:COUNT`` (or ``random:COUNT:size=K``) is COUNT random K x K filters;
+    - a ``.npz`` file (``file.npz`` or ``file.npz:ARRAY``) or a 4-D ``.npy`` holds
+      filters of shape (out, in, kH, kW); a ``bias`` array beside them is used.
+
+    Examples
+    --------
+    >>> [k.label for k in parse_filters("sobel_x>")]
+    ['sobel_x>0', 'sobel_x>90', 'sobel_x>180', 'sobel_x>270']
+    """
+    spec = spec.strip()
+    if spec.endswith("@") or spec.endswith(">"):
+        return _turns(parse_kernel(spec[:-1]), spec[-1])
+    head = spec.partition(":")[0].strip()
+    if head == "random":
+        params = _parse_params("random", {"count": 8.0, "size": 3.0}, spec.partition(":")[2])
+        count, size = params.get("count", 8.0), params.get("size", 3.0)
+        if count != int(count) or not 1 <= count <= 512 or size != int(size) or not 1 <= size <= 31:
+            raise CnnxError(f"random: count must be a whole number from 1 to 512 and size from 1 to 31; got {spec!r}")
+        canonical = f"random:{int(count)}" + (f":size={int(size)}" if size != 3 else "")
+        return RandomBank(canonical, int(count), int(size))
+    if head.lower().endswith(".npz") or (head.lower().endswith(".npy") and _load_array(Path(head)).ndim == 4):
+        return _load_weights(spec)
+    return (parse_kernel(spec),)
+
+
+_RING = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0)]  # clockwise from the top left
+
+
+def _turns(kernel: Kernel, flag: str) -> tuple[Kernel, ...]:
+    """The kernel turned clockwise: 8 steps of 45 degrees ('@', 3x3 only) or 4 of 90 ('>')."""
+    if flag == ">":
+        return tuple(
+            Kernel(f"{kernel.spec}>", f"{kernel.label}>{90 * k}", np.ascontiguousarray(np.rot90(kernel.weights, -k)))
+            for k in range(4)
+        )
+    if kernel.weights.shape != (3, 3):
+        raise CnnxError(f"{kernel.spec}@: 45-degree turns need a 3x3 kernel; use '>' for 90-degree turns")
+    turned = []
+    for step in range(8):
+        weights = kernel.weights.copy()
+        for k, cell in enumerate(_RING):
+            weights[cell] = kernel.weights[_RING[(k - step) % 8]]
+        turned.append(Kernel(f"{kernel.spec}@", f"{kernel.label}@{45 * step}", weights))
+    return tuple(turned)
+
+
+def _parse_params(name: str, defaults: dict[str, float], text: str) -> dict[str, float]:
+    """``"sigma=2"`` or ``"count=8:size=3"`` (":" or "," between them) checked against ``defaults``' keys.
+
+    A lone value without a key sets the first parameter.
+    """
     params: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in filter(None, (part.strip() for part in text.replace(",", ":").split(":"))):
         key, eq, value = (s.strip() for s in item.partition("="))
-        if not eq and len(entry.defaults) == 1:
-            key, value = next(iter(entry.defaults)), item
-        if key not in entry.defaults:
-            takes = ", ".join(entry.defaults) or "no parameters"
-            raise CnnxError(f"filter {entry.name!r} takes {takes}; got {item!r}")
+        if not eq and defaults and not params:
+            key, value = next(iter(defaults)), item
+        if key not in defaults:
+            takes = ", ".join(defaults) or "no parameters"
+            raise CnnxError(f"filter {name!r} takes {takes}; got {item!r}")
         try:
             params[key] = float(value)
         except ValueError:
-            raise CnnxError(f"{entry.name}: {key} must be a number; got {value!r}") from None
+            raise CnnxError(f"{name}: {key} must be a number; got {value!r}") from None
         if not math.isfinite(params[key]):
-            raise CnnxError(f"{entry.name}: {key} must be finite; got {value!r}")
+            raise CnnxError(f"{name}: {key} must be finite; got {value!r}")
     return params
 
 
@@ -259,14 +339,50 @@ def _parse_matrix(spec: str) -> Kernel:
             f"cannot read the matrix {spec!r}: write rows of numbers, e.g. [[1,0,-1],[1,0,-1],[1,0,-1]]"
         ) from None
     weights = _checked_matrix(array, "matrix")
-    return Kernel(f"matrix{weights.shape[0]}x{weights.shape[1]}", weights)
+    return Kernel("".join(spec.split()), f"matrix{weights.shape[0]}x{weights.shape[1]}", weights)
 
 
-def _load_npy(path: Path) -> Kernel:
+def _read_numpy(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of a .npy file, or every array of a .npz file by name."""
     try:
-        array = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return np.asarray(loaded)
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
     except FileNotFoundError:
         raise CnnxError(f"{path}: no such file") from None
-    except (OSError, ValueError) as error:
-        raise CnnxError(f"{path}: not a readable .npy array ({error})") from None
-    return Kernel(path.stem, _checked_matrix(np.asarray(array), str(path)))
+    except IsADirectoryError:
+        raise CnnxError(f"{path}: is a directory") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise CnnxError(f"{path}: not a readable numpy file ({error})") from None
+
+
+def _load_array(path: Path) -> np.ndarray:
+    loaded = _read_numpy(path)
+    if isinstance(loaded, dict):
+        raise CnnxError(f"{path}: a kernel file must be a .npy array")
+    return loaded
+
+
+def _load_weights(spec: str) -> WeightBank:
+    """Filters of shape (out, in, kH, kW) from a .npy or .npz file, and a .npz file's ``bias``."""
+    name, _, key = (part.strip() for part in spec.partition(":"))
+    path = Path(name)
+    loaded = _read_numpy(path)
+    bias = None
+    if isinstance(loaded, dict):
+        key = key or next((k for k in ("weight", "weights") if k in loaded), next(iter(loaded)) if len(loaded) == 1 else "")
+        if key not in loaded:
+            raise CnnxError(f"{path}: say which array holds the filters, as {path}:NAME; it holds {', '.join(loaded)}")
+        weights, bias = loaded[key], loaded.get("bias")
+    else:
+        weights = loaded
+    if weights.ndim != 4 or 0 in weights.shape or not np.issubdtype(weights.dtype, np.number):
+        raise CnnxError(f"{spec}: filters must be a numeric array of shape (out, in, kH, kW); got shape {weights.shape}")
+    if not np.isfinite(weights).all():
+        raise CnnxError(f"{spec}: the filters must hold finite numbers")
+    if bias is not None and bias.shape != (weights.shape[0],):
+        raise CnnxError(f"{spec}: bias must have shape ({weights.shape[0]},); got {bias.shape}")
+    bias = None if bias is None else bias.astype(np.float32)
+    return WeightBank(spec.strip(), path.stem, weights.astype(np.float32), bias)

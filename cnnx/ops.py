@@ -25,6 +25,7 @@ __all__ = [
     "leaky_relu",
     "sigmoid",
     "tanh",
+    "absolute",
     "conv_output_size",
     "pool_output_size",
     "num_threads",
@@ -386,6 +387,18 @@ def sigmoid(x, inplace: bool = False) -> np.ndarray:
     np.tanh(y, out=y)
     np.add(y, np.float32(1.0), out=y)
     return np.multiply(y, np.float32(0.5), out=y)
+
+
+def absolute(x, inplace: bool = False) -> np.ndarray:
+    """``|x|`` elementwise: how strong a response is, whatever its sign.
+
+    Examples
+    --------
+    >>> absolute([-3.0, 0.0, 2.0])
+    array([3., 0., 2.], dtype=float32)
+    """
+    y = _activation_input(x, inplace)
+    return np.abs(y, out=y)
 
 
 def tanh(x, inplace: bool = False) -> np.ndarray:

@@ -1,29 +1,33 @@
 """Pipeline stages, the default pipeline, and ``run()``.
 
-A pipeline is a tuple of small frozen stages.  Each stage knows its output
-shape, how it grows the receptive field, the labels of its output channels,
-and how to compute its output from the previous stage's.  ``stream()`` yields
-one ``StageResult`` per stage (the input first) so that a caller can write and
-release each stage's maps before the next is computed.
+A pipeline is a tuple of small frozen stages plus two settings: colour
+(grey or RGB input) and convention (cross-correlation, or true convolution
+with the kernels flipped).  Each stage knows its output shape, how it grows
+the receptive field, the labels of its output channels, its spec text and
+TOML table, and how to compute its output from the previous stage's.
+``stream()`` yields one ``StageResult`` per stage (the input first) so that a
+caller can write and release each stage's maps before the next is computed.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterator
 
 import numpy as np
 
 from cnnx import ops
 from cnnx.errors import CnnxError
-from cnnx.kernels import Kernel, parse_kernel
+from cnnx.kernels import Kernel, RandomBank, WeightBank, parse_filters
 
 __all__ = [
     "Conv",
     "Activation",
     "Pool",
+    "GlobalAvgPool",
     "Stage",
+    "Pipeline",
     "StageResult",
     "Stats",
     "LESSON",
@@ -33,114 +37,213 @@ __all__ = [
     "input_labels",
 ]
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_MODES = ops.PADDING_MODES
+COMBINES = ("average", "depthwise")
+CONVENTIONS = ("correlation", "convolution")
 Shape = tuple[int, int, int]
 Pair = tuple[int, int]
 
 
-def _pair(value) -> Pair:
-    return (value, value) if isinstance(value, int) else tuple(value)
+def _changed(stage, skip: tuple[str, ...]) -> dict:
+    """The fields of ``stage`` that differ from their defaults (a field with no default always counts)."""
+    return {
+        f.name: getattr(stage, f.name)
+        for f in fields(stage)
+        if f.name not in skip and getattr(stage, f.name) != f.default
+    }
 
 
-def _fmt_pair(pair: Pair) -> str:
-    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+def _options_text(stage, skip: tuple[str, ...] = ()) -> list[str]:
+    """``key=value`` for every option of ``stage`` that differs from its default."""
+    return [f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in _changed(stage, skip).items()]
+
+
+def _table(stage, op: str, skip: tuple[str, ...] = ()) -> dict:
+    """The stage as a TOML table: its op and every field that differs from its default."""
+    return {"op": op, **{k: list(v) if isinstance(v, tuple) else v for k, v in _changed(stage, skip).items()}}
 
 
 @dataclass(frozen=True)
 class Conv:
-    """Convolve with a bank of 2-D kernels.
+    """Convolve with filters given as specs: 2-D kernels (with rotations), ``random:N``, or (out, in, kH, kW) files.
 
     ``combine`` says how a 2-D kernel meets a multi-channel input: "average"
     applies it to every channel and averages (one output per kernel, like a
     CNN filter spanning all channels); "depthwise" keeps one output per input
-    channel and kernel.
+    channel and kernel.  Random filters follow the same rule; filters from a
+    file span all channels, as the file says.  ``bias`` is added to every
+    output; ``seed`` draws the random filters (He initialisation).
     """
 
-    kernels: tuple[Kernel, ...]
-    combine: str = "average"
-    stride: int = 1
+    filters: tuple[str, ...]
     padding: int | str = "same"
     padding_mode: str = "zeros"
+    stride: int = 1
     dilation: int = 1
+    combine: str = "average"
+    bias: float = 0.0
+    seed: int = 0
+    sources: tuple = field(init=False, repr=False, compare=False)
 
     name = "conv"
 
     def __post_init__(self):
-        if not self.kernels:
-            raise CnnxError("conv: give at least one kernel")
-        if self.combine not in ("average", "depthwise"):
-            raise CnnxError(f"conv: combine must be 'average' or 'depthwise'; got {self.combine!r}")
+        if not self.filters:
+            raise CnnxError("conv: give at least one filter")
+        # Parse every filter now, so a bad one is reported before any work; keep their canonical spellings.
+        sources = tuple(parse_filters(spec) for spec in self.filters)
+        object.__setattr__(self, "sources", sources)
+        object.__setattr__(self, "filters", tuple(s[0].spec if isinstance(s, tuple) else s.spec for s in sources))
+        if self.combine not in COMBINES:
+            raise CnnxError(f"conv: combine must be {' or '.join(COMBINES)}; got {self.combine!r}")
         if self.padding_mode not in PADDING_MODES:
-            raise CnnxError(f"conv: padding mode must be one of {', '.join(PADDING_MODES)}; got {self.padding_mode!r}")
+            raise CnnxError(f"conv: padding_mode must be one of {', '.join(PADDING_MODES)}; got {self.padding_mode!r}")
+        if not (self.padding in ("same", "valid") or (isinstance(self.padding, int) and self.padding >= 0)):
+            raise CnnxError(f"conv: padding must be 'same', 'valid' or a whole number >= 0; got {self.padding!r}")
+        for key in ("stride", "dilation"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise CnnxError(f"conv: {key} must be a whole number >= 1; got {getattr(self, key)!r}")
+        if self.padding == "same" and self.stride != 1:
+            raise CnnxError("conv: padding=same needs stride 1")
 
     @classmethod
-    def of(cls, *specs: str, **options) -> "Conv":
-        """A conv stage from kernel specs: ``Conv.of("sobel_x", "gaussian:sigma=2")``."""
-        return cls(tuple(parse_kernel(s) for s in specs), **options)
+    def of(cls, *filters: str, **options) -> "Conv":
+        """A conv stage from filter specs: ``Conv.of("sobel_x", "gaussian:sigma=2", padding=0)``."""
+        return cls(tuple(filters), **options)
+
+    def to_spec(self) -> str:
+        options = _options_text(self, skip=("filters", "sources"))
+        return f"conv({', '.join(self.filters)}{'; ' + ', '.join(options) if options else ''})"
+
+    def to_table(self) -> dict:
+        return _table(self, "conv", skip=("sources",))
 
     def describe(self) -> str:
-        sizes = "/".join(sorted({"x".join(map(str, k.weights.shape)) for k in self.kernels}))
-        words = ["conv", sizes, self.padding if isinstance(self.padding, str) else f"pad {self.padding}"]
-        words += [f"{key} {value}" for key, value in (("stride", self.stride), ("dilation", self.dilation)) if value != 1]
-        words += [self.padding_mode] if self.padding_mode != "zeros" else []
-        words += ["depthwise"] if self.combine == "depthwise" else []
-        return f"{' '.join(words)}: {', '.join(k.label for k in self.kernels)}"
+        return self.to_spec()
 
-    def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
-        if self.combine == "average" or len(inputs) == 1:
-            return tuple(k.label for k in self.kernels)
-        return tuple(f"{c}>{k.label}" for c in inputs for k in self.kernels)
+    def _spans(self, channels: int) -> list[Pair]:
+        spans = []
+        for source in self.sources:
+            if isinstance(source, RandomBank):
+                shapes = [(source.size, source.size)]
+            elif isinstance(source, WeightBank):
+                if source.weights.shape[1] != channels:
+                    raise CnnxError(
+                        f"{self.to_spec()}: {source.spec} has filters for {source.weights.shape[1]} input channels; "
+                        f"this stage gets {channels}"
+                    )
+                shapes = [source.weights.shape[2:]]
+            else:
+                shapes = [k.weights.shape for k in source]
+            spans += [(self.dilation * (h - 1) + 1, self.dilation * (w - 1) + 1) for h, w in shapes]
+        return spans
 
-    def _span(self, kernel: Kernel) -> Pair:
-        return tuple(self.dilation * (n - 1) + 1 for n in kernel.weights.shape)
+    def _count(self, source, channels: int) -> int:
+        if isinstance(source, WeightBank):
+            return source.weights.shape[0]
+        per_channel = channels if self.combine == "depthwise" else 1
+        return per_channel * (source.count if isinstance(source, RandomBank) else len(source))
 
     def output_shape(self, shape: Shape) -> Shape:
         C, H, W = shape
-        channels = len(self.kernels) * (C if self.combine == "depthwise" else 1)
+        channels = sum(self._count(source, C) for source in self.sources)
+        spans = self._spans(C)
+        self._check_border(spans, H, W)
+        if self.padding == "same":
+            return (channels, H, W)
+        pad = 0 if self.padding == "valid" else self.padding
         sizes = set()
-        for kernel in self.kernels:
-            if self.padding == "same":
-                sizes.add((H, W))
-                continue
-            pad = 0 if self.padding == "valid" else self.padding
-            span = self._span(kernel)
+        for span in spans:
             if span[0] > H + 2 * pad or span[1] > W + 2 * pad:
                 raise CnnxError(
-                    f"{self.describe()}: kernel {kernel.label} spans {span[0]}x{span[1]}, "
-                    f"larger than the padded {H + 2 * pad}x{W + 2 * pad} input"
+                    f"{self.to_spec()}: a filter spans {span[0]}x{span[1]}, larger than the padded "
+                    f"{H + 2 * pad}x{W + 2 * pad} input"
                 )
             sizes.add(tuple((n + 2 * pad - s) // self.stride + 1 for n, s in zip((H, W), span)))
         if len(sizes) > 1:
-            raise CnnxError(f"{self.describe()}: kernels of different sizes need padding='same'")
+            raise CnnxError(f"{self.to_spec()}: filters of different sizes need padding=same")
         return (channels, *sizes.pop())
 
-    def receptive(self, field: Pair, jump: Pair) -> tuple[Pair, Pair]:
-        spans = np.max([self._span(k) for k in self.kernels], axis=0)
+    def _check_border(self, spans: list[Pair], H: int, W: int) -> None:
+        """torch's limits on a border: reflect mirrors once (padding < size), circular wraps once (<= size)."""
+        if self.padding_mode not in ("reflect", "circular"):
+            return
+        limit = (H, W) if self.padding_mode == "reflect" else (H + 1, W + 1)
+        for span in spans:
+            # The wider side: "same" puts an odd pixel after, s // 2 in all.
+            pads = [s // 2 if self.padding == "same" else 0 if self.padding == "valid" else self.padding for s in span]
+            if pads[0] >= limit[0] or pads[1] >= limit[1]:
+                raise CnnxError(
+                    f"{self.to_spec()}: padding_mode={self.padding_mode} cannot pad the {H}x{W} input "
+                    f"by {max(pads)} pixels; use zeros or replicate"
+                )
+
+    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
+        spans = np.max(self._spans(shape[0]), axis=0)
         return (
-            tuple(int(f + (s - 1) * j) for f, s, j in zip(field, spans, jump)),
+            tuple(int(f + (s - 1) * j) for f, s, j in zip(rf, spans, jump)),
             tuple(j * self.stride for j in jump),
         )
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        try:
-            return self._apply(x)
-        except ValueError as error:  # an op refused the input, e.g. reflect padding wider than the image
-            raise CnnxError(f"{self.describe()}: {error}") from None
+    def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
+        labels: list[str] = []
+        for source in self.sources:
+            if isinstance(source, WeightBank):
+                labels += [f"{source.label}{o}" for o in range(source.weights.shape[0])]
+                continue
+            names = [f"random{n}" for n in range(source.count)] if isinstance(source, RandomBank) else [
+                k.label for k in source
+            ]
+            depthwise = self.combine == "depthwise" and len(inputs) > 1
+            labels += [f"{c}>{n}" for c in inputs for n in names] if depthwise else names
+        return tuple(labels)
 
-    def _apply(self, x: np.ndarray) -> np.ndarray:
+    def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        try:
+            return self._apply(x, flip)
+        except ValueError as error:
+            if isinstance(error, CnnxError):
+                raise
+            raise CnnxError(f"{self.to_spec()}: {error}") from None  # e.g. reflect padding wider than the image
+
+    def _apply(self, x: np.ndarray, flip: bool) -> np.ndarray:
         options = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, padding_mode=self.padding_mode)
-        if self.padding == "same" and self.stride != 1:
-            raise CnnxError(f"{self.describe()}: padding='same' needs stride 1")
-        if self.combine == "average":
-            # Averaging the channels first is the same linear map, done once instead of per kernel.
-            x = x.mean(axis=0, keepdims=True, dtype=np.float32) if x.shape[0] > 1 else x
-            return np.concatenate([ops.conv2d(x, k.weights[None, None], **options) for k in self.kernels])
         C = x.shape[0]
-        per_kernel = [
-            ops.conv2d(x, np.broadcast_to(k.weights, (C, 1, *k.weights.shape)), groups=C, **options)
-            for k in self.kernels
-        ]
-        return np.stack(per_kernel, axis=1).reshape(-1, *per_kernel[0].shape[1:])
+        rng = np.random.default_rng(self.seed)
+        mean = None
+        parts = []
+        for source in self.sources:
+            if isinstance(source, WeightBank):
+                parts.append(ops.conv2d(x, _flipped(source.weights, flip), source.bias, **options))
+                continue
+            if isinstance(source, RandomBank):
+                k = source.size
+                fan_in = k * k * (1 if self.combine == "depthwise" else C)
+                shape = (C * source.count, 1, k, k) if self.combine == "depthwise" else (source.count, C, k, k)
+                weights = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+                groups = C if self.combine == "depthwise" else 1
+                parts.append(ops.conv2d(x, weights, groups=groups, **options))
+                continue
+            if self.combine == "average":
+                # Averaging the channels first is the same linear map, done once instead of per kernel.
+                if mean is None:
+                    mean = x.mean(axis=0, keepdims=True, dtype=np.float32) if C > 1 else x
+                parts += [ops.conv2d(mean, _flipped(k.weights, flip)[None, None], **options) for k in source]
+                continue
+            per_kernel = [
+                ops.conv2d(x, np.broadcast_to(_flipped(k.weights, flip), (C, 1, *k.weights.shape)), groups=C, **options)
+                for k in source
+            ]
+            parts.append(np.stack(per_kernel, axis=1).reshape(-1, *per_kernel[0].shape[1:]))
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if self.bias:
+            out += np.float32(self.bias)
+        return out
+
+
+def _flipped(weights: np.ndarray, flip: bool) -> np.ndarray:
+    """The kernel turned by 180 degrees for true convolution, as scipy.ndimage.convolve does."""
+    return np.ascontiguousarray(weights[..., ::-1, ::-1]) if flip else weights
 
 
 ACTIVATIONS = {
@@ -148,12 +251,13 @@ ACTIVATIONS = {
     "leaky_relu": ops.leaky_relu,
     "sigmoid": ops.sigmoid,
     "tanh": ops.tanh,
+    "abs": ops.absolute,
 }
 
 
 @dataclass(frozen=True)
 class Activation:
-    """An elementwise activation: relu, leaky_relu (with ``slope``), sigmoid or tanh."""
+    """An elementwise activation: relu, leaky_relu (with ``slope``), sigmoid, tanh or abs."""
 
     function: str = "relu"
     slope: float = 0.01
@@ -166,8 +270,13 @@ class Activation:
     def name(self) -> str:
         return self.function
 
-    def describe(self) -> str:
-        return f"leaky_relu slope {self.slope:g}" if self.function == "leaky_relu" else self.function
+    def to_spec(self) -> str:
+        return f"leaky_relu({self.slope:g})" if self.function == "leaky_relu" else self.function
+
+    def to_table(self) -> dict:
+        return {"op": self.function, **({"slope": self.slope} if self.function == "leaky_relu" else {})}
+
+    describe = to_spec
 
     def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
         return inputs
@@ -175,10 +284,10 @@ class Activation:
     def output_shape(self, shape: Shape) -> Shape:
         return shape
 
-    def receptive(self, field: Pair, jump: Pair) -> tuple[Pair, Pair]:
-        return field, jump
+    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
+        return rf, jump
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
+    def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
         # The previous stage's array is still written out, so work on a copy.
         y = x.copy()
         if self.function == "leaky_relu":
@@ -198,6 +307,12 @@ class Pool:
     def __post_init__(self):
         if self.kind not in ("max", "avg"):
             raise CnnxError(f"pool: kind must be 'max' or 'avg'; got {self.kind!r}")
+        for key, low in (("size", 1), ("stride", 1), ("padding", 0)):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                raise CnnxError(f"{self.name}: {key} must be a whole number >= {low}; got {value!r}")
+        if self.padding > self.size // 2:
+            raise CnnxError(f"{self.name}: padding may be at most half the window, {self.size // 2}; got {self.padding}")
 
     @property
     def name(self) -> str:
@@ -207,31 +322,89 @@ class Pool:
     def step(self) -> int:
         return self.stride or self.size
 
-    def describe(self) -> str:
-        extras = "".join(f", {k} {v}" for k, v in (("stride", self.stride), ("padding", self.padding)) if v)
-        return f"{self.name} {self.size}x{self.size}{extras}"
+    def to_spec(self) -> str:
+        extras = "".join(f", {k}={v}" for k, v in (("stride", self.stride), ("padding", self.padding)) if v)
+        return f"{self.name}({self.size}{extras})"
+
+    def to_table(self) -> dict:
+        return _table(self, self.name, skip=("kind",))
+
+    describe = to_spec
 
     def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
         return inputs
 
     def output_shape(self, shape: Shape) -> Shape:
         C, H, W = shape
-        if self.padding > self.size // 2:
-            raise CnnxError(f"{self.describe()}: padding may be at most half the window, {self.size // 2}")
         size = [ops.pool_output_size(n, self.size, stride=self.step, padding=self.padding) for n in (H, W)]
         if min(size) < 1:
-            raise CnnxError(f"{self.describe()}: the {H}x{W} input is smaller than the {self.size}x{self.size} window")
+            raise CnnxError(f"{self.to_spec()}: the {H}x{W} input is smaller than the {self.size}x{self.size} window")
         return (C, *size)
 
-    def receptive(self, field: Pair, jump: Pair) -> tuple[Pair, Pair]:
-        return tuple(f + (self.size - 1) * j for f, j in zip(field, jump)), tuple(j * self.step for j in jump)
+    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
+        return tuple(f + (self.size - 1) * j for f, j in zip(rf, jump)), tuple(j * self.step for j in jump)
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
+    def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
         pool = ops.max_pool2d if self.kind == "max" else ops.avg_pool2d
         return pool(x, self.size, self.step, self.padding)
 
 
-Stage = Conv | Activation | Pool
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """The mean of each channel: a (C, 1, 1) output that sees the whole input."""
+
+    name = "global_avgpool"
+
+    def to_spec(self) -> str:
+        return self.name
+
+    def to_table(self) -> dict:
+        return {"op": self.name}
+
+    describe = to_spec
+
+    def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
+        return inputs
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (shape[0], 1, 1)
+
+    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
+        # One window as large as its input: it sees everything the input's pixels see.
+        return tuple(f + (n - 1) * j for f, n, j in zip(rf, shape[1:], jump)), tuple(j * n for j, n in zip(jump, shape[1:]))
+
+    def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        return x.mean(axis=(1, 2), dtype=np.float64, keepdims=True).astype(np.float32)
+
+
+Stage = Conv | Activation | Pool | GlobalAvgPool
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Stages and the settings they run under."""
+
+    stages: tuple[Stage, ...]
+    color: bool = False
+    convention: str = "correlation"
+
+    def __post_init__(self):
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not self.stages:
+            raise CnnxError("a pipeline needs at least one stage")
+        if self.convention not in CONVENTIONS:
+            raise CnnxError(f"convention must be {' or '.join(CONVENTIONS)}; got {self.convention!r}")
+
+    def to_spec(self) -> str:
+        """The stages in the spec language (colour and convention are options of their own)."""
+        return " -> ".join(stage.to_spec() for stage in self.stages)
+
+    @property
+    def convention_text(self) -> str:
+        return "true convolution (kernels flipped)" if self.convention == "convolution" else (
+            "cross-correlation (kernels not flipped)"
+        )
+
 
 # The lesson's flow, twice round.  Round 1 finds edges in four directions
 # (the lesson's vertical-edge filter and its turns by 45, 90 and 135 degrees).
@@ -243,7 +416,7 @@ LESSON: tuple[Stage, ...] = (
     Conv.of("vertical_edge", "horizontal_edge", "diagonal_edge", "antidiagonal_edge", padding_mode="replicate"),
     Activation("relu"),
     Pool("max", 2),
-    Conv.of("dog:sigma=1", combine="depthwise", padding_mode="replicate"),
+    Conv.of("dog:sigma=1", padding_mode="replicate", combine="depthwise"),
     Activation("relu"),
     Pool("max", 2),
 )
@@ -297,6 +470,8 @@ def check(stages: tuple[Stage, ...], shape: Shape) -> list[Shape]:
     shapes = []
     for index, stage in enumerate(stages, 1):
         try:
+            if isinstance(stage, Conv):
+                stage._spans(shape[0])  # filters from a file must match the channels they meet
             shape = stage.output_shape(shape)
         except CnnxError as error:
             raise CnnxError(f"stage {index}, {error}") from None
@@ -304,26 +479,35 @@ def check(stages: tuple[Stage, ...], shape: Shape) -> list[Shape]:
     return shapes
 
 
-def stream(image: np.ndarray, stages: tuple[Stage, ...]) -> Iterator[StageResult]:
-    """Run ``stages`` on a (C, H, W) image, yielding the input and then each stage's result."""
+def receptive_fields(stages: tuple[Stage, ...], shape: Shape) -> list[tuple[Pair, Pair]]:
+    """(receptive field, jump) after each stage, in input pixels (Araujo et al., Distill 2019, eq. 1-2)."""
+    rf, jump, out = (1, 1), (1, 1), []
+    for stage, before in zip(stages, [shape, *check(stages, shape)]):
+        rf, jump = stage.receptive(rf, jump, before)
+        out.append((rf, jump))
+    return out
+
+
+def stream(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline) -> Iterator[StageResult]:
+    """Run a pipeline on a (C, H, W) image, yielding the input and then each stage's result."""
+    pipeline = stages if isinstance(stages, Pipeline) else Pipeline(tuple(stages))
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
         raise CnnxError(f"the image must be a (C, H, W) array; got shape {image.shape}")
-    check(stages, image.shape)
+    fields_ = receptive_fields(pipeline.stages, image.shape)
     labels = input_labels(image.shape[0])
-    field, jump = (1, 1), (1, 1)
-    current = StageResult(0, "input", "input", image, labels, 0.0, field, jump, Stats.of(image))
+    current = StageResult(0, "input", "input", image, labels, 0.0, (1, 1), (1, 1), Stats.of(image))
     yield current
-    for index, stage in enumerate(stages, 1):
+    flip = pipeline.convention == "convolution"
+    for index, (stage, (rf, jump)) in enumerate(zip(pipeline.stages, fields_), 1):
         start = time.perf_counter()
-        array = stage.apply(current.array)
+        array = stage.apply(current.array, flip=flip)
         seconds = time.perf_counter() - start
-        field, jump = stage.receptive(field, jump)
         labels = stage.labels(labels)
-        current = StageResult(index, stage.name, stage.describe(), array, labels, seconds, field, jump, Stats.of(array))
+        current = StageResult(index, stage.name, stage.describe(), array, labels, seconds, rf, jump, Stats.of(array))
         yield current
 
 
-def run(image: np.ndarray, stages: tuple[Stage, ...] = LESSON) -> list[StageResult]:
-    """Run ``stages`` on a (C, H, W) image; one ``StageResult`` per stage, the input first."""
+def run(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline = LESSON) -> list[StageResult]:
+    """Run a pipeline on a (C, H, W) image; one ``StageResult`` per stage, the input first."""
     return list(stream(image, stages))

@@ -13,14 +13,11 @@ from cnnx import __version__
 from cnnx.folder import MapFile, stage_folder_name
 from cnnx.images import Source
 from cnnx.kernels import BANK, Filter, Kernel
-from cnnx.pipeline import StageResult
-
-CONVENTION = "cross-correlation (kernel not flipped)"
-
+from cnnx.pipeline import Pipeline, StageResult
 
 def _number(value: float) -> str:
-    """Three significant digits, in at most 6 characters or so."""
-    if value and abs(value) < 1e-3:
+    """Three significant digits in at most 6 characters; the manifest keeps every digit."""
+    if value and abs(value) < 1e-2:
         return f"{value:.0e}"
     return f"{value:.3g}"
 
@@ -33,19 +30,20 @@ def _field(pair: tuple[int, int]) -> str:
     return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
-def summary_table(results: list[StageResult], out_dir: Path) -> Table:
+def summary_table(results: list[StageResult], out_dir: Path, pipeline: Pipeline) -> Table:
     """One row per stage: its folder of PNGs, operation, shape, value statistics, zeros, receptive field, time."""
     table = Table(
         title=f"cnnx pipeline -> {out_dir}/",
         title_justify="left",
-        caption=f"convolution = {CONVENTION}; RF = receptive field in input pixels",
+        caption=f"convolution = {pipeline.convention_text}; RF = receptive field in input pixels",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         padding=0,
         pad_edge=False,
+        show_edge=False,
     )
     table.add_column("files", no_wrap=True)
-    table.add_column("stage", ratio=1, min_width=16)
+    table.add_column("stage", ratio=1, min_width=23, overflow="fold")
     for name in ("shape", "min", "mean", "max", "zeros", "RF", "ms"):
         table.add_column(name, justify="right", no_wrap=True)
     for result in results:
@@ -64,13 +62,21 @@ def summary_table(results: list[StageResult], out_dir: Path) -> Table:
     return table
 
 
-def manifest(source: Source, results: list[StageResult], files: dict[int, list[MapFile]], root: Path) -> dict:
+def manifest(
+    source: Source, pipeline: Pipeline, results: list[StageResult], files: dict[int, list[MapFile]], root: Path
+) -> dict:
     """Everything needed to map a pixel of any written PNG back to its value, without timings (runs stay byte-identical)."""
     C, H, W = source.array.shape
     return {
         "tool": "cnnx",
         "version": __version__,
-        "convention": CONVENTION,
+        "convention": pipeline.convention_text,
+        "pipeline": {
+            "spec": pipeline.to_spec(),
+            "color": "rgb" if pipeline.color else "gray",
+            "convention": pipeline.convention,
+            "stages": [stage.to_table() for stage in pipeline.stages],
+        },
         "input": {
             "path": str(source.path),
             "format": source.format,
@@ -104,6 +110,16 @@ def manifest(source: Source, results: list[StageResult], files: dict[int, list[M
             for r in results
         ],
     }
+
+
+def presets_table(presets: dict[str, tuple[str, str]]) -> Table:
+    """Each preset's name, what it shows, and its spec."""
+    table = Table(title="cnnx presets", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_lines=True)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("what it shows and its spec")
+    for name, (description, spec) in presets.items():
+        table.add_row(name, Text(description + "\n") + Text(spec, style="dim"))
+    return table
 
 
 def filters_table() -> Table:

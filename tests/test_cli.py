@@ -119,6 +119,53 @@ def test_pipeline_color_feeds_three_channels(tmp_path):
     assert names == ["ch00_red.png", "ch01_green.png", "ch02_blue.png"]
 
 
+def test_pipeline_spec_runs_the_given_stages(stripes_png, tmp_path):
+    """--spec runs the stages written; the folders follow them and the table shows each stage's spec."""
+    out = tmp_path / "out"
+    result = invoke("pipeline", stripes_png, "-o", out, "--spec", "conv(sobel_x@) -> abs -> avgpool(4)")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["00_input", "01_conv", "02_abs", "03_avgpool"]
+    assert len(list((out / "01_conv").iterdir())) == 8
+    assert "conv(sobel_x@)" in result.stdout and "8x16x16" in result.stdout
+
+
+def test_print_config_round_trips_through_config(tmp_path):
+    """--print-config prints TOML that --config reads back to the same pipeline."""
+    printed = invoke("pipeline", "--print-config", "--preset", "random", "--color")
+    assert printed.exit_code == 0 and 'color = "rgb"' in printed.stdout
+    config = tmp_path / "mine.toml"
+    config.write_text(printed.stdout)
+    again = invoke("pipeline", "--print-config", "--config", config)
+    assert again.stdout == printed.stdout
+
+
+def test_spec_syntax_error_shows_a_caret(stripes_png, tmp_path):
+    """A bad spec is reported with the spec and a caret, exit code 2, no traceback, and nothing written."""
+    result = invoke("pipeline", stripes_png, "-o", tmp_path / "out", "--spec", "conv(sobel_x -> relu")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "cnnx: error: '(' is never closed; expected ')'", "  conv(sobel_x -> relu", "      ^",
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_stage_that_cannot_run_is_refused_before_any_work(tmp_path):
+    """A pipeline too deep for the image names the stage and writes nothing."""
+    small = tmp_path / "small.png"
+    Image.new("L", (3, 3)).save(small)
+    result = invoke("pipeline", small, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "stage 6, maxpool(2)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_presets_lists_every_preset():
+    """cnnx presets names each preset with its description."""
+    result = invoke("presets")
+    assert result.exit_code == 0
+    for name in ("lesson", "edges", "pyramid", "random"):
+        assert name in result.stdout
+
+
 def test_filter_writes_signed_response(stripes_png, tmp_path):
     """cnnx filter writes the image-sized response: 0 is grey 128, the strongest edges black and white."""
     target = tmp_path / "edges.png"
@@ -199,7 +246,7 @@ def test_version():
     assert result.exit_code == 0 and result.stdout.strip() == f"cnnx {__version__}"
 
 
-@pytest.mark.parametrize("command", ["pipeline", "filter", "filters"])
+@pytest.mark.parametrize("command", ["pipeline", "filter", "filters", "presets"])
 def test_every_command_help_has_an_example(command):
     """Each command's --help says what it does and shows an example."""
     result = invoke(command, "--help")

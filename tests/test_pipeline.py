@@ -28,7 +28,7 @@ def test_lesson_pipeline_shapes_and_order():
 def test_lesson_first_stage_equals_loop_reference():
     """Stage 1 of the default pipeline is the four edge kernels correlated with a replicated border."""
     image = np.random.default_rng(1).random((1, 12, 9), dtype=np.float32)
-    weights = np.stack([k.weights for k in LESSON[0].kernels])[:, None]
+    weights = np.stack([parse_kernel(name).weights for name in LESSON[0].filters])[:, None]
     want = conv2d_loops(image[None], weights, pads=((1, 1), (1, 1)), mode="replicate")[0]
     np.testing.assert_allclose(run(image)[1].array, want, atol=1e-5)
 
@@ -78,16 +78,19 @@ def test_depthwise_and_average_channel_counts():
     depthwise = Conv.of("sobel_x", "sobel_y", combine="depthwise").apply(image)
     assert averaged.shape == (2, 16, 16) and depthwise.shape == (6, 16, 16)
     sobel_x = parse_kernel("sobel_x").weights[None, None]
-    np.testing.assert_allclose(depthwise[2], ops.conv2d(image[1:2], sobel_x, padding="same")[0], atol=1e-6)
+    stage = Conv.of("sobel_x", "sobel_y", combine="depthwise")
+    labels = stage.labels(("red", "green", "blue"))
+    assert labels[:4] == ("red>sobel_x", "green>sobel_x", "blue>sobel_x", "red>sobel_y")
+    np.testing.assert_allclose(depthwise[1], ops.conv2d(image[1:2], sobel_x, padding="same")[0], atol=1e-6)
     mean_of_channels = np.mean([ops.conv2d(image[c : c + 1], sobel_x, padding="same")[0] for c in range(3)], axis=0)
     np.testing.assert_allclose(averaged[0], mean_of_channels, atol=1e-6)
 
 
 def test_check_names_the_stage_that_cannot_run():
     """A pipeline too deep for a small image is refused up front, naming the stage and the sizes."""
-    with pytest.raises(CnnxError, match="stage 6, maxpool 2x2: the 1x1 input is smaller than the 2x2 window"):
+    with pytest.raises(CnnxError, match=r"stage 6, maxpool\(2\): the 1x1 input is smaller than the 2x2 window"):
         check(LESSON, (1, 3, 3))
-    with pytest.raises(CnnxError, match="stage 1, conv 3x3 valid: sobel_x: kernel sobel_x spans 3x3"):
+    with pytest.raises(CnnxError, match=r"stage 1, conv\(sobel_x; padding=valid\): a filter spans 3x3"):
         check((Conv.of("sobel_x", padding="valid"),), (1, 2, 2))
 
 
