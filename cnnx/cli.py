@@ -85,6 +85,15 @@ def pipeline(
         None, "--convention", help="correlation (kernels as written, as CNNs do) or convolution (kernels flipped).", show_default=False
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing folder that cnnx did not write."),
+    normalize: str = typer.Option(
+        "symmetric", "--normalize", help="How values become colours: symmetric (0 in the middle), minmax, percentile, fixed."
+    ),
+    scope: str = typer.Option("block", "--scope", help="What shares one range: map, stage, block (a conv and what follows it), pipeline."),
+    cmap: str = typer.Option("diverging", "--cmap", help="Colour map: diverging, gray, viridis, or any name of the cmap package."),
+    value_range: Optional[str] = typer.Option(None, "--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1."),
+    percentile: float = typer.Option(99.5, "--percentile", help="For --normalize percentile: the magnitude percentile that sets the range."),
+    min_size: int = typer.Option(128, "--min-size", min=1, help="Enlarge maps whose shorter side is smaller, by whole factors."),
+    save_raw: bool = typer.Option(False, "--save-raw", help="Also write each stage's array as NN_stage/stage.npy."),
     png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNGs: 1 is fast, 9 small."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
 ) -> None:
@@ -97,10 +106,10 @@ def pipeline(
 
     Example: cnnx pipeline samples/chelsea.png --spec "conv(sobel_x@) -> relu -> maxpool(2)"
     """
-    from cnnx.folder import staged_folder, write_manifest, write_stage
+    from cnnx.folder import RunWriter, Style, staged_folder, write_manifest
     from cnnx.images import load_image
     from cnnx.pipeline import check, stream
-    from cnnx.report import manifest, summary_table
+    from cnnx.report import gallery, manifest, summary_table
     from cnnx.spec import load_pipeline, to_toml
 
     with _reported_errors():
@@ -108,21 +117,37 @@ def pipeline(
         if print_config:
             out.print(to_toml(chosen), markup=False, highlight=False, end="", soft_wrap=True)
             return
+        style = Style(normalize, scope, cmap, percentile, _parse_range(value_range), min_size)
         if image is None:
             raise CnnxError("give an IMAGE to run, or --print-config to see the pipeline")
         source = load_image(image, color=chosen.color, **_pixel_limit(max_pixels))
         check(chosen.stages, source.array.shape)
         destination = out_dir if out_dir is not None else Path("cnnx-out") / image.stem
-        results, files = [], {}
         with staged_folder(destination, force=force) as folder:
+            writer = RunWriter(folder, style, png_level=png_level, save_raw=save_raw)
             for result in stream(source.array, chosen):
-                files[result.index] = write_stage(result, folder, png_level=png_level)
-                results.append(result)
-            write_manifest(folder, manifest(source, chosen, results, files, folder))
+                writer.add(result)
+            stages = writer.finish()
+            write_manifest(folder, manifest(source, chosen, style, stages, folder))
+            (folder / "index.html").write_text(gallery(source, chosen, stages, folder))
         _note_frames(source)
-        out.print(summary_table(results, destination, chosen))
-        count = sum(len(f) for f in files.values())
-        out.print(f"wrote {count} PNGs and manifest.json to {destination}", markup=False, highlight=False)
+        out.print(summary_table([s.result for s in stages], destination, chosen))
+        count = sum(len(s.maps) for s in stages)
+        out.print(
+            f"wrote {count} maps, a montage per stage, overview.png, index.html and manifest.json to {destination}",
+            markup=False, highlight=False, soft_wrap=True,
+        )
+
+
+def _parse_range(text: Optional[str]) -> Optional[tuple[float, float]]:
+    """"-1,1" -> (-1.0, 1.0)."""
+    if text is None:
+        return None
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise CnnxError(f"--range takes LOW,HIGH, e.g. -1,1; got {text!r}") from None
+    return low, high
 
 
 @app.command()
@@ -149,40 +174,52 @@ def filter_(
     padding_mode: str = typer.Option(
         "replicate", "--padding-mode", help="Border values: zeros, reflect, replicate or circular."
     ),
+    convention: str = typer.Option("correlation", "--convention", help="correlation (kernel as written) or convolution (flipped)."),
+    normalize: str = typer.Option("symmetric", "--normalize", help="symmetric (0 in the middle), minmax, percentile or fixed."),
+    cmap: str = typer.Option("gray", "--cmap", help="Colour map: gray, diverging, viridis, or any name of the cmap package."),
+    value_range: Optional[str] = typer.Option(None, "--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1."),
+    percentile: float = typer.Option(99.5, "--percentile", help="For --normalize percentile: the magnitude percentile that sets the range."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file that cnnx did not write."),
     png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNG: 1 is fast, 9 small."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
 ) -> None:
     """Apply one filter to an image and write the response as a PNG, the same size as the image.
 
-    The response is signed: mid grey is 0, white the largest magnitude
-    (positive), black the same magnitude negative.
+    The response is signed; by default mid grey is 0, white the largest
+    magnitude (positive), black the same magnitude negative.  With --color
+    each colour channel is filtered and drawn in its own colour.
 
     Example: cnnx filter samples/stripes.png sobel_x --show
     """
-    from cnnx.folder import check_writable, png_text, safe_name
-    from cnnx.images import display_range, load_image, to_pixels, write_png
+    from cnnx import draw
+    from cnnx.folder import Style, check_writable, png_text, safe_name
+    from cnnx.images import load_image, write_png
     from cnnx.kernels import parse_kernel
-    from cnnx.pipeline import Conv
+    from cnnx.pipeline import CONVENTIONS, Conv
     from cnnx.report import kernel_card
 
     with _reported_errors():
         kernel = parse_kernel(kernel_spec)
+        style = Style(normalize, "stage", cmap, percentile, _parse_range(value_range))
+        if convention not in CONVENTIONS:
+            raise CnnxError(f"--convention must be {' or '.join(CONVENTIONS)}; got {convention!r}")
         source = load_image(image, color=color, **_pixel_limit(max_pixels))
         stage = Conv((kernel.spec,), combine="depthwise", padding="same", padding_mode=padding_mode)
-        response = stage.apply(source.array)
+        response = stage.apply(source.array, flip=convention == "convolution")
         target = output if output is not None else Path(f"{image.stem}_{safe_name(kernel.label)}.png")
         check_writable(target, force=force)
-        black, white = display_range(response)
-        pixels = to_pixels(response.transpose(1, 2, 0) if color else response[0], black, white)
-        write_png(target, pixels, level=png_level, text=png_text(kernel.label, black, white, response.shape))
+        low, high = style.range_of(response)
+        index = draw.to_index(response, low, high)
+        pixels = index.transpose(1, 2, 0) if color else draw.colorize(index[0], draw.colormap(cmap))
+        shown = "rgb" if color else cmap
+        write_png(target, pixels, level=png_level, text=png_text(kernel.label, low, high, response.shape, shown))
         _note_frames(source)
         if show:
             out.print(kernel_card(kernel, _bank_entry(kernel)))
         C, H, W = response.shape
         out.print(
             f"{kernel.label} on {image} ({H}x{W}, {'rgb' if color else 'gray'}): "
-            f"values {response.min():.4g} to {response.max():.4g}; black = {black:.4g}, white = {white:.4g}\n"
+            f"values {response.min():.4g} to {response.max():.4g}; drawn from {low:.4g} to {high:.4g} ({shown})\n"
             f"wrote {target}",
             markup=False,
             highlight=False,

@@ -1,10 +1,14 @@
-"""The output folder of a run: one PNG per channel per stage, appearing whole or not at all.
+"""The output folder of a run: every map as a PNG, a montage per stage, an overview, appearing whole or not at all.
 
 A run writes into a hidden temporary folder beside the destination and
 renames it into place only when everything is written, so a failure or
 Ctrl-C leaves nothing behind.  A folder that an earlier cnnx run made (it
 holds cnnx's manifest) is replaced; any other non-empty folder is left alone
 unless the user says ``--force``.
+
+PNGs are drawn and encoded on a thread pool (Pillow's zlib releases the GIL),
+one stage at a time, so a stage's maps are written and released before the
+next stage is drawn.
 """
 
 from __future__ import annotations
@@ -14,30 +18,78 @@ import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
+from cnnx import draw
 from cnnx.errors import CnnxError
-from cnnx.images import display_range, to_pixels, upscale, write_png
+from cnnx.images import write_png
+from cnnx.ops import num_threads
 from cnnx.pipeline import StageResult
 
 MANIFEST = "manifest.json"
+SCOPES = ("map", "stage", "block", "pipeline")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How values become pixels; see ``draw.value_range`` for the methods.
+
+    ``scope`` is what shares one range: each map, each stage, each conv block
+    (a conv stage and the stages after it up to the next conv: the conv's range
+    is carried through its ReLU and pooling, so a colour means one value across
+    them), or the whole pipeline.
+    """
+
+    normalize: str = "symmetric"
+    scope: str = "block"
+    cmap: str = "diverging"
+    percentile: float = 99.5
+    fixed: tuple[float, float] | None = None
+    min_side: int = 128
+    montage_limit: int = 64
+
+    def __post_init__(self):
+        if self.normalize not in draw.NORMALIZE:
+            raise CnnxError(f"normalize must be one of {', '.join(draw.NORMALIZE)}; got {self.normalize!r}")
+        if self.scope not in SCOPES:
+            raise CnnxError(f"scope must be one of {', '.join(SCOPES)}; got {self.scope!r}")
+        if self.normalize == "fixed" and (self.fixed is None or not self.fixed[0] < self.fixed[1]):
+            raise CnnxError("normalize=fixed needs --range LOW,HIGH with LOW < HIGH")
+        if not 0 < self.percentile <= 100:
+            raise CnnxError(f"percentile must be in (0, 100]; got {self.percentile}")
+        draw.colormap(self.cmap)  # an unknown colour map is an error before any work
+
+    def range_of(self, values: np.ndarray) -> tuple[float, float]:
+        return draw.value_range(values, self.normalize, percentile=self.percentile, fixed=self.fixed)
 
 
 @dataclass(frozen=True)
 class MapFile:
-    """One written feature map: its file, channel, label, and the values black and white stand for."""
+    """One written feature map: its file, channel, label, and the values colour 0 and colour 255 stand for."""
 
     path: Path
     channel: int
     label: str
-    black: float
-    white: float
+    low: float
+    high: float
+
+
+@dataclass
+class StageFiles:
+    """What was written for one stage."""
+
+    result: StageResult
+    maps: list[MapFile] = field(default_factory=list)
+    montages: list[Path] = field(default_factory=list)
+    raw: Path | None = None
+    cmap: str = "gray"
 
 
 def safe_name(text: str) -> str:
@@ -51,30 +103,133 @@ def stage_folder_name(result: StageResult) -> str:
     return f"{result.index:02d}_{safe_name(result.name)}"
 
 
-def write_stage(result: StageResult, root: Path, *, png_level: int = 1) -> list[MapFile]:
-    """Draw each channel of ``result`` on its own scale and write it as ``root/NN_op/chCC_label.png``."""
-    folder = root / stage_folder_name(result)
-    folder.mkdir()
-    files = []
-    for channel, (fmap, label) in enumerate(zip(result.array, result.labels)):
-        # The input is drawn as it is; feature maps are scaled to their own range.
-        black, white = (0.0, 1.0) if result.index == 0 else display_range(fmap)
-        path = folder / f"ch{channel:02d}_{safe_name(label)}.png"
-        pixels = upscale(to_pixels(fmap, black, white))
-        write_png(path, pixels, level=png_level, text=png_text(label, black, white, fmap.shape))
-        files.append(MapFile(path, channel, label, black, white))
-    return files
-
-
-def png_text(label: str, black: float, white: float, shape: tuple[int, ...]) -> dict[str, str]:
+def png_text(label: str, low: float, high: float, shape: tuple[int, ...], cmap: str) -> dict[str, str]:
     """tEXt chunks that let a reader map any pixel back to its value."""
     return {
         "Software": "cnnx",
         "cnnx:map": label,
-        "cnnx:black": repr(black),
-        "cnnx:white": repr(white),
+        "cnnx:low": repr(low),
+        "cnnx:high": repr(high),
+        "cnnx:cmap": cmap,
         "cnnx:size": "x".join(map(str, shape)),
     }
+
+
+class RunWriter:
+    """Draws and writes each stage of a run into ``root`` as it arrives; ``finish()`` adds the overview."""
+
+    def __init__(self, root: Path, style: Style = Style(), *, png_level: int = 1, save_raw: bool = False):
+        self.root = root
+        self.style = style
+        self.png_level = png_level
+        self.save_raw = save_raw
+        self.stages: list[StageFiles] = []
+        self._block_range: tuple[float, float] | None = None
+        self._waiting: list[StageResult] = []  # scope=pipeline: drawn once every range is known
+        self._overview: list[Image.Image] = []
+
+    def add(self, result: StageResult) -> None:
+        if self.style.scope == "pipeline" and result.index > 0:
+            self._waiting.append(result)
+            return
+        self._write(result, self._ranges(result))
+
+    def finish(self) -> list[StageFiles]:
+        if self._waiting:
+            shared = self.style.range_of(np.concatenate([r.array.ravel() for r in self._waiting]))
+            for result in self._waiting:
+                self._write(result, [shared] * result.shape[0])
+            self._waiting.clear()
+        self._write_overview()
+        return self.stages
+
+    def _ranges(self, result: StageResult) -> list[tuple[float, float]]:
+        """The (low, high) of each channel, by scope; the input is drawn as it is, 0 black and 1 white."""
+        channels = result.shape[0]
+        if result.index == 0:
+            return [(0.0, 1.0)] * channels
+        if self.style.scope == "map":
+            return [self.style.range_of(fmap) for fmap in result.array]
+        if self.style.scope == "block":
+            if result.name == "conv" or self._block_range is None:
+                self._block_range = self.style.range_of(result.array)
+            return [self._block_range] * channels
+        return [self.style.range_of(result.array)] * channels
+
+    def _write(self, result: StageResult, ranges: list[tuple[float, float]]) -> None:
+        folder = self.root / stage_folder_name(result)
+        folder.mkdir()
+        cmap = "gray" if result.index == 0 else self.style.cmap
+        table = draw.colormap(cmap)
+        files = StageFiles(result, cmap=cmap)
+
+        def draw_map(channel: int) -> Image.Image:
+            low, high = ranges[channel]
+            fmap, label = result.array[channel], result.labels[channel]
+            pixels = draw.colorize(draw.to_index(fmap, low, high), table)
+            path = folder / f"ch{channel:02d}_{safe_name(label)}.png"
+            big = draw.upscale(pixels, min_side=self.style.min_side)
+            write_png(path, big, level=self.png_level, text=png_text(label, low, high, fmap.shape, cmap))
+            files.maps.append(MapFile(path, channel, label, low, high))
+            return draw.thumbnail(pixels, 192)
+
+        thumbs = _map_in_threads(draw_map, range(result.shape[0]))
+        files.maps.sort(key=lambda m: m.channel)
+        files.montages = self._write_montages(result, files, thumbs, table, folder)
+        if self.save_raw:
+            files.raw = folder / "stage.npy"
+            np.save(files.raw, result.array)
+        self._overview.append(draw.column(f"{stage_folder_name(result)}", thumbs[:6], max(0, len(thumbs) - 6)))
+        self.stages.append(files)
+
+    def _write_montages(self, result, files: StageFiles, thumbs, table, folder: Path) -> list[Path]:
+        """Contact sheets of every channel, ``montage_limit`` to a page, so no map is ever left out."""
+        ranges = {(m.low, m.high) for m in files.maps}
+        shared = len(ranges) == 1
+        if shared:
+            bars = [draw.colorbar(table, *ranges.pop(), 320)]
+        else:
+            bars = [draw.colorbar(table, 0.0, 1.0, 320, ends=("each map's low", "high"))]
+        labels = [f"ch{m.channel:02d} {m.label}" + ("" if shared else f" [{m.low:.3g}, {m.high:.3g}]") for m in files.maps]
+        limit = self.style.montage_limit
+        pages = [range(start, min(start + limit, len(thumbs))) for start in range(0, len(thumbs), limit)]
+        paths = []
+        for number, page in enumerate(pages, 1):
+            count = f"{len(thumbs)} maps" if len(pages) == 1 else f"maps {page.start + 1}-{page.stop} of {len(thumbs)}"
+            title = f"{stage_folder_name(result)}  {result.description}  ({count})"
+            sheet = draw.montage([thumbs[k] for k in page], [labels[k] for k in page], title, bars)
+            path = folder / ("montage.png" if len(pages) == 1 else f"montage-{number}.png")
+            write_png(path, np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"})
+            paths.append(path)
+        return paths
+
+    def _write_overview(self) -> None:
+        """Every stage side by side, in order: the first maps of each."""
+        if not self._overview:
+            return
+        gap = 10
+        width = sum(c.width for c in self._overview) + gap * (len(self._overview) + 1)
+        height = max(c.height for c in self._overview) + 2 * gap
+        sheet = Image.new("RGB", (width, height), draw.BACKGROUND)
+        x = gap
+        for col in self._overview:
+            sheet.paste(col, (x, gap))
+            x += col.width + gap
+        write_png(self.root / "overview.png", np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"})
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _map_in_threads(function, items) -> list:
+    """``[function(item) for item in items]`` on a pool as large as the ops use (drawing and zlib release the GIL)."""
+    global _pool
+    items = list(items)
+    if num_threads() == 1 or len(items) == 1:
+        return [function(item) for item in items]
+    if _pool is None or _pool._max_workers != num_threads():
+        _pool = ThreadPoolExecutor(max_workers=num_threads(), thread_name_prefix="cnnx-png")
+    return list(_pool.map(function, items))
 
 
 def is_cnnx_png(path: Path) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from cnnx.errors import CnnxError
 
-__all__ = ["Source", "load_image", "DEFAULT_MAX_PIXELS", "display_range", "to_pixels", "upscale", "write_png"]
+__all__ = ["Source", "load_image", "DEFAULT_MAX_PIXELS", "write_png"]
 
 # Pillow's own guard against decompression bombs: about 89.5 million pixels.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
@@ -125,44 +124,7 @@ def _stretch(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
-# ---------------------------------------------------------------- drawing
-
-
-def display_range(fmap: np.ndarray) -> tuple[float, float]:
-    """The values that black and white stand for when ``fmap`` is drawn on its own.
-
-    A map with negative values is drawn symmetric around zero, so zero is mid
-    grey and equal magnitudes look equally far from it; a non-negative map is
-    stretched from its minimum to its maximum.
-    """
-    low, high = float(np.min(fmap)), float(np.max(fmap))
-    if low < 0:
-        bound = max(-low, high)
-        return -bound, bound
-    return low, high
-
-
-def to_pixels(fmap: np.ndarray, low: float, high: float) -> np.ndarray:
-    """8-bit grey levels: ``low`` becomes 0, ``high`` 255, linear between, clipped outside.
-
-    A constant map (``low == high``) is drawn black: there is no contrast to show.
-    """
-    scale = 255.0 / (high - low) if high > low else 0.0
-    pixels = (fmap - np.float32(low)) * np.float32(scale) + np.float32(0.5)
-    return np.clip(pixels, 0, 255, out=pixels).astype(np.uint8)
-
-
-def upscale(pixels: np.ndarray, *, min_side: int = 128, max_side: int = 2048) -> np.ndarray:
-    """Repeat each pixel as a square (nearest neighbour) until the shorter side is at least ``min_side``.
-
-    The factor is a whole number, so every source pixel stays a crisp square,
-    and it never makes the longer side exceed ``max_side``.
-    """
-    H, W = pixels.shape[:2]
-    factor = min(math.ceil(min_side / min(H, W)), max(1, max_side // max(H, W)))
-    if factor <= 1:
-        return pixels
-    return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+# ---------------------------------------------------------------- writing
 
 
 def write_png(path: Path, pixels: np.ndarray, *, level: int = 1, text: dict[str, str] | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cnnx import __version__
-from cnnx.folder import MapFile, stage_folder_name
+from cnnx.folder import StageFiles, Style, stage_folder_name
 from cnnx.images import Source
 from cnnx.kernels import BANK, Filter, Kernel
 from cnnx.pipeline import Pipeline, StageResult
@@ -62,11 +64,17 @@ def summary_table(results: list[StageResult], out_dir: Path, pipeline: Pipeline)
     return table
 
 
-def manifest(
-    source: Source, pipeline: Pipeline, results: list[StageResult], files: dict[int, list[MapFile]], root: Path
-) -> dict:
-    """Everything needed to map a pixel of any written PNG back to its value, without timings (runs stay byte-identical)."""
+def manifest(source: Source, pipeline: Pipeline, style: Style, stages: list[StageFiles], root: Path) -> dict:
+    """Everything needed to map a pixel of any written PNG back to its value, without timings (runs stay byte-identical).
+
+    A map's pixel of colour-table index ``i`` (0..255) stands for
+    ``low + i / 255 * (high - low)``; with the gray map, ``i`` is the grey level.
+    """
     C, H, W = source.array.shape
+
+    def relative(path: Path) -> str:
+        return path.relative_to(root).as_posix()
+
     return {
         "tool": "cnnx",
         "version": __version__,
@@ -76,6 +84,15 @@ def manifest(
             "color": "rgb" if pipeline.color else "gray",
             "convention": pipeline.convention,
             "stages": [stage.to_table() for stage in pipeline.stages],
+        },
+        "drawing": {
+            "normalize": style.normalize,
+            "scope": style.scope,
+            "cmap": style.cmap,
+            "percentile": style.percentile,
+            "range": list(style.fixed) if style.fixed else None,
+            "min_side": style.min_side,
+            "pixel_to_value": "low + index / 255 * (high - low), index = grey level or colour-table position",
         },
         "input": {
             "path": str(source.path),
@@ -87,29 +104,82 @@ def manifest(
             "channels": C,
             "sha256": source.sha256,
         },
+        "overview": "overview.png",
         "stages": [
             {
-                "index": r.index,
-                "operation": r.name,
-                "description": r.description,
-                "shape": list(r.shape),
-                "receptive_field": list(r.receptive_field),
-                "jump": list(r.jump),
-                "stats": {"min": r.stats.min, "mean": r.stats.mean, "max": r.stats.max, "zeros": r.stats.zeros},
+                "index": s.result.index,
+                "operation": s.result.name,
+                "description": s.result.description,
+                "shape": list(s.result.shape),
+                "receptive_field": list(s.result.receptive_field),
+                "jump": list(s.result.jump),
+                "stats": asdict(s.result.stats),
+                "cmap": s.cmap,
+                "montages": [relative(p) for p in s.montages],
+                "raw": relative(s.raw) if s.raw else None,
                 "maps": [
-                    {
-                        "file": f.path.relative_to(root).as_posix(),
-                        "channel": f.channel,
-                        "label": f.label,
-                        "black": f.black,
-                        "white": f.white,
-                    }
-                    for f in files.get(r.index, [])
+                    {"file": relative(m.path), "channel": m.channel, "label": m.label, "low": m.low, "high": m.high}
+                    for m in s.maps
                 ],
             }
-            for r in results
+            for s in stages
         ],
     }
+
+
+def gallery(source: Source, pipeline: Pipeline, stages: list[StageFiles], root: Path) -> str:
+    """index.html: the input, then each stage in order with its montage and numbers; no script, no network."""
+    cards = []
+    for s in stages:
+        r = s.result
+        stats = r.stats
+        title = "input" if r.index == 0 else f"{r.index}. {r.name}"
+        facts = [
+            ("shape (C x H x W)", " x ".join(map(str, r.shape))),
+            ("min / mean / max", f"{stats.min:.4g} / {stats.mean:.4g} / {stats.max:.4g}"),
+            ("zeros", f"{stats.zeros:.1%}"),
+            ("receptive field", f"{_field(r.receptive_field)} px (jump {_field(r.jump)})"),
+        ]
+        rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts)
+        images = "".join(
+            f'<img src="{escape(p.relative_to(root).as_posix())}" alt="{escape(title)} montage">' for p in s.montages
+        )
+        links = " ".join(
+            f'<a href="{escape(m.path.relative_to(root).as_posix())}">{escape(m.label)}</a>' for m in s.maps
+        )
+        cards.append(
+            f'<section class="stage"><h2>{escape(title)}</h2><p class="spec">{escape(r.description)}</p>'
+            f"<table>{rows}</table>{images}<details><summary>{len(s.maps)} maps at full size</summary>"
+            f"<p>{links}</p></details></section>"
+        )
+    flow = '<div class="arrow">&darr;</div>'.join(cards)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>cnnx: {escape(source.path.name)}</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }}
+h1 {{ font-size: 1.4em; }}
+.stage {{ border: 1px solid #ccc; border-radius: 6px; padding: 0.6em 1em; }}
+.stage h2 {{ font-size: 1.1em; margin: 0.2em 0; }}
+.spec {{ font-family: ui-monospace, monospace; color: #555; word-break: break-word; }}
+.stage img {{ max-width: 100%; display: block; margin: 0.5em 0; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+th {{ text-align: left; padding-right: 1em; color: #555; font-weight: normal; }}
+.arrow {{ text-align: center; font-size: 1.6em; color: #888; }}
+</style>
+</head>
+<body>
+<h1>cnnx pipeline on {escape(source.path.name)}</h1>
+<p class="spec">{escape(pipeline.to_spec())}</p>
+<p>Convolution is {escape(pipeline.convention_text)}. Each stage's colour bar gives the values its colours
+stand for; <a href="manifest.json">manifest.json</a> has every number, and <a href="overview.png">overview.png</a>
+shows all stages side by side.</p>
+{flow}
+</body>
+</html>
+"""
 
 
 def presets_table(presets: dict[str, tuple[str, str]]) -> Table:

@@ -43,25 +43,27 @@ def test_pipeline_writes_every_map_and_a_table(stripes_png, tmp_path):
     assert result.exit_code == 0, result.output
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert folders == ["00_input", "01_conv", "02_relu", "03_maxpool", "04_conv", "05_relu", "06_maxpool"]
-    assert len(list(out.glob("*/*.png"))) == 25
+    assert len(list(out.glob("*/ch*.png"))) == 25
     assert sorted(p.name for p in (out / "03_maxpool").iterdir()) == [
         "ch00_vertical_edge.png", "ch01_horizontal_edge.png", "ch02_diagonal_edge.png", "ch03_antidiagonal_edge.png",
+        "montage.png",
     ]
+    assert {p.name for p in out.iterdir() if p.is_file()} == {"index.html", "manifest.json", "overview.png"}
     for folder in folders:
         assert f"{folder}/" in result.stdout
-    assert "4x32x32" in result.stdout and "wrote 25 PNGs" in result.stdout
+    assert "4x32x32" in result.stdout and "wrote 25 maps" in result.stdout
     assert result.stderr == ""
 
 
 def test_pipeline_pngs_show_vertical_edges_of_vertical_stripes(stripes_png, tmp_path):
     """Read back: the vertical-edge map of vertical stripes has bright lines; the horizontal-edge map is flat."""
     out = tmp_path / "out"
-    invoke("pipeline", stripes_png, "-o", out)
+    invoke("pipeline", stripes_png, "-o", out, "--cmap", "gray", "--normalize", "minmax", "--scope", "map")
     vertical = read_png(out / "02_relu" / "ch00_vertical_edge.png")
     horizontal = read_png(out / "02_relu" / "ch01_horizontal_edge.png")
     assert vertical.shape == (128, 128)  # 64x64 upscaled by 2 to reach 128
     assert vertical.max() == 255 and (vertical == 0).mean() > 0.5
-    assert horizontal.max() == 0  # nothing left after ReLU: drawn black, no division by zero
+    assert (horizontal == 128).all()  # nothing left after ReLU: a constant map, drawn mid grey, no division by zero
     pooled = read_png(out / "06_maxpool" / "ch00_vertical_edge-dog-sigma-1.png")
     assert pooled.shape == (128, 128)  # 16x16 map drawn as 8x8-pixel squares
     assert (pooled.reshape(16, 8, 16, 8) == pooled[::8, ::8][:, None, :, None]).all()
@@ -76,8 +78,30 @@ def test_pipeline_manifest_maps_pixels_back_to_values(stripes_png, tmp_path):
     conv = manifest["stages"][1]
     assert conv["shape"] == [4, 64, 64] and conv["receptive_field"] == [3, 3]
     first = conv["maps"][0]
-    assert first["file"] == "01_conv/ch00_vertical_edge.png" and first["black"] == -first["white"]
+    assert first["file"] == "01_conv/ch00_vertical_edge.png" and first["low"] == -first["high"] == -3
     assert len([m for s in manifest["stages"] for m in s["maps"]]) == 25
+    assert manifest["drawing"]["scope"] == "block" and conv["cmap"] == "diverging"
+    # The block's range is carried from the conv through its relu and pool.
+    assert manifest["stages"][3]["maps"][0]["high"] == 3
+
+
+def test_default_colours_map_back_to_values(stripes_png, tmp_path):
+    """With the default diverging map, a pixel's colour-table index and the manifest's range give back its value."""
+    from cnnx.draw import colormap
+
+    out = tmp_path / "out"
+    invoke("pipeline", stripes_png, "-o", out, "--min-size", "1")
+    manifest = json.loads((out / "manifest.json").read_text())
+    table = colormap("diverging").astype(int)
+    conv = np.load(out / "01_conv" / "stage.npy") if (out / "01_conv" / "stage.npy").exists() else None
+    assert conv is None  # raw arrays only with --save-raw
+    invoke("pipeline", stripes_png, "-o", out, "--min-size", "1", "--save-raw")
+    conv = np.load(out / "01_conv" / "stage.npy")
+    entry = manifest["stages"][1]["maps"][0]
+    rgb = read_png(out / entry["file"]).astype(int)
+    index = np.argmin(((rgb[..., None, :] - table[None, None]) ** 2).sum(-1), axis=-1)
+    back = entry["low"] + index / 255 * (entry["high"] - entry["low"])
+    assert np.abs(back - conv[0]).max() <= (entry["high"] - entry["low"]) / 255
 
 
 def test_pipeline_rerun_replaces_cleanly_and_identically(stripes_png, tmp_path):
@@ -115,7 +139,7 @@ def test_pipeline_color_feeds_three_channels(tmp_path):
     path = tmp_path / "rgb.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), np.uint8)).save(path)
     assert invoke("pipeline", path, "-o", tmp_path / "out", "--color").exit_code == 0
-    names = sorted(p.name for p in (tmp_path / "out" / "00_input").iterdir())
+    names = sorted(p.name for p in (tmp_path / "out" / "00_input").glob("ch*.png"))
     assert names == ["ch00_red.png", "ch01_green.png", "ch02_blue.png"]
 
 
@@ -125,7 +149,7 @@ def test_pipeline_spec_runs_the_given_stages(stripes_png, tmp_path):
     result = invoke("pipeline", stripes_png, "-o", out, "--spec", "conv(sobel_x@) -> abs -> avgpool(4)")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["00_input", "01_conv", "02_abs", "03_avgpool"]
-    assert len(list((out / "01_conv").iterdir())) == 8
+    assert len(list((out / "01_conv").glob("ch*.png"))) == 8
     assert "conv(sobel_x@)" in result.stdout and "8x16x16" in result.stdout
 
 
@@ -174,9 +198,19 @@ def test_filter_writes_signed_response(stripes_png, tmp_path):
     pixels = read_png(target)
     assert pixels.shape == (64, 64)
     assert set(np.unique(pixels)) == {0, 128, 255}
-    assert "black = -4" in result.stdout and "white = 4" in result.stdout
+    assert "drawn from -4 to 4 (gray)" in result.stdout
     with Image.open(target) as written:
-        assert written.info["cnnx:white"] == "4.0"
+        assert written.info["cnnx:low"] == "-4.0" and written.info["cnnx:high"] == "4.0"
+
+
+def test_filter_with_a_colour_map_and_convention(stripes_png, tmp_path):
+    """--cmap diverging writes RGB; --convention convolution flips the kernel, negating an antisymmetric filter."""
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert invoke("filter", stripes_png, "sobel_x", "-o", a, "--cmap", "diverging").exit_code == 0
+    assert invoke("filter", stripes_png, "sobel_x", "-o", b, "--cmap", "diverging", "--convention", "convolution").exit_code == 0
+    left, right = read_png(a), read_png(b)
+    assert left.shape == (64, 64, 3)
+    np.testing.assert_array_equal(left[:, 8], right[:, 12])  # the same edges with the sign swapped sit 4 columns apart
 
 
 def test_filter_show_prints_the_kernel(stripes_png, tmp_path):
@@ -264,4 +298,4 @@ def test_installed_entry_point_runs(tmp_path):
         capture_output=True, text=True, env=env,
     )
     assert run.returncode == 0, run.stderr
-    assert len(list((tmp_path / "out").glob("*/*.png"))) == 25
+    assert len(list((tmp_path / "out").glob("*/ch*.png"))) == 25

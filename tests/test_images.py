@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from cnnx.errors import CnnxError
-from cnnx.images import display_range, load_image, to_pixels, upscale
+from cnnx.images import load_image
 
 
 def save(tmp_path, image, name="image.png", **options):
@@ -85,38 +85,3 @@ def test_pixel_limit_refuses_before_decoding(tmp_path):
     with pytest.raises(CnnxError, match=r"larger than the limit of 5,000 pixels \(100x100\); raise --max-pixels"):
         load_image(path, max_pixels=5000)
     assert load_image(path, max_pixels=10000).array.shape == (1, 100, 100)
-
-
-def test_display_range_signed_is_symmetric():
-    """A signed map is drawn symmetric around zero: zero is mid grey."""
-    fmap = np.array([[-2.0, 0.0, 1.0]], np.float32)
-    assert display_range(fmap) == (-2.0, 2.0)
-    np.testing.assert_array_equal(to_pixels(fmap, -2.0, 2.0), [[0, 128, 191]])
-
-
-def test_display_range_non_negative_is_min_max():
-    """A non-negative map is stretched from its minimum (black) to its maximum (white)."""
-    fmap = np.array([[1.0, 2.0, 5.0]], np.float32)
-    assert display_range(fmap) == (1.0, 5.0)
-    np.testing.assert_array_equal(to_pixels(fmap, 1.0, 5.0), [[0, 64, 255]])
-
-
-def test_constant_map_is_drawn_black_without_dividing_by_zero():
-    """An all-zero map (everything removed by ReLU) is black, with no warning."""
-    fmap = np.zeros((3, 4), np.float32)
-    np.testing.assert_array_equal(to_pixels(fmap, *display_range(fmap)), np.zeros((3, 4), np.uint8))
-
-
-def test_upscale_makes_crisp_squares():
-    """A 2x2 map grows by a whole factor; each source pixel becomes a uniform square."""
-    pixels = np.array([[0, 50], [100, 250]], np.uint8)
-    big = upscale(pixels, min_side=128)
-    assert big.shape == (128, 128)
-    np.testing.assert_array_equal(big[:64, :64], 0)
-    np.testing.assert_array_equal(big[64:, 64:], 250)
-    assert upscale(np.zeros((200, 300), np.uint8)).shape == (200, 300)
-
-
-def test_upscale_keeps_long_maps_bounded():
-    """An extreme aspect ratio is not blown up past max_side."""
-    assert upscale(np.zeros((1, 1500), np.uint8), max_side=2048).shape == (1, 1500)

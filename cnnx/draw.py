@@ -1,0 +1,220 @@
+"""Turning feature maps into pictures: value ranges, colour maps, enlargement, colour bars and montages.
+
+A map is drawn by choosing the values ``low`` and ``high`` that the ends of a
+256-colour table stand for, mapping every value linearly onto the table
+(clipping outside), and looking the colours up.  The chosen ``low`` and
+``high`` are recorded with every picture, so a pixel maps back to its value:
+``value = low + index / 255 * (high - low)``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from cnnx.errors import CnnxError
+
+__all__ = [
+    "NORMALIZE", "CMAP_ALIASES", "value_range", "to_index", "colormap", "colorize", "upscale", "thumbnail", "colorbar",
+    "montage", "column",
+]
+
+NORMALIZE = ("symmetric", "minmax", "percentile", "fixed")
+# Short names for the maps cnnx suggests; any other name of the cmap package works too.
+CMAP_ALIASES = {
+    "gray": "matlab:gray",
+    "viridis": "bids:viridis",  # perceptually uniform, lightness rising (van der Walt & Smith, CC0)
+    "diverging": "colorbrewer:RdBu_r",  # blue below zero, white at zero, red above (ColorBrewer, Apache-2.0)
+}
+BACKGROUND = (255, 255, 255)
+INK = (40, 40, 40)
+
+
+def value_range(values: np.ndarray, method: str, *, percentile: float = 99.5, fixed=None) -> tuple[float, float]:
+    """The values the darkest-first and last colours stand for, by ``method``.
+
+    - symmetric: ``(-m, m)`` with ``m`` the largest magnitude, so zero is the centre colour;
+    - minmax: the smallest and largest value;
+    - percentile: ``(-m, m)`` with ``m`` the ``percentile`` of the magnitudes, so a few outliers do not wash out the rest;
+    - fixed: the given ``(low, high)``.
+
+    A range of no width (a constant map) is widened by 1 on each side, so the
+    constant is drawn with the middle colour and nothing is divided by zero.
+    Non-finite values are ignored.
+
+    Examples
+    --------
+    >>> value_range(np.array([-2.0, 1.0]), "symmetric")
+    (-2.0, 2.0)
+    >>> value_range(np.zeros(3), "minmax")
+    (-1.0, 1.0)
+    """
+    finite = values[np.isfinite(values)] if not np.isfinite(values).all() else values
+    if method == "fixed":
+        if fixed is None:
+            raise CnnxError("normalize=fixed needs a range, e.g. --range -1,1")
+        low, high = float(fixed[0]), float(fixed[1])
+    elif finite.size == 0:
+        low, high = 0.0, 0.0
+    elif method == "symmetric":
+        bound = float(np.max(np.abs(finite)))
+        low, high = -bound, bound
+    elif method == "minmax":
+        low, high = float(finite.min()), float(finite.max())
+    elif method == "percentile":
+        bound = float(np.percentile(np.abs(finite), percentile))
+        low, high = -bound, bound
+    else:
+        raise CnnxError(f"normalize must be one of {', '.join(NORMALIZE)}; got {method!r}")
+    if high <= low:
+        middle = (low + high) / 2
+        low, high = middle - 1.0, middle + 1.0
+    return low, high
+
+
+def to_index(fmap: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Colour-table indices 0..255: ``low`` is 0, ``high`` 255, linear and rounded between, clipped outside (NaN is 0)."""
+    scale = np.float32(255.0 / (high - low))
+    index = (np.asarray(fmap, np.float32) - np.float32(low)) * scale + np.float32(0.5)
+    np.clip(index, 0, 255, out=index)
+    return np.nan_to_num(index, copy=False).astype(np.uint8)
+
+
+@lru_cache(maxsize=16)
+def colormap(name: str) -> np.ndarray | None:
+    """The 256 x 3 uint8 colour table of a map name; None for gray (drawn as 8-bit grey, 0 black)."""
+    full = CMAP_ALIASES.get(name, name)
+    if full == "matlab:gray":
+        return None
+    try:
+        from cmap import Colormap
+
+        table = Colormap(full).lut(256)[:, :3]
+    except (ValueError, KeyError, TypeError):
+        raise CnnxError(
+            f"unknown colour map {name!r}; try {', '.join(CMAP_ALIASES)} or any name the cmap package knows"
+        ) from None
+    return np.round(table * 255).astype(np.uint8)
+
+
+def colorize(index: np.ndarray, table: np.ndarray | None) -> np.ndarray:
+    """Indices to pixels: grey levels as they are, or the table's colours (H, W, 3)."""
+    return index if table is None else table[index]
+
+
+def upscale(pixels: np.ndarray, *, min_side: int = 128, max_side: int = 2048) -> np.ndarray:
+    """Repeat each pixel as a square (nearest neighbour) until the shorter side is at least ``min_side``.
+
+    The factor is a whole number, so every source pixel stays a crisp square,
+    and it never makes the longer side exceed ``max_side``.
+    """
+    H, W = pixels.shape[:2]
+    factor = min(math.ceil(min_side / min(H, W)), max(1, max_side // max(H, W)))
+    if factor <= 1:
+        return pixels
+    return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _fit(text: str, width: int, font) -> str:
+    """``text``, shortened with an ellipsis to fit ``width`` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _as_rgb(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(pixels).convert("RGB")
+
+
+def thumbnail(pixels: np.ndarray, size: int) -> Image.Image:
+    """A tile whose longer side is ``size``: enlarged by whole factors (crisp) or shrunk by averaging."""
+    image = _as_rgb(pixels)
+    longest = max(image.size)
+    if longest < size:
+        factor = max(1, size // longest)
+        return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    if longest > size:
+        return image.resize(_fitted(image.size, size), Image.Resampling.BOX)
+    return image
+
+
+def _fitted(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    scale = longest / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def colorbar(table: np.ndarray | None, low: float, high: float, width: int, *, ends: tuple[str, str] | None = None) -> Image.Image:
+    """A horizontal bar of the colour table, labelled with the values its ends (and zero, inside) stand for.
+
+    ``ends`` replaces the numbers at the ends by words (when each map has its own range).
+    """
+    font = _font(11)
+    ramp = np.linspace(0, 255, max(width - 20, 16)).round().astype(np.uint8)
+    strip = colorize(np.tile(ramp, (12, 1)), table)
+    bar = Image.new("RGB", (width, 32), BACKGROUND)
+    bar.paste(_as_rgb(strip), (10, 2))
+    draw = ImageDraw.Draw(bar)
+    left, right = ends or (_number(low), _number(high))
+    draw.text((10, 16), left, fill=INK, font=font)
+    draw.text((10 + len(ramp) - font.getlength(right), 16), right, fill=INK, font=font)
+    if ends is None and low < 0 < high:
+        x = 10 + round((0 - low) / (high - low) * (len(ramp) - 1))
+        draw.line([(x, 2), (x, 14)], fill=INK)
+        if abs(x - 10) > 30 and abs(x - 10 - len(ramp)) > 30:
+            draw.text((x - font.getlength("0") / 2, 16), "0", fill=INK, font=font)
+    return bar
+
+
+def montage(thumbs: list[Image.Image], labels: list[str], title: str, bars: list[Image.Image], *, columns: int = 8) -> Image.Image:
+    """A contact sheet: a title, the thumbnails in a grid each with its label, then colour bars."""
+    font = _font(12)
+    cell_w = max(t.width for t in thumbs) + 8
+    cell_h = max(t.height for t in thumbs) + 20
+    ncols = min(columns, len(thumbs))
+    nrows = math.ceil(len(thumbs) / ncols)
+    width = max(ncols * cell_w + 8, max((b.width for b in bars), default=0) + 8, 320)
+    height = 26 + nrows * cell_h + sum(b.height for b in bars) + 6
+    sheet = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((6, 6), _fit(title, width - 12, _font(14)), fill=INK, font=_font(14))
+    for k, (thumb, label) in enumerate(zip(thumbs, labels)):
+        x, y = 4 + (k % ncols) * cell_w, 26 + (k // ncols) * cell_h
+        sheet.paste(thumb, (x + 4, y))
+        draw.text((x + 4, y + thumb.height + 3), _fit(label, cell_w - 8, font), fill=INK, font=font)
+    y = 26 + nrows * cell_h
+    for bar in bars:
+        sheet.paste(bar, (0, y))
+        y += bar.height
+    return sheet
+
+
+def column(title: str, tiles: list[Image.Image], more: int, *, size: int = 128) -> Image.Image:
+    """One stage of the overview: a title over its first maps, stacked, and how many more there are."""
+    font = _font(12)
+    thumbs = [tile if max(tile.size) <= size else tile.resize(_fitted(tile.size, size), Image.Resampling.BOX) for tile in tiles]
+    width = max(max(t.width for t in thumbs) + 12, int(font.getlength(title)) + 12)
+    height = 22 + sum(t.height + 6 for t in thumbs) + (18 if more else 0)
+    image = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    draw.text((6, 4), title, fill=INK, font=font)
+    y = 22
+    for thumb in thumbs:
+        image.paste(thumb, (6, y))
+        y += thumb.height + 6
+    if more:
+        draw.text((6, y), f"+ {more} more", fill=INK, font=font)
+    return image

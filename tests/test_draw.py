@@ -1,0 +1,121 @@
+"""Drawing maps: value ranges, colour maps, enlargement, montages."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnx import draw
+from cnnx.errors import CnnxError
+
+
+def pixels(values, method, **options):
+    values = np.array(values, np.float32)
+    low, high = draw.value_range(values, method, **options)
+    return draw.to_index(values, low, high).tolist(), (low, high)
+
+
+def test_symmetric_puts_zero_in_the_middle():
+    """symmetric: [-2, 0, 1] spans -2..2, so 0 is level 128 and 1 is 191 (255 * 3/4, rounded)."""
+    assert pixels([-2, 0, 1], "symmetric") == ([0, 128, 191], (-2.0, 2.0))
+
+
+def test_minmax_stretches_to_the_ends():
+    """minmax: [1, 2, 5] spans 1..5, so 2 is 255/4 = 63.75 -> 64."""
+    assert pixels([1, 2, 5], "minmax") == ([0, 64, 255], (1.0, 5.0))
+
+
+def test_all_negative_map():
+    """An all-negative map: symmetric keeps 0 at 128 (the largest value is 127.5 -> 128 below it); minmax spans it."""
+    assert pixels([-4, -2, -1], "symmetric") == ([0, 64, 96], (-4.0, 4.0))
+    assert pixels([-4, -2, -1], "minmax") == ([0, 170, 255], (-4.0, -1.0))
+
+
+def test_constant_maps_use_the_middle_colour():
+    """A constant map (all zeros after ReLU) is drawn with the middle colour, range widened by 1, no warning."""
+    assert pixels([0, 0, 0], "symmetric") == ([128, 128, 128], (-1.0, 1.0))
+    assert pixels([3, 3], "minmax") == ([128, 128], (2.0, 4.0))
+
+
+def test_percentile_clips_outliers():
+    """percentile: the 50th percentile of |x| in [1, 1, 1, 100] is 1, so the outlier is clipped to 255."""
+    assert pixels([1, 1, -1, 100], "percentile", percentile=50) == ([255, 255, 0, 255], (-1.0, 1.0))
+
+
+def test_fixed_range_clips_and_needs_a_range():
+    """fixed: the given range, values outside clipped."""
+    assert pixels([-3, 0, 0.5, 3], "fixed", fixed=(-1, 1)) == ([0, 128, 191, 255], (-1.0, 1.0))
+    with pytest.raises(CnnxError, match="needs a range"):
+        draw.value_range(np.zeros(2), "fixed")
+
+
+def test_non_finite_values_are_ignored_for_the_range():
+    """NaN and infinities do not set the range; NaN is drawn at index 0."""
+    assert pixels([np.nan, -1, 2, np.inf], "minmax") == ([0, 0, 255, 255], (-1.0, 2.0))
+
+
+@pytest.mark.parametrize("method", ["symmetric", "minmax", "percentile"])
+def test_recorded_range_inverts_within_one_level(method):
+    """value = low + index/255 * (high - low) recovers every value to within one grey level."""
+    values = np.random.default_rng(0).normal(size=1000).astype(np.float32)
+    low, high = draw.value_range(values, method, percentile=100)
+    index = draw.to_index(values, low, high)
+    back = low + index / 255 * (high - low)
+    assert np.abs(back - values).max() <= (high - low) / 255
+
+
+def lightness(rgb: np.ndarray) -> np.ndarray:
+    """CIE L* of sRGB colours (D65), from the sRGB and CIELAB definitions."""
+    c = rgb / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    y = linear @ np.array([0.2126, 0.7152, 0.0722])
+    return np.where(y > (6 / 29) ** 3, 116 * np.cbrt(y) - 16, y * (29 / 3) ** 3)
+
+
+def test_gray_and_viridis_rise_in_lightness():
+    """gray runs black to white; viridis (perceptually uniform) rises in lightness from dark purple to yellow."""
+    assert draw.colormap("gray") is None
+    viridis = draw.colormap("viridis")
+    assert viridis.shape == (256, 3)
+    assert tuple(viridis[0]) == (68, 1, 84) and tuple(viridis[-1]) == (253, 231, 37)
+    light = lightness(viridis.astype(float))
+    assert np.all(np.diff(light) > -0.25)  # rising, to within the rounding of 8-bit colours
+    assert light[-1] - light[0] > 70
+
+
+def test_diverging_is_lightest_in_the_middle_blue_below_red_above():
+    """diverging: blue at the low end, red at the high end, lightness rising to the centre then falling."""
+    table = draw.colormap("diverging").astype(float)
+    assert table[0, 2] > table[0, 0] and table[-1, 0] > table[-1, 2]
+    light = lightness(table)
+    assert np.all(np.diff(light[:120]) >= -0.5) and np.all(np.diff(light[136:]) <= 0.5)
+    assert light[128] > 90
+
+
+def test_unknown_colour_map():
+    """An unknown colour map is a CnnxError that suggests the short names."""
+    with pytest.raises(CnnxError, match="unknown colour map 'rainbowz'"):
+        draw.colormap("rainbowz")
+
+
+def test_upscale_makes_crisp_squares():
+    """A 2x2 map grows by a whole factor; each source pixel becomes a uniform square."""
+    big = draw.upscale(np.array([[0, 50], [100, 250]], np.uint8), min_side=128)
+    assert big.shape == (128, 128)
+    assert (big[:64, :64] == 0).all() and (big[64:, 64:] == 250).all()
+    assert draw.upscale(np.zeros((200, 300), np.uint8)).shape == (200, 300)
+    assert draw.upscale(np.zeros((1, 1500), np.uint8), max_side=2048).shape == (1, 1500)
+
+
+@pytest.mark.parametrize("count, columns, rows", [(1, 1, 1), (2, 2, 1), (7, 7, 1), (16, 8, 2), (64, 8, 8)])
+def test_montage_geometry(count, columns, rows):
+    """count maps of 20x30 are laid out in a grid of up to 8 columns; every tile sits at its place."""
+    thumbs = [draw.thumbnail(np.full((20, 30), 10 * k % 256, np.uint8), 90) for k in range(count)]
+    bar = draw.colorbar(None, -1, 1, 320)
+    sheet = draw.montage(thumbs, [f"ch{k:02d}" for k in range(count)], "title", [bar])
+    cell_w, cell_h = 90 + 8, 60 + 20
+    assert sheet.width == max(columns * cell_w + 8, 328)
+    assert sheet.height == 26 + rows * cell_h + bar.height + 6
+    pixels_ = np.asarray(sheet)
+    for k in range(count):
+        x, y = 8 + (k % 8) * cell_w, 26 + (k // 8) * cell_h
+        assert (pixels_[y : y + 60, x : x + 90] == 10 * k % 256).all()
