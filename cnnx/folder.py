@@ -195,7 +195,7 @@ class RunWriter:
         pages = [range(start, min(start + limit, len(thumbs))) for start in range(0, len(thumbs), limit)]
         paths = []
         for number, page in enumerate(pages, 1):
-            count = f"{len(thumbs)} maps" if len(pages) == 1 else f"maps {page.start + 1}-{page.stop} of {len(thumbs)}"
+            count = _plural(len(thumbs), "map") if len(pages) == 1 else f"maps {page.start + 1}-{page.stop} of {len(thumbs)}"
             title = f"{stage_folder_name(result)}  {result.description}  ({count})"
             sheet = draw.montage([thumbs[k] for k in page], [labels[k] for k in page], title, bars)
             path = folder / ("montage.png" if len(pages) == 1 else f"montage-{number}.png")
@@ -216,6 +216,10 @@ class RunWriter:
             sheet.paste(col, (x, gap))
             x += col.width + gap
         write_png(self.root / "overview.png", np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"})
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 _pool: ThreadPoolExecutor | None = None

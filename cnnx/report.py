@@ -147,10 +147,11 @@ def gallery(source: Source, pipeline: Pipeline, stages: list[StageFiles], root: 
         links = " ".join(
             f'<a href="{escape(m.path.relative_to(root).as_posix())}">{escape(m.label)}</a>' for m in s.maps
         )
+        spec = "" if r.index == 0 else f'<p class="spec">{escape(r.description)}</p>'
+        count = f"{len(s.maps)} map{'' if len(s.maps) == 1 else 's'}"
         cards.append(
-            f'<section class="stage"><h2>{escape(title)}</h2><p class="spec">{escape(r.description)}</p>'
-            f"<table>{rows}</table>{images}<details><summary>{len(s.maps)} maps at full size</summary>"
-            f"<p>{links}</p></details></section>"
+            f'<section class="stage"><h2>{escape(title)}</h2>{spec}<table>{rows}</table>{images}'
+            f"<details><summary>{count} at full size</summary><p>{links}</p></details></section>"
         )
     flow = '<div class="arrow">&darr;</div>'.join(cards)
     return f"""<!DOCTYPE html>
