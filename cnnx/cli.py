@@ -31,20 +31,32 @@ BAD_INPUT, RUNTIME_FAILURE, INTERRUPTED = 2, 1, 130
 MAX_PIXELS_HELP = "Refuse images with more pixels than this (Pillow's decompression-bomb limit by default)."
 
 
+_debug = False
+
+
+def _say(message: str) -> None:
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def _reported_errors() -> Iterator[None]:
-    """Print known failures as one line on stderr and exit with their code; let bugs keep their traceback."""
+    """Print known failures as one line on stderr and exit with their code; let bugs keep their traceback.
+
+    With --debug, known failures show their traceback too.
+    """
     try:
         yield
     except CnnxError as error:
-        err.print(f"cnnx: error: {error}", markup=False, highlight=False, soft_wrap=True)
+        _say(f"cnnx: error: {error}")
+        _debug and err.print_exception()
         raise typer.Exit(BAD_INPUT) from None
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
-        err.print(f"cnnx: error: {where}{error.strerror or error}", markup=False, highlight=False, soft_wrap=True)
+        _say(f"cnnx: error: {where}{error.strerror or error}")
+        _debug and err.print_exception()
         raise typer.Exit(RUNTIME_FAILURE) from None
     except KeyboardInterrupt:
-        err.print("cnnx: interrupted; nothing was written", markup=False, highlight=False, soft_wrap=True)
+        _say("cnnx: interrupted; nothing was written")
         raise typer.Exit(INTERRUPTED) from None
 
 
@@ -59,11 +71,14 @@ def _main(
     version: bool = typer.Option(
         False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error, for bug reports."),
 ) -> None:
     """See what a convolutional network does to an image: Conv -> ReLU -> Pool, every feature map as a PNG.
 
     Example: cnnx pipeline samples/chelsea.png
     """
+    global _debug
+    _debug = debug
 
 
 @app.command()
@@ -96,6 +111,7 @@ def pipeline(
     save_raw: bool = typer.Option(False, "--save-raw", help="Also write each stage's array as NN_stage/stage.npy."),
     png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNGs: 1 is fast, 9 small."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
+    frame: int = typer.Option(0, "--frame", min=0, help="Which frame of an animated or multi-page image to use."),
 ) -> None:
     """Run a Conv -> ReLU -> Pool pipeline and write every feature map as a PNG.
 
@@ -120,7 +136,7 @@ def pipeline(
         style = Style(normalize, scope, cmap, percentile, _parse_range(value_range), min_size)
         if image is None:
             raise CnnxError("give an IMAGE to run, or --print-config to see the pipeline")
-        source = load_image(image, color=chosen.color, **_pixel_limit(max_pixels))
+        source = load_image(image, color=chosen.color, frame=frame, **_pixel_limit(max_pixels))
         check(chosen.stages, source.array.shape)
         destination = out_dir if out_dir is not None else Path("cnnx-out") / image.stem
         with staged_folder(destination, force=force) as folder:
@@ -182,6 +198,7 @@ def filter_(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file that cnnx did not write."),
     png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNG: 1 is fast, 9 small."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
+    frame: int = typer.Option(0, "--frame", min=0, help="Which frame of an animated or multi-page image to use."),
 ) -> None:
     """Apply one filter to an image and write the response as a PNG, the same size as the image.
 
@@ -203,7 +220,7 @@ def filter_(
         style = Style(normalize, "stage", cmap, percentile, _parse_range(value_range))
         if convention not in CONVENTIONS:
             raise CnnxError(f"--convention must be {' or '.join(CONVENTIONS)}; got {convention!r}")
-        source = load_image(image, color=color, **_pixel_limit(max_pixels))
+        source = load_image(image, color=color, frame=frame, **_pixel_limit(max_pixels))
         stage = Conv((kernel.spec,), combine="depthwise", padding="same", padding_mode=padding_mode)
         response = stage.apply(source.array, flip=convention == "convolution")
         target = output if output is not None else Path(f"{image.stem}_{safe_name(kernel.label)}.png")
@@ -259,8 +276,11 @@ def _pixel_limit(max_pixels: int) -> dict:
 
 
 def _note_frames(source) -> None:
+    """Say what the user should know about how the image was read."""
+    for note in source.notes:
+        _say(f"cnnx: note: {source.path}: {note}")
     if source.frames > 1:
-        err.print(f"cnnx: note: {source.path} has {source.frames} frames; used the first", markup=False, highlight=False, soft_wrap=True)
+        _say(f"cnnx: note: {source.path} has {source.frames} frames; used frame {source.frame} (--frame N picks another)")
 
 
 def main() -> None:

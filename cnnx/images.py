@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,24 +40,41 @@ class Source:
     format: str
     frames: int
     sha256: str
+    frame: int = 0
+    notes: tuple[str, ...] = ()  # what Pillow warned about while reading, e.g. corrupt EXIF data
 
 
-def load_image(path: str | os.PathLike, *, color: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
+def load_image(
+    path: str | os.PathLike, *, color: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, frame: int = 0
+) -> Source:
     """Load an image file as (1, H, W) luma or, with ``color``, (3, H, W) RGB, float32 in [0, 1].
 
-    Anything that is not a readable image raises ``CnnxError`` naming the file.
+    ``frame`` picks a frame of an animated or multi-page file.  Anything that
+    is not a readable image raises ``CnnxError`` naming the file.
     """
     path = Path(path)
     data = _read_bytes(path)
-    picture = _open(path, data, max_pixels)
-    mode, fmt, frames = picture.mode, picture.format or "unknown", getattr(picture, "n_frames", 1)
-    try:
-        picture = ImageOps.exif_transpose(picture)
-        rgb = _to_float_rgb(picture)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise CnnxError(f"{path}: the image data is truncated or corrupt ({error})") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        picture = _open(path, data, max_pixels)
+        fmt = picture.format or "unknown"
+        try:
+            frames = getattr(picture, "n_frames", 1)
+            if frame >= frames:
+                raise CnnxError(f"{path}: has {frames} frame{'s' if frames > 1 else ''}; --frame counts from 0")
+            if frame:
+                picture.seek(frame)
+            mode = picture.mode
+            picture = ImageOps.exif_transpose(picture)
+            rgb = _to_float_rgb(picture)
+        except CnnxError:
+            raise
+        except (OSError, ValueError, SyntaxError, EOFError) as error:
+            raise CnnxError(f"{path}: the image data is truncated or corrupt ({error})") from None
+    notes = tuple(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
     array = rgb.transpose(2, 0, 1) if color else np.tensordot(LUMA, rgb, axes=([0], [2]))[None]
-    return Source(path, np.ascontiguousarray(array, dtype=np.float32), mode, fmt, frames, hashlib.sha256(data).hexdigest())
+    digest = hashlib.sha256(data).hexdigest()
+    return Source(path, np.ascontiguousarray(array, dtype=np.float32), mode, fmt, frames, digest, frame, notes)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -84,8 +102,11 @@ def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
         Image.MAX_IMAGE_PIXELS = None
         picture = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        kind = _looks_like(data)
+        if kind:
+            raise CnnxError(f"{path}: a corrupt {kind} file: its header cannot be read") from None
         raise CnnxError(f"{path}: not an image file Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
-    except (OSError, ValueError, SyntaxError) as error:
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise CnnxError(f"{path}: the image header is corrupt ({error})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
@@ -95,6 +116,19 @@ def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
             f"({picture.width}x{picture.height}); raise --max-pixels to load it"
         )
     return picture
+
+
+SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"BM": "BMP",
+}
+
+
+def _looks_like(data: bytes) -> str | None:
+    """The image format whose signature ``data`` starts with, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
 
 
 def _to_float_rgb(picture: Image.Image) -> np.ndarray:

@@ -99,6 +99,7 @@ def manifest(source: Source, pipeline: Pipeline, style: Style, stages: list[Stag
             "format": source.format,
             "mode": source.mode,
             "frames": source.frames,
+            "frame": source.frame,
             "height": H,
             "width": W,
             "channels": C,
