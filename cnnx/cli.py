@@ -83,9 +83,11 @@ def _main(
 
 @app.command()
 def pipeline(
-    image: Optional[Path] = typer.Argument(None, help="The image to run (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)."),
+    images: Optional[list[str]] = typer.Argument(
+        None, metavar="IMAGES...", help="Images, folders or glob patterns (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)."
+    ),
     out_dir: Optional[Path] = typer.Option(
-        None, "-o", "--out", help="Folder for the feature maps (default: cnnx-out/IMAGE-NAME)."
+        None, "-o", "--out", help="Folder for the maps; for several images, the folder of their folders (default: cnnx-out/IMAGE-NAME, or cnnx-out)."
     ),
     spec: Optional[str] = typer.Option(
         None, "--spec", "-s", help='Stages to run, e.g. "conv(sobel_x, sobel_y) -> relu -> maxpool(2)".'
@@ -93,6 +95,7 @@ def pipeline(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="A pipeline TOML file (see --print-config)."),
     preset_name: Optional[str] = typer.Option(None, "--preset", "-p", help="A named pipeline; 'cnnx presets' lists them."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the pipeline as TOML and exit."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show each stage's shape, the files and the memory a run needs; write nothing."),
     color: Optional[bool] = typer.Option(
         None, "--color/--gray", help="Feed red, green and blue, or luma (default: gray, or what --config says).", show_default=False
     ),
@@ -109,23 +112,27 @@ def pipeline(
     percentile: float = typer.Option(99.5, "--percentile", help="For --normalize percentile: the magnitude percentile that sets the range."),
     min_size: int = typer.Option(128, "--min-size", min=1, help="Enlarge maps whose shorter side is smaller, by whole factors."),
     save_raw: bool = typer.Option(False, "--save-raw", help="Also write each stage's array as NN_stage/stage.npy."),
-    png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNGs: 1 is fast, 9 small."),
+    png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNGs: 1 is fast (files about a sixth larger than 6), 9 small."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse a run that needs more memory, e.g. 4G (default: 4/5 of this machine's)."),
     frame: int = typer.Option(0, "--frame", min=0, help="Which frame of an animated or multi-page image to use."),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", min=1, help="Images processed at once, in worker processes (default: the cores)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run a batch on a Dask cluster at this address, e.g. tcp://10.0.0.5:8786."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run a Conv -> ReLU -> Pool pipeline and write every feature map as a PNG.
 
     By default the lesson's flow, twice: edges in four directions (conv, relu,
     2x2 max pool), then a centre-surround filter on each direction's map
     (conv, relu, 2x2 max pool).  Each channel of each stage becomes
-    OUT/NN_stage/chCC_filter.png, and a table sums up every stage.
+    OUT/NN_stage/chCC_filter.png, and a table sums up every stage.  Given
+    several images (or folders, or patterns), each gets its own folder under
+    OUT, processed in parallel.
 
     Example: cnnx pipeline samples/chelsea.png --spec "conv(sobel_x@) -> relu -> maxpool(2)"
     """
-    from cnnx.folder import RunWriter, Style, staged_folder, write_manifest
-    from cnnx.images import load_image
-    from cnnx.pipeline import check, stream
-    from cnnx.report import gallery, manifest, summary_table
+    from cnnx.folder import Style
+    from cnnx.jobs import Job, find_images, parse_bytes
     from cnnx.spec import load_pipeline, to_toml
 
     with _reported_errors():
@@ -134,25 +141,126 @@ def pipeline(
             out.print(to_toml(chosen), markup=False, highlight=False, end="", soft_wrap=True)
             return
         style = Style(normalize, scope, cmap, percentile, _parse_range(value_range), min_size)
-        if image is None:
-            raise CnnxError("give an IMAGE to run, or --print-config to see the pipeline")
-        source = load_image(image, color=chosen.color, frame=frame, **_pixel_limit(max_pixels))
-        check(chosen.stages, source.array.shape)
-        destination = out_dir if out_dir is not None else Path("cnnx-out") / image.stem
-        with staged_folder(destination, force=force) as folder:
-            writer = RunWriter(folder, style, png_level=png_level, save_raw=save_raw)
-            for result in stream(source.array, chosen):
-                writer.add(result)
-            stages = writer.finish()
-            write_manifest(folder, manifest(source, chosen, style, stages, folder))
-            (folder / "index.html").write_text(gallery(source, chosen, stages, folder))
-        _note_frames(source)
-        out.print(summary_table([s.result for s in stages], destination, chosen))
-        count = sum(len(s.maps) for s in stages)
-        out.print(
-            f"wrote {count} maps, a montage per stage, overview.png, index.html and manifest.json to {destination}",
-            markup=False, highlight=False, soft_wrap=True,
+        paths = find_images(images or [])
+        if not paths:
+            raise CnnxError("give an IMAGE to run (or a folder, or a pattern), or --print-config to see the pipeline")
+        budget = parse_bytes(max_memory) if max_memory else None
+        single = len(paths) == 1 and not Path((images or [""])[0]).is_dir()
+        root = out_dir if out_dir is not None else Path("cnnx-out")
+        settings = dict(
+            pipeline=chosen, style=style, png_level=png_level, save_raw=save_raw, frame=frame, force=force,
+            max_memory=budget, **_pixel_limit(max_pixels),
         )
+        if single:
+            destination = out_dir if out_dir is not None else root / paths[0].stem
+            job = Job(paths[0], destination, **settings)
+            _dry_run(job) if dry_run else _run_single(job, quiet)
+            return
+    _run_many(paths, root, settings, jobs, scheduler, quiet, dry_run)
+
+
+def _dry_run(job) -> None:
+    """Print the plan of one job: shapes, files and memory."""
+    from cnnx.jobs import format_bytes, plan
+    from cnnx.report import plan_table
+
+    shape, shapes, estimate = plan(job)
+    out.print(plan_table(job, shape, shapes))
+    files = sum(s[0] for s in [shape, *shapes])
+    out.print(
+        f"{files} maps, {len(shapes) + 1} montages, overview.png, index.html and manifest.json would go to "
+        f"{job.destination}; memory needed at most about {format_bytes(estimate.peak)}",
+        markup=False, highlight=False, soft_wrap=True,
+    )
+
+
+def _run_single(job, quiet: bool) -> None:
+    from cnnx.jobs import run_job
+    from cnnx.report import summary_table
+
+    with _progress(quiet, "stages") as advance:
+        outcome = run_job(job, progress=advance)
+    _note_frames(outcome.source)
+    out.print(summary_table([s.result for s in outcome.stages], job.destination, job.pipeline))
+    t = outcome.timings
+    out.print(
+        f"wrote {outcome.maps} maps, a montage per stage, overview.png, index.html and manifest.json to "
+        f"{job.destination} in {t['total']:.2f} s (load {t['load']:.2f}, compute {t['compute']:.2f}, "
+        f"draw and write {t['draw and write']:.2f})",
+        markup=False, highlight=False, soft_wrap=True,
+    )
+
+
+def _run_many(paths, root: Path, settings: dict, jobs: Optional[int], scheduler: Optional[str], quiet: bool, dry_run: bool) -> None:
+    """A batch: every image into its own folder under ``root``; keeps going past failures and lists them at the end."""
+    from cnnx.jobs import Job, batch_destinations, run_batch
+    from cnnx.report import batch_table
+
+    batch = [Job(p, d, **settings) for p, d in zip(paths, batch_destinations(paths, root))]
+    if dry_run:
+        with _reported_errors():
+            for job in batch:
+                _dry_run(job)
+        return
+    with _reported_errors(), _executor(jobs, scheduler, len(batch)) as executor, _progress(quiet, "images") as advance:
+        count = iter(range(1, len(batch) + 1))
+        outcomes = run_batch(batch, executor, done=lambda _: advance(next(count), len(batch)))
+    out.print(batch_table(outcomes, root))
+    failed = [o for o in outcomes if o.error]
+    for outcome in failed:
+        _say(f"cnnx: error: {outcome.error}")
+    if failed:
+        _say(f"cnnx: {len(failed)} of {len(outcomes)} images failed")
+        raise typer.Exit(RUNTIME_FAILURE)
+
+
+@contextmanager
+def _executor(jobs: Optional[int], scheduler: Optional[str], count: int):
+    """Worker processes on this machine (-j), or a Dask cluster (--scheduler); none for one worker."""
+    if scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise CnnxError("--scheduler needs Dask: pip install 'cnnx[dask]'") from None
+        try:
+            client = Client(scheduler, timeout=10)
+        except OSError as error:
+            raise CnnxError(f"cannot reach the Dask scheduler at {scheduler} ({error})") from None
+        try:
+            yield client.get_executor()
+        finally:
+            client.close()
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cnnx.ops import num_threads
+
+    workers = min(jobs or num_threads(), count)
+    if workers <= 1:
+        yield None
+        return
+    # Each worker draws on one thread: the processes already keep the cores busy.
+    with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
+        yield pool
+
+
+def _single_threaded_worker() -> None:
+    from cnnx.ops import set_num_threads
+
+    set_num_threads(1)
+
+
+@contextmanager
+def _progress(quiet: bool, what: str):
+    """A transient progress bar on stderr, only on a terminal and without --quiet; yields advance(done, total)."""
+    if quiet or not err.is_terminal:
+        yield lambda done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _parse_range(text: Optional[str]) -> Optional[tuple[float, float]]:

@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 NORMALIZE = ("symmetric", "minmax", "percentile", "fixed")
+PERCENTILE_SAMPLE = 1 << 22  # values a percentile is taken over, at most
 # Short names for the maps cnnx suggests; any other name of the cmap package works too.
 CMAP_ALIASES = {
     "gray": "matlab:gray",
@@ -52,7 +53,11 @@ def value_range(values: np.ndarray, method: str, *, percentile: float = 99.5, fi
     >>> value_range(np.zeros(3), "minmax")
     (-1.0, 1.0)
     """
-    finite = values[np.isfinite(values)] if not np.isfinite(values).all() else values
+    if values.size == 0:
+        return -1.0, 1.0
+    low, high = float(np.min(values)), float(np.max(values))
+    # min and max are NaN or infinite exactly when some value is: only then pick the finite ones.
+    finite = values if np.isfinite(low) and np.isfinite(high) else values[np.isfinite(values)]
     if method == "fixed":
         if fixed is None:
             raise CnnxError("normalize=fixed needs a range, e.g. --range -1,1")
@@ -60,12 +65,14 @@ def value_range(values: np.ndarray, method: str, *, percentile: float = 99.5, fi
     elif finite.size == 0:
         low, high = 0.0, 0.0
     elif method == "symmetric":
-        bound = float(np.max(np.abs(finite)))
+        bound = max(-float(finite.min()), float(finite.max()))
         low, high = -bound, bound
     elif method == "minmax":
         low, high = float(finite.min()), float(finite.max())
     elif method == "percentile":
-        bound = float(np.percentile(np.abs(finite), percentile))
+        # Every n-th value of a large map: a fixed sample keeps the result deterministic and the memory small.
+        sample = finite.ravel()[:: max(1, finite.size // PERCENTILE_SAMPLE)]
+        bound = float(np.percentile(np.abs(sample), percentile))
         low, high = -bound, bound
     else:
         raise CnnxError(f"normalize must be one of {', '.join(NORMALIZE)}; got {method!r}")

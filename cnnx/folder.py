@@ -161,7 +161,7 @@ class RunWriter:
         folder.mkdir()
         cmap = "gray" if result.index == 0 else self.style.cmap
         table = draw.colormap(cmap)
-        files = StageFiles(result, cmap=cmap)
+        files = StageFiles(result.released(), cmap=cmap)
 
         def draw_map(channel: int) -> Image.Image:
             low, high = ranges[channel]
@@ -341,3 +341,62 @@ def _json_default(value):
     if isinstance(value, Path):
         return value.as_posix()
     raise TypeError(f"cannot write {type(value).__name__} to the manifest")
+
+
+# ---------------------------------------------------------------- memory
+
+# Bytes per pixel while one map is drawn: a float32 index, the uint8 index and RGB colours.
+_DRAW_BYTES = 4 + 1 + 3
+# Bytes per pixel while an image is read: the decoded 8-bit image (Pillow keeps RGB as 4 bytes) and its copy.
+_LOAD_BYTES = 4 + 4
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The memory a run needs beyond the program itself, in bytes: when reading the image, and at each stage."""
+
+    load: int
+    stages: tuple[int, ...]
+
+    @property
+    def peak(self) -> int:
+        return max(self.load, *self.stages)
+
+
+def estimate_memory(pipeline, shape: tuple[int, int, int], style: Style = Style(), threads: int | None = None):
+    """What a run of ``pipeline`` on an image of ``shape`` (C, H, W) will hold at its peak, from the shapes alone.
+
+    At each stage: the input image (kept for the manifest), the stage's input
+    and output, what its op allocates (one filter source's maps before they are
+    copied into the output, and the strips of every thread), and the maps being
+    drawn at once, one per thread.  With scope=pipeline every stage is kept to
+    the end.
+    """
+    from cnnx import _engine
+    from cnnx.pipeline import Conv, check
+
+    threads = threads or num_threads()
+    C, H, W = shape
+    image = 4 * C * H * W
+    load = image + _LOAD_BYTES * H * W
+    shapes = check(pipeline.stages, shape)
+    stages = []
+    kept = 0
+    previous = 0  # the stage's input when it is not the image itself
+    for stage, out in zip(pipeline.stages, shapes):
+        channel = out[1] * out[2]
+        output = 4 * out[0] * channel
+        op = 0
+        if isinstance(stage, Conv):
+            largest = max(stage._count(source, shape[0]) for source in stage.sources)
+            strips = min(threads * _engine.STRIP_BYTES, 4 * (shape[0] + 4) * shape[1] * (shape[2] + 2))
+            op = 4 * channel * largest + strips
+        drawing = min(threads, out[0]) * _DRAW_BYTES * max(channel, style.min_side**2)
+        # The stage is computed from its input, then drawn once its input is let go.
+        stages.append(kept + image + max(previous + output + op, output + drawing))
+        if style.scope == "pipeline":
+            kept += output
+        previous, shape = output, out
+    if style.scope == "pipeline":
+        stages.append(image + 2 * kept)  # every stage, and all their values joined to find one range
+    return MemoryEstimate(load, tuple(stages))

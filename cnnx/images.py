@@ -22,7 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from cnnx.errors import CnnxError
 
-__all__ = ["Source", "load_image", "DEFAULT_MAX_PIXELS", "write_png"]
+__all__ = ["Source", "load_image", "probe_image", "DEFAULT_MAX_PIXELS", "write_png"]
 
 # Pillow's own guard against decompression bombs: about 89.5 million pixels.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
@@ -66,15 +66,29 @@ def load_image(
                 picture.seek(frame)
             mode = picture.mode
             picture = ImageOps.exif_transpose(picture)
-            rgb = _to_float_rgb(picture)
+            array = _to_channels(picture, color)
         except CnnxError:
             raise
-        except (OSError, ValueError, SyntaxError, EOFError) as error:
-            raise CnnxError(f"{path}: the image data is truncated or corrupt ({error})") from None
+        except MemoryError:
+            raise CnnxError(f"{path}: the image does not fit in memory once decoded") from None
+        except Exception as error:  # Pillow's decoders raise many kinds of error on corrupt data
+            raise CnnxError(f"{path}: the image data is truncated or corrupt ({_reason(error)})") from None
     notes = tuple(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
-    array = rgb.transpose(2, 0, 1) if color else np.tensordot(LUMA, rgb, axes=([0], [2]))[None]
     digest = hashlib.sha256(data).hexdigest()
-    return Source(path, np.ascontiguousarray(array, dtype=np.float32), mode, fmt, frames, digest, frame, notes)
+    return Source(path, array, mode, fmt, frames, digest, frame, notes)
+
+
+def probe_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of an image as it will load (EXIF turns counted), from its header alone."""
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        picture = _open(path, _read_bytes(path), max_pixels)
+        try:
+            turned = picture.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap width and height
+        except Exception:  # a corrupt EXIF block: load_image will say what it can
+            turned = False
+    return (picture.width, picture.height) if turned else (picture.height, picture.width)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -106,8 +120,8 @@ def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
         if kind:
             raise CnnxError(f"{path}: a corrupt {kind} file: its header cannot be read") from None
         raise CnnxError(f"{path}: not an image file Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
-        raise CnnxError(f"{path}: the image header is corrupt ({error})") from None
+    except Exception as error:  # as above: any failure to read a header means a corrupt file
+        raise CnnxError(f"{path}: the image header is corrupt ({_reason(error)})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     if picture.width * picture.height > max_pixels:
@@ -116,6 +130,10 @@ def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
             f"({picture.width}x{picture.height}); raise --max-pixels to load it"
         )
     return picture
+
+
+def _reason(error: Exception) -> str:
+    return str(error) or type(error).__name__
 
 
 SIGNATURES = {
@@ -131,31 +149,59 @@ def _looks_like(data: bytes) -> str | None:
     return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
 
 
-def _to_float_rgb(picture: Image.Image) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1], alpha composited over white, high bit depths kept."""
+ROWS_AT_ONCE = 256  # rows converted to float at a time, so loading needs little more than the result
+
+
+def _to_channels(picture: Image.Image, color: bool) -> np.ndarray:
+    """(C, H, W) float32 in [0, 1]: luma or RGB, alpha composited over white, high bit depths kept."""
     mode = picture.mode
-    if mode.startswith("I;16") or mode == "I":
-        values = np.asarray(picture, dtype=np.float32)
-        top = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        gray = np.clip(values / top, 0, 1) if values.min(initial=0) >= 0 else _stretch(values)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if mode == "F":
-        values = np.asarray(picture, dtype=np.float32)
-        inside = values.min(initial=0) >= 0 and values.max(initial=0) <= 1
-        return np.repeat((values if inside else _stretch(values))[..., None], 3, axis=2)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        gray = _single_band(np.asarray(picture, dtype=np.float32), mode)
+        return np.repeat(gray[None], 3 if color else 1, axis=0)
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in picture.info
-    rgba = np.asarray(picture.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
-    if not has_alpha:
-        return rgba
-    alpha = rgba[..., 3:]
-    return rgba[..., :3] * alpha + (1.0 - alpha)
+    if mode in ("1", "L") and not has_alpha:
+        pixels = np.asarray(picture.convert("L"))[..., None]
+    else:
+        pixels = np.asarray(picture.convert("RGBA" if has_alpha else "RGB"))
+    H, W = pixels.shape[:2]
+    out = np.empty((3 if color else 1, H, W), np.float32)
+    for r0 in range(0, H, ROWS_AT_ONCE):
+        chunk = pixels[r0 : r0 + ROWS_AT_ONCE].astype(np.float32) / np.float32(255)
+        if has_alpha:
+            alpha = chunk[..., 3:]
+            chunk = chunk[..., :3] * alpha + (1 - alpha)
+        if color:
+            out[:, r0 : r0 + ROWS_AT_ONCE] = np.moveaxis(np.broadcast_to(chunk, (*chunk.shape[:2], 3)), 2, 0)
+        elif chunk.shape[2] == 1:
+            out[0, r0 : r0 + ROWS_AT_ONCE] = chunk[..., 0]
+        else:
+            # The three weights sum to 1 only up to rounding: keep white at 1.
+            np.minimum(chunk @ LUMA, 1, out=out[0, r0 : r0 + ROWS_AT_ONCE])
+    return out
+
+
+def _single_band(values: np.ndarray, mode: str) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float image in [0, 1]: by its bit depth where it fits, else stretched.
+
+    16-bit modes are divided by 65535; 32-bit integers by 255 or 65535 when
+    their values fit those ranges; floats already in [0, 1] stay; anything
+    else is stretched from its minimum to its maximum, never clipped.
+    """
+    low, high = float(np.nanmin(values)) if values.size else 0.0, float(np.nanmax(values)) if values.size else 0.0
+    if mode.startswith("I;16"):
+        return values / np.float32(65535)
+    if mode == "I" and low >= 0 and high <= 65535:
+        return values / np.float32(255 if high <= 255 else 65535)
+    if mode == "F" and low >= 0 and high <= 1:
+        return values
+    return _stretch(values)
 
 
 def _stretch(values: np.ndarray) -> np.ndarray:
-    """Map the finite range of ``values`` onto [0, 1] (a constant image becomes 0)."""
+    """Map the finite range of ``values`` onto [0, 1] (a constant image becomes 0; NaN and infinities 0)."""
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(values.min()), float(values.max())
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+    low, high = float(values.min(initial=0)), float(values.max(initial=0))
+    return ((values - low) / (high - low) if high > low else np.zeros_like(values)).astype(np.float32)
 
 
 # ---------------------------------------------------------------- writing

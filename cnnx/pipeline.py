@@ -12,7 +12,7 @@ caller can write and release each stage's maps before the next is computed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Iterator
 
 import numpy as np
@@ -207,35 +207,36 @@ class Conv:
             raise CnnxError(f"{self.to_spec()}: {error}") from None  # e.g. reflect padding wider than the image
 
     def _apply(self, x: np.ndarray, flip: bool) -> np.ndarray:
+        """Each filter source's maps, written one after another into one output array (no copies to join them)."""
         options = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, padding_mode=self.padding_mode)
         C = x.shape[0]
+        out = np.empty(self.output_shape(x.shape), np.float32)
         rng = np.random.default_rng(self.seed)
         mean = None
-        parts = []
+        at = 0
         for source in self.sources:
+            count = self._count(source, C)
+            part = out[at : at + count]
+            at += count
             if isinstance(source, WeightBank):
-                parts.append(ops.conv2d(x, _flipped(source.weights, flip), source.bias, **options))
-                continue
-            if isinstance(source, RandomBank):
+                part[...] = ops.conv2d(x, _flipped(source.weights, flip), source.bias, **options)
+            elif isinstance(source, RandomBank):
                 k = source.size
                 fan_in = k * k * (1 if self.combine == "depthwise" else C)
                 shape = (C * source.count, 1, k, k) if self.combine == "depthwise" else (source.count, C, k, k)
                 weights = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-                groups = C if self.combine == "depthwise" else 1
-                parts.append(ops.conv2d(x, weights, groups=groups, **options))
-                continue
-            if self.combine == "average":
+                part[...] = ops.conv2d(x, weights, groups=C if self.combine == "depthwise" else 1, **options)
+            elif self.combine == "average":
                 # Averaging the channels first is the same linear map, done once instead of per kernel.
                 if mean is None:
                     mean = x.mean(axis=0, keepdims=True, dtype=np.float32) if C > 1 else x
-                parts += [ops.conv2d(mean, _flipped(k.weights, flip)[None, None], **options) for k in source]
-                continue
-            per_kernel = [
-                ops.conv2d(x, np.broadcast_to(_flipped(k.weights, flip), (C, 1, *k.weights.shape)), groups=C, **options)
-                for k in source
-            ]
-            parts.append(np.stack(per_kernel, axis=1).reshape(-1, *per_kernel[0].shape[1:]))
-        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+                for k, kernel in enumerate(source):
+                    part[k] = ops.conv2d(mean, _flipped(kernel.weights, flip)[None, None], **options)[0]
+            else:
+                by_channel = part.reshape(C, len(source), *out.shape[1:])  # channel-major, as torch's groups
+                for k, kernel in enumerate(source):
+                    weights = np.broadcast_to(_flipped(kernel.weights, flip), (C, 1, *kernel.weights.shape))
+                    by_channel[:, k] = ops.conv2d(x, weights, groups=C, **options)
         if self.bias:
             out += np.float32(self.bias)
         return out
@@ -433,12 +434,9 @@ class Stats:
 
     @classmethod
     def of(cls, array: np.ndarray) -> "Stats":
-        return cls(
-            float(array.min()),
-            float(array.mean(dtype=np.float64)),
-            float(array.max()),
-            float(np.count_nonzero(array == 0) / array.size),
-        )
+        # Zeros are counted a channel at a time, so the comparison needs no stage-sized temporary.
+        zeros = sum(int(np.count_nonzero(channel == 0)) for channel in array)
+        return cls(float(array.min()), float(array.mean(dtype=np.float64)), float(array.max()), zeros / array.size)
 
 
 @dataclass(frozen=True)
@@ -454,10 +452,11 @@ class StageResult:
     receptive_field: Pair
     jump: Pair
     stats: Stats
+    shape: Shape
 
-    @property
-    def shape(self) -> Shape:
-        return self.array.shape
+    def released(self) -> "StageResult":
+        """The same record without its array, once the maps are written, so memory stays bounded."""
+        return replace(self, array=None)
 
 
 def input_labels(channels: int) -> tuple[str, ...]:
@@ -496,7 +495,7 @@ def stream(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline) -> Iterator[
         raise CnnxError(f"the image must be a (C, H, W) array; got shape {image.shape}")
     fields_ = receptive_fields(pipeline.stages, image.shape)
     labels = input_labels(image.shape[0])
-    current = StageResult(0, "input", "input", image, labels, 0.0, (1, 1), (1, 1), Stats.of(image))
+    current = StageResult(0, "input", "input", image, labels, 0.0, (1, 1), (1, 1), Stats.of(image), image.shape)
     yield current
     flip = pipeline.convention == "convolution"
     for index, (stage, (rf, jump)) in enumerate(zip(pipeline.stages, fields_), 1):
@@ -504,7 +503,9 @@ def stream(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline) -> Iterator[
         array = stage.apply(current.array, flip=flip)
         seconds = time.perf_counter() - start
         labels = stage.labels(labels)
-        current = StageResult(index, stage.name, stage.describe(), array, labels, seconds, rf, jump, Stats.of(array))
+        current = StageResult(
+            index, stage.name, stage.describe(), array, labels, seconds, rf, jump, Stats.of(array), array.shape
+        )
         yield current
 
 

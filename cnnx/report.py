@@ -268,3 +268,39 @@ def kernel_card(kernel: Kernel, entry: Filter | None) -> Table:
     card.add_row("output range", f"[{low:.4g}, {high:.4g}] for inputs in [0, 1]")
     card.add_row("matrix", kernel_matrix(kernel.weights))
     return card
+
+
+def plan_table(job, shape: tuple[int, int, int], shapes: list[tuple[int, int, int]]) -> Table:
+    """What --dry-run shows: each stage and the shape it will give, with the receptive field."""
+    from cnnx.pipeline import receptive_fields
+
+    table = Table(title=f"cnnx pipeline --dry-run: {job.image}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("stage", overflow="fold")
+    table.add_column("C x H x W", justify="right", no_wrap=True)
+    table.add_column("RF", justify="right")
+    table.add_row("0", "input", _shape(shape), "1")
+    fields = receptive_fields(job.pipeline.stages, shape)
+    for index, (stage, out, (rf, _)) in enumerate(zip(job.pipeline.stages, shapes, fields), 1):
+        table.add_row(str(index), stage.describe(), _shape(out), _field(rf))
+    return table
+
+
+def batch_table(outcomes: list, root: Path) -> Table:
+    """One row per image of a batch: where its maps went, how many, how long, or what went wrong."""
+    table = Table(title=f"cnnx pipeline -> {root}/", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("image", overflow="fold")
+    table.add_column("folder", overflow="fold")
+    table.add_column("maps", justify="right")
+    table.add_column("s", justify="right")
+    table.add_column("result", overflow="fold")
+    for outcome in outcomes:
+        job = outcome.job
+        if outcome.error:
+            table.add_row(str(job.image), "-", "-", "-", Text("failed", style="red"))
+        else:
+            table.add_row(str(job.image), str(job.destination), str(outcome.maps), f"{outcome.timings['total']:.2f}", "ok")
+    done = sum(1 for o in outcomes if not o.error)
+    table.caption = f"{done} of {len(outcomes)} images done"
+    table.caption_justify = "left"
+    return table

@@ -140,8 +140,9 @@ def test_bomb_is_refused_before_decoding_and_the_limit_can_be_raised(bad, tmp_pa
 
 
 def test_folders_and_missing_paths(tmp_path):
-    """A folder given as the image, and a missing file, are one-line errors."""
-    for path, words in ((tmp_path, "is a directory"), (tmp_path / "nope.png", "no such file")):
+    """A folder with no images, a pattern matching nothing, and a missing file, are one-line errors."""
+    (tmp_path / "notes.txt").write_text("no pictures here")
+    for path, words in ((tmp_path, "no image files in this folder"), (tmp_path / "*.jpg", "no file matches"), (tmp_path / "nope.png", "no such file")):
         result = invoke("pipeline", path, "-o", tmp_path / "out")
         assert result.exit_code == 2 and words in result.stderr
 
@@ -257,7 +258,7 @@ def test_crafted_names_cannot_leave_the_output_folder(tmp_path, label):
     assert written and all(p.resolve().is_relative_to((tmp_path / "root").resolve()) for p in written)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.data())
 def test_fuzzed_image_bytes_never_escape(tmp_path_factory, data):
     """Valid images with bytes flipped, cut or inserted either load or raise CnnxError: never another exception."""

@@ -1,0 +1,196 @@
+"""One image through a pipeline into its output folder, and many images on any executor.
+
+``run_job`` does everything one ``cnnx pipeline`` run does: it reads the
+image header, refuses a run that would not fit the memory budget, loads the
+image, checks the pipeline against its size, and writes the maps, montages,
+overview, manifest and gallery into a folder that appears whole or not at
+all.  ``run_batch`` hands jobs to a ``concurrent.futures.Executor``: a local
+process pool, or a Dask cluster's ``Client.get_executor()``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+from cnnx.errors import CnnxError
+from cnnx.folder import MemoryEstimate, RunWriter, StageFiles, Style, estimate_memory, staged_folder, write_manifest
+from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
+from cnnx.pipeline import Pipeline, check, stream
+from cnnx.report import gallery, manifest
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".tga"}
+
+
+def physical_memory() -> int:
+    """Bytes of memory this machine has."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def default_memory_budget() -> int:
+    """Four fifths of the machine's memory: room for the program and everything else."""
+    return physical_memory() * 4 // 5
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything one run needs; picklable, so it can travel to a worker process or a cluster."""
+
+    image: Path
+    destination: Path
+    pipeline: Pipeline
+    style: Style = Style()
+    png_level: int = 1
+    save_raw: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    frame: int = 0
+    force: bool = False
+    max_memory: int | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of one job: its stages, or the error that stopped it, and where the time went."""
+
+    job: Job
+    stages: list[StageFiles] = field(default_factory=list)
+    source: Source | None = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def maps(self) -> int:
+        return sum(len(s.maps) for s in self.stages)
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def parse_bytes(text: str) -> int:
+    """'4G', '512M', '300k' or a plain number of bytes."""
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    number, unit = text.strip().lower().rstrip("ib").rstrip(), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise CnnxError(f"a memory size is a number with an optional K, M, G or T, e.g. 4G; got {text!r}") from None
+    if value <= 0:
+        raise CnnxError(f"a memory size must be positive; got {text!r}")
+    return int(value)
+
+
+def plan(job: Job) -> tuple[tuple[int, int, int], list[tuple[int, int, int]], MemoryEstimate]:
+    """From the image header alone: the input shape, each stage's output shape, and the memory the run needs."""
+    height, width = probe_image(job.image, max_pixels=job.max_pixels)
+    shape = (3 if job.pipeline.color else 1, height, width)
+    return shape, check(job.pipeline.stages, shape), estimate_memory(job.pipeline, shape, job.style)
+
+
+def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Outcome:
+    """Run one image into its folder; known failures raise CnnxError (or OSError when writing fails)."""
+    start = time.perf_counter()
+    _, shapes, estimate = plan(job)
+    budget = job.max_memory or default_memory_budget()
+    if estimate.peak > budget:
+        raise CnnxError(
+            f"{job.image}: the run needs about {format_bytes(estimate.peak)} of memory, over the budget of "
+            f"{format_bytes(budget)}; raise --max-memory, or use a smaller image or pipeline"
+        )
+    source = load_image(job.image, color=job.pipeline.color, max_pixels=job.max_pixels, frame=job.frame)
+    check(job.pipeline.stages, source.array.shape)
+    loaded = time.perf_counter()
+    outcome = Outcome(job, source=source)
+    with staged_folder(job.destination, force=job.force) as folder:
+        writer = RunWriter(folder, job.style, png_level=job.png_level, save_raw=job.save_raw)
+        for result in stream(source.array, job.pipeline):
+            writer.add(result)
+            if progress:
+                progress(result.index, len(shapes))
+        outcome.stages = writer.finish()
+        write_manifest(folder, manifest(source, job.pipeline, job.style, outcome.stages, folder))
+        (folder / "index.html").write_text(gallery(source, job.pipeline, outcome.stages, folder))
+    for files in outcome.stages:  # the files now live in the destination, not the temporary folder
+        files.maps = [replace(m, path=job.destination / m.path.relative_to(folder)) for m in files.maps]
+        files.montages = [job.destination / p.relative_to(folder) for p in files.montages]
+        files.raw = files.raw and job.destination / files.raw.relative_to(folder)
+    compute = sum(s.result.seconds for s in outcome.stages)
+    total = time.perf_counter() - start
+    outcome.timings = {"load": loaded - start, "compute": compute, "draw and write": total - (loaded - start) - compute}
+    outcome.timings["total"] = total
+    # The array is not needed any more, and must not travel back from a worker.
+    outcome.source = Source(source.path, None, source.mode, source.format, source.frames, source.sha256, source.frame, source.notes)
+    return outcome
+
+
+def run_job_reporting(job: Job) -> Outcome:
+    """``run_job`` for a batch: a known failure becomes the outcome's error instead of stopping the batch."""
+    try:
+        return run_job(job)
+    except (CnnxError, OSError) as error:
+        where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
+        message = str(error) if isinstance(error, CnnxError) else f"{where}{error.strerror or error}"
+        return Outcome(job, error=message)
+
+
+def find_images(inputs: Iterable[str]) -> list[Path]:
+    """The image files named by paths, folders (searched recursively) and glob patterns, in a stable order.
+
+    A name that matches nothing is kept, so that its job reports the problem.
+    """
+    found: list[Path] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise CnnxError(f"{path}: no image files in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found += inside
+        elif any(char in text for char in "*?[") and not path.exists():
+            matches = sorted(Path().glob(text)) if not path.is_absolute() else sorted(Path(path.anchor).glob(text[1:]))
+            if not matches:
+                raise CnnxError(f"{text}: no file matches this pattern")
+            found += [p for p in matches if p.is_file()]
+        else:
+            found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def batch_destinations(images: list[Path], root: Path) -> list[Path]:
+    """One subfolder of ``root`` per image, named after it; images of the same name get -2, -3, ..."""
+    seen: dict[str, int] = {}
+    destinations = []
+    for image in images:
+        stem = image.stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        destinations.append(root / (stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
+    return destinations
+
+
+def run_batch(jobs: list[Job], executor: Executor | None, done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Every job on ``executor`` (in this process when None); outcomes in the jobs' order."""
+    if executor is None:
+        outcomes = []
+        for job in jobs:
+            outcomes.append(run_job_reporting(job))
+            done and done(outcomes[-1])
+        return outcomes
+    futures = [executor.submit(run_job_reporting, job) for job in jobs]
+    outcomes = []
+    for future in futures:
+        outcomes.append(future.result())
+        done and done(outcomes[-1])
+    return outcomes
