@@ -231,6 +231,7 @@ def _executor(jobs: Optional[int], scheduler: Optional[str], count: int):
         finally:
             client.close()
         return
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from cnnx.ops import num_threads
@@ -239,8 +240,10 @@ def _executor(jobs: Optional[int], scheduler: Optional[str], count: int):
     if workers <= 1:
         yield None
         return
-    # Each worker draws on one thread: the processes already keep the cores busy.
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
+    # Each worker draws on one thread: the processes already keep the cores busy.  Workers are spawned,
+    # not forked, since a fork of a process running thread pools can inherit their locks held.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded_worker) as pool:
         yield pool
 
 
