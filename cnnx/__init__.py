@@ -1,30 +1,45 @@
-"""cnnx: see what a convolutional network does to an image."""
+"""cnnx: see what a convolutional network does to an image.
+
+The public names are imported on first use, so that ``cnnx --version`` and
+``cnnx --help`` start without loading numpy and Pillow.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-from cnnx.errors import CnnxError
-from cnnx.images import load_image
-from cnnx.kernels import BANK, parse_kernel
-from cnnx.ops import avg_pool2d, conv2d, leaky_relu, max_pool2d, relu, sigmoid, tanh
-from cnnx.pipeline import LESSON, Activation, Conv, Pool, run, stream
+_HOMES = {
+    "CnnxError": "cnnx.errors",
+    "load_image": "cnnx.images",
+    "BANK": "cnnx.kernels",
+    "parse_kernel": "cnnx.kernels",
+    "conv2d": "cnnx.ops",
+    "max_pool2d": "cnnx.ops",
+    "avg_pool2d": "cnnx.ops",
+    "relu": "cnnx.ops",
+    "leaky_relu": "cnnx.ops",
+    "sigmoid": "cnnx.ops",
+    "tanh": "cnnx.ops",
+    "LESSON": "cnnx.pipeline",
+    "Pipeline": "cnnx.pipeline",
+    "Conv": "cnnx.pipeline",
+    "Activation": "cnnx.pipeline",
+    "Pool": "cnnx.pipeline",
+    "run": "cnnx.pipeline",
+    "stream": "cnnx.pipeline",
+    "parse_spec": "cnnx.spec",
+}
 
-__all__ = [
-    "__version__",
-    "CnnxError",
-    "load_image",
-    "BANK",
-    "parse_kernel",
-    "conv2d",
-    "max_pool2d",
-    "avg_pool2d",
-    "relu",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
-    "LESSON",
-    "Conv",
-    "Activation",
-    "Pool",
-    "run",
-    "stream",
-]
+__all__ = ["__version__", *_HOMES]
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        value = getattr(import_module(_HOMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnx' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

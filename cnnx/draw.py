@@ -83,11 +83,23 @@ def value_range(values: np.ndarray, method: str, *, percentile: float = 99.5, fi
 
 
 def to_index(fmap: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Colour-table indices 0..255: ``low`` is 0, ``high`` 255, linear and rounded between, clipped outside (NaN is 0)."""
+    """Colour-table indices 0..255: ``low`` is 0, ``high`` 255, linear and rounded between, clipped outside (NaN is 0).
+
+    Done a block of rows at a time, so the float temporary stays small and in cache.
+    """
+    fmap = np.asarray(fmap, np.float32)
     scale = np.float32(255.0 / (high - low))
-    index = (np.asarray(fmap, np.float32) - np.float32(low)) * scale + np.float32(0.5)
-    np.clip(index, 0, 255, out=index)
-    return np.nan_to_num(index, copy=False).astype(np.uint8)
+    offset = np.float32(0.5) - np.float32(low) * scale
+    out = np.empty(fmap.shape, np.uint8)
+    rows, index = fmap.reshape(-1, fmap.shape[-1] if fmap.ndim else 1), out.reshape(-1, fmap.shape[-1] if fmap.ndim else 1)
+    step = max(1, (1 << 16) // rows.shape[1])
+    for r0 in range(0, rows.shape[0], step):
+        chunk = np.multiply(rows[r0 : r0 + step], scale)
+        chunk += offset
+        np.fmax(chunk, 0, out=chunk)  # fmax, unlike maximum, turns NaN into 0
+        np.minimum(chunk, 255, out=chunk)
+        index[r0 : r0 + step] = chunk
+    return out
 
 
 @lru_cache(maxsize=16)
@@ -110,6 +122,20 @@ def colormap(name: str) -> np.ndarray | None:
 def colorize(index: np.ndarray, table: np.ndarray | None) -> np.ndarray:
     """Indices to pixels: grey levels as they are, or the table's colours (H, W, 3)."""
     return index if table is None else table[index]
+
+
+def picture(index: np.ndarray, table: np.ndarray | None) -> Image.Image:
+    """An 8-bit picture of colour-table indices: grey ("L"), or a palette image ("P") of the table's colours.
+
+    A palette PNG stores one byte a pixel, a third of RGB to compress, and
+    keeps each pixel's index (its value's place on the scale) as it is.
+    """
+    index = np.ascontiguousarray(index)
+    if table is None:
+        return Image.fromarray(index)
+    image = Image.frombuffer("P", index.shape[::-1], index, "raw", "P", 0, 1)
+    image.putpalette(table.ravel().tolist())
+    return image
 
 
 def upscale(pixels: np.ndarray, *, min_side: int = 128, max_side: int = 2048) -> np.ndarray:
@@ -143,9 +169,9 @@ def _as_rgb(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels).convert("RGB")
 
 
-def thumbnail(pixels: np.ndarray, size: int) -> Image.Image:
+def thumbnail(pixels: np.ndarray | Image.Image, size: int) -> Image.Image:
     """A tile whose longer side is ``size``: enlarged by whole factors (crisp) or shrunk by averaging."""
-    image = _as_rgb(pixels)
+    image = pixels.convert("RGB") if isinstance(pixels, Image.Image) else _as_rgb(pixels)
     longest = max(image.size)
     if longest < size:
         factor = max(1, size // longest)

@@ -166,12 +166,12 @@ class RunWriter:
         def draw_map(channel: int) -> Image.Image:
             low, high = ranges[channel]
             fmap, label = result.array[channel], result.labels[channel]
-            pixels = draw.colorize(draw.to_index(fmap, low, high), table)
+            index = draw.to_index(fmap, low, high)
             path = folder / f"ch{channel:02d}_{safe_name(label)}.png"
-            big = draw.upscale(pixels, min_side=self.style.min_side)
+            big = draw.picture(draw.upscale(index, min_side=self.style.min_side), table)
             write_png(path, big, level=self.png_level, text=png_text(label, low, high, fmap.shape, cmap))
             files.maps.append(MapFile(path, channel, label, low, high))
-            return draw.thumbnail(pixels, 192)
+            return draw.thumbnail(draw.picture(index, table), 192)
 
         thumbs = _map_in_threads(draw_map, range(result.shape[0]))
         files.maps.sort(key=lambda m: m.channel)
@@ -291,17 +291,26 @@ def staged_folder(destination: Path, *, force: bool = False) -> Iterator[Path]:
 
 
 def _make_parents(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; return the ones created, deepest first."""
+    """Create ``folder`` and its missing parents; return the ones this call created, deepest first.
+
+    Another process of a batch may create the same parent at the same moment: that is no error.
+    """
     missing = []
     while not folder.exists():
         missing.append(folder)
         folder = folder.parent
+    created = []
     try:
         for path in reversed(missing):
-            path.mkdir()
+            try:
+                path.mkdir()
+                created.append(path)
+            except FileExistsError:
+                if not path.is_dir():
+                    raise
     except OSError as error:
         raise CnnxError(f"{missing[0]}: cannot create the folder ({error.strerror or error})") from None
-    return missing
+    return created[::-1]
 
 
 def _remove_if_empty(folder: Path) -> None:

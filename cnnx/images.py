@@ -207,18 +207,19 @@ def _stretch(values: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- writing
 
 
-def write_png(path: Path, pixels: np.ndarray, *, level: int = 1, text: dict[str, str] | None = None) -> None:
-    """Write 8-bit pixels as a PNG atomically: a temporary file in the same folder, then a rename.
+def write_png(path: Path, pixels: np.ndarray | Image.Image, *, level: int = 1, text: dict[str, str] | None = None) -> None:
+    """Write 8-bit pixels (or a picture) as a PNG atomically: a temporary file in the same folder, then a rename.
 
     ``text`` goes into tEXt chunks (for example the values black and white stand for).
     """
+    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
     info = PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, value)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
     try:
         with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(pixels).save(stream, format="PNG", compress_level=level, pnginfo=info)
+            image.save(stream, format="PNG", compress_level=level, pnginfo=info)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

@@ -98,8 +98,13 @@ def test_default_colours_map_back_to_values(stripes_png, tmp_path):
     invoke("pipeline", stripes_png, "-o", out, "--min-size", "1", "--save-raw")
     conv = np.load(out / "01_conv" / "stage.npy")
     entry = manifest["stages"][1]["maps"][0]
-    rgb = read_png(out / entry["file"]).astype(int)
-    index = np.argmin(((rgb[..., None, :] - table[None, None]) ** 2).sum(-1), axis=-1)
+    with Image.open(out / entry["file"]) as written:
+        assert written.mode == "P"  # a palette image: each pixel is its colour-table index
+        palette = np.array(written.getpalette()[: 3 * 256]).reshape(256, 3)
+        index = np.asarray(written).astype(int)
+        rgb = np.asarray(written.convert("RGB")).astype(int)
+    np.testing.assert_array_equal(palette, table)
+    np.testing.assert_array_equal(rgb, table[index])
     back = entry["low"] + index / 255 * (entry["high"] - entry["low"])
     assert np.abs(back - conv[0]).max() <= (entry["high"] - entry["low"]) / 255
 

@@ -89,7 +89,7 @@ def test_batch_keeps_going_and_reports_every_failure(tmp_path):
     (photos / "broken.png").write_text("not a picture")
     result = invoke("pipeline", photos, tmp_path / "missing.png", "-o", tmp_path / "out", "-j", "2")
     assert result.exit_code == 1
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "b"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "b"], result.output
     assert "broken.png: not an image file" in result.stderr and "missing.png: no such file" in result.stderr
     assert "2 of 4 images failed" in result.stderr
     assert "2 of 4 images done" in result.stdout

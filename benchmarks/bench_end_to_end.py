@@ -1,0 +1,171 @@
+"""Whole runs of the installed cnnx command, each against the unavoidable work or a peer, in one run.
+
+    python benchmarks/bench_end_to_end.py                 # everything, 3 rounds
+    python benchmarks/bench_end_to_end.py --only startup filter
+
+Parts (each prints medians and the ratio its target is stated in):
+  pipeline  cnnx pipeline on a 4096x4096 photo (default pipeline), against encoding
+            the same PNGs (same pixels, same zlib level) on all cores: target <= 1.3x
+  filter    cnnx filter on a 4096x4096 PNG with sobel_x, whole process, against
+            ImageMagick doing the same signed-output work, where installed: target <= 0.3x
+  startup   cnnx --version against python -c "import numpy, PIL.Image": target <= 1.5x
+  memory    peak memory of a 100-megapixel run of the default pipeline, against
+            cnnx's own estimate and a 4 GiB cap
+  batch     200 images of 1024x1024, -j 2 against -j 1: target >= 1.7x
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+CNNX = [sys.executable, "-m", "cnnx"]
+
+
+def timed(command: list[str], **options) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **options)
+    return time.perf_counter() - start
+
+
+def median_of(rounds: int, call) -> float:
+    return statistics.median(call() for _ in range(rounds))
+
+
+def photo(path: Path, side: int) -> Path:
+    """The shipped cat photo enlarged to side x side, with fine grain so it does not compress like a flat picture."""
+    with Image.open(ROOT / "samples" / "chelsea.png") as cat:
+        big = np.asarray(cat.convert("RGB").resize((side, side), Image.Resampling.BICUBIC), dtype=np.int16)
+    grain = np.random.default_rng(0).integers(-6, 7, big.shape, dtype=np.int16)
+    Image.fromarray(np.clip(big + grain, 0, 255).astype(np.uint8)).save(path, compress_level=1)
+    return path
+
+
+def encode_all(files: list[Path], level: int) -> float:
+    """Seconds to encode these PNGs' pixels again at ``level`` on every core: the part no run can avoid."""
+    arrays = []
+    for file in files:
+        with Image.open(file) as image:
+            arrays.append(image.copy())
+    out = Path(tempfile.mkdtemp())
+
+    def encode(k: int) -> None:
+        arrays[k].save(out / f"{k}.png", compress_level=level)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(encode, range(len(arrays))))
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out)
+    return seconds
+
+
+def bench_pipeline(work: Path, rounds: int) -> str:
+    image = photo(work / "photo4096.png", 4096)
+    out = work / "run"
+    ours = median_of(rounds, lambda: timed([*CNNX, "pipeline", str(image), "-o", str(out), "-q"]))
+    files = sorted(out.rglob("*.png"))
+    floor = median_of(rounds, lambda: encode_all(files, 1))
+    print(f"pipeline: cnnx {ours:.2f} s; encoding the same {len(files)} PNGs on all cores {floor:.2f} s")
+    return f"pipeline 4096x4096: {ours / floor:.2f}x the PNG encoding (target <= 1.3x)"
+
+
+def bench_filter(work: Path, rounds: int) -> str:
+    image = photo(work / "photo4096.png", 4096)
+    gray = work / "gray4096.png"
+    Image.open(image).convert("L").save(gray, compress_level=6)
+    ours = median_of(rounds, lambda: timed([*CNNX, "filter", str(gray), "sobel_x", "-o", str(work / "f.png")]))
+    convert = shutil.which("convert")
+    if convert is None or "ImageMagick" not in subprocess.run([convert, "-version"], capture_output=True, text=True).stdout:
+        print(f"filter: cnnx {ours:.2f} s; ImageMagick not installed (apt-get install imagemagick)")
+        return "filter: ImageMagick not installed"
+    magick = [convert, str(gray), "-define", "convolve:scale=50%!", "-bias", "50%", "-morphology", "Convolve", "Sobel",
+              str(work / "m.png")]
+    theirs = median_of(rounds, lambda: timed(magick))
+    print(f"filter: cnnx {ours:.2f} s; ImageMagick {theirs:.2f} s")
+    return f"filter 4096x4096 sobel: {ours / theirs:.2f}x ImageMagick (target <= 0.3x)"
+
+
+def bench_startup(rounds: int) -> str:
+    ours = median_of(rounds * 5, lambda: timed([*CNNX, "--version"]))
+    base = median_of(rounds * 5, lambda: timed([sys.executable, "-c", "import numpy, PIL.Image"]))
+    print(f"startup: cnnx --version {ours * 1000:.0f} ms; import numpy, PIL.Image {base * 1000:.0f} ms")
+    return f"startup: {ours / base:.2f}x importing numpy and Pillow (target <= 1.5x)"
+
+
+def bench_memory(work: Path) -> str:
+    side = 10000  # 100 megapixels
+    image = work / "photo100mp.png"
+    photo(image, side)
+    code = (
+        "import resource, sys; from cnnx.cli import main; sys.argv = ['cnnx', 'pipeline', sys.argv[1], '-o', sys.argv[2],"
+        " '--max-pixels', '200000000', '-q']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+    )
+    base = subprocess.run(
+        [sys.executable, "-c", "import resource, cnnx.cli, numpy, PIL.Image, typer, rich;"
+         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"], capture_output=True, text=True, check=True
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(image), str(work / "big")], capture_output=True, text=True, check=True)
+    peak = int(run.stdout.split()[-1]) - int(base.stdout.split()[-1])
+    from cnnx.folder import estimate_memory
+    from cnnx.pipeline import LESSON, Pipeline
+
+    estimate = estimate_memory(Pipeline(LESSON), (1, side, side)).peak
+    print(f"memory: 100 MP run peaked at {peak / 2**30:.2f} GiB above the program itself; estimate {estimate / 2**30:.2f} GiB")
+    return f"memory 100 MP: peak {peak / 2**30:.2f} GiB (cap 4 GiB), {peak / estimate:.2f}x the estimate (target within 25%)"
+
+
+def bench_batch(work: Path, rounds: int, count: int = 200) -> str:
+    folder = work / "batch"
+    folder.mkdir(exist_ok=True)
+    base = np.asarray(Image.open(photo(work / "b.png", 1024)).convert("L"))
+    for k in range(count):
+        Image.fromarray(np.roll(base, 7 * k, axis=1)).save(folder / f"{k:03d}.png", compress_level=1)
+    one = median_of(rounds, lambda: timed([*CNNX, "pipeline", str(folder), "-o", str(work / "j1"), "-j", "1", "-q"]))
+    two = median_of(rounds, lambda: timed([*CNNX, "pipeline", str(folder), "-o", str(work / "j2"), "-j", "2", "-q"]))
+    print(f"batch: {count} images, -j 1 {one:.1f} s, -j 2 {two:.1f} s")
+    return f"batch {count} x 1024x1024: -j 2 is {one / two:.2f}x -j 1 (target >= 1.7x)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="*", choices=["pipeline", "filter", "startup", "memory", "batch"])
+    arguments = parser.parse_args()
+    chosen = arguments.only or ["pipeline", "filter", "startup", "memory", "batch"]
+    verdicts = []
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        if "startup" in chosen:
+            verdicts.append(bench_startup(arguments.rounds))
+        if "pipeline" in chosen:
+            verdicts.append(bench_pipeline(work, arguments.rounds))
+        if "filter" in chosen:
+            verdicts.append(bench_filter(work, arguments.rounds))
+        if "memory" in chosen:
+            verdicts.append(bench_memory(work))
+        if "batch" in chosen:
+            verdicts.append(bench_batch(work, 1))
+    print("\nratios:")
+    for line in verdicts:
+        print("  " + line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
