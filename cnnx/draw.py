@@ -34,7 +34,9 @@ BACKGROUND = (255, 255, 255)
 INK = (40, 40, 40)
 
 
-def value_range(values: np.ndarray, method: str, *, percentile: float = 99.5, fixed=None) -> tuple[float, float]:
+def value_range(
+    values: np.ndarray, method: str, *, percentile: float = 99.5, fixed=None, extremes: tuple[float, float] | None = None
+) -> tuple[float, float]:
     """The values the darkest-first and last colours stand for, by ``method``.
 
     - symmetric: ``(-m, m)`` with ``m`` the largest magnitude, so zero is the centre colour;
@@ -44,7 +46,8 @@ def value_range(values: np.ndarray, method: str, *, percentile: float = 99.5, fi
 
     A range of no width (a constant map) is widened by 1 on each side, so the
     constant is drawn with the middle colour and nothing is divided by zero.
-    Non-finite values are ignored.
+    Non-finite values are ignored.  ``extremes``, the values' known minimum
+    and maximum, saves two passes over them.
 
     Examples
     --------
@@ -55,7 +58,7 @@ def value_range(values: np.ndarray, method: str, *, percentile: float = 99.5, fi
     """
     if values.size == 0:
         return -1.0, 1.0
-    low, high = float(np.min(values)), float(np.max(values))
+    low, high = extremes if extremes is not None else (float(np.min(values)), float(np.max(values)))
     # min and max are NaN or infinite exactly when some value is: only then pick the finite ones.
     finite = values if np.isfinite(low) and np.isfinite(high) else values[np.isfinite(values)]
     if method == "fixed":
@@ -169,9 +172,14 @@ def _as_rgb(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels).convert("RGB")
 
 
-def thumbnail(pixels: np.ndarray | Image.Image, size: int) -> Image.Image:
-    """A tile whose longer side is ``size``: enlarged by whole factors (crisp) or shrunk by averaging."""
-    image = pixels.convert("RGB") if isinstance(pixels, Image.Image) else _as_rgb(pixels)
+def thumbnail(index: np.ndarray, table: np.ndarray | None, size: int) -> Image.Image:
+    """A tile of a map's colour indices whose longer side is ``size``.
+
+    Small maps are enlarged by whole factors (crisp squares); large ones are
+    first thinned to every n-th pixel, down to twice the size, then averaged.
+    """
+    step = max(1, max(index.shape) // (2 * size))
+    image = picture(index[::step, ::step], table).convert("RGB")
     longest = max(image.size)
     if longest < size:
         factor = max(1, size // longest)

@@ -6,9 +6,9 @@ Ctrl-C leaves nothing behind.  A folder that an earlier cnnx run made (it
 holds cnnx's manifest) is replaced; any other non-empty folder is left alone
 unless the user says ``--force``.
 
-PNGs are drawn and encoded on a thread pool (Pillow's zlib releases the GIL),
-one stage at a time, so a stage's maps are written and released before the
-next stage is drawn.
+PNGs are drawn and encoded on a thread pool (Pillow's zlib releases the GIL)
+while the next stage is computed; a stage's maps are written and released
+before the stage after it is drawn.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import os
 import re
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -66,8 +66,8 @@ class Style:
             raise CnnxError(f"percentile must be in (0, 100]; got {self.percentile}")
         draw.colormap(self.cmap)  # an unknown colour map is an error before any work
 
-    def range_of(self, values: np.ndarray) -> tuple[float, float]:
-        return draw.value_range(values, self.normalize, percentile=self.percentile, fixed=self.fixed)
+    def range_of(self, values: np.ndarray, extremes: tuple[float, float] | None = None) -> tuple[float, float]:
+        return draw.value_range(values, self.normalize, percentile=self.percentile, fixed=self.fixed, extremes=extremes)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,12 @@ def png_text(label: str, low: float, high: float, shape: tuple[int, ...], cmap: 
 
 
 class RunWriter:
-    """Draws and writes each stage of a run into ``root`` as it arrives; ``finish()`` adds the overview."""
+    """Draws and writes each stage of a run into ``root`` as it arrives; ``finish()`` adds the overview.
+
+    A stage's maps are drawn on the pool while the next stage is computed;
+    the writer waits for them before it takes the stage after, so at most one
+    stage is being drawn at a time.
+    """
 
     def __init__(self, root: Path, style: Style = Style(), *, png_level: int = 1, save_raw: bool = False):
         self.root = root
@@ -127,6 +132,7 @@ class RunWriter:
         self._block_range: tuple[float, float] | None = None
         self._waiting: list[StageResult] = []  # scope=pipeline: drawn once every range is known
         self._overview: list[Image.Image] = []
+        self._drawing: Callable[[], None] | None = None  # completes the stage being drawn
 
     def add(self, result: StageResult) -> None:
         if self.style.scope == "pipeline" and result.index > 0:
@@ -140,8 +146,14 @@ class RunWriter:
             for result in self._waiting:
                 self._write(result, [shared] * result.shape[0])
             self._waiting.clear()
+        self._complete_drawing()
         self._write_overview()
         return self.stages
+
+    def _complete_drawing(self) -> None:
+        if self._drawing is not None:
+            complete, self._drawing = self._drawing, None
+            complete()
 
     def _ranges(self, result: StageResult) -> list[tuple[float, float]]:
         """The (low, high) of each channel, by scope; the input is drawn as it is, 0 black and 1 white."""
@@ -150,11 +162,12 @@ class RunWriter:
             return [(0.0, 1.0)] * channels
         if self.style.scope == "map":
             return [self.style.range_of(fmap) for fmap in result.array]
+        extremes = (result.stats.min, result.stats.max)
         if self.style.scope == "block":
             if result.name == "conv" or self._block_range is None:
-                self._block_range = self.style.range_of(result.array)
+                self._block_range = self.style.range_of(result.array, extremes)
             return [self._block_range] * channels
-        return [self.style.range_of(result.array)] * channels
+        return [self.style.range_of(result.array, extremes)] * channels
 
     def _write(self, result: StageResult, ranges: list[tuple[float, float]]) -> None:
         folder = self.root / stage_folder_name(result)
@@ -171,16 +184,22 @@ class RunWriter:
             big = draw.picture(draw.upscale(index, min_side=self.style.min_side), table)
             write_png(path, big, level=self.png_level, text=png_text(label, low, high, fmap.shape, cmap))
             files.maps.append(MapFile(path, channel, label, low, high))
-            return draw.thumbnail(draw.picture(index, table), 192)
+            return draw.thumbnail(index, table, 192)
 
-        thumbs = _map_in_threads(draw_map, range(result.shape[0]))
-        files.maps.sort(key=lambda m: m.channel)
-        files.montages = self._write_montages(result, files, thumbs, table, folder)
+        pending = _start_in_threads(draw_map, range(result.shape[0]))
+        self._complete_drawing()  # the stage before this one
         if self.save_raw:
             files.raw = folder / "stage.npy"
             np.save(files.raw, result.array)
-        self._overview.append(draw.column(f"{stage_folder_name(result)}", thumbs[:6], max(0, len(thumbs) - 6)))
-        self.stages.append(files)
+
+        def complete() -> None:
+            thumbs = [task.result() for task in pending]
+            files.maps.sort(key=lambda m: m.channel)
+            files.montages = self._write_montages(result, files, thumbs, table, folder)
+            self._overview.append(draw.column(f"{stage_folder_name(result)}", thumbs[:6], max(0, len(thumbs) - 6)))
+            self.stages.append(files)
+
+        self._drawing = complete
 
     def _write_montages(self, result, files: StageFiles, thumbs, table, folder: Path) -> list[Path]:
         """Contact sheets of every channel, ``montage_limit`` to a page, so no map is ever left out."""
@@ -225,15 +244,22 @@ def _plural(count: int, noun: str) -> str:
 _pool: ThreadPoolExecutor | None = None
 
 
-def _map_in_threads(function, items) -> list:
-    """``[function(item) for item in items]`` on a pool as large as the ops use (drawing and zlib release the GIL)."""
+def _start_in_threads(function, items) -> list[Future]:
+    """``function(item)`` for every item, started on a pool as large as the ops use (drawing and zlib release the GIL).
+
+    With one thread they run here and now.
+    """
     global _pool
-    items = list(items)
-    if num_threads() == 1 or len(items) == 1:
-        return [function(item) for item in items]
+    if num_threads() == 1:
+        done = []
+        for item in items:
+            future: Future = Future()
+            future.set_result(function(item))
+            done.append(future)
+        return done
     if _pool is None or _pool._max_workers != num_threads():
         _pool = ThreadPoolExecutor(max_workers=num_threads(), thread_name_prefix="cnnx-png")
-    return list(_pool.map(function, items))
+    return [_pool.submit(function, item) for item in items]
 
 
 def is_cnnx_png(path: Path) -> bool:
@@ -354,8 +380,8 @@ def _json_default(value):
 
 # ---------------------------------------------------------------- memory
 
-# Bytes per pixel while one map is drawn: a float32 index, the uint8 index and RGB colours.
-_DRAW_BYTES = 4 + 1 + 3
+# Bytes per pixel while one map is drawn: its colour indices and, at most, as much compressed PNG.
+_DRAW_BYTES = 1 + 1
 # Bytes per pixel while an image is read: the decoded 8-bit image (Pillow keeps RGB as 4 bytes) and its copy.
 _LOAD_BYTES = 4 + 4
 
@@ -376,10 +402,9 @@ def estimate_memory(pipeline, shape: tuple[int, int, int], style: Style = Style(
     """What a run of ``pipeline`` on an image of ``shape`` (C, H, W) will hold at its peak, from the shapes alone.
 
     At each stage: the input image (kept for the manifest), the stage's input
-    and output, what its op allocates (one filter source's maps before they are
-    copied into the output, and the strips of every thread), and the maps being
-    drawn at once, one per thread.  With scope=pipeline every stage is kept to
-    the end.
+    and output, what its op allocates (one filter source's maps and the strips
+    of every thread), and the input's maps being drawn meanwhile, one per
+    thread.  With scope=pipeline every stage is kept to the end.
     """
     from cnnx import _engine
     from cnnx.pipeline import Conv, check
@@ -392,6 +417,7 @@ def estimate_memory(pipeline, shape: tuple[int, int, int], style: Style = Style(
     stages = []
     kept = 0
     previous = 0  # the stage's input when it is not the image itself
+    drawn = 0  # the previous stage's maps being drawn while this stage is computed
     for stage, out in zip(pipeline.stages, shapes):
         channel = out[1] * out[2]
         output = 4 * out[0] * channel
@@ -401,11 +427,12 @@ def estimate_memory(pipeline, shape: tuple[int, int, int], style: Style = Style(
             strips = min(threads * _engine.STRIP_BYTES, 4 * (shape[0] + 4) * shape[1] * (shape[2] + 2))
             op = 4 * channel * largest + strips
         drawing = min(threads, out[0]) * _DRAW_BYTES * max(channel, style.min_side**2)
-        # The stage is computed from its input, then drawn once its input is let go.
-        stages.append(kept + image + max(previous + output + op, output + drawing))
+        # The stage is computed from its input while the input's maps are drawn.
+        stages.append(kept + image + previous + output + op + drawn)
         if style.scope == "pipeline":
             kept += output
-        previous, shape = output, out
+        previous, shape, drawn = output, out, drawing
+    stages.append(kept + image + previous + drawn)  # the last stage's maps
     if style.scope == "pipeline":
         stages.append(image + 2 * kept)  # every stage, and all their values joined to find one range
     return MemoryEstimate(load, tuple(stages))

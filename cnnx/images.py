@@ -85,7 +85,11 @@ def probe_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS
         warnings.simplefilter("ignore")
         picture = _open(path, _read_bytes(path), max_pixels)
         try:
-            turned = picture.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that swap width and height
+            # A PNG's getexif() decodes the whole image to look past it; the header's eXIf chunk is enough here.
+            exif = picture.getexif() if picture.format != "PNG" else Image.Exif()
+            if picture.format == "PNG" and "exif" in picture.info:
+                exif.load(picture.info["exif"])
+            turned = exif.get(0x0112) in (5, 6, 7, 8)  # orientations that swap width and height
         except Exception:  # a corrupt EXIF block: load_image will say what it can
             turned = False
     return (picture.width, picture.height) if turned else (picture.height, picture.width)

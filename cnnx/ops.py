@@ -119,6 +119,8 @@ def conv2d(
     dilation=1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """2-D cross-correlation of an image with a bank of kernels, as ``torch.nn.functional.conv2d``.
 
@@ -142,6 +144,8 @@ def conv2d(
         ``groups == C`` is a depthwise convolution.
     padding_mode : "zeros", "reflect", "replicate" or "circular"
         What the border holds, as ``torch.nn.Conv2d(padding_mode=...)``.
+    out : float32 array of the output's shape, optional
+        Where to write the result (numpy's convention; not in torch).
 
     Returns
     -------
@@ -195,7 +199,13 @@ def conv2d(
 
     _check_border(padding_mode, rows, cols, H, W)
     x = np.ascontiguousarray(x)
-    out = np.empty((N, O, (padded[0] - span[0]) // stride[0] + 1, (padded[1] - span[1]) // stride[1] + 1), np.float32)
+    shape = (N, O, (padded[0] - span[0]) // stride[0] + 1, (padded[1] - span[1]) // stride[1] + 1)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != (shape if batched else shape[1:]) or out.dtype != np.float32:
+        raise ValueError(f"out must be a float32 array of shape {shape if batched else shape[1:]}; got {out.dtype} {out.shape}")
+    elif not batched:
+        out = out[None]
     O_group = O // groups
     for n in range(N):
         for g in range(groups):
@@ -335,13 +345,17 @@ def _window_counts(n: int, kernel: int, stride: int, pad: int, size: int, includ
 # ---------------------------------------------------------------- activations
 
 
-def _activation_input(x, inplace: bool) -> np.ndarray:
-    """The array an activation writes into: ``x`` itself when in place, else a float32 copy."""
+def _activation_arrays(x, inplace: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(input, output) of an activation: the output is ``x`` itself in place, else a new float32 array.
+
+    Writing the first result straight into a new array saves the pass a copy would take.
+    """
     if inplace:
         if not isinstance(x, np.ndarray) or x.dtype != np.float32:
             raise ValueError("inplace=True needs a float32 numpy array")
-        return x
-    return np.array(x, dtype=np.float32)
+        return x, x
+    x = np.asarray(x, dtype=np.float32)
+    return x, np.empty_like(x)
 
 
 def relu(x, inplace: bool = False) -> np.ndarray:
@@ -356,8 +370,8 @@ def relu(x, inplace: bool = False) -> np.ndarray:
     array([[0., 1.],
            [0., 0.]], dtype=float32)
     """
-    y = _activation_input(x, inplace)
-    return np.maximum(y, 0, out=y)
+    x, y = _activation_arrays(x, inplace)
+    return np.maximum(x, np.float32(0), out=y)
 
 
 def leaky_relu(x, negative_slope: float = 0.01, inplace: bool = False) -> np.ndarray:
@@ -368,9 +382,10 @@ def leaky_relu(x, negative_slope: float = 0.01, inplace: bool = False) -> np.nda
     >>> leaky_relu([-10.0, 0.0, 10.0], 0.1)
     array([-1.,  0., 10.], dtype=float32)
     """
-    y = _activation_input(x, inplace)
-    negative = y < 0
-    np.multiply(y, np.float32(negative_slope), out=y, where=negative)
+    x, y = _activation_arrays(x, inplace)
+    if y is not x:
+        np.copyto(y, x)
+    np.multiply(y, np.float32(negative_slope), out=y, where=y < 0)
     return y
 
 
@@ -382,8 +397,8 @@ def sigmoid(x, inplace: bool = False) -> np.ndarray:
     >>> sigmoid([0.0, 1000.0, -1000.0])
     array([0.5, 1. , 0. ], dtype=float32)
     """
-    y = _activation_input(x, inplace)
-    np.multiply(y, np.float32(0.5), out=y)
+    x, y = _activation_arrays(x, inplace)
+    np.multiply(x, np.float32(0.5), out=y)
     np.tanh(y, out=y)
     np.add(y, np.float32(1.0), out=y)
     return np.multiply(y, np.float32(0.5), out=y)
@@ -397,8 +412,8 @@ def absolute(x, inplace: bool = False) -> np.ndarray:
     >>> absolute([-3.0, 0.0, 2.0])
     array([3., 0., 2.], dtype=float32)
     """
-    y = _activation_input(x, inplace)
-    return np.abs(y, out=y)
+    x, y = _activation_arrays(x, inplace)
+    return np.abs(x, out=y)
 
 
 def tanh(x, inplace: bool = False) -> np.ndarray:
@@ -409,5 +424,5 @@ def tanh(x, inplace: bool = False) -> np.ndarray:
     >>> tanh([0.0])
     array([0.], dtype=float32)
     """
-    y = _activation_input(x, inplace)
-    return np.tanh(y, out=y)
+    x, y = _activation_arrays(x, inplace)
+    return np.tanh(x, out=y)

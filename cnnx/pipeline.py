@@ -219,19 +219,19 @@ class Conv:
             part = out[at : at + count]
             at += count
             if isinstance(source, WeightBank):
-                part[...] = ops.conv2d(x, _flipped(source.weights, flip), source.bias, **options)
+                ops.conv2d(x, _flipped(source.weights, flip), source.bias, **options, out=part)
             elif isinstance(source, RandomBank):
                 k = source.size
                 fan_in = k * k * (1 if self.combine == "depthwise" else C)
                 shape = (C * source.count, 1, k, k) if self.combine == "depthwise" else (source.count, C, k, k)
                 weights = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-                part[...] = ops.conv2d(x, weights, groups=C if self.combine == "depthwise" else 1, **options)
+                ops.conv2d(x, weights, groups=C if self.combine == "depthwise" else 1, **options, out=part)
             elif self.combine == "average":
                 # Averaging the channels first is the same linear map, done once instead of per kernel.
                 if mean is None:
                     mean = x.mean(axis=0, keepdims=True, dtype=np.float32) if C > 1 else x
                 for k, kernel in enumerate(source):
-                    part[k] = ops.conv2d(mean, _flipped(kernel.weights, flip)[None, None], **options)[0]
+                    ops.conv2d(mean, _flipped(kernel.weights, flip)[None, None], **options, out=part[k : k + 1])
             else:
                 by_channel = part.reshape(C, len(source), *out.shape[1:])  # channel-major, as torch's groups
                 for k, kernel in enumerate(source):
@@ -289,11 +289,10 @@ class Activation:
         return rf, jump
 
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
-        # The previous stage's array is still written out, so work on a copy.
-        y = x.copy()
+        # Not in place: the previous stage's array is still drawn and written.
         if self.function == "leaky_relu":
-            return ops.leaky_relu(y, self.slope, inplace=True)
-        return ACTIVATIONS[self.function](y, inplace=True)
+            return ops.leaky_relu(x, self.slope)
+        return ACTIVATIONS[self.function](x)
 
 
 @dataclass(frozen=True)

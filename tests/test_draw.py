@@ -109,7 +109,7 @@ def test_upscale_makes_crisp_squares():
 @pytest.mark.parametrize("count, columns, rows", [(1, 1, 1), (2, 2, 1), (7, 7, 1), (16, 8, 2), (64, 8, 8)])
 def test_montage_geometry(count, columns, rows):
     """count maps of 20x30 are laid out in a grid of up to 8 columns; every tile sits at its place."""
-    thumbs = [draw.thumbnail(np.full((20, 30), 10 * k % 256, np.uint8), 90) for k in range(count)]
+    thumbs = [draw.thumbnail(np.full((20, 30), 10 * k % 256, np.uint8), None, 90) for k in range(count)]
     bar = draw.colorbar(None, -1, 1, 320)
     sheet = draw.montage(thumbs, [f"ch{k:02d}" for k in range(count)], "title", [bar])
     cell_w, cell_h = 90 + 8, 60 + 20
