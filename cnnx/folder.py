@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +133,17 @@ class RunWriter:
         self._waiting: list[StageResult] = []  # scope=pipeline: drawn once every range is known
         self._overview: list[Image.Image] = []
         self._drawing: Callable[[], None] | None = None  # completes the stage being drawn
+        self._tasks: list[Future] = []
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        """On a failure, stop the drawing still under way before anyone removes the folder it writes into."""
+        if error is not None:
+            for task in self._tasks:
+                task.cancel()
+            wait(self._tasks)
 
     def add(self, result: StageResult) -> None:
         if self.style.scope == "pipeline" and result.index > 0:
@@ -187,6 +198,7 @@ class RunWriter:
             return draw.thumbnail(index, table, 192)
 
         pending = _start_in_threads(draw_map, range(result.shape[0]))
+        self._tasks = [task for task in self._tasks if not task.done()] + pending
         self._complete_drawing()  # the stage before this one
         if self.save_raw:
             files.raw = folder / "stage.npy"

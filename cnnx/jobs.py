@@ -114,8 +114,9 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
     check(job.pipeline.stages, source.array.shape)
     loaded = time.perf_counter()
     outcome = Outcome(job, source=source)
-    with staged_folder(job.destination, force=job.force) as folder:
-        writer = RunWriter(folder, job.style, png_level=job.png_level, save_raw=job.save_raw)
+    with staged_folder(job.destination, force=job.force) as folder, RunWriter(
+        folder, job.style, png_level=job.png_level, save_raw=job.save_raw
+    ) as writer:
         for result in stream(source.array, job.pipeline):
             writer.add(result)
             if progress:
