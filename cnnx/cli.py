@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -374,6 +375,145 @@ def filters(
             return
         kernel = parse_kernel(name)
         out.print(kernel_card(kernel, _bank_entry(kernel)))
+
+
+explain_app = typer.Typer(
+    help="The arithmetic of each step, shown step by step: conv, relu, pool, field.", no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(explain_app, name="explain")
+JSON_HELP = "Print the same content as JSON, for scripts and notebooks."
+
+
+def _show(data, view) -> None:
+    """Print an explanation: as rich text, or as JSON with --json."""
+    import json
+
+    from cnnx.explain import as_json
+
+    if view is None:
+        out.print_json(json.dumps(as_json(data)), highlight=False) if out.is_terminal else print(json.dumps(as_json(data), indent=2))
+    else:
+        out.print(view(data))
+
+
+@explain_app.command("conv")
+def explain_conv(
+    image: Optional[Path] = typer.Argument(None, help="An image to take a patch from (default: the lesson's 4x4 example)."),
+    matrix: Optional[str] = typer.Option(None, "--input", help="A small input matrix, e.g. [[1,2,1,0],[0,1,3,2]]."),
+    kernel_spec: str = typer.Option("vertical_edge", "--kernel", "-k", help="The kernel: a name, name:param=value or a matrix."),
+    stride: int = typer.Option(1, "--stride", min=1, help="Step between windows (input matrices)."),
+    padding: int = typer.Option(0, "--padding", min=0, help="Zero border around an input matrix."),
+    at: Optional[str] = typer.Option(None, "--at", help="ROW,COL of the output pixel to explain, with an IMAGE."),
+    padding_mode: str = typer.Option("replicate", "--padding-mode", help="Border of an IMAGE: zeros, reflect, replicate, circular."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Replay a convolution window by window: the values under the kernel, the products, the sum.
+
+    Without arguments, the lesson's example: the 4x4 input and the vertical-edge
+    filter, with where the lesson's own arithmetic went wrong.
+
+    Example: cnnx explain conv samples/chelsea.png --at 120,200 --kernel sobel_x
+    """
+    from cnnx import explain, explain_view
+    from cnnx.images import load_image
+    from cnnx.kernels import parse_kernel
+
+    with _reported_errors():
+        kernel = parse_kernel(kernel_spec)
+        if image is not None:
+            if at is None:
+                raise CnnxError("with an IMAGE, say which output pixel with --at ROW,COL")
+            row, col = _pair_of_ints(at, "--at")
+            data = explain.explain_patch(load_image(image).array, str(image), kernel, row, col, padding_mode)
+            _show(data, None if as_json else explain_view.patch_view)
+            return
+        values = explain.parse_matrix(matrix) if matrix else np.array(explain.LESSON_INPUT)
+        data = explain.explain_conv(values, kernel, stride=stride, padding=padding)
+        _show(data, None if as_json else explain_view.conv_view)
+
+
+@explain_app.command("relu")
+def explain_relu(
+    image: Optional[Path] = typer.Argument(None, help="An image: show values before and after a ReLU stage of a pipeline."),
+    stage: int = typer.Option(2, "--stage", help="Which stage of the pipeline (a relu) to look at."),
+    spec: Optional[str] = typer.Option(None, "--spec", "-s", help="The pipeline (default: the lesson's)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show ReLU, max(0, x): on the lesson's -10..10, or on a real image's feature maps as a histogram.
+
+    Example: cnnx explain relu samples/chelsea.png --stage 2
+    """
+    from cnnx import explain, explain_view
+    from cnnx.images import load_image
+    from cnnx.spec import load_pipeline
+
+    with _reported_errors():
+        if image is None:
+            data = explain.explain_relu()
+        else:
+            chosen = load_pipeline(spec=spec)
+            data = explain.explain_relu_image(load_image(image, color=chosen.color).array, chosen, stage)
+        _show(data, None if as_json else explain_view.relu_view)
+
+
+@explain_app.command("pool")
+def explain_pool(
+    image: Optional[Path] = typer.Argument(None, help="An image: measure how pooling tolerates small shifts of it."),
+    matrix: Optional[str] = typer.Option(None, "--input", help="A small input matrix (default: the lesson's 4x4)."),
+    size: int = typer.Option(2, "--size", min=1, help="Window size."),
+    stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Step between windows (default: the size)."),
+    shifts: int = typer.Option(4, "--shifts", min=1, max=32, help="With an IMAGE: shift it by 1, 2, ... this many pixels."),
+    spec: Optional[str] = typer.Option(None, "--spec", "-s", help="With an IMAGE: the pipeline (default: the lesson's)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show pooling window by window, or measure on an image how much each stage tolerates a small shift.
+
+    Example: cnnx explain pool samples/chelsea.png --shifts 4
+    """
+    from cnnx import explain, explain_view
+    from cnnx.images import load_image
+    from cnnx.spec import load_pipeline
+
+    with _reported_errors():
+        if image is not None:
+            chosen = load_pipeline(spec=spec)
+            source = load_image(image, color=chosen.color)
+            data = explain.shift_tolerance(source.array, str(image), chosen, list(range(1, shifts + 1)))
+            _show(data, None if as_json else explain_view.shift_view)
+            return
+        values = explain.parse_matrix(matrix) if matrix else np.array(explain.LESSON_INPUT, np.float64)
+        _show(explain.explain_pool(values, size, stride), None if as_json else explain_view.pool_view)
+
+
+@explain_app.command("field")
+def explain_field(
+    image: Optional[Path] = typer.Argument(None, help="An image whose size to use (default: 256x256)."),
+    spec: Optional[str] = typer.Option(None, "--spec", "-s", help="The pipeline (default: the lesson's)."),
+    preset_name: Optional[str] = typer.Option(None, "--preset", "-p", help="A named pipeline."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show how the receptive field grows stage by stage: deeper layers see larger patterns.
+
+    Example: cnnx explain field --preset random
+    """
+    from cnnx import explain, explain_view
+    from cnnx.images import probe_image
+    from cnnx.spec import load_pipeline
+
+    with _reported_errors():
+        chosen = load_pipeline(spec=spec, preset_name=preset_name)
+        size = probe_image(image) if image is not None else (256, 256)
+        data = explain.explain_field(chosen, (3 if chosen.color else 1, *size))
+        _show(data, None if as_json else explain_view.field_view)
+
+
+def _pair_of_ints(text: str, option: str) -> tuple[int, int]:
+    try:
+        first, second = (int(part) for part in text.split(","))
+    except ValueError:
+        raise CnnxError(f"{option} takes two whole numbers, ROW,COL; got {text!r}") from None
+    return first, second
 
 
 def _bank_entry(kernel):

@@ -1,0 +1,301 @@
+"""The arithmetic behind each step, as data: every convolution window, ReLU's cut, pooling's windows, shifts, fields.
+
+Each function returns plain dataclasses that ``explain_view`` draws in the
+terminal and ``as_json`` turns into JSON; numbers are computed here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, is_dataclass
+
+import numpy as np
+
+from cnnx import ops
+from cnnx.errors import CnnxError
+from cnnx.kernels import Kernel, parse_kernel
+from cnnx.pipeline import Conv, Pipeline, receptive_fields, run
+
+# The lesson's worked example, as printed in it.
+LESSON_INPUT = [[1, 2, 1, 0], [0, 1, 3, 2], [2, 1, 0, 1], [1, 0, 1, 2]]
+LESSON_KERNEL = "vertical_edge"
+LESSON_STATED_RESULT = [[3, 1], [2, 0]]
+LESSON_STATED_SUM = "(1*1) + (2*0) + (1*-1) + (0*1) + (1*0) + (3*-1) + (2*1) + (1*0) + (0*-1) = 3"
+RELU_RANGE = list(range(-10, 11))  # the lesson's "pixel values from -10 to 10"
+
+
+def parse_matrix(text: str, what: str = "--input") -> np.ndarray:
+    """A 2-D matrix written as rows of numbers: ``[[1,2],[3,4]]``."""
+    if not text.strip().startswith("["):
+        raise CnnxError(f"{what}: write the matrix as rows of numbers, e.g. [[1,2,1,0],[0,1,3,2]]; got {text!r}")
+    try:
+        return parse_kernel(text).weights.astype(np.float64)
+    except CnnxError as error:
+        raise CnnxError(f"{what}: {error}") from None
+
+
+@dataclass
+class Window:
+    """One output pixel of a convolution: the input values under the kernel, their products with it, the sum."""
+
+    row: int
+    col: int
+    top: int  # the window's first row and column in the padded input
+    left: int
+    values: list[list[float]]
+    products: list[list[float]]
+    total: float
+    written: str  # the sum written out, as the lesson writes it
+
+
+@dataclass
+class ConvExplanation:
+    input: list[list[float]]
+    kernel: str
+    weights: list[list[float]]
+    stride: int
+    padding: int
+    padded: list[list[float]]
+    windows: list[Window]
+    result: list[list[float]]
+    convolution: list[list[float]]  # with the kernel flipped, as true convolution
+    relu: list[list[float]]
+    lesson: dict | None = None  # where the lesson went wrong, for its own example
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _written(values: np.ndarray, weights: np.ndarray, total: float) -> str:
+    terms = " + ".join(f"({_number(v)}*{_number(w)})" for v, w in zip(values.ravel(), weights.ravel()))
+    return f"{terms} = {_number(total)}"
+
+
+def explain_conv(matrix: np.ndarray, kernel: Kernel, *, stride: int = 1, padding: int = 0) -> ConvExplanation:
+    """Every window of a cross-correlation of a small matrix, with zero padding, checked against ``ops.conv2d``."""
+    matrix = np.asarray(matrix, np.float64)
+    weights = kernel.weights.astype(np.float64)
+    if matrix.ndim != 2:
+        raise CnnxError(f"--input must be a 2-D matrix; got shape {matrix.shape}")
+    if stride < 1 or padding < 0:
+        raise CnnxError("--stride must be at least 1 and --padding at least 0")
+    padded = np.pad(matrix, padding)
+    kh, kw = weights.shape
+    if kh > padded.shape[0] or kw > padded.shape[1]:
+        raise CnnxError(f"the {kh}x{kw} kernel is larger than the {padded.shape[0]}x{padded.shape[1]} padded input")
+    rows = (padded.shape[0] - kh) // stride + 1
+    cols = (padded.shape[1] - kw) // stride + 1
+    if rows * cols > 400:
+        raise CnnxError(f"that is {rows * cols} windows; explain takes inputs of up to 400 output pixels")
+    windows = []
+    result = np.zeros((rows, cols))
+    for r in range(rows):
+        for c in range(cols):
+            top, left = r * stride, c * stride
+            values = padded[top : top + kh, left : left + kw]
+            products = values * weights
+            total = float(products.sum())
+            result[r, c] = total
+            windows.append(Window(r, c, top, left, values.tolist(), products.tolist(), total, _written(values, weights, total)))
+    computed = ops.conv2d(matrix[None], weights[None, None], stride=stride, padding=padding)[0]
+    assert np.allclose(computed, result, atol=1e-5 * max(1.0, np.abs(result).max())), "window sums disagree with conv2d"
+    flipped = ops.conv2d(matrix[None], weights[::-1, ::-1].copy()[None, None], stride=stride, padding=padding)[0]
+    explanation = ConvExplanation(
+        matrix.tolist(), kernel.spec, weights.tolist(), stride, padding, padded.tolist(), windows, result.tolist(),
+        flipped.astype(np.float64).tolist(), np.maximum(result, 0).tolist(),
+    )
+    if matrix.tolist() == LESSON_INPUT and kernel.spec == LESSON_KERNEL and stride == 1 and padding == 0:
+        first = windows[0]
+        explanation.lesson = {
+            "stated_result": LESSON_STATED_RESULT,
+            "stated_first_sum": LESSON_STATED_SUM,
+            "first_sum_adds_to": first.total,
+            "correction": (
+                f"The lesson states the result {LESSON_STATED_RESULT} and writes its first window as "
+                f"{LESSON_STATED_SUM}. Those nine products add to {_number(first.total)}, not 3. "
+                f"The cross-correlation is {result.astype(int).tolist()}; true convolution (kernel flipped) "
+                f"gives {flipped.astype(int).tolist()}; ReLU of the result is {np.maximum(result, 0).astype(int).tolist()}."
+            ),
+        }
+    return explanation
+
+
+@dataclass
+class PatchExplanation:
+    """One pixel of a filter's map of a real image: the patch under the kernel, products, sum, and where it lands."""
+
+    image: str
+    row: int
+    col: int
+    kernel: str
+    weights: list[list[float]]
+    padding_mode: str
+    window: Window
+    map_value: float  # the same pixel of the whole image's map, computed by the pipeline
+    map_shape: list[int]
+
+
+def explain_patch(image: np.ndarray, path: str, kernel: Kernel, row: int, col: int, padding_mode: str = "replicate") -> PatchExplanation:
+    """The window of a grey image under a kernel centred at (row, col), as ``cnnx filter`` computes that map."""
+    H, W = image.shape[1:]
+    if not (0 <= row < H and 0 <= col < W):
+        raise CnnxError(f"--at {row},{col} is outside the {H}x{W} image (rows 0..{H - 1}, columns 0..{W - 1})")
+    kh, kw = kernel.weights.shape
+    stage = Conv((kernel.spec,), padding="same", padding_mode=padding_mode)
+    full = stage.apply(image[:1])[0]
+    top, left = (kh - 1) // 2, (kw - 1) // 2  # "same" puts the odd pixel of an even kernel's padding after
+    border = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}[padding_mode]
+    padded = np.pad(image[0].astype(np.float64), ((top, kh - 1 - top), (left, kw - 1 - left)), mode=border)
+    values = padded[row : row + kh, col : col + kw]
+    weights = kernel.weights.astype(np.float64)
+    products = values * weights
+    total = float(products.sum())
+    window = Window(row, col, row - top, col - left, values.tolist(), products.tolist(), total, _written(values, weights, total))
+    return PatchExplanation(
+        path, row, col, kernel.spec, weights.tolist(), padding_mode, window, float(full[row, col]), list(full.shape)
+    )
+
+
+@dataclass
+class ReluExplanation:
+    values: list[float]
+    outputs: list[float]
+    stage: str | None = None
+    histogram: dict | None = None  # bins, counts before and after
+    zeroed: float | None = None
+
+
+def explain_relu(values=RELU_RANGE) -> ReluExplanation:
+    values = [float(v) for v in values]
+    return ReluExplanation(values, ops.relu(np.array(values)).astype(np.float64).tolist())
+
+
+def explain_relu_image(image: np.ndarray, pipeline: Pipeline, stage: int, bins: int = 12) -> ReluExplanation:
+    """Values before and after ReLU at one stage of a pipeline on an image: a histogram and the share zeroed."""
+    results = run(image, pipeline)
+    if not 1 <= stage < len(results) or results[stage].name != "relu":
+        relus = [r.index for r in results if r.name == "relu"]
+        raise CnnxError(f"--stage must be a relu stage of the pipeline: one of {relus}; got {stage}")
+    before, after = results[stage - 1].array, results[stage].array
+    edges = np.linspace(float(before.min()), float(before.max()) or 1.0, bins + 1)
+    counts_before = np.histogram(before, edges)[0]
+    counts_after = np.histogram(after, edges)[0]
+    return ReluExplanation(
+        [], [], results[stage].description,
+        {"edges": edges.tolist(), "before": counts_before.tolist(), "after": counts_after.tolist()},
+        float(np.count_nonzero(after == 0) / after.size),
+    )
+
+
+@dataclass
+class PoolWindow:
+    row: int
+    col: int
+    values: list[list[float]]
+    max: float
+    mean: float
+
+
+@dataclass
+class PoolExplanation:
+    input: list[list[float]]
+    size: int
+    stride: int
+    windows: list[PoolWindow]
+    max_result: list[list[float]]
+    mean_result: list[list[float]]
+
+
+def explain_pool(matrix: np.ndarray, size: int = 2, stride: int | None = None) -> PoolExplanation:
+    """Max and average pooling window by window, checked against the ops."""
+    matrix = np.asarray(matrix, np.float64)
+    stride = stride or size
+    if size < 1 or stride < 1 or size > min(matrix.shape):
+        raise CnnxError(f"a {size}x{size} window with stride {stride} does not fit the {matrix.shape[0]}x{matrix.shape[1]} input")
+    rows, cols = (matrix.shape[0] - size) // stride + 1, (matrix.shape[1] - size) // stride + 1
+    windows = []
+    for r in range(rows):
+        for c in range(cols):
+            values = matrix[r * stride : r * stride + size, c * stride : c * stride + size]
+            windows.append(PoolWindow(r, c, values.tolist(), float(values.max()), float(values.mean())))
+    max_result = np.array([w.max for w in windows]).reshape(rows, cols)
+    mean_result = np.array([w.mean for w in windows]).reshape(rows, cols)
+    assert np.allclose(ops.max_pool2d(matrix[None], size, stride)[0], max_result)
+    assert np.allclose(ops.avg_pool2d(matrix[None], size, stride)[0], mean_result, atol=1e-6)
+    return PoolExplanation(matrix.tolist(), size, stride, windows, max_result.tolist(), mean_result.tolist())
+
+
+@dataclass
+class ShiftRow:
+    index: int
+    stage: str
+    jump: int
+    similarity: list[float]  # one per shift
+
+
+@dataclass
+class ShiftExplanation:
+    image: str
+    shifts: list[int]
+    rows: list[ShiftRow] = field(default_factory=list)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = np.sqrt((a * a).sum() * (b * b).sum())
+    return 1.0 if denominator == 0 and np.array_equal(a, b) else float((a * b).sum() / denominator) if denominator else 0.0
+
+
+def shift_tolerance(image: np.ndarray, path: str, pipeline: Pipeline, shifts: list[int]) -> ShiftExplanation:
+    """How alike each stage's output stays when the input moves right by a few pixels.
+
+    The original and the moved input are two crops of the same image, ``s``
+    pixels apart; each stage's two outputs are compared at the same places of
+    the stage's grid (its own rows and columns), away from the borders, as
+    Pearson correlation. Pooling coarsens the grid, so a shift smaller than a
+    pooled pixel moves little of the output: the tolerance the lesson claims.
+    """
+    largest = max(shifts)
+    if image.shape[2] < largest + 16:
+        raise CnnxError(f"the image must be at least {largest + 16} pixels wide to shift it by {largest}")
+    width = image.shape[2] - largest
+    base = run(image[:, :, largest : largest + width], pipeline)
+    explanation = ShiftExplanation(path, shifts)
+    moved = {s: run(image[:, :, largest - s : largest - s + width], pipeline) for s in shifts}
+    for result in base[1:]:
+        margin = -(-result.receptive_field[1] // result.jump[1])  # outputs that see past the crop's border
+        similarity = []
+        for s in shifts:
+            a = result.array[..., margin : result.shape[2] - margin]
+            b = moved[s][result.index].array[..., margin : result.shape[2] - margin]
+            similarity.append(_correlation(a, b) if a.size else float("nan"))
+        explanation.rows.append(ShiftRow(result.index, result.description, result.jump[1], similarity))
+    return explanation
+
+
+@dataclass
+class FieldRow:
+    index: int
+    stage: str
+    shape: list[int]
+    receptive_field: list[int]
+    jump: list[int]
+
+
+def explain_field(pipeline: Pipeline, shape: tuple[int, int, int]) -> list[FieldRow]:
+    """How many input pixels one output pixel of each stage sees, and how far apart neighbouring outputs are."""
+    from cnnx.pipeline import check
+
+    shapes = check(pipeline.stages, shape)
+    return [
+        FieldRow(i, stage.describe(), list(out), list(rf), list(jump))
+        for i, (stage, out, (rf, jump)) in enumerate(zip(pipeline.stages, shapes, receptive_fields(pipeline.stages, shape)), 1)
+    ]
+
+
+def as_json(data) -> object:
+    """Dataclasses (and lists of them) as plain JSON-ready values."""
+    if isinstance(data, list):
+        return [as_json(item) for item in data]
+    return asdict(data) if is_dataclass(data) else data

@@ -1,0 +1,181 @@
+"""cnnx explain: the lesson's arithmetic, right where the lesson got it wrong; patches, ReLU, pooling, shifts, fields."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnx import explain
+from cnnx.cli import app
+from cnnx.images import load_image
+from cnnx.kernels import parse_kernel
+from cnnx.pipeline import Pipeline
+from cnnx.spec import parse_spec
+from reference import conv2d_loops
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+# Each window of the lesson's example, worked by hand: input rows r..r+2, columns c..c+2, times [[1,0,-1]]*3.
+LESSON_WINDOWS = {
+    (0, 0): ([[1, 2, 1], [0, 1, 3], [2, 1, 0]], [[1, 0, -1], [0, 0, -3], [2, 0, 0]], -1),
+    (0, 1): ([[2, 1, 0], [1, 3, 2], [1, 0, 1]], [[2, 0, 0], [1, 0, -2], [1, 0, -1]], 1),
+    (1, 0): ([[0, 1, 3], [2, 1, 0], [1, 0, 1]], [[0, 0, -3], [2, 0, 0], [1, 0, -1]], -1),
+    (1, 1): ([[1, 3, 2], [1, 0, 1], [0, 1, 2]], [[1, 0, -2], [1, 0, -1], [0, 0, -2]], -3),
+}
+
+
+def test_lesson_windows_products_and_sums():
+    """Every window of the lesson's example: its nine values, nine products and their sum, as worked by hand."""
+    e = explain.explain_conv(np.array(explain.LESSON_INPUT), parse_kernel("vertical_edge"))
+    assert len(e.windows) == 4
+    for w in e.windows:
+        values, products, total = LESSON_WINDOWS[(w.row, w.col)]
+        assert w.values == values and w.products == products and w.total == total
+    assert e.result == [[-1, 1], [-1, -3]]
+    assert e.convolution == [[1, -1], [1, 3]]
+    assert e.relu == [[0, 1], [0, 0]]
+
+
+def test_lesson_correction_says_where_it_went_wrong():
+    """The explanation quotes the lesson's [[3,1],[2,0]] and its first sum, and says the products add to -1."""
+    e = explain.explain_conv(np.array(explain.LESSON_INPUT), parse_kernel("vertical_edge"))
+    assert e.lesson["stated_result"] == [[3, 1], [2, 0]]
+    assert e.lesson["first_sum_adds_to"] == -1
+    assert "add to -1, not 3" in e.lesson["correction"]
+    assert e.windows[0].written == explain.LESSON_STATED_SUM.replace("= 3", "= -1")
+
+
+def test_cli_replays_the_lesson_by_default():
+    """cnnx explain conv with no arguments shows the four windows, the result and the correction."""
+    result = invoke("explain", "conv")
+    assert result.exit_code == 0
+    text = result.stdout
+    assert "window 4 of 4" in text and "= -3" in text
+    assert "[[3, 1], [2, 0]]" in text and "add to -1, not 3" in text.replace("\n", " ")
+    assert "[1]" in text  # the highlighted window is marked even without colour
+
+
+def test_json_carries_the_same_numbers_as_the_text():
+    """--json parses and holds the windows, sums and result that the text shows."""
+    data = json.loads(invoke("explain", "conv", "--json").stdout)
+    assert data["result"] == [[-1, 1], [-1, -3]]
+    assert [w["total"] for w in data["windows"]] == [-1, 1, -1, -3]
+    text = invoke("explain", "conv").stdout
+    for w in data["windows"]:
+        assert w["written"] in text.replace("\n", "") or w["written"][:40] in text
+
+
+def test_other_matrix_kernel_stride_and_padding_match_loops():
+    """A matrix, kernel, stride and padding of the user's: the result equals the plain loop."""
+    matrix = np.arange(30, dtype=np.float64).reshape(5, 6) % 7 - 3
+    e = explain.explain_conv(matrix, parse_kernel("sobel_y"), stride=2, padding=1)
+    want = conv2d_loops(matrix[None, None], parse_kernel("sobel_y").weights[None, None], None, (2, 2), ((1, 1), (1, 1)))
+    np.testing.assert_allclose(e.result, want[0, 0])
+    result = invoke("explain", "conv", "--input", "[[1,2,3],[4,5,6],[7,8,9]]", "--kernel", "[[1,0],[0,-1]]")
+    assert result.exit_code == 0 and "= -4" in result.stdout
+
+
+def test_image_patch_agrees_with_the_feature_map(tmp_path):
+    """An image patch's sum equals the pipeline's feature map at that place and an independent loop there."""
+    path = tmp_path / "img.png"
+    pixels = np.random.default_rng(0).integers(0, 255, (20, 30), np.uint8)
+    Image.fromarray(pixels).save(path)
+    image = load_image(path).array
+    for row, col in [(0, 0), (7, 12), (19, 29)]:
+        e = explain.explain_patch(image, str(path), parse_kernel("sobel_x"), row, col)
+        assert e.window.total == pytest.approx(e.map_value, abs=1e-5)
+        pads = ((1, 1), (1, 1))
+        loops = conv2d_loops(image[None], parse_kernel("sobel_x").weights[None, None], None, (1, 1), pads, mode="replicate")
+        assert e.window.total == pytest.approx(loops[0, 0, row, col], abs=1e-5)
+    result = invoke("explain", "conv", path, "--at", "7,12", "--kernel", "sobel_x")
+    assert result.exit_code == 0 and "row 7, column 12" in result.stdout
+    assert invoke("explain", "conv", path, "--at", "70,12").exit_code == 2
+
+
+def test_relu_on_the_lesson_range():
+    """ReLU on -10..10: negatives become 0, positives stay."""
+    e = explain.explain_relu()
+    assert e.values == list(range(-10, 11)) and e.outputs == [0] * 10 + list(range(0, 11))
+    assert invoke("explain", "relu").exit_code == 0
+
+
+def test_relu_histogram_on_an_image(tmp_path):
+    """On an image, the share ReLU zeroed equals the share of non-positive values before it."""
+    path = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40), np.uint8)).save(path)
+    image = load_image(path).array
+    pipeline = Pipeline(parse_spec("conv(sobel_x) -> relu"))
+    e = explain.explain_relu_image(image, pipeline, 2)
+    from cnnx.pipeline import run
+
+    conv = run(image, pipeline)[1].array
+    assert e.zeroed == pytest.approx(np.mean(conv <= 0))
+    assert sum(e.histogram["before"]) == sum(e.histogram["after"]) == conv.size
+    result = invoke("explain", "relu", path, "--stage", "2", "--spec", "conv(sobel_x) -> relu")
+    assert result.exit_code == 0 and "set" in result.stdout
+    assert invoke("explain", "relu", path, "--stage", "1").exit_code == 2
+
+
+def test_pool_windows_hand_computed():
+    """2x2 max pooling of the lesson's input: windows' maxima 2, 3, 2, 2 and means 1, 1.5, 1, 1."""
+    e = explain.explain_pool(np.array(explain.LESSON_INPUT))
+    assert [w.max for w in e.windows] == [2, 3, 2, 2]
+    assert [w.mean for w in e.windows] == [1, 1.5, 1, 1]
+    assert invoke("explain", "pool").exit_code == 0
+
+
+@pytest.fixture
+def texture(tmp_path):
+    """Random blobs: a picture whose fine detail a shift of one pixel disturbs."""
+    rng = np.random.default_rng(3)
+    pixels = (rng.random((64, 96)) > 0.7).astype(np.uint8) * 255
+    path = tmp_path / "texture.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_zero_shift_is_identical(texture):
+    """Shifting by nothing leaves every stage exactly as it was."""
+    image = load_image(texture).array
+    e = explain.shift_tolerance(image, "t", Pipeline(parse_spec("conv(sobel_x) -> relu -> maxpool(2)")), [0])
+    assert all(row.similarity == [1.0] for row in e.rows)
+
+
+def test_pattern_periodic_with_the_shift_stays_the_same(tmp_path):
+    """Stripes with a period of 4 moved by 4 pixels look the same: similarity 1 at every stage."""
+    columns = (np.arange(96) // 2 % 2 * 255).astype(np.uint8)
+    image = np.tile(columns, (40, 1))[None].astype(np.float32) / 255
+    e = explain.shift_tolerance(image, "stripes", Pipeline(parse_spec("conv(sobel_x) -> relu -> maxpool(2)")), [4])
+    for row in e.rows:
+        assert row.similarity[0] == pytest.approx(1.0)
+
+
+def test_max_pooling_is_more_tolerant_than_no_pooling(texture):
+    """On random texture, a one-pixel shift changes the max-pooled map less than the map before pooling."""
+    image = load_image(texture).array
+    e = explain.shift_tolerance(image, "t", Pipeline(parse_spec("conv(box) -> relu -> maxpool(4)")), [1, 2])
+    before, after = e.rows[1].similarity, e.rows[2].similarity
+    assert after[0] > before[0]
+    result = invoke("explain", "pool", texture, "--shifts", "2", "--json")
+    data = json.loads(result.stdout)
+    assert data["shifts"] == [1, 2] and len(data["rows"]) == 6
+
+
+def test_field_grows_stage_by_stage():
+    """The lesson pipeline's receptive field: 3, 3, 4, 24, 24, 26."""
+    rows = explain.explain_field(Pipeline(parse_spec("conv(sobel_x) -> relu")), (1, 32, 32))
+    assert [r.receptive_field[0] for r in rows] == [3, 3]
+    data = json.loads(invoke("explain", "field", "--json").stdout)
+    assert [r["receptive_field"][0] for r in data] == [3, 3, 4, 24, 24, 26]
+
+
+def test_no_colour_when_piped():
+    """Piped output (as under CliRunner) carries no escape codes."""
+    assert "\x1b[" not in invoke("explain", "conv").stdout
