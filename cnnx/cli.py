@@ -95,6 +95,7 @@ def pipeline(
     ),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="A pipeline TOML file (see --print-config)."),
     preset_name: Optional[str] = typer.Option(None, "--preset", "-p", help="A named pipeline; 'cnnx presets' lists them."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run a trained model that ships with cnnx (shapes) and show its answer."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the pipeline as TOML and exit."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show each stage's shape, the files and the memory a run needs; write nothing."),
     color: Optional[bool] = typer.Option(
@@ -137,7 +138,14 @@ def pipeline(
     from cnnx.spec import load_pipeline, to_toml
 
     with _reported_errors():
-        chosen = load_pipeline(spec=spec, config=config, preset_name=preset_name, color=color, convention=convention)
+        if model is not None:
+            if spec or config or preset_name or color:
+                raise CnnxError("--model brings its own pipeline: give no --spec, --config, --preset or --color with it")
+            from cnnx.model import load_model
+
+            chosen = load_model(model).pipeline
+        else:
+            chosen = load_pipeline(spec=spec, config=config, preset_name=preset_name, color=color, convention=convention)
         if print_config:
             out.print(to_toml(chosen), markup=False, highlight=False, end="", soft_wrap=True)
             return
@@ -150,7 +158,7 @@ def pipeline(
         root = out_dir if out_dir is not None else Path("cnnx-out")
         settings = dict(
             pipeline=chosen, style=style, png_level=png_level, save_raw=save_raw, frame=frame, force=force,
-            max_memory=budget, **_pixel_limit(max_pixels),
+            max_memory=budget, model=model, **_pixel_limit(max_pixels),
         )
         if single:
             destination = out_dir if out_dir is not None else root / paths[0].stem
@@ -183,6 +191,10 @@ def _run_single(job, quiet: bool) -> None:
         outcome = run_job(job, progress=advance)
     _note_frames(outcome.source)
     out.print(summary_table([s.result for s in outcome.stages], job.destination, job.pipeline))
+    if outcome.answer:
+        from cnnx.report import answer_table
+
+        out.print(answer_table(outcome.answer, job.model))
     t = outcome.timings
     out.print(
         f"wrote {outcome.maps} maps, a montage per stage, overview.png, index.html and manifest.json to "
@@ -361,15 +373,23 @@ def filters(
     name: Optional[str] = typer.Argument(
         None, metavar="[KERNEL]", help="Show one kernel in full: a name, name:param=value, a matrix or a .npy file."
     ),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Show the learned kernels of a shipped model (shapes)."),
+    layer: str = typer.Option("conv1", "--layer", help="With --model: which conv layer to print."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="With --model: also draw every conv layer's kernels into this PNG."),
 ) -> None:
     """List the filter bank, or show one kernel's card: matrix, sum, kind and output range.
 
-    Example: cnnx filters gaussian:sigma=0.5
+    With --model, the kernels a trained model learned, as matrices (and pictures with -o).
+
+    Example: cnnx filters --model shapes -o shapes-kernels.png
     """
     from cnnx.kernels import parse_kernel
     from cnnx.report import filters_table, kernel_card
 
     with _reported_errors():
+        if model is not None:
+            _show_model_kernels(model, layer, output)
+            return
         if name is None:
             out.print(filters_table())
             return
@@ -514,6 +534,33 @@ def _pair_of_ints(text: str, option: str) -> tuple[int, int]:
     except ValueError:
         raise CnnxError(f"{option} takes two whole numbers, ROW,COL; got {text!r}") from None
     return first, second
+
+
+def _show_model_kernels(name: str, layer: str, output: Optional[Path]) -> None:
+    from rich.columns import Columns
+
+    from cnnx.explain_view import matrix
+    from cnnx.folder import check_writable
+    from cnnx.images import write_png
+    from cnnx.kernels import load_model_layer
+    from cnnx.model import load_model
+    from cnnx.report import kernels_picture
+
+    chosen = load_model(name)
+    weights = load_model_layer(f"model:{name}:{layer}").weights
+    if weights.ndim != 4:
+        raise CnnxError(f"{layer} of model {name} is not a conv layer")
+    out.print(f"model {name}, layer {layer}: {weights.shape[0]} filters over {weights.shape[1]} input channels, "
+              f"{weights.shape[2]}x{weights.shape[3]}; test accuracy {chosen.meta['test']['accuracy']:.2%}",
+              markup=False, highlight=False, soft_wrap=True)
+    grids = [matrix(weights[o, c].round(2).tolist(), f"filter {o}" + (f" ch {c}" if weights.shape[1] > 1 else ""), digits=2)
+             for o in range(weights.shape[0]) for c in range(weights.shape[1])]
+    out.print(Columns(grids, padding=(0, 2)))
+    if output is not None:
+        check_writable(output)
+        layers = [load_model_layer(f"model:{name}:{key}").weights for key in ("conv1", "conv2")]
+        write_png(output, kernels_picture(layers, ["conv1", "conv2"]), text={"Software": "cnnx"})
+        out.print(f"wrote {output}", markup=False, highlight=False)
 
 
 def _bank_entry(kernel):

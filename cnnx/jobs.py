@@ -17,10 +17,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
 from cnnx.errors import CnnxError
 from cnnx.folder import MemoryEstimate, RunWriter, StageFiles, Style, estimate_memory, staged_folder, write_manifest
 from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
 from cnnx.pipeline import Pipeline, check, stream
+from cnnx.model import load_model
 from cnnx.report import gallery, manifest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".tga"}
@@ -53,6 +56,7 @@ class Job:
     frame: int = 0
     force: bool = False
     max_memory: int | None = None
+    model: str | None = None  # a shipped model: its pipeline runs on the image as the model prepares it
 
 
 @dataclass
@@ -64,6 +68,7 @@ class Outcome:
     source: Source | None = None
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    answer: list[tuple[str, float]] | None = None  # a model's classes with their probabilities
 
     @property
     def maps(self) -> int:
@@ -97,6 +102,8 @@ def plan(job: Job) -> tuple[tuple[int, int, int], list[tuple[int, int, int]], Me
     """From the image header alone: the input shape, each stage's output shape, and the memory the run needs."""
     height, width = probe_image(job.image, max_pixels=job.max_pixels)
     shape = (3 if job.pipeline.color else 1, height, width)
+    if job.model:
+        shape = load_model(job.model).prepare(np.zeros((1, 8, 8), np.float32)).shape
     return shape, check(job.pipeline.stages, shape), estimate_memory(job.pipeline, shape, job.style)
 
 
@@ -111,6 +118,9 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
             f"{format_bytes(budget)}; raise --max-memory, or use a smaller image or pipeline"
         )
     source = load_image(job.image, color=job.pipeline.color, max_pixels=job.max_pixels, frame=job.frame)
+    model = load_model(job.model) if job.model else None
+    if model is not None:
+        source = replace(source, array=model.prepare(source.array))
     check(job.pipeline.stages, source.array.shape)
     loaded = time.perf_counter()
     outcome = Outcome(job, source=source)
@@ -118,12 +128,15 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
         folder, job.style, png_level=job.png_level, save_raw=job.save_raw
     ) as writer:
         for result in stream(source.array, job.pipeline):
+            if model is not None and result.index == len(job.pipeline.stages):
+                outcome.answer = model.answer(result.array)
             writer.add(result)
             if progress:
                 progress(result.index, len(shapes))
         outcome.stages = writer.finish()
-        write_manifest(folder, manifest(source, job.pipeline, job.style, outcome.stages, folder))
-        (folder / "index.html").write_text(gallery(source, job.pipeline, outcome.stages, folder))
+        extra = {"model": {"name": model.name, **model.meta, "answer": dict(outcome.answer)}} if model else {}
+        write_manifest(folder, {**manifest(source, job.pipeline, job.style, outcome.stages, folder), **extra})
+        (folder / "index.html").write_text(gallery(source, job.pipeline, outcome.stages, folder, outcome.answer))
     for files in outcome.stages:  # the files now live in the destination, not the temporary folder
         files.maps = [replace(m, path=job.destination / m.path.relative_to(folder)) for m in files.maps]
         files.montages = [job.destination / p.relative_to(folder) for p in files.montages]

@@ -25,7 +25,7 @@ import numpy as np
 from cnnx.errors import CnnxError
 
 __all__ = [
-    "Filter", "Kernel", "RandomBank", "WeightBank", "BANK", "parse_kernel", "parse_filters", "find_filter",
+    "Filter", "Kernel", "RandomBank", "WeightBank", "BANK", "parse_kernel", "parse_filters", "parse_dense", "find_filter",
     "gaussian", "dog", "box",
 ]
 
@@ -262,6 +262,8 @@ def parse_filters(spec: str) -> FilterSource:
     if spec.endswith("@") or spec.endswith(">"):
         return _turns(parse_kernel(spec[:-1]), spec[-1])
     head = spec.partition(":")[0].strip()
+    if head == "model":
+        return load_model_layer(spec)
     if head == "random":
         params = _parse_params("random", {"count": 8.0, "size": 3.0}, spec.partition(":")[2])
         count, size = params.get("count", 8.0), params.get("size", 3.0)
@@ -340,6 +342,57 @@ def _parse_matrix(spec: str) -> Kernel:
         ) from None
     weights = _checked_matrix(array, "matrix")
     return Kernel("".join(spec.split()), f"matrix{weights.shape[0]}x{weights.shape[1]}", weights)
+
+
+MODELS = Path(__file__).resolve().parent / "models"
+
+
+def model_path(name: str) -> Path:
+    """The weights file of a shipped model; an unknown name lists the ones there are."""
+    path = MODELS / f"{name}.npz"
+    if not path.is_file():
+        known = sorted(p.stem for p in MODELS.glob("*.npz"))
+        raise CnnxError(f"unknown model {name!r}; cnnx ships {', '.join(known) or 'none'}")
+    return path
+
+
+def load_model_layer(spec: str) -> WeightBank:
+    """``model:NAME:LAYER``: a shipped model's layer weights (LAYER.weight) and bias (LAYER.bias)."""
+    parts = [part.strip() for part in spec.split(":")]
+    if len(parts) != 3 or not all(parts):
+        raise CnnxError(f"a model layer is written model:NAME:LAYER, e.g. model:shapes:conv1; got {spec!r}")
+    _, name, layer = parts
+    loaded = _read_numpy(model_path(name))
+    if f"{layer}.weight" not in loaded:
+        layers = sorted({key.rsplit(".", 1)[0] for key in loaded if key.endswith(".weight")})
+        raise CnnxError(f"model {name!r} has no layer {layer!r}; it has {', '.join(layers)}")
+    weights = loaded[f"{layer}.weight"].astype(np.float32)
+    bias = loaded.get(f"{layer}.bias")
+    return WeightBank(f"model:{name}:{layer}", f"{name}.{layer}", weights, None if bias is None else bias.astype(np.float32))
+
+
+def parse_dense(spec: str) -> WeightBank:
+    """Weights (out, in) of a fully connected layer: ``model:NAME:LAYER``, ``file.npz[:ARRAY]`` or a 2-D ``.npy``."""
+    spec = spec.strip()
+    if spec.partition(":")[0].strip() == "model":
+        bank = load_model_layer(spec)
+    else:
+        name, _, key = (part.strip() for part in spec.partition(":"))
+        loaded = _read_numpy(Path(name))
+        bias = None
+        if isinstance(loaded, dict):
+            key = key or next((k for k in ("weight", "weights") if k in loaded), next(iter(loaded)) if len(loaded) == 1 else "")
+            if key not in loaded:
+                raise CnnxError(f"{name}: say which array holds the weights, as {name}:NAME; it holds {', '.join(loaded)}")
+            weights, bias = loaded[key], loaded.get(key.replace("weight", "bias") if "weight" in key else "bias")
+        else:
+            weights = loaded
+        bank = WeightBank(spec, Path(name).stem, np.asarray(weights, np.float32), None if bias is None else np.asarray(bias, np.float32))
+    if bank.weights.ndim != 2 or 0 in bank.weights.shape or not np.isfinite(bank.weights).all():
+        raise CnnxError(f"{spec}: a dense layer needs finite weights of shape (out, in); got shape {bank.weights.shape}")
+    if bank.bias is not None and bank.bias.shape != (bank.weights.shape[0],):
+        raise CnnxError(f"{spec}: bias must have shape ({bank.weights.shape[0]},); got {bank.bias.shape}")
+    return bank
 
 
 def _read_numpy(path: Path) -> np.ndarray | dict[str, np.ndarray]:

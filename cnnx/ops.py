@@ -26,6 +26,9 @@ __all__ = [
     "sigmoid",
     "tanh",
     "absolute",
+    "linear",
+    "softmax",
+    "log_softmax",
     "conv_output_size",
     "pool_output_size",
     "num_threads",
@@ -426,3 +429,70 @@ def tanh(x, inplace: bool = False) -> np.ndarray:
     """
     x, y = _activation_arrays(x, inplace)
     return np.tanh(x, out=y)
+
+
+# ---------------------------------------------------------------- the fully connected end
+
+
+def linear(x, weight, bias=None) -> np.ndarray:
+    """``x @ weight.T + bias``, as ``torch.nn.functional.linear``: a fully connected layer.
+
+    Parameters
+    ----------
+    x : array, shape (..., in_features)
+    weight : array, shape (out_features, in_features)
+    bias : array, shape (out_features,), optional
+
+    Returns
+    -------
+    array, shape (..., out_features), float32
+
+    Examples
+    --------
+    >>> linear([[1.0, 2.0]], [[1.0, 0.0], [0.5, -1.0]], [0.0, 1.0])
+    array([[ 1. , -0.5]], dtype=float32)
+    """
+    x = np.asarray(x, np.float32)
+    weight = np.asarray(weight, np.float32)
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features); got shape {weight.shape}")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x must end in {weight.shape[1]} features to meet weight {weight.shape}; got shape {x.shape}")
+    out = x @ weight.T
+    if bias is not None:
+        bias = np.asarray(bias, np.float32)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},); got {bias.shape}")
+        out += bias
+    return out
+
+
+def softmax(x, dim: int = -1) -> np.ndarray:
+    """``exp(x) / sum(exp(x))`` along ``dim``, as ``torch.nn.functional.softmax``.
+
+    The largest value is subtracted first, so no exp overflows (the result is
+    the same: softmax does not change when a constant is added).
+
+    Examples
+    --------
+    >>> softmax([1000.0, 1000.0, -1000.0])
+    array([0.5, 0.5, 0. ], dtype=float32)
+    """
+    x = np.asarray(x, np.float32)
+    shifted = x - x.max(axis=dim, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=dim, keepdims=True)
+    return shifted
+
+
+def log_softmax(x, dim: int = -1) -> np.ndarray:
+    """``log(softmax(x))`` along ``dim``, computed stably as ``x - max - log(sum(exp(x - max)))``.
+
+    Examples
+    --------
+    >>> log_softmax([0.0, 0.0])
+    array([-0.6931472, -0.6931472], dtype=float32)
+    """
+    x = np.asarray(x, np.float32)
+    shifted = x - x.max(axis=dim, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))

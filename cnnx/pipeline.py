@@ -19,13 +19,16 @@ import numpy as np
 
 from cnnx import ops
 from cnnx.errors import CnnxError
-from cnnx.kernels import Kernel, RandomBank, WeightBank, parse_filters
+from cnnx.kernels import Kernel, RandomBank, WeightBank, parse_dense, parse_filters
 
 __all__ = [
     "Conv",
     "Activation",
     "Pool",
     "GlobalAvgPool",
+    "Flatten",
+    "Dense",
+    "Softmax",
     "Stage",
     "Pipeline",
     "StageResult",
@@ -92,6 +95,10 @@ class Conv:
             raise CnnxError("conv: give at least one filter")
         # Parse every filter now, so a bad one is reported before any work; keep their canonical spellings.
         sources = tuple(parse_filters(spec) for spec in self.filters)
+        for source in sources:
+            if isinstance(source, WeightBank) and source.weights.ndim != 4:
+                raise CnnxError(f"conv: {source.spec} holds weights of shape {source.weights.shape}; "
+                                "a conv needs (out, in, kH, kW) (use dense(...) for a fully connected layer)")
         object.__setattr__(self, "sources", sources)
         object.__setattr__(self, "filters", tuple(s[0].spec if isinstance(s, tuple) else s.spec for s in sources))
         if self.combine not in COMBINES:
@@ -377,7 +384,99 @@ class GlobalAvgPool:
         return x.mean(axis=(1, 2), dtype=np.float64, keepdims=True).astype(np.float32)
 
 
-Stage = Conv | Activation | Pool | GlobalAvgPool
+@dataclass(frozen=True)
+class Flatten:
+    """All values of the maps in one row, (C, H, W) -> (1, 1, C*H*W), channel by channel: the input of a dense layer."""
+
+    name = "flatten"
+
+    def to_spec(self) -> str:
+        return self.name
+
+    def to_table(self) -> dict:
+        return {"op": self.name}
+
+    describe = to_spec
+
+    def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
+        return ("features",)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (1, 1, shape[0] * shape[1] * shape[2])
+
+    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
+        return rf, jump
+
+    def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        return np.ascontiguousarray(x).reshape(1, 1, -1)
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A fully connected layer: every output a weighted sum of all inputs, plus a bias (``ops.linear``)."""
+
+    weights: str
+    source: WeightBank = field(init=False, repr=False, compare=False)
+
+    name = "dense"
+
+    def __post_init__(self):
+        source = parse_dense(self.weights)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "weights", source.spec)
+
+    def to_spec(self) -> str:
+        return f"dense({self.weights})"
+
+    def to_table(self) -> dict:
+        return {"op": self.name, "weights": self.weights}
+
+    describe = to_spec
+
+    def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
+        return ("outputs",)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        size = shape[0] * shape[1] * shape[2]
+        if size != self.source.weights.shape[1]:
+            raise CnnxError(f"{self.to_spec()}: takes {self.source.weights.shape[1]} inputs; the stage before gives {size}")
+        return (1, 1, self.source.weights.shape[0])
+
+    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
+        return rf, jump  # every input: receptive_fields() widens it to the whole image
+
+    def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        return ops.linear(x.reshape(1, -1), self.source.weights, self.source.bias).reshape(1, 1, -1)
+
+
+@dataclass(frozen=True)
+class Softmax:
+    """Probabilities from scores: ``exp(x) / sum(exp(x))`` over all values of its input (``ops.softmax``)."""
+
+    name = "softmax"
+
+    def to_spec(self) -> str:
+        return self.name
+
+    def to_table(self) -> dict:
+        return {"op": self.name}
+
+    describe = to_spec
+
+    def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
+        return ("probabilities",)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (1, 1, shape[0] * shape[1] * shape[2])
+
+    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
+        return rf, jump
+
+    def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        return ops.softmax(x.reshape(-1)).reshape(1, 1, -1)
+
+
+Stage = Conv | Activation | Pool | GlobalAvgPool | Flatten | Dense | Softmax
 
 
 @dataclass(frozen=True)
@@ -482,6 +581,8 @@ def receptive_fields(stages: tuple[Stage, ...], shape: Shape) -> list[tuple[Pair
     rf, jump, out = (1, 1), (1, 1), []
     for stage, before in zip(stages, [shape, *check(stages, shape)]):
         rf, jump = stage.receptive(rf, jump, before)
+        if isinstance(stage, Dense):  # each output weighs every input: it sees the whole image
+            rf = (max(rf[0], shape[1]), max(rf[1], shape[2]))
         out.append((rf, jump))
     return out
 

@@ -128,7 +128,19 @@ def manifest(source: Source, pipeline: Pipeline, style: Style, stages: list[Stag
     }
 
 
-def gallery(source: Source, pipeline: Pipeline, stages: list[StageFiles], root: Path) -> str:
+def _answer_html(answer: list[tuple[str, float]] | None) -> str:
+    if not answer:
+        return ""
+    rows = "".join(
+        f'<tr><th>{escape(name)}</th><td><div class="bar" style="width:{p * 300:.0f}px"></div></td><td>{p:.1%}</td></tr>'
+        for name, p in answer
+    )
+    return f'<div class="arrow">&darr;</div><section class="stage"><h2>answer: {escape(answer[0][0])}</h2><table>{rows}</table></section>'
+
+
+def gallery(
+    source: Source, pipeline: Pipeline, stages: list[StageFiles], root: Path, answer: list[tuple[str, float]] | None = None
+) -> str:
     """index.html: the input, then each stage in order with its montage and numbers; no script, no network."""
     cards = []
     for s in stages:
@@ -154,7 +166,7 @@ def gallery(source: Source, pipeline: Pipeline, stages: list[StageFiles], root: 
             f'<section class="stage"><h2>{escape(title)}</h2>{spec}<table>{rows}</table>{images}'
             f"<details><summary>{count} at full size</summary><p>{links}</p></details></section>"
         )
-    flow = '<div class="arrow">&darr;</div>'.join(cards)
+    flow = '<div class="arrow">&darr;</div>'.join(cards) + _answer_html(answer)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -170,6 +182,7 @@ h1 {{ font-size: 1.4em; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }}
 th {{ text-align: left; padding-right: 1em; color: #555; font-weight: normal; }}
 .arrow {{ text-align: center; font-size: 1.6em; color: #888; }}
+.bar {{ height: 0.9em; background: #b2182b; }}
 </style>
 </head>
 <body>
@@ -270,6 +283,17 @@ def kernel_card(kernel: Kernel, entry: Filter | None) -> Table:
     return card
 
 
+def answer_table(answer: list[tuple[str, float]], model: str) -> Table:
+    """A model's answer: each class with its probability, as a bar chart."""
+    table = Table(title=f"model {model}: {answer[0][0]}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("class", style="bold")
+    table.add_column("probability", justify="right")
+    table.add_column("", no_wrap=True)
+    for name, p in answer:
+        table.add_row(name, f"{p:.1%}", Text("#" * round(40 * p), style="red"))
+    return table
+
+
 def plan_table(job, shape: tuple[int, int, int], shapes: list[tuple[int, int, int]]) -> Table:
     """What --dry-run shows: each stage and the shape it will give, with the receptive field."""
     from cnnx.pipeline import receptive_fields
@@ -304,3 +328,30 @@ def batch_table(outcomes: list, root: Path) -> Table:
     table.caption = f"{done} of {len(outcomes)} images done"
     table.caption_justify = "left"
     return table
+
+
+def kernels_picture(layers: list, names: list[str], cell: int = 8) -> "Image.Image":
+    """Every kernel of each conv layer as a small heat map (blue below zero, red above), a row per output filter."""
+    from PIL import Image, ImageDraw
+
+    from cnnx import draw
+
+    table = draw.colormap("diverging")
+    font = draw._font(12)
+    blocks = []
+    for weights, name in zip(layers, names):
+        low, high = draw.value_range(weights, "symmetric")
+        O, C, kh, kw = weights.shape
+        block = Image.new("RGB", (C * (kw * cell + 4) + 8, O * (kh * cell + 4) + 24), draw.BACKGROUND)
+        ImageDraw.Draw(block).text((4, 4), f"{name}: {O} filters x {C} channels, {low:.2g}..{high:.2g}", fill=draw.INK, font=font)
+        for o in range(O):
+            for c in range(C):
+                tile = draw.picture(draw.upscale(draw.to_index(weights[o, c], low, high), min_side=kh * cell), table)
+                block.paste(tile.convert("RGB"), (4 + c * (kw * cell + 4), 22 + o * (kh * cell + 4)))
+        blocks.append(block)
+    sheet = Image.new("RGB", (sum(b.width for b in blocks) + 8 * len(blocks), max(b.height for b in blocks)), draw.BACKGROUND)
+    x = 0
+    for block in blocks:
+        sheet.paste(block, (x, 0))
+        x += block.width + 8
+    return sheet

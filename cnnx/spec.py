@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cnnx.errors import CnnxError
 from cnnx.kernels import parse_filters
-from cnnx.pipeline import ACTIVATIONS, LESSON, Activation, Conv, GlobalAvgPool, Pipeline, Pool, Stage
+from cnnx.pipeline import ACTIVATIONS, LESSON, Activation, Conv, Dense, Flatten, GlobalAvgPool, Pipeline, Pool, Softmax, Stage
 
 __all__ = ["SpecError", "parse_spec", "to_toml", "from_toml", "PRESETS", "preset", "load_pipeline"]
 
@@ -77,7 +77,7 @@ def _stripped(piece: _Piece) -> _Piece:
 
 _STAGE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?", re.S)
 _OPTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", re.S)
-STAGE_NAMES = ("conv", *ACTIVATIONS, "maxpool", "avgpool", "global_avgpool")
+STAGE_NAMES = ("conv", *ACTIVATIONS, "maxpool", "avgpool", "global_avgpool", "flatten", "dense", "softmax")
 
 
 def parse_spec(spec: str) -> tuple[Stage, ...]:
@@ -172,6 +172,14 @@ def _build(name: str, values: list[_Piece], options: dict[str, _Piece], spec: st
             except CnnxError as error:
                 raise SpecError(str(error), spec, piece.start) from None
         return Conv(tuple(piece.text for piece in values), **parsed)
+    if name == "dense":
+        if len(values) != 1:
+            raise SpecError("dense takes one value, its weights, e.g. dense(model:shapes:fc)", spec,
+                            values[1].start if values else 0)
+        try:
+            return Dense(values[0].text)
+        except CnnxError as error:
+            raise SpecError(str(error), spec, values[0].start) from None
     if name in ("maxpool", "avgpool"):
         if len(values) > 1:
             raise SpecError(f"{name} takes one value, the window size", spec, values[1].start)
@@ -188,7 +196,7 @@ def _build(name: str, values: list[_Piece], options: dict[str, _Piece], spec: st
         return Activation("leaky_relu", **parsed)
     if values:
         raise SpecError(f"{name} takes no values", spec, values[0].start)
-    return GlobalAvgPool() if name == "global_avgpool" else Activation(name)
+    return {"global_avgpool": GlobalAvgPool, "flatten": Flatten, "softmax": Softmax}.get(name, lambda: Activation(name))()
 
 
 # ---------------------------------------------------------------- TOML
@@ -253,6 +261,7 @@ def _stage_from_table(table: dict) -> Stage:
         "leaky_relu": {"slope": (int, float)},
         "maxpool": {"size": int, "stride": int, "padding": int},
         "avgpool": {"size": int, "stride": int, "padding": int},
+        "dense": {"weights": str},
     }.get(op, {})
     for key, value in table.items():
         if key not in kinds:
@@ -266,8 +275,12 @@ def _stage_from_table(table: dict) -> Stage:
         return Conv(filters, **{k: float(v) if k == "bias" else v for k, v in table.items()})
     if op in ("maxpool", "avgpool"):
         return Pool(op[:3], **table)
-    if op == "global_avgpool":
-        return GlobalAvgPool()
+    if op == "dense":
+        if "weights" not in table:
+            raise CnnxError('dense needs weights = "model:NAME:LAYER" or a file')
+        return Dense(table["weights"])
+    if op in ("global_avgpool", "flatten", "softmax"):
+        return {"global_avgpool": GlobalAvgPool, "flatten": Flatten, "softmax": Softmax}[op]()
     return Activation(op, **{k: float(v) for k, v in table.items()})
 
 

@@ -1,0 +1,56 @@
+"""The trained models cnnx ships: their pipelines, how an image is prepared for them, and their answers.
+
+A model is a weights file in ``cnnx/models/`` whose metadata (JSON inside the
+.npz) names its classes, the pipeline spec that runs it, and how inputs are
+prepared.  ``cnnx pipeline IMAGE --model shapes`` runs that pipeline on the
+prepared image and reads the last stage as class probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from cnnx.errors import CnnxError
+from cnnx.kernels import model_path
+from cnnx.pipeline import Pipeline
+from cnnx.shapes import prepare as prepare_shape
+from cnnx.spec import parse_spec
+
+# How each model's inputs are prepared, by the name in its metadata.
+PREPARERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"shapes": prepare_shape}
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    classes: tuple[str, ...]
+    spec: str
+    meta: dict
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return Pipeline(parse_spec(self.spec))
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """A loaded (C, H, W) image as the model's input: luma, then the model's own preparation."""
+        gray = image[0] if image.shape[0] == 1 else np.tensordot([0.299, 0.587, 0.114], image[:3], axes=1)
+        return PREPARERS[self.meta.get("preparation", self.name)](gray)
+
+    def answer(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
+        """Each class with its probability, most likely first."""
+        values = np.asarray(probabilities, np.float64).ravel()
+        if values.size != len(self.classes):
+            raise CnnxError(f"model {self.name}: {values.size} outputs for {len(self.classes)} classes")
+        return sorted(zip(self.classes, values.tolist()), key=lambda pair: -pair[1])
+
+
+def load_model(name: str) -> Model:
+    """A shipped model by name."""
+    path = model_path(name)
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+    return Model(name, tuple(meta["classes"]), meta["spec"], meta)
