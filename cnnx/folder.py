@@ -29,7 +29,7 @@ from PIL import Image
 
 from cnnx import draw
 from cnnx.errors import CnnxError
-from cnnx.images import write_png
+from cnnx.images import umask, write_png
 from cnnx.ops import num_threads
 from cnnx.pipeline import StageResult
 
@@ -360,7 +360,7 @@ def _remove_if_empty(folder: Path) -> None:
 
 def _replace(temporary: Path, destination: Path) -> None:
     """Move the finished run into place; an earlier run there goes only once the new one is in."""
-    os.chmod(temporary, 0o777 & ~_umask())
+    os.chmod(temporary, 0o777 & ~umask())
     if not destination.exists():
         os.rename(temporary, destination)
         return
@@ -368,12 +368,6 @@ def _replace(temporary: Path, destination: Path) -> None:
     os.rename(destination, old / destination.name)
     os.rename(temporary, destination)
     shutil.rmtree(old)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:

@@ -211,6 +211,13 @@ def _stretch(values: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- writing
 
 
+def umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_png(path: Path, pixels: np.ndarray | Image.Image, *, level: int = 1, text: dict[str, str] | None = None) -> None:
     """Write 8-bit pixels (or a picture) as a PNG atomically: a temporary file in the same folder, then a rename.
 
@@ -224,6 +231,7 @@ def write_png(path: Path, pixels: np.ndarray | Image.Image, *, level: int = 1, t
     try:
         with os.fdopen(handle, "wb") as stream:
             image.save(stream, format="PNG", compress_level=level, pnginfo=info)
+        os.chmod(temporary, 0o666 & ~umask())  # mkstemp makes the file private; give it the usual permissions
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

@@ -304,3 +304,16 @@ def test_installed_entry_point_runs(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert len(list((tmp_path / "out").glob("*/ch*.png"))) == 25
+
+
+def test_written_files_have_the_usual_permissions(stripes_png, tmp_path):
+    """Maps are readable by others as any file the user makes (umask 022 gives 0644), not private temporaries."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        invoke("pipeline", stripes_png, "-o", tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out" / "01_conv" / "ch00_vertical_edge.png").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
