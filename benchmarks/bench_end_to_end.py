@@ -109,25 +109,29 @@ def bench_startup(rounds: int) -> str:
 def bench_memory(work: Path) -> str:
     side = 10000  # 100 megapixels
     image = work / "photo100mp.png"
-    photo(image, side)
-    code = (
-        "import resource, sys; from cnnx.cli import main; sys.argv = ['cnnx', 'pipeline', sys.argv[1], '-o', sys.argv[2],"
-        " '--max-pixels', '200000000', '-q']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
-    )
+    # Made in a process of its own: a child's peak memory counts what it shared with its parent at the fork,
+    # so this process must stay small while it measures.
+    subprocess.run([sys.executable, __file__, "--make-photo", str(image), str(side)], check=True)
     base = subprocess.run(
-        [sys.executable, "-c", "import resource, cnnx.cli, numpy, PIL.Image, typer, rich;"
+        [sys.executable, "-c", "import resource, cnnx.cli, numpy, PIL.Image, typer, rich, cmap;"
          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"], capture_output=True, text=True, check=True
     )
-    run = subprocess.run([sys.executable, "-c", code, str(image), str(work / "big")], capture_output=True, text=True, check=True)
-    peak = int(run.stdout.split()[-1]) - int(base.stdout.split()[-1])
+    run = subprocess.run([*CNNX, "pipeline", str(image), "-o", str(work / "big"), "--max-pixels", "200000000", "-q"],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"memory: the 100 MP run failed: {run.stderr.strip()}")
+        return "memory 100 MP: the run failed"
+    # The largest child so far: the run (the baseline ran in a child of its own, and smaller).
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 - int(base.stdout.split()[-1])
     from cnnx.folder import estimate_memory
     from cnnx.pipeline import LESSON, Pipeline
 
     estimate = estimate_memory(Pipeline(LESSON), (1, side, side)).peak
-    print(f"memory: 100 MP run peaked at {peak / 2**30:.2f} GiB above the program itself; estimate {estimate / 2**30:.2f} GiB")
-    return f"memory 100 MP: peak {peak / 2**30:.2f} GiB (cap 4 GiB), {peak / estimate:.2f}x the estimate (target within 25%)"
+    total = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(f"memory: 100 MP run peaked at {total / 2**30:.2f} GiB in all, {peak / 2**30:.2f} GiB above the program "
+          f"itself; estimate {estimate / 2**30:.2f} GiB")
+    return (f"memory 100 MP: peak {total / 2**30:.2f} GiB in all (cap 4 GiB), "
+            f"{peak / estimate:.2f}x the estimate (target within 25%)")
 
 
 def bench_batch(work: Path, rounds: int, count: int = 200) -> str:
@@ -146,19 +150,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=["pipeline", "filter", "startup", "memory", "batch"])
+    parser.add_argument("--make-photo", nargs=2, metavar=("PATH", "SIDE"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.make_photo:
+        photo(Path(arguments.make_photo[0]), int(arguments.make_photo[1]))
+        return 0
     chosen = arguments.only or ["pipeline", "filter", "startup", "memory", "batch"]
     verdicts = []
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
+        if "memory" in chosen:  # first, while this process is small
+            verdicts.append(bench_memory(work))
         if "startup" in chosen:
             verdicts.append(bench_startup(arguments.rounds))
         if "pipeline" in chosen:
             verdicts.append(bench_pipeline(work, arguments.rounds))
         if "filter" in chosen:
             verdicts.append(bench_filter(work, arguments.rounds))
-        if "memory" in chosen:
-            verdicts.append(bench_memory(work))
         if "batch" in chosen:
             verdicts.append(bench_batch(work, 1))
     print("\nratios:")

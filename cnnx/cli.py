@@ -251,7 +251,15 @@ def _executor(jobs: Optional[int], scheduler: Optional[str], count: int):
 
     workers = min(jobs or num_threads(), count)
     if workers <= 1:
-        yield None
+        # One worker is one core, here as in each worker process: -j counts the cores a batch uses.
+        previous = num_threads()
+        _single_threaded_worker()
+        try:
+            yield None
+        finally:
+            from cnnx.ops import set_num_threads
+
+            set_num_threads(previous)
         return
     # Each worker draws on one thread: the processes already keep the cores busy.  Workers are spawned,
     # not forked, since a fork of a process running thread pools can inherit their locks held.

@@ -66,6 +66,32 @@ def _table(stage, op: str, skip: tuple[str, ...] = ()) -> dict:
     return {"op": op, **{k: list(v) if isinstance(v, tuple) else v for k, v in _changed(stage, skip).items()}}
 
 
+class _StageBasics:
+    """What most stages share: the spec is the name, and labels and the receptive field pass through unchanged."""
+
+    name: str
+
+    def to_spec(self) -> str:
+        return self.name
+
+    def to_table(self) -> dict:
+        return {"op": self.name}
+
+    def describe(self) -> str:
+        return self.to_spec()
+
+    def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
+        return inputs
+
+    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
+        return rf, jump
+
+
+def _as_row(shape: Shape) -> Shape:
+    """All values in one row: (C, H, W) -> (1, 1, C*H*W)."""
+    return (1, 1, shape[0] * shape[1] * shape[2])
+
+
 @dataclass(frozen=True)
 class Conv:
     """Convolve with filters given as specs: 2-D kernels (with rotations), ``random:N``, or (out, in, kH, kW) files.
@@ -264,7 +290,7 @@ ACTIVATIONS = {
 
 
 @dataclass(frozen=True)
-class Activation:
+class Activation(_StageBasics):
     """An elementwise activation: relu, leaky_relu (with ``slope``), sigmoid, tanh or abs."""
 
     function: str = "relu"
@@ -284,16 +310,8 @@ class Activation:
     def to_table(self) -> dict:
         return {"op": self.function, **({"slope": self.slope} if self.function == "leaky_relu" else {})}
 
-    describe = to_spec
-
-    def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
-        return inputs
-
     def output_shape(self, shape: Shape) -> Shape:
         return shape
-
-    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
-        return rf, jump
 
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
         # Not in place: the previous stage's array is still drawn and written.
@@ -303,7 +321,7 @@ class Activation:
 
 
 @dataclass(frozen=True)
-class Pool:
+class Pool(_StageBasics):
     """Max or average pooling over ``size`` x ``size`` windows; ``stride`` defaults to ``size``."""
 
     kind: str = "max"
@@ -336,11 +354,6 @@ class Pool:
     def to_table(self) -> dict:
         return _table(self, self.name, skip=("kind",))
 
-    describe = to_spec
-
-    def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
-        return inputs
-
     def output_shape(self, shape: Shape) -> Shape:
         C, H, W = shape
         size = [ops.pool_output_size(n, self.size, stride=self.step, padding=self.padding) for n in (H, W)]
@@ -357,21 +370,10 @@ class Pool:
 
 
 @dataclass(frozen=True)
-class GlobalAvgPool:
+class GlobalAvgPool(_StageBasics):
     """The mean of each channel: a (C, 1, 1) output that sees the whole input."""
 
     name = "global_avgpool"
-
-    def to_spec(self) -> str:
-        return self.name
-
-    def to_table(self) -> dict:
-        return {"op": self.name}
-
-    describe = to_spec
-
-    def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
-        return inputs
 
     def output_shape(self, shape: Shape) -> Shape:
         return (shape[0], 1, 1)
@@ -385,34 +387,23 @@ class GlobalAvgPool:
 
 
 @dataclass(frozen=True)
-class Flatten:
+class Flatten(_StageBasics):
     """All values of the maps in one row, (C, H, W) -> (1, 1, C*H*W), channel by channel: the input of a dense layer."""
 
     name = "flatten"
-
-    def to_spec(self) -> str:
-        return self.name
-
-    def to_table(self) -> dict:
-        return {"op": self.name}
-
-    describe = to_spec
 
     def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
         return ("features",)
 
     def output_shape(self, shape: Shape) -> Shape:
-        return (1, 1, shape[0] * shape[1] * shape[2])
-
-    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
-        return rf, jump
+        return _as_row(shape)
 
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
         return np.ascontiguousarray(x).reshape(1, 1, -1)
 
 
 @dataclass(frozen=True)
-class Dense:
+class Dense(_StageBasics):
     """A fully connected layer: every output a weighted sum of all inputs, plus a bias (``ops.linear``)."""
 
     weights: str
@@ -431,8 +422,6 @@ class Dense:
     def to_table(self) -> dict:
         return {"op": self.name, "weights": self.weights}
 
-    describe = to_spec
-
     def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
         return ("outputs",)
 
@@ -442,35 +431,22 @@ class Dense:
             raise CnnxError(f"{self.to_spec()}: takes {self.source.weights.shape[1]} inputs; the stage before gives {size}")
         return (1, 1, self.source.weights.shape[0])
 
-    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
-        return rf, jump  # every input: receptive_fields() widens it to the whole image
-
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        # Each output weighs every input: receptive_fields() widens the field to the whole image.
         return ops.linear(x.reshape(1, -1), self.source.weights, self.source.bias).reshape(1, 1, -1)
 
 
 @dataclass(frozen=True)
-class Softmax:
+class Softmax(_StageBasics):
     """Probabilities from scores: ``exp(x) / sum(exp(x))`` over all values of its input (``ops.softmax``)."""
 
     name = "softmax"
-
-    def to_spec(self) -> str:
-        return self.name
-
-    def to_table(self) -> dict:
-        return {"op": self.name}
-
-    describe = to_spec
 
     def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
         return ("probabilities",)
 
     def output_shape(self, shape: Shape) -> Shape:
-        return (1, 1, shape[0] * shape[1] * shape[2])
-
-    def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
-        return rf, jump
+        return _as_row(shape)
 
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
         return ops.softmax(x.reshape(-1)).reshape(1, 1, -1)
