@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 
@@ -456,7 +455,7 @@ def explain_conv(
             data = explain.explain_patch(load_image(image).array, str(image), kernel, row, col, padding_mode)
             _show(data, None if as_json else explain_view.patch_view)
             return
-        values = explain.parse_matrix(matrix) if matrix else np.array(explain.LESSON_INPUT)
+        values = explain.parse_matrix(matrix) if matrix else explain.lesson_input()
         data = explain.explain_conv(values, kernel, stride=stride, padding=padding)
         _show(data, None if as_json else explain_view.conv_view)
 
@@ -510,7 +509,7 @@ def explain_pool(
             data = explain.shift_tolerance(source.array, str(image), chosen, list(range(1, shifts + 1)))
             _show(data, None if as_json else explain_view.shift_view)
             return
-        values = explain.parse_matrix(matrix) if matrix else np.array(explain.LESSON_INPUT, np.float64)
+        values = explain.parse_matrix(matrix) if matrix else explain.lesson_input()
         _show(explain.explain_pool(values, size, stride), None if as_json else explain_view.pool_view)
 
 

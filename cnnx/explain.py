@@ -23,6 +23,10 @@ LESSON_STATED_SUM = "(1*1) + (2*0) + (1*-1) + (0*1) + (1*0) + (3*-1) + (2*1) + (
 RELU_RANGE = list(range(-10, 11))  # the lesson's "pixel values from -10 to 10"
 
 
+def lesson_input() -> np.ndarray:
+    return np.array(LESSON_INPUT, np.float64)
+
+
 def parse_matrix(text: str, what: str = "--input") -> np.ndarray:
     """A 2-D matrix written as rows of numbers: ``[[1,2],[3,4]]``."""
     if not text.strip().startswith("["):

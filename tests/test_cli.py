@@ -317,3 +317,11 @@ def test_written_files_have_the_usual_permissions(stripes_png, tmp_path):
         os.umask(old)
     assert (tmp_path / "out" / "01_conv" / "ch00_vertical_edge.png").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+def test_version_and_help_do_not_load_numpy():
+    """cnnx --version starts without numpy or Pillow: they load only when a command needs them."""
+    code = "import sys; from cnnx.cli import main; sys.argv = ['cnnx', '--version']\n" \
+           "try:\n    main()\nexcept SystemExit:\n    pass\nprint('numpy' in sys.modules, 'PIL' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "False False"
