@@ -23,15 +23,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
 
-import numpy as np
+# PyTorch's OpenMP threads otherwise keep spinning for a while after each call, slowing whatever runs next
+# in the interleaved rounds; passive waiting lets every candidate start on idle cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from cnnx import ops
-from cnnx.kernels import gaussian
-from cnnx.pipeline import LESSON, run
+import numpy as np  # noqa: E402
+
+from cnnx import ops  # noqa: E402
+from cnnx.kernels import gaussian  # noqa: E402
+from cnnx.pipeline import LESSON, run  # noqa: E402
 
 try:
     import torch
