@@ -205,8 +205,7 @@ def _run_single(job, quiet: bool) -> None:
 
 def _run_many(paths, root: Path, settings: dict, jobs: Optional[int], scheduler: Optional[str], quiet: bool, dry_run: bool) -> None:
     """A batch: every image into its own folder under ``root``; keeps going past failures and lists them at the end."""
-    from cnnx.jobs import Job, batch_destinations, run_batch
-    from cnnx.report import batch_table
+    from cnnx.jobs import Job, batch_destinations, run_job_reporting
 
     batch = [Job(p, d, **settings) for p, d in zip(paths, batch_destinations(paths, root))]
     if dry_run:
@@ -214,10 +213,20 @@ def _run_many(paths, root: Path, settings: dict, jobs: Optional[int], scheduler:
             for job in batch:
                 _dry_run(job)
         return
+    _finish_batch(batch, root, jobs, scheduler, quiet, run_job_reporting, "pipeline")
+
+
+def _finish_batch(
+    batch: list, root: Path, jobs: Optional[int], scheduler: Optional[str], quiet: bool, work, command: str
+) -> None:
+    """Run a batch on the executor asked for, print one table, list every failure, and exit 1 if any failed."""
+    from cnnx.jobs import run_batch
+    from cnnx.report import batch_table
+
     with _reported_errors(), _executor(jobs, scheduler, len(batch)) as executor, _progress(quiet, "images") as advance:
         count = iter(range(1, len(batch) + 1))
-        outcomes = run_batch(batch, executor, done=lambda _: advance(next(count), len(batch)))
-    out.print(batch_table(outcomes, root))
+        outcomes = run_batch(batch, executor, done=lambda _: advance(next(count), len(batch)), work=work)
+    out.print(batch_table(outcomes, root, command))
     failed = [o for o in outcomes if o.error]
     for outcome in failed:
         _say(f"cnnx: error: {outcome.error}")
@@ -311,11 +320,13 @@ def presets() -> None:
 
 @app.command(name="filter")
 def filter_(
-    image: Path = typer.Argument(..., help="The image to filter."),
+    images: list[str] = typer.Argument(..., metavar="IMAGES...", help="The image to filter; or several, folders or patterns."),
     kernel_spec: str = typer.Argument(
         ..., metavar="KERNEL", help="A filter name (see 'cnnx filters'), name:param=value, a [[...]] matrix or a .npy file."
     ),
-    output: Optional[Path] = typer.Option(None, "-o", "--out", help="PNG to write (default: IMAGE-NAME_KERNEL.png)."),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="PNG to write (default: IMAGE-NAME_KERNEL.png); for several images, their folder (default: cnnx-out)."
+    ),
     show: bool = typer.Option(False, "--show", help="Also print the kernel card."),
     color: bool = typer.Option(False, "--color/--gray", help="Filter each of red, green, blue, or luma (default)."),
     padding_mode: str = typer.Option(
@@ -330,6 +341,9 @@ def filter_(
     png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNG: 1 is fast, 9 small."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
     frame: int = typer.Option(0, "--frame", min=0, help="Which frame of an animated or multi-page image to use."),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", min=1, help="Images processed at once, in worker processes (default: the cores)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run a batch on a Dask cluster at this address."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Apply one filter to an image and write the response as a PNG, the same size as the image.
 
@@ -339,40 +353,38 @@ def filter_(
 
     Example: cnnx filter samples/stripes.png sobel_x --show
     """
-    from cnnx import draw
-    from cnnx.folder import Style, check_writable, png_text, safe_name
-    from cnnx.images import load_image, write_png
+    from cnnx.folder import Style, safe_name
+    from cnnx.jobs import FilterJob, batch_destinations, find_images, run_filter, run_filter_reporting
     from cnnx.kernels import parse_kernel
-    from cnnx.pipeline import CONVENTIONS, Conv
     from cnnx.report import kernel_card
 
     with _reported_errors():
         kernel = parse_kernel(kernel_spec)
         style = Style(normalize, "stage", cmap, percentile, _parse_range(value_range))
-        if convention not in CONVENTIONS:
-            raise CnnxError(f"--convention must be {' or '.join(CONVENTIONS)}; got {convention!r}")
-        source = load_image(image, color=color, frame=frame, **_pixel_limit(max_pixels))
-        stage = Conv((kernel.spec,), combine="depthwise", padding="same", padding_mode=padding_mode)
-        response = stage.apply(source.array, flip=convention == "convolution")
-        target = output if output is not None else Path(f"{image.stem}_{safe_name(kernel.label)}.png")
-        check_writable(target, force=force)
-        low, high = style.range_of(response)
-        index = draw.to_index(response, low, high)
-        pixels = index.transpose(1, 2, 0) if color else draw.colorize(index[0], draw.colormap(cmap))
-        shown = "rgb" if color else cmap
-        write_png(target, pixels, level=png_level, text=png_text(kernel.label, low, high, response.shape, shown))
-        _note_frames(source)
+        paths = find_images(images)
+        settings = dict(
+            kernel=kernel.spec, style=style, color=color, padding_mode=padding_mode, convention=convention,
+            png_level=png_level, frame=frame, force=force, **_pixel_limit(max_pixels),
+        )
         if show:
             out.print(kernel_card(kernel, _bank_entry(kernel)))
-        C, H, W = response.shape
-        out.print(
-            f"{kernel.label} on {image} ({H}x{W}, {'rgb' if color else 'gray'}): "
-            f"values {response.min():.4g} to {response.max():.4g}; drawn from {low:.4g} to {high:.4g} ({shown})\n"
-            f"wrote {target}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        name = safe_name(kernel.label)
+        if len(paths) == 1 and not Path(images[0]).is_dir():
+            target = output if output is not None else Path(f"{paths[0].stem}_{name}.png")
+            result = run_filter(FilterJob(paths[0], target, **settings))
+            _note_frames(result.source)
+            (H, W), shown = result.shape[1:], "rgb" if color else cmap
+            out.print(
+                f"{kernel.label} on {paths[0]} ({H}x{W}, {'rgb' if color else 'gray'}): values {result.values[0]:.4g} to "
+                f"{result.values[1]:.4g}; drawn from {result.drawn[0]:.4g} to {result.drawn[1]:.4g} ({shown})\nwrote {target}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+            return
+        root = output if output is not None else Path("cnnx-out")
+        root.mkdir(parents=True, exist_ok=True)
+        targets = [d.with_name(f"{d.name}_{name}.png") for d in batch_destinations(paths, root)]
+        batch = [FilterJob(p, t, **settings) for p, t in zip(paths, targets)]
+    _finish_batch(batch, root, jobs, scheduler, quiet, run_filter_reporting, "filter")
 
 
 @app.command()

@@ -21,7 +21,7 @@ import numpy as np
 
 from cnnx.errors import CnnxError
 from cnnx.folder import MemoryEstimate, RunWriter, StageFiles, Style, estimate_memory, staged_folder, write_manifest
-from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
+from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image, write_png
 from cnnx.pipeline import Pipeline, check, stream
 from cnnx.model import load_model
 from cnnx.report import gallery, manifest
@@ -150,14 +150,82 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
     return outcome
 
 
+def _message(error: Exception) -> str:
+    where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
+    return str(error) if isinstance(error, CnnxError) else f"{where}{error.strerror or error}"
+
+
 def run_job_reporting(job: Job) -> Outcome:
     """``run_job`` for a batch: a known failure becomes the outcome's error instead of stopping the batch."""
     try:
         return run_job(job)
     except (CnnxError, OSError) as error:
-        where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
-        message = str(error) if isinstance(error, CnnxError) else f"{where}{error.strerror or error}"
-        return Outcome(job, error=message)
+        return Outcome(job, error=_message(error))
+
+
+@dataclass(frozen=True)
+class FilterJob:
+    """One ``cnnx filter`` run: an image, a kernel, and where the response goes."""
+
+    image: Path
+    target: Path
+    kernel: str
+    style: Style = Style(cmap="gray", scope="stage")
+    color: bool = False
+    padding_mode: str = "replicate"
+    convention: str = "correlation"
+    png_level: int = 1
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    frame: int = 0
+    force: bool = False
+
+
+@dataclass
+class FilterOutcome:
+    job: FilterJob
+    source: Source | None = None
+    shape: tuple[int, ...] = ()
+    values: tuple[float, float] = (0.0, 0.0)  # the response's smallest and largest value
+    drawn: tuple[float, float] = (0.0, 0.0)  # the values the first and last colours stand for
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def maps(self) -> int:
+        return 0 if self.error else 1
+
+
+def run_filter(job: FilterJob) -> FilterOutcome:
+    """Filter one image and write the response as a PNG the size of the image."""
+    from cnnx import draw
+    from cnnx.folder import check_writable, png_text
+    from cnnx.kernels import parse_kernel
+    from cnnx.pipeline import CONVENTIONS, Conv
+
+    start = time.perf_counter()
+    kernel = parse_kernel(job.kernel)
+    if job.convention not in CONVENTIONS:
+        raise CnnxError(f"--convention must be {' or '.join(CONVENTIONS)}; got {job.convention!r}")
+    source = load_image(job.image, color=job.color, frame=job.frame, max_pixels=job.max_pixels)
+    stage = Conv((kernel.spec,), combine="depthwise", padding="same", padding_mode=job.padding_mode)
+    response = stage.apply(source.array, flip=job.convention == "convolution")
+    check_writable(job.target, force=job.force)
+    low, high = job.style.range_of(response)
+    index = draw.to_index(response, low, high)
+    shown = "rgb" if job.color else job.style.cmap
+    picture = index.transpose(1, 2, 0) if job.color else draw.picture(index[0], draw.colormap(job.style.cmap))
+    write_png(job.target, picture, level=job.png_level, text=png_text(kernel.label, low, high, response.shape, shown))
+    light = Source(source.path, None, source.mode, source.format, source.frames, source.sha256, source.frame, source.notes)
+    values = (float(response.min()), float(response.max()))
+    return FilterOutcome(job, light, response.shape, values, (low, high), time.perf_counter() - start)
+
+
+def run_filter_reporting(job: FilterJob) -> FilterOutcome:
+    """``run_filter`` for a batch: a known failure becomes the outcome's error."""
+    try:
+        return run_filter(job)
+    except (CnnxError, OSError) as error:
+        return FilterOutcome(job, error=_message(error))
 
 
 def find_images(inputs: Iterable[str]) -> list[Path]:
@@ -194,15 +262,15 @@ def batch_destinations(images: list[Path], root: Path) -> list[Path]:
     return destinations
 
 
-def run_batch(jobs: list[Job], executor: Executor | None, done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Every job on ``executor`` (in this process when None); outcomes in the jobs' order."""
+def run_batch(jobs: list, executor: Executor | None, done: Callable | None = None, work: Callable = run_job_reporting) -> list:
+    """``work`` on every job, on ``executor`` (in this process when None); outcomes in the jobs' order."""
     if executor is None:
         outcomes = []
         for job in jobs:
-            outcomes.append(run_job_reporting(job))
+            outcomes.append(work(job))
             done and done(outcomes[-1])
         return outcomes
-    futures = [executor.submit(run_job_reporting, job) for job in jobs]
+    futures = [executor.submit(work, job) for job in jobs]
     outcomes = []
     for future in futures:
         outcomes.append(future.result())

@@ -310,11 +310,11 @@ def plan_table(job, shape: tuple[int, int, int], shapes: list[tuple[int, int, in
     return table
 
 
-def batch_table(outcomes: list, root: Path) -> Table:
+def batch_table(outcomes: list, root: Path, command: str = "pipeline") -> Table:
     """One row per image of a batch: where its maps went, how many, how long, or what went wrong."""
-    table = Table(title=f"cnnx pipeline -> {root}/", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table = Table(title=f"cnnx {command} -> {root}/", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("image", overflow="fold")
-    table.add_column("folder", overflow="fold")
+    table.add_column("written to", overflow="fold")
     table.add_column("maps", justify="right")
     table.add_column("s", justify="right")
     table.add_column("result", overflow="fold")
@@ -322,8 +322,10 @@ def batch_table(outcomes: list, root: Path) -> Table:
         job = outcome.job
         if outcome.error:
             table.add_row(str(job.image), "-", "-", "-", Text("failed", style="red"))
-        else:
-            table.add_row(str(job.image), str(job.destination), str(outcome.maps), f"{outcome.timings['total']:.2f}", "ok")
+            continue
+        where = getattr(job, "destination", None) or getattr(job, "target")
+        seconds = outcome.timings["total"] if hasattr(outcome, "timings") else outcome.seconds
+        table.add_row(str(job.image), str(where), str(outcome.maps), f"{seconds:.2f}", "ok")
     done = sum(1 for o in outcomes if not o.error)
     table.caption = f"{done} of {len(outcomes)} images done"
     table.caption_justify = "left"

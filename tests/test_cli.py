@@ -214,7 +214,9 @@ def test_filter_with_a_colour_map_and_convention(stripes_png, tmp_path):
     assert invoke("filter", stripes_png, "sobel_x", "-o", a, "--cmap", "diverging").exit_code == 0
     assert invoke("filter", stripes_png, "sobel_x", "-o", b, "--cmap", "diverging", "--convention", "convolution").exit_code == 0
     left, right = read_png(a), read_png(b)
-    assert left.shape == (64, 64, 3)
+    assert left.shape == (64, 64)  # a palette image: one colour-table index a pixel
+    with Image.open(a) as written:
+        assert written.mode == "P"
     np.testing.assert_array_equal(left[:, 8], right[:, 12])  # the same edges with the sign swapped sit 4 columns apart
 
 
@@ -325,3 +327,17 @@ def test_version_and_help_do_not_load_numpy():
            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('numpy' in sys.modules, 'PIL' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_filter_batch(tmp_path):
+    """Several images: one response each in the -o folder, named IMAGE_KERNEL.png, with one table."""
+    images = []
+    for k in range(3):
+        path = tmp_path / f"i{k}.png"
+        Image.fromarray(np.random.default_rng(k).integers(0, 255, (20, 30), np.uint8)).save(path)
+        images.append(path)
+    (tmp_path / "bad.png").write_text("no")
+    result = invoke("filter", *images, tmp_path / "bad.png", "laplacian", "-o", tmp_path / "out", "-j", "2")
+    assert result.exit_code == 1 and "bad.png: not an image file" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["i0_laplacian.png", "i1_laplacian.png", "i2_laplacian.png"]
+    assert "cnnx filter -> " in result.stdout and "3 of 4 images done" in result.stdout
