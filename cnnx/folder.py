@@ -35,6 +35,8 @@ from cnnx.pipeline import StageResult
 
 MANIFEST = "manifest.json"
 SCOPES = ("map", "stage", "block", "pipeline")
+# Stages that make new quantities start a block: their range is carried through the stages after them.
+BLOCK_STARTS = ("conv", "dense", "softmax")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Style:
     ``scope`` is what shares one range: each map, each stage, each conv block
     (a conv stage and the stages after it up to the next conv: the conv's range
     is carried through its ReLU and pooling, so a colour means one value across
-    them), or the whole pipeline.
+    them; a dense layer and a softmax start blocks too), or the whole pipeline.
     """
 
     normalize: str = "symmetric"
@@ -175,7 +177,7 @@ class RunWriter:
             return [self.style.range_of(fmap) for fmap in result.array]
         extremes = (result.stats.min, result.stats.max)
         if self.style.scope == "block":
-            if result.name == "conv" or self._block_range is None:
+            if result.name in BLOCK_STARTS or self._block_range is None:
                 self._block_range = self.style.range_of(result.array, extremes)
             return [self._block_range] * channels
         return [self.style.range_of(result.array, extremes)] * channels
