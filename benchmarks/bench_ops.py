@@ -32,11 +32,11 @@ import time
 # in the interleaved rounds; passive waiting lets every candidate start on idle cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from cnnx import ops  # noqa: E402
-from cnnx.kernels import gaussian  # noqa: E402
-from cnnx.pipeline import LESSON, run  # noqa: E402
+from cnnx import ops
+from cnnx.kernels import gaussian
+from cnnx.pipeline import LESSON, run
 
 try:
     import torch

@@ -7,9 +7,9 @@ Exit codes: 0 success, 1 a runtime failure (for example a full disk),
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -83,24 +83,24 @@ def _main(
 
 @app.command()
 def pipeline(
-    images: Optional[list[str]] = typer.Argument(
+    images: list[str] | None = typer.Argument(
         None, metavar="IMAGES...", help="Images, folders or glob patterns (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)."
     ),
-    out_dir: Optional[Path] = typer.Option(
+    out_dir: Path | None = typer.Option(
         None, "-o", "--out", help="Folder for the maps; for several images, the folder of their folders (default: cnnx-out/IMAGE-NAME, or cnnx-out)."
     ),
-    spec: Optional[str] = typer.Option(
+    spec: str | None = typer.Option(
         None, "--spec", "-s", help='Stages to run, e.g. "conv(sobel_x, sobel_y) -> relu -> maxpool(2)".'
     ),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A pipeline TOML file (see --print-config)."),
-    preset_name: Optional[str] = typer.Option(None, "--preset", "-p", help="A named pipeline; 'cnnx presets' lists them."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Run a trained model that ships with cnnx (shapes) and show its answer."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="A pipeline TOML file (see --print-config)."),
+    preset_name: str | None = typer.Option(None, "--preset", "-p", help="A named pipeline; 'cnnx presets' lists them."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Run a trained model that ships with cnnx (shapes) and show its answer."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the pipeline as TOML and exit."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show each stage's shape, the files and the memory a run needs; write nothing."),
-    color: Optional[bool] = typer.Option(
+    color: bool | None = typer.Option(
         None, "--color/--gray", help="Feed red, green and blue, or luma (default: gray, or what --config says).", show_default=False
     ),
-    convention: Optional[str] = typer.Option(
+    convention: str | None = typer.Option(
         None, "--convention", help="correlation (kernels as written, as CNNs do) or convolution (kernels flipped).", show_default=False
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing folder that cnnx did not write."),
@@ -109,16 +109,16 @@ def pipeline(
     ),
     scope: str = typer.Option("block", "--scope", help="What shares one range: map, stage, block (a conv and what follows it), pipeline."),
     cmap: str = typer.Option("diverging", "--cmap", help="Colour map: diverging, gray, viridis, or any name of the cmap package."),
-    value_range: Optional[str] = typer.Option(None, "--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1."),
+    value_range: str | None = typer.Option(None, "--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1."),
     percentile: float = typer.Option(99.5, "--percentile", help="For --normalize percentile: the magnitude percentile that sets the range."),
     min_size: int = typer.Option(128, "--min-size", min=1, help="Enlarge maps whose shorter side is smaller, by whole factors."),
     save_raw: bool = typer.Option(False, "--save-raw", help="Also write each stage's array as NN_stage/stage.npy."),
     png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNGs: 1 is fast (maps about 4% larger than at 6, written 2.7 times faster), 9 small."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
-    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse a run that needs more memory, e.g. 4G (default: 4/5 of this machine's)."),
+    max_memory: str | None = typer.Option(None, "--max-memory", help="Refuse a run that needs more memory, e.g. 4G (default: 4/5 of this machine's)."),
     frame: int = typer.Option(0, "--frame", min=0, help="Which frame of an animated or multi-page image to use."),
-    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", min=1, help="Images processed at once, in worker processes (default: the cores)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run a batch on a Dask cluster at this address, e.g. tcp://10.0.0.5:8786."),
+    jobs: int | None = typer.Option(None, "-j", "--jobs", min=1, help="Images processed at once, in worker processes (default: the cores)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Run a batch on a Dask cluster at this address, e.g. tcp://HOST:8786."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Run a Conv -> ReLU -> Pool pipeline and write every feature map as a PNG.
@@ -203,7 +203,7 @@ def _run_single(job, quiet: bool) -> None:
     )
 
 
-def _run_many(paths, root: Path, settings: dict, jobs: Optional[int], scheduler: Optional[str], quiet: bool, dry_run: bool) -> None:
+def _run_many(paths, root: Path, settings: dict, jobs: int | None, scheduler: str | None, quiet: bool, dry_run: bool) -> None:
     """A batch: every image into its own folder under ``root``; keeps going past failures and lists them at the end."""
     from cnnx.jobs import Job, batch_destinations, run_job_reporting
 
@@ -217,7 +217,7 @@ def _run_many(paths, root: Path, settings: dict, jobs: Optional[int], scheduler:
 
 
 def _finish_batch(
-    batch: list, root: Path, jobs: Optional[int], scheduler: Optional[str], quiet: bool, work, command: str
+    batch: list, root: Path, jobs: int | None, scheduler: str | None, quiet: bool, work, command: str
 ) -> None:
     """Run a batch on the executor asked for, print one table, list every failure, and exit 1 if any failed."""
     from cnnx.jobs import run_batch
@@ -236,7 +236,7 @@ def _finish_batch(
 
 
 @contextmanager
-def _executor(jobs: Optional[int], scheduler: Optional[str], count: int):
+def _executor(jobs: int | None, scheduler: str | None, count: int):
     """Worker processes on this machine (-j), or a Dask cluster (--scheduler); none for one worker."""
     if scheduler:
         try:
@@ -295,7 +295,7 @@ def _progress(quiet: bool, what: str):
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def _parse_range(text: Optional[str]) -> Optional[tuple[float, float]]:
+def _parse_range(text: str | None) -> tuple[float, float] | None:
     """"-1,1" -> (-1.0, 1.0)."""
     if text is None:
         return None
@@ -324,7 +324,7 @@ def filter_(
     kernel_spec: str = typer.Argument(
         ..., metavar="KERNEL", help="A filter name (see 'cnnx filters'), name:param=value, a [[...]] matrix or a .npy file."
     ),
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None, "-o", "--out", help="PNG to write (default: IMAGE-NAME_KERNEL.png); for several images, their folder (default: cnnx-out)."
     ),
     show: bool = typer.Option(False, "--show", help="Also print the kernel card."),
@@ -335,14 +335,14 @@ def filter_(
     convention: str = typer.Option("correlation", "--convention", help="correlation (kernel as written) or convolution (flipped)."),
     normalize: str = typer.Option("symmetric", "--normalize", help="symmetric (0 in the middle), minmax, percentile or fixed."),
     cmap: str = typer.Option("gray", "--cmap", help="Colour map: gray, diverging, viridis, or any name of the cmap package."),
-    value_range: Optional[str] = typer.Option(None, "--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1."),
+    value_range: str | None = typer.Option(None, "--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1."),
     percentile: float = typer.Option(99.5, "--percentile", help="For --normalize percentile: the magnitude percentile that sets the range."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file that cnnx did not write."),
     png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNG: 1 is fast, 9 small."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
     frame: int = typer.Option(0, "--frame", min=0, help="Which frame of an animated or multi-page image to use."),
-    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", min=1, help="Images processed at once, in worker processes (default: the cores)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run a batch on a Dask cluster at this address."),
+    jobs: int | None = typer.Option(None, "-j", "--jobs", min=1, help="Images processed at once, in worker processes (default: the cores)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Run a batch on a Dask cluster at this address."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Apply one filter to an image and write the response as a PNG, the same size as the image.
@@ -389,12 +389,12 @@ def filter_(
 
 @app.command()
 def filters(
-    name: Optional[str] = typer.Argument(
+    name: str | None = typer.Argument(
         None, metavar="[KERNEL]", help="Show one kernel in full: a name, name:param=value, a matrix or a .npy file."
     ),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Show the learned kernels of a shipped model (shapes)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Show the learned kernels of a shipped model (shapes)."),
     layer: str = typer.Option("conv1", "--layer", help="With --model: which conv layer to print."),
-    output: Optional[Path] = typer.Option(None, "-o", "--out", help="With --model: also draw every conv layer's kernels into this PNG."),
+    output: Path | None = typer.Option(None, "-o", "--out", help="With --model: also draw every conv layer's kernels into this PNG."),
 ) -> None:
     """List the filter bank, or show one kernel's card: matrix, sum, kind and output range.
 
@@ -438,12 +438,12 @@ def _show(data, view) -> None:
 
 @explain_app.command("conv")
 def explain_conv(
-    image: Optional[Path] = typer.Argument(None, help="An image to take a patch from (default: the lesson's 4x4 example)."),
-    matrix: Optional[str] = typer.Option(None, "--input", help="A small input matrix, e.g. [[1,2,1,0],[0,1,3,2]]."),
+    image: Path | None = typer.Argument(None, help="An image to take a patch from (default: the lesson's 4x4 example)."),
+    matrix: str | None = typer.Option(None, "--input", help="A small input matrix, e.g. [[1,2,1,0],[0,1,3,2]]."),
     kernel_spec: str = typer.Option("vertical_edge", "--kernel", "-k", help="The kernel: a name, name:param=value or a matrix."),
     stride: int = typer.Option(1, "--stride", min=1, help="Step between windows (input matrices)."),
     padding: int = typer.Option(0, "--padding", min=0, help="Zero border around an input matrix."),
-    at: Optional[str] = typer.Option(None, "--at", help="ROW,COL of the output pixel to explain, with an IMAGE."),
+    at: str | None = typer.Option(None, "--at", help="ROW,COL of the output pixel to explain, with an IMAGE."),
     padding_mode: str = typer.Option("replicate", "--padding-mode", help="Border of an IMAGE: zeros, reflect, replicate, circular."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -474,9 +474,9 @@ def explain_conv(
 
 @explain_app.command("relu")
 def explain_relu(
-    image: Optional[Path] = typer.Argument(None, help="An image: show values before and after a ReLU stage of a pipeline."),
+    image: Path | None = typer.Argument(None, help="An image: show values before and after a ReLU stage of a pipeline."),
     stage: int = typer.Option(2, "--stage", help="Which stage of the pipeline (a relu) to look at."),
-    spec: Optional[str] = typer.Option(None, "--spec", "-s", help="The pipeline (default: the lesson's)."),
+    spec: str | None = typer.Option(None, "--spec", "-s", help="The pipeline (default: the lesson's)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show ReLU, max(0, x): on the lesson's -10..10, or on a real image's feature maps as a histogram.
@@ -498,12 +498,12 @@ def explain_relu(
 
 @explain_app.command("pool")
 def explain_pool(
-    image: Optional[Path] = typer.Argument(None, help="An image: measure how pooling tolerates small shifts of it."),
-    matrix: Optional[str] = typer.Option(None, "--input", help="A small input matrix (default: the lesson's 4x4)."),
+    image: Path | None = typer.Argument(None, help="An image: measure how pooling tolerates small shifts of it."),
+    matrix: str | None = typer.Option(None, "--input", help="A small input matrix (default: the lesson's 4x4)."),
     size: int = typer.Option(2, "--size", min=1, help="Window size."),
-    stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Step between windows (default: the size)."),
+    stride: int | None = typer.Option(None, "--stride", min=1, help="Step between windows (default: the size)."),
     shifts: int = typer.Option(4, "--shifts", min=1, max=32, help="With an IMAGE: shift it by 1, 2, ... this many pixels."),
-    spec: Optional[str] = typer.Option(None, "--spec", "-s", help="With an IMAGE: the pipeline (default: the lesson's)."),
+    spec: str | None = typer.Option(None, "--spec", "-s", help="With an IMAGE: the pipeline (default: the lesson's)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show pooling window by window, or measure on an image how much each stage tolerates a small shift.
@@ -527,9 +527,9 @@ def explain_pool(
 
 @explain_app.command("field")
 def explain_field(
-    image: Optional[Path] = typer.Argument(None, help="An image whose size to use (default: 256x256)."),
-    spec: Optional[str] = typer.Option(None, "--spec", "-s", help="The pipeline (default: the lesson's)."),
-    preset_name: Optional[str] = typer.Option(None, "--preset", "-p", help="A named pipeline."),
+    image: Path | None = typer.Argument(None, help="An image whose size to use (default: 256x256)."),
+    spec: str | None = typer.Option(None, "--spec", "-s", help="The pipeline (default: the lesson's)."),
+    preset_name: str | None = typer.Option(None, "--preset", "-p", help="A named pipeline."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show how the receptive field grows stage by stage: deeper layers see larger patterns.
@@ -555,7 +555,7 @@ def _pair_of_ints(text: str, option: str) -> tuple[int, int]:
     return first, second
 
 
-def _show_model_kernels(name: str, layer: str, output: Optional[Path]) -> None:
+def _show_model_kernels(name: str, layer: str, output: Path | None) -> None:
     from rich.columns import Columns
 
     from cnnx.explain_view import matrix

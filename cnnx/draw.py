@@ -18,8 +18,17 @@ from PIL import Image, ImageDraw, ImageFont
 from cnnx.errors import CnnxError
 
 __all__ = [
-    "NORMALIZE", "CMAP_ALIASES", "value_range", "to_index", "colormap", "colorize", "upscale", "thumbnail", "colorbar",
-    "montage", "column",
+    "CMAP_ALIASES",
+    "NORMALIZE",
+    "colorbar",
+    "colorize",
+    "colormap",
+    "column",
+    "montage",
+    "thumbnail",
+    "to_index",
+    "upscale",
+    "value_range",
 ]
 
 NORMALIZE = ("symmetric", "minmax", "percentile", "fixed")

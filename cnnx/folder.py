@@ -18,11 +18,11 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -137,7 +137,7 @@ class RunWriter:
         self._drawing: Callable[[], None] | None = None  # completes the stage being drawn
         self._tasks: list[Future] = []
 
-    def __enter__(self) -> "RunWriter":
+    def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:

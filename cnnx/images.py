@@ -22,7 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from cnnx.errors import CnnxError
 
-__all__ = ["Source", "load_image", "probe_image", "DEFAULT_MAX_PIXELS", "write_png"]
+__all__ = ["DEFAULT_MAX_PIXELS", "Source", "load_image", "probe_image", "write_png"]
 
 # Pillow's own guard against decompression bombs: about 89.5 million pixels.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
 from cnnx.errors import CnnxError
 from cnnx.folder import MemoryEstimate, RunWriter, StageFiles, Style, estimate_memory, staged_folder, write_manifest
 from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image, write_png
-from cnnx.pipeline import Pipeline, check, stream
 from cnnx.model import load_model
+from cnnx.pipeline import Pipeline, check, stream
 from cnnx.report import gallery, manifest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".tga"}

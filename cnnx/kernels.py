@@ -16,17 +16,27 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from cnnx.errors import CnnxError
 
 __all__ = [
-    "Filter", "Kernel", "RandomBank", "WeightBank", "BANK", "parse_kernel", "parse_filters", "parse_dense", "find_filter",
-    "gaussian", "dog", "box",
+    "BANK",
+    "Filter",
+    "Kernel",
+    "RandomBank",
+    "WeightBank",
+    "box",
+    "dog",
+    "find_filter",
+    "gaussian",
+    "parse_dense",
+    "parse_filters",
+    "parse_kernel",
 ]
 
 

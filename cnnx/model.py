@@ -9,8 +9,8 @@ prepared image and reads the last stage as class probabilities.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

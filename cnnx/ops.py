@@ -18,21 +18,21 @@ from cnnx import _engine
 from cnnx._engine import num_threads, set_num_threads
 
 __all__ = [
-    "conv2d",
-    "max_pool2d",
-    "avg_pool2d",
-    "relu",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
     "absolute",
-    "linear",
-    "softmax",
-    "log_softmax",
+    "avg_pool2d",
+    "conv2d",
     "conv_output_size",
-    "pool_output_size",
+    "leaky_relu",
+    "linear",
+    "log_softmax",
+    "max_pool2d",
     "num_threads",
+    "pool_output_size",
+    "relu",
     "set_num_threads",
+    "sigmoid",
+    "softmax",
+    "tanh",
 ]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")

@@ -12,32 +12,32 @@ caller can write and release each stage's maps before the next is computed.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
-from typing import Iterator
 
 import numpy as np
 
 from cnnx import ops
 from cnnx.errors import CnnxError
-from cnnx.kernels import Kernel, RandomBank, WeightBank, parse_dense, parse_filters
+from cnnx.kernels import RandomBank, WeightBank, parse_dense, parse_filters
 
 __all__ = [
-    "Conv",
+    "LESSON",
     "Activation",
-    "Pool",
-    "GlobalAvgPool",
-    "Flatten",
+    "Conv",
     "Dense",
+    "Flatten",
+    "GlobalAvgPool",
+    "Pipeline",
+    "Pool",
     "Softmax",
     "Stage",
-    "Pipeline",
     "StageResult",
     "Stats",
-    "LESSON",
     "check",
-    "stream",
-    "run",
     "input_labels",
+    "run",
+    "stream",
 ]
 
 PADDING_MODES = ops.PADDING_MODES
@@ -140,7 +140,7 @@ class Conv:
             raise CnnxError("conv: padding=same needs stride 1")
 
     @classmethod
-    def of(cls, *filters: str, **options) -> "Conv":
+    def of(cls, *filters: str, **options) -> Conv:
         """A conv stage from filter specs: ``Conv.of("sobel_x", "gaussian:sigma=2", padding=0)``."""
         return cls(tuple(filters), **options)
 
@@ -507,7 +507,7 @@ class Stats:
     zeros: float  # fraction of exact zeros
 
     @classmethod
-    def of(cls, array: np.ndarray) -> "Stats":
+    def of(cls, array: np.ndarray) -> Stats:
         # Zeros are counted a channel at a time, so the comparison needs no stage-sized temporary.
         zeros = sum(int(np.count_nonzero(channel == 0)) for channel in array)
         return cls(float(array.min()), float(array.mean(dtype=np.float64)), float(array.max()), zeros / array.size)
@@ -528,7 +528,7 @@ class StageResult:
     stats: Stats
     shape: Shape
 
-    def released(self) -> "StageResult":
+    def released(self) -> StageResult:
         """The same record without its array, once the maps are written, so memory stays bounded."""
         return replace(self, array=None)
 

@@ -17,6 +17,7 @@ from cnnx.images import Source
 from cnnx.kernels import BANK, Filter, Kernel
 from cnnx.pipeline import Pipeline, StageResult
 
+
 def _number(value: float) -> str:
     """Three significant digits in at most 6 characters; the manifest keeps every digit."""
     if value and abs(value) < 1e-2:
@@ -323,7 +324,7 @@ def batch_table(outcomes: list, root: Path, command: str = "pipeline") -> Table:
         if outcome.error:
             table.add_row(str(job.image), "-", "-", "-", Text("failed", style="red"))
             continue
-        where = getattr(job, "destination", None) or getattr(job, "target")
+        where = getattr(job, "destination", None) or job.target
         seconds = outcome.timings["total"] if hasattr(outcome, "timings") else outcome.seconds
         table.add_row(str(job.image), str(where), str(outcome.maps), f"{seconds:.2f}", "ok")
     done = sum(1 for o in outcomes if not o.error)
@@ -332,7 +333,7 @@ def batch_table(outcomes: list, root: Path, command: str = "pipeline") -> Table:
     return table
 
 
-def kernels_picture(layers: list, names: list[str], cell: int = 8) -> "Image.Image":
+def kernels_picture(layers: list, names: list[str], cell: int = 8):
     """Every kernel of each conv layer as a small heat map (blue below zero, red above), a row per output filter."""
     from PIL import Image, ImageDraw
 

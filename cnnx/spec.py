@@ -23,9 +23,21 @@ from pathlib import Path
 
 from cnnx.errors import CnnxError
 from cnnx.kernels import parse_filters
-from cnnx.pipeline import ACTIVATIONS, LESSON, Activation, Conv, Dense, Flatten, GlobalAvgPool, Pipeline, Pool, Softmax, Stage
+from cnnx.pipeline import (
+    ACTIVATIONS,
+    LESSON,
+    Activation,
+    Conv,
+    Dense,
+    Flatten,
+    GlobalAvgPool,
+    Pipeline,
+    Pool,
+    Softmax,
+    Stage,
+)
 
-__all__ = ["SpecError", "parse_spec", "to_toml", "from_toml", "PRESETS", "preset", "load_pipeline"]
+__all__ = ["PRESETS", "SpecError", "from_toml", "load_pipeline", "parse_spec", "preset", "to_toml"]
 
 _OPENERS, _CLOSERS = "([", ")]"
 
@@ -75,8 +87,8 @@ def _stripped(piece: _Piece) -> _Piece:
     return _Piece(piece.text.strip(), piece.start + lead)
 
 
-_STAGE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?", re.S)
-_OPTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", re.S)
+_STAGE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?", re.DOTALL)
+_OPTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", re.DOTALL)
 STAGE_NAMES = ("conv", *ACTIVATIONS, "maxpool", "avgpool", "global_avgpool", "flatten", "dense", "softmax")
 
 

@@ -34,7 +34,7 @@ def valid(folder: Path) -> dict[str, tuple[Path, tuple[int, int]]]:
         "mode RGB": _save(folder, "rgb.png", rgb),
         "mode RGBA": _save(folder, "rgba.png", Image.merge("RGBA", [*rgb.split(), gray])),
         "mode CMYK": _save(folder, "cmyk.jpg", rgb.convert("CMYK"), quality=95),
-        "mode I;16": _save(folder, "sixteen.png", Image.fromarray((GRADIENT.astype(np.uint16) * 257))),
+        "mode I;16": _save(folder, "sixteen.png", Image.fromarray(GRADIENT.astype(np.uint16) * 257)),
         "mode I": _save(folder, "int.tif", Image.fromarray(GRADIENT.astype(np.int32) * 100)),
         "mode F": _save(folder, "float.tif", Image.fromarray(GRADIENT.astype(np.float32) / 255)),
         "JPEG": _save(folder, "photo.jpg", rgb, quality=90),

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cnnx import draw
 from cnnx.errors import CnnxError

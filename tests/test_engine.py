@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
+from reference import conv2d_loops, max_pool2d_loops
 from scipy import ndimage
 
 from cnnx import _engine, ops
-from reference import conv2d_loops, max_pool2d_loops
 
 
 @pytest.fixture

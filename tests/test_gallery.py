@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from cnnx.cli import app
-from typer.testing import CliRunner
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 ARTIFACTS = Path(os.environ.get("CNNX_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))

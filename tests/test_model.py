@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from reference import conv2d_loops
 from typer.testing import CliRunner
 
 from cnnx import ops, train
@@ -14,7 +15,6 @@ from cnnx.model import load_model
 from cnnx.pipeline import Pipeline, run
 from cnnx.shapes import CLASSES, dataset, draw_shape, prepare
 from cnnx.spec import parse_spec
-from reference import conv2d_loops
 
 runner = CliRunner()
 
@@ -146,7 +146,7 @@ def test_model_pipeline_uses_the_same_ops_as_training():
         np.testing.assert_allclose(stages[-1].array.ravel(), train.predict(params, image[None])[0], rtol=1e-4, atol=1e-6)
 
 
-def drawing(tmp_path, name: str) -> "Path":
+def drawing(tmp_path, name: str):
     """A dark-on-light drawing, off-centre and larger than the model's input, like one made in a paint program."""
     rng = np.random.default_rng(CLASSES.index(name) + 100)
     shape = 1 - draw_shape(name, rng, size=96)  # black ink on white paper

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import avg_pool2d_loops, conv2d_loops, max_pool2d_loops, pool_size
 from scipy import ndimage, signal
 
 from cnnx import ops
-from reference import avg_pool2d_loops, conv2d_loops, max_pool2d_loops, pool_size
 
 LESSON_INPUT = np.array([[1, 2, 1, 0], [0, 1, 3, 2], [2, 1, 0, 1], [1, 0, 1, 2]], dtype=np.float32)
 VERTICAL_EDGE = np.array([[1, 0, -1], [1, 0, -1], [1, 0, -1]], dtype=np.float32)

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from reference import conv2d_loops
 
 from cnnx import ops
 from cnnx.errors import CnnxError
 from cnnx.kernels import parse_kernel
 from cnnx.pipeline import LESSON, Activation, Conv, Pool, check, run
-from reference import conv2d_loops
 
 
 def stripes(height=32, width=32, period=8, vertical=True):

@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import replace
 
+import corpus
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +15,6 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-import corpus
 from cnnx import folder as folder_module
 from cnnx.cli import app
 from cnnx.errors import CnnxError
