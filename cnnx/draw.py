@@ -33,6 +33,7 @@ __all__ = [
 
 NORMALIZE = ("symmetric", "minmax", "percentile", "fixed")
 PERCENTILE_SAMPLE = 1 << 22  # values a percentile is taken over, at most
+MIN_THICKNESS = 24  # pixels: the least height a drawn map gets
 # Short names for the maps cnnx suggests; any other name of the cmap package works too.
 CMAP_ALIASES = {
     "gray": "matlab:gray",
@@ -154,13 +155,17 @@ def upscale(pixels: np.ndarray, *, min_side: int = 128, max_side: int = 2048) ->
     """Repeat each pixel as a square (nearest neighbour) until the shorter side is at least ``min_side``.
 
     The factor is a whole number, so every source pixel stays a crisp square,
-    and it never makes the longer side exceed ``max_side``.
+    and it never makes the longer side exceed ``max_side``; only a map too long
+    for that (a row of a thousand values) has its rows repeated further, to
+    ``MIN_THICKNESS`` pixels.
     """
     H, W = pixels.shape[:2]
     factor = min(math.ceil(min_side / min(H, W)), max(1, max_side // max(H, W)))
-    if factor <= 1:
+    # A long thin map (a flattened vector) cannot grow enough in both directions: its rows grow further, to be seen.
+    rows = max(factor, math.ceil(MIN_THICKNESS / H)) if H * factor < MIN_THICKNESS else factor
+    if rows <= 1 and factor <= 1:
         return pixels
-    return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+    return np.repeat(np.repeat(pixels, rows, axis=0), factor, axis=1)
 
 
 @lru_cache(maxsize=4)

@@ -102,7 +102,7 @@ def test_upscale_makes_crisp_squares():
     assert big.shape == (128, 128)
     assert (big[:64, :64] == 0).all() and (big[64:, 64:] == 250).all()
     assert draw.upscale(np.zeros((200, 300), np.uint8)).shape == (200, 300)
-    assert draw.upscale(np.zeros((1, 1500), np.uint8), max_side=2048).shape == (1, 1500)
+    assert draw.upscale(np.zeros((1, 1500), np.uint8), max_side=2048).shape == (24, 1500)  # long side kept, rows thickened
 
 
 @pytest.mark.parametrize("count, columns, rows", [(1, 1, 1), (2, 2, 1), (7, 7, 1), (16, 8, 2), (64, 8, 8)])
@@ -118,3 +118,11 @@ def test_montage_geometry(count, columns, rows):
     for k in range(count):
         x, y = 8 + (k % 8) * cell_w, 26 + (k // 8) * cell_h
         assert (pixels_[y : y + 60, x : x + 90] == 10 * k % 256).all()
+
+
+def test_long_rows_are_drawn_thick_enough_to_see():
+    """A 1x1024 row (a flattened vector) becomes 2048 wide and 24 tall: each value a 2x24 bar."""
+    row = np.arange(1024, dtype=np.uint8).reshape(1, 1024)
+    big = draw.upscale(row)
+    assert big.shape == (24, 2048)
+    assert (big[:, 0:2] == 0).all() and (big[:, 2:4] == 1).all()
