@@ -197,9 +197,11 @@ def thumbnail(index: np.ndarray, table: np.ndarray | None, size: int) -> Image.I
     longest = max(image.size)
     if longest < size:
         factor = max(1, size // longest)
-        return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-    if longest > size:
-        return image.resize(_fitted(image.size, size), Image.Resampling.BOX)
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    elif longest > size:
+        image = image.resize(_fitted(image.size, size), Image.Resampling.BOX)
+    if image.height < MIN_THICKNESS // 2:  # a row of values: thick enough to see
+        image = image.resize((image.width, MIN_THICKNESS // 2), Image.Resampling.NEAREST)
     return image
 
 
