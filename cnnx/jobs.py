@@ -146,7 +146,7 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
     outcome.timings = {"load": loaded - start, "compute": compute, "draw and write": total - (loaded - start) - compute}
     outcome.timings["total"] = total
     # The array is not needed any more, and must not travel back from a worker.
-    outcome.source = Source(source.path, None, source.mode, source.format, source.frames, source.sha256, source.frame, source.notes)
+    outcome.source = replace(source, array=None)
     return outcome
 
 
@@ -215,9 +215,8 @@ def run_filter(job: FilterJob) -> FilterOutcome:
     shown = "rgb" if job.color else job.style.cmap
     picture = index.transpose(1, 2, 0) if job.color else draw.picture(index[0], draw.colormap(job.style.cmap))
     write_png(job.target, picture, level=job.png_level, text=png_text(kernel.label, low, high, response.shape, shown))
-    light = Source(source.path, None, source.mode, source.format, source.frames, source.sha256, source.frame, source.notes)
     values = (float(response.min()), float(response.max()))
-    return FilterOutcome(job, light, response.shape, values, (low, high), time.perf_counter() - start)
+    return FilterOutcome(job, replace(source, array=None), response.shape, values, (low, high), time.perf_counter() - start)
 
 
 def run_filter_reporting(job: FilterJob) -> FilterOutcome:
