@@ -261,6 +261,15 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
 
         if factors is not None:
             result = _factored_strip(factors, held[0], grid[0], R, Wp, Wout, stride, dilation, flat, scratch)
+        elif O == 1 and flat and len(taps) > 1:
+            # All taps but the last in the flat strip; the last one's sum lands in the output directly,
+            # which saves the pass that copies the strip out.
+            acc = buffer(scratch, "acc", (R * Wp,))
+            product = buffer(scratch, "product", (R * Wp,))
+            _accumulate(acc, product, [(tap(*t), w[0][t]) for t in taps[:-1]])
+            np.multiply(tap(*taps[-1]), w[0][taps[-1]], out=product)
+            np.add(acc.reshape(R, Wp)[:, :Wout], product.reshape(R, Wp)[:, :Wout], out=out[0, r0:r1])
+            return
         elif O == 1:
             result = buffer(scratch, "acc", (1, R * width))
             product = buffer(scratch, "product", (R * width,))
