@@ -113,7 +113,7 @@ def pipeline(
     percentile: float = typer.Option(99.5, "--percentile", help="For --normalize percentile: the magnitude percentile that sets the range."),
     min_size: int = typer.Option(128, "--min-size", min=1, help="Enlarge maps whose shorter side is smaller, by whole factors."),
     save_raw: bool = typer.Option(False, "--save-raw", help="Also write each stage's array as NN_stage/stage.npy."),
-    png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNGs: 1 is fast (maps about 4% larger than at 6, written 2.7 times faster), 9 small."),
+    png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="PNG compression: 1-3 are fast (ISA-L), 4-9 slower and a few percent smaller (zlib), 0 none."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
     max_memory: str | None = typer.Option(None, "--max-memory", help="Refuse a run that needs more memory, e.g. 4G (default: 4/5 of this machine's)."),
     frame: int = typer.Option(0, "--frame", min=0, help="Which frame of an animated or multi-page image to use."),
@@ -338,7 +338,7 @@ def filter_(
     value_range: str | None = typer.Option(None, "--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1."),
     percentile: float = typer.Option(99.5, "--percentile", help="For --normalize percentile: the magnitude percentile that sets the range."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file that cnnx did not write."),
-    png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="zlib level of the PNG: 1 is fast, 9 small."),
+    png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="PNG compression: 1-3 are fast (ISA-L), 4-9 slower and a few percent smaller (zlib), 0 none."),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
     frame: int = typer.Option(0, "--frame", min=0, help="Which frame of an animated or multi-page image to use."),
     jobs: int | None = typer.Option(None, "-j", "--jobs", min=1, help="Images processed at once, in worker processes (default: the cores)."),
@@ -556,13 +556,14 @@ def _pair_of_ints(text: str, option: str) -> tuple[int, int]:
 
 
 def _show_model_kernels(name: str, layer: str, output: Path | None) -> None:
+    import numpy as np
     from rich.columns import Columns
 
     from cnnx.explain_view import matrix
     from cnnx.folder import check_writable
-    from cnnx.images import write_png
     from cnnx.kernels import load_model_layer
     from cnnx.model import load_model
+    from cnnx.png import write_png
     from cnnx.report import kernels_picture
 
     chosen = load_model(name)
@@ -578,7 +579,7 @@ def _show_model_kernels(name: str, layer: str, output: Path | None) -> None:
     if output is not None:
         check_writable(output)
         layers = [load_model_layer(f"model:{name}:{key}").weights for key in ("conv1", "conv2")]
-        write_png(output, kernels_picture(layers, ["conv1", "conv2"]), text={"Software": "cnnx"})
+        write_png(output, np.asarray(kernels_picture(layers, ["conv1", "conv2"])), text={"Software": "cnnx"})
         out.print(f"wrote {output}", markup=False, highlight=False)
 
 

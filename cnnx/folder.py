@@ -29,9 +29,9 @@ from PIL import Image
 
 from cnnx import draw
 from cnnx.errors import CnnxError
-from cnnx.images import umask, write_png
 from cnnx.ops import num_threads
 from cnnx.pipeline import StageResult
+from cnnx.png import umask, write_png
 
 MANIFEST = "manifest.json"
 SCOPES = ("map", "stage", "block", "pipeline")
@@ -194,8 +194,8 @@ class RunWriter:
             fmap, label = result.array[channel], result.labels[channel]
             index = draw.to_index(fmap, low, high)
             path = folder / f"ch{channel:02d}_{safe_name(label)}.png"
-            big = draw.picture(draw.upscale(index, min_side=self.style.min_side), table)
-            write_png(path, big, level=self.png_level, text=png_text(label, low, high, fmap.shape, cmap))
+            big = draw.upscale(index, min_side=self.style.min_side)
+            write_png(path, big, palette=table, level=self.png_level, text=png_text(label, low, high, fmap.shape, cmap))
             files.maps.append(MapFile(path, channel, label, low, high))
             return draw.thumbnail(index, table, 192)
 

@@ -1,4 +1,4 @@
-"""Images in and out: loading a file into a float32 array, drawing a feature map as 8-bit pixels, writing PNGs.
+"""Images in: loading a file into a float32 array.
 
 Loading follows one rule for every mode Pillow decodes: values are scaled by
 the range of their bit depth into [0, 1], never clipped; EXIF orientation is
@@ -11,18 +11,16 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from PIL.PngImagePlugin import PngInfo
 
 from cnnx.errors import CnnxError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "Source", "load_image", "probe_image", "write_png"]
+__all__ = ["DEFAULT_MAX_PIXELS", "Source", "load_image", "probe_image"]
 
 # Pillow's own guard against decompression bombs: about 89.5 million pixels.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
@@ -206,33 +204,3 @@ def _stretch(values: np.ndarray) -> np.ndarray:
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     low, high = float(values.min(initial=0)), float(values.max(initial=0))
     return ((values - low) / (high - low) if high > low else np.zeros_like(values)).astype(np.float32)
-
-
-# ---------------------------------------------------------------- writing
-
-
-def umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_png(path: Path, pixels: np.ndarray | Image.Image, *, level: int = 1, text: dict[str, str] | None = None) -> None:
-    """Write 8-bit pixels (or a picture) as a PNG atomically: a temporary file in the same folder, then a rename.
-
-    ``text`` goes into tEXt chunks (for example the values black and white stand for).
-    """
-    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
-    info = PngInfo()
-    for key, value in (text or {}).items():
-        info.add_text(key, value)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG", compress_level=level, pnginfo=info)
-        os.chmod(temporary, 0o666 & ~umask())  # mkstemp makes the file private; give it the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -21,9 +21,10 @@ import numpy as np
 
 from cnnx.errors import CnnxError
 from cnnx.folder import MemoryEstimate, RunWriter, StageFiles, Style, estimate_memory, staged_folder, write_manifest
-from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image, write_png
+from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
 from cnnx.model import load_model
 from cnnx.pipeline import Pipeline, check, stream
+from cnnx.png import write_png
 from cnnx.report import gallery, manifest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".tga"}
@@ -213,8 +214,9 @@ def run_filter(job: FilterJob) -> FilterOutcome:
     low, high = job.style.range_of(response)
     index = draw.to_index(response, low, high)
     shown = "rgb" if job.color else job.style.cmap
-    picture = index.transpose(1, 2, 0) if job.color else draw.picture(index[0], draw.colormap(job.style.cmap))
-    write_png(job.target, picture, level=job.png_level, text=png_text(kernel.label, low, high, response.shape, shown))
+    pixels, palette = (index.transpose(1, 2, 0), None) if job.color else (index[0], draw.colormap(job.style.cmap))
+    write_png(job.target, pixels, palette=palette, level=job.png_level,
+              text=png_text(kernel.label, low, high, response.shape, shown))
     values = (float(response.min()), float(response.max()))
     return FilterOutcome(job, replace(source, array=None), response.shape, values, (low, high), time.perf_counter() - start)
 
