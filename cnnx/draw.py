@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cnnx._engine import buffer, run_tasks
 from cnnx.errors import CnnxError
 
 __all__ = [
@@ -98,20 +99,25 @@ def value_range(
 def to_index(fmap: np.ndarray, low: float, high: float) -> np.ndarray:
     """Colour-table indices 0..255: ``low`` is 0, ``high`` 255, linear and rounded between, clipped outside (NaN is 0).
 
-    Done a block of rows at a time, so the float temporary stays small and in cache.
+    Done a band of rows at a time on the ops' threads, so the float temporary stays small and in cache.
     """
     fmap = np.asarray(fmap, np.float32)
     scale = np.float32(255.0 / (high - low))
     offset = np.float32(0.5) - np.float32(low) * scale
     out = np.empty(fmap.shape, np.uint8)
-    rows, index = fmap.reshape(-1, fmap.shape[-1] if fmap.ndim else 1), out.reshape(-1, fmap.shape[-1] if fmap.ndim else 1)
-    step = max(1, (1 << 16) // rows.shape[1])
-    for r0 in range(0, rows.shape[0], step):
-        chunk = np.multiply(rows[r0 : r0 + step], scale)
+    width = fmap.shape[-1] if fmap.ndim else 1
+    rows, index = fmap.reshape(-1, width), out.reshape(-1, width)
+    step = max(1, (1 << 16) // width)
+
+    def work(first: int, scratch: dict) -> None:
+        band = rows[first : first + step]
+        chunk = np.multiply(band, scale, out=buffer(scratch, "index", band.shape))
         chunk += offset
         np.fmax(chunk, 0, out=chunk)  # fmax, unlike maximum, turns NaN into 0
         np.minimum(chunk, 255, out=chunk)
-        index[r0 : r0 + step] = chunk
+        index[first : first + step] = chunk
+
+    run_tasks(list(range(0, rows.shape[0], step)), work)
     return out
 
 

@@ -183,39 +183,44 @@ class RunWriter:
         return [self.style.range_of(result.array, extremes)] * channels
 
     def _write(self, result: StageResult, ranges: list[tuple[float, float]]) -> None:
+        """Colour the stage's maps now (on every core), then write them on the pool while the next stage is computed.
+
+        Once this returns the stage's array is no longer read, so the next stage may overwrite it.
+        """
         folder = self.root / stage_folder_name(result)
         folder.mkdir()
         cmap = "gray" if result.index == 0 else self.style.cmap
         table = draw.colormap(cmap)
         files = StageFiles(result.released(), cmap=cmap)
-
-        def draw_map(channel: int) -> Image.Image:
-            low, high = ranges[channel]
-            fmap, label = result.array[channel], result.labels[channel]
-            index = draw.to_index(fmap, low, high)
-            path = folder / f"ch{channel:02d}_{safe_name(label)}.png"
-            big = draw.upscale(index, min_side=self.style.min_side)
-            write_png(path, big, palette=table, level=self.png_level, text=png_text(label, low, high, fmap.shape, cmap))
-            files.maps.append(MapFile(path, channel, label, low, high))
-            return draw.thumbnail(index, table, 192)
-
-        pending = _start_in_threads(draw_map, range(result.shape[0]))
-        self._tasks = [task for task in self._tasks if not task.done()] + pending
-        self._complete_drawing()  # the stage before this one
+        indices = [draw.to_index(fmap, *span) for fmap, span in zip(result.array, ranges)]
+        labels, name = result.labels, stage_folder_name(result)
         if self.save_raw:
             files.raw = folder / "stage.npy"
             np.save(files.raw, result.array)
 
+        def write_map(channel: int) -> Image.Image:
+            (low, high), label, index = ranges[channel], labels[channel], indices[channel]
+            indices[channel] = None  # written maps are let go one by one
+            path = folder / f"ch{channel:02d}_{safe_name(label)}.png"
+            big = draw.upscale(index, min_side=self.style.min_side)
+            write_png(path, big, palette=table, level=self.png_level, text=png_text(label, low, high, index.shape, cmap))
+            files.maps.append(MapFile(path, channel, label, low, high))
+            return draw.thumbnail(index, table, 192)
+
+        pending = _start_in_threads(write_map, range(len(indices)))
+        self._tasks = [task for task in self._tasks if not task.done()] + pending
+        self._complete_drawing()  # the stage before this one
+
         def complete() -> None:
             thumbs = [task.result() for task in pending]
             files.maps.sort(key=lambda m: m.channel)
-            files.montages = self._write_montages(result, files, thumbs, table, folder)
-            self._overview.append(draw.column(f"{stage_folder_name(result)}", thumbs[:6], max(0, len(thumbs) - 6)))
+            files.montages = self._write_montages(files, thumbs, table, folder)
+            self._overview.append(draw.column(name, thumbs[:6], max(0, len(thumbs) - 6)))
             self.stages.append(files)
 
         self._drawing = complete
 
-    def _write_montages(self, result, files: StageFiles, thumbs, table, folder: Path) -> list[Path]:
+    def _write_montages(self, files: StageFiles, thumbs, table, folder: Path) -> list[Path]:
         """Contact sheets of every channel, ``montage_limit`` to a page, so no map is ever left out."""
         ranges = {(m.low, m.high) for m in files.maps}
         shared = len(ranges) == 1
@@ -229,7 +234,7 @@ class RunWriter:
         paths = []
         for number, page in enumerate(pages, 1):
             count = _plural(len(thumbs), "map") if len(pages) == 1 else f"maps {page.start + 1}-{page.stop} of {len(thumbs)}"
-            title = f"{stage_folder_name(result)}  {result.description}  ({count})"
+            title = f"{stage_folder_name(files.result)}  {files.result.description}  ({count})"
             sheet = draw.montage([thumbs[k] for k in page], [labels[k] for k in page], title, bars)
             path = folder / ("montage.png" if len(pages) == 1 else f"montage-{number}.png")
             write_png(path, np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"})
@@ -388,8 +393,6 @@ def _json_default(value):
 
 # ---------------------------------------------------------------- memory
 
-# Bytes per pixel while one map is drawn: its colour indices and, at most, as much compressed PNG.
-_DRAW_BYTES = 1 + 1
 # Bytes per pixel while an image is read: the decoded 8-bit image (Pillow keeps RGB as 4 bytes) and its copy.
 _LOAD_BYTES = 4 + 4
 
@@ -409,38 +412,45 @@ class MemoryEstimate:
 def estimate_memory(pipeline, shape: tuple[int, int, int], style: Style = Style(), threads: int | None = None):
     """What a run of ``pipeline`` on an image of ``shape`` (C, H, W) will hold at its peak, from the shapes alone.
 
-    At each stage: the input image (kept for the manifest), the stage's input
-    and output, what its op allocates (one filter source's maps and the strips
-    of every thread), and the input's maps being drawn meanwhile, one per
-    thread.  With scope=pipeline every stage is kept to the end.
+    Two moments of each stage count.  While it is computed: the input image
+    (kept for the manifest), the stage's input and output (none of its own
+    for an activation, which overwrites its input), what its op allocates
+    (every thread's strips, and a filter's maps before they are interleaved), and the colour
+    indices of the stage before, being written.  While its maps are coloured:
+    its output and the indices of both stages.  With scope=pipeline every
+    stage is kept to the end and nothing is overwritten.
     """
     from cnnx import _engine
-    from cnnx.pipeline import Conv, check
+    from cnnx.kernels import RandomBank, WeightBank
+    from cnnx.pipeline import Activation, Conv, check
 
     threads = threads or num_threads()
     C, H, W = shape
     image = 4 * C * H * W
     load = image + _LOAD_BYTES * H * W
     shapes = check(pipeline.stages, shape)
+    keep_all = style.scope == "pipeline"
     stages = []
     kept = 0
     previous = 0  # the stage's input when it is not the image itself
-    drawn = 0  # the previous stage's maps being drawn while this stage is computed
+    drawn = C * H * W  # the colour indices of the stage before, being written
     for stage, out in zip(pipeline.stages, shapes):
         channel = out[1] * out[2]
         output = 4 * out[0] * channel
         op = 0
         if isinstance(stage, Conv):
-            largest = max(stage._count(source, shape[0]) for source in stage.sources)
-            strips = min(threads * _engine.STRIP_BYTES, 4 * (shape[0] + 4) * shape[1] * (shape[2] + 2))
-            op = 4 * channel * largest + strips
-        drawing = min(threads, out[0]) * _DRAW_BYTES * max(channel, style.min_side**2)
-        # The stage is computed from its input while the input's maps are drawn.
-        stages.append(kept + image + previous + output + op + drawn)
-        if style.scope == "pipeline":
+            op = min(threads * _engine.STRIP_BYTES, 4 * (shape[0] + 4) * shape[1] * (shape[2] + 2))  # the strips
+            if stage.combine == "depthwise" and not all(isinstance(s, (WeightBank, RandomBank)) for s in stage.sources):
+                op += 4 * shape[0] * channel  # one named filter's maps over every channel, before they are interleaved
+            elif stage.combine == "average" and shape[0] > 1:
+                op += 4 * channel  # the channels' mean
+        in_place = isinstance(stage, Activation) and previous and not keep_all
+        stages.append(kept + image + previous + (0 if in_place else output) + op + drawn)
+        indices = out[0] * max(channel, style.min_side**2)
+        stages.append(kept + image + output + indices + drawn)
+        if keep_all:
             kept += output
-        previous, shape, drawn = output, out, drawing
-    stages.append(kept + image + previous + drawn)  # the last stage's maps
-    if style.scope == "pipeline":
+        previous, shape, drawn = output, out, indices
+    if keep_all:
         stages.append(image + 2 * kept)  # every stage, and all their values joined to find one range
     return MemoryEstimate(load, tuple(stages))

@@ -128,7 +128,8 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
     with staged_folder(job.destination, force=job.force) as folder, RunWriter(
         folder, job.style, png_level=job.png_level, save_raw=job.save_raw
     ) as writer:
-        for result in stream(source.array, job.pipeline):
+        # With scope=pipeline the writer keeps every stage until the end, so none may be overwritten.
+        for result in stream(source.array, job.pipeline, reuse=job.style.scope != "pipeline"):
             if model is not None and result.index == len(job.pipeline.stages):
                 outcome.answer = model.answer(result.array)
             writer.add(result)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from cnnx import ops
+from cnnx import _engine, ops
 from cnnx.errors import CnnxError
 from cnnx.kernels import RandomBank, WeightBank, parse_dense, parse_filters
 
@@ -244,7 +244,7 @@ class Conv:
         options = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, padding_mode=self.padding_mode)
         C = x.shape[0]
         out = np.empty(self.output_shape(x.shape), np.float32)
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.seed) if any(isinstance(s, RandomBank) for s in self.sources) else None
         mean = None
         at = 0
         for source in self.sources:
@@ -313,11 +313,10 @@ class Activation(_StageBasics):
     def output_shape(self, shape: Shape) -> Shape:
         return shape
 
-    def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
-        # Not in place: the previous stage's array is still drawn and written.
+    def apply(self, x: np.ndarray, *, flip: bool = False, inplace: bool = False) -> np.ndarray:
         if self.function == "leaky_relu":
-            return ops.leaky_relu(x, self.slope)
-        return ACTIVATIONS[self.function](x)
+            return ops.leaky_relu(x, self.slope, inplace=inplace)
+        return ACTIVATIONS[self.function](x, inplace=inplace)
 
 
 @dataclass(frozen=True)
@@ -508,9 +507,18 @@ class Stats:
 
     @classmethod
     def of(cls, array: np.ndarray) -> Stats:
-        # Zeros are counted a channel at a time, so the comparison needs no stage-sized temporary.
-        zeros = sum(int(np.count_nonzero(channel == 0)) for channel in array)
-        return cls(float(array.min()), float(array.mean(dtype=np.float64)), float(array.max()), zeros / array.size)
+        """One pass over cache-sized bands of rows on the ops' threads, the bands' sums added in a fixed order."""
+        rows = array.reshape(-1, array.shape[-1])
+        bands = _engine.strips(rows.shape[0], rows.shape[1] * rows.itemsize)
+        parts: list = [None] * len(bands)
+
+        def work(k: int, scratch: dict) -> None:
+            band = rows[bands[k][0] : bands[k][1]]
+            parts[k] = (band.min(), band.max(), band.sum(dtype=np.float64), band.size - np.count_nonzero(band))
+
+        _engine.run_tasks(list(range(len(bands))), work)
+        low, high, total, zeros = zip(*parts)
+        return cls(float(np.min(low)), float(np.sum(total)) / array.size, float(np.max(high)), sum(zeros) / array.size)
 
 
 @dataclass(frozen=True)
@@ -563,8 +571,13 @@ def receptive_fields(stages: tuple[Stage, ...], shape: Shape) -> list[tuple[Pair
     return out
 
 
-def stream(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline) -> Iterator[StageResult]:
-    """Run a pipeline on a (C, H, W) image, yielding the input and then each stage's result."""
+def stream(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline, *, reuse: bool = False) -> Iterator[StageResult]:
+    """Run a pipeline on a (C, H, W) image, yielding the input and then each stage's result.
+
+    With ``reuse`` the caller is done with each result's array before it asks
+    for the next, so an activation overwrites the stage before it instead of
+    taking new memory (the image itself is never overwritten).
+    """
     pipeline = stages if isinstance(stages, Pipeline) else Pipeline(tuple(stages))
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
@@ -576,7 +589,10 @@ def stream(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline) -> Iterator[
     flip = pipeline.convention == "convolution"
     for index, (stage, (rf, jump)) in enumerate(zip(pipeline.stages, fields_), 1):
         start = time.perf_counter()
-        array = stage.apply(current.array, flip=flip)
+        if reuse and index > 1 and isinstance(stage, Activation):
+            array = stage.apply(current.array, inplace=True)
+        else:
+            array = stage.apply(current.array, flip=flip)
         seconds = time.perf_counter() - start
         labels = stage.labels(labels)
         current = StageResult(

@@ -7,7 +7,7 @@ from reference import conv2d_loops
 from cnnx import ops
 from cnnx.errors import CnnxError
 from cnnx.kernels import parse_kernel
-from cnnx.pipeline import LESSON, Activation, Conv, Pool, check, run
+from cnnx.pipeline import LESSON, Activation, Conv, Pool, Stats, check, run, stream
 
 
 def stripes(height=32, width=32, period=8, vertical=True):
@@ -101,3 +101,31 @@ def test_activation_stage_leaves_its_input(function):
     before = x.copy()
     Activation(function).apply(x)
     np.testing.assert_array_equal(x, before)
+
+
+def test_reuse_overwrites_the_stage_before_an_activation_and_nothing_else():
+    """With reuse, each result equals the plain run's; the activation takes the conv's memory, never the image's."""
+    image = np.random.default_rng(5).standard_normal((1, 20, 24)).astype(np.float32)
+    stages = (Activation("relu"), Conv.of("sobel_x", "sobel_y"), Activation("tanh"), Pool("max", 2), Activation("abs"))
+    plain = run(image, stages)
+    before = image.copy()
+    arrays = []
+    for result, want in zip(stream(image, stages, reuse=True), plain):
+        np.testing.assert_array_equal(result.array, want.array)
+        assert result.stats == want.stats
+        arrays.append(result.array)
+    np.testing.assert_array_equal(image, before)
+    assert arrays[1] is not arrays[0]  # the first stage reads the image: it gets memory of its own
+    assert arrays[3] is arrays[2] and arrays[5] is arrays[4]
+
+
+def test_stats_against_numpy():
+    """min, mean, max and the share of exact zeros match numpy's whole-array answers, over many bands of rows."""
+    values = np.random.default_rng(6).standard_normal((3, 700, 900)).astype(np.float32)
+    values[values < -0.5] = 0
+    stats = Stats.of(values)
+    assert (stats.min, stats.max) == (values.min(), values.max())
+    assert stats.mean == pytest.approx(values.mean(dtype=np.float64), rel=1e-9)
+    assert stats.zeros == np.mean(values == 0)
+    values[1, 500, 3] = np.nan
+    assert np.isnan(Stats.of(values).min) and np.isnan(Stats.of(values).max)
