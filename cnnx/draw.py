@@ -107,14 +107,15 @@ def to_index(fmap: np.ndarray, low: float, high: float) -> np.ndarray:
     out = np.empty(fmap.shape, np.uint8)
     width = fmap.shape[-1] if fmap.ndim else 1
     rows, index = fmap.reshape(-1, width), out.reshape(-1, width)
-    step = max(1, (1 << 16) // width)
+    step = max(1, (1 << 18) // width)
 
     def work(first: int, scratch: dict) -> None:
         band = rows[first : first + step]
         chunk = np.multiply(band, scale, out=buffer(scratch, "index", band.shape))
         chunk += offset
-        np.fmax(chunk, 0, out=chunk)  # fmax, unlike maximum, turns NaN into 0
-        np.minimum(chunk, 255, out=chunk)
+        np.clip(chunk, 0, 255, out=chunk)
+        if np.isnan(chunk.max()):  # NaN survives clip; only then the slower pass that makes it 0
+            np.nan_to_num(chunk, copy=False, nan=0.0)
         index[first : first + step] = chunk
 
     run_tasks(list(range(0, rows.shape[0], step)), work)

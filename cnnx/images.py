@@ -14,10 +14,12 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnx._engine import run_tasks
 from cnnx.errors import CnnxError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Source", "load_image", "probe_image"]
@@ -63,7 +65,8 @@ def load_image(
             if frame:
                 picture.seek(frame)
             mode = picture.mode
-            picture = ImageOps.exif_transpose(picture)
+            if picture.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even an upright image: only when turned
+                picture = ImageOps.exif_transpose(picture)
             array = _to_channels(picture, color)
         except CnnxError:
             raise
@@ -81,7 +84,12 @@ def probe_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS
     path = Path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        picture = _open(path, _read_bytes(path), max_pixels)
+        try:
+            stream = path.open("rb")  # only the header is read, not the whole file
+        except OSError as error:
+            raise _unreadable(path, error) from None
+        with stream:
+            picture = _open(path, stream, max_pixels)
         try:
             # A PNG's getexif() decodes the whole image to look past it; the header's eXIf chunk is enough here.
             exif = picture.getexif() if picture.format != "PNG" else Image.Exif()
@@ -96,17 +104,21 @@ def probe_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS
 def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise CnnxError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CnnxError(f"{path}: is a directory, not an image file") from None
-    except PermissionError:
-        raise CnnxError(f"{path}: permission denied") from None
     except OSError as error:
-        raise CnnxError(f"{path}: cannot read ({error.strerror or error})") from None
+        raise _unreadable(path, error) from None
 
 
-def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
+def _unreadable(path: Path, error: OSError) -> CnnxError:
+    if isinstance(error, FileNotFoundError):
+        return CnnxError(f"{path}: no such file")
+    if isinstance(error, IsADirectoryError):
+        return CnnxError(f"{path}: is a directory, not an image file")
+    if isinstance(error, PermissionError):
+        return CnnxError(f"{path}: permission denied")
+    return CnnxError(f"{path}: cannot read ({error.strerror or error})")
+
+
+def _open(path: Path, data: bytes | BinaryIO, max_pixels: int) -> Image.Image:
     """Read the header only and refuse an image over ``max_pixels`` before a pixel is decoded.
 
     Pillow's own bomb check is switched off while the header is read, so the
@@ -116,8 +128,11 @@ def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
     limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = None
-        picture = Image.open(io.BytesIO(data))
+        picture = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
     except UnidentifiedImageError:
+        if not isinstance(data, bytes):
+            data.seek(0)
+            data = data.read(16)
         kind = _looks_like(data)
         if kind:
             raise CnnxError(f"{path}: a corrupt {kind} file: its header cannot be read") from None
@@ -151,34 +166,43 @@ def _looks_like(data: bytes) -> str | None:
     return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
 
 
-ROWS_AT_ONCE = 256  # rows converted to float at a time, so loading needs little more than the result
+BAND_BYTES = 1 << 17  # decoded bytes converted to float at a time, so loading needs little more than the result
 
 
 def _to_channels(picture: Image.Image, color: bool) -> np.ndarray:
-    """(C, H, W) float32 in [0, 1]: luma or RGB, alpha composited over white, high bit depths kept."""
+    """(C, H, W) float32 in [0, 1]: luma or RGB, alpha composited over white, high bit depths kept.
+
+    8-bit pictures are converted a band of rows at a time on the ops' threads,
+    each band copied out of Pillow on its own, so the image is never copied whole.
+    """
     mode = picture.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         gray = _single_band(np.asarray(picture, dtype=np.float32), mode)
         return np.repeat(gray[None], 3 if color else 1, axis=0)
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in picture.info
-    if mode in ("1", "L") and not has_alpha:
-        pixels = np.asarray(picture.convert("L"))[..., None]
-    else:
-        pixels = np.asarray(picture.convert("RGBA" if has_alpha else "RGB"))
-    H, W = pixels.shape[:2]
+    target = "RGBA" if has_alpha else "L" if mode in ("1", "L") else "RGB"
+    if mode != target:
+        picture = picture.convert(target)
+    W, H = picture.size
     out = np.empty((3 if color else 1, H, W), np.float32)
-    for r0 in range(0, H, ROWS_AT_ONCE):
-        chunk = pixels[r0 : r0 + ROWS_AT_ONCE].astype(np.float32) / np.float32(255)
+    step = max(1, BAND_BYTES // (W * len(target)))
+
+    def work(r0: int, scratch: dict) -> None:
+        band = picture.crop((0, r0, W, min(H, r0 + step))).tobytes()
+        chunk = np.frombuffer(band, np.uint8).reshape(-1, W, len(target)).astype(np.float32) / np.float32(255)
+        rows = slice(r0, r0 + len(chunk))
         if has_alpha:
             alpha = chunk[..., 3:]
             chunk = chunk[..., :3] * alpha + (1 - alpha)
         if color:
-            out[:, r0 : r0 + ROWS_AT_ONCE] = np.moveaxis(np.broadcast_to(chunk, (*chunk.shape[:2], 3)), 2, 0)
+            out[:, rows] = np.moveaxis(np.broadcast_to(chunk, (*chunk.shape[:2], 3)), 2, 0)
         elif chunk.shape[2] == 1:
-            out[0, r0 : r0 + ROWS_AT_ONCE] = chunk[..., 0]
+            out[0, rows] = chunk[..., 0]
         else:
             # The three weights sum to 1 only up to rounding: keep white at 1.
-            np.minimum(chunk @ LUMA, 1, out=out[0, r0 : r0 + ROWS_AT_ONCE])
+            np.minimum(chunk @ LUMA, 1, out=out[0, rows])
+
+    run_tasks(list(range(0, H, step)), work)
     return out
 
 

@@ -507,14 +507,14 @@ class Stats:
 
     @classmethod
     def of(cls, array: np.ndarray) -> Stats:
-        """One pass over cache-sized bands of rows on the ops' threads, the bands' sums added in a fixed order."""
+        """Cache-sized bands of rows on the ops' threads, each summed pairwise and the sums added in a fixed order."""
         rows = array.reshape(-1, array.shape[-1])
-        bands = _engine.strips(rows.shape[0], rows.shape[1] * rows.itemsize)
+        bands = _engine.strips(rows.shape[0], rows.shape[1] * rows.itemsize // 4)
         parts: list = [None] * len(bands)
 
         def work(k: int, scratch: dict) -> None:
             band = rows[bands[k][0] : bands[k][1]]
-            parts[k] = (band.min(), band.max(), band.sum(dtype=np.float64), band.size - np.count_nonzero(band))
+            parts[k] = (band.min(), band.max(), float(band.sum()), np.count_nonzero(band == 0))
 
         _engine.run_tasks(list(range(len(bands))), work)
         low, high, total, zeros = zip(*parts)

@@ -120,12 +120,13 @@ def test_reuse_overwrites_the_stage_before_an_activation_and_nothing_else():
 
 
 def test_stats_against_numpy():
-    """min, mean, max and the share of exact zeros match numpy's whole-array answers, over many bands of rows."""
+    """min, max and the share of exact zeros equal numpy's whole-array answers, and the mean is as close as float32 allows."""
     values = np.random.default_rng(6).standard_normal((3, 700, 900)).astype(np.float32)
     values[values < -0.5] = 0
     stats = Stats.of(values)
     assert (stats.min, stats.max) == (values.min(), values.max())
-    assert stats.mean == pytest.approx(values.mean(dtype=np.float64), rel=1e-9)
+    # float32 pairwise sums of each band: good to far better than a millionth of the values' size
+    assert abs(stats.mean - values.mean(dtype=np.float64)) <= 1e-6 * np.abs(values).mean(dtype=np.float64)
     assert stats.zeros == np.mean(values == 0)
     values[1, 500, 3] = np.nan
     assert np.isnan(Stats.of(values).min) and np.isnan(Stats.of(values).max)
