@@ -198,7 +198,7 @@ def _run_single(job, quiet: bool) -> None:
     out.print(
         f"wrote {outcome.maps} maps, a montage per stage, overview.png, index.html and manifest.json to "
         f"{job.destination} in {t['total']:.2f} s (load {t['load']:.2f}, compute {t['compute']:.2f}, "
-        f"draw and write {t['draw and write']:.2f})",
+        f"render {t['render']:.2f}, write {t['write']:.2f})",
         markup=False, highlight=False, soft_wrap=True,
     )
 

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -136,6 +137,15 @@ class RunWriter:
         self._overview: list[Image.Image] = []
         self._drawing: Callable[[], None] | None = None  # completes the stage being drawn
         self._tasks: list[Future] = []
+        self.render_seconds = 0.0  # time this thread spent colouring maps and drawing montages
+
+    @contextmanager
+    def _rendering(self) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.render_seconds += time.perf_counter() - start
 
     def __enter__(self) -> RunWriter:
         return self
@@ -192,7 +202,8 @@ class RunWriter:
         cmap = "gray" if result.index == 0 else self.style.cmap
         table = draw.colormap(cmap)
         files = StageFiles(result.released(), cmap=cmap)
-        indices = [draw.to_index(fmap, *span) for fmap, span in zip(result.array, ranges)]
+        with self._rendering():
+            indices = [draw.to_index(fmap, *span) for fmap, span in zip(result.array, ranges)]
         labels, name = result.labels, stage_folder_name(result)
         if self.save_raw:
             files.raw = folder / "stage.npy"
@@ -215,7 +226,8 @@ class RunWriter:
             thumbs = [task.result() for task in pending]
             files.maps.sort(key=lambda m: m.channel)
             files.montages = self._write_montages(files, thumbs, table, folder)
-            self._overview.append(draw.column(name, thumbs[:6], max(0, len(thumbs) - 6)))
+            with self._rendering():
+                self._overview.append(draw.column(name, thumbs[:6], max(0, len(thumbs) - 6)))
             self.stages.append(files)
 
         self._drawing = complete
@@ -235,7 +247,8 @@ class RunWriter:
         for number, page in enumerate(pages, 1):
             count = _plural(len(thumbs), "map") if len(pages) == 1 else f"maps {page.start + 1}-{page.stop} of {len(thumbs)}"
             title = f"{stage_folder_name(files.result)}  {files.result.description}  ({count})"
-            sheet = draw.montage([thumbs[k] for k in page], [labels[k] for k in page], title, bars)
+            with self._rendering():
+                sheet = draw.montage([thumbs[k] for k in page], [labels[k] for k in page], title, bars)
             path = folder / ("montage.png" if len(pages) == 1 else f"montage-{number}.png")
             write_png(path, np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"})
             paths.append(path)
@@ -248,11 +261,12 @@ class RunWriter:
         gap = 10
         width = sum(c.width for c in self._overview) + gap * (len(self._overview) + 1)
         height = max(c.height for c in self._overview) + 2 * gap
-        sheet = Image.new("RGB", (width, height), draw.BACKGROUND)
-        x = gap
-        for col in self._overview:
-            sheet.paste(col, (x, gap))
-            x += col.width + gap
+        with self._rendering():
+            sheet = Image.new("RGB", (width, height), draw.BACKGROUND)
+            x = gap
+            for col in self._overview:
+                sheet.paste(col, (x, gap))
+                x += col.width + gap
         write_png(self.root / "overview.png", np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"})
 
 

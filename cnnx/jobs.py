@@ -145,8 +145,11 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
         files.raw = files.raw and job.destination / files.raw.relative_to(folder)
     compute = sum(s.result.seconds for s in outcome.stages)
     total = time.perf_counter() - start
-    outcome.timings = {"load": loaded - start, "compute": compute, "draw and write": total - (loaded - start) - compute}
-    outcome.timings["total"] = total
+    # Wall-clock parts that add up to the total: PNGs are written on other threads while the stages are
+    # computed, so "write" is only the time spent waiting for them (and the manifest and gallery).
+    load, render = loaded - start, writer.render_seconds
+    outcome.timings = {"load": load, "compute": compute, "render": render, "write": total - load - compute - render,
+                       "total": total}
     # The array is not needed any more, and must not travel back from a worker.
     outcome.source = replace(source, array=None)
     return outcome

@@ -530,7 +530,7 @@ class StageResult:
     description: str
     array: np.ndarray = field(repr=False)
     labels: tuple[str, ...]
-    seconds: float
+    seconds: float  # computing the stage and its statistics
     receptive_field: Pair
     jump: Pair
     stats: Stats
@@ -593,10 +593,10 @@ def stream(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline, *, reuse: bo
             array = stage.apply(current.array, inplace=True)
         else:
             array = stage.apply(current.array, flip=flip)
-        seconds = time.perf_counter() - start
+        stats = Stats.of(array)
         labels = stage.labels(labels)
         current = StageResult(
-            index, stage.name, stage.describe(), array, labels, seconds, rf, jump, Stats.of(array), array.shape
+            index, stage.name, stage.describe(), array, labels, time.perf_counter() - start, rf, jump, stats, array.shape
         )
         yield current
 

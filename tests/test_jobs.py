@@ -1,6 +1,7 @@
 """Big photos and many photos: memory estimates, dry runs, batches on processes and on a Dask cluster."""
 
 import json
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -131,9 +132,15 @@ def test_no_progress_bar_off_a_terminal(tmp_path):
 
 
 def test_timings_split_the_run(tmp_path):
-    """The closing line splits the time into load, compute, and draw and write."""
+    """The closing line splits the time into load, compute, render and write, which add up to the total."""
     result = invoke("pipeline", photo(tmp_path, "a.png"), "-o", tmp_path / "out")
-    assert "(load " in result.stdout and "compute " in result.stdout and "draw and write " in result.stdout
+    closing = re.search(r"in ([\d.]+) s \(load ([\d.]+), compute ([\d.]+), render ([\d.]+), write (-?[\d.]+)\)", result.stdout)
+    assert closing, result.stdout
+    total, *parts = map(float, closing.groups())
+    assert all(part >= 0 for part in parts) and sum(parts) == pytest.approx(total, abs=0.02)
+    outcome = run_job(Job(photo(tmp_path, "b.png"), tmp_path / "b", load_pipeline()))
+    assert set(outcome.timings) == {"load", "compute", "render", "write", "total"}
+    assert outcome.timings["render"] > 0 and outcome.timings["compute"] > 0
 
 
 def test_dask_cluster_on_loopback_gives_the_same_files(tmp_path):
