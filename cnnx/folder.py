@@ -6,9 +6,9 @@ Ctrl-C leaves nothing behind.  A folder that an earlier cnnx run made (it
 holds cnnx's manifest) is replaced; any other non-empty folder is left alone
 unless the user says ``--force``.
 
-PNGs are drawn and encoded on a thread pool (Pillow's zlib releases the GIL)
-while the next stage is computed; a stage's maps are written and released
-before the stage after it is drawn.
+A stage's maps are coloured on every core, then encoded on a thread pool
+(the deflate releases the GIL) while the next stage is computed; a stage's
+maps are written and released before the stage after it is coloured.
 """
 
 from __future__ import annotations
@@ -407,7 +407,8 @@ def _json_default(value):
 
 # ---------------------------------------------------------------- memory
 
-# Bytes per pixel while an image is read: the decoded 8-bit image (Pillow keeps RGB as 4 bytes) and its copy.
+# Bytes per pixel while an image is read: the decoded 8-bit image (Pillow keeps RGB as 4 bytes) and, for the
+# modes that are converted first (palette, CMYK, ...), the converted copy.
 _LOAD_BYTES = 4 + 4
 
 
