@@ -197,10 +197,12 @@ def thumbnail(index: np.ndarray, table: np.ndarray | None, size: int) -> Image.I
     """A tile of a map's colour indices whose longer side is ``size``.
 
     Small maps are enlarged by whole factors (crisp squares); large ones are
-    first thinned to every n-th pixel, down to twice the size, then averaged.
+    first thinned to every n-th pixel, down to twice the size, then averaged
+    (as indices, so the average is that of the values, then coloured).
     """
     step = max(1, max(index.shape) // (2 * size))
-    image = picture(index[::step, ::step], table).convert("RGB")
+    # Indices are resized before they are coloured: averaging indices averages the values they stand for.
+    image = Image.fromarray(np.ascontiguousarray(index[::step, ::step]))
     longest = max(image.size)
     if longest < size:
         factor = max(1, size // longest)
@@ -209,7 +211,7 @@ def thumbnail(index: np.ndarray, table: np.ndarray | None, size: int) -> Image.I
         image = image.resize(_fitted(image.size, size), Image.Resampling.BOX)
     if image.height < MIN_THICKNESS // 2:  # a row of values: thick enough to see
         image = image.resize((image.width, MIN_THICKNESS // 2), Image.Resampling.NEAREST)
-    return image
+    return picture(np.asarray(image), table).convert("RGB")
 
 
 def _fitted(size: tuple[int, int], longest: int) -> tuple[int, int]:

@@ -121,7 +121,9 @@ def png_text(label: str, low: float, high: float, shape: tuple[int, ...], cmap: 
 class RunWriter:
     """Draws and writes each stage of a run into ``root`` as it arrives; ``finish()`` adds the overview.
 
-    A stage's maps are drawn on the pool while the next stage is computed;
+    ``root`` is a folder from ``staged_folder``, which appears whole or not at
+    all, so files are written straight to their names inside it.  A stage's
+    maps are drawn on the pool while the next stage is computed;
     the writer waits for them before it takes the stage after, so at most one
     stage is being drawn at a time.
     """
@@ -214,7 +216,8 @@ class RunWriter:
             indices[channel] = None  # written maps are let go one by one
             path = folder / f"ch{channel:02d}_{safe_name(label)}.png"
             big = draw.upscale(index, min_side=self.style.min_side)
-            write_png(path, big, palette=table, level=self.png_level, text=png_text(label, low, high, index.shape, cmap))
+            write_png(path, big, palette=table, level=self.png_level, text=png_text(label, low, high, index.shape, cmap),
+                      atomic=False)
             files.maps.append(MapFile(path, channel, label, low, high))
             return draw.thumbnail(index, table, 192)
 
@@ -250,7 +253,7 @@ class RunWriter:
             with self._rendering():
                 sheet = draw.montage([thumbs[k] for k in page], [labels[k] for k in page], title, bars)
             path = folder / ("montage.png" if len(pages) == 1 else f"montage-{number}.png")
-            write_png(path, np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"})
+            write_png(path, np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"}, atomic=False)
             paths.append(path)
         return paths
 
@@ -267,7 +270,8 @@ class RunWriter:
             for col in self._overview:
                 sheet.paste(col, (x, gap))
                 x += col.width + gap
-        write_png(self.root / "overview.png", np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"})
+        write_png(self.root / "overview.png", np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"},
+                  atomic=False)
 
 
 def _plural(count: int, noun: str) -> str:

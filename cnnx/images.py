@@ -181,8 +181,9 @@ def _to_channels(picture: Image.Image, color: bool) -> np.ndarray:
         return np.repeat(gray[None], 3 if color else 1, axis=0)
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in picture.info
     target = "RGBA" if has_alpha else "L" if mode in ("1", "L") else "RGB"
-    if mode != target:
-        picture = picture.convert(target)
+    # Decoded here, once: the bands below are cut by several threads, and a lazy image would decode in each.
+    picture = picture.convert(target) if mode != target else picture
+    picture.load()
     W, H = picture.size
     out = np.empty((3 if color else 1, H, W), np.float32)
     step = max(1, BAND_BYTES // (W * len(target)))

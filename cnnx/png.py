@@ -32,6 +32,7 @@ LEVELS = range(10)
 FAST_LEVELS = (1, 2, 3)  # ISA-L's own levels
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BAND_BYTES = 1 << 18  # rows are filtered and deflated this many bytes at a time, so they stay in cache
+SAMPLE_BYTES = 1 << 14  # the band of rows that decides the filter
 IDAT_BYTES = 1 << 20  # compressed bytes per IDAT chunk
 _FILTER_NONE, _FILTER_UP = 0, 2
 _COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # samples per pixel -> PNG colour type: grey, RGB, RGBA
@@ -85,10 +86,12 @@ def encode_png(stream, pixels: np.ndarray, *, palette: np.ndarray | None = None,
     _chunk(stream, b"IEND", b"")
 
 
+def _library(level: int):
+    return isal_zlib if isal_zlib is not None and level in FAST_LEVELS else zlib
+
+
 def _deflater(level: int):
-    if isal_zlib is not None and level in FAST_LEVELS:
-        return isal_zlib.compressobj(level)
-    return zlib.compressobj(level)
+    return _library(level).compressobj(level)
 
 
 def _deflated_rows(rows: np.ndarray, level: int):
@@ -124,15 +127,13 @@ def _up_is_smaller(rows: np.ndarray, level: int) -> bool:
     H, row_bytes = rows.shape
     if H < 2 or level == 0:
         return False
-    count = min(H - 1, max(2, BAND_BYTES // 4 // row_bytes))
+    count = min(H - 1, max(2, SAMPLE_BYTES // row_bytes))
     start = (H - count) // 2 or 1
     sample = np.ascontiguousarray(rows[start : start + count])
     up = np.empty_like(sample)
     _filter_into(up, rows, start, _FILTER_UP)
-    as_is, deflate_up = _deflater(level), _deflater(level)
-    size_as_is = len(as_is.compress(sample)) + len(as_is.flush())
-    size_up = len(deflate_up.compress(up)) + len(deflate_up.flush())
-    return size_up < size_as_is
+    compress = _library(level).compress
+    return len(compress(up, level)) < len(compress(sample, level))
 
 
 def _text_chunk(key: str, value: str) -> tuple[bytes, bytes]:
@@ -161,8 +162,15 @@ def umask() -> int:
 
 
 def write_png(path: Path, pixels: np.ndarray, *, palette: np.ndarray | None = None, level: int = 1,
-              text: dict[str, str] | None = None) -> None:
-    """Write a PNG (see ``encode_png``) atomically: a temporary file in the same folder, then a rename."""
+              text: dict[str, str] | None = None, atomic: bool = True) -> None:
+    """Write a PNG (see ``encode_png``) atomically: a temporary file in the same folder, then a rename.
+
+    ``atomic=False`` writes in place, for a folder that is itself moved into place only when complete.
+    """
+    if not atomic:
+        with open(path, "wb") as stream:
+            encode_png(stream, pixels, palette=palette, level=level, text=text)
+        return
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
     try:
         with os.fdopen(handle, "wb") as stream:
