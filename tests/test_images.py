@@ -85,3 +85,35 @@ def test_pixel_limit_refuses_before_decoding(tmp_path):
     with pytest.raises(CnnxError, match=r"larger than the limit of 5,000 pixels \(100x100\); raise --max-pixels"):
         load_image(path, max_pixels=5000)
     assert load_image(path, max_pixels=10000).array.shape == (1, 100, 100)
+
+
+@pytest.mark.parametrize("mode, name", [("L", "a.tif"), ("RGB", "a.bmp"), ("RGBA", "a.webp"), ("P", "a.gif")])
+def test_decoded_once_before_the_bands_are_shared_out(tmp_path, monkeypatch, mode, name):
+    """A lazily opened image is decoded once, on one thread, and the bands cut from it on two threads are right."""
+    from PIL import ImageFile
+
+    from cnnx import ops
+
+    rng = np.random.default_rng(8)
+    pixels = rng.integers(0, 256, (700, 300, 4), np.uint8)
+    options = {"lossless": True} if name.endswith(".webp") else {}
+    path = save(tmp_path, Image.fromarray(pixels, "RGBA").convert(mode), name, **options)
+    decodes = []
+    real_load = ImageFile.ImageFile.load
+
+    def counted(image):
+        if image.tile:  # a load that will decode
+            decodes.append(image)
+        return real_load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counted)
+    ops.set_num_threads(2)
+    try:
+        got = load_image(path, color=True).array
+    finally:
+        ops.set_num_threads(None)
+    assert len(decodes) == 1
+    with Image.open(path) as image:
+        rgba = np.asarray(image.convert("RGBA"), np.float64) / 255
+    want = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])  # over white
+    np.testing.assert_allclose(got, np.moveaxis(want, 2, 0), atol=1e-6)
