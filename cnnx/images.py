@@ -200,8 +200,13 @@ def _to_channels(picture: Image.Image, color: bool) -> np.ndarray:
         elif chunk.shape[2] == 1:
             out[0, rows] = chunk[..., 0]
         else:
-            # The three weights sum to 1 only up to rounding: keep white at 1.
-            np.minimum(chunk @ LUMA, 1, out=out[0, rows])
+            # Multiplies and adds in a fixed order, not a BLAS product, whose rounding can depend on where the
+            # band lies in memory; the three weights sum to 1 only up to rounding: keep white at 1.
+            luma = out[0, rows]
+            np.multiply(chunk[..., 0], LUMA[0], out=luma)
+            luma += chunk[..., 1] * LUMA[1]
+            luma += chunk[..., 2] * LUMA[2]
+            np.minimum(luma, 1, out=luma)
 
     run_tasks(list(range(0, H, step)), work)
     return out

@@ -117,3 +117,17 @@ def test_decoded_once_before_the_bands_are_shared_out(tmp_path, monkeypatch, mod
         rgba = np.asarray(image.convert("RGBA"), np.float64) / 255
     want = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])  # over white
     np.testing.assert_allclose(got, np.moveaxis(want, 2, 0), atol=1e-6)
+
+
+def test_luma_bits_do_not_depend_on_where_a_pixel_lies(tmp_path):
+    """Every pixel's luma is the same float32, to the bit, whatever the image's width or the pixel's place in it."""
+    colours = np.random.default_rng(9).integers(0, 256, (1, 997, 3), np.uint8)
+    chunk = colours[0].astype(np.float32) / np.float32(255)
+    luma = chunk[:, 0] * np.float32(0.299)
+    luma += chunk[:, 1] * np.float32(0.587)
+    luma += chunk[:, 2] * np.float32(0.114)
+    want = dict(zip(map(bytes, colours[0]), np.minimum(luma, 1)))
+    for width in (1, 3, 8, 61, 997):
+        rows = colours[0, : (997 // width) * width].reshape(-1, width, 3)
+        got = load_image(save(tmp_path, Image.fromarray(rows), f"w{width}.png")).array[0]
+        assert all(got[r, c] == want[bytes(rows[r, c])] for r in range(len(rows)) for c in range(width))
