@@ -203,19 +203,36 @@ def factorise(kernel: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]] | None:
 
 
 def _accumulate(acc: np.ndarray, scratch: np.ndarray, terms: list, *, add: bool = False) -> None:
-    """``acc (+)= sum(view * value for view, value in terms)`` with no temporaries (zero terms give zeros)."""
+    """``acc (+)= sum(view * value for view, value in terms)`` with no temporaries (zero terms give zeros).
+
+    Weights of 1 and -1 (edge and box kernels) are added or subtracted without a multiply, one pass
+    instead of two; multiplying by them is exact, so the sums are the same to the bit.
+    """
     if not terms:
         if not add:
             acc.fill(0)
         return
-    (view, value), *rest = terms
-    if add:
-        rest = terms
-    else:
-        np.multiply(view, value, out=acc)
+    rest = terms
+    if not add:
+        (view, value), *rest = terms
+        if rest and abs(value) == 1 and abs(rest[0][1]) == 1:
+            (second, sign), *rest = rest
+            if value == sign:
+                np.add(view, second, out=acc)
+                if value < 0:
+                    np.negative(acc, out=acc)
+            else:
+                np.subtract(*((view, second) if value > 0 else (second, view)), out=acc)
+        else:
+            np.multiply(view, value, out=acc)
     for view, value in rest:
-        np.multiply(view, value, out=scratch)
-        acc += scratch
+        if value == 1:
+            acc += view
+        elif value == -1:
+            acc -= view
+        else:
+            np.multiply(view, value, out=scratch)
+            acc += scratch
 
 
 def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, out: np.ndarray) -> None:
@@ -267,8 +284,11 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
             acc = buffer(scratch, "acc", (R * Wp,))
             product = buffer(scratch, "product", (R * Wp,))
             _accumulate(acc, product, [(tap(*t), w[0][t]) for t in taps[:-1]])
-            np.multiply(tap(*taps[-1]), w[0][taps[-1]], out=product)
-            np.add(acc.reshape(R, Wp)[:, :Wout], product.reshape(R, Wp)[:, :Wout], out=out[0, r0:r1])
+            last, value = tap(*taps[-1]), w[0][taps[-1]]
+            if abs(value) != 1:
+                last = np.multiply(last, value, out=product)
+            combine = np.subtract if value == -1 else np.add
+            combine(acc.reshape(R, Wp)[:, :Wout], last.reshape(R, Wp)[:, :Wout], out=out[0, r0:r1])
             return
         elif O == 1:
             result = buffer(scratch, "acc", (1, R * width))
