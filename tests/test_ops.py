@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from reference import avg_pool2d_loops, conv2d_loops, max_pool2d_loops, pool_size
 from scipy import ndimage, signal
 
@@ -99,6 +100,22 @@ def test_conv2d_matches_loops(case):
     got = ops.conv2d(x if batched else x[0], weight, bias, stride, padding, dilation, groups, mode)
     assert got.dtype == np.float32
     close(got if batched else got[None], want if batched else want[:1], atol_scale=np.abs(weight).sum())
+
+
+@SETTINGS
+@given(
+    hnp.arrays(np.float32, st.tuples(st.sampled_from([1, 3, 5]), st.sampled_from([1, 3, 5])),
+               elements=st.sampled_from([-1.0, 0.0, 1.0, 2.0, -0.5])),
+    st.sampled_from(["zeros", "replicate"]),
+    st.integers(0, 2**16),
+)
+def test_unit_weights_match_scipy(kernel, mode, seed):
+    """Kernels mostly of 1, -1 and 0 (edge and box filters, whose taps are added without multiplies) equal scipy's."""
+    image = np.random.default_rng(seed).integers(-50, 50, (23, 31)).astype(np.float32)
+    scipy_mode = {"zeros": "constant", "replicate": "nearest"}[mode]
+    want = ndimage.correlate(image.astype(np.float64), kernel.astype(np.float64), mode=scipy_mode)
+    got = ops.conv2d(image[None], kernel[None, None], padding="same", padding_mode=mode)[0]
+    close(got, want, np.abs(kernel).sum() * 50)
 
 
 @SETTINGS
