@@ -64,17 +64,19 @@ def encode_png(stream, pixels: np.ndarray, *, palette: np.ndarray | None = None,
     samples = 1 if pixels.ndim == 2 else pixels.shape[2]
     if samples not in _COLOR_TYPES or (palette is not None and samples != 1):
         raise ValueError(f"pixels must have 1, 3 or 4 samples (1 with a palette); got shape {pixels.shape}")
+    if palette is not None:
+        palette = np.ascontiguousarray(palette, np.uint8)
+        if palette.ndim != 2 or palette.shape[1] != 3 or not 1 <= len(palette) <= 256:
+            raise ValueError(f"palette must be (N, 3) with N in 1-256; got shape {palette.shape}")
+    texts = [_text_chunk(key, value) for key, value in (text or {}).items()]  # checked before a byte is written
     H, W = pixels.shape[:2]
     color_type = _PALETTE if palette is not None else _COLOR_TYPES[samples]
     stream.write(SIGNATURE)
     _chunk(stream, b"IHDR", struct.pack(">IIBBBBB", W, H, 8, color_type, 0, 0, 0))
     if palette is not None:
-        table = np.ascontiguousarray(palette, np.uint8)
-        if table.ndim != 2 or table.shape[1] != 3 or not 1 <= len(table) <= 256:
-            raise ValueError(f"palette must be (N, 3) with N in 1-256; got shape {table.shape}")
-        _chunk(stream, b"PLTE", table.tobytes())
-    for key, value in (text or {}).items():
-        _chunk(stream, *_text_chunk(key, value))
+        _chunk(stream, b"PLTE", palette.tobytes())
+    for kind, data in texts:
+        _chunk(stream, kind, data)
     pending, size = [], 0
     for piece in _deflated_rows(pixels.reshape(H, -1), level):
         pending.append(piece)
@@ -87,11 +89,8 @@ def encode_png(stream, pixels: np.ndarray, *, palette: np.ndarray | None = None,
 
 
 def _library(level: int):
+    """ISA-L for its own levels where it is installed, else zlib."""
     return isal_zlib if isal_zlib is not None and level in FAST_LEVELS else zlib
-
-
-def _deflater(level: int):
-    return _library(level).compressobj(level)
 
 
 def _deflated_rows(rows: np.ndarray, level: int):
@@ -101,7 +100,7 @@ def _deflated_rows(rows: np.ndarray, level: int):
     step = max(1, BAND_BYTES // row_bytes)
     band = np.empty((min(step, H), row_bytes + 1), np.uint8)
     band[:, 0] = kind
-    deflate = _deflater(level)
+    deflate = _library(level).compressobj(level)
     for r0 in range(0, H, step):
         n = min(step, H - r0)
         _filter_into(band[:n, 1:], rows, r0, kind)

@@ -127,9 +127,11 @@ def test_zlib_alone_writes_the_same_pixels(monkeypatch):
     ],
 )
 def test_bad_arguments(pixels, options, message):
-    """Wrong pixels, palettes, levels and keywords are refused, naming what is wrong."""
+    """Wrong pixels, palettes, levels and keywords are refused, naming what is wrong, before anything is written."""
+    stream = io.BytesIO()
     with pytest.raises(ValueError, match=message):
-        encoded(pixels, **options)
+        png.encode_png(stream, pixels, **options)
+    assert stream.getvalue() == b""
 
 
 def test_write_png_is_atomic(tmp_path, monkeypatch):
