@@ -431,10 +431,10 @@ class MemoryEstimate:
 def estimate_memory(pipeline, shape: tuple[int, int, int], style: Style = Style(), threads: int | None = None):
     """What a run of ``pipeline`` on an image of ``shape`` (C, H, W) will hold at its peak, from the shapes alone.
 
-    Two moments of each stage count.  While it is computed: the input image
-    (kept for the manifest), the stage's input and output (none of its own
-    for an activation, which overwrites its input), what its op allocates
-    (every thread's strips, and a filter's maps before they are interleaved), and the colour
+    Two moments of each stage count.  While it is computed: the stage's input
+    (the image, for the first) and output (none of its own for an activation,
+    which overwrites its input), what its op allocates (every thread's
+    strips, and a filter's maps before they are interleaved), and the colour
     indices of the stage before, being written.  While its maps are coloured:
     its output and the indices of both stages.  With scope=pipeline every
     stage is kept to the end and nothing is overwritten.
@@ -445,15 +445,14 @@ def estimate_memory(pipeline, shape: tuple[int, int, int], style: Style = Style(
 
     threads = threads or num_threads()
     C, H, W = shape
-    image = 4 * C * H * W
-    load = image + _LOAD_BYTES * H * W
+    load = 4 * C * H * W + _LOAD_BYTES * H * W
     shapes = check(pipeline.stages, shape)
     keep_all = style.scope == "pipeline"
     stages = []
     kept = 0
-    previous = 0  # the stage's input when it is not the image itself
+    previous = 4 * C * H * W  # the stage's input: the image, for the first stage
     drawn = C * H * W  # the colour indices of the stage before, being written
-    for stage, out in zip(pipeline.stages, shapes):
+    for k, (stage, out) in enumerate(zip(pipeline.stages, shapes)):
         channel = out[1] * out[2]
         output = 4 * out[0] * channel
         op = 0
@@ -463,13 +462,13 @@ def estimate_memory(pipeline, shape: tuple[int, int, int], style: Style = Style(
                 op += 4 * shape[0] * channel  # one named filter's maps over every channel, before they are interleaved
             elif stage.combine == "average" and shape[0] > 1:
                 op += 4 * channel  # the channels' mean
-        in_place = isinstance(stage, Activation) and previous and not keep_all
-        stages.append(kept + image + previous + (0 if in_place else output) + op + drawn)
+        in_place = isinstance(stage, Activation) and k > 0 and not keep_all
+        stages.append(kept + previous + (0 if in_place else output) + op + drawn)
         indices = out[0] * max(channel, style.min_side**2)
-        stages.append(kept + image + output + indices + drawn)
+        stages.append(kept + output + indices + drawn)
         if keep_all:
             kept += output
         previous, shape, drawn = output, out, indices
     if keep_all:
-        stages.append(image + 2 * kept)  # every stage, and all their values joined to find one range
+        stages.append(2 * kept)  # every stage, and all their values joined to find one range
     return MemoryEstimate(load, tuple(stages))

@@ -120,16 +120,19 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
         )
     source = load_image(job.image, color=job.pipeline.color, max_pixels=job.max_pixels, frame=job.frame)
     model = load_model(job.model) if job.model else None
-    if model is not None:
-        source = replace(source, array=model.prepare(source.array))
-    check(job.pipeline.stages, source.array.shape)
+    image = source.array if model is None else model.prepare(source.array)
+    check(job.pipeline.stages, image.shape)
     loaded = time.perf_counter()
+    # From here the stages alone hold the image, and let it go once the first stage has read it.
+    source = replace(source, array=None)
     outcome = Outcome(job, source=source)
+    # With scope=pipeline the writer keeps every stage until the end, so none may be overwritten.
+    results = stream(image, job.pipeline, reuse=job.style.scope != "pipeline")
+    del image
     with staged_folder(job.destination, force=job.force) as folder, RunWriter(
         folder, job.style, png_level=job.png_level, save_raw=job.save_raw
     ) as writer:
-        # With scope=pipeline the writer keeps every stage until the end, so none may be overwritten.
-        for result in stream(source.array, job.pipeline, reuse=job.style.scope != "pipeline"):
+        for result in results:
             if model is not None and result.index == len(job.pipeline.stages):
                 outcome.answer = model.answer(result.array)
             writer.add(result)
@@ -150,8 +153,6 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
     load, render = loaded - start, writer.render_seconds
     outcome.timings = {"load": load, "compute": compute, "render": render, "write": total - load - compute - render,
                        "total": total}
-    # The array is not needed any more, and must not travel back from a worker.
-    outcome.source = replace(source, array=None)
     return outcome
 
 

@@ -585,6 +585,7 @@ def stream(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline, *, reuse: bo
     fields_ = receptive_fields(pipeline.stages, image.shape)
     labels = input_labels(image.shape[0])
     current = StageResult(0, "input", "input", image, labels, 0.0, (1, 1), (1, 1), Stats.of(image), image.shape)
+    del image  # held by the input's result alone, so it goes once the first stage has read it and the caller moved on
     yield current
     flip = pipeline.convention == "convolution"
     for index, (stage, (rf, jump)) in enumerate(zip(pipeline.stages, fields_), 1):

@@ -71,7 +71,7 @@ def manifest(source: Source, pipeline: Pipeline, style: Style, stages: list[Stag
     A map's pixel of colour-table index ``i`` (0..255) stands for
     ``low + i / 255 * (high - low)``; with the gray map, ``i`` is the grey level.
     """
-    C, H, W = source.array.shape
+    C, H, W = stages[0].result.shape  # the input stage
 
     def relative(path: Path) -> str:
         return path.relative_to(root).as_posix()
