@@ -284,15 +284,20 @@ def _single_threaded_worker() -> None:
 
 @contextmanager
 def _progress(quiet: bool, what: str):
-    """A transient progress bar on stderr, only on a terminal and without --quiet; yields advance(done, total)."""
+    """A transient progress bar on stderr, only on a terminal and without --quiet.
+
+    Yields ``advance(done, total, note="")``; the note (maps written, say) shows beside the count.
+    """
     if quiet or not err.is_terminal:
-        yield lambda done, total: None
+        yield lambda done, total, note="": None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
-        task = bar.add_task(what, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+    columns = (TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None, note="")
+        yield lambda done, total, note="": bar.update(task, completed=done, total=total, note=note)
 
 
 def _parse_range(text: str | None) -> tuple[float, float] | None:

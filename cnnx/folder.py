@@ -128,8 +128,10 @@ class RunWriter:
     stage is being drawn at a time.
     """
 
-    def __init__(self, root: Path, style: Style = Style(), *, png_level: int = 1, save_raw: bool = False):
+    def __init__(self, root: Path, style: Style = Style(), *, png_level: int = 1, save_raw: bool = False,
+                 on_map: Callable[[], None] | None = None):
         self.root = root
+        self.on_map = on_map or (lambda: None)  # told after each map is written, from the thread that wrote it
         self.style = style
         self.png_level = png_level
         self.save_raw = save_raw
@@ -219,6 +221,7 @@ class RunWriter:
             write_png(path, big, palette=table, level=self.png_level, text=png_text(label, low, high, index.shape, cmap),
                       atomic=False)
             files.maps.append(MapFile(path, channel, label, low, high))
+            self.on_map()
             return draw.thumbnail(index, table, 192)
 
         pending = _start_in_threads(write_map, range(len(indices)))

@@ -11,6 +11,7 @@ process pool, or a Dask cluster's ``Client.get_executor()``.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
@@ -108,10 +109,13 @@ def plan(job: Job) -> tuple[tuple[int, int, int], list[tuple[int, int, int]], Me
     return shape, check(job.pipeline.stages, shape), estimate_memory(job.pipeline, shape, job.style)
 
 
-def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Outcome:
-    """Run one image into its folder; known failures raise CnnxError (or OSError when writing fails)."""
+def run_job(job: Job, progress: Callable[..., None] | None = None) -> Outcome:
+    """Run one image into its folder; known failures raise CnnxError (or OSError when writing fails).
+
+    ``progress(stages done, stages, note)`` is called as stages are computed and maps written (from any thread).
+    """
     start = time.perf_counter()
-    _, shapes, estimate = plan(job)
+    shape, shapes, estimate = plan(job)
     budget = job.max_memory or default_memory_budget()
     if estimate.peak > budget:
         raise CnnxError(
@@ -129,15 +133,15 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
     # With scope=pipeline the writer keeps every stage until the end, so none may be overwritten.
     results = stream(image, job.pipeline, reuse=job.style.scope != "pipeline")
     del image
+    report = _Progress(progress, len(shapes), shape[0] + sum(s[0] for s in shapes))
     with staged_folder(job.destination, force=job.force) as folder, RunWriter(
-        folder, job.style, png_level=job.png_level, save_raw=job.save_raw
+        folder, job.style, png_level=job.png_level, save_raw=job.save_raw, on_map=report.map_written
     ) as writer:
         for result in results:
             if model is not None and result.index == len(job.pipeline.stages):
                 outcome.answer = model.answer(result.array)
             writer.add(result)
-            if progress:
-                progress(result.index, len(shapes))
+            report.stage_done(result.index)
         outcome.stages = writer.finish()
         extra = {"model": {"name": model.name, **model.meta, "answer": dict(outcome.answer)}} if model else {}
         write_manifest(folder, {**manifest(source, job.pipeline, job.style, outcome.stages, folder), **extra})
@@ -154,6 +158,29 @@ def run_job(job: Job, progress: Callable[[int, int], None] | None = None) -> Out
     outcome.timings = {"load": load, "compute": compute, "render": render, "write": total - load - compute - render,
                        "total": total}
     return outcome
+
+
+class _Progress:
+    """Stages computed and maps written, told to a ``progress`` callback; maps are written on several threads."""
+
+    def __init__(self, progress: Callable[..., None] | None, stages: int, maps: int):
+        self.progress, self.stages, self.maps = progress, stages, maps
+        self.stage, self.written = 0, 0
+        self.lock = threading.Lock()
+
+    def stage_done(self, index: int) -> None:
+        with self.lock:
+            self.stage = index
+            self._tell()
+
+    def map_written(self) -> None:
+        with self.lock:
+            self.written += 1
+            self._tell()
+
+    def _tell(self) -> None:
+        if self.progress:
+            self.progress(self.stage, self.stages, f"{self.written}/{self.maps} maps written")
 
 
 def _message(error: Exception) -> str:

@@ -163,3 +163,20 @@ def test_run_batch_in_process_matches(tmp_path):
     assert [o.error for o in outcomes] == [None, None] and [o.maps for o in outcomes] == [25, 25]
     manifest = json.loads((tmp_path / "o1" / "manifest.json").read_text())
     assert manifest["input"]["path"].endswith("p1.png")
+
+
+def test_progress_bar_on_a_terminal_counts_stages_and_maps(tmp_path, monkeypatch):
+    """On a terminal the bar counts stages and the maps written, up to all of them; --quiet hides it."""
+    import io
+
+    from rich.console import Console
+
+    from cnnx import cli
+
+    for quiet in (False, True):
+        screen = io.StringIO()
+        monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=120))
+        args = ["-q"] if quiet else []
+        assert invoke("pipeline", photo(tmp_path, "a.png"), "-o", tmp_path / "out", *args).exit_code == 0
+        shown = screen.getvalue()
+        assert ("25/25 maps written" in shown and "6/6" in shown) != quiet, shown
