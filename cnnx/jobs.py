@@ -133,15 +133,15 @@ def run_job(job: Job, progress: Callable[..., None] | None = None) -> Outcome:
     # With scope=pipeline the writer keeps every stage until the end, so none may be overwritten.
     results = stream(image, job.pipeline, reuse=job.style.scope != "pipeline")
     del image
-    report = _Progress(progress, len(shapes), shape[0] + sum(s[0] for s in shapes))
+    tally = _Progress(progress, len(shapes), shape[0] + sum(s[0] for s in shapes))
     with staged_folder(job.destination, force=job.force) as folder, RunWriter(
-        folder, job.style, png_level=job.png_level, save_raw=job.save_raw, on_map=report.map_written
+        folder, job.style, png_level=job.png_level, save_raw=job.save_raw, on_map=tally.map_written
     ) as writer:
         for result in results:
             if model is not None and result.index == len(job.pipeline.stages):
                 outcome.answer = model.answer(result.array)
             writer.add(result)
-            report.stage_done(result.index)
+            tally.stage_done(result.index)
         outcome.stages = writer.finish()
         extra = {"model": {"name": model.name, **model.meta, "answer": dict(outcome.answer)}} if model else {}
         write_manifest(folder, {**manifest(source, job.pipeline, job.style, outcome.stages, folder), **extra})
