@@ -14,6 +14,7 @@ from cnnx.cli import app
 from cnnx.errors import CnnxError
 from cnnx.folder import Style, estimate_memory
 from cnnx.jobs import Job, batch_destinations, find_images, parse_bytes, run_batch, run_job
+from cnnx.ops import set_num_threads
 from cnnx.spec import load_pipeline
 
 runner = CliRunner()
@@ -43,17 +44,26 @@ def folder_bytes(root: Path) -> dict:
     ],
 )
 def test_memory_estimate_matches_what_a_run_holds(tmp_path, spec, color):
-    """The estimate from shapes alone is within 25% of the peak of numpy memory a real run holds (tracemalloc)."""
+    """The estimate from shapes alone is within 25% of the peak of numpy memory a real run holds (tracemalloc).
+
+    On one thread the run is the same every time.  On two, a busy machine can keep the threads' strips from
+    overlapping, so the peak may fall further below the estimate, but never rises more than 25% above it.
+    """
     image = photo(tmp_path, "a.png", (768, 1024))
     pipeline = load_pipeline(spec=spec, color=color)
     job = Job(image, tmp_path / "out", pipeline)
     run_job(job)  # warm caches (fonts, colour tables) so they do not count
-    tracemalloc.start()
-    run_job(Job(image, tmp_path / "out", pipeline))
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    estimate = estimate_memory(pipeline, (3 if color else 1, 768, 1024), Style()).peak
-    assert 0.75 <= peak / estimate <= 1.25, (peak, estimate)
+    for threads in (1, 2):
+        set_num_threads(threads)
+        try:
+            tracemalloc.start()
+            run_job(job)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        finally:
+            set_num_threads(None)
+        estimate = estimate_memory(pipeline, (3 if color else 1, 768, 1024), Style(), threads=threads).peak
+        assert (0.75 if threads == 1 else 0.5) <= peak / estimate <= 1.25, (threads, peak, estimate)
 
 
 def test_memory_budget_refuses_before_loading(tmp_path):
