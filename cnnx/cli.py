@@ -28,6 +28,7 @@ out = Console()
 err = Console(stderr=True)
 
 BAD_INPUT, RUNTIME_FAILURE, INTERRUPTED = 2, 1, 130
+PNG_LEVEL_HELP = "PNG compression: 1-3 are fast (ISA-L), 4-9 much slower and smaller on smooth pictures (zlib), 0 none."
 MAX_PIXELS_HELP = "Refuse images with more pixels than this (Pillow's decompression-bomb limit by default)."
 
 
@@ -113,7 +114,7 @@ def pipeline(
     percentile: float = typer.Option(99.5, "--percentile", help="For --normalize percentile: the magnitude percentile that sets the range."),
     min_size: int = typer.Option(128, "--min-size", min=1, help="Enlarge maps whose shorter side is smaller, by whole factors."),
     save_raw: bool = typer.Option(False, "--save-raw", help="Also write each stage's array as NN_stage/stage.npy."),
-    png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="PNG compression: 1-3 are fast (ISA-L), 4-9 much slower and smaller on smooth pictures (zlib), 0 none."),
+    png_level: int = typer.Option(1, "--png-level", min=0, max=9, help=PNG_LEVEL_HELP),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
     max_memory: str | None = typer.Option(None, "--max-memory", help="Refuse a run that needs more memory, e.g. 4G (default: 4/5 of this machine's)."),
     frame: int = typer.Option(0, "--frame", min=0, help="Which frame of an animated or multi-page image to use."),
@@ -343,7 +344,7 @@ def filter_(
     value_range: str | None = typer.Option(None, "--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1."),
     percentile: float = typer.Option(99.5, "--percentile", help="For --normalize percentile: the magnitude percentile that sets the range."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file that cnnx did not write."),
-    png_level: int = typer.Option(1, "--png-level", min=0, max=9, help="PNG compression: 1-3 are fast (ISA-L), 4-9 much slower and smaller on smooth pictures (zlib), 0 none."),
+    png_level: int = typer.Option(1, "--png-level", min=0, max=9, help=PNG_LEVEL_HELP),
     max_pixels: int = typer.Option(0, "--max-pixels", min=0, help=MAX_PIXELS_HELP, show_default=False),
     frame: int = typer.Option(0, "--frame", min=0, help="Which frame of an animated or multi-page image to use."),
     jobs: int | None = typer.Option(None, "-j", "--jobs", min=1, help="Images processed at once, in worker processes (default: the cores)."),
