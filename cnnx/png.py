@@ -38,7 +38,7 @@ _FILTER_NONE, _FILTER_UP = 0, 2
 _COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # samples per pixel -> PNG colour type: grey, RGB, RGBA
 _PALETTE = 3
 
-crc32 = isal_zlib.crc32 if isal_zlib is not None else zlib.crc32
+_crc32 = isal_zlib.crc32 if isal_zlib is not None else zlib.crc32
 
 
 def encode_png(stream, pixels: np.ndarray, *, palette: np.ndarray | None = None, level: int = 1,
@@ -150,7 +150,7 @@ def _chunk(stream, kind: bytes, data: bytes) -> None:
     stream.write(struct.pack(">I", len(data)))
     stream.write(kind)
     stream.write(data)
-    stream.write(struct.pack(">I", crc32(data, crc32(kind))))
+    stream.write(struct.pack(">I", _crc32(data, _crc32(kind))))
 
 
 def umask() -> int:
