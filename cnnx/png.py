@@ -58,7 +58,8 @@ def encode_png(stream, pixels: np.ndarray, *, palette: np.ndarray | None = None,
     """
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or 0 in pixels.shape:
-        raise ValueError(f"pixels must be a non-empty (H, W) or (H, W, C) uint8 array; got {pixels.dtype} {pixels.shape}")
+        raise ValueError(f"pixels must be a non-empty (H, W) or (H, W, C) uint8 array; got {pixels.dtype} "
+                         f"{pixels.shape}")
     if level not in LEVELS:
         raise ValueError(f"level must be 0-9; got {level}")
     samples = 1 if pixels.ndim == 2 else pixels.shape[2]
