@@ -507,7 +507,7 @@ class Stats:
 
     @classmethod
     def of(cls, array: np.ndarray) -> Stats:
-        """Bands of rows the size of the ops' strips, on their threads; each summed pairwise, the sums in a fixed order."""
+        """Bands of rows the size of the ops' strips, on their threads; each summed pairwise, in a fixed order."""
         rows = array.reshape(-1, array.shape[-1])
         bands = _engine.strips(rows.shape[0], rows.shape[1] * rows.itemsize)
         parts: list = [None] * len(bands)
