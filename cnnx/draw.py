@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cnnx._engine import buffer, run_tasks
+from cnnx.runtime import buffer, run_tasks
 from cnnx.errors import CnnxError
 
 __all__ = [

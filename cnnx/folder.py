@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnx import draw
+from cnnx import draw, runtime
 from cnnx.errors import CnnxError
-from cnnx.ops import num_threads
 from cnnx.pipeline import StageResult
 from cnnx.png import umask, write_png
 
@@ -224,7 +223,7 @@ class RunWriter:
             self.on_map()
             return draw.thumbnail(index, table, 192)
 
-        pending = _start_in_threads(write_map, range(len(indices)))
+        pending = runtime.background(write_map, range(len(indices)))
         self._tasks = [task for task in self._tasks if not task.done()] + pending
         self._complete_drawing()  # the stage before this one
 
@@ -279,27 +278,6 @@ class RunWriter:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-_pool: ThreadPoolExecutor | None = None
-
-
-def _start_in_threads(function, items) -> list[Future]:
-    """``function(item)`` for every item, started on a pool as large as the ops use (drawing and zlib release the GIL).
-
-    With one thread they run here and now.
-    """
-    global _pool
-    if num_threads() == 1:
-        done = []
-        for item in items:
-            future: Future = Future()
-            future.set_result(function(item))
-            done.append(future)
-        return done
-    if _pool is None or _pool._max_workers != num_threads():
-        _pool = ThreadPoolExecutor(max_workers=num_threads(), thread_name_prefix="cnnx-png")
-    return [_pool.submit(function, item) for item in items]
 
 
 def is_cnnx_png(path: Path) -> bool:
@@ -442,11 +420,10 @@ def estimate_memory(pipeline, shape: tuple[int, int, int], style: Style = Style(
     its output and the indices of both stages.  With scope=pipeline every
     stage is kept to the end and nothing is overwritten.
     """
-    from cnnx import _engine
     from cnnx.kernels import RandomBank, WeightBank
     from cnnx.pipeline import Activation, Conv, check
 
-    threads = threads or num_threads()
+    threads = threads or runtime.num_threads()
     C, H, W = shape
     load = 4 * C * H * W + _LOAD_BYTES * H * W
     shapes = check(pipeline.stages, shape)
@@ -460,7 +437,7 @@ def estimate_memory(pipeline, shape: tuple[int, int, int], style: Style = Style(
         output = 4 * out[0] * channel
         op = 0
         if isinstance(stage, Conv):
-            op = min(threads * _engine.STRIP_BYTES, 4 * (shape[0] + 4) * shape[1] * (shape[2] + 2))  # the strips
+            op = min(threads * runtime.STRIP_BYTES, 4 * (shape[0] + 4) * shape[1] * (shape[2] + 2))  # the strips
             if stage.combine == "depthwise" and not all(isinstance(s, (WeightBank, RandomBank)) for s in stage.sources):
                 op += 4 * shape[0] * channel  # one named filter's maps over every channel, before they are interleaved
             elif stage.combine == "average" and shape[0] > 1:

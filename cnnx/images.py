@@ -19,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnx._engine import run_tasks
+from cnnx.runtime import run_tasks
 from cnnx.errors import CnnxError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Source", "load_image", "probe_image"]

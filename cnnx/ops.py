@@ -5,7 +5,7 @@ PyTorch can serve as an oracle and PyTorch users need no new vocabulary.
 Arrays are channel-first float32: ``(C, H, W)`` for one image or
 ``(N, C, H, W)`` for a batch; every op accepts both and returns the same rank.
 
-This module checks arguments and works out sizes; ``_engine`` does the
+This module checks arguments and works out sizes; ``engine`` does the
 arithmetic in cache-sized strips on a small thread pool.  Results do not
 depend on the number of threads (``CNNX_NUM_THREADS`` or ``set_num_threads``).
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnx import _engine
-from cnnx._engine import num_threads, set_num_threads
+from cnnx import engine
+from cnnx.runtime import num_threads, set_num_threads
 
 __all__ = [
     "absolute",
@@ -212,7 +212,7 @@ def conv2d(
     O_group = O // groups
     for n in range(N):
         for g in range(groups):
-            _engine.correlate(
+            engine.correlate(
                 x[n, g * C_group : (g + 1) * C_group],
                 weight[g * O_group : (g + 1) * O_group],
                 stride,
@@ -258,7 +258,7 @@ def _pool(x: np.ndarray, kernel, stride, dilation, pad, size, reduce, fill: floa
     pads = ((pad[0], max(bottom, 0)), (pad[1], max(right, 0)))
     out = np.empty((N * C, *size), np.float32)
     planes = np.ascontiguousarray(x).reshape(N * C, H, W)
-    _engine.pool(planes, kernel, stride, dilation, pads, fill, reduce, out)
+    engine.pool(planes, kernel, stride, dilation, pads, fill, reduce, out)
     return out.reshape(N, C, *size)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from cnnx import _engine, ops
+from cnnx import ops, runtime
 from cnnx.errors import CnnxError
 from cnnx.kernels import RandomBank, WeightBank, parse_dense, parse_filters
 
@@ -509,14 +509,14 @@ class Stats:
     def of(cls, array: np.ndarray) -> Stats:
         """Bands of rows the size of the ops' strips, on their threads; each summed pairwise, in a fixed order."""
         rows = array.reshape(-1, array.shape[-1])
-        bands = _engine.strips(rows.shape[0], rows.shape[1] * rows.itemsize)
+        bands = runtime.strips(rows.shape[0], rows.shape[1] * rows.itemsize)
         parts: list = [None] * len(bands)
 
         def work(k: int, scratch: dict) -> None:
             band = rows[bands[k][0] : bands[k][1]]
             parts[k] = (band.min(), band.max(), float(band.sum()), np.count_nonzero(band == 0))
 
-        _engine.run_tasks(list(range(len(bands))), work)
+        runtime.run_tasks(list(range(len(bands))), work)
         low, high, total, zeros = zip(*parts)
         return cls(float(np.min(low)), float(np.sum(total)) / array.size, float(np.max(high)), sum(zeros) / array.size)
 

@@ -7,13 +7,13 @@ from hypothesis import strategies as st
 from reference import conv2d_loops, max_pool2d_loops
 from scipy import ndimage
 
-from cnnx import _engine, ops
+from cnnx import engine, ops, runtime
 
 
 @pytest.fixture
 def tiny_strips(monkeypatch):
     """Make every strip one row, so strip boundaries fall everywhere."""
-    monkeypatch.setattr(_engine, "STRIP_BYTES", 1)
+    monkeypatch.setattr(runtime, "STRIP_BYTES", 1)
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_separable_path_matches_loops(kh, kw, H, W, stride, dilation, mode, seed
     """A rank-1 kernel runs as two 1-D passes and still equals the pixel loop, with stride, dilation and borders."""
     rng = np.random.default_rng(seed)
     kernel = rank_one(rng, kh, kw)
-    assert _engine.separable(kernel) is not None
+    assert engine.separable(kernel) is not None
     image = rng.random((1, H, W), dtype=np.float32)
     pad = (min(kh // 2, H - 1), min(kw // 2, W - 1))
     if dilation * (kh - 1) + 1 > H + 2 * pad[0] or dilation * (kw - 1) + 1 > W + 2 * pad[1]:
@@ -49,11 +49,11 @@ def test_separable_detection():
     """Sobel and the Gaussian are found separable (Sobel exactly); the Laplacian and a random kernel are not."""
     from cnnx.kernels import LAPLACIAN_4, SOBEL_X, gaussian
 
-    column, row = _engine.separable(SOBEL_X)
+    column, row = engine.separable(SOBEL_X)
     np.testing.assert_array_equal(np.outer(column, row), SOBEL_X)
-    assert _engine.separable(gaussian(2.0)) is not None
-    assert _engine.separable(LAPLACIAN_4) is None
-    assert _engine.separable(np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32)) is None
+    assert engine.separable(gaussian(2.0)) is not None
+    assert engine.separable(LAPLACIAN_4) is None
+    assert engine.separable(np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32)) is None
 
 
 @pytest.mark.parametrize("O, C", [(1, 1), (1, 3), (4, 1), (8, 3)])
@@ -68,7 +68,7 @@ def test_one_row_strips_equal_whole_image(O, C, padding, stride, mode, tiny_stri
     image = rng.standard_normal((2, C, 37, 23)).astype(np.float32)
     weight = rng.standard_normal((O, C, 3, 5)).astype(np.float32)
     got = ops.conv2d(image, weight, padding=padding, stride=stride, padding_mode=mode)
-    _engine.STRIP_BYTES = 1 << 40
+    runtime.STRIP_BYTES = 1 << 40
     whole = ops.conv2d(image, weight, padding=padding, stride=stride, padding_mode=mode)
     np.testing.assert_allclose(got, whole, rtol=1e-6, atol=1e-6 * np.abs(weight).sum())
     pads = ((1, 1), (2, 2)) if padding == "same" else ((padding, padding),) * 2
@@ -130,7 +130,7 @@ def test_fft_path_matches_scipy(kh, kw, mode):
     rng = np.random.default_rng(kh * kw)
     kernel = rng.standard_normal((kh, kw))
     image = rng.random((300, 61))
-    assert _engine.fft_is_faster(kernel, image.shape)
+    assert engine.fft_is_faster(kernel, image.shape)
     got = ops.conv2d(image[None], kernel[None, None], padding="same", padding_mode=mode)[0]
     want = ndimage.correlate(image, kernel, mode=SCIPY_MODES[mode])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(kernel).sum())
@@ -141,7 +141,7 @@ def test_fft_path_dilated_even_kernel_matches_loops():
     rng = np.random.default_rng(2)
     kernel = rng.standard_normal((8, 10)).astype(np.float32)
     image = rng.random((1, 40, 37), dtype=np.float32)
-    assert _engine.fft_is_faster(kernel, (40, 37))
+    assert engine.fft_is_faster(kernel, (40, 37))
     got = ops.conv2d(image, kernel[None, None], padding="same", dilation=2, padding_mode="reflect")
     want = conv2d_loops(image[None], kernel[None, None], None, (1, 1), ((7, 7), (9, 9)), (2, 2), 1, "reflect")[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(kernel).sum())
@@ -152,9 +152,9 @@ def test_fft_only_where_it_pays():
     from cnnx.kernels import gaussian
 
     rng = np.random.default_rng(0)
-    assert not _engine.fft_is_faster(rng.standard_normal((3, 3)), (2048, 2048))
-    assert not _engine.fft_is_faster(gaussian(5.0), (2048, 2048))
-    assert _engine.fft_is_faster(rng.standard_normal((31, 31)), (2048, 2048))
+    assert not engine.fft_is_faster(rng.standard_normal((3, 3)), (2048, 2048))
+    assert not engine.fft_is_faster(gaussian(5.0), (2048, 2048))
+    assert engine.fft_is_faster(rng.standard_normal((31, 31)), (2048, 2048))
 
 
 def test_low_rank_kernel_runs_as_passes_and_matches_loops():
@@ -162,7 +162,7 @@ def test_low_rank_kernel_runs_as_passes_and_matches_loops():
     from cnnx.kernels import dog
 
     kernel = dog(1.0)
-    pairs = _engine.factorise(kernel)
+    pairs = engine.factorise(kernel)
     assert pairs is not None and len(pairs) == 2
     image = np.random.default_rng(1).random((1, 40, 33), dtype=np.float32)
     got = ops.conv2d(image, kernel[None, None], padding="same", padding_mode="replicate")

@@ -1,4 +1,4 @@
-"""How the ops run fast: cache-sized row strips, a small thread pool, contiguous tap views.
+"""How the ops run fast: cache-sized row strips on the runtime's threads, contiguous tap views.
 
 The output rows are cut into a fixed grid of strips whose working set fits in
 the L2 cache.  Each strip gathers the padded input rows it needs into a
@@ -16,98 +16,9 @@ BLAS calls, which is what lets two Python threads use two cores.
 
 from __future__ import annotations
 
-import math
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
-# Bytes a strip's buffers may take.  Measured on a 2-core EPYC (2 MiB L2 per
-# core, 32 MiB L3): 4 MiB, about 64 rows of a 4096-wide image, was fastest;
-# smaller strips lose to per-call overhead, which two threads contend for.
-STRIP_BYTES = 1 << 22
-
-_threads: int | None = None
-_executor: ThreadPoolExecutor | None = None
-_blas: ThreadpoolController | None = None
-
-
-def num_threads() -> int:
-    """Threads the ops use: ``set_num_threads``, else ``CNNX_NUM_THREADS``, else the usable cores."""
-    if _threads is not None:
-        return _threads
-    env = os.environ.get("CNNX_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def set_num_threads(n: int | None) -> None:
-    """Set the number of threads the ops use; ``None`` restores the default."""
-    global _threads, _executor
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"threads must be a positive integer; got {n!r}")
-    _threads = n
-    if _executor is not None:
-        _executor.shutdown()
-        _executor = None
-
-
-def _single_threaded_blas():
-    """A context in which BLAS runs on one thread.
-
-    The strips already keep every core busy; OpenBLAS's own threads beside
-    them made the products 2 to 4 times slower and erratic (measured here).
-    """
-    global _blas
-    if _blas is None:
-        _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
-
-
-def run_tasks(tasks: list, work: Callable[[object, dict], None]) -> None:
-    """Call ``work(task, scratch)`` for every task; each thread runs a contiguous run of tasks with its own scratch."""
-    threads = min(num_threads(), len(tasks))
-    runs = [tasks[k * len(tasks) // threads : (k + 1) * len(tasks) // threads] for k in range(max(threads, 1))]
-
-    def run(chunk: list) -> None:
-        scratch: dict = {}
-        for task in chunk:
-            work(task, scratch)
-
-    if threads <= 1:
-        return run(tasks)
-    with _single_threaded_blas():
-        _run_on_pool(runs, run)
-
-
-def _run_on_pool(runs: list[list], run: Callable[[list], None]) -> None:
-    """The first run on the calling thread, the others on the pool."""
-    global _executor
-    threads = len(runs)
-    if _executor is None or _executor._max_workers < threads - 1:
-        _executor = ThreadPoolExecutor(max_workers=max(num_threads() - 1, 1), thread_name_prefix="cnnx")
-    futures = [_executor.submit(run, chunk) for chunk in runs[1:]]
-    run(runs[0])
-    for future in futures:
-        future.result()
-
-
-def buffer(scratch: dict, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 array of ``shape`` from the thread's scratch, reused across strips (contents undefined)."""
-    size = math.prod(shape)
-    held = scratch.get(name)
-    if held is None or held.size < size:
-        held = scratch[name] = np.empty(size, np.float32)
-    return held[:size].reshape(shape)
-
-
-def strips(n_rows: int, row_bytes: int) -> list[tuple[int, int]]:
-    """The fixed grid of ``(first, stop)`` output-row strips for rows costing ``row_bytes`` each."""
-    step = max(1, min(n_rows, STRIP_BYTES // max(1, row_bytes)))
-    return [(r, min(r + step, n_rows)) for r in range(0, n_rows, step)]
+from cnnx.runtime import buffer, run_tasks, strips
 
 
 def border_map(index: np.ndarray, size: int, mode: str) -> np.ndarray:
