@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnx.errors import CnnxError
+from cnnx.weights import bias_key, layer_arrays, read_array, read_model
 
 __all__ = [
     "BANK",
@@ -246,7 +247,7 @@ def parse_kernel(spec: str) -> Kernel:
     if spec.startswith("["):
         return _parse_matrix(spec)
     if spec.lower().endswith(".npy"):
-        return Kernel(spec, Path(spec).stem, _checked_matrix(_load_array(Path(spec)), spec))
+        return Kernel(spec, Path(spec).stem, _checked_matrix(read_array(Path(spec)), spec))
     name, _, arguments = spec.partition(":")
     entry = find_filter(name.strip())
     params = _parse_params(entry.name, entry.defaults, arguments)
@@ -281,8 +282,8 @@ def parse_filters(spec: str) -> FilterSource:
             raise CnnxError(f"random: count must be a whole number from 1 to 512 and size from 1 to 31; got {spec!r}")
         canonical = f"random:{int(count)}" + (f":size={int(size)}" if size != 3 else "")
         return RandomBank(canonical, int(count), int(size))
-    if head.lower().endswith(".npz") or (head.lower().endswith(".npy") and _load_array(Path(head)).ndim == 4):
-        return _load_weights(spec)
+    if head.lower().endswith(".npz") or (head.lower().endswith(".npy") and read_array(Path(head)).ndim == 4):
+        return _weight_file(spec, ndim=4, what="filters must be a numeric array of shape (out, in, kH, kW)")
     return (parse_kernel(spec),)
 
 
@@ -354,31 +355,18 @@ def _parse_matrix(spec: str) -> Kernel:
     return Kernel("".join(spec.split()), f"matrix{weights.shape[0]}x{weights.shape[1]}", weights)
 
 
-MODELS = Path(__file__).resolve().parent / "models"
-
-
-def model_path(name: str) -> Path:
-    """The weights file of a shipped model; an unknown name lists the ones there are."""
-    path = MODELS / f"{name}.npz"
-    if not path.is_file():
-        known = sorted(p.stem for p in MODELS.glob("*.npz"))
-        raise CnnxError(f"unknown model {name!r}; cnnx ships {', '.join(known) or 'none'}")
-    return path
-
-
 def load_model_layer(spec: str) -> WeightBank:
     """``model:NAME:LAYER``: a shipped model's layer weights (LAYER.weight) and bias (LAYER.bias)."""
     parts = [part.strip() for part in spec.split(":")]
     if len(parts) != 3 or not all(parts):
         raise CnnxError(f"a model layer is written model:NAME:LAYER, e.g. model:shapes:conv1; got {spec!r}")
     _, name, layer = parts
-    loaded = _read_numpy(model_path(name))
-    if f"{layer}.weight" not in loaded:
-        layers = sorted({key.rsplit(".", 1)[0] for key in loaded if key.endswith(".weight")})
+    arrays, _ = read_model(name)
+    if f"{layer}.weight" not in arrays:
+        layers = sorted({key.rsplit(".", 1)[0] for key in arrays if key.endswith(".weight")})
         raise CnnxError(f"model {name!r} has no layer {layer!r}; it has {', '.join(layers)}")
-    weights = loaded[f"{layer}.weight"].astype(np.float32)
-    bias = loaded.get(f"{layer}.bias")
-    return WeightBank(f"model:{name}:{layer}", f"{name}.{layer}", weights, None if bias is None else bias.astype(np.float32))
+    bias = arrays.get(bias_key(f"{layer}.weight"))
+    return _bank(f"model:{name}:{layer}", f"{name}.{layer}", arrays[f"{layer}.weight"], bias, ndim=None)
 
 
 def parse_dense(spec: str) -> WeightBank:
@@ -386,66 +374,31 @@ def parse_dense(spec: str) -> WeightBank:
     spec = spec.strip()
     if spec.partition(":")[0].strip() == "model":
         bank = load_model_layer(spec)
-    else:
-        name, _, key = (part.strip() for part in spec.partition(":"))
-        loaded = _read_numpy(Path(name))
-        bias = None
-        if isinstance(loaded, dict):
-            key = key or next((k for k in ("weight", "weights") if k in loaded), next(iter(loaded)) if len(loaded) == 1 else "")
-            if key not in loaded:
-                raise CnnxError(f"{name}: say which array holds the weights, as {name}:NAME; it holds {', '.join(loaded)}")
-            weights, bias = loaded[key], loaded.get(key.replace("weight", "bias") if "weight" in key else "bias")
-        else:
-            weights = loaded
-        bank = WeightBank(spec, Path(name).stem, np.asarray(weights, np.float32), None if bias is None else np.asarray(bias, np.float32))
-    if bank.weights.ndim != 2 or 0 in bank.weights.shape or not np.isfinite(bank.weights).all():
-        raise CnnxError(f"{spec}: a dense layer needs finite weights of shape (out, in); got shape {bank.weights.shape}")
-    if bank.bias is not None and bank.bias.shape != (bank.weights.shape[0],):
-        raise CnnxError(f"{spec}: bias must have shape ({bank.weights.shape[0]},); got {bank.bias.shape}")
-    return bank
+        if bank.weights.ndim != 2:
+            raise CnnxError(f"{spec}: a dense layer needs weights of shape (out, in); got shape {bank.weights.shape}")
+        return bank
+    return _weight_file(spec, ndim=2, what="a dense layer needs weights of shape (out, in)")
 
 
-def _read_numpy(path: Path) -> np.ndarray | dict[str, np.ndarray]:
-    """The array of a .npy file, or every array of a .npz file by name."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            return np.asarray(loaded)
-        with loaded:
-            return {name: loaded[name] for name in loaded.files}
-    except FileNotFoundError:
-        raise CnnxError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CnnxError(f"{path}: is a directory") from None
-    except (OSError, ValueError, EOFError) as error:
-        raise CnnxError(f"{path}: not a readable numpy file ({error})") from None
-
-
-def _load_array(path: Path) -> np.ndarray:
-    loaded = _read_numpy(path)
-    if isinstance(loaded, dict):
-        raise CnnxError(f"{path}: a kernel file must be a .npy array")
-    return loaded
-
-
-def _load_weights(spec: str) -> WeightBank:
-    """Filters of shape (out, in, kH, kW) from a .npy or .npz file, and a .npz file's ``bias``."""
+def _weight_file(spec: str, *, ndim: int, what: str) -> WeightBank:
+    """A layer from ``file.npy`` or ``file.npz[:ARRAY]`` (with the bias beside it in an archive)."""
     name, _, key = (part.strip() for part in spec.partition(":"))
     path = Path(name)
-    loaded = _read_numpy(path)
-    bias = None
-    if isinstance(loaded, dict):
-        key = key or next((k for k in ("weight", "weights") if k in loaded), next(iter(loaded)) if len(loaded) == 1 else "")
-        if key not in loaded:
-            raise CnnxError(f"{path}: say which array holds the filters, as {path}:NAME; it holds {', '.join(loaded)}")
-        weights, bias = loaded[key], loaded.get("bias")
+    if path.suffix.lower() == ".npz":
+        _, array, bias = layer_arrays(path, key)
     else:
-        weights = loaded
-    if weights.ndim != 4 or 0 in weights.shape or not np.issubdtype(weights.dtype, np.number):
-        raise CnnxError(f"{spec}: filters must be a numeric array of shape (out, in, kH, kW); got shape {weights.shape}")
-    if not np.isfinite(weights).all():
-        raise CnnxError(f"{spec}: the filters must hold finite numbers")
-    if bias is not None and bias.shape != (weights.shape[0],):
-        raise CnnxError(f"{spec}: bias must have shape ({weights.shape[0]},); got {bias.shape}")
-    bias = None if bias is None else bias.astype(np.float32)
-    return WeightBank(spec.strip(), path.stem, weights.astype(np.float32), bias)
+        array, bias = read_array(path), None
+    return _bank(spec, path.stem, array, bias, ndim=ndim, what=what)
+
+
+def _bank(spec: str, label: str, array: np.ndarray, bias: np.ndarray | None, *, ndim: int | None, what: str = "") -> WeightBank:
+    """Checked weights: numeric, finite, of ``ndim`` dimensions, with a bias of one value per output."""
+    if (ndim is not None and array.ndim != ndim) or 0 in array.shape or not np.issubdtype(array.dtype, np.number):
+        raise CnnxError(f"{spec}: {what}; got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise CnnxError(f"{spec}: the weights must hold finite numbers")
+    if bias is not None and bias.shape != (array.shape[0],):
+        raise CnnxError(f"{spec}: bias must have shape ({array.shape[0]},); got {bias.shape}")
+    if bias is not None and not np.isfinite(bias).all():
+        raise CnnxError(f"{spec}: the bias must hold finite numbers")
+    return WeightBank(spec.strip(), label, array.astype(np.float32), None if bias is None else bias.astype(np.float32))

@@ -8,14 +8,14 @@ prepared image and reads the last stage as class probabilities.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from cnnx.errors import CnnxError
-from cnnx.kernels import model_path
+from cnnx.images import LUMA
+from cnnx.weights import read_model
 from cnnx.pipeline import Pipeline
 from cnnx.shapes import prepare as prepare_shape
 from cnnx.spec import parse_spec
@@ -37,7 +37,7 @@ class Model:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """A loaded (C, H, W) image as the model's input: luma, then the model's own preparation."""
-        gray = image[0] if image.shape[0] == 1 else np.tensordot([0.299, 0.587, 0.114], image[:3], axes=1)
+        gray = image[0] if image.shape[0] == 1 else np.tensordot(LUMA, image[:3], axes=1)
         return PREPARERS[self.meta.get("preparation", self.name)](gray)
 
     def answer(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
@@ -50,7 +50,5 @@ class Model:
 
 def load_model(name: str) -> Model:
     """A shipped model by name."""
-    path = model_path(name)
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
+    _, meta = read_model(name, layers=False)
     return Model(name, tuple(meta["classes"]), meta["spec"], meta)

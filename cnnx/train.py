@@ -8,10 +8,8 @@ differences in the tests); Adam updates the weights.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -20,7 +18,6 @@ from cnnx import ops
 from cnnx.shapes import CLASSES, CONTENT_SIZE, INPUT_SIZE, dataset
 
 LAYERS = ("conv1", "conv2", "fc")
-MODEL_FILE = Path(__file__).resolve().parent / "models" / "shapes.npz"
 
 
 def init_params(seed: int) -> dict[str, np.ndarray]:
@@ -160,18 +157,6 @@ def train(
         losses.append(total / samples)
         log(f"epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f} ({time.perf_counter() - start:.1f} s)")
     return params, losses
-
-
-def save_model(path: Path, params: dict, meta: dict) -> None:
-    """The weights and, as JSON in the same .npz, what the model is: classes, input, preprocessing, seed, accuracy."""
-    np.savez_compressed(path, **params, meta=np.array(json.dumps(meta, sort_keys=True)))
-
-
-def load_model(path: Path) -> tuple[dict, dict]:
-    with np.load(path, allow_pickle=False) as data:
-        params = {name: data[name] for name in data.files if name != "meta"}
-        meta = json.loads(str(data["meta"]))
-    return params, meta
 
 
 def describe(test_accuracy: float, seed: int, test_seed: int, samples: int, epochs: int) -> dict:

@@ -12,6 +12,7 @@ from cnnx import ops, train
 from cnnx.cli import app
 from cnnx.errors import CnnxError
 from cnnx.model import load_model
+from cnnx.weights import model_path, read_model
 from cnnx.pipeline import Pipeline, run
 from cnnx.shapes import CLASSES, dataset, draw_shape, prepare
 from cnnx.spec import parse_spec
@@ -120,11 +121,11 @@ def test_shapes_dataset_is_reproducible_and_balanced():
 def test_shipped_model_accuracy_on_fresh_shapes():
     """The shipped model classifies at least 97% of 1500 shapes drawn from a seed it never saw."""
     model = load_model("shapes")
-    params, _ = train.load_model(train.MODEL_FILE)
+    params, _ = read_model("shapes")
     assert model.meta["training"]["seed"] != 31337 and model.meta["test"]["seed"] != 31337
     x, y = dataset(1500, 31337)
     assert train.accuracy(params, x, y) >= 0.97
-    assert train.MODEL_FILE.stat().st_size < 1_000_000
+    assert model_path("shapes").stat().st_size < 1_000_000
 
 
 def test_model_metadata():
@@ -139,7 +140,7 @@ def test_model_metadata():
 def test_model_pipeline_uses_the_same_ops_as_training():
     """Running the model's pipeline gives the probabilities training's forward pass gives."""
     model = load_model("shapes")
-    params, _ = train.load_model(train.MODEL_FILE)
+    params, _ = read_model("shapes")
     x, _ = dataset(5, 99)
     for image in x:
         stages = run(image, model.pipeline)
@@ -175,7 +176,7 @@ def test_pipeline_with_the_model_answers_right(tmp_path, name):
 def test_hand_drawn_strokes():
     """Shapes drawn as a person would, with a pen line, off-centre, outlined or filled, are recognised."""
     model = load_model("shapes")
-    params, _ = train.load_model(train.MODEL_FILE)
+    params, _ = read_model("shapes")
     pictures = {}
     size = (200, 160)
     for name, points in {

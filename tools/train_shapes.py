@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from cnnx.shapes import dataset
-from cnnx.train import accuracy, describe, save_model, train
+from cnnx.train import accuracy, describe, train
+from cnnx.weights import MODELS, save_model
 
 TRAIN_SEED, TEST_SEED = 7, 2024
 
@@ -21,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=30000)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "cnnx" / "models" / "shapes.npz")
+    parser.add_argument("--out", type=Path, default=MODELS / "shapes.npz")
     arguments = parser.parse_args()
     start = time.perf_counter()
     params, _ = train(samples=arguments.samples, epochs=arguments.epochs, seed=TRAIN_SEED)
