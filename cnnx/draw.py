@@ -24,6 +24,7 @@ __all__ = [
     "colorbar",
     "colorize",
     "colormap",
+    "format_number",
     "column",
     "montage",
     "thumbnail",
@@ -219,7 +220,10 @@ def _fitted(size: tuple[int, int], longest: int) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
+    """Three significant digits in at most 6 characters (a magnitude under 0.01 as 1e-03), for bars and tables."""
+    if value and abs(value) < 1e-2:
+        return f"{value:.0e}"
     return f"{value:.3g}"
 
 
@@ -234,7 +238,7 @@ def colorbar(table: np.ndarray | None, low: float, high: float, width: int, *, e
     bar = Image.new("RGB", (width, 32), BACKGROUND)
     bar.paste(_as_rgb(strip), (10, 2))
     draw = ImageDraw.Draw(bar)
-    left, right = ends or (_number(low), _number(high))
+    left, right = ends or (format_number(low), format_number(high))
     draw.text((10, 16), left, fill=INK, font=font)
     draw.text((10 + len(ramp) - font.getlength(right), 16), right, fill=INK, font=font)
     if ends is None and low < 0 < high:

@@ -1,5 +1,28 @@
-"""The one exception type for errors a user can cause."""
+"""The one exception type for errors a user can cause, and how any known failure reads as one line."""
+
+from __future__ import annotations
+
+# Exit codes of the cnnx command, as the README lists them.
+RUNTIME_FAILURE, BAD_INPUT, INTERRUPTED = 1, 2, 130
 
 
 class CnnxError(ValueError):
     """A bad file, spec or name: the message is fit to print as it is."""
+
+
+def is_known(error: BaseException) -> bool:
+    """A failure the user can cause or meet (bad input, a full disk), as opposed to a bug."""
+    return isinstance(error, (CnnxError, OSError))
+
+
+def message(error: BaseException) -> str:
+    """A known failure as one line: a CnnxError as it is, an OSError as ``FILE: what went wrong``."""
+    if isinstance(error, OSError) and not isinstance(error, CnnxError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}"
+    return str(error)
+
+
+def exit_code(error: BaseException) -> int:
+    """2 for bad input, 1 for a failure while running (such as a full disk)."""
+    return BAD_INPUT if isinstance(error, CnnxError) else RUNTIME_FAILURE

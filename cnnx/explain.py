@@ -66,13 +66,9 @@ class ConvExplanation:
     lesson: dict | None = None  # where the lesson went wrong, for its own example
 
 
-def _number(value: float) -> str:
-    return f"{value:g}"
-
-
 def _written(values: np.ndarray, weights: np.ndarray, total: float) -> str:
-    terms = " + ".join(f"({_number(v)}*{_number(w)})" for v, w in zip(values.ravel(), weights.ravel()))
-    return f"{terms} = {_number(total)}"
+    terms = " + ".join(f"({v:g}*{w:g})" for v, w in zip(values.ravel(), weights.ravel()))
+    return f"{terms} = {total:g}"
 
 
 def explain_conv(matrix: np.ndarray, kernel: Kernel, *, stride: int = 1, padding: int = 0) -> ConvExplanation:
@@ -116,7 +112,7 @@ def explain_conv(matrix: np.ndarray, kernel: Kernel, *, stride: int = 1, padding
             "first_sum_adds_to": first.total,
             "correction": (
                 f"The lesson states the result {LESSON_STATED_RESULT} and writes its first window as "
-                f"{LESSON_STATED_SUM}. Those nine products add to {_number(first.total)}, not 3. "
+                f"{LESSON_STATED_SUM}. Those nine products add to {first.total:g}, not 3. "
                 f"The cross-correlation is {result.astype(int).tolist()}; true convolution (kernel flipped) "
                 f"gives {flipped.astype(int).tolist()}; ReLU of the result is {np.maximum(result, 0).astype(int).tolist()}."
             ),

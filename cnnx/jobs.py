@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnx.errors import CnnxError
+from cnnx.errors import CnnxError, message
 from cnnx.folder import MemoryEstimate, RunWriter, StageFiles, Style, estimate_memory, staged_folder, write_manifest
 from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
 from cnnx.model import load_model
@@ -183,17 +183,12 @@ class _Progress:
             self.progress(self.stage, self.stages, f"{self.written}/{self.maps} maps written")
 
 
-def _message(error: Exception) -> str:
-    where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
-    return str(error) if isinstance(error, CnnxError) else f"{where}{error.strerror or error}"
-
-
 def run_job_reporting(job: Job) -> Outcome:
     """``run_job`` for a batch: a known failure becomes the outcome's error instead of stopping the batch."""
     try:
         return run_job(job)
     except (CnnxError, OSError) as error:
-        return Outcome(job, error=_message(error))
+        return Outcome(job, error=message(error))
 
 
 @dataclass(frozen=True)
@@ -258,7 +253,7 @@ def run_filter_reporting(job: FilterJob) -> FilterOutcome:
     try:
         return run_filter(job)
     except (CnnxError, OSError) as error:
-        return FilterOutcome(job, error=_message(error))
+        return FilterOutcome(job, error=message(error))
 
 
 def find_images(inputs: Iterable[str]) -> list[Path]:

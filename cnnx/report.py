@@ -12,17 +12,11 @@ from rich.table import Table
 from rich.text import Text
 
 from cnnx import __version__
+from cnnx.draw import format_number
 from cnnx.folder import StageFiles, Style, stage_folder_name
 from cnnx.images import Source
 from cnnx.kernels import BANK, Filter, Kernel
 from cnnx.pipeline import Pipeline, StageResult
-
-
-def _number(value: float) -> str:
-    """Three significant digits in at most 6 characters; the manifest keeps every digit."""
-    if value and abs(value) < 1e-2:
-        return f"{value:.0e}"
-    return f"{value:.3g}"
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -55,9 +49,9 @@ def summary_table(results: list[StageResult], out_dir: Path, pipeline: Pipeline)
             f"{stage_folder_name(result)}/",
             result.description,
             _shape(result.shape),
-            _number(stats.min),
-            _number(stats.mean),
-            _number(stats.max),
+            format_number(stats.min),
+            format_number(stats.mean),
+            format_number(stats.max),
             f"{stats.zeros:.0%}",
             _field(result.receptive_field),
             f"{result.seconds * 1000:.1f}",

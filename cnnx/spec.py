@@ -144,7 +144,7 @@ def _parse_stage(piece: _Piece, spec: str) -> Stage:
         raise SpecError(str(error), spec, piece.start) from None
 
 
-def _number(piece: _Piece, kind, spec: str, minimum=None):
+def _parse_number(piece: _Piece, kind, spec: str, minimum=None):
     try:
         value = kind(piece.text)
     except ValueError:
@@ -170,11 +170,11 @@ def _build(name: str, values: list[_Piece], options: dict[str, _Piece], spec: st
     for key, piece in options.items():
         kind = schema[key]
         if kind is None:  # padding: a number or same/valid
-            parsed[key] = piece.text if piece.text in ("same", "valid") else _number(piece, int, spec, 0)
+            parsed[key] = piece.text if piece.text in ("same", "valid") else _parse_number(piece, int, spec, 0)
         elif kind is str:
             parsed[key] = piece.text
         else:
-            parsed[key] = _number(piece, kind, spec, 1 if key in ("stride", "dilation", "size") else 0 if key != "bias" else None)
+            parsed[key] = _parse_number(piece, kind, spec, 1 if key in ("stride", "dilation", "size") else 0 if key != "bias" else None)
     if name == "conv":
         if not values:
             raise SpecError("conv needs at least one filter, e.g. conv(sobel_x)", spec, options and min(p.start for p in options.values()) or 0)
@@ -198,13 +198,13 @@ def _build(name: str, values: list[_Piece], options: dict[str, _Piece], spec: st
         if values:
             if "size" in parsed:
                 raise SpecError("the window size is given twice", spec, values[0].start)
-            parsed["size"] = _number(values[0], int, spec, 1)
+            parsed["size"] = _parse_number(values[0], int, spec, 1)
         return Pool(name[:3], **parsed)
     if name == "leaky_relu":
         if len(values) > 1 or (values and "slope" in parsed):
             raise SpecError("leaky_relu takes one value, the slope", spec, values[-1].start)
         if values:
-            parsed["slope"] = _number(values[0], float, spec)
+            parsed["slope"] = _parse_number(values[0], float, spec)
         return Activation("leaky_relu", **parsed)
     if values:
         raise SpecError(f"{name} takes no values", spec, values[0].start)
