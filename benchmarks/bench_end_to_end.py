@@ -148,10 +148,11 @@ def bench_memory(work: Path) -> str:
         return "memory 100 MP: the run failed"
     # The largest child so far: the run (the baseline ran in a child of its own, and smaller).
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 - int(base.stdout.split()[-1])
-    from cnnx.folder import estimate_memory
-    from cnnx.pipeline import LESSON, Pipeline
+    from cnnx.memory import estimate_memory
+    from cnnx.pipeline import Chain
+    from cnnx.stages import LESSON, Pipeline
 
-    estimate = estimate_memory(Pipeline(LESSON), (1, side, side)).peak
+    estimate = estimate_memory(Chain(Pipeline(LESSON)), (1, side, side)).peak
     total = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     print(f"memory: 100 MP run peaked at {total / 2**30:.2f} GiB in all, {peak / 2**30:.2f} GiB above the program "
           f"itself; estimate {estimate / 2**30:.2f} GiB")

@@ -38,7 +38,8 @@ import numpy as np
 
 from cnnx import ops
 from cnnx.kernels import gaussian
-from cnnx.pipeline import LESSON, run
+from cnnx.pipeline import run
+from cnnx.stages import LESSON
 
 try:
     import torch

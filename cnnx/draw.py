@@ -10,21 +10,28 @@ A map is drawn by choosing the values ``low`` and ``high`` that the ends of a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cnnx.runtime import buffer, run_tasks
+from cnnx.choices import NORMALIZE, SCOPES
 from cnnx.errors import CnnxError
 
 __all__ = [
     "CMAP_ALIASES",
     "NORMALIZE",
+    "SCOPES",
+    "Style",
     "colorbar",
     "colorize",
     "colormap",
     "format_number",
+    "kernel_sheet",
+    "pair_text",
+    "shape_text",
     "column",
     "montage",
     "thumbnail",
@@ -33,7 +40,6 @@ __all__ = [
     "value_range",
 ]
 
-NORMALIZE = ("symmetric", "minmax", "percentile", "fixed")
 PERCENTILE_SAMPLE = 1 << 22  # values a percentile is taken over, at most
 MIN_THICKNESS = 24  # pixels: the least height a drawn map gets
 # Short names for the maps cnnx suggests; any other name of the cmap package works too.
@@ -95,6 +101,39 @@ def value_range(
         middle = (low + high) / 2
         low, high = middle - 1.0, middle + 1.0
     return low, high
+
+
+@dataclass(frozen=True)
+class Style:
+    """How values become pixels; see ``draw.value_range`` for the methods.
+
+    ``scope`` is what shares one range: each map, each stage, each conv block
+    (a conv stage and the stages after it up to the next conv: the conv's range
+    is carried through its ReLU and pooling, so a colour means one value across
+    them; a dense layer and a softmax start blocks too), or the whole pipeline.
+    """
+
+    normalize: str = "symmetric"
+    scope: str = "block"
+    cmap: str = "diverging"
+    percentile: float = 99.5
+    fixed: tuple[float, float] | None = None
+    min_side: int = 128
+    montage_limit: int = 64
+
+    def __post_init__(self):
+        if self.normalize not in NORMALIZE:
+            raise CnnxError(f"normalize must be one of {', '.join(NORMALIZE)}; got {self.normalize!r}")
+        if self.scope not in SCOPES:
+            raise CnnxError(f"scope must be one of {', '.join(SCOPES)}; got {self.scope!r}")
+        if self.normalize == "fixed" and (self.fixed is None or not self.fixed[0] < self.fixed[1]):
+            raise CnnxError("normalize=fixed needs --range LOW,HIGH with LOW < HIGH")
+        if not 0 < self.percentile <= 100:
+            raise CnnxError(f"percentile must be in (0, 100]; got {self.percentile}")
+        colormap(self.cmap)  # an unknown colour map is an error before any work
+
+    def range_of(self, values: np.ndarray, extremes: tuple[float, float] | None = None) -> tuple[float, float]:
+        return value_range(values, self.normalize, percentile=self.percentile, fixed=self.fixed, extremes=extremes)
 
 
 def to_index(fmap: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -220,6 +259,16 @@ def _fitted(size: tuple[int, int], longest: int) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
+def shape_text(shape: tuple[int, ...]) -> str:
+    """``4x300x451``."""
+    return "x".join(map(str, shape))
+
+
+def pair_text(pair: tuple[int, int]) -> str:
+    """A size of rows and columns: ``3`` when square, else ``3x5``."""
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
 def format_number(value: float) -> str:
     """Three significant digits in at most 6 characters (a magnitude under 0.01 as 1e-03), for bars and tables."""
     if value and abs(value) < 1e-2:
@@ -288,3 +337,26 @@ def column(title: str, tiles: list[Image.Image], more: int, *, size: int = 128) 
     if more:
         draw.text((6, y), f"+ {more} more", fill=INK, font=font)
     return image
+
+
+def kernel_sheet(layers: list[np.ndarray], names: list[str], cell: int = 8) -> Image.Image:
+    """Every kernel of each conv layer as a small heat map (blue below zero, red above), a row per output filter."""
+    table = colormap("diverging")
+    font = _font(12)
+    blocks = []
+    for weights, name in zip(layers, names):
+        low, high = value_range(weights, "symmetric")
+        O, C, kh, kw = weights.shape
+        block = Image.new("RGB", (C * (kw * cell + 4) + 8, O * (kh * cell + 4) + 24), BACKGROUND)
+        ImageDraw.Draw(block).text((4, 4), f"{name}: {O} filters x {C} channels, {low:.2g}..{high:.2g}", fill=INK, font=font)
+        for o in range(O):
+            for c in range(C):
+                tile = picture(upscale(to_index(weights[o, c], low, high), min_side=kh * cell), table)
+                block.paste(tile.convert("RGB"), (4 + c * (kw * cell + 4), 22 + o * (kh * cell + 4)))
+        blocks.append(block)
+    sheet = Image.new("RGB", (sum(b.width for b in blocks) + 8 * len(blocks), max(b.height for b in blocks)), BACKGROUND)
+    x = 0
+    for block in blocks:
+        sheet.paste(block, (x, 0))
+        x += block.width + 8
+    return sheet

@@ -13,7 +13,8 @@ import numpy as np
 from cnnx import ops
 from cnnx.errors import CnnxError
 from cnnx.kernels import Kernel, parse_kernel
-from cnnx.pipeline import Conv, Pipeline, receptive_fields, run
+from cnnx.source import StageSource
+from cnnx.stages import Conv
 
 # The lesson's worked example, as printed in it.
 LESSON_INPUT = [[1, 2, 1, 0], [0, 1, 3, 2], [2, 1, 0, 1], [1, 0, 1, 2]]
@@ -71,6 +72,12 @@ def _written(values: np.ndarray, weights: np.ndarray, total: float) -> str:
     return f"{terms} = {total:g}"
 
 
+def _agree(computed: np.ndarray, shown: np.ndarray, what: str, op: str) -> None:
+    """The arithmetic shown must be what the op computes; a difference is a bug in cnnx, never the user's."""
+    if not np.allclose(computed, shown, atol=1e-5 * max(1.0, float(np.abs(shown).max()))):
+        raise RuntimeError(f"the {what} shown disagree with {op}")
+
+
 def explain_conv(matrix: np.ndarray, kernel: Kernel, *, stride: int = 1, padding: int = 0) -> ConvExplanation:
     """Every window of a cross-correlation of a small matrix, with zero padding, checked against ``ops.conv2d``."""
     matrix = np.asarray(matrix, np.float64)
@@ -98,7 +105,7 @@ def explain_conv(matrix: np.ndarray, kernel: Kernel, *, stride: int = 1, padding
             result[r, c] = total
             windows.append(Window(r, c, top, left, values.tolist(), products.tolist(), total, _written(values, weights, total)))
     computed = ops.conv2d(matrix[None], weights[None, None], stride=stride, padding=padding)[0]
-    assert np.allclose(computed, result, atol=1e-5 * max(1.0, np.abs(result).max())), "window sums disagree with conv2d"
+    _agree(computed, result, "window sums", "conv2d")
     flipped = ops.conv2d(matrix[None], weights[::-1, ::-1].copy()[None, None], stride=stride, padding=padding)[0]
     explanation = ConvExplanation(
         matrix.tolist(), kernel.spec, weights.tolist(), stride, padding, padded.tolist(), windows, result.tolist(),
@@ -170,9 +177,14 @@ def explain_relu(values=RELU_RANGE) -> ReluExplanation:
     return ReluExplanation(values, ops.relu(np.array(values)).astype(np.float64).tolist())
 
 
-def explain_relu_image(image: np.ndarray, pipeline: Pipeline, stage: int, bins: int = 12) -> ReluExplanation:
-    """Values before and after ReLU at one stage of a pipeline on an image: a histogram and the share zeroed."""
-    results = run(image, pipeline)
+def _run(source: StageSource, image: np.ndarray) -> list:
+    """Every stage's record of a source on a loaded image."""
+    return list(source.stream(source.prepare(image)))
+
+
+def explain_relu_image(image: np.ndarray, source: StageSource, stage: int, bins: int = 12) -> ReluExplanation:
+    """Values before and after ReLU at one stage of a source on an image: a histogram and the share zeroed."""
+    results = _run(source, image)
     if not 1 <= stage < len(results) or results[stage].name != "relu":
         relus = [r.index for r in results if r.name == "relu"]
         raise CnnxError(f"--stage must be a relu stage of the pipeline: one of {relus}; got {stage}")
@@ -220,8 +232,6 @@ def explain_pool(matrix: np.ndarray, size: int = 2, stride: int | None = None) -
             windows.append(PoolWindow(r, c, values.tolist(), float(values.max()), float(values.mean())))
     max_result = np.array([w.max for w in windows]).reshape(rows, cols)
     mean_result = np.array([w.mean for w in windows]).reshape(rows, cols)
-    assert np.allclose(ops.max_pool2d(matrix[None], size, stride)[0], max_result)
-    assert np.allclose(ops.avg_pool2d(matrix[None], size, stride)[0], mean_result, atol=1e-6)
     return PoolExplanation(matrix.tolist(), size, stride, windows, max_result.tolist(), mean_result.tolist())
 
 
@@ -247,7 +257,7 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if denominator == 0 and np.array_equal(a, b) else float((a * b).sum() / denominator) if denominator else 0.0
 
 
-def shift_tolerance(image: np.ndarray, path: str, pipeline: Pipeline, shifts: list[int]) -> ShiftExplanation:
+def shift_tolerance(image: np.ndarray, path: str, source: StageSource, shifts: list[int]) -> ShiftExplanation:
     """How alike each stage's output stays when the input moves right by a few pixels.
 
     The original and the moved input are two crops of the same image, ``s``
@@ -260,9 +270,9 @@ def shift_tolerance(image: np.ndarray, path: str, pipeline: Pipeline, shifts: li
     if image.shape[2] < largest + 16:
         raise CnnxError(f"the image must be at least {largest + 16} pixels wide to shift it by {largest}")
     width = image.shape[2] - largest
-    base = run(image[:, :, largest : largest + width], pipeline)
+    base = _run(source, image[:, :, largest : largest + width])
     explanation = ShiftExplanation(path, shifts)
-    moved = {s: run(image[:, :, largest - s : largest - s + width], pipeline) for s in shifts}
+    moved = {s: _run(source, image[:, :, largest - s : largest - s + width]) for s in shifts}
     for result in base[1:]:
         margin = -(-result.receptive_field[1] // result.jump[1])  # outputs that see past the crop's border
         similarity = []
@@ -283,14 +293,12 @@ class FieldRow:
     jump: list[int]
 
 
-def explain_field(pipeline: Pipeline, shape: tuple[int, int, int]) -> list[FieldRow]:
+def explain_field(source: StageSource, shape: tuple[int, int, int]) -> list[FieldRow]:
     """How many input pixels one output pixel of each stage sees, and how far apart neighbouring outputs are."""
-    from cnnx.pipeline import check
-
-    shapes = check(pipeline.stages, shape)
     return [
-        FieldRow(i, stage.describe(), list(out), list(rf), list(jump))
-        for i, (stage, out, (rf, jump)) in enumerate(zip(pipeline.stages, shapes, receptive_fields(pipeline.stages, shape)), 1)
+        FieldRow(stage.index, stage.description, list(stage.shape), list(stage.receptive_field), list(stage.jump))
+        for stage in source.plan(source.input_shape(shape))
+        if stage.receptive_field is not None
     ]
 
 

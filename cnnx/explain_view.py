@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from rich import box
+from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.table import Table
@@ -169,3 +170,14 @@ def field_view(rows: list[FieldRow]) -> Group:
         table.add_row(str(r.index), r.stage, "x".join(map(str, r.shape)), field, str(r.jump[0]), Text(bar, style="cyan"))
     return Group(table, Text("Each stage sees a larger patch of the input than the one before: "
                              "deeper layers respond to larger patterns."))
+
+
+def learned_kernels_view(title: str, layer: str, weights) -> Group:
+    """One conv layer's learned filters, each input channel's kernel a heat-map grid."""
+    O, C, kh, kw = weights.shape
+    heading = Text(f"{title}, layer {layer}: {O} filters over {C} input channels, {kh}x{kw}")
+    grids = [
+        matrix(weights[o, c].round(2).tolist(), f"filter {o}" + (f" ch {c}" if C > 1 else ""), digits=2)
+        for o in range(O) for c in range(C)
+    ]
+    return Group(heading, Columns(grids, padding=(0, 2)))

@@ -10,23 +10,27 @@ process pool, or a Dask cluster's ``Client.get_executor()``.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 
+from cnnx import runtime
+from cnnx.draw import Style
 from cnnx.errors import CnnxError, message
-from cnnx.folder import MemoryEstimate, RunWriter, StageFiles, Style, estimate_memory, staged_folder, write_manifest
 from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
-from cnnx.model import load_model
-from cnnx.pipeline import Pipeline, check, stream
-from cnnx.png import write_png
-from cnnx.report import gallery, manifest
+from cnnx.manifest import manifest, write_manifest
+from cnnx.maps import RunWriter, StageFiles
+from cnnx.memory import MemoryEstimate, estimate_memory
+from cnnx.output import staged_folder
+from cnnx.page import gallery
+from cnnx.source import PlannedStage, StageSource
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".tga"}
 
@@ -50,7 +54,7 @@ class Job:
 
     image: Path
     destination: Path
-    pipeline: Pipeline
+    source: StageSource
     style: Style = Style()
     png_level: int = 1
     save_raw: bool = False
@@ -58,7 +62,6 @@ class Job:
     frame: int = 0
     force: bool = False
     max_memory: int | None = None
-    model: str | None = None  # a shipped model: its pipeline runs on the image as the model prepares it
 
 
 @dataclass
@@ -100,13 +103,12 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
-def plan(job: Job) -> tuple[tuple[int, int, int], list[tuple[int, int, int]], MemoryEstimate]:
-    """From the image header alone: the input shape, each stage's output shape, and the memory the run needs."""
+def plan(job: Job) -> tuple[tuple[int, int, int], list[PlannedStage], MemoryEstimate]:
+    """From the image header alone: the first stage's input shape, the stages, and the memory the run needs."""
     height, width = probe_image(job.image, max_pixels=job.max_pixels)
-    shape = (3 if job.pipeline.color else 1, height, width)
-    if job.model:
-        shape = load_model(job.model).prepare(np.zeros((1, 8, 8), np.float32)).shape
-    return shape, check(job.pipeline.stages, shape), estimate_memory(job.pipeline, shape, job.style)
+    loaded = (3 if job.source.color else 1, height, width)
+    shape = job.source.input_shape(loaded)
+    return shape, job.source.plan(shape), estimate_memory(job.source, loaded, job.style)
 
 
 def run_job(job: Job, progress: Callable[..., None] | None = None) -> Outcome:
@@ -115,37 +117,37 @@ def run_job(job: Job, progress: Callable[..., None] | None = None) -> Outcome:
     ``progress(stages done, stages, note)`` is called as stages are computed and maps written (from any thread).
     """
     start = time.perf_counter()
-    shape, shapes, estimate = plan(job)
+    shape, planned, estimate = plan(job)
     budget = job.max_memory or default_memory_budget()
     if estimate.peak > budget:
         raise CnnxError(
             f"{job.image}: the run needs about {format_bytes(estimate.peak)} of memory, over the budget of "
             f"{format_bytes(budget)}; raise --max-memory, or use a smaller image or pipeline"
         )
-    source = load_image(job.image, color=job.pipeline.color, max_pixels=job.max_pixels, frame=job.frame)
-    model = load_model(job.model) if job.model else None
-    image = source.array if model is None else model.prepare(source.array)
-    check(job.pipeline.stages, image.shape)
+    source = job.source
+    loaded_image = load_image(job.image, color=source.color, max_pixels=job.max_pixels, frame=job.frame)
+    image = source.prepare(loaded_image.array)
+    source.plan(image.shape)
     loaded = time.perf_counter()
     # From here the stages alone hold the image, and let it go once the first stage has read it.
-    source = replace(source, array=None)
-    outcome = Outcome(job, source=source)
+    loaded_image = replace(loaded_image, array=None)
+    outcome = Outcome(job, source=loaded_image)
     # With scope=pipeline the writer keeps every stage until the end, so none may be overwritten.
-    results = stream(image, job.pipeline, reuse=job.style.scope != "pipeline")
+    results = source.stream(image, reuse=job.style.scope != "pipeline")
     del image
-    tally = _Progress(progress, len(shapes), shape[0] + sum(s[0] for s in shapes))
+    tally = _Progress(progress, len(planned), shape[0] + sum(s.shape[0] for s in planned))
     with staged_folder(job.destination, force=job.force) as folder, RunWriter(
         folder, job.style, png_level=job.png_level, save_raw=job.save_raw, on_map=tally.map_written
     ) as writer:
         for result in results:
-            if model is not None and result.index == len(job.pipeline.stages):
-                outcome.answer = model.answer(result.array)
+            if result.index == len(planned):
+                outcome.answer = source.answer(result.array)
             writer.add(result)
             tally.stage_done(result.index)
         outcome.stages = writer.finish()
-        extra = {"model": {"name": model.name, **model.meta, "answer": dict(outcome.answer)}} if model else {}
-        write_manifest(folder, {**manifest(source, job.pipeline, job.style, outcome.stages, folder), **extra})
-        (folder / "index.html").write_text(gallery(source, job.pipeline, outcome.stages, folder, outcome.answer))
+        record = manifest(loaded_image, source, job.style, outcome.stages, folder, outcome.answer)
+        write_manifest(folder, record)
+        (folder / "index.html").write_text(gallery(loaded_image, source, outcome.stages, folder, outcome.answer))
     for files in outcome.stages:  # the files now live in the destination, not the temporary folder
         files.maps = [replace(m, path=job.destination / m.path.relative_to(folder)) for m in files.maps]
         files.montages = [job.destination / p.relative_to(folder) for p in files.montages]
@@ -226,9 +228,12 @@ class FilterOutcome:
 def run_filter(job: FilterJob) -> FilterOutcome:
     """Filter one image and write the response as a PNG the size of the image."""
     from cnnx import draw
-    from cnnx.folder import check_writable, png_text
     from cnnx.kernels import parse_kernel
-    from cnnx.pipeline import CONVENTIONS, Conv
+    from cnnx.maps import png_text
+    from cnnx.output import check_writable
+    from cnnx.png import write_png
+    from cnnx.choices import CONVENTIONS
+    from cnnx.stages import Conv
 
     start = time.perf_counter()
     kernel = parse_kernel(job.kernel)
@@ -290,17 +295,60 @@ def batch_destinations(images: list[Path], root: Path) -> list[Path]:
     return destinations
 
 
+@contextmanager
+def batch_executor(jobs: int | None, scheduler: str | None, count: int) -> Iterator[Executor | None]:
+    """Worker processes on this machine (``jobs`` of them, one per core by default), or a Dask cluster's executor.
+
+    None (work in this process, on one thread) where one worker is all there is.
+    """
+    if scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise CnnxError("--scheduler needs Dask: pip install 'cnnx[dask]'") from None
+        try:
+            client = Client(scheduler, timeout=10)
+        except OSError as error:
+            raise CnnxError(f"cannot reach the Dask scheduler at {scheduler} ({error})") from None
+        try:
+            yield client.get_executor()
+        finally:
+            client.close()
+        return
+    workers = min(jobs or runtime.num_threads(), count)
+    if workers <= 1:
+        # One worker is one core, here as in each worker process: -j counts the cores a batch uses.
+        previous = runtime.num_threads()
+        runtime.set_num_threads(1)
+        try:
+            yield None
+        finally:
+            runtime.set_num_threads(previous)
+        return
+    # Each worker draws on one thread: the processes already keep the cores busy.  Workers are spawned,
+    # not forked, since a fork of a process running thread pools can inherit their locks held.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_thread) as pool:
+        yield pool
+
+
+def _one_thread() -> None:
+    runtime.set_num_threads(1)
+
+
 def run_batch(jobs: list, executor: Executor | None, done: Callable | None = None, work: Callable = run_job_reporting) -> list:
     """``work`` on every job, on ``executor`` (in this process when None); outcomes in the jobs' order."""
     if executor is None:
         outcomes = []
         for job in jobs:
             outcomes.append(work(job))
-            done and done(outcomes[-1])
+            if done:
+                done(outcomes[-1])
         return outcomes
     futures = [executor.submit(work, job) for job in jobs]
     outcomes = []
     for future in futures:
         outcomes.append(future.result())
-        done and done(outcomes[-1])
+        if done:
+            done(outcomes[-1])
     return outcomes

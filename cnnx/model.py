@@ -1,4 +1,4 @@
-"""The trained models cnnx ships: their pipelines, how an image is prepared for them, and their answers.
+"""The trained models cnnx ships, as sources of stages: a chain of stages, how an image is prepared, the answer.
 
 A model is a weights file in ``cnnx/models/`` whose metadata (JSON inside the
 .npz) names its classes, the pipeline spec that runs it, and how inputs are
@@ -8,47 +8,94 @@ prepared image and reads the last stage as class probabilities.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from cnnx.errors import CnnxError
 from cnnx.images import LUMA
-from cnnx.weights import read_model
-from cnnx.pipeline import Pipeline
+from cnnx.pipeline import Chain
+from cnnx.shapes import INPUT_SIZE
 from cnnx.shapes import prepare as prepare_shape
+from cnnx.source import PlannedStage, StageResult
 from cnnx.spec import parse_spec
+from cnnx.kernels import WeightBank
+from cnnx.stages import Conv, Pipeline
+from cnnx.weights import read_model
 
-# How each model's inputs are prepared, by the name in its metadata.
-PREPARERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"shapes": prepare_shape}
+# How each model's inputs are prepared, by the name in its metadata, and the (C, H, W) they make.
+PREPARERS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], tuple[int, int, int]]] = {
+    "shapes": (prepare_shape, (1, INPUT_SIZE, INPUT_SIZE)),
+}
 
 
 @dataclass(frozen=True)
 class Model:
+    """A shipped model: its name, classes, metadata, and the chain of stages that runs it."""
+
     name: str
     classes: tuple[str, ...]
-    spec: str
-    meta: dict
+    meta: dict = field(repr=False)
+    pipeline: Pipeline = field(repr=False)
+
+    color = False  # the models see luma
 
     @property
-    def pipeline(self) -> Pipeline:
-        return Pipeline(parse_spec(self.spec))
+    def chain(self) -> Chain:
+        return Chain(self.pipeline)
+
+    @property
+    def title(self) -> str:
+        return f"model {self.name}: {self.chain.title}"
+
+    @property
+    def caption(self) -> str:
+        return self.chain.caption
+
+    def _preparer(self):
+        return PREPARERS[self.meta.get("preparation", self.name)]
+
+    def input_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return self._preparer()[1]
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """A loaded (C, H, W) image as the model's input: luma, then the model's own preparation."""
         gray = image[0] if image.shape[0] == 1 else np.tensordot(LUMA, image[:3], axes=1)
-        return PREPARERS[self.meta.get("preparation", self.name)](gray)
+        return self._preparer()[0](gray)
+
+    def plan(self, shape: tuple[int, int, int]) -> list[PlannedStage]:
+        return self.chain.plan(shape)
+
+    def stream(self, image: np.ndarray, *, reuse: bool = False) -> Iterator[StageResult]:
+        return self.chain.stream(image, reuse=reuse)
 
     def answer(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
         """Each class with its probability, most likely first."""
         values = np.asarray(probabilities, np.float64).ravel()
         if values.size != len(self.classes):
             raise CnnxError(f"model {self.name}: {values.size} outputs for {len(self.classes)} classes")
-        return sorted(zip(self.classes, values.tolist()), key=lambda pair: -pair[1])
+        return sorted(zip(self.classes, values.tolist(), strict=True), key=lambda pair: -pair[1])
+
+    def learned_kernels(self) -> dict[str, np.ndarray]:
+        """Each conv layer's learned filters, (out, in, kH, kW), by layer name, in the order they run."""
+        return {
+            source.spec.rpartition(":")[2]: source.weights
+            for stage in self.pipeline.stages if isinstance(stage, Conv)
+            for source in stage.sources if isinstance(source, WeightBank)
+        }
+
+    def about(self) -> dict:
+        return {**self.chain.about(), "model": {"name": self.name, **self.meta}}
 
 
 def load_model(name: str) -> Model:
     """A shipped model by name."""
     _, meta = read_model(name, layers=False)
-    return Model(name, tuple(meta["classes"]), meta["spec"], meta)
+    try:
+        classes, spec = tuple(meta["classes"]), meta["spec"]
+        if meta.get("preparation", name) not in PREPARERS or not isinstance(spec, str):
+            raise TypeError
+    except (KeyError, TypeError):
+        raise CnnxError(f"model {name!r}: its metadata lacks classes, a spec or a known preparation") from None
+    return Model(name, classes, meta, Pipeline(parse_spec(spec)))

@@ -15,13 +15,16 @@ from __future__ import annotations
 import numpy as np
 
 from cnnx import engine
+from cnnx.choices import PADDING_MODES
 from cnnx.runtime import num_threads, set_num_threads
 
 __all__ = [
     "absolute",
     "avg_pool2d",
     "conv2d",
+    "check_border",
     "conv_output_size",
+    "conv_padding",
     "leaky_relu",
     "linear",
     "log_softmax",
@@ -35,7 +38,6 @@ __all__ = [
     "tanh",
 ]
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 # ---------------------------------------------------------------- argument checks
@@ -88,8 +90,8 @@ def _same_padding(kernel: int, dilation: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _conv_padding(padding, kernel, dilation, stride) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((top, bottom), (left, right)) for a conv2d ``padding`` argument."""
+def conv_padding(padding, kernel, dilation, stride) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) for a conv2d ``padding`` argument, a ``kernel`` of (kH, kW), pairs of the rest."""
     if isinstance(padding, str):
         if padding == "valid":
             return (0, 0), (0, 0)
@@ -102,7 +104,7 @@ def _conv_padding(padding, kernel, dilation, stride) -> tuple[tuple[int, int], t
     return (ph, ph), (pw, pw)
 
 
-def _check_border(mode: str, rows: tuple[int, int], cols: tuple[int, int], H: int, W: int) -> None:
+def check_border(mode: str, rows: tuple[int, int], cols: tuple[int, int], H: int, W: int) -> None:
     """torch's limits: reflect mirrors once (padding < size), circular wraps once (padding <= size)."""
     if mode == "reflect" and (max(rows) >= H or max(cols) >= W):
         raise ValueError(f"padding_mode='reflect' needs padding smaller than the input {H}x{W}; got {rows}, {cols}")
@@ -187,7 +189,7 @@ def conv2d(
         raise ValueError(f"padding_mode must be one of {', '.join(PADDING_MODES)}; got {padding_mode!r}")
     stride = _pair(stride, "stride")
     dilation = _pair(dilation, "dilation")
-    rows, cols = _conv_padding(padding, (kh, kw), dilation, stride)
+    rows, cols = conv_padding(padding, (kh, kw), dilation, stride)
     span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
     padded = (H + sum(rows), W + sum(cols))
     if span[0] > padded[0] or span[1] > padded[1]:
@@ -200,7 +202,7 @@ def conv2d(
         if bias.shape != (O,):
             raise ValueError(f"bias must have shape ({O},); got {bias.shape}")
 
-    _check_border(padding_mode, rows, cols, H, W)
+    check_border(padding_mode, rows, cols, H, W)
     x = np.ascontiguousarray(x)
     shape = (N, O, (padded[0] - span[0]) // stride[0] + 1, (padded[1] - span[1]) // stride[1] + 1)
     if out is None:

@@ -1,9 +1,10 @@
-"""What a run tells the user: the summary table, the manifest, the filter bank and kernel cards."""
+"""What the terminal shows: the summary and plan tables, batches, the filter bank, kernel cards and answers.
+
+Each function returns a rich ``Table`` built from data; the command prints it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -11,28 +12,18 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from cnnx import __version__
-from cnnx.draw import format_number
-from cnnx.folder import StageFiles, Style, stage_folder_name
-from cnnx.images import Source
-from cnnx.kernels import BANK, Filter, Kernel
-from cnnx.pipeline import Pipeline, StageResult
+from cnnx.draw import format_number, pair_text, shape_text
+from cnnx.kernels import BANK, Kernel
+from cnnx.maps import stage_folder_name
+from cnnx.source import PlannedStage, StageResult
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
-
-
-def _field(pair: tuple[int, int]) -> str:
-    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
-
-
-def summary_table(results: list[StageResult], out_dir: Path, pipeline: Pipeline) -> Table:
+def summary_table(results: list[StageResult], out_dir: Path, caption: str) -> Table:
     """One row per stage: its folder of PNGs, operation, shape, value statistics, zeros, receptive field, time."""
     table = Table(
         title=f"cnnx pipeline -> {out_dir}/",
         title_justify="left",
-        caption=f"convolution = {pipeline.convention_text}; RF = receptive field in input pixels",
+        caption=f"{caption}; RF = receptive field in input pixels",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         padding=0,
@@ -48,148 +39,15 @@ def summary_table(results: list[StageResult], out_dir: Path, pipeline: Pipeline)
         table.add_row(
             f"{stage_folder_name(result)}/",
             result.description,
-            _shape(result.shape),
+            shape_text(result.shape),
             format_number(stats.min),
             format_number(stats.mean),
             format_number(stats.max),
             f"{stats.zeros:.0%}",
-            _field(result.receptive_field),
+            pair_text(result.receptive_field),
             f"{result.seconds * 1000:.1f}",
         )
     return table
-
-
-def manifest(source: Source, pipeline: Pipeline, style: Style, stages: list[StageFiles], root: Path) -> dict:
-    """Everything needed to map a pixel of any written PNG back to its value, without timings (runs stay byte-identical).
-
-    A map's pixel of colour-table index ``i`` (0..255) stands for
-    ``low + i / 255 * (high - low)``; with the gray map, ``i`` is the grey level.
-    """
-    C, H, W = stages[0].result.shape  # the input stage
-
-    def relative(path: Path) -> str:
-        return path.relative_to(root).as_posix()
-
-    return {
-        "tool": "cnnx",
-        "version": __version__,
-        "convention": pipeline.convention_text,
-        "pipeline": {
-            "spec": pipeline.to_spec(),
-            "color": "rgb" if pipeline.color else "gray",
-            "convention": pipeline.convention,
-            "stages": [stage.to_table() for stage in pipeline.stages],
-        },
-        "drawing": {
-            "normalize": style.normalize,
-            "scope": style.scope,
-            "cmap": style.cmap,
-            "percentile": style.percentile,
-            "range": list(style.fixed) if style.fixed else None,
-            "min_side": style.min_side,
-            "pixel_to_value": "low + index / 255 * (high - low), index = grey level or colour-table position",
-        },
-        "input": {
-            "path": str(source.path),
-            "format": source.format,
-            "mode": source.mode,
-            "frames": source.frames,
-            "frame": source.frame,
-            "height": H,
-            "width": W,
-            "channels": C,
-            "sha256": source.sha256,
-        },
-        "overview": "overview.png",
-        "stages": [
-            {
-                "index": s.result.index,
-                "operation": s.result.name,
-                "description": s.result.description,
-                "shape": list(s.result.shape),
-                "receptive_field": list(s.result.receptive_field),
-                "jump": list(s.result.jump),
-                "stats": asdict(s.result.stats),
-                "cmap": s.cmap,
-                "montages": [relative(p) for p in s.montages],
-                "raw": relative(s.raw) if s.raw else None,
-                "maps": [
-                    {"file": relative(m.path), "channel": m.channel, "label": m.label, "low": m.low, "high": m.high}
-                    for m in s.maps
-                ],
-            }
-            for s in stages
-        ],
-    }
-
-
-def _answer_html(answer: list[tuple[str, float]] | None) -> str:
-    if not answer:
-        return ""
-    rows = "".join(
-        f'<tr><th>{escape(name)}</th><td><div class="bar" style="width:{p * 300:.0f}px"></div></td><td>{p:.1%}</td></tr>'
-        for name, p in answer
-    )
-    return f'<div class="arrow">&darr;</div><section class="stage"><h2>answer: {escape(answer[0][0])}</h2><table>{rows}</table></section>'
-
-
-def gallery(
-    source: Source, pipeline: Pipeline, stages: list[StageFiles], root: Path, answer: list[tuple[str, float]] | None = None
-) -> str:
-    """index.html: the input, then each stage in order with its montage and numbers; no script, no network."""
-    cards = []
-    for s in stages:
-        r = s.result
-        stats = r.stats
-        title = "input" if r.index == 0 else f"{r.index}. {r.name}"
-        facts = [
-            ("shape (C x H x W)", " x ".join(map(str, r.shape))),
-            ("min / mean / max", f"{stats.min:.4g} / {stats.mean:.4g} / {stats.max:.4g}"),
-            ("zeros", f"{stats.zeros:.1%}"),
-            ("receptive field", f"{_field(r.receptive_field)} px (jump {_field(r.jump)})"),
-        ]
-        rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts)
-        images = "".join(
-            f'<img src="{escape(p.relative_to(root).as_posix())}" alt="{escape(title)} montage">' for p in s.montages
-        )
-        links = " ".join(
-            f'<a href="{escape(m.path.relative_to(root).as_posix())}">{escape(m.label)}</a>' for m in s.maps
-        )
-        spec = "" if r.index == 0 else f'<p class="spec">{escape(r.description)}</p>'
-        count = f"{len(s.maps)} map{'' if len(s.maps) == 1 else 's'}"
-        cards.append(
-            f'<section class="stage"><h2>{escape(title)}</h2>{spec}<table>{rows}</table>{images}'
-            f"<details><summary>{count} at full size</summary><p>{links}</p></details></section>"
-        )
-    flow = '<div class="arrow">&darr;</div>'.join(cards) + _answer_html(answer)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>cnnx: {escape(source.path.name)}</title>
-<style>
-body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }}
-h1 {{ font-size: 1.4em; }}
-.stage {{ border: 1px solid #ccc; border-radius: 6px; padding: 0.6em 1em; }}
-.stage h2 {{ font-size: 1.1em; margin: 0.2em 0; }}
-.spec {{ font-family: ui-monospace, monospace; color: #555; word-break: break-word; }}
-.stage img {{ max-width: 100%; display: block; margin: 0.5em 0; }}
-table {{ border-collapse: collapse; font-size: 0.9em; }}
-th {{ text-align: left; padding-right: 1em; color: #555; font-weight: normal; }}
-.arrow {{ text-align: center; font-size: 1.6em; color: #888; }}
-.bar {{ height: 0.9em; background: #b2182b; }}
-</style>
-</head>
-<body>
-<h1>cnnx pipeline on {escape(source.path.name)}</h1>
-<p class="spec">{escape(pipeline.to_spec())}</p>
-<p>Convolution is {escape(pipeline.convention_text)}. Each stage's colour bar gives the values its colours
-stand for; <a href="manifest.json">manifest.json</a> has every number, and <a href="overview.png">overview.png</a>
-shows all stages side by side.</p>
-{flow}
-</body>
-</html>
-"""
 
 
 def presets_table(presets: dict[str, tuple[str, str]]) -> Table:
@@ -259,8 +117,9 @@ def kernel_matrix(weights: np.ndarray) -> Table:
     return table
 
 
-def kernel_card(kernel: Kernel, entry: Filter | None) -> Table:
+def kernel_card(kernel: Kernel) -> Table:
     """A kernel's matrix and facts, with the bank's description and source where it has one."""
+    entry = BANK.get(kernel.label.partition(":")[0])
     facts = kernel_facts(kernel.weights)
     card = Table(title=f"kernel {kernel.label}", title_justify="left", show_header=False)
     card.add_column(style="bold")
@@ -289,19 +148,17 @@ def answer_table(answer: list[tuple[str, float]], model: str) -> Table:
     return table
 
 
-def plan_table(job, shape: tuple[int, int, int], shapes: list[tuple[int, int, int]]) -> Table:
+def plan_table(image: Path, shape: tuple[int, int, int], planned: list[PlannedStage]) -> Table:
     """What --dry-run shows: each stage and the shape it will give, with the receptive field."""
-    from cnnx.pipeline import receptive_fields
-
-    table = Table(title=f"cnnx pipeline --dry-run: {job.image}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table = Table(title=f"cnnx pipeline --dry-run: {image}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("#", justify="right")
     table.add_column("stage", overflow="fold")
     table.add_column("C x H x W", justify="right", no_wrap=True)
     table.add_column("RF", justify="right")
-    table.add_row("0", "input", _shape(shape), "1")
-    fields = receptive_fields(job.pipeline.stages, shape)
-    for index, (stage, out, (rf, _)) in enumerate(zip(job.pipeline.stages, shapes, fields), 1):
-        table.add_row(str(index), stage.describe(), _shape(out), _field(rf))
+    table.add_row("0", "input", shape_text(shape), "1")
+    for stage in planned:
+        field = "-" if stage.receptive_field is None else pair_text(stage.receptive_field)
+        table.add_row(str(stage.index), stage.description, shape_text(stage.shape), field)
     return table
 
 
@@ -325,30 +182,3 @@ def batch_table(outcomes: list, root: Path, command: str = "pipeline") -> Table:
     table.caption = f"{done} of {len(outcomes)} images done"
     table.caption_justify = "left"
     return table
-
-
-def kernels_picture(layers: list, names: list[str], cell: int = 8):
-    """Every kernel of each conv layer as a small heat map (blue below zero, red above), a row per output filter."""
-    from PIL import Image, ImageDraw
-
-    from cnnx import draw
-
-    table = draw.colormap("diverging")
-    font = draw._font(12)
-    blocks = []
-    for weights, name in zip(layers, names):
-        low, high = draw.value_range(weights, "symmetric")
-        O, C, kh, kw = weights.shape
-        block = Image.new("RGB", (C * (kw * cell + 4) + 8, O * (kh * cell + 4) + 24), draw.BACKGROUND)
-        ImageDraw.Draw(block).text((4, 4), f"{name}: {O} filters x {C} channels, {low:.2g}..{high:.2g}", fill=draw.INK, font=font)
-        for o in range(O):
-            for c in range(C):
-                tile = draw.picture(draw.upscale(draw.to_index(weights[o, c], low, high), min_side=kh * cell), table)
-                block.paste(tile.convert("RGB"), (4 + c * (kw * cell + 4), 22 + o * (kh * cell + 4)))
-        blocks.append(block)
-    sheet = Image.new("RGB", (sum(b.width for b in blocks) + 8 * len(blocks), max(b.height for b in blocks)), draw.BACKGROUND)
-    x = 0
-    for block in blocks:
-        sheet.paste(block, (x, 0))
-        x += block.width + 8
-    return sheet

@@ -17,27 +17,28 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import math
 import tomllib
-from dataclasses import dataclass
+import typing
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from cnnx.errors import CnnxError
 from cnnx.kernels import parse_filters
-from cnnx.pipeline import (
-    ACTIVATIONS,
-    LESSON,
-    Activation,
-    Conv,
-    Dense,
-    Flatten,
-    GlobalAvgPool,
-    Pipeline,
-    Pool,
-    Softmax,
-    Stage,
-)
+from cnnx.stages import KINDS, LESSON, Kind, Pipeline, Stage
 
-__all__ = ["PRESETS", "SpecError", "from_toml", "load_pipeline", "parse_spec", "preset", "to_toml"]
+__all__ = [
+    "PRESETS",
+    "SpecError",
+    "from_toml",
+    "load_pipeline",
+    "parse_spec",
+    "pipeline_text",
+    "preset",
+    "stage_table",
+    "stage_text",
+    "to_toml",
+]
 
 _OPENERS, _CLOSERS = "([", ")]"
 
@@ -89,7 +90,7 @@ def _stripped(piece: _Piece) -> _Piece:
 
 _STAGE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?", re.DOTALL)
 _OPTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", re.DOTALL)
-STAGE_NAMES = ("conv", *ACTIVATIONS, "maxpool", "avgpool", "global_avgpool", "flatten", "dense", "softmax")
+STAGE_NAMES = tuple(KINDS)
 
 
 def parse_spec(spec: str) -> tuple[Stage, ...]:
@@ -97,7 +98,7 @@ def parse_spec(spec: str) -> tuple[Stage, ...]:
 
     Examples
     --------
-    >>> [s.to_spec() for s in parse_spec("conv(sobel_x; padding=1) -> relu -> maxpool(2, stride=1)")]
+    >>> [stage_text(s) for s in parse_spec("conv(sobel_x; padding=1) -> relu -> maxpool(2, stride=1)")]
     ['conv(sobel_x; padding=1)', 'relu', 'maxpool(2, stride=1)']
     """
     if not spec.strip():
@@ -144,71 +145,104 @@ def _parse_stage(piece: _Piece, spec: str) -> Stage:
         raise SpecError(str(error), spec, piece.start) from None
 
 
-def _parse_number(piece: _Piece, kind, spec: str, minimum=None):
+def _parse_number(piece: _Piece, kind, spec: str, low=None):
     try:
         value = kind(piece.text)
     except ValueError:
         raise SpecError(f"expected {'a whole number' if kind is int else 'a number'}, got {piece.text!r}", spec, piece.start) from None
-    if minimum is not None and value < minimum:
-        raise SpecError(f"expected a number >= {minimum}, got {piece.text!r}", spec, piece.start)
+    if kind is float and not math.isfinite(value):
+        raise SpecError(f"expected a finite number, got {piece.text!r}", spec, piece.start)
+    if low is not None and value < low:
+        raise SpecError(f"expected a number >= {low}, got {piece.text!r}", spec, piece.start)
     return value
+
+
+def _parse_value(kind: Kind, key: str, piece: _Piece, spec: str):
+    """One option's text as its field's type: a number, a word, or (conv's padding) either."""
+    wanted = kind.options[key]
+    if wanted is str or (piece.text in ("same", "valid") and str in typing.get_args(wanted)):
+        return piece.text
+    number = float if wanted is float else int
+    return _parse_number(piece, number, spec, kind.low(key))
 
 
 def _build(name: str, values: list[_Piece], options: dict[str, _Piece], spec: str) -> Stage:
     """One stage from its parsed values and options, each checked where it stands."""
-    schema = {
-        "conv": {"padding": None, "padding_mode": str, "stride": int, "dilation": int, "combine": str, "bias": float, "seed": int},
-        "leaky_relu": {"slope": float},
-        "maxpool": {"size": int, "stride": int, "padding": int},
-        "avgpool": {"size": int, "stride": int, "padding": int},
-    }.get(name, {})
+    kind = KINDS[name]
+    takes = [key for key in kind.options if not (kind.many and key == kind.value)]
     for key, piece in options.items():
-        if key not in schema:
-            takes = ", ".join(schema) or "no options"
-            raise SpecError(f"{name} takes {takes}; got {key!r}", spec, piece.start - len(key) - 1)
-    parsed = {}
-    for key, piece in options.items():
-        kind = schema[key]
-        if kind is None:  # padding: a number or same/valid
-            parsed[key] = piece.text if piece.text in ("same", "valid") else _parse_number(piece, int, spec, 0)
-        elif kind is str:
-            parsed[key] = piece.text
-        else:
-            parsed[key] = _parse_number(piece, kind, spec, 1 if key in ("stride", "dilation", "size") else 0 if key != "bias" else None)
-    if name == "conv":
+        if key not in takes:
+            raise SpecError(f"{name} takes {', '.join(takes) or 'no options'}; got {key!r}", spec, piece.start - len(key) - 1)
+    parsed = {key: _parse_value(kind, key, piece, spec) for key, piece in options.items()}
+    if kind.many:
         if not values:
-            raise SpecError("conv needs at least one filter, e.g. conv(sobel_x)", spec, options and min(p.start for p in options.values()) or 0)
+            where = min((p.start for p in options.values()), default=0)
+            raise SpecError(f"{name} needs at least one filter, e.g. {name}(sobel_x)", spec, where)
         for piece in values:
             try:
                 parse_filters(piece.text)
             except CnnxError as error:
                 raise SpecError(str(error), spec, piece.start) from None
-        return Conv(tuple(piece.text for piece in values), **parsed)
-    if name == "dense":
-        if len(values) != 1:
-            raise SpecError("dense takes one value, its weights, e.g. dense(model:shapes:fc)", spec,
-                            values[1].start if values else 0)
-        try:
-            return Dense(values[0].text)
-        except CnnxError as error:
-            raise SpecError(str(error), spec, values[0].start) from None
-    if name in ("maxpool", "avgpool"):
-        if len(values) > 1:
-            raise SpecError(f"{name} takes one value, the window size", spec, values[1].start)
-        if values:
-            if "size" in parsed:
-                raise SpecError("the window size is given twice", spec, values[0].start)
-            parsed["size"] = _parse_number(values[0], int, spec, 1)
-        return Pool(name[:3], **parsed)
-    if name == "leaky_relu":
-        if len(values) > 1 or (values and "slope" in parsed):
-            raise SpecError("leaky_relu takes one value, the slope", spec, values[-1].start)
-        if values:
-            parsed["slope"] = _parse_number(values[0], float, spec)
-        return Activation("leaky_relu", **parsed)
-    if values:
+        return kind.make(**{kind.value: tuple(piece.text for piece in values)}, **parsed)
+    if values and kind.value is None:
         raise SpecError(f"{name} takes no values", spec, values[0].start)
-    return {"global_avgpool": GlobalAvgPool, "flatten": Flatten, "softmax": Softmax}.get(name, lambda: Activation(name))()
+    if len(values) > 1 or (values and kind.value in parsed):
+        what = "its weights, e.g. dense(model:shapes:fc)" if kind.value == "weights" else f"the {_VALUE_NAMES[kind.value]}"
+        raise SpecError(f"{name} takes one value, {what}", spec, values[-1].start)
+    if values:
+        parsed[kind.value] = _parse_value(kind, kind.value, values[0], spec)
+    elif kind.value is not None and kind.required(kind.value):
+        raise CnnxError(f"{name} needs a value, its {_VALUE_NAMES[kind.value]}")
+    return kind.make(**parsed)
+
+
+_VALUE_NAMES = {"size": "window size", "slope": "slope", "weights": "weights"}
+
+
+# ---------------------------------------------------------------- printing
+
+
+def _changed(stage: Stage, kind: Kind) -> dict:
+    """The stage's options (its value field first) that differ from their defaults, or have none."""
+    out = {}
+    for f in fields(stage):
+        if f.name in kind.options and (f.name == kind.value or f.default is MISSING or getattr(stage, f.name) != f.default):
+            out[f.name] = getattr(stage, f.name)
+    if kind.value in out:
+        out = {kind.value: out.pop(kind.value), **out}
+    return out
+
+
+def _text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def stage_text(stage: Stage) -> str:
+    """A stage in the spec language: ``conv(sobel_x; padding=1)``, ``maxpool(2, stride=1)``, ``relu``.
+
+    Examples
+    --------
+    >>> stage_text(parse_spec("avgpool(3, stride=2)")[0])
+    'avgpool(3, stride=2)'
+    """
+    kind = KINDS[stage.name]
+    options = _changed(stage, kind)
+    value = options.pop(kind.value, None)
+    values = list(value) if kind.many else [] if value is None else [value]
+    parts = [", ".join(_text(v) for v in values), ", ".join(f"{key}={_text(v)}" for key, v in options.items())]
+    inside = ("; " if kind.many else ", ").join(part for part in parts if part)
+    return f"{stage.name}({inside})" if inside else stage.name
+
+
+def stage_table(stage: Stage) -> dict:
+    """A stage as a TOML table: its op, its values and every option that differs from its default."""
+    kind = KINDS[stage.name]
+    return {"op": stage.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in _changed(stage, kind).items()}}
+
+
+def pipeline_text(pipeline: Pipeline) -> str:
+    """The stages in the spec language, joined by ``->`` (colour and convention are options of their own)."""
+    return " -> ".join(stage_text(stage) for stage in pipeline.stages)
 
 
 # ---------------------------------------------------------------- TOML
@@ -230,12 +264,12 @@ def to_toml(pipeline: Pipeline) -> str:
     """The pipeline as a TOML file that ``from_toml`` reads back to the same pipeline."""
     lines = [
         "# cnnx pipeline: cnnx pipeline IMAGE --config THIS-FILE",
-        f"# spec: {pipeline.to_spec()}",
+        f"# spec: {pipeline_text(pipeline)}",
         f"color = {_toml_value('rgb' if pipeline.color else 'gray')}",
         f"convention = {_toml_value(pipeline.convention)}",
     ]
     for stage in pipeline.stages:
-        lines += ["", "[[stage]]"] + [f"{key} = {_toml_value(value)}" for key, value in stage.to_table().items()]
+        lines += ["", "[[stage]]"] + [f"{key} = {_toml_value(value)}" for key, value in stage_table(stage).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -265,35 +299,33 @@ def from_toml(text: str, where: str = "pipeline file") -> Pipeline:
 
 def _stage_from_table(table: dict) -> Stage:
     op = table.pop("op", None)
-    if op not in STAGE_NAMES:
-        raise CnnxError(f"op must be one of {', '.join(STAGE_NAMES)}; got {op!r}")
-    kinds = {
-        "conv": {"filters": list, "padding": (int, str), "padding_mode": str, "stride": int, "dilation": int,
-                 "combine": str, "bias": (int, float), "seed": int},
-        "leaky_relu": {"slope": (int, float)},
-        "maxpool": {"size": int, "stride": int, "padding": int},
-        "avgpool": {"size": int, "stride": int, "padding": int},
-        "dense": {"weights": str},
-    }.get(op, {})
+    if op not in KINDS:
+        raise CnnxError(f"op must be one of {', '.join(KINDS)}; got {op!r}")
+    kind = KINDS[op]
     for key, value in table.items():
-        if key not in kinds:
-            raise CnnxError(f"{op} takes {', '.join(kinds) or 'no keys but op'}; got {key!r}")
-        if not isinstance(value, kinds[key]) or isinstance(value, bool):
+        if key not in kind.options:
+            raise CnnxError(f"{op} takes {', '.join(kind.options) or 'no keys but op'}; got {key!r}")
+        if not _has_type(value, kind.options[key]):
             raise CnnxError(f"{op}: {key} has the wrong type: {value!r}")
-    if op == "conv":
-        if "filters" not in table or not all(isinstance(f, str) for f in table["filters"]):
-            raise CnnxError("conv needs filters = [\"name\", ...]")
-        filters = tuple(table.pop("filters"))
-        return Conv(filters, **{k: float(v) if k == "bias" else v for k, v in table.items()})
-    if op in ("maxpool", "avgpool"):
-        return Pool(op[:3], **table)
-    if op == "dense":
-        if "weights" not in table:
-            raise CnnxError('dense needs weights = "model:NAME:LAYER" or a file')
-        return Dense(table["weights"])
-    if op in ("global_avgpool", "flatten", "softmax"):
-        return {"global_avgpool": GlobalAvgPool, "flatten": Flatten, "softmax": Softmax}[op]()
-    return Activation(op, **{k: float(v) for k, v in table.items()})
+    if kind.many:
+        if kind.value not in table or not all(isinstance(f, str) for f in table[kind.value]):
+            raise CnnxError(f'{op} needs {kind.value} = ["name", ...]')
+        table[kind.value] = tuple(table[kind.value])
+    elif kind.value is not None and kind.value not in table and kind.required(kind.value):
+        raise CnnxError(f"{op} needs {kind.value}")
+    return kind.make(**{k: float(v) if kind.options[k] is float else v for k, v in table.items()})
+
+
+def _has_type(value, wanted) -> bool:
+    """Whether a TOML value fits a field's type (a whole number fits a float; a bool is no number)."""
+    if isinstance(value, bool):
+        return False
+    allowed = typing.get_args(wanted) or (wanted,)
+    if float in allowed:
+        allowed = (*allowed, int)
+    if tuple[str, ...] == wanted:
+        allowed = (list,)
+    return isinstance(value, tuple(t for t in allowed if isinstance(t, type)))
 
 
 # ---------------------------------------------------------------- presets
@@ -301,7 +333,7 @@ def _stage_from_table(table: dict) -> Stage:
 PRESETS: dict[str, tuple[str, str]] = {
     "lesson": (
         "The lesson's flow, twice: edges in 4 directions, then centre-surround on each (the default)",
-        Pipeline(LESSON).to_spec(),
+        pipeline_text(Pipeline(LESSON)),
     ),
     "edges": (
         "One 3x3 Sobel filter turned through 8 directions, 45 degrees apart, then relu and 2x2 max pooling",

@@ -12,7 +12,8 @@ from cnnx import explain
 from cnnx.cli import app
 from cnnx.images import load_image
 from cnnx.kernels import parse_kernel
-from cnnx.pipeline import Pipeline
+from cnnx.pipeline import Chain
+from cnnx.stages import Pipeline
 from cnnx.spec import parse_spec
 
 runner = CliRunner()
@@ -112,7 +113,7 @@ def test_relu_histogram_on_an_image(tmp_path):
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40), np.uint8)).save(path)
     image = load_image(path).array
     pipeline = Pipeline(parse_spec("conv(sobel_x) -> relu"))
-    e = explain.explain_relu_image(image, pipeline, 2)
+    e = explain.explain_relu_image(image, Chain(pipeline), 2)
     from cnnx.pipeline import run
 
     conv = run(image, pipeline)[1].array
@@ -144,7 +145,7 @@ def texture(tmp_path):
 def test_zero_shift_is_identical(texture):
     """Shifting by nothing leaves every stage exactly as it was."""
     image = load_image(texture).array
-    e = explain.shift_tolerance(image, "t", Pipeline(parse_spec("conv(sobel_x) -> relu -> maxpool(2)")), [0])
+    e = explain.shift_tolerance(image, "t", Chain(Pipeline(parse_spec("conv(sobel_x) -> relu -> maxpool(2)"))), [0])
     assert all(row.similarity == [1.0] for row in e.rows)
 
 
@@ -152,7 +153,7 @@ def test_pattern_periodic_with_the_shift_stays_the_same(tmp_path):
     """Stripes with a period of 4 moved by 4 pixels look the same: similarity 1 at every stage."""
     columns = (np.arange(96) // 2 % 2 * 255).astype(np.uint8)
     image = np.tile(columns, (40, 1))[None].astype(np.float32) / 255
-    e = explain.shift_tolerance(image, "stripes", Pipeline(parse_spec("conv(sobel_x) -> relu -> maxpool(2)")), [4])
+    e = explain.shift_tolerance(image, "stripes", Chain(Pipeline(parse_spec("conv(sobel_x) -> relu -> maxpool(2)"))), [4])
     for row in e.rows:
         assert row.similarity[0] == pytest.approx(1.0)
 
@@ -160,7 +161,7 @@ def test_pattern_periodic_with_the_shift_stays_the_same(tmp_path):
 def test_max_pooling_is_more_tolerant_than_no_pooling(texture):
     """On random texture, a one-pixel shift changes the max-pooled map less than the map before pooling."""
     image = load_image(texture).array
-    e = explain.shift_tolerance(image, "t", Pipeline(parse_spec("conv(box) -> relu -> maxpool(4)")), [1, 2])
+    e = explain.shift_tolerance(image, "t", Chain(Pipeline(parse_spec("conv(box) -> relu -> maxpool(4)"))), [1, 2])
     before, after = e.rows[1].similarity, e.rows[2].similarity
     assert after[0] > before[0]
     result = invoke("explain", "pool", texture, "--shifts", "2", "--json")
@@ -170,7 +171,7 @@ def test_max_pooling_is_more_tolerant_than_no_pooling(texture):
 
 def test_field_grows_stage_by_stage():
     """The lesson pipeline's receptive field: 3, 3, 4, 24, 24, 26."""
-    rows = explain.explain_field(Pipeline(parse_spec("conv(sobel_x) -> relu")), (1, 32, 32))
+    rows = explain.explain_field(Chain(Pipeline(parse_spec("conv(sobel_x) -> relu"))), (1, 32, 32))
     assert [r.receptive_field[0] for r in rows] == [3, 3]
     data = json.loads(invoke("explain", "field", "--json").stdout)
     assert [r["receptive_field"][0] for r in data] == [3, 3, 4, 24, 24, 26]

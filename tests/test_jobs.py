@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from cnnx.cli import app
 from cnnx.errors import CnnxError
-from cnnx.folder import Style, estimate_memory
+from cnnx.draw import Style
+from cnnx.memory import estimate_memory
+from cnnx.pipeline import Chain
 from cnnx.jobs import Job, batch_destinations, find_images, parse_bytes, run_batch, run_job
 from cnnx.ops import set_num_threads
 from cnnx.spec import load_pipeline
@@ -51,7 +53,7 @@ def test_memory_estimate_matches_what_a_run_holds(tmp_path, spec, color):
     """
     image = photo(tmp_path, "a.png", (768, 1024))
     pipeline = load_pipeline(spec=spec, color=color)
-    job = Job(image, tmp_path / "out", pipeline)
+    job = Job(image, tmp_path / "out", Chain(pipeline))
     run_job(job)  # warm caches (fonts, colour tables) so they do not count
     for threads in (1, 2):
         set_num_threads(threads)
@@ -60,9 +62,9 @@ def test_memory_estimate_matches_what_a_run_holds(tmp_path, spec, color):
             run_job(job)
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
+            estimate = estimate_memory(Chain(pipeline), (3 if color else 1, 768, 1024), Style()).peak
         finally:
             set_num_threads(None)
-        estimate = estimate_memory(pipeline, (3 if color else 1, 768, 1024), Style(), threads=threads).peak
         assert (0.75 if threads == 1 else 0.5) <= peak / estimate <= 1.25, (threads, peak, estimate)
 
 
@@ -148,7 +150,7 @@ def test_timings_split_the_run(tmp_path):
     assert closing, result.stdout
     total, *parts = map(float, closing.groups())
     assert all(part >= 0 for part in parts) and sum(parts) == pytest.approx(total, abs=0.02)
-    outcome = run_job(Job(photo(tmp_path, "b.png"), tmp_path / "b", load_pipeline()))
+    outcome = run_job(Job(photo(tmp_path, "b.png"), tmp_path / "b", Chain(load_pipeline())))
     assert set(outcome.timings) == {"load", "compute", "render", "write", "total"}
     assert outcome.timings["render"] > 0 and outcome.timings["compute"] > 0
 
@@ -168,7 +170,7 @@ def test_dask_cluster_on_loopback_gives_the_same_files(tmp_path):
 
 def test_run_batch_in_process_matches(tmp_path):
     """run_batch without an executor runs each job here, in order."""
-    jobs = [Job(photo(tmp_path, f"p{k}.png", seed=k), tmp_path / f"o{k}", load_pipeline()) for k in range(2)]
+    jobs = [Job(photo(tmp_path, f"p{k}.png", seed=k), tmp_path / f"o{k}", Chain(load_pipeline())) for k in range(2)]
     outcomes = run_batch(jobs, None)
     assert [o.error for o in outcomes] == [None, None] and [o.maps for o in outcomes] == [25, 25]
     manifest = json.loads((tmp_path / "o1" / "manifest.json").read_text())
@@ -181,11 +183,11 @@ def test_progress_bar_on_a_terminal_counts_stages_and_maps(tmp_path, monkeypatch
 
     from rich.console import Console
 
-    from cnnx import cli
+    from cnnx import shell
 
     for quiet in (False, True):
         screen = io.StringIO()
-        monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=120))
+        monkeypatch.setattr(shell, "err", Console(file=screen, force_terminal=True, width=120))
         args = ["-q"] if quiet else []
         assert invoke("pipeline", photo(tmp_path, "a.png"), "-o", tmp_path / "out", *args).exit_code == 0
         shown = screen.getvalue()

@@ -13,7 +13,8 @@ from cnnx.cli import app
 from cnnx.errors import CnnxError
 from cnnx.model import load_model
 from cnnx.weights import model_path, read_model
-from cnnx.pipeline import Pipeline, run
+from cnnx.pipeline import run
+from cnnx.stages import Pipeline
 from cnnx.shapes import CLASSES, dataset, draw_shape, prepare
 from cnnx.spec import parse_spec
 

@@ -7,7 +7,9 @@ from reference import conv2d_loops
 from cnnx import ops
 from cnnx.errors import CnnxError
 from cnnx.kernels import parse_kernel
-from cnnx.pipeline import LESSON, Activation, Conv, Pool, Stats, check, run, stream
+from cnnx.pipeline import check, run, stream
+from cnnx.source import Stats
+from cnnx.stages import LESSON, Activation, Conv, Pool
 
 
 def stripes(height=32, width=32, period=8, vertical=True):

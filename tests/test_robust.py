@@ -15,13 +15,15 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnx import folder as folder_module
+from cnnx import maps as maps_module
 from cnnx.cli import app
 from cnnx.errors import CnnxError
-from cnnx.folder import RunWriter, safe_name
+from cnnx.maps import RunWriter
+from cnnx.output import safe_name
 from cnnx.images import load_image
 from cnnx.kernels import parse_filters
-from cnnx.pipeline import Activation, run
+from cnnx.pipeline import run
+from cnnx.stages import Activation
 
 runner = CliRunner()
 
@@ -187,7 +189,7 @@ def test_extreme_aspect_ratio_runs(tmp_path):
 def test_failure_on_the_third_png_leaves_nothing(tmp_path, monkeypatch, stripes):
     """A write that fails half-way (the 3rd PNG) exits 1 and leaves neither the folder nor a temporary one."""
     calls = []
-    real = folder_module.write_png
+    real = maps_module.write_png
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -195,7 +197,7 @@ def test_failure_on_the_third_png_leaves_nothing(tmp_path, monkeypatch, stripes)
             raise OSError(28, "No space left on device", str(args[0]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(folder_module, "write_png", failing)
+    monkeypatch.setattr(maps_module, "write_png", failing)
     result = invoke("pipeline", stripes, "-o", tmp_path / "out")
     assert result.exit_code == 1 and "No space left on device" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stripes.png"]
@@ -206,7 +208,7 @@ def test_failure_keeps_the_previous_run(tmp_path, monkeypatch, stripes):
     out = tmp_path / "out"
     assert invoke("pipeline", stripes, "-o", out).exit_code == 0
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    monkeypatch.setattr(folder_module, "write_png", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    monkeypatch.setattr(maps_module, "write_png", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "I/O error")))
     assert invoke("pipeline", stripes, "-o", out).exit_code == 1
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 

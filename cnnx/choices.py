@@ -1,0 +1,47 @@
+"""The named choices that options take, stated once: the core checks against them, the command lists them.
+
+Each is a ``StrEnum``, so a member is its own name as a string; this module
+imports nothing heavy, so the command can build its help without numpy.
+"""
+
+from enum import StrEnum
+
+
+class Normalize(StrEnum):
+    """How a map's values become colours: which values the two ends of the colour table stand for."""
+
+    symmetric = "symmetric"
+    minmax = "minmax"
+    percentile = "percentile"
+    fixed = "fixed"
+
+
+class Scope(StrEnum):
+    """What shares one value range: each map, each stage, a conv and the stages after it, or everything."""
+
+    map = "map"
+    stage = "stage"
+    block = "block"
+    pipeline = "pipeline"
+
+
+class Convention(StrEnum):
+    """Cross-correlation (kernels as written, as CNNs compute) or true convolution (kernels flipped)."""
+
+    correlation = "correlation"
+    convolution = "convolution"
+
+
+class PaddingMode(StrEnum):
+    """What a convolution reads beyond the border, as torch's padding_mode."""
+
+    zeros = "zeros"
+    reflect = "reflect"
+    replicate = "replicate"
+    circular = "circular"
+
+
+NORMALIZE = tuple(Normalize)
+SCOPES = tuple(Scope)
+CONVENTIONS = tuple(Convention)
+PADDING_MODES = tuple(PaddingMode)

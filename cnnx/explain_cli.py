@@ -1,0 +1,140 @@
+"""``cnnx explain``: the arithmetic of each step, shown step by step, for the lesson's example or a real image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnx.choices import PaddingMode
+from cnnx.errors import CnnxError
+from cnnx.shell import Config, Json, Model, Preset, Spec, number_pair, out, reported_errors, source_from
+
+app = typer.Typer(
+    name="explain", help="The arithmetic of each step, shown step by step: conv, relu, pool, field.", no_args_is_help=True,
+    rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def show_explanation(data, view) -> None:
+    """Print an explanation: as rich text, or as JSON with --json (view None)."""
+    import json
+
+    from cnnx.explain import as_json
+
+    if view is not None:
+        out.print(view(data))
+    elif out.is_terminal:
+        out.print_json(json.dumps(as_json(data)), highlight=False)
+    else:
+        print(json.dumps(as_json(data), indent=2))
+
+
+Matrix = Annotated[str | None, typer.Option("--input", help="A small input matrix, e.g. [[1,2,1,0],[0,1,3,2]] "
+                                            "(default: the lesson's 4x4).")]
+
+
+@app.command("conv")
+def explain_conv(
+    image: Annotated[Path | None, typer.Argument(help="An image to take a patch from (default: the lesson's 4x4).")] = None,
+    matrix: Matrix = None,
+    kernel_spec: Annotated[str, typer.Option("--kernel", "-k", help="The kernel: a name, name:param=value or a matrix.")]
+    = "vertical_edge",
+    stride: Annotated[int, typer.Option("--stride", min=1, help="Step between windows (input matrices).")] = 1,
+    padding: Annotated[int, typer.Option("--padding", min=0, help="Zero border around an input matrix.")] = 0,
+    at: Annotated[str | None, typer.Option("--at", help="ROW,COL of the output pixel to explain, with an IMAGE.")] = None,
+    padding_mode: Annotated[PaddingMode, typer.Option("--padding-mode", help="Border of an IMAGE.")] = PaddingMode.replicate,
+    as_json: Json = False,
+) -> None:
+    """Replay a convolution window by window: the values under the kernel, the products, the sum.
+
+    Without arguments, the lesson's example: the 4x4 input and the vertical-edge
+    filter, with where the lesson's own arithmetic went wrong.
+
+    Example: cnnx explain conv samples/chelsea.png --at 120,200 --kernel sobel_x
+    """
+    from cnnx import explain, explain_view
+    from cnnx.images import load_image
+    from cnnx.kernels import parse_kernel
+
+    with reported_errors():
+        kernel = parse_kernel(kernel_spec)
+        if image is not None:
+            if at is None:
+                raise CnnxError("with an IMAGE, say which output pixel with --at ROW,COL")
+            row, col = number_pair(at, "--at")
+            data = explain.explain_patch(load_image(image).array, str(image), kernel, row, col, padding_mode)
+            show_explanation(data, None if as_json else explain_view.patch_view)
+            return
+        values = explain.parse_matrix(matrix) if matrix else explain.lesson_input()
+        data = explain.explain_conv(values, kernel, stride=stride, padding=padding)
+        show_explanation(data, None if as_json else explain_view.conv_view)
+
+
+@app.command("relu")
+def explain_relu(
+    image: Annotated[Path | None, typer.Argument(help="An image: values before and after a ReLU stage.")] = None,
+    stage: Annotated[int, typer.Option("--stage", help="Which stage (a relu) to look at.")] = 2,
+    spec: Spec = None, config: Config = None, preset: Preset = None, model: Model = None, as_json: Json = False,
+) -> None:
+    """Show ReLU, max(0, x): on the lesson's -10..10, or on a real image's feature maps as a histogram.
+
+    Example: cnnx explain relu samples/chelsea.png --stage 2
+    """
+    from cnnx import explain, explain_view
+    from cnnx.images import load_image
+
+    with reported_errors():
+        if image is None:
+            data = explain.explain_relu()
+        else:
+            source = source_from(spec, config, preset, model, None, None)
+            data = explain.explain_relu_image(load_image(image, color=source.color).array, source, stage)
+        show_explanation(data, None if as_json else explain_view.relu_view)
+
+
+@app.command("pool")
+def explain_pool(
+    image: Annotated[Path | None, typer.Argument(help="An image: measure how pooling tolerates small shifts.")] = None,
+    matrix: Matrix = None,
+    size: Annotated[int, typer.Option("--size", min=1, help="Window size.")] = 2,
+    stride: Annotated[int | None, typer.Option("--stride", min=1, help="Step between windows (default: the size).")] = None,
+    shifts: Annotated[int, typer.Option("--shifts", min=1, max=32, help="With an IMAGE: shift by 1, 2, ... pixels.")] = 4,
+    spec: Spec = None, config: Config = None, preset: Preset = None, model: Model = None, as_json: Json = False,
+) -> None:
+    """Show pooling window by window, or measure on an image how much each stage tolerates a small shift.
+
+    Example: cnnx explain pool samples/chelsea.png --shifts 4
+    """
+    from cnnx import explain, explain_view
+    from cnnx.images import load_image
+
+    with reported_errors():
+        if image is not None:
+            source = source_from(spec, config, preset, model, None, None)
+            loaded = load_image(image, color=source.color)
+            data = explain.shift_tolerance(loaded.array, str(image), source, list(range(1, shifts + 1)))
+            show_explanation(data, None if as_json else explain_view.shift_view)
+            return
+        values = explain.parse_matrix(matrix) if matrix else explain.lesson_input()
+        show_explanation(explain.explain_pool(values, size, stride), None if as_json else explain_view.pool_view)
+
+
+@app.command("field")
+def explain_field(
+    image: Annotated[Path | None, typer.Argument(help="An image whose size to use (default: 256x256).")] = None,
+    spec: Spec = None, config: Config = None, preset: Preset = None, model: Model = None, as_json: Json = False,
+) -> None:
+    """Show how the receptive field grows stage by stage: deeper layers see larger patterns.
+
+    Example: cnnx explain field --preset random
+    """
+    from cnnx import explain, explain_view
+    from cnnx.images import probe_image
+
+    with reported_errors():
+        source = source_from(spec, config, preset, model, None, None)
+        size = probe_image(image) if image is not None else (256, 256)
+        data = explain.explain_field(source, (3 if source.color else 1, *size))
+        show_explanation(data, None if as_json else explain_view.field_view)

@@ -1,0 +1,94 @@
+"""manifest.json: every number a run's pictures stand for, so any pixel maps back to its value."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from cnnx import __version__
+from cnnx.draw import Style
+from cnnx.images import Source
+from cnnx.maps import StageFiles
+from cnnx.output import MANIFEST
+from cnnx.source import StageSource
+
+
+def manifest(
+    image: Source, source: StageSource, style: Style, stages: list[StageFiles], root: Path,
+    answer: list[tuple[str, float]] | None = None,
+) -> dict:
+    """Everything needed to map a pixel of any written PNG back to its value, without timings (runs stay byte-identical).
+
+    A map's pixel of colour-table index ``i`` (0..255) stands for
+    ``low + i / 255 * (high - low)``; with the gray map, ``i`` is the grey level.
+    """
+    C, H, W = stages[0].result.shape  # the input stage
+
+    def relative(path: Path) -> str:
+        return path.relative_to(root).as_posix()
+
+    about = source.about()
+    if answer:
+        about.setdefault("model", {})["answer"] = dict(answer)
+    return {
+        "tool": "cnnx",
+        "version": __version__,
+        **about,
+        "drawing": {
+            "normalize": style.normalize,
+            "scope": style.scope,
+            "cmap": style.cmap,
+            "percentile": style.percentile,
+            "range": list(style.fixed) if style.fixed else None,
+            "min_side": style.min_side,
+            "pixel_to_value": "low + index / 255 * (high - low), index = grey level or colour-table position",
+        },
+        "input": {
+            "path": str(image.path),
+            "format": image.format,
+            "mode": image.mode,
+            "frames": image.frames,
+            "frame": image.frame,
+            "height": H,
+            "width": W,
+            "channels": C,
+            "sha256": image.sha256,
+        },
+        "overview": "overview.png",
+        "stages": [
+            {
+                "index": s.result.index,
+                "operation": s.result.name,
+                "description": s.result.description,
+                "shape": list(s.result.shape),
+                "receptive_field": list(s.result.receptive_field),
+                "jump": list(s.result.jump),
+                "stats": asdict(s.result.stats),
+                "cmap": s.cmap,
+                "montages": [relative(p) for p in s.montages],
+                "raw": relative(s.raw) if s.raw else None,
+                "maps": [
+                    {"file": relative(m.path), "channel": m.channel, "label": m.label, "low": m.low, "high": m.high}
+                    for m in s.maps
+                ],
+            }
+            for s in stages
+        ],
+    }
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Write ``manifest.json``, sorted and indented so that runs can be diffed."""
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n"
+    (folder / MANIFEST).write_text(text)
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return value.as_posix()
+    raise TypeError(f"cannot write {type(value).__name__} to the manifest")

@@ -1,0 +1,137 @@
+"""What every cnnx command shares: its options, declared once, how errors and progress are shown, and the sources.
+
+Options that several commands take are ``Annotated`` aliases, so their names
+and help texts cannot drift apart.  Known failures become one line on stderr
+and an exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cnnx.choices import Convention, Normalize, Scope
+from cnnx.errors import INTERRUPTED, CnnxError, exit_code, is_known, message
+
+out = Console()
+err = Console(stderr=True)
+debug = False  # set by --debug: known failures show their traceback too
+
+Images = Annotated[list[str], typer.Argument(metavar="IMAGES...", show_default=False,
+                   help="Images, folders or glob patterns (PNG, JPEG, GIF, BMP, TIFF, WebP, ...).")]
+Spec = Annotated[str | None, typer.Option("--spec", "-s", help='Stages, e.g. "conv(sobel_x, sobel_y) -> relu -> maxpool(2)".')]
+Config = Annotated[Path | None, typer.Option("--config", "-c", help="A pipeline TOML file (see --print-config).")]
+Preset = Annotated[str | None, typer.Option("--preset", "-p", help="A named pipeline; 'cnnx presets' lists them.")]
+Model = Annotated[str | None, typer.Option("--model", "-m", help="A trained model that ships with cnnx (shapes).")]
+Color = Annotated[bool | None, typer.Option("--color/--gray", show_default=False, metavar="",
+                  help="Feed red, green and blue, or luma (default: gray, or what --config says).")]
+ConventionOption = Annotated[Convention | None, typer.Option(
+    "--convention", show_default=False, help="Kernels as written, as CNNs compute (default), or flipped.")]
+Force = Annotated[bool, typer.Option("--force", metavar="", help="Replace what is there even if cnnx did not write it.")]
+NormalizeOption = Annotated[Normalize, typer.Option("--normalize", help="How values become colours (see README).")]
+ScopeOption = Annotated[Scope, typer.Option("--scope", help="What shares one range of colours.")]
+Cmap = Annotated[str, typer.Option("--cmap", help="Colour map: diverging, gray, viridis, or any name of the cmap package.")]
+Range = Annotated[str | None, typer.Option("--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1.")]
+Percentile = Annotated[float, typer.Option("--percentile", help="For --normalize percentile: the magnitude percentile.")]
+PngLevel = Annotated[int, typer.Option("--png-level", min=0, max=9,
+                     help="PNG compression: 1-3 fast (ISA-L), 4-9 slower and smaller on smooth pictures (zlib), 0 none.")]
+MaxPixels = Annotated[int, typer.Option("--max-pixels", min=0, show_default=False,
+                      help="Refuse images with more pixels (default: Pillow's decompression-bomb limit).")]
+Frame = Annotated[int, typer.Option("--frame", min=0, help="Which frame of an animated or multi-page image to use.")]
+Jobs = Annotated[int | None, typer.Option("-j", "--jobs", min=1, help="Images at once, in worker processes (default: the cores).")]
+Scheduler = Annotated[str | None, typer.Option("--scheduler", help="Run a batch on a Dask cluster, e.g. tcp://HOST:8786.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bar.")]
+Json = Annotated[bool, typer.Option("--json", metavar="", help="Print the same content as JSON, for scripts and notebooks.")]
+
+
+def say(text: str) -> None:
+    err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_line(text: str) -> None:
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Known failures become one line on stderr and their exit code; bugs keep their traceback (--debug: all do)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        say("cnnx: interrupted; nothing was written")
+        raise typer.Exit(INTERRUPTED) from None
+    except Exception as error:
+        if not is_known(error):
+            raise
+        say(f"cnnx: error: {message(error)}")
+        if debug:
+            err.print_exception()
+        raise typer.Exit(exit_code(error)) from None
+
+
+def source_from(spec, config, preset, model, color, convention):
+    """The source of stages the options ask for: a shipped model, or a chain pipeline (the lesson's by default)."""
+    from cnnx.pipeline import Chain
+    from cnnx.spec import load_pipeline
+
+    if model is None:
+        return Chain(load_pipeline(spec=spec, config=config, preset_name=preset, color=color, convention=convention))
+    if spec or config or preset or color or convention:
+        raise CnnxError("--model brings its own stages: give no --spec, --config, --preset, --color or --convention")
+    from cnnx.model import load_model
+
+    return load_model(model)
+
+
+def style_from(normalize, scope, cmap, percentile, value_range, min_size=128):
+    from cnnx.draw import Style
+
+    return Style(normalize, scope, cmap, percentile, number_pair(value_range, "--range", float), min_size)
+
+
+@contextmanager
+def progress_bar(quiet: bool, what: str):
+    """A transient progress bar on stderr, only on a terminal and without --quiet.
+
+    Yields ``advance(done, total, note="")``; the note (maps written, say) shows beside the count.
+    """
+    if quiet or not err.is_terminal:
+        yield lambda done, total, note="": None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None, note="")
+        yield lambda done, total, note="": bar.update(task, completed=done, total=total, note=note)
+
+
+def number_pair(text: str | None, option: str, kind=int):
+    """"ROW,COL" or "LOW,HIGH" as two numbers; None stays None."""
+    if text is None:
+        return None
+    try:
+        first, second = (kind(part) for part in text.split(","))
+    except ValueError:
+        raise CnnxError(f"{option} takes two {'whole numbers' if kind is int else 'numbers'}, e.g. 1,2; got {text!r}") from None
+    return first, second
+
+
+def pixel_limit(max_pixels: int) -> dict:
+    return {"max_pixels": max_pixels} if max_pixels else {}
+
+
+def note_frames(source) -> None:
+    """Say what the user should know about how the image was read."""
+    for note in source.notes:
+        say(f"cnnx: note: {source.path}: {note}")
+    if source.frames > 1:
+        say(f"cnnx: note: {source.path} has {source.frames} frames; used frame {source.frame} (--frame N picks another)")
+
+
