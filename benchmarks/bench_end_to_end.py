@@ -100,8 +100,11 @@ def bench_pipeline(work: Path, rounds: int) -> list[str]:
     pillow = median_of(rounds, lambda: encode_all(files, 1, "pillow"))
     own = median_of(rounds, lambda: encode_all(files, 1, "cnnx"))
     load = median_of(rounds, lambda: decode(image))
-    print(f"pipeline: cnnx {ours:.2f} s; the same {len(files)} PNGs encoded on all cores: by Pillow (zlib) {pillow:.2f} s, "
-          f"by cnnx's writer (ISA-L) {own:.2f} s; decoding the photo {load:.2f} s")
+    print(
+        f"pipeline: cnnx {ours:.2f} s; the same {len(files)} PNGs encoded on all cores: "
+        f"by Pillow (zlib) {pillow:.2f} s, "
+        f"by cnnx's writer (ISA-L) {own:.2f} s; decoding the photo {load:.2f} s"
+    )
     return [
         f"pipeline 4096x4096: {ours / pillow:.2f}x Pillow encoding the same PNGs (target <= 1.3x)",
         f"pipeline 4096x4096: {ours / (load + own):.2f}x decoding the photo and cnnx's writer encoding the PNGs",
@@ -114,11 +117,24 @@ def bench_filter(work: Path, rounds: int) -> str:
     Image.open(image).convert("L").save(gray, compress_level=6)
     ours = median_of(rounds, lambda: timed([*CNNX, "filter", str(gray), "sobel_x", "-o", str(work / "f.png")]))
     convert = shutil.which("convert")
-    if convert is None or "ImageMagick" not in subprocess.run([convert, "-version"], capture_output=True, text=True).stdout:
+    if (
+        convert is None
+        or "ImageMagick" not in subprocess.run([convert, "-version"], capture_output=True, text=True).stdout
+    ):
         print(f"filter: cnnx {ours:.2f} s; ImageMagick not installed (apt-get install imagemagick)")
         return "filter: ImageMagick not installed"
-    magick = [convert, str(gray), "-define", "convolve:scale=50%!", "-bias", "50%", "-morphology", "Convolve", "Sobel",
-              str(work / "m.png")]
+    magick = [
+        convert,
+        str(gray),
+        "-define",
+        "convolve:scale=50%!",
+        "-bias",
+        "50%",
+        "-morphology",
+        "Convolve",
+        "Sobel",
+        str(work / "m.png"),
+    ]
     theirs = median_of(rounds, lambda: timed(magick))
     print(f"filter: cnnx {ours:.2f} s; ImageMagick {theirs:.2f} s")
     return f"filter 4096x4096 sobel: {ours / theirs:.2f}x ImageMagick (target <= 0.3x)"
@@ -138,11 +154,21 @@ def bench_memory(work: Path) -> str:
     # so this process must stay small while it measures.
     subprocess.run([sys.executable, __file__, "--make-photo", str(image), str(side)], check=True)
     base = subprocess.run(
-        [sys.executable, "-c", "import resource, cnnx.cli, numpy, PIL.Image, typer, rich, cmap;"
-         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"], capture_output=True, text=True, check=True
+        [
+            sys.executable,
+            "-c",
+            "import resource, cnnx.cli, numpy, PIL.Image, typer, rich, cmap;"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    run = subprocess.run([*CNNX, "pipeline", str(image), "-o", str(work / "big"), "--max-pixels", "200000000", "-q"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [*CNNX, "pipeline", str(image), "-o", str(work / "big"), "--max-pixels", "200000000", "-q"],
+        capture_output=True,
+        text=True,
+    )
     if run.returncode != 0:
         print(f"memory: the 100 MP run failed: {run.stderr.strip()}")
         return "memory 100 MP: the run failed"
@@ -154,10 +180,14 @@ def bench_memory(work: Path) -> str:
 
     estimate = estimate_memory(Chain(Pipeline(LESSON)), (1, side, side)).peak
     total = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    print(f"memory: 100 MP run peaked at {total / 2**30:.2f} GiB in all, {peak / 2**30:.2f} GiB above the program "
-          f"itself; estimate {estimate / 2**30:.2f} GiB")
-    return (f"memory 100 MP: peak {total / 2**30:.2f} GiB in all (cap 4 GiB), "
-            f"{peak / estimate:.2f}x the estimate (target within 25%)")
+    print(
+        f"memory: 100 MP run peaked at {total / 2**30:.2f} GiB in all, {peak / 2**30:.2f} GiB above the program "
+        f"itself; estimate {estimate / 2**30:.2f} GiB"
+    )
+    return (
+        f"memory 100 MP: peak {total / 2**30:.2f} GiB in all (cap 4 GiB), "
+        f"{peak / estimate:.2f}x the estimate (target within 25%)"
+    )
 
 
 def bench_batch(work: Path, rounds: int, count: int = 200) -> str:

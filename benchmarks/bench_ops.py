@@ -161,7 +161,8 @@ def workloads(rng):
 
     photo = rng.random((1, 2048, 2048), dtype=np.float32)
     floor5 = np.empty_like(photo)
-    cases["P"] = ("cnnx default pipeline, 2048x2048", {"cnnx": lambda: run(photo, LESSON)}, lambda: np.copyto(floor5, photo))
+    pipeline = {"cnnx": lambda: run(photo, LESSON)}
+    cases["P"] = ("cnnx default pipeline, 2048x2048", pipeline, lambda: np.copyto(floor5, photo))
     return cases
 
 
@@ -204,9 +205,15 @@ def measure(candidates: dict, rounds: int) -> dict[str, float]:
 
 TARGETS = {
     # workload: [(what, reference names, largest allowed cnnx/reference ratio)]
-    "W1": [("at most 0.25x PyTorch at its best", "torch*", 0.25), ("within 2.5x of OpenCV filter2D", "opencv filter2D", 2.5)],
+    "W1": [
+        ("at most 0.25x PyTorch at its best", "torch*", 0.25),
+        ("within 2.5x of OpenCV filter2D", "opencv filter2D", 2.5),
+    ],
     "W2": [("at most 1.0x PyTorch at its best", "torch*", 1.0)],
-    "W3": [("at most 0.4x PyTorch at its best", "torch*", 0.4), ("no slower than OpenCV filter2D", "opencv filter2D", 1.0)],
+    "W3": [
+        ("at most 0.4x PyTorch at its best", "torch*", 0.4),
+        ("no slower than OpenCV filter2D", "opencv filter2D", 1.0),
+    ],
     "W4": [("at most 2.5x the bandwidth floor", "floor", 2.5), ("no slower than PyTorch at its best", "torch*", 1.0)],
 }
 
@@ -218,8 +225,10 @@ def report(name: str, description: str, medians: dict[str, float]) -> list[str]:
         print(f"  {candidate:28s} {seconds * 1000:9.2f} ms   cnnx/this = {ours / seconds:5.2f}")
     verdicts = []
     for what, reference, limit in TARGETS.get(name, []):
-        pool = {k: v for k, v in medians.items() if k.startswith(reference[:-1]) and k != "cnnx"} if reference.endswith("*") else (
-            {reference: medians[reference]} if reference in medians else {}
+        pool = (
+            {k: v for k, v in medians.items() if k.startswith(reference[:-1]) and k != "cnnx"}
+            if reference.endswith("*")
+            else ({reference: medians[reference]} if reference in medians else {})
         )
         if not pool:
             verdicts.append(f"{name} {what}: not measured ({reference} missing)")

@@ -22,28 +22,38 @@ from cnnx.shell import (
     Color,
     Config,
     ConventionOption,
+    DryRun,
     Force,
     Frame,
     Images,
     Jobs,
+    KernelArgument,
+    MaxMemory,
     MaxPixels,
+    MinSize,
     Model,
     NormalizeOption,
+    OutFile,
+    OutFolder,
+    PaddingModeOption,
     Percentile,
     PngLevel,
     Preset,
+    PrintConfig,
     Quiet,
     Range,
+    SaveRaw,
     Scheduler,
     ScopeOption,
+    ShowKernel,
     Spec,
+    finish_batch,
     note_frames,
     out,
     pixel_limit,
+    print_line,
     progress_bar,
     reported_errors,
-    say,
-    print_line,
     source_from,
     style_from,
 )
@@ -61,9 +71,15 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, metavar="",
-                                          help="Print the version and exit.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", metavar="", help="Show the traceback of an error, for bug reports.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, metavar="", help="Print the version and exit."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", metavar="", help="Show the traceback of an error, for bug reports.")
+    ] = False,
 ) -> None:
     """See what a convolutional network does to an image: Conv -> ReLU -> Pool, every feature map as a PNG.
 
@@ -74,21 +90,31 @@ def _main(
 
 @app.command()
 def pipeline(
-    images: Images = None, spec: Spec = None, config: Config = None, preset: Preset = None, model: Model = None,
-    color: Color = None, convention: ConventionOption = None,
-    out_dir: Annotated[Path | None, typer.Option("-o", "--out", help="Folder for the maps; for several images, the "
-                                                 "folder of their folders (default: cnnx-out/IMAGE-NAME, or cnnx-out).")] = None,
-    print_config: Annotated[bool, typer.Option("--print-config", metavar="", help="Print the stages as TOML and exit.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", metavar="",
-                                          help="Show each stage's shape, the files and the memory; write nothing.")] = False,
-    force: Force = False, normalize: NormalizeOption = Normalize.symmetric, scope: ScopeOption = Scope.block,
-    cmap: Cmap = "diverging", value_range: Range = None, percentile: Percentile = 99.5,
-    min_size: Annotated[int, typer.Option("--min-size", min=1, help="Enlarge maps whose shorter side is smaller.")] = 128,
-    save_raw: Annotated[bool, typer.Option("--save-raw", metavar="", help="Also write each stage as NN_stage/stage.npy.")] = False,
-    png_level: PngLevel = 1, max_pixels: MaxPixels = 0,
-    max_memory: Annotated[str | None, typer.Option("--max-memory", help="Refuse a run that needs more memory, e.g. 4G "
-                                                   "(default: 4/5 of this machine's).")] = None,
-    frame: Frame = 0, jobs: Jobs = None, scheduler: Scheduler = None, quiet: Quiet = False,
+    images: Images = None,
+    spec: Spec = None,
+    config: Config = None,
+    preset: Preset = None,
+    model: Model = None,
+    color: Color = None,
+    convention: ConventionOption = None,
+    out_dir: OutFolder = None,
+    print_config: PrintConfig = False,
+    dry_run: DryRun = False,
+    force: Force = False,
+    normalize: NormalizeOption = Normalize.symmetric,
+    scope: ScopeOption = Scope.block,
+    cmap: Cmap = "diverging",
+    value_range: Range = None,
+    percentile: Percentile = 99.5,
+    min_size: MinSize = 128,
+    save_raw: SaveRaw = False,
+    png_level: PngLevel = 1,
+    max_pixels: MaxPixels = 0,
+    max_memory: MaxMemory = None,
+    frame: Frame = 0,
+    jobs: Jobs = None,
+    scheduler: Scheduler = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run a Conv -> ReLU -> Pool pipeline (or a model) and write every feature map as a PNG.
 
@@ -114,8 +140,13 @@ def pipeline(
         if not paths:
             raise CnnxError("give an IMAGE to run (or a folder, or a pattern), or --print-config to see the pipeline")
         settings = dict(
-            source=source, style=style_from(normalize, scope, cmap, percentile, value_range, min_size), png_level=png_level,
-            save_raw=save_raw, frame=frame, force=force, max_memory=parse_bytes(max_memory) if max_memory else None,
+            source=source,
+            style=style_from(normalize, scope, cmap, percentile, value_range, min_size),
+            png_level=png_level,
+            save_raw=save_raw,
+            frame=frame,
+            force=force,
+            max_memory=parse_bytes(max_memory) if max_memory else None,
             **pixel_limit(max_pixels),
         )
         root = out_dir if out_dir is not None else Path("cnnx-out")
@@ -133,7 +164,7 @@ def pipeline(
             return
     from cnnx.jobs import run_job_reporting
 
-    _finish_batch(batch, root, jobs, scheduler, quiet, run_job_reporting, "pipeline")
+    finish_batch(batch, root, jobs, scheduler, quiet, run_job_reporting, "pipeline")
 
 
 def _dry_run(job) -> None:
@@ -144,8 +175,10 @@ def _dry_run(job) -> None:
     shape, planned, estimate = plan(job)
     out.print(plan_table(job.image, shape, planned))
     files = shape[0] + sum(s.shape[0] for s in planned)
-    print_line(f"{files} maps, {len(planned) + 1} montages, overview.png, index.html and manifest.json would go to "
-           f"{job.destination}; memory needed at most about {format_bytes(estimate.peak)}")
+    print_line(
+        f"{files} maps, {len(planned) + 1} montages, overview.png, index.html and manifest.json would go to "
+        f"{job.destination}; memory needed at most about {format_bytes(estimate.peak)}"
+    )
 
 
 def _run_single(job, quiet: bool) -> None:
@@ -159,28 +192,11 @@ def _run_single(job, quiet: bool) -> None:
     if outcome.answer:
         out.print(answer_table(outcome.answer, job.source.title.partition(":")[0]))
     t = outcome.timings
-    print_line(f"wrote {outcome.maps} maps, a montage per stage, overview.png, index.html and manifest.json to "
-           f"{job.destination} in {t['total']:.2f} s (load {t['load']:.2f}, compute {t['compute']:.2f}, "
-           f"render {t['render']:.2f}, write {t['write']:.2f})")
-
-
-def _finish_batch(batch: list, root: Path, jobs: int | None, scheduler: str | None, quiet: bool, work, command: str):
-    """Run a batch on the executor asked for, print one table, list every failure, and exit 1 if any failed."""
-    from cnnx.errors import RUNTIME_FAILURE
-    from cnnx.jobs import batch_executor, run_batch
-    from cnnx.report import batch_table
-
-    with reported_errors(), batch_executor(jobs, scheduler, len(batch)) as executor, \
-            progress_bar(quiet, "images") as advance:
-        count = iter(range(1, len(batch) + 1))
-        outcomes = run_batch(batch, executor, done=lambda _: advance(next(count), len(batch)), work=work)
-    out.print(batch_table(outcomes, root, command))
-    failed = [o for o in outcomes if o.error]
-    for outcome in failed:
-        say(f"cnnx: error: {outcome.error}")
-    if failed:
-        say(f"cnnx: {len(failed)} of {len(outcomes)} images failed")
-        raise typer.Exit(RUNTIME_FAILURE)
+    print_line(
+        f"wrote {outcome.maps} maps, a montage per stage, overview.png, index.html and manifest.json to "
+        f"{job.destination} in {t['total']:.2f} s (load {t['load']:.2f}, compute {t['compute']:.2f}, "
+        f"render {t['render']:.2f}, write {t['write']:.2f})"
+    )
 
 
 @app.command()
@@ -198,17 +214,23 @@ def presets() -> None:
 @app.command(name="filter")
 def filter_(
     images: Images,
-    kernel_spec: Annotated[str, typer.Argument(metavar="KERNEL", help="A filter name (see 'cnnx filters'), "
-                                               "name:param=value, a [[...]] matrix or a .npy file.")],
-    output: Annotated[Path | None, typer.Option("-o", "--out", help="PNG to write (default: IMAGE-NAME_KERNEL.png); "
-                                                "for several images, their folder (default: cnnx-out).")] = None,
-    show: Annotated[bool, typer.Option("--show", metavar="", help="Also print the kernel card.")] = False,
-    color: Color = None, convention: ConventionOption = None,
-    padding_mode: Annotated[PaddingMode, typer.Option("--padding-mode", help="What the kernel reads beyond the border.")]
-    = PaddingMode.replicate,
-    normalize: NormalizeOption = Normalize.symmetric, cmap: Cmap = "gray", value_range: Range = None,
-    percentile: Percentile = 99.5, force: Force = False, png_level: PngLevel = 1, max_pixels: MaxPixels = 0,
-    frame: Frame = 0, jobs: Jobs = None, scheduler: Scheduler = None, quiet: Quiet = False,
+    kernel_spec: KernelArgument,
+    output: OutFile = None,
+    show: ShowKernel = False,
+    color: Color = None,
+    convention: ConventionOption = None,
+    padding_mode: PaddingModeOption = PaddingMode.replicate,
+    normalize: NormalizeOption = Normalize.symmetric,
+    cmap: Cmap = "gray",
+    value_range: Range = None,
+    percentile: Percentile = 99.5,
+    force: Force = False,
+    png_level: PngLevel = 1,
+    max_pixels: MaxPixels = 0,
+    frame: Frame = 0,
+    jobs: Jobs = None,
+    scheduler: Scheduler = None,
+    quiet: Quiet = False,
 ) -> None:
     """Apply one filter to an image and write the response as a PNG, the same size as the image.
 
@@ -227,9 +249,15 @@ def filter_(
         kernel = parse_kernel(kernel_spec)
         paths = find_images(images)
         settings = dict(
-            kernel=kernel.spec, style=style_from(normalize, Scope.stage, cmap, percentile, value_range), color=bool(color),
-            padding_mode=padding_mode, convention=convention or Convention.correlation, png_level=png_level,
-            frame=frame, force=force, **pixel_limit(max_pixels),
+            kernel=kernel.spec,
+            style=style_from(normalize, Scope.stage, cmap, percentile, value_range),
+            color=bool(color),
+            padding_mode=padding_mode,
+            convention=convention or Convention.correlation,
+            png_level=png_level,
+            frame=frame,
+            force=force,
+            **pixel_limit(max_pixels),
         )
         if show:
             out.print(kernel_card(kernel))
@@ -239,26 +267,26 @@ def filter_(
             result = run_filter(FilterJob(paths[0], target, **settings))
             note_frames(result.source)
             (H, W), mode = result.shape[1:], "rgb" if color else "gray"
-            print_line(f"{kernel.label} on {paths[0]} ({H}x{W}, {mode}): values {result.values[0]:.4g} to "
-                   f"{result.values[1]:.4g}; drawn from {result.drawn[0]:.4g} to {result.drawn[1]:.4g} "
-                   f"({'rgb' if color else cmap})\nwrote {target}")
+            print_line(
+                f"{kernel.label} on {paths[0]} ({H}x{W}, {mode}): values {result.values[0]:.4g} to "
+                f"{result.values[1]:.4g}; drawn from {result.drawn[0]:.4g} to {result.drawn[1]:.4g} "
+                f"({'rgb' if color else cmap})\nwrote {target}"
+            )
             return
         root = output if output is not None else Path("cnnx-out")
         root.mkdir(parents=True, exist_ok=True)
         targets = [d.with_name(f"{d.name}_{name}.png") for d in batch_destinations(paths, root)]
         batch = [FilterJob(p, t, **settings) for p, t in zip(paths, targets, strict=True)]
-    _finish_batch(batch, root, jobs, scheduler, quiet, run_filter_reporting, "filter")
+    finish_batch(batch, root, jobs, scheduler, quiet, run_filter_reporting, "filter")
 
 
 @app.command()
 def filters(
-    name: Annotated[str | None, typer.Argument(metavar="[KERNEL]", show_default=False,
-                                               help="Show one kernel: a name, name:param=value, a matrix or a .npy file.")] = None,
-    model: Model = None,
-    layer: Annotated[str | None, typer.Option("--layer", help="With --model: which conv layer to print (default: the first).")]
+    name: Annotated[str | None, typer.Argument(metavar="[KERNEL]", show_default=False, help="Show one kernel in full.")]
     = None,
-    output: Annotated[Path | None, typer.Option("-o", "--out", help="With --model: draw every conv layer's kernels "
-                                                "into this PNG.")] = None,
+    model: Model = None,
+    layer: Annotated[str | None, typer.Option("--layer", help="With --model: which conv layer to print.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--out", help="With --model: draw all kernels here.")] = None,
 ) -> None:
     """List the filter bank, or show one kernel's card: matrix, sum, kind and output range.
 

@@ -16,9 +16,9 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cnnx.runtime import buffer, run_tasks
 from cnnx.choices import NORMALIZE, SCOPES
 from cnnx.errors import CnnxError
+from cnnx.runtime import buffer, run_tasks
 
 __all__ = [
     "CMAP_ALIASES",
@@ -53,13 +53,18 @@ INK = (40, 40, 40)
 
 
 def value_range(
-    values: np.ndarray, method: str, *, percentile: float = 99.5, fixed=None, extremes: tuple[float, float] | None = None
+    values: np.ndarray,
+    method: str,
+    *,
+    percentile: float = 99.5,
+    fixed=None,
+    extremes: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
     """The values the darkest-first and last colours stand for, by ``method``.
 
     - symmetric: ``(-m, m)`` with ``m`` the largest magnitude, so zero is the centre colour;
     - minmax: the smallest and largest value;
-    - percentile: ``(-m, m)`` with ``m`` the ``percentile`` of the magnitudes, so a few outliers do not wash out the rest;
+    - percentile: ``(-m, m)`` with ``m`` the ``percentile`` of the magnitudes: a few outliers do not wash out the rest;
     - fixed: the given ``(low, high)``.
 
     A range of no width (a constant map) is widened by 1 on each side, so the
@@ -276,7 +281,9 @@ def format_number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def colorbar(table: np.ndarray | None, low: float, high: float, width: int, *, ends: tuple[str, str] | None = None) -> Image.Image:
+def colorbar(
+    table: np.ndarray | None, low: float, high: float, width: int, *, ends: tuple[str, str] | None = None
+) -> Image.Image:
     """A horizontal bar of the colour table, labelled with the values its ends (and zero, inside) stand for.
 
     ``ends`` replaces the numbers at the ends by words (when each map has its own range).
@@ -298,7 +305,9 @@ def colorbar(table: np.ndarray | None, low: float, high: float, width: int, *, e
     return bar
 
 
-def montage(thumbs: list[Image.Image], labels: list[str], title: str, bars: list[Image.Image], *, columns: int = 8) -> Image.Image:
+def montage(
+    thumbs: list[Image.Image], labels: list[str], title: str, bars: list[Image.Image], *, columns: int = 8
+) -> Image.Image:
     """A contact sheet: a title, the thumbnails in a grid each with its label, then colour bars."""
     font = _font(12)
     cell_w = max(t.width for t in thumbs) + 8
@@ -310,7 +319,7 @@ def montage(thumbs: list[Image.Image], labels: list[str], title: str, bars: list
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     draw.text((6, 6), _fit(title, width - 12, _font(14)), fill=INK, font=_font(14))
-    for k, (thumb, label) in enumerate(zip(thumbs, labels)):
+    for k, (thumb, label) in enumerate(zip(thumbs, labels, strict=True)):
         x, y = 4 + (k % ncols) * cell_w, 26 + (k // ncols) * cell_h
         sheet.paste(thumb, (x + 4, y))
         draw.text((x + 4, y + thumb.height + 3), _fit(label, cell_w - 8, font), fill=INK, font=font)
@@ -324,7 +333,10 @@ def montage(thumbs: list[Image.Image], labels: list[str], title: str, bars: list
 def column(title: str, tiles: list[Image.Image], more: int, *, size: int = 128) -> Image.Image:
     """One stage of the overview: a title over its first maps, stacked, and how many more there are."""
     font = _font(12)
-    thumbs = [tile if max(tile.size) <= size else tile.resize(_fitted(tile.size, size), Image.Resampling.BOX) for tile in tiles]
+    thumbs = [
+        tile if max(tile.size) <= size else tile.resize(_fitted(tile.size, size), Image.Resampling.BOX)
+        for tile in tiles
+    ]
     width = max(max(t.width for t in thumbs) + 12, int(font.getlength(title)) + 12)
     height = 22 + sum(t.height + 6 for t in thumbs) + (18 if more else 0)
     image = Image.new("RGB", (width, height), BACKGROUND)
@@ -344,17 +356,21 @@ def kernel_sheet(layers: list[np.ndarray], names: list[str], cell: int = 8) -> I
     table = colormap("diverging")
     font = _font(12)
     blocks = []
-    for weights, name in zip(layers, names):
+    for weights, name in zip(layers, names, strict=True):
         low, high = value_range(weights, "symmetric")
         O, C, kh, kw = weights.shape
         block = Image.new("RGB", (C * (kw * cell + 4) + 8, O * (kh * cell + 4) + 24), BACKGROUND)
-        ImageDraw.Draw(block).text((4, 4), f"{name}: {O} filters x {C} channels, {low:.2g}..{high:.2g}", fill=INK, font=font)
+        ImageDraw.Draw(block).text(
+            (4, 4), f"{name}: {O} filters x {C} channels, {low:.2g}..{high:.2g}", fill=INK, font=font
+        )
         for o in range(O):
             for c in range(C):
                 tile = picture(upscale(to_index(weights[o, c], low, high), min_side=kh * cell), table)
                 block.paste(tile.convert("RGB"), (4 + c * (kw * cell + 4), 22 + o * (kh * cell + 4)))
         blocks.append(block)
-    sheet = Image.new("RGB", (sum(b.width for b in blocks) + 8 * len(blocks), max(b.height for b in blocks)), BACKGROUND)
+    sheet = Image.new(
+        "RGB", (sum(b.width for b in blocks) + 8 * len(blocks), max(b.height for b in blocks)), BACKGROUND
+    )
     x = 0
     for block in blocks:
         sheet.paste(block, (x, 0))

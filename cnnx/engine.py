@@ -44,7 +44,9 @@ def border_columns(W: int, pads, mode: str) -> tuple[np.ndarray, np.ndarray] | N
     return left + border_map(np.arange(-left, 0), W, mode), left + border_map(np.arange(W, W + right), W, mode)
 
 
-def gather_rows(x: np.ndarray, first: int, stop: int, pads, mode: str, fill: float, columns, out: np.ndarray) -> np.ndarray:
+def gather_rows(
+    x: np.ndarray, first: int, stop: int, pads, mode: str, fill: float, columns, out: np.ndarray
+) -> np.ndarray:
     """Copy padded rows ``first:stop`` of the (C, H, W) image into ``out`` (C, stop-first, W_padded).
 
     ``columns`` is what ``border_columns`` gave for this image, padding and mode.

@@ -68,7 +68,7 @@ class ConvExplanation:
 
 
 def _written(values: np.ndarray, weights: np.ndarray, total: float) -> str:
-    terms = " + ".join(f"({v:g}*{w:g})" for v, w in zip(values.ravel(), weights.ravel()))
+    terms = " + ".join(f"({v:g}*{w:g})" for v, w in zip(values.ravel(), weights.ravel(), strict=True))
     return f"{terms} = {total:g}"
 
 
@@ -103,13 +103,23 @@ def explain_conv(matrix: np.ndarray, kernel: Kernel, *, stride: int = 1, padding
             products = values * weights
             total = float(products.sum())
             result[r, c] = total
-            windows.append(Window(r, c, top, left, values.tolist(), products.tolist(), total, _written(values, weights, total)))
+            windows.append(
+                Window(r, c, top, left, values.tolist(), products.tolist(), total, _written(values, weights, total))
+            )
     computed = ops.conv2d(matrix[None], weights[None, None], stride=stride, padding=padding)[0]
     _agree(computed, result, "window sums", "conv2d")
     flipped = ops.conv2d(matrix[None], weights[::-1, ::-1].copy()[None, None], stride=stride, padding=padding)[0]
     explanation = ConvExplanation(
-        matrix.tolist(), kernel.spec, weights.tolist(), stride, padding, padded.tolist(), windows, result.tolist(),
-        flipped.astype(np.float64).tolist(), np.maximum(result, 0).tolist(),
+        matrix.tolist(),
+        kernel.spec,
+        weights.tolist(),
+        stride,
+        padding,
+        padded.tolist(),
+        windows,
+        result.tolist(),
+        flipped.astype(np.float64).tolist(),
+        np.maximum(result, 0).tolist(),
     )
     if matrix.tolist() == LESSON_INPUT and kernel.spec == LESSON_KERNEL and stride == 1 and padding == 0:
         first = windows[0]
@@ -121,7 +131,8 @@ def explain_conv(matrix: np.ndarray, kernel: Kernel, *, stride: int = 1, padding
                 f"The lesson states the result {LESSON_STATED_RESULT} and writes its first window as "
                 f"{LESSON_STATED_SUM}. Those nine products add to {first.total:g}, not 3. "
                 f"The cross-correlation is {result.astype(int).tolist()}; true convolution (kernel flipped) "
-                f"gives {flipped.astype(int).tolist()}; ReLU of the result is {np.maximum(result, 0).astype(int).tolist()}."
+                f"gives {flipped.astype(int).tolist()}; "
+                f"ReLU of the result is {np.maximum(result, 0).astype(int).tolist()}."
             ),
         }
     return explanation
@@ -142,7 +153,9 @@ class PatchExplanation:
     map_shape: list[int]
 
 
-def explain_patch(image: np.ndarray, path: str, kernel: Kernel, row: int, col: int, padding_mode: str = "replicate") -> PatchExplanation:
+def explain_patch(
+    image: np.ndarray, path: str, kernel: Kernel, row: int, col: int, padding_mode: str = "replicate"
+) -> PatchExplanation:
     """The window of a grey image under a kernel centred at (row, col), as ``cnnx filter`` computes that map."""
     H, W = image.shape[1:]
     if not (0 <= row < H and 0 <= col < W):
@@ -157,7 +170,9 @@ def explain_patch(image: np.ndarray, path: str, kernel: Kernel, row: int, col: i
     weights = kernel.weights.astype(np.float64)
     products = values * weights
     total = float(products.sum())
-    window = Window(row, col, row - top, col - left, values.tolist(), products.tolist(), total, _written(values, weights, total))
+    window = Window(
+        row, col, row - top, col - left, values.tolist(), products.tolist(), total, _written(values, weights, total)
+    )
     return PatchExplanation(
         path, row, col, kernel.spec, weights.tolist(), padding_mode, window, float(full[row, col]), list(full.shape)
     )
@@ -193,7 +208,9 @@ def explain_relu_image(image: np.ndarray, source: StageSource, stage: int, bins:
     counts_before = np.histogram(before, edges)[0]
     counts_after = np.histogram(after, edges)[0]
     return ReluExplanation(
-        [], [], results[stage].description,
+        [],
+        [],
+        results[stage].description,
         {"edges": edges.tolist(), "before": counts_before.tolist(), "after": counts_after.tolist()},
         float(np.count_nonzero(after == 0) / after.size),
     )
@@ -223,7 +240,9 @@ def explain_pool(matrix: np.ndarray, size: int = 2, stride: int | None = None) -
     matrix = np.asarray(matrix, np.float64)
     stride = stride or size
     if size < 1 or stride < 1 or size > min(matrix.shape):
-        raise CnnxError(f"a {size}x{size} window with stride {stride} does not fit the {matrix.shape[0]}x{matrix.shape[1]} input")
+        raise CnnxError(
+            f"a {size}x{size} window with stride {stride} does not fit the {matrix.shape[0]}x{matrix.shape[1]} input"
+        )
     rows, cols = (matrix.shape[0] - size) // stride + 1, (matrix.shape[1] - size) // stride + 1
     windows = []
     for r in range(rows):
@@ -254,7 +273,9 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     a, b = a - a.mean(), b - b.mean()
     denominator = np.sqrt((a * a).sum() * (b * b).sum())
-    return 1.0 if denominator == 0 and np.array_equal(a, b) else float((a * b).sum() / denominator) if denominator else 0.0
+    return (
+        1.0 if denominator == 0 and np.array_equal(a, b) else float((a * b).sum() / denominator) if denominator else 0.0
+    )
 
 
 def shift_tolerance(image: np.ndarray, path: str, source: StageSource, shifts: list[int]) -> ShiftExplanation:

@@ -12,8 +12,11 @@ from cnnx.errors import CnnxError
 from cnnx.shell import Config, Json, Model, Preset, Spec, number_pair, out, reported_errors, source_from
 
 app = typer.Typer(
-    name="explain", help="The arithmetic of each step, shown step by step: conv, relu, pool, field.", no_args_is_help=True,
-    rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
+    name="explain",
+    help="The arithmetic of each step, shown step by step: conv, relu, pool, field.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -31,20 +34,29 @@ def show_explanation(data, view) -> None:
         print(json.dumps(as_json(data), indent=2))
 
 
-Matrix = Annotated[str | None, typer.Option("--input", help="A small input matrix, e.g. [[1,2,1,0],[0,1,3,2]] "
-                                            "(default: the lesson's 4x4).")]
+Matrix = Annotated[
+    str | None,
+    typer.Option("--input", help="A small input matrix, e.g. [[1,2,1,0],[0,1,3,2]] (default: the lesson's 4x4)."),
+]
 
 
 @app.command("conv")
 def explain_conv(
-    image: Annotated[Path | None, typer.Argument(help="An image to take a patch from (default: the lesson's 4x4).")] = None,
+    image: Annotated[
+        Path | None, typer.Argument(help="An image to take a patch from (default: the lesson's 4x4).")
+    ] = None,
     matrix: Matrix = None,
-    kernel_spec: Annotated[str, typer.Option("--kernel", "-k", help="The kernel: a name, name:param=value or a matrix.")]
-    = "vertical_edge",
+    kernel_spec: Annotated[
+        str, typer.Option("--kernel", "-k", help="The kernel: a name, name:param=value or a matrix.")
+    ] = "vertical_edge",
     stride: Annotated[int, typer.Option("--stride", min=1, help="Step between windows (input matrices).")] = 1,
     padding: Annotated[int, typer.Option("--padding", min=0, help="Zero border around an input matrix.")] = 0,
-    at: Annotated[str | None, typer.Option("--at", help="ROW,COL of the output pixel to explain, with an IMAGE.")] = None,
-    padding_mode: Annotated[PaddingMode, typer.Option("--padding-mode", help="Border of an IMAGE.")] = PaddingMode.replicate,
+    at: Annotated[
+        str | None, typer.Option("--at", help="ROW,COL of the output pixel to explain, with an IMAGE.")
+    ] = None,
+    padding_mode: Annotated[
+        PaddingMode, typer.Option("--padding-mode", help="Border of an IMAGE.")
+    ] = PaddingMode.replicate,
     as_json: Json = False,
 ) -> None:
     """Replay a convolution window by window: the values under the kernel, the products, the sum.
@@ -76,7 +88,11 @@ def explain_conv(
 def explain_relu(
     image: Annotated[Path | None, typer.Argument(help="An image: values before and after a ReLU stage.")] = None,
     stage: Annotated[int, typer.Option("--stage", help="Which stage (a relu) to look at.")] = 2,
-    spec: Spec = None, config: Config = None, preset: Preset = None, model: Model = None, as_json: Json = False,
+    spec: Spec = None,
+    config: Config = None,
+    preset: Preset = None,
+    model: Model = None,
+    as_json: Json = False,
 ) -> None:
     """Show ReLU, max(0, x): on the lesson's -10..10, or on a real image's feature maps as a histogram.
 
@@ -99,9 +115,17 @@ def explain_pool(
     image: Annotated[Path | None, typer.Argument(help="An image: measure how pooling tolerates small shifts.")] = None,
     matrix: Matrix = None,
     size: Annotated[int, typer.Option("--size", min=1, help="Window size.")] = 2,
-    stride: Annotated[int | None, typer.Option("--stride", min=1, help="Step between windows (default: the size).")] = None,
-    shifts: Annotated[int, typer.Option("--shifts", min=1, max=32, help="With an IMAGE: shift by 1, 2, ... pixels.")] = 4,
-    spec: Spec = None, config: Config = None, preset: Preset = None, model: Model = None, as_json: Json = False,
+    stride: Annotated[
+        int | None, typer.Option("--stride", min=1, help="Step between windows (default: the size).")
+    ] = None,
+    shifts: Annotated[
+        int, typer.Option("--shifts", min=1, max=32, help="With an IMAGE: shift by 1, 2, ... pixels.")
+    ] = 4,
+    spec: Spec = None,
+    config: Config = None,
+    preset: Preset = None,
+    model: Model = None,
+    as_json: Json = False,
 ) -> None:
     """Show pooling window by window, or measure on an image how much each stage tolerates a small shift.
 
@@ -124,7 +148,11 @@ def explain_pool(
 @app.command("field")
 def explain_field(
     image: Annotated[Path | None, typer.Argument(help="An image whose size to use (default: 256x256).")] = None,
-    spec: Spec = None, config: Config = None, preset: Preset = None, model: Model = None, as_json: Json = False,
+    spec: Spec = None,
+    config: Config = None,
+    preset: Preset = None,
+    model: Model = None,
+    as_json: Json = False,
 ) -> None:
     """Show how the receptive field grows stage by stage: deeper layers see larger patterns.
 

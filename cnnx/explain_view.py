@@ -32,7 +32,9 @@ def _cell(value: float, scale: float, *, highlight: bool = False, digits: int = 
     return Text(text, style=style.strip())
 
 
-def matrix(values: list[list[float]], title: str, *, window: tuple[int, int, int, int] | None = None, digits: int = 3) -> Table:
+def matrix(
+    values: list[list[float]], title: str, *, window: tuple[int, int, int, int] | None = None, digits: int = 3
+) -> Table:
     """A heat-map grid of ``values``; ``window`` = (top, left, height, width) is highlighted."""
     scale = max((abs(v) for row in values for v in row), default=0.0)
     grid = Table(title=title, show_header=False, box=box.SQUARE, padding=(0, 1), title_style="bold")
@@ -41,7 +43,9 @@ def matrix(values: list[list[float]], title: str, *, window: tuple[int, int, int
     for r, row in enumerate(values):
         cells = []
         for c, value in enumerate(row):
-            inside = window is not None and window[0] <= r < window[0] + window[2] and window[1] <= c < window[1] + window[3]
+            inside = (
+                window is not None and window[0] <= r < window[0] + window[2] and window[1] <= c < window[1] + window[3]
+            )
             cells.append(_cell(value, scale, highlight=inside, digits=digits))
         grid.add_row(*cells)
     return grid
@@ -58,24 +62,34 @@ def _side_by_side(*parts: RenderableType) -> Table:
 def conv_view(e: ConvExplanation) -> Group:
     kh, kw = len(e.weights), len(e.weights[0])
     parts: list[RenderableType] = [
-        Text(f"Cross-correlation of the {len(e.input)}x{len(e.input[0])} input with {e.kernel} "
-             f"(stride {e.stride}, zero padding {e.padding}): the kernel slides over the input, and each "
-             "output is the sum of the nine products under it." if kh * kw == 9 else
-             f"Cross-correlation of the input with {e.kernel} (stride {e.stride}, zero padding {e.padding}).")
+        Text(
+            f"Cross-correlation of the {len(e.input)}x{len(e.input[0])} input with {e.kernel} "
+            f"(stride {e.stride}, zero padding {e.padding}): the kernel slides over the input, and each "
+            "output is the sum of the nine products under it."
+            if kh * kw == 9
+            else f"Cross-correlation of the input with {e.kernel} (stride {e.stride}, zero padding {e.padding})."
+        )
     ]
     for w in e.windows:
-        parts.append(Text(f"\nwindow {w.row * len(e.result[0]) + w.col + 1} of {len(e.windows)}: "
-                          f"output row {w.row}, column {w.col}", style="bold"))
-        parts.append(_side_by_side(
-            matrix(e.padded, "input", window=(w.top, w.left, kh, kw)),
-            matrix(e.weights, "kernel"),
-            matrix(w.products, "products"),
-        ))
+        parts.append(
+            Text(
+                f"\nwindow {w.row * len(e.result[0]) + w.col + 1} of {len(e.windows)}: "
+                f"output row {w.row}, column {w.col}",
+                style="bold",
+            )
+        )
+        parts.append(
+            _side_by_side(
+                matrix(e.padded, "input", window=(w.top, w.left, kh, kw)),
+                matrix(e.weights, "kernel"),
+                matrix(w.products, "products"),
+            )
+        )
         parts.append(Text(w.written))
     parts.append(Text(""))
-    parts.append(_side_by_side(
-        matrix(e.result, "result"), matrix(e.convolution, "kernel flipped"), matrix(e.relu, "after ReLU")
-    ))
+    parts.append(
+        _side_by_side(matrix(e.result, "result"), matrix(e.convolution, "kernel flipped"), matrix(e.relu, "after ReLU"))
+    )
     if e.lesson:
         parts.append(Padding(Text(e.lesson["correction"], style="bold yellow"), (1, 0, 0, 0)))
     return Group(*parts)
@@ -85,11 +99,14 @@ def patch_view(e: PatchExplanation) -> Group:
     w = e.window
     return Group(
         Text(f"{e.image}: the {e.kernel} map at row {e.row}, column {e.col} ({e.padding_mode} border)", style="bold"),
-        _side_by_side(matrix(w.values, "pixels under the kernel"), matrix(e.weights, "kernel"),
-                      matrix(w.products, "products")),
+        _side_by_side(
+            matrix(w.values, "pixels under the kernel"), matrix(e.weights, "kernel"), matrix(w.products, "products")
+        ),
         Text(w.written),
-        Text(f"This sum is pixel (row {e.row}, column {e.col}) of the {e.map_shape[0]}x{e.map_shape[1]} feature map, "
-             f"which the whole-image filter computes as {e.map_value:.6g}."),
+        Text(
+            f"This sum is pixel (row {e.row}, column {e.col}) of the {e.map_shape[0]}x{e.map_shape[1]} feature map, "
+            f"which the whole-image filter computes as {e.map_value:.6g}."
+        ),
     )
 
 
@@ -100,7 +117,7 @@ def relu_view(e: ReluExplanation) -> Group:
         table.add_column("ReLU(x)", justify="right")
         table.add_column("", no_wrap=True)
         scale = max(abs(v) for v in e.values) or 1
-        for x, y in zip(e.values, e.outputs):
+        for x, y in zip(e.values, e.outputs, strict=True):
             table.add_row(_cell(x, scale), _cell(y, scale), Text("#" * round(20 * y / scale), style="red"))
         return Group(table, Text("Negative values become 0; positive values pass unchanged."))
     edges, before, after = e.histogram["edges"], e.histogram["before"], e.histogram["after"]
@@ -110,16 +127,21 @@ def relu_view(e: ReluExplanation) -> Group:
     table.add_column("to", justify="right")
     table.add_column("before", no_wrap=True)
     table.add_column("after", no_wrap=True)
+
+    def bar(n: int, colour: str) -> Text:
+        return Text("#" * max(0 if not n else 1, round(20 * n / top)), style=colour) + Text(f" {n}")
+
     for k in range(len(before)):
-        bar = lambda n, colour: Text("#" * max(0 if not n else 1, round(20 * n / top)), style=colour) + Text(f" {n}")
         table.add_row(f"{edges[k]:.3g}", f"{edges[k + 1]:.3g}", bar(before[k], "blue"), bar(after[k], "red"))
     return Group(table, Text(f"ReLU set {e.zeroed:.1%} of the values to 0 (all of them negative or zero)."))
 
 
 def pool_view(e: PoolExplanation) -> Group:
     parts: list[RenderableType] = [
-        Text(f"{e.size}x{e.size} pooling with stride {e.stride}: each window of the input gives one output, "
-             "its maximum (max pooling) or its mean (average pooling for contrast).")
+        Text(
+            f"{e.size}x{e.size} pooling with stride {e.stride}: each window of the input gives one output, "
+            "its maximum (max pooling) or its mean (average pooling for contrast)."
+        )
     ]
     for k, w in enumerate(e.windows):
         top, left = w.row * e.stride, w.col * e.stride
@@ -128,14 +150,21 @@ def pool_view(e: PoolExplanation) -> Group:
     parts.append(Text(""))
     parts.append(_side_by_side(matrix(e.max_result, "max pooling"), matrix(e.mean_result, "average pooling")))
     rows, cols = len(e.input), len(e.input[0])
-    parts.append(Text(f"The {rows}x{cols} input became {len(e.max_result)}x{len(e.max_result[0])}: "
-                      f"{len(e.max_result) * len(e.max_result[0]) / (rows * cols):.0%} of the values remain."))
+    parts.append(
+        Text(
+            f"The {rows}x{cols} input became {len(e.max_result)}x{len(e.max_result[0])}: "
+            f"{len(e.max_result) * len(e.max_result[0]) / (rows * cols):.0%} of the values remain."
+        )
+    )
     return Group(*parts)
 
 
 def shift_view(e: ShiftExplanation) -> Group:
-    table = Table(title=f"{e.image}: how alike each stage stays when the input moves right", box=box.SIMPLE_HEAD,
-                  title_justify="left")
+    table = Table(
+        title=f"{e.image}: how alike each stage stays when the input moves right",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
     table.add_column("#", justify="right")
     table.add_column("stage", overflow="fold")
     table.add_column("jump", justify="right")
@@ -147,16 +176,20 @@ def shift_view(e: ShiftExplanation) -> Group:
             colour = "green" if value >= 0.9 else "yellow" if value >= 0.6 else "red"
             cells.append(Text("-" if math.isnan(value) else f"{value:.2f}", style=colour))
         table.add_row(str(row.index), row.stage, str(row.jump), *cells)
-    return Group(table, Text(
-        "Correlation between the outputs for the image and for the image moved by that many pixels, "
-        "compared place by place away from the borders (1 = unchanged). Pooling makes each output pixel "
-        "cover several input pixels (the jump), so a small move changes the pooled maps less."
-    ))
+    return Group(
+        table,
+        Text(
+            "Correlation between the outputs for the image and for the image moved by that many pixels, "
+            "compared place by place away from the borders (1 = unchanged). Pooling makes each output pixel "
+            "cover several input pixels (the jump), so a small move changes the pooled maps less."
+        ),
+    )
 
 
 def field_view(rows: list[FieldRow]) -> Group:
-    table = Table(title="receptive field: how many input pixels one output pixel sees", box=box.SIMPLE_HEAD,
-                  title_justify="left")
+    table = Table(
+        title="receptive field: how many input pixels one output pixel sees", box=box.SIMPLE_HEAD, title_justify="left"
+    )
     table.add_column("#", justify="right")
     table.add_column("stage", overflow="fold")
     table.add_column("C x H x W", justify="right", no_wrap=True)
@@ -166,10 +199,20 @@ def field_view(rows: list[FieldRow]) -> Group:
     largest = max(r.receptive_field[0] for r in rows) or 1
     for r in rows:
         bar = "#" * max(1, round(12 * r.receptive_field[0] / largest))
-        field = "x".join(map(str, r.receptive_field)) if r.receptive_field[0] != r.receptive_field[1] else str(r.receptive_field[0])
-        table.add_row(str(r.index), r.stage, "x".join(map(str, r.shape)), field, str(r.jump[0]), Text(bar, style="cyan"))
-    return Group(table, Text("Each stage sees a larger patch of the input than the one before: "
-                             "deeper layers respond to larger patterns."))
+        field = (
+            "x".join(map(str, r.receptive_field))
+            if r.receptive_field[0] != r.receptive_field[1]
+            else str(r.receptive_field[0])
+        )
+        table.add_row(
+            str(r.index), r.stage, "x".join(map(str, r.shape)), field, str(r.jump[0]), Text(bar, style="cyan")
+        )
+    return Group(
+        table,
+        Text(
+            "Each stage sees a larger patch of the input than the one before: deeper layers respond to larger patterns."
+        ),
+    )
 
 
 def learned_kernels_view(title: str, layer: str, weights) -> Group:
@@ -178,6 +221,7 @@ def learned_kernels_view(title: str, layer: str, weights) -> Group:
     heading = Text(f"{title}, layer {layer}: {O} filters over {C} input channels, {kh}x{kw}")
     grids = [
         matrix(weights[o, c].round(2).tolist(), f"filter {o}" + (f" ch {c}" if C > 1 else ""), digits=2)
-        for o in range(O) for c in range(C)
+        for o in range(O)
+        for c in range(C)
     ]
     return Group(heading, Columns(grids, padding=(0, 2)))

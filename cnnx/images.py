@@ -19,8 +19,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnx.runtime import run_tasks
 from cnnx.errors import CnnxError
+from cnnx.runtime import run_tasks
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Source", "load_image", "probe_image"]
 

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-
 from cnnx import runtime
 from cnnx.draw import Style
 from cnnx.errors import CnnxError, message
@@ -228,11 +227,11 @@ class FilterOutcome:
 def run_filter(job: FilterJob) -> FilterOutcome:
     """Filter one image and write the response as a PNG the size of the image."""
     from cnnx import draw
+    from cnnx.choices import CONVENTIONS
     from cnnx.kernels import parse_kernel
     from cnnx.maps import png_text
     from cnnx.output import check_writable
     from cnnx.png import write_png
-    from cnnx.choices import CONVENTIONS
     from cnnx.stages import Conv
 
     start = time.perf_counter()
@@ -250,7 +249,8 @@ def run_filter(job: FilterJob) -> FilterOutcome:
     write_png(job.target, pixels, palette=palette, level=job.png_level,
               text=png_text(kernel.label, low, high, response.shape, shown))
     values = (float(response.min()), float(response.max()))
-    return FilterOutcome(job, replace(source, array=None), response.shape, values, (low, high), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return FilterOutcome(job, replace(source, array=None), response.shape, values, (low, high), seconds)
 
 
 def run_filter_reporting(job: FilterJob) -> FilterOutcome:
@@ -336,7 +336,9 @@ def _one_thread() -> None:
     runtime.set_num_threads(1)
 
 
-def run_batch(jobs: list, executor: Executor | None, done: Callable | None = None, work: Callable = run_job_reporting) -> list:
+def run_batch(
+    jobs: list, executor: Executor | None, done: Callable | None = None, work: Callable = run_job_reporting
+) -> list:
     """``work`` on every job, on ``executor`` (in this process when None); outcomes in the jobs' order."""
     if executor is None:
         outcomes = []

@@ -136,51 +136,89 @@ BANK: dict[str, Filter] = {
     for f in [
         Filter("identity", "identity", "Returns the image unchanged", "the unit impulse", _fixed(IDENTITY)),
         Filter(
-            "vertical_edge", "edge", "Vertical edges: bright left minus bright right",
-            "the lesson's worked example", _fixed(VERTICAL_EDGE),
+            "vertical_edge",
+            "edge",
+            "Vertical edges: bright left minus bright right",
+            "the lesson's worked example",
+            _fixed(VERTICAL_EDGE),
         ),
         Filter(
-            "horizontal_edge", "edge", "Horizontal edges: bright above minus bright below",
-            "vertical_edge turned 90 degrees", _fixed(HORIZONTAL_EDGE),
+            "horizontal_edge",
+            "edge",
+            "Horizontal edges: bright above minus bright below",
+            "vertical_edge turned 90 degrees",
+            _fixed(HORIZONTAL_EDGE),
         ),
         Filter(
-            "diagonal_edge", "edge", "Edges along \\: bright above-right minus bright below-left",
-            "Prewitt compass mask: vertical_edge turned 135 degrees", _fixed(DIAGONAL_EDGE),
+            "diagonal_edge",
+            "edge",
+            "Edges along \\: bright above-right minus bright below-left",
+            "Prewitt compass mask: vertical_edge turned 135 degrees",
+            _fixed(DIAGONAL_EDGE),
         ),
         Filter(
-            "antidiagonal_edge", "edge", "Edges along /: bright above-left minus bright below-right",
-            "Prewitt compass mask: vertical_edge turned 45 degrees", _fixed(ANTIDIAGONAL_EDGE),
+            "antidiagonal_edge",
+            "edge",
+            "Edges along /: bright above-left minus bright below-right",
+            "Prewitt compass mask: vertical_edge turned 45 degrees",
+            _fixed(ANTIDIAGONAL_EDGE),
         ),
-        Filter("sobel_x", "edge", "Gradient along columns, smoothed over 3 rows", "Sobel & Feldman 1968", _fixed(SOBEL_X)),
-        Filter("sobel_y", "edge", "Gradient along rows, smoothed over 3 columns", "Sobel & Feldman 1968", _fixed(SOBEL_Y)),
+        Filter(
+            "sobel_x", "edge", "Gradient along columns, smoothed over 3 rows", "Sobel & Feldman 1968", _fixed(SOBEL_X)
+        ),
+        Filter(
+            "sobel_y", "edge", "Gradient along rows, smoothed over 3 columns", "Sobel & Feldman 1968", _fixed(SOBEL_Y)
+        ),
         Filter("prewitt_x", "edge", "Gradient along columns, averaged over 3 rows", "Prewitt 1970", _fixed(PREWITT_X)),
         Filter("prewitt_y", "edge", "Gradient along rows, averaged over 3 columns", "Prewitt 1970", _fixed(PREWITT_Y)),
         Filter(
-            "scharr_x", "edge", "Gradient along columns, most rotation-invariant 3x3",
-            "Scharr 2000 (3/10/3 weights)", _fixed(SCHARR_X),
+            "scharr_x",
+            "edge",
+            "Gradient along columns, most rotation-invariant 3x3",
+            "Scharr 2000 (3/10/3 weights)",
+            _fixed(SCHARR_X),
         ),
         Filter(
-            "scharr_y", "edge", "Gradient along rows, most rotation-invariant 3x3",
-            "Scharr 2000 (3/10/3 weights)", _fixed(SCHARR_Y),
+            "scharr_y",
+            "edge",
+            "Gradient along rows, most rotation-invariant 3x3",
+            "Scharr 2000 (3/10/3 weights)",
+            _fixed(SCHARR_Y),
         ),
         Filter(
-            "laplacian", "line", "Second derivative, 4 neighbours: spots and thin lines",
-            "discrete Laplace operator", _fixed(LAPLACIAN_4),
+            "laplacian",
+            "line",
+            "Second derivative, 4 neighbours: spots and thin lines",
+            "discrete Laplace operator",
+            _fixed(LAPLACIAN_4),
         ),
         Filter(
-            "laplacian8", "line", "Second derivative, 8 neighbours: spots and thin lines",
-            "discrete Laplace operator with diagonals", _fixed(LAPLACIAN_8),
+            "laplacian8",
+            "line",
+            "Second derivative, 8 neighbours: spots and thin lines",
+            "discrete Laplace operator with diagonals",
+            _fixed(LAPLACIAN_8),
         ),
         Filter("box", "blur", "Mean of a size x size window", "moving average", box, {"size": 3}),
         Filter(
-            "gaussian", "blur", "Gaussian blur; size 2*ceil(3*sigma)+1", "sampled Gaussian, normalised to sum 1",
-            gaussian, {"sigma": 1.0},
+            "gaussian",
+            "blur",
+            "Gaussian blur; size 2*ceil(3*sigma)+1",
+            "sampled Gaussian, normalised to sum 1",
+            gaussian,
+            {"sigma": 1.0},
         ),
         Filter(
-            "dog", "line", "Centre-surround blob detector: Gaussian minus a 1.6x wider one",
-            "Marr & Hildreth 1980, difference of Gaussians", dog, {"sigma": 1.0},
+            "dog",
+            "line",
+            "Centre-surround blob detector: Gaussian minus a 1.6x wider one",
+            "Marr & Hildreth 1980, difference of Gaussians",
+            dog,
+            {"sigma": 1.0},
         ),
-        Filter("sharpen", "sharpen", "Identity plus a negative 4-neighbour Laplacian", "unsharp masking", _fixed(SHARPEN)),
+        Filter(
+            "sharpen", "sharpen", "Identity plus a negative 4-neighbour Laplacian", "unsharp masking", _fixed(SHARPEN)
+        ),
         Filter("emboss", "emboss", "Relief lit from the bottom right", "classic emboss mask", _fixed(EMBOSS)),
     ]
 }
@@ -391,7 +429,9 @@ def _weight_file(spec: str, *, ndim: int, what: str) -> WeightBank:
     return _bank(spec, path.stem, array, bias, ndim=ndim, what=what)
 
 
-def _bank(spec: str, label: str, array: np.ndarray, bias: np.ndarray | None, *, ndim: int | None, what: str = "") -> WeightBank:
+def _bank(
+    spec: str, label: str, array: np.ndarray, bias: np.ndarray | None, *, ndim: int | None, what: str = ""
+) -> WeightBank:
     """Checked weights: numeric, finite, of ``ndim`` dimensions, with a bias of one value per output."""
     if (ndim is not None and array.ndim != ndim) or 0 in array.shape or not np.issubdtype(array.dtype, np.number):
         raise CnnxError(f"{spec}: {what}; got shape {array.shape}")

@@ -20,7 +20,7 @@ def manifest(
     image: Source, source: StageSource, style: Style, stages: list[StageFiles], root: Path,
     answer: list[tuple[str, float]] | None = None,
 ) -> dict:
-    """Everything needed to map a pixel of any written PNG back to its value, without timings (runs stay byte-identical).
+    """Everything needed to map a pixel of any written PNG back to its value; no timings, so runs stay byte-identical.
 
     A map's pixel of colour-table index ``i`` (0..255) stands for
     ``low + i / 255 * (high - low)``; with the gray map, ``i`` is the grey level.

@@ -153,7 +153,7 @@ class RunWriter:
         table = draw.colormap(cmap)
         files = StageFiles(result.released(), cmap=cmap)
         with self._rendering():
-            indices = [draw.to_index(fmap, *span) for fmap, span in zip(result.array, ranges)]
+            indices = [draw.to_index(fmap, *span) for fmap, span in zip(result.array, ranges, strict=True)]
         labels, name = result.labels, stage_folder_name(result)
         if self.save_raw:
             files.raw = folder / "stage.npy"
@@ -164,8 +164,14 @@ class RunWriter:
             indices[channel] = None  # written maps are let go one by one
             path = folder / f"ch{channel:02d}_{safe_name(label)}.png"
             big = draw.upscale(index, min_side=self.style.min_side)
-            write_png(path, big, palette=table, level=self.png_level, text=png_text(label, low, high, index.shape, cmap),
-                      atomic=False)
+            write_png(
+                path,
+                big,
+                palette=table,
+                level=self.png_level,
+                text=png_text(label, low, high, index.shape, cmap),
+                atomic=False,
+            )
             files.maps.append(MapFile(path, channel, label, low, high))
             self.on_map()
             return draw.thumbnail(index, table, 192)
@@ -192,12 +198,18 @@ class RunWriter:
             bars = [draw.colorbar(table, *ranges.pop(), 320)]
         else:
             bars = [draw.colorbar(table, 0.0, 1.0, 320, ends=("each map's low", "high"))]
-        labels = [f"ch{m.channel:02d} {m.label}" + ("" if shared else f" [{m.low:.3g}, {m.high:.3g}]") for m in files.maps]
+        labels = [
+            f"ch{m.channel:02d} {m.label}" + ("" if shared else f" [{m.low:.3g}, {m.high:.3g}]") for m in files.maps
+        ]
         limit = self.style.montage_limit
         pages = [range(start, min(start + limit, len(thumbs))) for start in range(0, len(thumbs), limit)]
         paths = []
         for number, page in enumerate(pages, 1):
-            count = _plural(len(thumbs), "map") if len(pages) == 1 else f"maps {page.start + 1}-{page.stop} of {len(thumbs)}"
+            count = (
+                _plural(len(thumbs), "map")
+                if len(pages) == 1
+                else f"maps {page.start + 1}-{page.stop} of {len(thumbs)}"
+            )
             title = f"{stage_folder_name(files.result)}  {files.result.description}  ({count})"
             with self._rendering():
                 sheet = draw.montage([thumbs[k] for k in page], [labels[k] for k in page], title, bars)
@@ -219,8 +231,9 @@ class RunWriter:
             for col in self._overview:
                 sheet.paste(col, (x, gap))
                 x += col.width + gap
-        write_png(self.root / "overview.png", np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"},
-                  atomic=False)
+        write_png(
+            self.root / "overview.png", np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"}, atomic=False
+        )
 
 
 def _plural(count: int, noun: str) -> str:

@@ -15,12 +15,12 @@ import numpy as np
 
 from cnnx.errors import CnnxError
 from cnnx.images import LUMA
+from cnnx.kernels import WeightBank
 from cnnx.pipeline import Chain
 from cnnx.shapes import INPUT_SIZE
 from cnnx.shapes import prepare as prepare_shape
 from cnnx.source import PlannedStage, StageResult
 from cnnx.spec import parse_spec
-from cnnx.kernels import WeightBank
 from cnnx.stages import Conv, Pipeline
 from cnnx.weights import read_model
 

@@ -208,7 +208,8 @@ def conv2d(
     if out is None:
         out = np.empty(shape, np.float32)
     elif out.shape != (shape if batched else shape[1:]) or out.dtype != np.float32:
-        raise ValueError(f"out must be a float32 array of shape {shape if batched else shape[1:]}; got {out.dtype} {out.shape}")
+        wanted = shape if batched else shape[1:]
+        raise ValueError(f"out must be a float32 array of shape {wanted}; got {out.dtype} {out.shape}")
     elif not batched:
         out = out[None]
     O_group = O // groups
@@ -242,7 +243,7 @@ def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode):
     H, W = x.shape[-2:]
     size = tuple(
         pool_output_size(n, k, stride=s, padding=p, dilation=d, ceil_mode=ceil_mode)
-        for n, k, s, p, d in zip((H, W), kernel, stride, pad, dilation)
+        for n, k, s, p, d in zip((H, W), kernel, stride, pad, dilation, strict=True)
     )
     if min(size) < 1:
         raise ValueError(

@@ -9,6 +9,7 @@ unless the user says ``--force``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -110,10 +111,8 @@ def _make_parents(folder: Path) -> list[Path]:
 
 
 def _remove_if_empty(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not empty, or gone: either way it stays as it is
         folder.rmdir()
-    except OSError:
-        pass
 
 
 def _replace(temporary: Path, destination: Path) -> None:

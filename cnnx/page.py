@@ -15,14 +15,19 @@ def _answer_html(answer: list[tuple[str, float]] | None) -> str:
     if not answer:
         return ""
     rows = "".join(
-        f'<tr><th>{escape(name)}</th><td><div class="bar" style="width:{p * 300:.0f}px"></div></td><td>{p:.1%}</td></tr>'
+        f'<tr><th>{escape(name)}</th><td><div class="bar" style="width:{p * 300:.0f}px"></div></td>'
+        f"<td>{p:.1%}</td></tr>"
         for name, p in answer
     )
-    return f'<div class="arrow">&darr;</div><section class="stage"><h2>answer: {escape(answer[0][0])}</h2><table>{rows}</table></section>'
+    heading = f"<h2>answer: {escape(answer[0][0])}</h2>"
+    return f'<div class="arrow">&darr;</div><section class="stage">{heading}<table>{rows}</table></section>'
 
 
 def gallery(
-    image: Source, source: StageSource, stages: list[StageFiles], root: Path,
+    image: Source,
+    source: StageSource,
+    stages: list[StageFiles],
+    root: Path,
     answer: list[tuple[str, float]] | None = None,
 ) -> str:
     """index.html: the input, then each stage in order with its montage and numbers; no script, no network."""

@@ -42,7 +42,7 @@ def check(stages: tuple[Stage, ...], shape: Shape) -> list[Shape]:
 def receptive_fields(stages: tuple[Stage, ...], shape: Shape) -> list[tuple[Pair, Pair]]:
     """(receptive field, jump) after each stage, in input pixels (Araujo et al., Distill 2019, eq. 1-2)."""
     rf, jump, out = (1, 1), (1, 1), []
-    for stage, before in zip(stages, [shape, *check(stages, shape)]):  # the inputs: one more shape than stages
+    for stage, before in zip(stages, [shape, *check(stages, shape)], strict=False):  # one more shape than stages
         rf, jump = stage.receptive(rf, jump, before)
         if stage.sees_everything:
             rf = (max(rf[0], shape[1]), max(rf[1], shape[2]))
@@ -80,7 +80,9 @@ def stream(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline, *, reuse: bo
         stats = Stats.of(array)
         labels = stage.labels(labels)
         seconds = time.perf_counter() - start
-        current = StageResult(index, stage.name, stage_text(stage), array, labels, seconds, rf, jump, stats, array.shape)
+        current = StageResult(
+            index, stage.name, stage_text(stage), array, labels, seconds, rf, jump, stats, array.shape
+        )
         yield current
 
 
@@ -120,8 +122,16 @@ class Chain:
         threads = runtime.num_threads()
         inputs = [shape, *shapes[:-1]]
         return [
-            PlannedStage(index, stage.name, stage_text(stage), out, rf, jump, stage.workspace(before, threads),
-                         stage.in_place and index > 1)
+            PlannedStage(
+                index,
+                stage.name,
+                stage_text(stage),
+                out,
+                rf,
+                jump,
+                stage.workspace(before, threads),
+                stage.in_place and index > 1,
+            )
             for index, (stage, before, out, (rf, jump)) in enumerate(
                 zip(stages, inputs, shapes, receptive_fields(stages, shape), strict=True), 1
             )

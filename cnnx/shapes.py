@@ -29,10 +29,26 @@ def _outline(name: str, rng: np.random.Generator) -> list[tuple[float, float]]:
         stretch = rng.uniform(0.85, 1.15)
         return [(x * stretch * 0.75, y / stretch * 0.75) for x, y in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
     if name == "triangle":
-        return [(math.cos(t), math.sin(t)) for t in (-math.pi / 2 + k * 2 * math.pi / 3 + rng.uniform(-0.15, 0.15) for k in range(3))]
+        return [
+            (math.cos(t), math.sin(t))
+            for t in (-math.pi / 2 + k * 2 * math.pi / 3 + rng.uniform(-0.15, 0.15) for k in range(3))
+        ]
     if name == "cross":
         w = rng.uniform(0.18, 0.34)
-        return [(w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w), (-w, -1)]
+        return [
+            (w, -1),
+            (w, -w),
+            (1, -w),
+            (1, w),
+            (w, w),
+            (w, 1),
+            (-w, 1),
+            (-w, w),
+            (-1, w),
+            (-1, -w),
+            (-w, -w),
+            (-w, -1),
+        ]
     if name == "star":
         inner = rng.uniform(0.36, 0.5)
         return [
@@ -52,10 +68,12 @@ def draw_shape(name: str, rng: np.random.Generator, size: int = CANVAS) -> np.nd
     points = []
     for x, y in _outline(name, rng):
         x, y = x + rng.normal(0, wobble), y + rng.normal(0, wobble)
-        points.append((
-            centre[0] + radius * (x * math.cos(angle) - y * math.sin(angle)),
-            centre[1] + radius * (x * math.sin(angle) + y * math.cos(angle)),
-        ))
+        points.append(
+            (
+                centre[0] + radius * (x * math.cos(angle) - y * math.sin(angle)),
+                centre[1] + radius * (x * math.sin(angle) + y * math.cos(angle)),
+            )
+        )
     ink = int(rng.uniform(160, 256))
     picture = Image.new("L", (size, size), int(rng.uniform(0, 40)))
     draw = ImageDraw.Draw(picture)

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cnnx.choices import Convention, Normalize, Scope
+from cnnx.choices import Convention, Normalize, PaddingMode, Scope
 from cnnx.errors import INTERRUPTED, CnnxError, exit_code, is_known, message
 
 out = Console()
@@ -24,29 +24,82 @@ debug = False  # set by --debug: known failures show their traceback too
 
 Images = Annotated[list[str], typer.Argument(metavar="IMAGES...", show_default=False,
                    help="Images, folders or glob patterns (PNG, JPEG, GIF, BMP, TIFF, WebP, ...).")]
-Spec = Annotated[str | None, typer.Option("--spec", "-s", help='Stages, e.g. "conv(sobel_x, sobel_y) -> relu -> maxpool(2)".')]
+Spec = Annotated[
+    str | None, typer.Option("--spec", "-s", help='Stages, e.g. "conv(sobel_x, sobel_y) -> relu -> maxpool(2)".')
+]
 Config = Annotated[Path | None, typer.Option("--config", "-c", help="A pipeline TOML file (see --print-config).")]
 Preset = Annotated[str | None, typer.Option("--preset", "-p", help="A named pipeline; 'cnnx presets' lists them.")]
 Model = Annotated[str | None, typer.Option("--model", "-m", help="A trained model that ships with cnnx (shapes).")]
-Color = Annotated[bool | None, typer.Option("--color/--gray", show_default=False, metavar="",
-                  help="Feed red, green and blue, or luma (default: gray, or what --config says).")]
-ConventionOption = Annotated[Convention | None, typer.Option(
-    "--convention", show_default=False, help="Kernels as written, as CNNs compute (default), or flipped.")]
-Force = Annotated[bool, typer.Option("--force", metavar="", help="Replace what is there even if cnnx did not write it.")]
+Color = Annotated[
+    bool | None,
+    typer.Option(
+        "--color/--gray",
+        show_default=False,
+        metavar="",
+        help="Feed red, green and blue, or luma (default: gray, or what --config says).",
+    ),
+]
+ConventionOption = Annotated[
+    Convention | None,
+    typer.Option("--convention", show_default=False, help="Kernels as written, as CNNs compute (default), or flipped."),
+]
+Force = Annotated[
+    bool, typer.Option("--force", metavar="", help="Replace what is there even if cnnx did not write it.")
+]
 NormalizeOption = Annotated[Normalize, typer.Option("--normalize", help="How values become colours (see README).")]
 ScopeOption = Annotated[Scope, typer.Option("--scope", help="What shares one range of colours.")]
-Cmap = Annotated[str, typer.Option("--cmap", help="Colour map: diverging, gray, viridis, or any name of the cmap package.")]
+Cmap = Annotated[
+    str, typer.Option("--cmap", help="Colour map: diverging, gray, viridis, or any name of the cmap package.")
+]
 Range = Annotated[str | None, typer.Option("--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1.")]
-Percentile = Annotated[float, typer.Option("--percentile", help="For --normalize percentile: the magnitude percentile.")]
-PngLevel = Annotated[int, typer.Option("--png-level", min=0, max=9,
-                     help="PNG compression: 1-3 fast (ISA-L), 4-9 slower and smaller on smooth pictures (zlib), 0 none.")]
-MaxPixels = Annotated[int, typer.Option("--max-pixels", min=0, show_default=False,
-                      help="Refuse images with more pixels (default: Pillow's decompression-bomb limit).")]
+Percentile = Annotated[
+    float, typer.Option("--percentile", help="For --normalize percentile: the magnitude percentile.")
+]
+PngLevel = Annotated[
+    int,
+    typer.Option(
+        "--png-level",
+        min=0,
+        max=9,
+        help="PNG compression: 1-3 fast (ISA-L), 4-9 slower and smaller on smooth pictures (zlib), 0 none.",
+    ),
+]
+MaxPixels = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        min=0,
+        show_default=False,
+        help="Refuse images with more pixels (default: Pillow's decompression-bomb limit).",
+    ),
+]
 Frame = Annotated[int, typer.Option("--frame", min=0, help="Which frame of an animated or multi-page image to use.")]
-Jobs = Annotated[int | None, typer.Option("-j", "--jobs", min=1, help="Images at once, in worker processes (default: the cores).")]
-Scheduler = Annotated[str | None, typer.Option("--scheduler", help="Run a batch on a Dask cluster, e.g. tcp://HOST:8786.")]
+Jobs = Annotated[
+    int | None, typer.Option("-j", "--jobs", min=1, help="Images at once, in worker processes (default: the cores).")
+]
+Scheduler = Annotated[
+    str | None, typer.Option("--scheduler", help="Run a batch on a Dask cluster, e.g. tcp://HOST:8786.")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bar.")]
-Json = Annotated[bool, typer.Option("--json", metavar="", help="Print the same content as JSON, for scripts and notebooks.")]
+Json = Annotated[
+    bool, typer.Option("--json", metavar="", help="Print the same content as JSON, for scripts and notebooks.")
+]
+
+
+OutFolder = Annotated[Path | None, typer.Option("-o", "--out", help="Folder for the maps; for several images, the "
+                     "folder of their folders (default: cnnx-out/IMAGE-NAME, or cnnx-out).")]
+OutFile = Annotated[Path | None, typer.Option("-o", "--out", help="PNG to write (default: IMAGE-NAME_KERNEL.png); "
+                   "for several images, their folder (default: cnnx-out).")]
+PrintConfig = Annotated[bool, typer.Option("--print-config", metavar="", help="Print the stages as TOML and exit.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", metavar="", help="Show shapes, files and memory; write nothing.")]
+MinSize = Annotated[int, typer.Option("--min-size", min=1, help="Enlarge maps whose shorter side is smaller.")]
+SaveRaw = Annotated[bool, typer.Option("--save-raw", metavar="", help="Also write each stage as NN_stage/stage.npy.")]
+MaxMemory = Annotated[str | None, typer.Option("--max-memory", help="Refuse a run that needs more memory, e.g. 4G "
+                      "(default: 4/5 of this machine's).")]
+KernelArgument = Annotated[str, typer.Argument(metavar="KERNEL", help="A filter name (see 'cnnx filters'), "
+                           "name:param=value, a [[...]] matrix or a .npy file.")]
+ShowKernel = Annotated[bool, typer.Option("--show", metavar="", help="Also print the kernel card.")]
+PaddingModeOption = Annotated[PaddingMode, typer.Option("--padding-mode", help="What a kernel reads past the border.")]
 
 
 def say(text: str) -> None:
@@ -105,21 +158,28 @@ def progress_bar(quiet: bool, what: str):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn(f"[bold]{what}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(what, total=None, note="")
         yield lambda done, total, note="": bar.update(task, completed=done, total=total, note=note)
 
 
 def number_pair(text: str | None, option: str, kind=int):
-    """"ROW,COL" or "LOW,HIGH" as two numbers; None stays None."""
+    """ "ROW,COL" or "LOW,HIGH" as two numbers; None stays None."""
     if text is None:
         return None
     try:
         first, second = (kind(part) for part in text.split(","))
     except ValueError:
-        raise CnnxError(f"{option} takes two {'whole numbers' if kind is int else 'numbers'}, e.g. 1,2; got {text!r}") from None
+        raise CnnxError(
+            f"{option} takes two {'whole numbers' if kind is int else 'numbers'}, e.g. 1,2; got {text!r}"
+        ) from None
     return first, second
 
 
@@ -132,6 +192,28 @@ def note_frames(source) -> None:
     for note in source.notes:
         say(f"cnnx: note: {source.path}: {note}")
     if source.frames > 1:
-        say(f"cnnx: note: {source.path} has {source.frames} frames; used frame {source.frame} (--frame N picks another)")
+        say(
+            f"cnnx: note: {source.path} has {source.frames} frames; used frame {source.frame} (--frame N picks another)"
+        )
 
 
+def finish_batch(batch: list, root: Path, jobs: int | None, scheduler: str | None, quiet: bool, work, command: str):
+    """Run a batch on the executor asked for, print one table, list every failure, and exit 1 if any failed."""
+    from cnnx.errors import RUNTIME_FAILURE
+    from cnnx.jobs import batch_executor, run_batch
+    from cnnx.report import batch_table
+
+    with (
+        reported_errors(),
+        batch_executor(jobs, scheduler, len(batch)) as executor,
+        progress_bar(quiet, "images") as advance,
+    ):
+        count = iter(range(1, len(batch) + 1))
+        outcomes = run_batch(batch, executor, done=lambda _: advance(next(count), len(batch)), work=work)
+    out.print(batch_table(outcomes, root, command))
+    failed = [o for o in outcomes if o.error]
+    for outcome in failed:
+        say(f"cnnx: error: {outcome.error}")
+    if failed:
+        say(f"cnnx: {len(failed)} of {len(outcomes)} images failed")
+        raise typer.Exit(RUNTIME_FAILURE)

@@ -44,7 +44,7 @@ class Stats:
             parts[k] = (band.min(), band.max(), float(band.sum()), np.count_nonzero(band == 0))
 
         runtime.run_tasks(list(range(len(bands))), work)
-        low, high, total, zeros = zip(*parts)
+        low, high, total, zeros = zip(*parts, strict=True)
         return cls(float(np.min(low)), float(np.sum(total)) / array.size, float(np.max(high)), sum(zeros) / array.size)
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 import math
+import re
 import tomllib
 import typing
 from dataclasses import MISSING, dataclass, fields
@@ -78,7 +78,9 @@ def _split(piece: _Piece, separators: tuple[str, ...], spec: str) -> list[_Piece
         k += 1
     if depth:
         char, at = depth[-1]
-        raise SpecError(f"{char!r} is never closed; expected {_CLOSERS[_OPENERS.index(char)]!r}", spec, piece.start + at)
+        raise SpecError(
+            f"{char!r} is never closed; expected {_CLOSERS[_OPENERS.index(char)]!r}", spec, piece.start + at
+        )
     parts.append(_Piece(text[begin:], piece.start + begin))
     return parts
 
@@ -149,7 +151,9 @@ def _parse_number(piece: _Piece, kind, spec: str, low=None):
     try:
         value = kind(piece.text)
     except ValueError:
-        raise SpecError(f"expected {'a whole number' if kind is int else 'a number'}, got {piece.text!r}", spec, piece.start) from None
+        raise SpecError(
+            f"expected {'a whole number' if kind is int else 'a number'}, got {piece.text!r}", spec, piece.start
+        ) from None
     if kind is float and not math.isfinite(value):
         raise SpecError(f"expected a finite number, got {piece.text!r}", spec, piece.start)
     if low is not None and value < low:
@@ -172,7 +176,9 @@ def _build(name: str, values: list[_Piece], options: dict[str, _Piece], spec: st
     takes = [key for key in kind.options if not (kind.many and key == kind.value)]
     for key, piece in options.items():
         if key not in takes:
-            raise SpecError(f"{name} takes {', '.join(takes) or 'no options'}; got {key!r}", spec, piece.start - len(key) - 1)
+            raise SpecError(
+                f"{name} takes {', '.join(takes) or 'no options'}; got {key!r}", spec, piece.start - len(key) - 1
+            )
     parsed = {key: _parse_value(kind, key, piece, spec) for key, piece in options.items()}
     if kind.many:
         if not values:
@@ -187,7 +193,9 @@ def _build(name: str, values: list[_Piece], options: dict[str, _Piece], spec: st
     if values and kind.value is None:
         raise SpecError(f"{name} takes no values", spec, values[0].start)
     if len(values) > 1 or (values and kind.value in parsed):
-        what = "its weights, e.g. dense(model:shapes:fc)" if kind.value == "weights" else f"the {_VALUE_NAMES[kind.value]}"
+        what = (
+            "its weights, e.g. dense(model:shapes:fc)" if kind.value == "weights" else f"the {_VALUE_NAMES[kind.value]}"
+        )
         raise SpecError(f"{name} takes one value, {what}", spec, values[-1].start)
     if values:
         parsed[kind.value] = _parse_value(kind, kind.value, values[0], spec)
@@ -206,7 +214,9 @@ def _changed(stage: Stage, kind: Kind) -> dict:
     """The stage's options (its value field first) that differ from their defaults, or have none."""
     out = {}
     for f in fields(stage):
-        if f.name in kind.options and (f.name == kind.value or f.default is MISSING or getattr(stage, f.name) != f.default):
+        if f.name in kind.options and (
+            f.name == kind.value or f.default is MISSING or getattr(stage, f.name) != f.default
+        ):
             out[f.name] = getattr(stage, f.name)
     if kind.value in out:
         out = {kind.value: out.pop(kind.value), **out}
@@ -281,13 +291,15 @@ def from_toml(text: str, where: str = "pipeline file") -> Pipeline:
         raise CnnxError(f"{where}: not valid TOML ({error})") from None
     unknown = set(data) - {"color", "convention", "stage"}
     if unknown:
-        raise CnnxError(f"{where}: unknown key {sorted(unknown)[0]!r}; a pipeline file has color, convention and [[stage]] tables")
+        raise CnnxError(
+            f"{where}: unknown key {sorted(unknown)[0]!r}; a pipeline file has color, convention and [[stage]] tables"
+        )
     color = data.get("color", "gray")
     if color not in ("gray", "rgb"):
-        raise CnnxError(f"{where}: color must be \"gray\" or \"rgb\"; got {color!r}")
+        raise CnnxError(f'{where}: color must be "gray" or "rgb"; got {color!r}')
     tables = data.get("stage", [])
     if not isinstance(tables, list) or not tables:
-        raise CnnxError(f"{where}: no stages; add [[stage]] tables, e.g. op = \"conv\"")
+        raise CnnxError(f'{where}: no stages; add [[stage]] tables, e.g. op = "conv"')
     stages = []
     for index, table in enumerate(tables, 1):
         try:
@@ -362,8 +374,12 @@ def preset(name: str) -> tuple[Stage, ...]:
 
 
 def load_pipeline(
-    *, spec: str | None = None, config: Path | None = None, preset_name: str | None = None,
-    color: bool | None = None, convention: str | None = None,
+    *,
+    spec: str | None = None,
+    config: Path | None = None,
+    preset_name: str | None = None,
+    color: bool | None = None,
+    convention: str | None = None,
 ) -> Pipeline:
     """The pipeline a command line asks for: at most one of spec, config file and preset (the lesson by default).
 

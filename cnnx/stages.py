@@ -138,7 +138,8 @@ class Conv(_StageBasics):
             elif isinstance(source, WeightBank):
                 if source.weights.shape[1] != channels:
                     raise CnnxError(
-                        f"{source.spec} has filters for {source.weights.shape[1]} input channels; this stage gets {channels}"
+                        f"{source.spec} has filters for {source.weights.shape[1]} input channels; "
+                        f"this stage gets {channels}"
                     )
                 shapes.append(source.weights.shape[2:])
             else:
@@ -159,7 +160,7 @@ class Conv(_StageBasics):
         C, H, W = shape
         channels = sum(self._count(source, C) for source in self.sources)
         sizes = set()
-        for (kh, kw) in self.kernel_shapes(C):
+        for kh, kw in self.kernel_shapes(C):
             rows, cols = ops.conv_padding(self.padding, (kh, kw), (self.dilation,) * 2, (self.stride,) * 2)
             span = (self.dilation * (kh - 1) + 1, self.dilation * (kw - 1) + 1)
             padded = (H + sum(rows), W + sum(cols))
@@ -205,9 +206,11 @@ class Conv(_StageBasics):
             if isinstance(source, WeightBank):
                 labels += [f"{source.label}{o}" for o in range(source.weights.shape[0])]
                 continue
-            names = [f"random{n}" for n in range(source.count)] if isinstance(source, RandomBank) else [
-                k.label for k in source
-            ]
+            names = (
+                [f"random{n}" for n in range(source.count)]
+                if isinstance(source, RandomBank)
+                else [k.label for k in source]
+            )
             depthwise = self.combine == "depthwise" and len(inputs) > 1
             labels += [f"{c}>{n}" for c in inputs for n in names] if depthwise else names
         return tuple(labels)
@@ -304,7 +307,9 @@ class Pool(_StageBasics):
             raise CnnxError(f"pool: kind must be 'max' or 'avg'; got {self.kind!r}")
         _check_whole_numbers(self)
         if self.padding > self.size // 2:
-            raise CnnxError(f"{self.name}: padding may be at most half the window, {self.size // 2}; got {self.padding}")
+            raise CnnxError(
+                f"{self.name}: padding may be at most half the window, {self.size // 2}; got {self.padding}"
+            )
 
     @property
     def name(self) -> str:

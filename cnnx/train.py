@@ -59,7 +59,9 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.nda
     return loss, grad / n
 
 
-def linear_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def linear_backward(
+    grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``linear`` with respect to its input, weight and bias."""
     return grad_out @ weight, grad_out.T @ x, grad_out.sum(axis=0)
 
@@ -80,7 +82,10 @@ def max_pool2_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def conv_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, *, need_input: bool = True):
-    """Gradients of a stride-1, padding-1, 3x3 ``conv2d``: input (a conv with the kernels turned and transposed), weight, bias."""
+    """Gradients of a stride-1, padding-1, 3x3 ``conv2d``: input, weight and bias.
+
+    The input's is a conv with the kernels turned and transposed.
+    """
     windows = sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))  # N C H W 3 3
     grad_weight = np.einsum("nohw,nchwij->ocij", grad_out, windows, optimize=True)
     grad_bias = grad_out.sum(axis=(0, 2, 3))
@@ -101,8 +106,12 @@ def gradients(params: dict, x: np.ndarray, labels: np.ndarray) -> tuple[float, d
     g = relu_backward(max_pool2_backward(g_p1, saved["r1"]), saved["r1"])
     _, g_c1_w, g_c1_b = conv_backward(g, saved["x"], params["conv1.weight"], need_input=False)
     return loss, {
-        "conv1.weight": g_c1_w, "conv1.bias": g_c1_b, "conv2.weight": g_c2_w, "conv2.bias": g_c2_b,
-        "fc.weight": g_fc_w, "fc.bias": g_fc_b,
+        "conv1.weight": g_c1_w,
+        "conv1.bias": g_c1_b,
+        "conv2.weight": g_c2_w,
+        "conv2.bias": g_c2_b,
+        "fc.weight": g_fc_w,
+        "fc.bias": g_fc_b,
     }
 
 

@@ -19,7 +19,17 @@ import numpy as np
 
 from cnnx.errors import CnnxError
 
-__all__ = ["MODELS", "bias_key", "layer_arrays", "model_names", "model_path", "read_array", "read_archive", "read_model", "save_model"]
+__all__ = [
+    "MODELS",
+    "bias_key",
+    "layer_arrays",
+    "model_names",
+    "model_path",
+    "read_array",
+    "read_archive",
+    "read_model",
+    "save_model",
+]
 
 MODELS = Path(__file__).resolve().parent / "models"
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")

@@ -88,7 +88,11 @@ def broken(folder: Path) -> dict[str, tuple[Path, str]]:
         "zero bytes": ("empty.png", b"", "not an image file"),
         "random bytes": ("noise.png", np.random.default_rng(1).bytes(4096), "not an image file"),
         "text named .png": ("notes.png", b"these are my notes, not a picture\n", "not an image file"),
-        "SVG": ("drawing.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "not an image file"),
+        "SVG": (
+            "drawing.svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+            "not an image file",
+        ),
         "PDF": ("paper.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n", "not an image file"),
         "decompression bomb": ("bomb.png", bomb_png(), "larger than the limit"),
     }

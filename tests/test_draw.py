@@ -102,7 +102,8 @@ def test_upscale_makes_crisp_squares():
     assert big.shape == (128, 128)
     assert (big[:64, :64] == 0).all() and (big[64:, 64:] == 250).all()
     assert draw.upscale(np.zeros((200, 300), np.uint8)).shape == (200, 300)
-    assert draw.upscale(np.zeros((1, 1500), np.uint8), max_side=2048).shape == (24, 1500)  # long side kept, rows thickened
+    # The long side is kept, the rows thickened.
+    assert draw.upscale(np.zeros((1, 1500), np.uint8), max_side=2048).shape == (24, 1500)
 
 
 @pytest.mark.parametrize("count, columns, rows", [(1, 1, 1), (2, 2, 1), (7, 7, 1), (16, 8, 2), (64, 8, 8)])

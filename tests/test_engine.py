@@ -41,7 +41,9 @@ def test_separable_path_matches_loops(kh, kw, H, W, stride, dilation, mode, seed
     if dilation * (kh - 1) + 1 > H + 2 * pad[0] or dilation * (kw - 1) + 1 > W + 2 * pad[1]:
         return
     got = ops.conv2d(image, kernel[None, None], stride=stride, padding=pad, dilation=dilation, padding_mode=mode)
-    want = conv2d_loops(image[None], kernel[None, None], None, (stride,) * 2, ((pad[0],) * 2, (pad[1],) * 2), (dilation,) * 2, 1, mode)
+    want = conv2d_loops(
+        image[None], kernel[None, None], None, (stride,) * 2, ((pad[0],) * 2, (pad[1],) * 2), (dilation,) * 2, 1, mode
+    )
     np.testing.assert_allclose(got, want[0], rtol=1e-5, atol=1e-5 * np.abs(kernel).sum())
 
 
@@ -72,7 +74,9 @@ def test_one_row_strips_equal_whole_image(O, C, padding, stride, mode, tiny_stri
     whole = ops.conv2d(image, weight, padding=padding, stride=stride, padding_mode=mode)
     np.testing.assert_allclose(got, whole, rtol=1e-6, atol=1e-6 * np.abs(weight).sum())
     pads = ((1, 1), (2, 2)) if padding == "same" else ((padding, padding),) * 2
-    np.testing.assert_allclose(got, conv2d_loops(image, weight, None, (stride,) * 2, pads, (1, 1), 1, mode), atol=2e-5 * np.abs(weight).sum())
+    np.testing.assert_allclose(
+        got, conv2d_loops(image, weight, None, (stride,) * 2, pads, (1, 1), 1, mode), atol=2e-5 * np.abs(weight).sum()
+    )
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
@@ -93,7 +97,7 @@ def test_results_identical_for_any_thread_count(n, threads, tiny_strips):
     ops.set_num_threads(1)
     reference = [call() for call in calls]
     ops.set_num_threads(n)
-    for call, want in zip(calls, reference):
+    for call, want in zip(calls, reference, strict=True):
         np.testing.assert_array_equal(call(), want)
 
 

@@ -1,4 +1,4 @@
-"""cnnx explain: the lesson's arithmetic, right where the lesson got it wrong; patches, ReLU, pooling, shifts, fields."""
+"""cnnx explain: the lesson's arithmetic, right where the lesson went wrong; patches, ReLU, pooling, shifts, fields."""
 
 import json
 
@@ -13,8 +13,8 @@ from cnnx.cli import app
 from cnnx.images import load_image
 from cnnx.kernels import parse_kernel
 from cnnx.pipeline import Chain
-from cnnx.stages import Pipeline
 from cnnx.spec import parse_spec
+from cnnx.stages import Pipeline
 
 runner = CliRunner()
 
@@ -93,7 +93,9 @@ def test_image_patch_agrees_with_the_feature_map(tmp_path):
         e = explain.explain_patch(image, str(path), parse_kernel("sobel_x"), row, col)
         assert e.window.total == pytest.approx(e.map_value, abs=1e-5)
         pads = ((1, 1), (1, 1))
-        loops = conv2d_loops(image[None], parse_kernel("sobel_x").weights[None, None], None, (1, 1), pads, mode="replicate")
+        loops = conv2d_loops(
+            image[None], parse_kernel("sobel_x").weights[None, None], None, (1, 1), pads, mode="replicate"
+        )
         assert e.window.total == pytest.approx(loops[0, 0, row, col], abs=1e-5)
     result = invoke("explain", "conv", path, "--at", "7,12", "--kernel", "sobel_x")
     assert result.exit_code == 0 and "row 7, column 12" in result.stdout
@@ -153,7 +155,9 @@ def test_pattern_periodic_with_the_shift_stays_the_same(tmp_path):
     """Stripes with a period of 4 moved by 4 pixels look the same: similarity 1 at every stage."""
     columns = (np.arange(96) // 2 % 2 * 255).astype(np.uint8)
     image = np.tile(columns, (40, 1))[None].astype(np.float32) / 255
-    e = explain.shift_tolerance(image, "stripes", Chain(Pipeline(parse_spec("conv(sobel_x) -> relu -> maxpool(2)"))), [4])
+    e = explain.shift_tolerance(
+        image, "stripes", Chain(Pipeline(parse_spec("conv(sobel_x) -> relu -> maxpool(2)"))), [4]
+    )
     for row in e.rows:
         assert row.similarity[0] == pytest.approx(1.0)
 

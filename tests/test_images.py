@@ -126,7 +126,7 @@ def test_luma_bits_do_not_depend_on_where_a_pixel_lies(tmp_path):
     luma = chunk[:, 0] * np.float32(0.299)
     luma += chunk[:, 1] * np.float32(0.587)
     luma += chunk[:, 2] * np.float32(0.114)
-    want = dict(zip(map(bytes, colours[0]), np.minimum(luma, 1)))
+    want = dict(zip(map(bytes, colours[0]), np.minimum(luma, 1), strict=True))
     for width in (1, 3, 8, 61, 997):
         rows = colours[0, : (997 // width) * width].reshape(-1, width, 3)
         got = load_image(save(tmp_path, Image.fromarray(rows), f"w{width}.png")).array[0]

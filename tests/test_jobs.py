@@ -11,12 +11,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnnx.cli import app
-from cnnx.errors import CnnxError
 from cnnx.draw import Style
-from cnnx.memory import estimate_memory
-from cnnx.pipeline import Chain
+from cnnx.errors import CnnxError
 from cnnx.jobs import Job, batch_destinations, find_images, parse_bytes, run_batch, run_job
+from cnnx.memory import estimate_memory
 from cnnx.ops import set_num_threads
+from cnnx.pipeline import Chain
 from cnnx.spec import load_pipeline
 
 runner = CliRunner()
@@ -78,7 +78,9 @@ def test_memory_budget_refuses_before_loading(tmp_path):
     assert invoke("pipeline", image, "-o", tmp_path / "out", "--max-memory", "1G").exit_code == 0
 
 
-@pytest.mark.parametrize("text, value", [("4G", 4 << 30), ("512M", 512 << 20), ("300k", 300 << 10), ("1000", 1000), ("2GiB", 2 << 30)])
+@pytest.mark.parametrize(
+    "text, value", [("4G", 4 << 30), ("512M", 512 << 20), ("300k", 300 << 10), ("1000", 1000), ("2GiB", 2 << 30)]
+)
 def test_parse_bytes(text, value):
     """Memory sizes read with K, M, G units (and an optional iB)."""
     assert parse_bytes(text) == value
@@ -146,7 +148,9 @@ def test_no_progress_bar_off_a_terminal(tmp_path):
 def test_timings_split_the_run(tmp_path):
     """The closing line splits the time into load, compute, render and write, which add up to the total."""
     result = invoke("pipeline", photo(tmp_path, "a.png"), "-o", tmp_path / "out")
-    closing = re.search(r"in ([\d.]+) s \(load ([\d.]+), compute ([\d.]+), render ([\d.]+), write (-?[\d.]+)\)", result.stdout)
+    closing = re.search(
+        r"in ([\d.]+) s \(load ([\d.]+), compute ([\d.]+), render ([\d.]+), write (-?[\d.]+)\)", result.stdout
+    )
     assert closing, result.stdout
     total, *parts = map(float, closing.groups())
     assert all(part >= 0 for part in parts) and sum(parts) == pytest.approx(total, abs=0.02)

@@ -12,11 +12,11 @@ from cnnx import ops, train
 from cnnx.cli import app
 from cnnx.errors import CnnxError
 from cnnx.model import load_model
-from cnnx.weights import model_path, read_model
 from cnnx.pipeline import run
-from cnnx.stages import Pipeline
 from cnnx.shapes import CLASSES, dataset, draw_shape, prepare
 from cnnx.spec import parse_spec
+from cnnx.stages import Pipeline
+from cnnx.weights import model_path, read_model
 
 runner = CliRunner()
 
@@ -75,7 +75,10 @@ def test_conv_backward_by_finite_differences():
     rng = np.random.default_rng(2)
     x, w, g = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 5, 6))
     gx, gw, gb = train.conv_backward(g, x, w)
-    loss = lambda xx, ww: (conv2d_loops(xx, ww, pads=((1, 1), (1, 1))) * g).sum()
+
+    def loss(xx, ww):
+        return (conv2d_loops(xx, ww, pads=((1, 1), (1, 1))) * g).sum()
+
     np.testing.assert_allclose(gw, numeric_gradient(lambda v: loss(x, v), w.copy()), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gx, numeric_gradient(lambda v: loss(v, w), x.copy()), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gb, g.sum(axis=(0, 2, 3)), rtol=1e-6)
@@ -86,7 +89,10 @@ def test_pool_relu_and_loss_backward_by_finite_differences():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 4, 6))
     g = rng.standard_normal((2, 3, 2, 3))
-    pooled = lambda v: (ops.max_pool2d(v.astype(np.float32), 2).astype(np.float64) * g).sum()
+
+    def pooled(v):
+        return (ops.max_pool2d(v.astype(np.float32), 2).astype(np.float64) * g).sum()
+
     np.testing.assert_allclose(train.max_pool2_backward(g, x), numeric_gradient(pooled, x.copy(), 1e-3), atol=1e-3)
     r = rng.standard_normal((5, 4))
     gr = rng.standard_normal((5, 4))
@@ -116,7 +122,7 @@ def test_shapes_dataset_is_reproducible_and_balanced():
     b, lb = dataset(50, 5)
     assert np.array_equal(a, b) and np.array_equal(la, lb)
     assert np.bincount(la).tolist() == [10] * 5
-    assert a.shape == (50, 1, 32, 32) and 0 <= a.min() and a.max() <= 1
+    assert a.shape == (50, 1, 32, 32) and a.min() >= 0 and a.max() <= 1
 
 
 def test_shipped_model_accuracy_on_fresh_shapes():
@@ -145,7 +151,8 @@ def test_model_pipeline_uses_the_same_ops_as_training():
     x, _ = dataset(5, 99)
     for image in x:
         stages = run(image, model.pipeline)
-        np.testing.assert_allclose(stages[-1].array.ravel(), train.predict(params, image[None])[0], rtol=1e-4, atol=1e-6)
+        expected = train.predict(params, image[None])[0]
+        np.testing.assert_allclose(stages[-1].array.ravel(), expected, rtol=1e-4, atol=1e-6)
 
 
 def drawing(tmp_path, name: str):
@@ -197,8 +204,13 @@ def test_hand_drawn_strokes():
         elif name == "star":
             import math
 
-            pts = [(100 + (60 if k % 2 == 0 else 24) * math.cos(-math.pi / 2 + k * math.pi / 5),
-                    80 + (60 if k % 2 == 0 else 24) * math.sin(-math.pi / 2 + k * math.pi / 5)) for k in range(10)]
+            pts = [
+                (
+                    100 + (60 if k % 2 == 0 else 24) * math.cos(-math.pi / 2 + k * math.pi / 5),
+                    80 + (60 if k % 2 == 0 else 24) * math.sin(-math.pi / 2 + k * math.pi / 5),
+                )
+                for k in range(10)
+            ]
             pen.polygon(pts, fill=0)
         else:
             pen.line(points, fill=0, width=5, joint="curve")

@@ -57,7 +57,9 @@ def conv_cases(draw):
     batched = draw(st.booleans())
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = draw(st.one_of(st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2)), st.just("valid"), st.just("same")))
+    padding = draw(
+        st.one_of(st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2)), st.just("valid"), st.just("same"))
+    )
     if padding == "same":
         stride = (1, 1)
     mode = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
@@ -70,7 +72,7 @@ def torch_pads(padding, kernel, dilation):
     if padding == "valid":
         return (0, 0), (0, 0)
     if padding == "same":
-        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
         return tuple((t // 2, t - t // 2) for t in totals)
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
     return (ph, ph), (pw, pw)
@@ -86,8 +88,8 @@ def test_conv2d_matches_loops(case):
     weight = rng.standard_normal((O, C // groups, *kernel)).astype(np.float32)
     bias = rng.standard_normal(O).astype(np.float32)
     pads = torch_pads(padding, kernel, dilation)
-    span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
-    padded = [n + sum(p) for n, p in zip((H, W), pads)]
+    span = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
+    padded = [n + sum(p) for n, p in zip((H, W), pads, strict=True)]
     # torch's limits: reflect mirrors once (padding < size), circular wraps once (padding <= size).
     too_wide = (mode == "reflect" and (max(pads[0]) >= H or max(pads[1]) >= W)) or (
         mode == "circular" and (max(pads[0]) > H or max(pads[1]) > W)
@@ -104,8 +106,11 @@ def test_conv2d_matches_loops(case):
 
 @SETTINGS
 @given(
-    hnp.arrays(np.float32, st.tuples(st.sampled_from([1, 3, 5]), st.sampled_from([1, 3, 5])),
-               elements=st.sampled_from([-1.0, 0.0, 1.0, 2.0, -0.5])),
+    hnp.arrays(
+        np.float32,
+        st.tuples(st.sampled_from([1, 3, 5]), st.sampled_from([1, 3, 5])),
+        elements=st.sampled_from([-1.0, 0.0, 1.0, 2.0, -0.5]),
+    ),
     st.sampled_from(["zeros", "replicate"]),
     st.integers(0, 2**16),
 )
@@ -152,13 +157,17 @@ def test_conv2d_accepts_real_dtypes_and_returns_float32(dtype):
     close(out, conv2d_loops(image[None], np.ones((1, 1, 3, 3)))[0])
 
 
-@given(st.integers(1, 30), st.integers(1, 30), st.integers(1, 4), st.integers(0, 3), st.integers(1, 3), st.integers(1, 3))
+@given(
+    st.integers(1, 30), st.integers(1, 30), st.integers(1, 4), st.integers(0, 3), st.integers(1, 3), st.integers(1, 3)
+)
 def test_conv_output_size_is_torch_formula(size, kernel, stride, padding, dilation, _):
     """Output length is (size + 2*padding - dilation*(kernel-1) - 1) // stride + 1, the torch formula."""
     span = dilation * (kernel - 1) + 1
     if span > size + 2 * padding:
         return
-    out = ops.conv2d(np.zeros((1, size, 3)), np.ones((1, 1, kernel, 1)), stride=stride, padding=padding, dilation=dilation)
+    out = ops.conv2d(
+        np.zeros((1, size, 3)), np.ones((1, 1, kernel, 1)), stride=stride, padding=padding, dilation=dilation
+    )
     assert out.shape[1] == (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
@@ -191,7 +200,10 @@ IMPOSSIBLE_CONVS = [
     (dict(x=np.zeros((1, 5, 5)), weight=np.zeros((1, 1, 3, 3)), padding="full"), "padding must be an int"),
     (dict(x=np.zeros((1, 5, 5)), weight=np.zeros((1, 1, 3, 3)), padding="same", stride=2), "needs stride 1"),
     (dict(x=np.zeros((1, 5, 5)), weight=np.zeros((1, 1, 3, 3)), padding_mode="mirror"), "padding_mode must be"),
-    (dict(x=np.zeros((1, 2, 2)), weight=np.zeros((1, 1, 5, 5)), padding=2, padding_mode="reflect"), "smaller than the input"),
+    (
+        dict(x=np.zeros((1, 2, 2)), weight=np.zeros((1, 1, 5, 5)), padding=2, padding_mode="reflect"),
+        "smaller than the input",
+    ),
     (dict(x=np.zeros((1, 5, 5)), weight=np.zeros((2, 1, 3, 3)), bias=np.zeros(3)), "bias must have shape (2,)"),
 ]
 
@@ -223,7 +235,9 @@ def test_max_pool2d_matches_loops(case):
     kernel, stride, pad, dilation, (H, W), ceil_mode, _, seed = case
     x = np.random.default_rng(seed).standard_normal((2, 3, H, W)).astype(np.float32)
     steps = stride or kernel
-    sizes = [pool_size(n, k, s, p, d, ceil_mode) for n, k, s, p, d in zip((H, W), kernel, steps, pad, dilation)]
+    sizes = [
+        pool_size(n, k, s, p, d, ceil_mode) for n, k, s, p, d in zip((H, W), kernel, steps, pad, dilation, strict=True)
+    ]
     if min(sizes) < 1:
         with pytest.raises(ValueError, match="does not fit"):
             ops.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode)
@@ -239,7 +253,7 @@ def test_avg_pool2d_matches_loops(case):
     kernel, stride, pad, _, (H, W), ceil_mode, include_pad, seed = case
     x = np.random.default_rng(seed).standard_normal((1, 2, H, W)).astype(np.float32)
     steps = stride or kernel
-    sizes = [pool_size(n, k, s, p, 1, ceil_mode) for n, k, s, p in zip((H, W), kernel, steps, pad)]
+    sizes = [pool_size(n, k, s, p, 1, ceil_mode) for n, k, s, p in zip((H, W), kernel, steps, pad, strict=True)]
     if min(sizes) < 1:
         with pytest.raises(ValueError):
             ops.avg_pool2d(x, kernel, stride, pad, ceil_mode, include_pad)

@@ -112,7 +112,7 @@ def test_reuse_overwrites_the_stage_before_an_activation_and_nothing_else():
     plain = run(image, stages)
     before = image.copy()
     arrays = []
-    for result, want in zip(stream(image, stages, reuse=True), plain):
+    for result, want in zip(stream(image, stages, reuse=True), plain, strict=True):
         np.testing.assert_array_equal(result.array, want.array)
         assert result.stats == want.stats
         arrays.append(result.array)
@@ -122,7 +122,7 @@ def test_reuse_overwrites_the_stage_before_an_activation_and_nothing_else():
 
 
 def test_stats_against_numpy():
-    """min, max and the share of exact zeros equal numpy's whole-array answers, and the mean is as close as float32 allows."""
+    """min, max and the share of exact zeros equal numpy's whole-array answers; the mean is float32-close."""
     values = np.random.default_rng(6).standard_normal((3, 700, 900)).astype(np.float32)
     values[values < -0.5] = 0
     stats = Stats.of(values)

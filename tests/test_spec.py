@@ -7,8 +7,18 @@ from hypothesis import strategies as st
 
 from cnnx.errors import CnnxError
 from cnnx.pipeline import check, receptive_fields, run
+from cnnx.spec import (
+    PRESETS,
+    SpecError,
+    from_toml,
+    load_pipeline,
+    parse_spec,
+    pipeline_text,
+    preset,
+    stage_text,
+    to_toml,
+)
 from cnnx.stages import Activation, Conv, GlobalAvgPool, Pipeline, Pool
-from cnnx.spec import PRESETS, SpecError, from_toml, load_pipeline, parse_spec, pipeline_text, preset, stage_text, to_toml
 
 FILTERS = [
     "sobel_x", "vertical_edge", "gaussian:sigma=0.7", "box:size=2", "dog:sigma=0.5", "laplacian", "sobel_y@",
@@ -34,7 +44,10 @@ pools = st.builds(
 )
 stages = st.one_of(convs, activations, pools, st.just(GlobalAvgPool()))
 pipelines = st.builds(
-    Pipeline, st.lists(stages, min_size=1, max_size=5).map(tuple), st.booleans(), st.sampled_from(["correlation", "convolution"])
+    Pipeline,
+    st.lists(stages, min_size=1, max_size=5).map(tuple),
+    st.booleans(),
+    st.sampled_from(["correlation", "convolution"]),
 )
 
 
@@ -53,8 +66,10 @@ def test_spec_and_toml_round_trip(pipeline):
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pipelines, st.integers(1, 24), st.integers(1, 24))
 def test_pipelines_run_with_predicted_shapes_or_are_refused_up_front(pipeline, height, width):
-    """Every pipeline either runs and gives exactly the shapes check() predicts, or check() refuses it naming a stage."""
-    image = np.random.default_rng(height * 31 + width).random((3 if pipeline.color else 1, height, width), dtype=np.float32)
+    """Every pipeline runs and gives exactly the shapes check() predicts, or check() refuses it naming a stage."""
+    image = np.random.default_rng(height * 31 + width).random(
+        (3 if pipeline.color else 1, height, width), dtype=np.float32
+    )
     try:
         predicted = check(pipeline.stages, image.shape)
     except CnnxError as error:

@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "run"
-        subprocess.run(["cnnx", "pipeline", str(ROOT / "samples" / "chelsea.png"), "-o", str(out), "-q", "--png-level", "9"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["cnnx", "pipeline", str(ROOT / "samples" / "chelsea.png"), "-o", str(out), "-q", "--png-level", "9"],
+            check=True,
+            capture_output=True,
+        )
         shutil.copy(out / "overview.png", ROOT / "docs" / "chelsea-overview.png")
         shutil.copy(out / "01_conv" / "montage.png", ROOT / "docs" / "chelsea-conv-montage.png")
     print("wrote docs/chelsea-overview.png and docs/chelsea-conv-montage.png")
