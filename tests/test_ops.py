@@ -27,8 +27,17 @@ def test_lesson_example_is_minus_one_not_three():
     """The lesson's 4x4 input and vertical-edge filter give [[-1, 1], [-1, -3]], not the printed [[3, 1], [2, 0]]."""
     out = ops.conv2d(LESSON_INPUT[None], VERTICAL_EDGE[None, None])
     np.testing.assert_array_equal(out, [[[-1, 1], [-1, -3]]])
-    # The nine products the lesson writes out for the first window, summed by hand: 1+0-1+0+0-3+2+0+0.
-    assert 1 * 1 + 2 * 0 + 1 * -1 + 0 * 1 + 1 * 0 + 3 * -1 + 2 * 1 + 1 * 0 + 0 * -1 == -1
+
+
+def test_lesson_writes_the_right_products_and_the_wrong_sum():
+    """The nine products the lesson writes for the first window are the right ones; they add to -1, not its 3."""
+    from cnnx.explain import LESSON_STATED_SUM
+
+    terms, stated = LESSON_STATED_SUM.split("=")
+    written = [tuple(float(v) for v in term.strip(" ()").split("*")) for term in terms.split("+")]
+    window = [(LESSON_INPUT[r, c], VERTICAL_EDGE[r, c]) for r in range(3) for c in range(3)]
+    assert written == window
+    assert float(stated) == 3 and sum(a * b for a, b in written) == -1
 
 
 def test_lesson_example_relu():
@@ -312,12 +321,23 @@ def test_relu_properties(values):
     np.testing.assert_array_equal(ops.relu(y), y)
 
 
-def test_relu_inplace_does_not_allocate():
-    """relu(inplace=True) overwrites and returns the same float32 array."""
-    x = np.linspace(-10, 10, 21, dtype=np.float32)
-    y = ops.relu(x, inplace=True)
-    assert y is x
-    np.testing.assert_array_equal(x, np.maximum(np.linspace(-10, 10, 21), 0))
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "absolute"])
+def test_inplace_activations_do_not_allocate(name):
+    """With inplace=True an activation overwrites its 4 MB input, allocating at most 64 KiB beside it (tracemalloc)."""
+    import tracemalloc
+
+    x = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32)
+    want = {"relu": np.maximum(x, 0), "leaky_relu": np.where(x < 0, np.float32(0.01) * x, x), "absolute": np.abs(x),
+            "tanh": np.tanh(x)}.get(name)
+    tracemalloc.start()
+    try:
+        y = getattr(ops, name)(x, inplace=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert y is x and peak <= 1 << 16, peak
+    if want is not None:
+        np.testing.assert_allclose(x, want, rtol=1e-6)
 
 
 def test_relu_not_inplace_leaves_input():
