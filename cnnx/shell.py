@@ -25,11 +25,18 @@ debug = False  # set by --debug: known failures show their traceback too
 Images = Annotated[list[str], typer.Argument(metavar="IMAGES...", show_default=False,
                    help="Images, folders or glob patterns (PNG, JPEG, GIF, BMP, TIFF, WebP, ...).")]
 Spec = Annotated[
-    str | None, typer.Option("--spec", "-s", help='Stages, e.g. "conv(sobel_x, sobel_y) -> relu -> maxpool(2)".')
+    str | None,
+    typer.Option("--spec", "-s", metavar="SPEC", help='Stages, e.g. "conv(sobel_x, sobel_y) -> relu -> maxpool(2)".'),
 ]
-Config = Annotated[Path | None, typer.Option("--config", "-c", help="A pipeline TOML file (see --print-config).")]
-Preset = Annotated[str | None, typer.Option("--preset", "-p", help="A named pipeline; 'cnnx presets' lists them.")]
-Model = Annotated[str | None, typer.Option("--model", "-m", help="A trained model that ships with cnnx (shapes).")]
+Config = Annotated[
+    Path | None, typer.Option("--config", "-c", metavar="FILE", help="A pipeline TOML file (see --print-config).")
+]
+Preset = Annotated[
+    str | None, typer.Option("--preset", "-p", metavar="NAME", help="A named pipeline; 'cnnx presets' lists them.")
+]
+Model = Annotated[
+    str | None, typer.Option("--model", "-m", metavar="NAME", help="A trained model that ships with cnnx (shapes).")
+]
 Color = Annotated[
     bool | None,
     typer.Option(
@@ -49,16 +56,22 @@ Force = Annotated[
 NormalizeOption = Annotated[Normalize, typer.Option("--normalize", help="How values become colours (see README).")]
 ScopeOption = Annotated[Scope, typer.Option("--scope", help="What shares one range of colours.")]
 Cmap = Annotated[
-    str, typer.Option("--cmap", help="Colour map: diverging, gray, viridis, or any name of the cmap package.")
+    str,
+    typer.Option(
+        "--cmap", metavar="NAME", help="Colour map: diverging, gray, viridis, or any name of the cmap package."
+    ),
 ]
-Range = Annotated[str | None, typer.Option("--range", help="LOW,HIGH for --normalize fixed, e.g. -1,1.")]
+Range = Annotated[
+    str | None, typer.Option("--range", metavar="LOW,HIGH", help="LOW,HIGH for --normalize fixed, e.g. -1,1.")
+]
 Percentile = Annotated[
-    float, typer.Option("--percentile", help="For --normalize percentile: the magnitude percentile.")
+    float, typer.Option("--percentile", metavar="P", help="For --normalize percentile: the magnitude percentile.")
 ]
 PngLevel = Annotated[
     int,
     typer.Option(
         "--png-level",
+        metavar="LEVEL",
         min=0,
         max=9,
         help="PNG compression: 1-3 fast (ISA-L), 4-9 slower and smaller on smooth pictures (zlib), 0 none.",
@@ -68,17 +81,22 @@ MaxPixels = Annotated[
     int,
     typer.Option(
         "--max-pixels",
+        metavar="N",
         min=0,
         show_default=False,
         help="Refuse images with more pixels (default: Pillow's decompression-bomb limit).",
     ),
 ]
-Frame = Annotated[int, typer.Option("--frame", min=0, help="Which frame of an animated or multi-page image to use.")]
+Frame = Annotated[
+    int, typer.Option("--frame", metavar="N", min=0, help="Which frame of an animated or multi-page image to use.")
+]
 Jobs = Annotated[
-    int | None, typer.Option("-j", "--jobs", min=1, help="Images at once, in worker processes (default: the cores).")
+    int | None,
+    typer.Option("-j", "--jobs", metavar="N", min=1, help="Images at once, in worker processes (default: the cores)."),
 ]
 Scheduler = Annotated[
-    str | None, typer.Option("--scheduler", help="Run a batch on a Dask cluster, e.g. tcp://HOST:8786.")
+    str | None,
+    typer.Option("--scheduler", metavar="ADDRESS", help="Run a batch on a Dask cluster, e.g. tcp://HOST:8786."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bar.")]
 Json = Annotated[
@@ -86,18 +104,45 @@ Json = Annotated[
 ]
 
 
-OutFolder = Annotated[Path | None, typer.Option("-o", "--out", help="Folder for the maps; for several images, the "
-                     "folder of their folders (default: cnnx-out/IMAGE-NAME, or cnnx-out).")]
-OutFile = Annotated[Path | None, typer.Option("-o", "--out", help="PNG to write (default: IMAGE-NAME_KERNEL.png); "
-                   "for several images, their folder (default: cnnx-out).")]
+OutFolder = Annotated[
+    Path | None,
+    typer.Option(
+        "-o",
+        "--out",
+        metavar="FOLDER",
+        help="Folder for the maps; for several images, the "
+        "folder of their folders (default: cnnx-out/IMAGE-NAME, or cnnx-out).",
+    ),
+]
+OutFile = Annotated[
+    Path | None,
+    typer.Option(
+        "-o",
+        "--out",
+        metavar="FILE",
+        help="PNG to write (default: IMAGE-NAME_KERNEL.png); for several images, their folder (default: cnnx-out).",
+    ),
+]
 PrintConfig = Annotated[bool, typer.Option("--print-config", metavar="", help="Print the stages as TOML and exit.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", metavar="", help="Show shapes, files and memory; write nothing.")]
-MinSize = Annotated[int, typer.Option("--min-size", min=1, help="Enlarge maps whose shorter side is smaller.")]
+MinSize = Annotated[
+    int, typer.Option("--min-size", metavar="PIXELS", min=1, help="Enlarge maps whose shorter side is smaller.")
+]
 SaveRaw = Annotated[bool, typer.Option("--save-raw", metavar="", help="Also write each stage as NN_stage/stage.npy.")]
-MaxMemory = Annotated[str | None, typer.Option("--max-memory", help="Refuse a run that needs more memory, e.g. 4G "
-                      "(default: 4/5 of this machine's).")]
-KernelArgument = Annotated[str, typer.Argument(metavar="KERNEL", help="A filter name (see 'cnnx filters'), "
-                           "name:param=value, a [[...]] matrix or a .npy file.")]
+MaxMemory = Annotated[
+    str | None,
+    typer.Option(
+        "--max-memory",
+        metavar="SIZE",
+        help="Refuse a run that needs more memory, e.g. 4G (default: 4/5 of this machine's).",
+    ),
+]
+KernelArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="KERNEL", help="A filter name (see 'cnnx filters'), name:param=value, a [[...]] matrix or a .npy file."
+    ),
+]
 ShowKernel = Annotated[bool, typer.Option("--show", metavar="", help="Also print the kernel card.")]
 PaddingModeOption = Annotated[PaddingMode, typer.Option("--padding-mode", help="What a kernel reads past the border.")]
 
