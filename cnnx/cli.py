@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cnnx import __version__, shell
+from cnnx import __version__, shell, signals
 from cnnx.choices import Convention, Normalize, PaddingMode, Scope
 from cnnx.errors import CnnxError
 from cnnx.explain_cli import app as explain_app
@@ -47,6 +47,7 @@ from cnnx.shell import (
     ScopeOption,
     ShowKernel,
     Spec,
+    find,
     finish_batch,
     note_frames,
     out,
@@ -127,7 +128,7 @@ def pipeline(
 
     Example: cnnx pipeline samples/chelsea.png --spec "conv(sobel_x@) -> relu -> maxpool(2)"
     """
-    from cnnx.jobs import Job, batch_destinations, find_images, parse_bytes
+    from cnnx.jobs import Job, batch_destinations, output_name, parse_bytes
 
     with reported_errors():
         source = source_from(spec, config, preset, model, color, convention)
@@ -136,7 +137,7 @@ def pipeline(
 
             out.print(to_toml(source.pipeline), markup=False, highlight=False, end="", soft_wrap=True)
             return
-        paths = find_images(images or [])
+        paths = find(images or [])
         if not paths:
             raise CnnxError("give an IMAGE to run (or a folder, or a pattern), or --print-config to see the pipeline")
         settings = dict(
@@ -151,7 +152,7 @@ def pipeline(
         )
         root = out_dir if out_dir is not None else Path("cnnx-out")
         if len(paths) == 1 and not Path(images[0]).is_dir():
-            job = Job(paths[0], out_dir if out_dir is not None else root / paths[0].stem, **settings)
+            job = Job(paths[0], out_dir if out_dir is not None else root / output_name(paths[0]), **settings)
             if dry_run:
                 _dry_run(job)
             else:
@@ -240,14 +241,14 @@ def filter_(
 
     Example: cnnx filter samples/stripes.png sobel_x --show
     """
-    from cnnx.jobs import FilterJob, batch_destinations, find_images, run_filter, run_filter_reporting
+    from cnnx.jobs import FilterJob, batch_destinations, output_name, run_filter, run_filter_reporting
     from cnnx.kernels import parse_kernel
     from cnnx.output import safe_name
     from cnnx.report import kernel_card
 
     with reported_errors():
         kernel = parse_kernel(kernel_spec)
-        paths = find_images(images)
+        paths = find(images)
         settings = dict(
             kernel=kernel.spec,
             style=style_from(normalize, Scope.stage, cmap, percentile, value_range),
@@ -263,7 +264,7 @@ def filter_(
             out.print(kernel_card(kernel))
         name = safe_name(kernel.label)
         if len(paths) == 1 and not Path(images[0]).is_dir():
-            target = output if output is not None else Path(f"{paths[0].stem}_{name}.png")
+            target = output if output is not None else Path(f"{output_name(paths[0])}_{name}.png")
             result = run_filter(FilterJob(paths[0], target, **settings))
             note_frames(result.source)
             (H, W), mode = result.shape[1:], "rgb" if color else "gray"
@@ -329,7 +330,8 @@ app.add_typer(explain_app)
 
 
 def main() -> None:
-    """Entry point of the ``cnnx`` script."""
+    """Entry point of the ``cnnx`` script: signals unwind the stack, so nothing is left half-written."""
+    signals.install()
     app(prog_name="cnnx")
 
 

@@ -11,12 +11,14 @@ class CnnxError(ValueError):
 
 
 def is_known(error: BaseException) -> bool:
-    """A failure the user can cause or meet (bad input, a full disk), as opposed to a bug."""
-    return isinstance(error, (CnnxError, OSError))
+    """A failure the user can cause or meet (bad input, a full disk, too little memory), as opposed to a bug."""
+    return isinstance(error, (CnnxError, OSError, MemoryError))
 
 
 def message(error: BaseException) -> str:
     """A known failure as one line: a CnnxError as it is, an OSError as ``FILE: what went wrong``."""
+    if isinstance(error, MemoryError):
+        return "out of memory; try a smaller image or pipeline (--max-memory refuses such runs before they start)"
     if isinstance(error, OSError) and not isinstance(error, CnnxError):
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror or error}"
@@ -26,3 +28,9 @@ def message(error: BaseException) -> str:
 def exit_code(error: BaseException) -> int:
     """2 for bad input, 1 for a failure while running (such as a full disk)."""
     return BAD_INPUT if isinstance(error, CnnxError) else RUNTIME_FAILURE
+
+
+def about(image, error: BaseException) -> str:
+    """A failure's one line, naming the image it happened to (unless the message names it already)."""
+    text = message(error)
+    return text if text.startswith(str(image)) else f"{image}: {text}"

@@ -10,24 +10,26 @@ process pool, or a Dask cluster's ``Client.get_executor()``.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Executor, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cnnx import runtime
+from cnnx import runtime, signals
 from cnnx.draw import Style
-from cnnx.errors import CnnxError, message
+from cnnx.errors import CnnxError, about
 from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
 from cnnx.manifest import manifest, write_manifest
 from cnnx.maps import RunWriter, StageFiles
 from cnnx.memory import MemoryEstimate, estimate_memory
-from cnnx.output import staged_folder
+from cnnx.output import safe_name, staged_folder
 from cnnx.page import gallery
 from cnnx.source import PlannedStage, StageSource
 
@@ -97,8 +99,8 @@ def parse_bytes(text: str) -> int:
         value = float(number) * units[unit]
     except ValueError:
         raise CnnxError(f"a memory size is a number with an optional K, M, G or T, e.g. 4G; got {text!r}") from None
-    if value <= 0:
-        raise CnnxError(f"a memory size must be positive; got {text!r}")
+    if not math.isfinite(value) or value < 1:
+        raise CnnxError(f"a memory size is a finite number of bytes, at least 1, e.g. 512M; got {text!r}")
     return int(value)
 
 
@@ -110,14 +112,28 @@ def plan(job: Job) -> tuple[tuple[int, int, int], list[PlannedStage], MemoryEsti
     return shape, job.source.plan(shape), estimate_memory(job.source, loaded, job.style)
 
 
+@contextmanager
+def _naming(image: Path) -> Iterator[None]:
+    """Errors a user can cause say which image they happened to."""
+    try:
+        yield
+    except CnnxError as error:
+        raise CnnxError(about(image, error)) from None
+
+
 def run_job(job: Job, progress: Callable[..., None] | None = None) -> Outcome:
-    """Run one image into its folder; known failures raise CnnxError (or OSError when writing fails).
+    """Run one image into its folder; known failures raise CnnxError naming the image (OSError when writing fails).
 
     ``progress(stages done, stages, note)`` is called as stages are computed and maps written (from any thread).
     """
+    with _naming(job.image):
+        return _run_job(job, progress)
+
+
+def _run_job(job: Job, progress: Callable[..., None] | None) -> Outcome:
     start = time.perf_counter()
     shape, planned, estimate = plan(job)
-    budget = job.max_memory or default_memory_budget()
+    budget = default_memory_budget() if job.max_memory is None else job.max_memory
     if estimate.peak > budget:
         raise CnnxError(
             f"{job.image}: the run needs about {format_bytes(estimate.peak)} of memory, over the budget of "
@@ -185,11 +201,11 @@ class _Progress:
 
 
 def run_job_reporting(job: Job) -> Outcome:
-    """``run_job`` for a batch: a known failure becomes the outcome's error instead of stopping the batch."""
+    """``run_job`` for a batch: any failure becomes the outcome's error, naming the image, instead of stopping it."""
     try:
         return run_job(job)
-    except (CnnxError, OSError) as error:
-        return Outcome(job, error=message(error))
+    except Exception as error:  # a batch lists every failure and goes on
+        return Outcome(job, error=about(job.image, error))
 
 
 @dataclass(frozen=True)
@@ -225,7 +241,12 @@ class FilterOutcome:
 
 
 def run_filter(job: FilterJob) -> FilterOutcome:
-    """Filter one image and write the response as a PNG the size of the image."""
+    """Filter one image and write the response as a PNG the size of the image; errors name the image."""
+    with _naming(job.image):
+        return _run_filter(job)
+
+
+def _run_filter(job: FilterJob) -> FilterOutcome:
     from cnnx import draw
     from cnnx.choices import CONVENTIONS
     from cnnx.kernels import parse_kernel
@@ -254,44 +275,107 @@ def run_filter(job: FilterJob) -> FilterOutcome:
 
 
 def run_filter_reporting(job: FilterJob) -> FilterOutcome:
-    """``run_filter`` for a batch: a known failure becomes the outcome's error."""
+    """``run_filter`` for a batch: any failure becomes the outcome's error, naming the image."""
     try:
         return run_filter(job)
-    except (CnnxError, OSError) as error:
-        return FilterOutcome(job, error=message(error))
+    except Exception as error:  # a batch lists every failure and goes on
+        return FilterOutcome(job, error=about(job.image, error))
 
 
-def find_images(inputs: Iterable[str]) -> list[Path]:
+@dataclass
+class Found:
+    """The images a command line names, in a stable order, and what inside its folders was passed over, and why."""
+
+    images: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _kind_of(path: Path) -> str | None:
+    """Why a folder entry named like an image is no image file: None for a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        return "a link that leads nowhere" if path.is_symlink() else (error.strerror or str(error)).lower()
+    if stat.S_ISREG(mode):
+        return None
+    return "a folder" if stat.S_ISDIR(mode) else "a pipe or device, not a file"
+
+
+def _walk(folder: Path, found: Found) -> None:
+    """Image files below ``folder``; folders are entered once each, so a link loop ends."""
+    seen: set[tuple[int, int]] = set()
+    for top, folders, files in os.walk(folder, followlinks=True):
+        here = os.stat(top)
+        if (here.st_dev, here.st_ino) in seen:
+            found.skipped.append(f"{top}: a link back to a folder already searched")
+            folders.clear()
+            continue
+        seen.add((here.st_dev, here.st_ino))
+        folders.sort()
+        for name in sorted(files):
+            path = Path(top, name)
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            why = _kind_of(path)
+            if why:
+                found.skipped.append(f"{path}: {why}")
+            else:
+                found.images.append(path)
+
+
+def find_images(inputs: Iterable[str]) -> Found:
     """The image files named by paths, folders (searched recursively) and glob patterns, in a stable order.
 
-    A name that matches nothing is kept, so that its job reports the problem.
+    A name given on its own is kept whatever it is, so that its job reports
+    the problem; inside folders and patterns, what is not a regular file is
+    passed over and listed in ``skipped``.
     """
-    found: list[Path] = []
+    found = Found()
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not inside:
+            before = len(found.images)
+            _walk(path, found)
+            found.images[before:] = sorted(found.images[before:])
+            if len(found.images) == before:
                 raise CnnxError(f"{path}: no image files in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            found += inside
         elif any(char in text for char in "*?[") and not path.exists():
             matches = sorted(Path().glob(text)) if not path.is_absolute() else sorted(Path(path.anchor).glob(text[1:]))
             if not matches:
                 raise CnnxError(f"{text}: no file matches this pattern")
-            found += [p for p in matches if p.is_file()]
+            for match in matches:
+                why = _kind_of(match)
+                if why is None:
+                    found.images.append(match)
+                elif why != "a folder":
+                    found.skipped.append(f"{match}: {why}")
         else:
-            found.append(path)
-    return list(dict.fromkeys(found))
+            found.images.append(path)
+    found.images = list(dict.fromkeys(found.images))
+    return found
+
+
+def output_name(image: Path) -> str:
+    """The name of an image's output: its stem as a safe file name (never ``.`` or ``..``)."""
+    return safe_name(image.stem, fallback="image")
 
 
 def batch_destinations(images: list[Path], root: Path) -> list[Path]:
-    """One subfolder of ``root`` per image, named after it; images of the same name get -2, -3, ..."""
-    seen: dict[str, int] = {}
+    """One subfolder of ``root`` per image, named after it, no two alike (nor alike but for case).
+
+    A name already taken gets the first free of -2, -3, ...: ``a-2.png`` and
+    a second ``a.png`` never share a folder.
+    """
+    taken: set[str] = set()
     destinations = []
     for image in images:
-        stem = image.stem or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        destinations.append(root / (stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
+        stem = name = output_name(image)
+        count = 1
+        while name.casefold() in taken:
+            count += 1
+            name = f"{stem}-{count}"
+        taken.add(name.casefold())
+        destinations.append(root / name)
     return destinations
 
 
@@ -328,29 +412,102 @@ def batch_executor(jobs: int | None, scheduler: str | None, count: int) -> Itera
     # Each worker draws on one thread: the processes already keep the cores busy.  Workers are spawned,
     # not forked, since a fork of a process running thread pools can inherit their locks held.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_started) as pool:
         yield pool
 
 
-def _one_thread() -> None:
+def _worker_started() -> None:
+    """A worker process: one thread, Ctrl-C left to the parent, SIGTERM unwinding so nothing is left half-written."""
     runtime.set_num_threads(1)
+    signals.install(ignore_interrupt=True)
 
 
-def run_batch(
-    jobs: list, executor: Executor | None, done: Callable | None = None, work: Callable = run_job_reporting
-) -> list:
-    """``work`` on every job, on ``executor`` (in this process when None); outcomes in the jobs' order."""
-    if executor is None:
-        outcomes = []
-        for job in jobs:
-            outcomes.append(work(job))
-            if done:
-                done(outcomes[-1])
-        return outcomes
-    futures = [executor.submit(work, job) for job in jobs]
-    outcomes = []
-    for future in futures:
-        outcomes.append(future.result())
+# How the batch machinery says a worker process died: the pool is then broken and must be made anew.
+WORKER_DIED = "the worker process died while processing it (killed by the system, perhaps for lack of memory)"
+
+
+def run_batch(jobs: list, *, processes: int | None = None, scheduler: str | None = None,
+              done: Callable | None = None, work: Callable = run_job_reporting) -> list:
+    """``work`` on every job; outcomes in the jobs' order, ``done(outcome)`` told as each ends.
+
+    Every failure becomes its job's outcome: an error in the work, a failure
+    to hand the job over, or a worker process that died.  A pool whose worker
+    died is made anew for the jobs left; a job that was running when a pool
+    died twice is the one that kills it, and is given up.  Ctrl-C (or
+    SIGTERM) stops the workers, whose half-written folders are removed, and
+    is raised again once they are gone.
+    """
+    outcomes: list = [None] * len(jobs)
+    strikes = [0] * len(jobs)
+    waiting = list(range(len(jobs)))
+
+    def finish(k: int, outcome) -> None:
+        outcomes[k] = outcome
         if done:
-            done(outcomes[-1])
+            done(outcome)
+
+    while waiting:
+        with batch_executor(processes, scheduler, len(waiting)) as executor:
+            if executor is None:
+                for k in waiting:
+                    finish(k, work(jobs[k]))
+                break
+            waiting = _run_on(executor, jobs, waiting, strikes, finish, work, processes or runtime.num_threads())
     return outcomes
+
+
+def _run_on(executor: Executor, jobs: list, waiting: list[int], strikes: list[int], finish, work, width: int):
+    """Keep ``width`` jobs running on the executor until all are done or it breaks; return the jobs left."""
+    running: dict = {}
+    queue = list(waiting)
+    try:
+        while queue or running:
+            while queue and len(running) < width:
+                k = queue.pop(0)
+                running[executor.submit(_in_worker, work, jobs[k])] = k
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                k = running.pop(future)
+                try:
+                    finish(k, future.result())
+                except BrokenExecutor:
+                    left = [k, *running.values()]
+                    for j in left:
+                        strikes[j] += 1
+                    for j in [j for j in left if strikes[j] >= 2]:
+                        finish(j, _failed(jobs[j], WORKER_DIED))
+                    return [j for j in left if strikes[j] < 2] + queue
+                except Exception as error:  # handing the job over or getting it back failed
+                    finish(k, _failed(jobs[k], about(jobs[k].image, error)))
+    except BaseException:
+        for future in running:
+            future.cancel()
+        _stop_workers()
+        raise
+    return []
+
+
+def _in_worker(work: Callable, job):
+    """``work(job)`` in a worker process: stopped by a signal, it ends the process once its files are cleaned up."""
+    try:
+        return work(job)
+    except signals.Stopped as stop:
+        if multiprocessing.parent_process() is None:  # not a worker: the caller decides
+            raise
+        os._exit(128 + stop.signum)
+
+
+def _failed(job, error: str):
+    return (Outcome if isinstance(job, Job) else FilterOutcome)(job, error=error)
+
+
+def _stop_workers(seconds: float = 10.0) -> None:
+    """Ask this process's worker processes to stop (SIGTERM: they remove what they half wrote) and wait for them."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + seconds
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()

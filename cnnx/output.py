@@ -10,6 +10,7 @@ unless the user says ``--force``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -21,16 +22,40 @@ from pathlib import Path
 
 from PIL import Image
 
+from cnnx import signals
 from cnnx.errors import CnnxError
 from cnnx.png import umask
 
 MANIFEST = "manifest.json"
 
 
-def safe_name(text: str) -> str:
-    """A file-name fragment from free text: letters, digits, ``.``, ``_``, ``-``; never a path."""
+# Every folder this process moved into place whole, in order: what an interruption leaves behind.
+finished: list[Path] = []
+
+
+def safe_name(text: str, fallback: str = "map") -> str:
+    """A file-name fragment from free text: letters, digits, ``.``, ``_``, ``-``; never a path, ``.`` or ``..``."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-")
-    return name[:80] or "map"
+    return name[:80] or fallback
+
+
+def destination_folder(path: Path) -> Path:
+    """The folder a run will replace: absolute, through a symlink to its target (the link stays).
+
+    The working folder and the folders above it are refused: a run replaces
+    its folder whole, and those hold everything else.
+    """
+    absolute = Path(os.path.abspath(path))  # "out/..", "." and ".." resolved by their names
+    if absolute.is_symlink():
+        absolute = absolute.resolve()
+    here = Path.cwd().resolve()
+    real = absolute.resolve()
+    if real == here or real in here.parents:
+        raise CnnxError(
+            f"{path}: is the working folder or a folder above it; cnnx replaces its output folder whole, "
+            f"so give one of its own (e.g. -o {Path(path) / 'cnnx-out'})"
+        )
+    return absolute
 
 
 def is_cnnx_png(path: Path) -> bool:
@@ -52,39 +77,91 @@ def check_writable(path: Path, *, force: bool = False) -> None:
         raise CnnxError(f"{path.parent}: no such folder")
 
 
-def is_cnnx_folder(folder: Path) -> bool:
-    """True if ``folder`` holds the manifest of an earlier cnnx run."""
+def _written_by_cnnx(folder: Path) -> set[Path] | None:
+    """Every path an earlier cnnx run wrote into ``folder``, from its manifest; None if it holds no cnnx manifest."""
     try:
-        return json.loads((folder / MANIFEST).read_text()).get("tool") == "cnnx"
-    except (OSError, ValueError, AttributeError):
-        return False
+        record = json.loads((folder / MANIFEST).read_text())
+        if record.get("tool") != "cnnx":
+            return None
+        files = {MANIFEST, "index.html", record.get("overview") or "overview.png"}
+        for stage in record.get("stages", []):
+            files.update(m["file"] for m in stage.get("maps", []))
+            files.update(stage.get("montages", []))
+            files.update([stage["raw"]] if stage.get("raw") else [])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+    paths = {Path(f) for f in files if isinstance(f, str)}
+    return paths | {parent for p in paths for parent in p.parents if parent != Path(".")}
+
+
+def foreign_entries(folder: Path) -> list[Path]:
+    """What in ``folder`` cnnx did not write: all of it, unless it is an earlier cnnx run's folder."""
+    entries = [p.relative_to(folder) for p in sorted(folder.rglob("*"))]
+    ours = _written_by_cnnx(folder)
+    return entries if ours is None else [p for p in entries if p not in ours]
+
+
+def is_cnnx_folder(folder: Path) -> bool:
+    """True if ``folder`` holds an earlier cnnx run and nothing else."""
+    return _written_by_cnnx(folder) is not None and not foreign_entries(folder)
 
 
 @contextmanager
 def staged_folder(destination: Path, *, force: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces ``destination`` when the block succeeds.
 
-    On any exception (Ctrl-C included) the temporary folder is removed and
-    ``destination`` is untouched.
+    On any exception (Ctrl-C and, once ``signals.install()`` ran, SIGTERM
+    included) the temporary folder is removed and ``destination`` is
+    untouched.  A folder holding anything cnnx did not write is refused
+    unless ``force``; another run writing the same destination is refused.
     """
-    destination = Path(destination)
+    given, destination = destination, destination_folder(destination)
     if destination.exists() and not destination.is_dir():
-        raise CnnxError(f"{destination}: exists and is not a folder")
-    if destination.is_dir() and any(destination.iterdir()) and not is_cnnx_folder(destination) and not force:
-        raise CnnxError(f"{destination}: folder exists and was not written by cnnx; use --force to replace it")
+        raise CnnxError(f"{given}: exists and is not a folder")
+    if destination.is_dir() and not force:
+        foreign = foreign_entries(destination)
+        if foreign:
+            raise CnnxError(f"{given}: holds {foreign[0]}{' and more' if len(foreign) > 1 else ''}, which cnnx did "
+                            "not write; use --force to replace the folder")
     created = _make_parents(destination.parent)
     try:
-        temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.tmp-"))
-    except OSError as error:
-        raise CnnxError(f"{destination.parent}: cannot write here ({error.strerror or error})") from None
-    try:
-        yield temporary
-        _replace(temporary, destination)
+        with _locked(destination, given):
+            try:
+                temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.tmp-"))
+            except OSError as error:
+                raise CnnxError(f"{destination.parent}: cannot write here ({error.strerror or error})") from None
+            try:
+                yield temporary
+                _replace(temporary, destination)
+            except BaseException:
+                shutil.rmtree(temporary, ignore_errors=True)
+                raise
     except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
         for folder in created:
             _remove_if_empty(folder)
         raise
+
+
+@contextmanager
+def _locked(destination: Path, given: Path) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside the destination, so two runs never write it at once; the lock file goes after."""
+    lock = destination.parent / f".{destination.name}.lock"
+    try:
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:
+        raise CnnxError(f"{destination.parent}: cannot write here ({error.strerror or error})") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CnnxError(f"{given}: another cnnx run is writing this folder; wait, or choose another") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+    finally:
+        os.close(handle)
 
 
 def _make_parents(folder: Path) -> list[Path]:
@@ -116,12 +193,17 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def _replace(temporary: Path, destination: Path) -> None:
-    """Move the finished run into place; an earlier run there goes only once the new one is in."""
+    """Move the finished run into place; an earlier run there goes only once the new one is in.
+
+    Signals wait until the swap is done: a run is either not in place, or in place with nothing of the old left.
+    """
     os.chmod(temporary, 0o777 & ~umask())
-    if not destination.exists():
-        os.rename(temporary, destination)
-        return
-    old = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.old-"))
-    os.rename(destination, old / destination.name)
-    os.rename(temporary, destination)
-    shutil.rmtree(old)
+    with signals.deferred():
+        if destination.exists():
+            old = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.old-"))
+            os.rename(destination, old / destination.name)
+            os.rename(temporary, destination)
+            shutil.rmtree(old)
+        else:
+            os.rename(temporary, destination)
+        finished.append(destination)

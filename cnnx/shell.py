@@ -7,6 +7,8 @@ and an exit code; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,7 @@ from rich.console import Console
 
 from cnnx.choices import Convention, Normalize, PaddingMode, Scope
 from cnnx.errors import INTERRUPTED, CnnxError, exit_code, is_known, message
+from cnnx.signals import Stopped
 
 out = Console()
 err = Console(stderr=True)
@@ -160,9 +163,13 @@ def reported_errors() -> Iterator[None]:
     """Known failures become one line on stderr and their exit code; bugs keep their traceback (--debug: all do)."""
     try:
         yield
-    except KeyboardInterrupt:
-        say("cnnx: interrupted; nothing was written")
-        raise typer.Exit(INTERRUPTED) from None
+    except (KeyboardInterrupt, Stopped) as stop:
+        say(f"cnnx: {'interrupted' if isinstance(stop, KeyboardInterrupt) else stop}; {_what_was_written()}")
+        raise typer.Exit(INTERRUPTED if isinstance(stop, KeyboardInterrupt) else 128 + stop.signum) from None
+    except BrokenPipeError:
+        # Whoever read the output stopped reading (| head): the work is done, and there is no one left to tell.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stays open until the process ends)
+        raise typer.Exit(0) from None
     except Exception as error:
         if not is_known(error):
             raise
@@ -170,6 +177,15 @@ def reported_errors() -> Iterator[None]:
         if debug:
             err.print_exception()
         raise typer.Exit(exit_code(error)) from None
+
+
+def _what_was_written() -> str:
+    """What an interruption leaves: the output folders moved into place whole, and nothing else."""
+    output = sys.modules.get("cnnx.output")  # not imported: nothing was written
+    done = output.finished if output else []
+    if not done:
+        return "nothing was written"
+    return f"{', '.join(map(str, done))} {'was' if len(done) == 1 else 'were'} written whole; nothing else was written"
 
 
 def source_from(spec, config, preset, model, color, convention):
@@ -242,20 +258,46 @@ def note_frames(source) -> None:
         )
 
 
+def find(images: list[str]):
+    """The images the command line names; what was passed over inside folders is said on stderr."""
+    from cnnx.jobs import find_images
+
+    found = find_images(images)
+    for note in found.skipped:
+        say(f"cnnx: note: skipped {note}")
+    return found.images
+
+
 def finish_batch(batch: list, root: Path, jobs: int | None, scheduler: str | None, quiet: bool, work, command: str):
-    """Run a batch on the executor asked for, print one table, list every failure, and exit 1 if any failed."""
+    """Run a batch on the executor asked for, print one table, list every failure, and exit 1 if any failed.
+
+    Interrupted, it says which images were written whole before it stopped.
+    """
     from cnnx.errors import RUNTIME_FAILURE
-    from cnnx.jobs import batch_executor, run_batch
+    from cnnx.jobs import run_batch
     from cnnx.report import batch_table
 
-    with (
-        reported_errors(),
-        batch_executor(jobs, scheduler, len(batch)) as executor,
-        progress_bar(quiet, "images") as advance,
-    ):
-        count = iter(range(1, len(batch) + 1))
-        outcomes = run_batch(batch, executor, done=lambda _: advance(next(count), len(batch)), work=work)
-    out.print(batch_table(outcomes, root, command))
+    ended: list = []
+
+    def done(outcome) -> None:
+        ended.append(outcome)
+        advance(len(ended), len(batch))
+
+    with progress_bar(quiet, "images") as advance:
+        try:
+            outcomes = run_batch(batch, processes=jobs, scheduler=scheduler, done=done, work=work)
+        except (KeyboardInterrupt, Stopped) as stop:
+            written = [o for o in ended if not o.error]
+            what = "interrupted" if isinstance(stop, KeyboardInterrupt) else str(stop)
+            say(f"cnnx: {what}; {len(written)} of {len(batch)} images were written whole, nothing else")
+            raise typer.Exit(INTERRUPTED if isinstance(stop, KeyboardInterrupt) else 128 + stop.signum) from None
+        except Exception as error:
+            if not is_known(error):
+                raise
+            say(f"cnnx: error: {message(error)}")
+            raise typer.Exit(exit_code(error)) from None
+    with reported_errors():
+        out.print(batch_table(outcomes, root, command))
     failed = [o for o in outcomes if o.error]
     for outcome in failed:
         say(f"cnnx: error: {outcome.error}")

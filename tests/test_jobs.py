@@ -133,8 +133,8 @@ def test_find_images_in_folders_and_patterns(tmp_path, monkeypatch):
     (tmp_path / "d" / "e").mkdir(parents=True)
     for name in ("d/b.png", "d/a.jpg", "d/e/c.webp", "d/notes.txt", "z.png"):
         (tmp_path / name).write_bytes(b"")
-    assert find_images(["d"]) == [Path("d/a.jpg"), Path("d/b.png"), Path("d/e/c.webp")]
-    assert find_images(["*.png", "z.png"]) == [Path("z.png")]
+    assert find_images(["d"]).images == [Path("d/a.jpg"), Path("d/b.png"), Path("d/e/c.webp")]
+    assert find_images(["*.png", "z.png"]).images == [Path("z.png")]
     with pytest.raises(CnnxError, match="no file matches"):
         find_images(["*.gif"])
 
@@ -173,9 +173,9 @@ def test_dask_cluster_on_loopback_gives_the_same_files(tmp_path):
 
 
 def test_run_batch_in_process_matches(tmp_path):
-    """run_batch without an executor runs each job here, in order."""
+    """run_batch on one process runs each job here, in order."""
     jobs = [Job(photo(tmp_path, f"p{k}.png", seed=k), tmp_path / f"o{k}", Chain(load_pipeline())) for k in range(2)]
-    outcomes = run_batch(jobs, None)
+    outcomes = run_batch(jobs, processes=1)
     assert [o.error for o in outcomes] == [None, None] and [o.maps for o in outcomes] == [25, 25]
     manifest = json.loads((tmp_path / "o1" / "manifest.json").read_text())
     assert manifest["input"]["path"].endswith("p1.png")
