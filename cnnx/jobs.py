@@ -29,7 +29,7 @@ from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
 from cnnx.manifest import manifest, write_manifest
 from cnnx.maps import RunWriter, StageFiles
 from cnnx.memory import MemoryEstimate, estimate_memory
-from cnnx.output import safe_name, staged_folder
+from cnnx.output import checked_destination, safe_name, staged_folder
 from cnnx.page import gallery
 from cnnx.source import PlannedStage, StageSource
 
@@ -139,6 +139,7 @@ def _run_job(job: Job, progress: Callable[..., None] | None) -> Outcome:
             f"{job.image}: the run needs about {format_bytes(estimate.peak)} of memory, over the budget of "
             f"{format_bytes(budget)}; raise --max-memory, or use a smaller image or pipeline"
         )
+    checked_destination(job.destination, force=job.force)  # before any work
     source = job.source
     loaded_image = load_image(job.image, color=source.color, max_pixels=job.max_pixels, frame=job.frame)
     image = source.prepare(loaded_image.array)
@@ -419,7 +420,7 @@ def batch_executor(jobs: int | None, scheduler: str | None, count: int) -> Itera
 def _worker_started() -> None:
     """A worker process: one thread, Ctrl-C left to the parent, SIGTERM unwinding so nothing is left half-written."""
     runtime.set_num_threads(1)
-    signals.install(ignore_interrupt=True)
+    signals.install(worker=True)
 
 
 # How the batch machinery says a worker process died: the pool is then broken and must be made anew.
@@ -464,7 +465,8 @@ def _run_on(executor: Executor, jobs: list, waiting: list[int], strikes: list[in
         while queue or running:
             while queue and len(running) < width:
                 k = queue.pop(0)
-                running[executor.submit(_in_worker, work, jobs[k])] = k
+                with signals.children_ignore_interrupt():  # a worker may be started now
+                    running[executor.submit(_in_worker, work, jobs[k])] = k
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 k = running.pop(future)
@@ -489,12 +491,8 @@ def _run_on(executor: Executor, jobs: list, waiting: list[int], strikes: list[in
 
 def _in_worker(work: Callable, job):
     """``work(job)`` in a worker process: stopped by a signal, it ends the process once its files are cleaned up."""
-    try:
+    with signals.job():
         return work(job)
-    except signals.Stopped as stop:
-        if multiprocessing.parent_process() is None:  # not a worker: the caller decides
-            raise
-        os._exit(128 + stop.signum)
 
 
 def _failed(job, error: str):

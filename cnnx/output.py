@@ -106,6 +106,19 @@ def is_cnnx_folder(folder: Path) -> bool:
     return _written_by_cnnx(folder) is not None and not foreign_entries(folder)
 
 
+def checked_destination(destination: Path, *, force: bool = False) -> Path:
+    """The folder a run may replace (see ``destination_folder``): not a file, and holding nothing foreign."""
+    given, destination = destination, destination_folder(destination)
+    if destination.exists() and not destination.is_dir():
+        raise CnnxError(f"{given}: exists and is not a folder")
+    if destination.is_dir() and not force:
+        foreign = foreign_entries(destination)
+        if foreign:
+            raise CnnxError(f"{given}: holds {foreign[0]}{' and more' if len(foreign) > 1 else ''}, which cnnx did "
+                            "not write; use --force to replace the folder")
+    return destination
+
+
 @contextmanager
 def staged_folder(destination: Path, *, force: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces ``destination`` when the block succeeds.
@@ -115,14 +128,7 @@ def staged_folder(destination: Path, *, force: bool = False) -> Iterator[Path]:
     untouched.  A folder holding anything cnnx did not write is refused
     unless ``force``; another run writing the same destination is refused.
     """
-    given, destination = destination, destination_folder(destination)
-    if destination.exists() and not destination.is_dir():
-        raise CnnxError(f"{given}: exists and is not a folder")
-    if destination.is_dir() and not force:
-        foreign = foreign_entries(destination)
-        if foreign:
-            raise CnnxError(f"{given}: holds {foreign[0]}{' and more' if len(foreign) > 1 else ''}, which cnnx did "
-                            "not write; use --force to replace the folder")
+    given, destination = destination, checked_destination(destination, force=force)
     created = _make_parents(destination.parent)
     try:
         with _locked(destination, given):

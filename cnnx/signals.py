@@ -10,17 +10,20 @@ so a replacement is never left half done.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Stopped", "deferred", "install"]
+__all__ = ["Stopped", "children_ignore_interrupt", "deferred", "install", "job"]
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 _pending: list[int] = []
 _depth = 0  # how many deferred() blocks the main thread is in
+_worker = False  # a worker process: between jobs a signal just ends it
+_busy = 0  # how many jobs the worker is running
 
 
 class Stopped(BaseException):
@@ -41,15 +44,38 @@ def _handler(signum: int, frame) -> None:
     if _depth:
         _pending.append(signum)
         return
+    if _worker and not _busy:
+        os._exit(128 + signum)  # nothing of a job to clean up, and no one to tell
     _raise(signum)
 
 
-def install(*, ignore_interrupt: bool = False) -> None:
-    """Make the handled signals raise (in the main thread); ``ignore_interrupt`` leaves Ctrl-C to a parent process."""
+def install(*, worker: bool = False) -> None:
+    """Make the handled signals raise (in the main thread).
+
+    A ``worker`` process leaves Ctrl-C to its parent, and between jobs (see
+    ``job()``) ends at once on SIGTERM.
+    """
+    global _worker
     if threading.current_thread() is not threading.main_thread():
         return
+    _worker = worker
     for signum in HANDLED:
-        signal.signal(signum, signal.SIG_IGN if ignore_interrupt and signum == signal.SIGINT else _handler)
+        signal.signal(signum, signal.SIG_IGN if worker and signum == signal.SIGINT else _handler)
+
+
+@contextmanager
+def job() -> Iterator[None]:
+    """A worker's job: a signal now unwinds it (so its files are cleaned up), then ends the process."""
+    global _busy
+    _busy += 1
+    try:
+        yield
+    except Stopped as stop:
+        if _worker:
+            os._exit(128 + stop.signum)
+        raise
+    finally:
+        _busy -= 1
 
 
 @contextmanager
@@ -68,3 +94,20 @@ def deferred() -> Iterator[None]:
                 signum = _pending[0]
                 _pending.clear()
                 _raise(signum)
+
+
+@contextmanager
+def children_ignore_interrupt() -> Iterator[None]:
+    """Processes started in the block are born ignoring Ctrl-C, which their parent handles for them.
+
+    An ignored signal is the one disposition a new program inherits, so
+    SIGINT is ignored here for the moment it takes to start them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
