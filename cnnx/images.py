@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,12 +23,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnx.errors import CnnxError
+from cnnx.files import open_regular, read_regular
 from cnnx.runtime import run_tasks
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Source", "load_image", "probe_image"]
 
 # Pillow's own guard against decompression bombs: about 89.5 million pixels.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+_PILLOW_STATE = threading.RLock()  # held while cnnx has Pillow's settings changed
 # ITU-R BT.601 luma, the weights Pillow's own convert("L") uses.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -53,8 +58,9 @@ def load_image(
     is not a readable image raises ``CnnxError`` naming the file.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    with warnings.catch_warnings(record=True) as caught:
+    data = read_regular(path, "an image file", limit=_file_limit(max_pixels))
+    # Warnings are caught to be told as notes; the filters they swap are the process's, so one load at a time.
+    with _pillow(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         picture = _open(path, data, max_pixels)
         fmt = picture.format or "unknown"
@@ -63,7 +69,7 @@ def load_image(
             if frame >= frames:
                 raise CnnxError(f"{path}: has {frames} frame{'s' if frames > 1 else ''}; --frame counts from 0")
             if frame:
-                picture.seek(frame)
+                _seek(path, picture, frame, max_pixels)
             mode = picture.mode
             if picture.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even an upright image: only when turned
                 picture = ImageOps.exif_transpose(picture)
@@ -82,13 +88,9 @@ def load_image(
 def probe_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """(height, width) of an image as it will load (EXIF turns counted), from its header alone."""
     path = Path(path)
-    with warnings.catch_warnings():
+    with _pillow(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            stream = path.open("rb")  # only the header is read, not the whole file
-        except OSError as error:
-            raise _unreadable(path, error) from None
-        with stream:
+        with open_regular(path, "an image file", limit=_file_limit(max_pixels)) as stream:  # only the header is read
             picture = _open(path, stream, max_pixels)
         try:
             # A PNG's getexif() decodes the whole image to look past it; the header's eXIf chunk is enough here.
@@ -101,33 +103,51 @@ def probe_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS
     return (picture.width, picture.height) if turned else (picture.height, picture.width)
 
 
-def _read_bytes(path: Path) -> bytes:
+@contextmanager
+def _pillow() -> Iterator[None]:
+    """Pillow's process-wide settings as cnnx reads images: its bomb check off (cnnx checks sizes itself).
+
+    The settings, and the warning filters a load swaps to catch Pillow's
+    warnings, are the whole process's: one load at a time changes them, and
+    puts them back.
+    """
+    with _PILLOW_STATE:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def _file_limit(max_pixels: int) -> int:
+    """The most bytes an image file of ``max_pixels`` may take: 16-bit RGBA stored as it is, and more besides."""
+    return 64 * 1024 * 1024 + 8 * max_pixels
+
+
+def _seek(path: Path, picture: Image.Image, frame: int, max_pixels: int) -> None:
+    """Go to a later frame, whose size is checked like the first's before it is decoded."""
     try:
-        return path.read_bytes()
-    except OSError as error:
-        raise _unreadable(path, error) from None
+        picture.seek(frame)
+    except Image.DecompressionBombError:
+        raise _too_large(path, max_pixels, f"frame {frame}") from None
+    if picture.width * picture.height > max_pixels:
+        raise _too_large(path, max_pixels, f"frame {frame}, {picture.width}x{picture.height}")
 
 
-def _unreadable(path: Path, error: OSError) -> CnnxError:
-    if isinstance(error, FileNotFoundError):
-        return CnnxError(f"{path}: no such file")
-    if isinstance(error, IsADirectoryError):
-        return CnnxError(f"{path}: is a directory, not an image file")
-    if isinstance(error, PermissionError):
-        return CnnxError(f"{path}: permission denied")
-    return CnnxError(f"{path}: cannot read ({error.strerror or error})")
+def _too_large(path: Path, max_pixels: int, what: str) -> CnnxError:
+    return CnnxError(f"{path}: the image is larger than the limit of {max_pixels:,} pixels ({what}); "
+                     "raise --max-pixels to load it")
 
 
 def _open(path: Path, data: bytes | BinaryIO, max_pixels: int) -> Image.Image:
     """Read the header only and refuse an image over ``max_pixels`` before a pixel is decoded.
 
-    Pillow's own bomb check is switched off while the header is read, so the
-    message can give the size; the check below is stricter than Pillow's (which
-    warns above its limit and refuses only above twice that).
+    The check below stands in for Pillow's own (which warns above its limit
+    and refuses only above twice that, without the size); ``_pillow()`` has
+    switched Pillow's off.
     """
-    limit = Image.MAX_IMAGE_PIXELS
     try:
-        Image.MAX_IMAGE_PIXELS = None
         picture = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
     except UnidentifiedImageError:
         if not isinstance(data, bytes):
@@ -139,13 +159,8 @@ def _open(path: Path, data: bytes | BinaryIO, max_pixels: int) -> Image.Image:
         raise CnnxError(f"{path}: not an image file Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
     except Exception as error:  # as above: any failure to read a header means a corrupt file
         raise CnnxError(f"{path}: the image header is corrupt ({_reason(error)})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
     if picture.width * picture.height > max_pixels:
-        raise CnnxError(
-            f"{path}: the image is larger than the limit of {max_pixels:,} pixels "
-            f"({picture.width}x{picture.height}); raise --max-pixels to load it"
-        )
+        raise _too_large(path, max_pixels, f"{picture.width}x{picture.height}")
     return picture
 
 

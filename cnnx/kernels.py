@@ -381,13 +381,26 @@ def _checked_matrix(array: np.ndarray, where: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
+def _depth(text: str) -> int:
+    """How deep the brackets of ``text`` nest."""
+    depth = deepest = 0
+    for char in text:
+        depth += (char == "[") - (char == "]")
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _parse_matrix(spec: str) -> Kernel:
+    shown = spec if len(spec) <= 60 else spec[:57] + "..."
+    # A matrix is rows of numbers: deeper nesting, or text longer than 99x99 numbers take, is no kernel.
+    if _depth(spec) > 2 or len(spec) > 99 * 99 * 32:
+        raise CnnxError(f"cannot read the matrix {shown!r}: write rows of numbers, e.g. [[1,0,-1],[1,0,-1],[1,0,-1]]")
     try:
         rows = json.loads(spec)
         array = np.array(rows, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise CnnxError(
-            f"cannot read the matrix {spec!r}: write rows of numbers, e.g. [[1,0,-1],[1,0,-1],[1,0,-1]]"
+            f"cannot read the matrix {shown!r}: write rows of numbers, e.g. [[1,0,-1],[1,0,-1],[1,0,-1]]"
         ) from None
     weights = _checked_matrix(array, "matrix")
     return Kernel("".join(spec.split()), f"matrix{weights.shape[0]}x{weights.shape[1]}", weights)

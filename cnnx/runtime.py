@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -31,6 +32,8 @@ _lock = threading.Lock()
 # background while the next stage is computed (PNG encoding), which must never queue in front of the strips.
 _pools: dict[str, tuple[int, ThreadPoolExecutor]] = {}
 _blas: ThreadpoolController | None = None
+_blas_limit = None  # the limit in force while any thread runs strips
+_blas_users = 0
 
 
 def num_threads() -> int:
@@ -66,16 +69,29 @@ def _pool(name: str, workers: int) -> ThreadPoolExecutor:
         return held[1]
 
 
-def _single_threaded_blas():
-    """A context in which BLAS runs on one thread.
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """A context in which BLAS runs on one thread, held while any thread is inside one.
 
     The strips already keep every core busy; OpenBLAS's own threads beside
-    them made the products 2 to 4 times slower and erratic (measured here).
+    them made the products 2 to 4 times slower and erratic (measured here),
+    and a product must round the same whatever the thread count.  The limit
+    is the process's: it is set when the first thread enters and restored
+    when the last leaves, so threads never undo it under each other.
     """
-    global _blas
-    if _blas is None:
-        _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+    global _blas, _blas_limit, _blas_users
+    with _lock:
+        if _blas_users == 0:
+            _blas = _blas or ThreadpoolController()
+            _blas_limit = _blas.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
 
 
 def run_tasks(tasks: list, work: Callable[[object, dict], None]) -> None:
@@ -88,9 +104,9 @@ def run_tasks(tasks: list, work: Callable[[object, dict], None]) -> None:
         for task in chunk:
             work(task, scratch)
 
-    if threads <= 1:
-        return run(tasks)
     with _single_threaded_blas():
+        if threads <= 1:
+            return run(tasks)
         pool = _pool("strips", max(num_threads() - 1, 1))
         futures = [pool.submit(run, chunk) for chunk in runs[1:]]
         run(runs[0])  # the calling thread takes the first run

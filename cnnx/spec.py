@@ -24,6 +24,7 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from cnnx.errors import CnnxError
+from cnnx.files import read_regular
 from cnnx.kernels import parse_filters
 from cnnx.stages import KINDS, LESSON, Kind, Pipeline, Stage
 
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 _OPENERS, _CLOSERS = "([", ")]"
+CONFIG_LIMIT = 1 << 20  # bytes a pipeline file may take: thousands of stages' worth
 
 
 class SpecError(CnnxError):
@@ -289,6 +291,8 @@ def from_toml(text: str, where: str = "pipeline file") -> Pipeline:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise CnnxError(f"{where}: not valid TOML ({error})") from None
+    except RecursionError:
+        raise CnnxError(f"{where}: nested too deep to be a pipeline file") from None
     unknown = set(data) - {"color", "convention", "stage"}
     if unknown:
         raise CnnxError(
@@ -303,6 +307,8 @@ def from_toml(text: str, where: str = "pipeline file") -> Pipeline:
     stages = []
     for index, table in enumerate(tables, 1):
         try:
+            if not isinstance(table, dict):
+                raise CnnxError(f'a stage is a [[stage]] table with op = "..."; got {table!r}')
             stages.append(_stage_from_table(dict(table)))
         except CnnxError as error:
             raise CnnxError(f"{where}: stage {index}: {error}") from None
@@ -311,7 +317,7 @@ def from_toml(text: str, where: str = "pipeline file") -> Pipeline:
 
 def _stage_from_table(table: dict) -> Stage:
     op = table.pop("op", None)
-    if op not in KINDS:
+    if not isinstance(op, str) or op not in KINDS:
         raise CnnxError(f"op must be one of {', '.join(KINDS)}; got {op!r}")
     kind = KINDS[op]
     for key, value in table.items():
@@ -388,10 +394,11 @@ def load_pipeline(
     if sum(x is not None for x in (spec, config, preset_name)) > 1:
         raise CnnxError("give only one of --spec, --config and --preset")
     if config is not None:
+        data = read_regular(Path(config), "a pipeline file", limit=CONFIG_LIMIT)
         try:
-            text = Path(config).read_text()
-        except OSError as error:
-            raise CnnxError(f"{config}: cannot read ({error.strerror or error})") from None
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CnnxError(f"{config}: not a text file in UTF-8, as a pipeline file must be") from None
         base = from_toml(text, str(config))
     else:
         stages = parse_spec(spec) if spec is not None else preset(preset_name or "lesson")

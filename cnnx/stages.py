@@ -38,6 +38,7 @@ __all__ = [
 COMBINES = ("average", "depthwise")
 Shape = tuple[int, int, int]
 Pair = tuple[int, int]
+MAX_STAGES = 256  # every stage becomes a folder, a montage and a column of the overview
 
 
 def _option(default, *, low: int | None = None):
@@ -486,6 +487,9 @@ class Pipeline:
         object.__setattr__(self, "stages", tuple(self.stages))
         if not self.stages:
             raise CnnxError("a pipeline needs at least one stage")
+        if len(self.stages) > MAX_STAGES:
+            raise CnnxError(f"a pipeline has at most {MAX_STAGES} stages (each is written as a folder); "
+                            f"got {len(self.stages)}")
         if self.convention not in CONVENTIONS:
             raise CnnxError(f"convention must be {' or '.join(CONVENTIONS)}; got {self.convention!r}")
 

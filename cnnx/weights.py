@@ -11,13 +11,17 @@ weights and bias sit side by side: ``NAME.weight`` with ``NAME.bias``, or
 from __future__ import annotations
 
 import json
+import math
 import re
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from cnnx.errors import CnnxError
+from cnnx.files import open_regular
 
 __all__ = [
     "MODELS",
@@ -35,41 +39,68 @@ MODELS = Path(__file__).resolve().parent / "models"
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
+MAX_VALUES = 1 << 28  # numbers one array may hold (1 GiB of float32): a layer of any CNN, and no bomb
+
+
 def _unreadable(path: Path, error: BaseException) -> CnnxError:
-    if isinstance(error, FileNotFoundError):
-        return CnnxError(f"{path}: no such file")
-    if isinstance(error, IsADirectoryError):
-        return CnnxError(f"{path}: is a directory")
     return CnnxError(f"{path}: not a readable numpy file ({error})")
 
 
-def read_array(path: Path) -> np.ndarray:
-    """The array of a ``.npy`` file."""
+def _checked_header(stream, path: Path, name: str = "", max_values: int = MAX_VALUES) -> None:
+    """Read an .npy header and refuse, before any data is read, an array of objects or of more than ``max_values``."""
+    start = stream.tell()
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+        version = np.lib.format.read_magic(stream)
+        shape, _, dtype = _header(stream, version)
+    except (ValueError, EOFError, OSError) as error:
         raise _unreadable(path, error) from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        loaded.close()
-        raise CnnxError(f"{path}: holds several arrays; a kernel file must be a .npy array")
-    return np.asarray(loaded)
+    stream.seek(start)
+    where = f"{path}" + (f": array {name!r}" if name else "")
+    if dtype.hasobject:
+        raise CnnxError(f"{where}: holds Python objects; cnnx reads numbers only")
+    if math.prod(shape) > max_values:
+        raise CnnxError(f"{where}: shape {shape} holds more than {max_values:,} numbers")
 
 
-def read_archive(path: Path) -> np.lib.npyio.NpzFile:
-    """A ``.npz`` archive, opened for reading member by member (use it in a ``with`` block)."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise _unreadable(path, error) from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise CnnxError(f"{path}: a single array, not a .npz archive of named arrays")
-    return archive
+def _header(stream, version):
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(stream)
+    raise ValueError(f"unknown .npy format version {version}")
+
+
+def read_array(path: Path, *, max_values: int = MAX_VALUES) -> np.ndarray:
+    """The array of a ``.npy`` file, its header checked against ``max_values`` before its data is read."""
+    with open_regular(path, "a numpy file") as stream:
+        _checked_header(stream, path, max_values=max_values)
+        try:
+            return np.asarray(np.load(stream, allow_pickle=False))
+        except (OSError, ValueError, EOFError) as error:
+            raise _unreadable(path, error) from None
+
+
+@contextmanager
+def read_archive(path: Path) -> Iterator[np.lib.npyio.NpzFile]:
+    """A ``.npz`` archive, open for reading member by member while the block runs."""
+    with open_regular(path, "a numpy archive") as stream:
+        try:
+            archive = np.load(stream, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise _unreadable(path, error) from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise CnnxError(f"{path}: a single array, not a .npz archive of named arrays")
+        with archive:
+            yield archive
 
 
 def _member(archive: np.lib.npyio.NpzFile, name: str, path: Path) -> np.ndarray:
+    """One array of an archive, its header checked before its data is decompressed."""
     try:
+        with archive.zip.open(f"{name}.npy") as member:
+            _checked_header(member, path, name)
         return np.asarray(archive[name])
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise CnnxError(f"{path}: cannot read array {name!r} ({error})") from None
 
 
@@ -113,8 +144,10 @@ def read_model(name: str, *, layers: bool = True) -> tuple[dict[str, np.ndarray]
     path = model_path(name)
     with read_archive(path) as archive:
         try:
+            if "meta" not in archive.files:
+                raise ValueError("no metadata")
             meta = json.loads(str(_member(archive, "meta", path)))
-        except (KeyError, ValueError):
+        except (ValueError, RecursionError):
             raise CnnxError(f"{path}: a shipped model must hold its metadata as JSON under 'meta'") from None
         if not isinstance(meta, dict):
             raise CnnxError(f"{path}: the metadata must be a JSON object")

@@ -58,7 +58,7 @@ def test_exif_orientation_is_applied(tmp_path):
     "make, message",
     [
         (lambda p: p / "missing.png", "no such file"),
-        (lambda p: p, "is a directory"),
+        (lambda p: p, "is a folder"),
         (lambda p: (p / "notes.png").write_text("hello") and p / "notes.png", "not an image file Pillow can read"),
         (lambda p: (p / "empty.png").write_bytes(b"") or p / "empty.png", "not an image file Pillow can read"),
     ],
