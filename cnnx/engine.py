@@ -171,7 +171,7 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
     if O == 1:
         taps = [t for t in taps if w[0][t]]
     width = Wp if flat else Wout  # columns of one output row as computed
-    per_row = Wp * C * s0 + width * (len(taps) + 2 * O if O > 1 else 4)
+    per_row = _correlate_row_bytes(C, Wp, width, s0, O, len(taps)) // 4
     borders = border_columns(W, pads, mode)
     slack = d1 * (kw - 1) if flat else 0
 
@@ -219,6 +219,52 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
         out[:, r0:r1] = result.reshape(O, R, width)[:, :, :Wout]
 
     run_tasks(strips(out.shape[1], 4 * per_row), work)
+
+
+def _correlate_row_bytes(C: int, Wp: int, width: int, s0: int, O: int, taps: int) -> int:
+    """What one output row costs a strip, in bytes: its input rows, and its accumulators or im2col columns."""
+    return 4 * (Wp * C * s0 + width * (taps + 2 * O if O > 1 else 4))
+
+
+def _strip_rows(n_rows: int, row_bytes: int) -> int:
+    """Rows of the tallest strip of the grid."""
+    first, stop = strips(n_rows, row_bytes)[0]
+    return stop - first
+
+
+def correlate_scratch(x_shape, w_shape, stride, dilation, pads, out_shape, threads: int) -> int:
+    """Bytes of scratch ``correlate`` holds at most, on all threads: each strip's input rows and working rows.
+
+    Counted for every tap, and for the FFT where a kernel could take it, so the number is never below the truth.
+    """
+    C, H, W = x_shape
+    O, _, kh, kw = w_shape
+    Wp = W + pads[1][0] + pads[1][1]
+    Hout, Wout = out_shape
+    flat = tuple(stride) == (1, 1)
+    width = Wp if flat else Wout
+    row_bytes = _correlate_row_bytes(C, Wp, width, stride[0], O, C * kh * kw)
+    rows = _strip_rows(Hout, row_bytes)
+    span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+    held = 4 * C * ((rows - 1) * stride[0] + span[0]) * Wp + 4 * dilation[1] * (kw - 1)
+    per_thread = held + rows * (row_bytes - 4 * Wp * C * stride[0])
+    if O == 1 and C == 1 and flat and kh * kw >= 64:
+        fft_rows, fft_cols = _fft_shape(span, Wp)
+        spectra = 16 * fft_rows * (fft_cols // 2 + 1)  # complex128, as numpy's FFT computes
+        per_thread = max(per_thread, 4 * fft_rows * Wp + 3 * spectra + 8 * fft_rows * fft_cols)
+    return min(threads, -(-Hout // rows)) * per_thread
+
+
+def pool_scratch(x_shape, kernel, stride, dilation, pads, out_shape, threads: int) -> int:
+    """Bytes of scratch ``pool`` holds at most, on all threads: a strip's padded rows and its row-reduced rows."""
+    P, H, W = x_shape
+    Wp = W + pads[1][0] + pads[1][1]
+    Hout = out_shape[0]
+    padded = any(pads[0]) or any(pads[1])
+    rows = _strip_rows(Hout, _pool_row_bytes(Wp, stride[0], padded))
+    held = 4 * ((rows - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1) * Wp if padded else 0
+    strips_ = P * -(-Hout // rows)
+    return min(threads, strips_) * (held + 4 * rows * Wp)
 
 
 def _factored_strip(factors, flat_rows, grid, R, Wp, Wout, stride, dilation, flat, scratch) -> np.ndarray:
@@ -345,8 +391,13 @@ def pool(x: np.ndarray, kernel, stride, dilation, pads, fill: float, reduce, out
         columns = [middle[:, j * d1 : j * d1 + s1 * (Wout - 1) + 1 : s1] for j in range(kw)]
         _reduce_all(columns, reduce, out[p, r0:r1])
 
-    row_bytes = 4 * Wp * (s0 * (2 if padded else 1) + 1)
+    row_bytes = _pool_row_bytes(Wp, s0, bool(padded))
     run_tasks([(p, r0, r1) for p in range(P) for r0, r1 in strips(Hout, row_bytes)], work)
+
+
+def _pool_row_bytes(Wp: int, s0: int, padded: bool) -> int:
+    """What one output row costs a pooling strip: its padded input rows (where padded) and its row-reduced row."""
+    return 4 * Wp * (s0 * (2 if padded else 1) + 1)
 
 
 def _reduce_all(views: list[np.ndarray], reduce, out: np.ndarray) -> np.ndarray:

@@ -153,6 +153,13 @@ class PatchExplanation:
     map_shape: list[int]
 
 
+def _crop(centre: int, size: int, n: int, padding_mode: str) -> slice:
+    """Rows (or columns) around ``centre`` that hold a ``size``-wide window and the border it reads."""
+    if padding_mode == "circular" and (centre - size < 0 or centre + size >= n):
+        return slice(0, n)
+    return slice(max(0, centre - size), min(n, centre + size + 1))
+
+
 def explain_patch(
     image: np.ndarray, path: str, kernel: Kernel, row: int, col: int, padding_mode: str = "replicate"
 ) -> PatchExplanation:
@@ -162,7 +169,11 @@ def explain_patch(
         raise CnnxError(f"--at {row},{col} is outside the {H}x{W} image (rows 0..{H - 1}, columns 0..{W - 1})")
     kh, kw = kernel.weights.shape
     stage = Conv((kernel.spec,), padding="same", padding_mode=padding_mode)
-    full = stage.apply(image[:1])[0]
+    # The map's value there, from a crop that holds the window (or reaches the image's own border where it
+    # does; the whole side where a circular border wraps): the whole image's map there, without all of it.
+    rows = _crop(row, kh, H, padding_mode)
+    cols = _crop(col, kw, W, padding_mode)
+    crop = stage.apply(np.ascontiguousarray(image[:1, rows, cols]))[0]
     top, left = (kh - 1) // 2, (kw - 1) // 2  # "same" puts the odd pixel of an even kernel's padding after
     border = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}[padding_mode]
     padded = np.pad(image[0].astype(np.float64), ((top, kh - 1 - top), (left, kw - 1 - left)), mode=border)
@@ -173,9 +184,8 @@ def explain_patch(
     window = Window(
         row, col, row - top, col - left, values.tolist(), products.tolist(), total, _written(values, weights, total)
     )
-    return PatchExplanation(
-        path, row, col, kernel.spec, weights.tolist(), padding_mode, window, float(full[row, col]), list(full.shape)
-    )
+    value = float(crop[row - rows.start, col - cols.start])
+    return PatchExplanation(path, row, col, kernel.spec, weights.tolist(), padding_mode, window, value, [H, W])
 
 
 @dataclass

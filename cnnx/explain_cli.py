@@ -9,7 +9,7 @@ import typer
 
 from cnnx.choices import PaddingMode
 from cnnx.errors import CnnxError
-from cnnx.shell import Config, Json, Model, Preset, Spec, number_pair, out, reported_errors, source_from
+from cnnx.shell import Config, Json, MaxMemory, Model, Preset, Spec, number_pair, out, reported_errors, source_from
 
 app = typer.Typer(
     name="explain",
@@ -57,6 +57,7 @@ def explain_conv(
     padding_mode: Annotated[
         PaddingMode, typer.Option("--padding-mode", help="Border of an IMAGE.")
     ] = PaddingMode.replicate,
+    max_memory: MaxMemory = None,
     as_json: Json = False,
 ) -> None:
     """Replay a convolution window by window: the values under the kernel, the products, the sum.
@@ -76,6 +77,7 @@ def explain_conv(
             if at is None:
                 raise CnnxError("with an IMAGE, say which output pixel with --at ROW,COL")
             row, col = number_pair(at, "--at")
+            _refuse_over_budget(image, None, max_memory)
             data = explain.explain_patch(load_image(image).array, str(image), kernel, row, col, padding_mode)
             show_explanation(data, None if as_json else explain_view.patch_view)
             return
@@ -92,6 +94,7 @@ def explain_relu(
     config: Config = None,
     preset: Preset = None,
     model: Model = None,
+    max_memory: MaxMemory = None,
     as_json: Json = False,
 ) -> None:
     """Show ReLU, max(0, x): on the lesson's -10..10, or on a real image's feature maps as a histogram.
@@ -106,6 +109,7 @@ def explain_relu(
             data = explain.explain_relu()
         else:
             source = source_from(spec, config, preset, model, None, None)
+            _refuse_over_budget(image, source, max_memory)
             data = explain.explain_relu_image(load_image(image, color=source.color).array, source, stage)
         show_explanation(data, None if as_json else explain_view.relu_view)
 
@@ -125,6 +129,7 @@ def explain_pool(
     config: Config = None,
     preset: Preset = None,
     model: Model = None,
+    max_memory: MaxMemory = None,
     as_json: Json = False,
 ) -> None:
     """Show pooling window by window, or measure on an image how much each stage tolerates a small shift.
@@ -137,6 +142,7 @@ def explain_pool(
     with reported_errors():
         if image is not None:
             source = source_from(spec, config, preset, model, None, None)
+            _refuse_over_budget(image, source, max_memory, copies=shifts + 1)
             loaded = load_image(image, color=source.color)
             data = explain.shift_tolerance(loaded.array, str(image), source, list(range(1, shifts + 1)))
             show_explanation(data, None if as_json else explain_view.shift_view)
@@ -166,3 +172,15 @@ def explain_field(
         size = probe_image(image) if image is not None else (256, 256)
         data = explain.explain_field(source, (3 if source.color else 1, *size))
         show_explanation(data, None if as_json else explain_view.field_view)
+
+
+def _refuse_over_budget(image: Path, source, max_memory: str | None, *, copies: int = 1) -> None:
+    """Refuse, from the header alone, an explanation that would need more memory than the budget."""
+    from cnnx.errors import about
+    from cnnx.jobs import memory_to_keep_all, parse_bytes, refuse_over_budget
+
+    budget = parse_bytes(max_memory) if max_memory else None
+    try:
+        refuse_over_budget(memory_to_keep_all(image, source, copies=copies), budget)
+    except CnnxError as error:
+        raise CnnxError(about(image, error)) from None

@@ -28,7 +28,7 @@ from cnnx.errors import CnnxError, about
 from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
 from cnnx.manifest import manifest, write_manifest
 from cnnx.maps import RunWriter, StageFiles
-from cnnx.memory import MemoryEstimate, estimate_memory
+from cnnx.memory import MemoryEstimate, estimate_memory, load_bytes
 from cnnx.output import checked_destination, safe_name, staged_folder
 from cnnx.page import gallery
 from cnnx.source import PlannedStage, StageSource
@@ -121,6 +121,29 @@ def _naming(image: Path) -> Iterator[None]:
         raise CnnxError(about(image, error)) from None
 
 
+def refuse_over_budget(needed: int, budget: int | None = None) -> None:
+    """Refuse work that needs more memory than ``budget`` (by default four fifths of the machine's)."""
+    budget = default_memory_budget() if budget is None else budget
+    if needed > budget:
+        raise CnnxError(
+            f"the run needs about {format_bytes(needed)} of memory, over the budget of {format_bytes(budget)}; "
+            "raise --max-memory, or use a smaller image or pipeline"
+        )
+
+
+def memory_to_keep_all(image: Path, source: StageSource | None, *, copies: int = 1) -> int:
+    """Memory to load ``image`` and run ``source`` on it ``copies`` times keeping every stage (as ``explain`` does).
+
+    From the header and the shapes alone; with no source, the loading alone.
+    """
+    height, width = probe_image(image)
+    if source is None:
+        return load_bytes((1, height, width))
+    loaded = (3 if source.color else 1, height, width)
+    estimate = estimate_memory(source, loaded, Style(scope="pipeline", min_side=1))
+    return estimate.load + copies * max(estimate.stages)
+
+
 def run_job(job: Job, progress: Callable[..., None] | None = None) -> Outcome:
     """Run one image into its folder; known failures raise CnnxError naming the image (OSError when writing fails).
 
@@ -133,12 +156,7 @@ def run_job(job: Job, progress: Callable[..., None] | None = None) -> Outcome:
 def _run_job(job: Job, progress: Callable[..., None] | None) -> Outcome:
     start = time.perf_counter()
     shape, planned, estimate = plan(job)
-    budget = default_memory_budget() if job.max_memory is None else job.max_memory
-    if estimate.peak > budget:
-        raise CnnxError(
-            f"{job.image}: the run needs about {format_bytes(estimate.peak)} of memory, over the budget of "
-            f"{format_bytes(budget)}; raise --max-memory, or use a smaller image or pipeline"
-        )
+    refuse_over_budget(estimate.peak, job.max_memory)
     checked_destination(job.destination, force=job.force)  # before any work
     source = job.source
     loaded_image = load_image(job.image, color=source.color, max_pixels=job.max_pixels, frame=job.frame)

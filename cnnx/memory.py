@@ -26,6 +26,12 @@ class MemoryEstimate:
         return max(self.load, *self.stages)
 
 
+def load_bytes(shape: tuple[int, int, int]) -> int:
+    """Memory to read an image into a (C, H, W) float32 array: the array and the decoded pixels beside it."""
+    C, H, W = shape
+    return 4 * C * H * W + _LOAD_BYTES * H * W
+
+
 def estimate_memory(source, shape: tuple[int, int, int], style: Style = DEFAULT_STYLE) -> MemoryEstimate:
     """What a run of ``source`` on an image of ``shape`` (C, H, W) as loaded will hold at its peak, from shapes alone.
 
@@ -40,7 +46,7 @@ def estimate_memory(source, shape: tuple[int, int, int], style: Style = DEFAULT_
     nothing is overwritten.
     """
     C, H, W = shape
-    load = 4 * C * H * W + _LOAD_BYTES * H * W
+    load = load_bytes(shape)
     prepared = source.input_shape(shape)
     if prepared != shape:
         load += 2 * 4 * H * W  # luma and the preparation's working copy, beside the loaded image

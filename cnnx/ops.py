@@ -229,6 +229,24 @@ def conv2d(
     return out if batched else out[0]
 
 
+def conv2d_scratch(x_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups: int = 1) -> int:
+    """Bytes ``conv2d`` holds beyond its input and output for these shapes, on all threads, at most.
+
+    For the memory a run needs, known before it starts; the arguments are ``conv2d``'s.
+    """
+    C, H, W = x_shape[-3:]
+    O, C_group, kh, kw = weight_shape
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    rows, cols = conv_padding(padding, (kh, kw), dilation, stride)
+    out = tuple(
+        (n + sum(p) - (d * (k - 1) + 1)) // s + 1
+        for n, p, k, s, d in zip((H, W), (rows, cols), (kh, kw), stride, dilation, strict=True)
+    )
+    return engine.correlate_scratch(
+        (C_group, H, W), (O // groups, C_group, kh, kw), stride, dilation, (rows, cols), out, num_threads()
+    )
+
+
 # ---------------------------------------------------------------- pooling
 
 
@@ -253,16 +271,30 @@ def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode):
     return kernel, stride, dilation, pad, size
 
 
+def _pool_pads(sides, kernel, stride, dilation, pad, size) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The padding the windows reach: ``pad`` before, and after whatever the last window (ceil_mode's) needs."""
+    reach = zip(sides, kernel, stride, dilation, pad, size, strict=True)
+    after = [(m - 1) * s + d * (k - 1) + 1 - n - p for n, k, s, d, p, m in reach]
+    return (pad[0], max(after[0], 0)), (pad[1], max(after[1], 0))
+
+
 def _pool(x: np.ndarray, kernel, stride, dilation, pad, size, reduce, fill: float) -> np.ndarray:
     """Reduce every window; cells in the padding or past the input (ceil_mode's last window) hold ``fill``."""
     N, C, H, W = x.shape
-    bottom = (size[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1 - H - pad[0]
-    right = (size[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1 - W - pad[1]
-    pads = ((pad[0], max(bottom, 0)), (pad[1], max(right, 0)))
+    pads = _pool_pads((H, W), kernel, stride, dilation, pad, size)
     out = np.empty((N * C, *size), np.float32)
     planes = np.ascontiguousarray(x).reshape(N * C, H, W)
     engine.pool(planes, kernel, stride, dilation, pads, fill, reduce, out)
     return out.reshape(N, C, *size)
+
+
+def pool2d_scratch(x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> int:
+    """Bytes ``max_pool2d`` or ``avg_pool2d`` holds beyond its input and output for these shapes, at most."""
+    planes, (H, W) = int(np.prod(x_shape[:-2])), x_shape[-2:]
+    sides = np.broadcast_to(np.float32(0), (H, W))  # the checks read the shape alone
+    kernel, stride, dilation, pad, size = _pool_geometry(sides, kernel_size, stride, padding, dilation, ceil_mode)
+    pads = _pool_pads((H, W), kernel, stride, dilation, pad, size)
+    return engine.pool_scratch((planes, H, W), kernel, stride, dilation, pads, size, num_threads())
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> np.ndarray:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from cnnx import signals
 from cnnx.errors import CnnxError
+from cnnx.files import refuse_special
 from cnnx.png import umask
 
 MANIFEST = "manifest.json"
@@ -69,6 +70,7 @@ def is_cnnx_png(path: Path) -> bool:
 
 def check_writable(path: Path, *, force: bool = False) -> None:
     """Refuse to overwrite a file cnnx did not write (unless ``force``), or to write into a missing folder."""
+    refuse_special(path)
     if path.is_dir():
         raise CnnxError(f"{path}: is a folder; give a file name ending in .png")
     if path.exists() and not force and not is_cnnx_png(path):

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnx import runtime
 from cnnx.errors import CnnxError
 from cnnx.source import PlannedStage, StageResult, Stats, input_labels
 from cnnx.spec import pipeline_text, stage_table, stage_text
@@ -119,7 +118,6 @@ class Chain:
         """Each stage's shape, receptive field and the memory its op needs, for a (C, H, W) input of ``shape``."""
         stages = self.pipeline.stages
         shapes = check(stages, shape)
-        threads = runtime.num_threads()
         inputs = [shape, *shapes[:-1]]
         return [
             PlannedStage(
@@ -129,7 +127,7 @@ class Chain:
                 out,
                 rf,
                 jump,
-                stage.workspace(before, threads),
+                stage.workspace(before),
                 stage.in_place and index > 1,
             )
             for index, (stage, before, out, (rf, jump)) in enumerate(

@@ -15,7 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import numpy as np
 
-from cnnx import ops, runtime
+from cnnx import ops
 from cnnx.choices import CONVENTIONS, PADDING_MODES
 from cnnx.errors import CnnxError
 from cnnx.kernels import RandomBank, WeightBank, parse_dense, parse_filters
@@ -69,7 +69,7 @@ class _StageBasics:
     def receptive(self, rf: Pair, jump: Pair, shape: Shape) -> tuple[Pair, Pair]:
         return rf, jump
 
-    def workspace(self, shape: Shape, threads: int) -> int:
+    def workspace(self, shape: Shape) -> int:
         return 0
 
 
@@ -188,18 +188,42 @@ class Conv(_StageBasics):
             tuple(j * self.stride for j in jump),
         )
 
-    def workspace(self, shape: Shape, threads: int) -> int:
-        """Every thread's strips, and a named filter's maps over every channel before they are interleaved."""
+    def workspace(self, shape: Shape) -> int:
+        """The largest scratch of its convolutions, and the copies it makes beside them.
+
+        Those are the channels' mean (averaged filters) and a named filter's
+        maps over every channel before they are interleaved (depthwise).
+        """
         C, H, W = shape
         out = self.output_shape(shape)
         plane = 4 * out[1] * out[2]
-        strips = min(threads * runtime.STRIP_BYTES, 4 * (C + 4) * H * (W + 2))
-        named = not all(isinstance(s, (WeightBank, RandomBank)) for s in self.sources)
-        if self.combine == "depthwise" and named:
-            return strips + C * plane
-        if self.combine == "average" and C > 1:
-            return strips + plane  # the channels' mean
-        return strips
+        options = dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
+        scratch = []
+        for source, (kh, kw) in zip(self.sources, self._source_kernels(C), strict=True):
+            if isinstance(source, WeightBank):
+                scratch.append(ops.conv2d_scratch(shape, source.weights.shape, **options))
+            elif self.combine == "depthwise":
+                count = source.count if isinstance(source, RandomBank) else 1
+                extra = 0 if isinstance(source, RandomBank) else C * plane
+                scratch.append(ops.conv2d_scratch(shape, (C * count, 1, kh, kw), groups=C, **options) + extra)
+            else:
+                count = source.count if isinstance(source, RandomBank) else 1
+                inputs = C if isinstance(source, RandomBank) else 1
+                mean = plane if C > 1 and not isinstance(source, RandomBank) else 0
+                scratch.append(ops.conv2d_scratch((inputs, H, W), (count, inputs, kh, kw), **options) + mean)
+        return max(scratch)
+
+    def _source_kernels(self, channels: int) -> list[Pair]:
+        """The largest (kH, kW) of each filter source."""
+        sizes = []
+        for source in self.sources:
+            if isinstance(source, RandomBank):
+                sizes.append((source.size, source.size))
+            elif isinstance(source, WeightBank):
+                sizes.append(tuple(source.weights.shape[2:]))
+            else:
+                sizes.append(tuple(int(n) for n in np.max([k.weights.shape for k in source], axis=0)))
+        return sizes
 
     def labels(self, inputs: tuple[str, ...]) -> tuple[str, ...]:
         labels: list[str] = []
@@ -332,6 +356,9 @@ class Pool(_StageBasics):
             tuple(f + (self.size - 1) * j for f, j in zip(rf, jump, strict=True)),
             tuple(j * self.step for j in jump),
         )
+
+    def workspace(self, shape: Shape) -> int:
+        return ops.pool2d_scratch(shape, self.size, self.step, self.padding)
 
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
         pool = ops.max_pool2d if self.kind == "max" else ops.avg_pool2d
