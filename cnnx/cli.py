@@ -267,11 +267,13 @@ def filter_(
             target = output if output is not None else Path(f"{output_name(paths[0])}_{name}.png")
             result = run_filter(FilterJob(paths[0], target, **settings))
             note_frames(result.source)
-            (H, W), mode = result.shape[1:], "rgb" if color else "gray"
+            (H, W), mode, stats = result.shape[1:], "rgb" if color else "gray", result.stats
+            values = "no finite values" if stats.min is None else f"values {stats.min:.4g} to {stats.max:.4g}"
+            if stats.nonfinite:
+                values += f" ({stats.nonfinite:.1%} NaN or infinite)"
             print_line(
-                f"{kernel.label} on {paths[0]} ({H}x{W}, {mode}): values {result.values[0]:.4g} to "
-                f"{result.values[1]:.4g}; drawn from {result.drawn[0]:.4g} to {result.drawn[1]:.4g} "
-                f"({'rgb' if color else cmap})\nwrote {target}"
+                f"{kernel.label} on {paths[0]} ({H}x{W}, {mode}): {values}; drawn from {result.drawn[0]:.4g} to "
+                f"{result.drawn[1]:.4g} ({'rgb' if color else cmap})\nwrote {target}"
             )
             return
         root = output if output is not None else Path("cnnx-out")

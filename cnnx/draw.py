@@ -133,6 +133,8 @@ class Style:
             raise CnnxError(f"scope must be one of {', '.join(SCOPES)}; got {self.scope!r}")
         if self.normalize == "fixed" and (self.fixed is None or not self.fixed[0] < self.fixed[1]):
             raise CnnxError("normalize=fixed needs --range LOW,HIGH with LOW < HIGH")
+        if self.fixed is not None and not all(math.isfinite(v) for v in self.fixed):
+            raise CnnxError(f"--range takes finite numbers; got {self.fixed[0]},{self.fixed[1]}")
         if not 0 < self.percentile <= 100:
             raise CnnxError(f"percentile must be in (0, 100]; got {self.percentile}")
         colormap(self.cmap)  # an unknown colour map is an error before any work
@@ -274,8 +276,13 @@ def pair_text(pair: tuple[int, int]) -> str:
     return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
 
 
-def format_number(value: float) -> str:
-    """Three significant digits in at most 6 characters (a magnitude under 0.01 as 1e-03), for bars and tables."""
+def format_number(value: float | None) -> str:
+    """Three significant digits in at most 6 characters (a magnitude under 0.01 as 1e-03), for bars and tables.
+
+    None (no finite value to show) is a dash.
+    """
+    if value is None:
+        return "-"
     if value and abs(value) < 1e-2:
         return f"{value:.0e}"
     return f"{value:.3g}"

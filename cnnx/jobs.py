@@ -31,7 +31,7 @@ from cnnx.maps import RunWriter, StageFiles
 from cnnx.memory import MemoryEstimate, estimate_memory, load_bytes
 from cnnx.output import checked_destination, safe_name, staged_folder
 from cnnx.page import gallery
-from cnnx.source import PlannedStage, StageSource
+from cnnx.source import PlannedStage, StageSource, Stats
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".tga"}
 
@@ -249,7 +249,7 @@ class FilterOutcome:
     job: FilterJob
     source: Source | None = None
     shape: tuple[int, ...] = ()
-    values: tuple[float, float] = (0.0, 0.0)  # the response's smallest and largest value
+    stats: Stats | None = None  # of the response
     drawn: tuple[float, float] = (0.0, 0.0)  # the values the first and last colours stand for
     seconds: float = 0.0
     error: str | None = None
@@ -288,9 +288,8 @@ def _run_filter(job: FilterJob) -> FilterOutcome:
     pixels, palette = (index.transpose(1, 2, 0), None) if job.color else (index[0], draw.colormap(job.style.cmap))
     write_png(job.target, pixels, palette=palette, level=job.png_level,
               text=png_text(kernel.label, low, high, response.shape, shown))
-    values = (float(response.min()), float(response.max()))
     seconds = time.perf_counter() - start
-    return FilterOutcome(job, replace(source, array=None), response.shape, values, (low, high), seconds)
+    return FilterOutcome(job, replace(source, array=None), response.shape, Stats.of(response), (low, high), seconds)
 
 
 def run_filter_reporting(job: FilterJob) -> FilterOutcome:

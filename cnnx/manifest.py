@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -81,9 +82,20 @@ def manifest(
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    """Write ``manifest.json``, sorted and indented so that runs can be diffed."""
-    text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n"
+    """Write ``manifest.json``, sorted and indented so that runs can be diffed; strict JSON, NaN and infinity null."""
+    text = json.dumps(_finite(manifest), indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n"
     (folder / MANIFEST).write_text(text)
+
+
+def _finite(value):
+    """The record with every NaN or infinite number as None, which JSON can hold."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):

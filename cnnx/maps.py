@@ -135,7 +135,8 @@ class RunWriter:
             return [(0.0, 1.0)] * channels
         if self.style.scope == "map":
             return [self.style.range_of(fmap) for fmap in result.array]
-        extremes = (result.stats.min, result.stats.max)
+        # The known extremes save two passes, where every value is finite (else the range finds the finite ones).
+        extremes = (result.stats.min, result.stats.max) if not result.stats.nonfinite else None
         if self.style.scope == "block":
             if result.name in BLOCK_STARTS or self._block_range is None:
                 self._block_range = self.style.range_of(result.array, extremes)

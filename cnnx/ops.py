@@ -487,7 +487,7 @@ def linear(x, weight, bias=None) -> np.ndarray:
     ----------
     x : array, shape (..., in_features)
     weight : array, shape (out_features, in_features)
-    bias : array, shape (out_features,), optional
+    bias : array, shape (out_features,) or any that broadcasts to the output's, as (1, out_features), optional
 
     Returns
     -------
@@ -507,8 +507,13 @@ def linear(x, weight, bias=None) -> np.ndarray:
     out = x @ weight.T
     if bias is not None:
         bias = np.asarray(bias, np.float32)
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},); got {bias.shape}")
+        try:
+            fits = np.broadcast_shapes(bias.shape, out.shape) == out.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"bias must broadcast to the output's shape {out.shape}, e.g. ({weight.shape[0]},); "
+                             f"got {bias.shape}")
         out += bias
     return out
 

@@ -77,6 +77,8 @@ def check_writable(path: Path, *, force: bool = False) -> None:
         raise CnnxError(f"{path}: exists and was not written by cnnx; use --force to overwrite it")
     if not path.parent.is_dir():
         raise CnnxError(f"{path.parent}: no such folder")
+    if not os.access(path.parent, os.W_OK):
+        raise CnnxError(f"{path.parent}: cannot write here (permission denied)")
 
 
 def _written_by_cnnx(folder: Path) -> set[Path] | None:

@@ -38,7 +38,9 @@ def gallery(
         title = "input" if r.index == 0 else f"{r.index}. {r.name}"
         facts = [
             ("shape (C x H x W)", " x ".join(map(str, r.shape))),
-            ("min / mean / max", f"{stats.min:.4g} / {stats.mean:.4g} / {stats.max:.4g}"),
+            ("min / mean / max", " / ".join(
+                "-" if v is None else f"{v:.4g}" for v in (stats.min, stats.mean, stats.max))
+            ),
             ("zeros", f"{stats.zeros:.1%}"),
             ("receptive field", f"{pair_text(r.receptive_field)} px (jump {pair_text(r.jump)})"),
         ]

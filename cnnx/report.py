@@ -34,8 +34,12 @@ def summary_table(results: list[StageResult], out_dir: Path, caption: str) -> Ta
     table.add_column("stage", ratio=1, min_width=23, overflow="fold")
     for name in ("shape", "min", "mean", "max", "zeros", "RF", "ms"):
         table.add_column(name, justify="right", no_wrap=True)
+    notes = []
     for result in results:
         stats = result.stats
+        if stats.nonfinite:
+            notes.append(f"{stage_folder_name(result)}: {stats.nonfinite:.1%} of the values are NaN or infinite "
+                         "(left out of min, mean and max)")
         table.add_row(
             f"{stage_folder_name(result)}/",
             result.description,
@@ -47,6 +51,8 @@ def summary_table(results: list[StageResult], out_dir: Path, caption: str) -> Ta
             pair_text(result.receptive_field),
             f"{result.seconds * 1000:.1f}",
         )
+    if notes:
+        table.caption = "\n".join([table.caption, *notes])
     return table
 
 

@@ -27,25 +27,41 @@ Pair = tuple[int, int]
 class Stats:
     """Summary statistics of a feature map, for the table and the manifest."""
 
-    min: float
-    mean: float
-    max: float
+    min: float | None  # of the finite values; None when there are none
+    mean: float | None
+    max: float | None
     zeros: float  # fraction of exact zeros
+    nonfinite: float = 0.0  # fraction of NaN and infinite values: arithmetic that overflowed, or such input
 
     @classmethod
     def of(cls, array: np.ndarray) -> Stats:
-        """Bands of rows the size of the ops' strips, on their threads; each summed pairwise, in a fixed order."""
+        """Bands of rows the size of the ops' strips, on their threads; each summed pairwise, in a fixed order.
+
+        Non-finite values are counted and left out of min, mean and max; only a band holding one pays the
+        extra pass that finds them.
+        """
         rows = array.reshape(-1, array.shape[-1])
         bands = runtime.strips(rows.shape[0], rows.shape[1] * rows.itemsize)
         parts: list = [None] * len(bands)
 
         def work(k: int, scratch: dict) -> None:
             band = rows[bands[k][0] : bands[k][1]]
-            parts[k] = (band.min(), band.max(), float(band.sum()), np.count_nonzero(band == 0))
+            low, high, total = band.min(), band.max(), float(band.sum())
+            bad = 0
+            if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(total)):
+                finite = band[np.isfinite(band)]
+                bad = band.size - finite.size
+                low, high = (finite.min(), finite.max()) if finite.size else (np.inf, -np.inf)
+                total = float(finite.sum())
+            parts[k] = (low, high, total, np.count_nonzero(band == 0), bad)
 
         runtime.run_tasks(list(range(len(bands))), work)
-        low, high, total, zeros = zip(*parts, strict=True)
-        return cls(float(np.min(low)), float(np.sum(total)) / array.size, float(np.max(high)), sum(zeros) / array.size)
+        low, high, total, zeros, bad = zip(*parts, strict=True)
+        counted = array.size - sum(bad)
+        if not counted:
+            return cls(None, None, None, sum(zeros) / array.size, 1.0)
+        mean = float(np.sum(total)) / counted
+        return cls(float(np.min(low)), mean, float(np.max(high)), sum(zeros) / array.size, sum(bad) / array.size)
 
 
 @dataclass(frozen=True)

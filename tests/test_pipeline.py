@@ -130,5 +130,9 @@ def test_stats_against_numpy():
     # float32 pairwise sums of each band: good to far better than a millionth of the values' size
     assert abs(stats.mean - values.mean(dtype=np.float64)) <= 1e-6 * np.abs(values).mean(dtype=np.float64)
     assert stats.zeros == np.mean(values == 0)
-    values[1, 500, 3] = np.nan
-    assert np.isnan(Stats.of(values).min) and np.isnan(Stats.of(values).max)
+    values[1, 500, 3], values[2, 1, 1], values[0, 0, 0] = np.nan, np.inf, -np.inf
+    finite = values[np.isfinite(values)]
+    stats = Stats.of(values)
+    assert (stats.min, stats.max) == (finite.min(), finite.max()) and stats.nonfinite == 3 / values.size
+    assert abs(stats.mean - finite.mean(dtype=np.float64)) <= 1e-6 * np.abs(finite).mean(dtype=np.float64)
+    assert Stats.of(np.full((1, 2, 2), np.nan, np.float32)) == Stats(None, None, None, 0.0, 1.0)
