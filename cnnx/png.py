@@ -13,6 +13,7 @@ photos, None suits maps with long runs of one colour.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import tempfile
@@ -155,8 +156,21 @@ def _chunk(stream, kind: bytes, data: bytes) -> None:
 
 
 def umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0)
+    """The process's file-creation mask, read without changing it where Linux tells it in /proc."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _umask_by_setting()
+
+
+@functools.cache
+def _umask_by_setting() -> int:
+    """Elsewhere reading the mask means setting it: done once, and set straight back."""
+    mask = os.umask(0o22)
     os.umask(mask)
     return mask
 
