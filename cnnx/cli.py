@@ -334,7 +334,10 @@ app.add_typer(explain_app)
 def main() -> None:
     """Entry point of the ``cnnx`` script: signals unwind the stack, so nothing is left half-written."""
     signals.install()
-    app(prog_name="cnnx")
+    try:
+        app(prog_name="cnnx")
+    finally:
+        signals.uninstall()
 
 
 if __name__ == "__main__":

@@ -450,8 +450,8 @@ def run_batch(jobs: list, *, processes: int | None = None, scheduler: str | None
 
     Every failure becomes its job's outcome: an error in the work, a failure
     to hand the job over, or a worker process that died.  A pool whose worker
-    died is made anew for the jobs left; a job that was running when a pool
-    died twice is the one that kills it, and is given up.  Ctrl-C (or
+    died is made anew; the jobs that were running then are run again one at
+    a time, and one that kills a pool on its own is given up.  Ctrl-C (or
     SIGTERM) stops the workers, whose half-written folders are removed, and
     is raised again once they are gone.
     """
@@ -470,7 +470,11 @@ def run_batch(jobs: list, *, processes: int | None = None, scheduler: str | None
                 for k in waiting:
                     finish(k, work(jobs[k]))
                 break
-            waiting = _run_on(executor, jobs, waiting, strikes, finish, work, processes or runtime.num_threads())
+            # Jobs that were running when a worker died run alone, so the one that kills a pool shows itself.
+            suspects = [k for k in waiting if strikes[k]]
+            width = 1 if suspects else processes or runtime.num_threads()
+            left = _run_on(executor, jobs, suspects or waiting, strikes, finish, work, width)
+            waiting = left + [k for k in waiting if suspects and k not in suspects]
     return outcomes
 
 

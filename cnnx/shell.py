@@ -21,7 +21,17 @@ from cnnx.choices import Convention, Normalize, PaddingMode, Scope
 from cnnx.errors import INTERRUPTED, CnnxError, exit_code, is_known, message
 from cnnx.signals import Stopped
 
-out = Console()
+
+class _Output(Console):
+    """The console of results: when its reader stops reading (``| head``), the rest goes nowhere, quietly."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would fail on the closed pipe too
+
+
+out = _Output()
 err = Console(stderr=True)
 debug = False  # set by --debug: known failures show their traceback too
 
@@ -167,9 +177,7 @@ def reported_errors() -> Iterator[None]:
         say(f"cnnx: {'interrupted' if isinstance(stop, KeyboardInterrupt) else stop}; {_what_was_written()}")
         raise typer.Exit(INTERRUPTED if isinstance(stop, KeyboardInterrupt) else 128 + stop.signum) from None
     except BrokenPipeError:
-        # Whoever read the output stopped reading (| head): the work is done, and there is no one left to tell.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stays open until the process ends)
-        raise typer.Exit(0) from None
+        out.on_broken_pipe()  # a plain print's reader went away: the work is done, and no one is left to tell
     except Exception as error:
         if not is_known(error):
             raise

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Stopped", "children_ignore_interrupt", "deferred", "install", "job"]
+__all__ = ["Stopped", "children_ignore_interrupt", "deferred", "install", "job", "uninstall"]
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -61,6 +61,13 @@ def install(*, worker: bool = False) -> None:
     _worker = worker
     for signum in HANDLED:
         signal.signal(signum, signal.SIG_IGN if worker and signum == signal.SIGINT else _handler)
+
+
+def uninstall() -> None:
+    """The default actions again: once the work is done, a signal just ends the process."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in HANDLED:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
 
 @contextmanager
