@@ -77,10 +77,19 @@ def draw_shape(name: str, rng: np.random.Generator, size: int = CANVAS) -> np.nd
     ink = int(rng.uniform(160, 256))
     picture = Image.new("L", (size, size), int(rng.uniform(0, 40)))
     draw = ImageDraw.Draw(picture)
-    if rng.random() < 0.5:
+    # Pens from a hair line to a fifth of the radius, as people draw with them.
+    pen = int(rng.integers(1, max(2, round(radius * 0.2)) + 1))
+    style = rng.random()
+    if name == "cross" and style < 0.5:
+        # Two strokes, as a cross is drawn by hand (an X or a + by the angle): from the middle of each arm's tip
+        # across to the opposite one; the outline's corners 2-3, 5-6, 8-9 and 11-0 are the tips.
+        tips = [tuple(np.mean([points[k], points[(k + 1) % 12]], axis=0)) for k in (2, 5, 8, 11)]
+        for a, b in ((tips[0], tips[2]), (tips[1], tips[3])):
+            draw.line([a, b], fill=ink, width=pen)
+    elif style < 0.75:
         draw.polygon(points, fill=ink)
     else:
-        draw.line(points + points[:1], fill=ink, width=int(rng.integers(1, 6)), joint="curve")
+        draw.line(points + points[:1], fill=ink, width=pen, joint="curve")
     pixels = np.asarray(picture, np.float32) / 255
     pixels = pixels + rng.normal(0, rng.uniform(0, 0.08), pixels.shape).astype(np.float32)
     return np.clip(pixels, 0, 1)

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from cnnx.shapes import dataset
-from cnnx.train import accuracy, describe, train
+from cnnx.train import accuracy, calibrated, describe, train
 from cnnx.weights import MODELS, save_model
 
-TRAIN_SEED, TEST_SEED = 7, 2024
+TRAIN_SEED, HELD_OUT_SEED, TEST_SEED = 7, 99, 2024
 
 
 def main() -> None:
@@ -26,9 +26,12 @@ def main() -> None:
     arguments = parser.parse_args()
     start = time.perf_counter()
     params, _ = train(samples=arguments.samples, epochs=arguments.epochs, seed=TRAIN_SEED)
+    held_x, held_y = dataset(5000, HELD_OUT_SEED)
+    params, temperature = calibrated(params, held_x, held_y)
     test_x, test_y = dataset(5000, TEST_SEED)
     score = accuracy(params, test_x, test_y)
-    save_model(arguments.out, params, describe(score, TRAIN_SEED, TEST_SEED, arguments.samples, arguments.epochs))
+    meta = describe(score, TRAIN_SEED, TEST_SEED, arguments.samples, arguments.epochs, temperature, HELD_OUT_SEED)
+    save_model(arguments.out, params, meta)
     print(f"test accuracy {score:.4f} on 5000 fresh shapes; {time.perf_counter() - start:.0f} s; wrote {arguments.out}")
 
 
