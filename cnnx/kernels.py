@@ -448,6 +448,8 @@ def _bank(
     """Checked weights: numeric, finite, of ``ndim`` dimensions, with a bias of one value per output."""
     if (ndim is not None and array.ndim != ndim) or 0 in array.shape or not np.issubdtype(array.dtype, np.number):
         raise CnnxError(f"{spec}: {what}; got shape {array.shape}")
+    if array.ndim == 4 and max(array.shape[2:]) > 99:
+        raise CnnxError(f"{spec}: kernels are at most 99x99; got {array.shape[2]}x{array.shape[3]}")
     if not np.isfinite(array).all():
         raise CnnxError(f"{spec}: the weights must hold finite numbers")
     if bias is not None and bias.shape != (array.shape[0],):

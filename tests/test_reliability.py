@@ -479,6 +479,13 @@ def test_non_finite_results_are_told_and_the_manifest_stays_json(tmp_path):
     assert record["stages"][1]["stats"]["nonfinite"] > 0
 
 
+def test_four_dimensional_weights_keep_the_kernel_size_limit(tmp_path):
+    """Filters from a file are held to the 99x99 limit of every kernel."""
+    np.save(tmp_path / "w.npy", np.ones((1, 1, 1, 500), np.float32))
+    result = invoke("pipeline", "--spec", f"conv({tmp_path / 'w.npy'})", "--print-config")
+    assert result.exit_code == 2 and "at most 99x99" in result.stderr
+
+
 def test_nan_weights_are_refused(tmp_path):
     """NaN in a weight file is refused when the pipeline is read."""
     np.save(tmp_path / "k.npy", np.array([[np.nan, 1.0], [1.0, 1.0]], np.float32))
