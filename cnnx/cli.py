@@ -102,7 +102,7 @@ def pipeline(
     print_config: PrintConfig = False,
     dry_run: DryRun = False,
     force: Force = False,
-    normalize: NormalizeOption = Normalize.symmetric,
+    normalize: NormalizeOption = Normalize.percentile,
     scope: ScopeOption = Scope.block,
     cmap: Cmap = "diverging",
     value_range: Range = None,
@@ -221,7 +221,7 @@ def filter_(
     color: Color = None,
     convention: ConventionOption = None,
     padding_mode: PaddingModeOption = PaddingMode.replicate,
-    normalize: NormalizeOption = Normalize.symmetric,
+    normalize: NormalizeOption = Normalize.percentile,
     cmap: Cmap = "gray",
     value_range: Range = None,
     percentile: Percentile = 99.5,
@@ -310,10 +310,10 @@ def filters(
 
 
 def _show_model_kernels(name: str, layer: str | None, output: Path | None) -> None:
-    from cnnx.draw import kernel_sheet
     from cnnx.explain_view import learned_kernels_view
     from cnnx.maps import write_picture
     from cnnx.model import load_model
+    from cnnx.sheets import kernel_sheet
 
     chosen = load_model(name)
     kernels = chosen.learned_kernels()
@@ -324,7 +324,7 @@ def _show_model_kernels(name: str, layer: str | None, output: Path | None) -> No
     title = f"model {name}" + (f" (test accuracy {accuracy:.2%})" if accuracy is not None else "")
     out.print(learned_kernels_view(title, layer, kernels[layer]))
     if output is not None:
-        write_picture(output, kernel_sheet(list(kernels.values()), list(kernels)))
+        write_picture(output, kernel_sheet(kernels))
         print_line(f"wrote {output}")
 
 

@@ -27,26 +27,27 @@ __all__ = [
     "Style",
     "colorbar",
     "colorize",
+    "font",
+    "indexed",
     "colormap",
     "format_number",
-    "kernel_sheet",
     "pair_text",
     "shape_text",
-    "column",
-    "montage",
     "thumbnail",
     "to_index",
     "upscale",
     "value_range",
 ]
 
-PERCENTILE_SAMPLE = 1 << 22  # values a percentile is taken over, at most
+PERCENTILE_SAMPLE = 1 << 20  # values a percentile is taken over, at most: every n-th of a larger map
+PERCENTILE_LEAST = 1000  # values a percentile needs: below it, a few scores or weights are drawn as they are
 MIN_THICKNESS = 24  # pixels: the least height a drawn map gets
 # Short names for the maps cnnx suggests; any other name of the cmap package works too.
 CMAP_ALIASES = {
     "gray": "matlab:gray",
     "viridis": "bids:viridis",  # perceptually uniform, lightness rising (van der Walt & Smith, CC0)
     "diverging": "colorbrewer:RdBu_r",  # blue below zero, white at zero, red above (ColorBrewer, Apache-2.0)
+    "positive": "colorbrewer:RdBu_r",  # its upper half: white at zero to red, for values never below zero
 }
 BACKGROUND = (255, 255, 255)
 INK = (40, 40, 40)
@@ -64,8 +65,12 @@ def value_range(
 
     - symmetric: ``(-m, m)`` with ``m`` the largest magnitude, so zero is the centre colour;
     - minmax: the smallest and largest value;
-    - percentile: ``(-m, m)`` with ``m`` the ``percentile`` of the magnitudes: a few outliers do not wash out the rest;
+    - percentile: ``(-m, m)`` with ``m`` the ``percentile`` of the magnitudes: a few outliers do not wash out the
+      rest (they are drawn in the end colours, and counted as clipped);
     - fixed: the given ``(low, high)``.
+
+    With symmetric and percentile, values that are never negative (a blur, a
+    ReLU, probabilities) get ``(0, m)``: all the colours go to what is there.
 
     A range of no width (a constant map) is widened by 1 on each side, so the
     constant is drawn with the middle colour and nothing is divided by zero.
@@ -76,6 +81,8 @@ def value_range(
     --------
     >>> value_range(np.array([-2.0, 1.0]), "symmetric")
     (-2.0, 2.0)
+    >>> value_range(np.array([0.0, 0.5, 2.0]), "symmetric")
+    (0.0, 2.0)
     >>> value_range(np.zeros(3), "minmax")
     (-1.0, 1.0)
     """
@@ -91,15 +98,23 @@ def value_range(
     elif finite.size == 0:
         low, high = 0.0, 0.0
     elif method == "symmetric":
-        bound = max(-float(finite.min()), float(finite.max()))
-        low, high = -bound, bound
+        smallest = low if finite is values else float(finite.min())
+        largest = high if finite is values else float(finite.max())
+        bound = max(-smallest, largest)
+        low, high = (0.0 if smallest >= 0 else -bound), bound
     elif method == "minmax":
         low, high = float(finite.min()), float(finite.max())
+    elif method == "percentile" and finite.size < PERCENTILE_LEAST:  # too few values to speak of outliers
+        return value_range(finite, "symmetric")
     elif method == "percentile":
         # Every n-th value of a large map: a fixed sample keeps the result deterministic and the memory small.
         sample = finite.ravel()[:: max(1, finite.size // PERCENTILE_SAMPLE)]
-        bound = float(np.percentile(np.abs(sample), percentile))
-        low, high = -bound, bound
+        magnitudes = np.abs(sample)  # a copy of its own, so it is partitioned in place
+        rank = min(magnitudes.size - 1, round(percentile / 100 * (magnitudes.size - 1)))
+        magnitudes.partition(rank)
+        bound = float(magnitudes[rank])
+        smallest = low if finite is values else float(finite.min())
+        low, high = (0.0 if smallest >= 0 else -bound), bound
     else:
         raise CnnxError(f"normalize must be one of {', '.join(NORMALIZE)}; got {method!r}")
     if high <= low:
@@ -118,7 +133,7 @@ class Style:
     them; a dense layer and a softmax start blocks too), or the whole pipeline.
     """
 
-    normalize: str = "symmetric"
+    normalize: str = "percentile"
     scope: str = "block"
     cmap: str = "diverging"
     percentile: float = 99.5
@@ -148,6 +163,26 @@ def to_index(fmap: np.ndarray, low: float, high: float) -> np.ndarray:
 
     Done a band of rows at a time on the ops' threads, so the float temporary stays small and in cache.
     """
+    return indexed(fmap, low, high).index
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A map's colour-table indices, and how many of its values lay below ``low`` and above ``high``."""
+
+    index: np.ndarray
+    below: int = 0
+    above: int = 0
+
+    @property
+    def clipped(self) -> tuple[float, float]:
+        """The shares of the values drawn in the end colours only because they lie beyond them."""
+        size = max(self.index.size, 1)
+        return self.below / size, self.above / size
+
+
+def indexed(fmap: np.ndarray, low: float, high: float, *, count: bool = False) -> Indexed:
+    """``to_index``, and with ``count`` the values beyond each end, counted while each band is still in cache."""
     fmap = np.asarray(fmap, np.float32)
     scale = np.float32(255.0 / (high - low))
     offset = np.float32(0.5) - np.float32(low) * scale
@@ -155,30 +190,42 @@ def to_index(fmap: np.ndarray, low: float, high: float) -> np.ndarray:
     width = fmap.shape[-1] if fmap.ndim else 1
     rows, index = fmap.reshape(-1, width), out.reshape(-1, width)
     step = max(1, (1 << 18) // width)
+    starts = list(range(0, rows.shape[0], step))
+    beyond = [(0, 0)] * len(starts)
 
-    def work(first: int, scratch: dict) -> None:
+    def work(k: int, scratch: dict) -> None:
+        first = starts[k]
         band = rows[first : first + step]
         chunk = np.multiply(band, scale, out=buffer(scratch, "index", band.shape))
         chunk += offset
+        if count:  # low stands at 0.5 and high at 255.5 here: beyond them, a value is drawn clipped
+            beyond[k] = (int(np.count_nonzero(chunk < 0.5)), int(np.count_nonzero(chunk > 255.5)))
         np.clip(chunk, 0, 255, out=chunk)
         if np.isnan(chunk.max()):  # NaN survives clip; only then the slower pass that makes it 0
             np.nan_to_num(chunk, copy=False, nan=0.0)
         index[first : first + step] = chunk
 
-    run_tasks(list(range(0, rows.shape[0], step)), work)
-    return out
+    run_tasks(list(range(len(starts))), work)
+    return Indexed(out, sum(b for b, _ in beyond), sum(a for _, a in beyond))
 
 
 @lru_cache(maxsize=16)
 def colormap(name: str) -> np.ndarray | None:
-    """The 256 x 3 uint8 colour table of a map name; None for gray (drawn as 8-bit grey, 0 black)."""
+    """The 256 x 3 uint8 colour table of a map name; None for gray (drawn as 8-bit grey, 0 black).
+
+    ``positive`` is the upper half of ``diverging`` spread over all 256 colours:
+    white at zero to dark red, for values that are never negative.
+    """
     full = CMAP_ALIASES.get(name, name)
     if full == "matlab:gray":
         return None
     try:
         from cmap import Colormap
 
-        table = Colormap(full).lut(256)[:, :3]
+        if name == "positive":
+            table = Colormap(CMAP_ALIASES["diverging"]).lut(512)[256:, :3]
+        else:
+            table = Colormap(full).lut(256)[:, :3]
     except (ValueError, KeyError, TypeError):
         raise CnnxError(
             f"unknown colour map {name!r}; try {', '.join(CMAP_ALIASES)} or any name the cmap package knows"
@@ -222,8 +269,9 @@ def upscale(pixels: np.ndarray, *, min_side: int = 128, max_side: int = 2048) ->
     return np.repeat(np.repeat(pixels, rows, axis=0), factor, axis=1)
 
 
-@lru_cache(maxsize=4)
-def _font(size: int) -> ImageFont.FreeTypeFont:
+@lru_cache(maxsize=8)
+def font(size: int) -> ImageFont.FreeTypeFont:
+    """Pillow's own scalable font at ``size`` pixels."""
     return ImageFont.load_default(size=size)
 
 
@@ -240,8 +288,10 @@ def _as_rgb(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels).convert("RGB")
 
 
-def thumbnail(index: np.ndarray, table: np.ndarray | None, size: int) -> Image.Image:
-    """A tile of a map's colour indices whose longer side is ``size``.
+def thumbnail(index: np.ndarray, table: np.ndarray | None, size: int, *, within: bool = False) -> Image.Image:
+    """A tile of a map's colour indices whose longer side is ``size`` (or a little more, for a small map).
+
+    ``within`` keeps a small map's tile within ``size`` instead (the largest whole factor that fits).
 
     Small maps are enlarged by whole factors (crisp squares); large ones are
     first thinned to every n-th pixel, down to twice the size, then averaged
@@ -252,7 +302,8 @@ def thumbnail(index: np.ndarray, table: np.ndarray | None, size: int) -> Image.I
     image = Image.fromarray(np.ascontiguousarray(index[::step, ::step]))
     longest = max(image.size)
     if longest < size:
-        factor = max(1, size // longest)
+        # Whole, so each value stays a crisp square: at least ``size``, or at most with ``within``.
+        factor = max(1, size // longest) if within else -(-size // longest)
         image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
     elif longest > size:
         image = image.resize(_fitted(image.size, size), Image.Resampling.BOX)
@@ -289,97 +340,46 @@ def format_number(value: float | None) -> str:
 
 
 def colorbar(
-    table: np.ndarray | None, low: float, high: float, width: int, *, ends: tuple[str, str] | None = None
+    table: np.ndarray | None,
+    low: float,
+    high: float,
+    width: int,
+    *,
+    ends: tuple[str, str] | None = None,
+    clipped: tuple[float, float] = (0.0, 0.0),
 ) -> Image.Image:
     """A horizontal bar of the colour table, labelled with the values its ends (and zero, inside) stand for.
 
-    ``ends`` replaces the numbers at the ends by words (when each map has its own range).
+    ``ends`` replaces the numbers at the ends by words (when each map has its
+    own range).  Where values lie beyond an end (``clipped``, the shares below
+    and above), that end is an arrow and says so: ``<= -1.2`` and how much.
     """
-    font = _font(11)
-    ramp = np.linspace(0, 255, max(width - 20, 16)).round().astype(np.uint8)
-    strip = colorize(np.tile(ramp, (12, 1)), table)
-    bar = Image.new("RGB", (width, 32), BACKGROUND)
-    bar.paste(_as_rgb(strip), (10, 2))
+    face = font(12)
+    arrow = 9
+    left_x = 10 + arrow
+    ramp = np.linspace(0, 255, max(width - 20 - 2 * arrow, 16)).round().astype(np.uint8)
+    strip = colorize(np.tile(ramp, (14, 1)), table)
+    bar = Image.new("RGB", (width, 50 if any(clipped) else 34), BACKGROUND)
+    bar.paste(_as_rgb(strip), (left_x, 2))
     draw = ImageDraw.Draw(bar)
+    colours = _as_rgb(colorize(np.array([[0, 255]], np.uint8), table)).getpixel
+    if clipped[0]:
+        draw.polygon([(left_x - 1, 2), (left_x - 1, 15), (left_x - arrow, 9)], fill=colours((0, 0)), outline=INK)
+    if clipped[1]:
+        end = left_x + len(ramp)
+        draw.polygon([(end, 2), (end, 15), (end + arrow - 1, 9)], fill=colours((1, 0)), outline=INK)
     left, right = ends or (format_number(low), format_number(high))
-    draw.text((10, 16), left, fill=INK, font=font)
-    draw.text((10 + len(ramp) - font.getlength(right), 16), right, fill=INK, font=font)
+    left, right = ("<= " if clipped[0] else "") + left, (">= " if clipped[1] else "") + right
+    draw.text((left_x, 18), left, fill=INK, font=face)
+    draw.text((left_x + len(ramp) - face.getlength(right), 18), right, fill=INK, font=face)
     if ends is None and low < 0 < high:
-        x = 10 + round((0 - low) / (high - low) * (len(ramp) - 1))
-        draw.line([(x, 2), (x, 14)], fill=INK)
-        if abs(x - 10) > 30 and abs(x - 10 - len(ramp)) > 30:
-            draw.text((x - font.getlength("0") / 2, 16), "0", fill=INK, font=font)
+        x = left_x + round((0 - low) / (high - low) * (len(ramp) - 1))
+        draw.line([(x, 2), (x, 16)], fill=INK)
+        if abs(x - left_x) > 40 and abs(x - left_x - len(ramp)) > 40:
+            draw.text((x - face.getlength("0") / 2, 18), "0", fill=INK, font=face)
+    if any(clipped):
+        share = sum(clipped)
+        note = f"{share:.2%} of the values lie beyond the ends and are drawn in the end colours"
+        draw.text((left_x, 33), note if face.getlength(note) < width - 20 else f"{share:.2%} beyond the ends",
+                  fill=INK, font=font(11))
     return bar
-
-
-def montage(
-    thumbs: list[Image.Image], labels: list[str], title: str, bars: list[Image.Image], *, columns: int = 8
-) -> Image.Image:
-    """A contact sheet: a title, the thumbnails in a grid each with its label, then colour bars."""
-    font = _font(12)
-    cell_w = max(t.width for t in thumbs) + 8
-    cell_h = max(t.height for t in thumbs) + 20
-    ncols = min(columns, len(thumbs))
-    nrows = math.ceil(len(thumbs) / ncols)
-    width = max(ncols * cell_w + 8, max((b.width for b in bars), default=0) + 8, 320)
-    height = 26 + nrows * cell_h + sum(b.height for b in bars) + 6
-    sheet = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
-    draw.text((6, 6), _fit(title, width - 12, _font(14)), fill=INK, font=_font(14))
-    for k, (thumb, label) in enumerate(zip(thumbs, labels, strict=True)):
-        x, y = 4 + (k % ncols) * cell_w, 26 + (k // ncols) * cell_h
-        sheet.paste(thumb, (x + 4, y))
-        draw.text((x + 4, y + thumb.height + 3), _fit(label, cell_w - 8, font), fill=INK, font=font)
-    y = 26 + nrows * cell_h
-    for bar in bars:
-        sheet.paste(bar, (0, y))
-        y += bar.height
-    return sheet
-
-
-def column(title: str, tiles: list[Image.Image], more: int, *, size: int = 128) -> Image.Image:
-    """One stage of the overview: a title over its first maps, stacked, and how many more there are."""
-    font = _font(12)
-    thumbs = [
-        tile if max(tile.size) <= size else tile.resize(_fitted(tile.size, size), Image.Resampling.BOX)
-        for tile in tiles
-    ]
-    width = max(max(t.width for t in thumbs) + 12, int(font.getlength(title)) + 12)
-    height = 22 + sum(t.height + 6 for t in thumbs) + (18 if more else 0)
-    image = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    draw.text((6, 4), title, fill=INK, font=font)
-    y = 22
-    for thumb in thumbs:
-        image.paste(thumb, (6, y))
-        y += thumb.height + 6
-    if more:
-        draw.text((6, y), f"+ {more} more", fill=INK, font=font)
-    return image
-
-
-def kernel_sheet(layers: list[np.ndarray], names: list[str], cell: int = 8) -> Image.Image:
-    """Every kernel of each conv layer as a small heat map (blue below zero, red above), a row per output filter."""
-    table = colormap("diverging")
-    font = _font(12)
-    blocks = []
-    for weights, name in zip(layers, names, strict=True):
-        low, high = value_range(weights, "symmetric")
-        O, C, kh, kw = weights.shape
-        block = Image.new("RGB", (C * (kw * cell + 4) + 8, O * (kh * cell + 4) + 24), BACKGROUND)
-        ImageDraw.Draw(block).text(
-            (4, 4), f"{name}: {O} filters x {C} channels, {low:.2g}..{high:.2g}", fill=INK, font=font
-        )
-        for o in range(O):
-            for c in range(C):
-                tile = picture(upscale(to_index(weights[o, c], low, high), min_side=kh * cell), table)
-                block.paste(tile.convert("RGB"), (4 + c * (kw * cell + 4), 22 + o * (kh * cell + 4)))
-        blocks.append(block)
-    sheet = Image.new(
-        "RGB", (sum(b.width for b in blocks) + 8 * len(blocks), max(b.height for b in blocks)), BACKGROUND
-    )
-    x = 0
-    for block in blocks:
-        sheet.paste(block, (x, 0))
-        x += block.width + 8
-    return sheet

@@ -183,9 +183,15 @@ def _run_job(job: Job, progress: Callable[..., None] | None) -> Outcome:
         write_manifest(folder, record)
         (folder / "index.html").write_text(gallery(loaded_image, source, outcome.stages, folder, outcome.answer))
     for files in outcome.stages:  # the files now live in the destination, not the temporary folder
-        files.maps = [replace(m, path=job.destination / m.path.relative_to(folder)) for m in files.maps]
-        files.montages = [job.destination / p.relative_to(folder) for p in files.montages]
-        files.raw = files.raw and job.destination / files.raw.relative_to(folder)
+        moved = job.destination
+        files.maps = [
+            replace(m, path=moved / m.path.relative_to(folder), tile=m.tile and moved / m.tile.relative_to(folder))
+            for m in files.maps
+        ]
+        files.montages = [moved / p.relative_to(folder) for p in files.montages]
+        files.colorbar = files.colorbar and moved / files.colorbar.relative_to(folder)
+        if files.raw:
+            files.raw = moved / files.raw.relative_to(folder)
     compute = sum(s.result.seconds for s in outcome.stages)
     total = time.perf_counter() - start
     # Wall-clock parts that add up to the total: PNGs are written on other threads while the stages are

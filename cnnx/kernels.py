@@ -417,7 +417,7 @@ def load_model_layer(spec: str) -> WeightBank:
         layers = sorted({key.rsplit(".", 1)[0] for key in arrays if key.endswith(".weight")})
         raise CnnxError(f"model {name!r} has no layer {layer!r}; it has {', '.join(layers)}")
     bias = arrays.get(bias_key(f"{layer}.weight"))
-    return _bank(f"model:{name}:{layer}", f"{name}.{layer}", arrays[f"{layer}.weight"], bias, ndim=None)
+    return _bank(f"model:{name}:{layer}", layer, arrays[f"{layer}.weight"], bias, ndim=None)
 
 
 def parse_dense(spec: str) -> WeightBank:

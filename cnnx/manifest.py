@@ -46,6 +46,7 @@ def manifest(
             "range": list(style.fixed) if style.fixed else None,
             "min_side": style.min_side,
             "pixel_to_value": "low + index / 255 * (high - low), index = grey level or colour-table position",
+            "clipped": "shares of a map's values below low and above high, drawn in the end colours",
         },
         "input": {
             "path": str(image.path),
@@ -70,9 +71,18 @@ def manifest(
                 "stats": asdict(s.result.stats),
                 "cmap": s.cmap,
                 "montages": [relative(p) for p in s.montages],
+                "colorbar": relative(s.colorbar) if s.colorbar else None,
                 "raw": relative(s.raw) if s.raw else None,
                 "maps": [
-                    {"file": relative(m.path), "channel": m.channel, "label": m.label, "low": m.low, "high": m.high}
+                    {
+                        "file": relative(m.path),
+                        "tile": relative(m.tile) if m.tile else None,
+                        "channel": m.channel,
+                        "label": m.label,
+                        "low": m.low,
+                        "high": m.high,
+                        "clipped": {"below": m.clipped[0], "above": m.clipped[1]},
+                    }
                     for m in s.maps
                 ],
             }

@@ -1,8 +1,14 @@
-"""Writing a run's pictures: every map as a PNG, a montage per stage, and the overview.
+"""Writing a run's pictures: every map as a PNG (and a tile of it), a montage per stage, and the overview.
 
 A stage's maps are coloured on every core, then encoded in the background
 (the deflate releases the GIL) while the next stage is computed; a stage's
 maps are written and released before the stage after it is coloured.
+
+Each stage is drawn as what it is: signed maps on the diverging colours
+(blue below zero, white at zero, red above), values that are never negative
+on its positive half, probabilities from 0 to 1, a row of class scores as
+labelled cells, a flattened row folded back into a row per channel.  Values
+beyond the range drawn are counted, and every picture says how many.
 """
 
 from __future__ import annotations
@@ -12,30 +18,42 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from cnnx import draw, runtime
-from cnnx.draw import Style
+from cnnx import draw, runtime, sheets
+from cnnx.draw import Style, shape_text
 from cnnx.output import check_writable, safe_name
 from cnnx.png import write_png
 from cnnx.source import StageResult
 
 # Stages that make new quantities start a block: their range is carried through the stages after them.
 BLOCK_STARTS = ("conv", "dense", "softmax")
+TILE = 256  # pixels on the long side of a map's tile in montages and on the page, at the least
+OVERVIEW_TILE = 128  # ... and in the overview
+OVERVIEW_ROWS = 6  # maps of each stage the overview shows
+BAR = 420  # pixels a stage's colour bar is wide
+SOFTWARE = {"Software": "cnnx"}  # the tEXt chunk that marks a PNG as cnnx's
+DEFAULT_STYLE = Style()
 
 
 @dataclass(frozen=True)
 class MapFile:
-    """One written feature map: its file, channel, label, and the values colour 0 and colour 255 stand for."""
+    """One written feature map: its file and tile, channel, label, and the values colours 0 and 255 stand for.
+
+    ``clipped`` is the share of its values below ``low`` and above ``high``, drawn in the end colours.
+    """
 
     path: Path
     channel: int
     label: str
     low: float
     high: float
+    clipped: tuple[float, float] = (0.0, 0.0)
+    tile: Path | None = None
 
 
 @dataclass
@@ -47,22 +65,40 @@ class StageFiles:
     montages: list[Path] = field(default_factory=list)
     raw: Path | None = None
     cmap: str = "gray"
+    colorbar: Path | None = None
 
 def stage_folder_name(result: StageResult) -> str:
     """``03_maxpool``: sorts in pipeline order and names the operation."""
     return f"{result.index:02d}_{safe_name(result.name)}"
 
 
-def png_text(label: str, low: float, high: float, shape: tuple[int, ...], cmap: str) -> dict[str, str]:
-    """tEXt chunks that let a reader map any pixel back to its value."""
+def png_text(
+    label: str, low: float, high: float, shape: tuple[int, ...], cmap: str, clipped: tuple[float, float] = (0.0, 0.0)
+) -> dict[str, str]:
+    """tEXt chunks that let a reader map any pixel back to its value, and know how many values were clipped."""
     return {
         "Software": "cnnx",
-        "cnnx:map": label,
+        "cnnx:map": label.encode("latin-1", "replace").decode("latin-1"),
         "cnnx:low": repr(low),
         "cnnx:high": repr(high),
         "cnnx:cmap": cmap,
         "cnnx:size": "x".join(map(str, shape)),
+        "cnnx:clipped": f"{clipped[0]!r},{clipped[1]!r}",
     }
+
+
+def stage_cmap(style: Style, result: StageResult, low: float) -> str:
+    """The colour map a stage is drawn with: grey for the input; the positive half for values never below zero."""
+    if result.index == 0:
+        return "gray"
+    return "positive" if style.cmap == "diverging" and low >= 0 else style.cmap
+
+
+def _folded(array: np.ndarray, before: tuple[int, ...] | None) -> np.ndarray:
+    """A flattened row (1, 1, C*H*W) drawn as C rows of H*W values, one per channel of the stage it came from."""
+    if before and array.shape[:2] == (1, 1) and before[0] > 1 and array.size == int(np.prod(before)):
+        return array.reshape(1, before[0], -1)
+    return array
 
 class RunWriter:
     """Draws and writes each stage of a run into ``root`` as it arrives; ``finish()`` adds the overview.
@@ -74,8 +110,15 @@ class RunWriter:
     stage is being drawn at a time.
     """
 
-    def __init__(self, root: Path, style: Style = Style(), *, png_level: int = 1, save_raw: bool = False,
-                 on_map: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        root: Path,
+        style: Style = DEFAULT_STYLE,
+        *,
+        png_level: int = 1,
+        save_raw: bool = False,
+        on_map: Callable[[], None] | None = None,
+    ):
         self.root = root
         self.on_map = on_map or (lambda: None)  # told after each map is written, from the thread that wrote it
         self.style = style
@@ -83,8 +126,10 @@ class RunWriter:
         self.save_raw = save_raw
         self.stages: list[StageFiles] = []
         self._block_range: tuple[float, float] | None = None
+        self._block = 0  # which block the stage belongs to: its stages share a range and a colour bar
+        self._before: tuple[int, ...] | None = None  # the shape of the stage before
         self._waiting: list[StageResult] = []  # scope=pipeline: drawn once every range is known
-        self._overview: list[Image.Image] = []
+        self._overview: list[sheets.Column] = []
         self._drawing: Callable[[], None] | None = None  # completes the stage being drawn
         self._tasks: list[Future] = []
         self.render_seconds = 0.0  # time this thread spent colouring maps and drawing montages
@@ -129,9 +174,10 @@ class RunWriter:
             complete()
 
     def _ranges(self, result: StageResult) -> list[tuple[float, float]]:
-        """The (low, high) of each channel, by scope; the input is drawn as it is, 0 black and 1 white."""
+        """The (low, high) of each channel, by scope; the input is drawn as it is, probabilities from 0 to 1."""
         channels = result.shape[0]
-        if result.index == 0:
+        if result.index == 0 or result.name == "softmax":
+            self._block_range = None if result.index == 0 else (0.0, 1.0)
             return [(0.0, 1.0)] * channels
         if self.style.scope == "map":
             return [self.style.range_of(fmap) for fmap in result.array]
@@ -149,89 +195,104 @@ class RunWriter:
         Once this returns the stage's array is no longer read, so the next stage may overwrite it.
         """
         folder = self.root / stage_folder_name(result)
-        folder.mkdir()
-        cmap = "gray" if result.index == 0 else self.style.cmap
+        (folder / "tiles").mkdir(parents=True)
+        cmap = stage_cmap(self.style, result, min(low for low, _ in ranges))
         table = draw.colormap(cmap)
         files = StageFiles(result.released(), cmap=cmap)
+        # A range can leave values out only when it is not the values' own extremes.
+        count = self.style.normalize in ("percentile", "fixed") and result.index > 0
+        array = _folded(result.array, self._before)
         with self._rendering():
-            indices = [draw.to_index(fmap, *span) for fmap, span in zip(result.array, ranges, strict=True)]
+            indexed = [draw.indexed(fmap, *span, count=count) for fmap, span in zip(array, ranges, strict=True)]
         labels, name = result.labels, stage_folder_name(result)
+        names = result.value_names
+        values = result.array.ravel() if names else None
         if self.save_raw:
             files.raw = folder / "stage.npy"
             np.save(files.raw, result.array)
 
-        def write_map(channel: int) -> Image.Image:
-            (low, high), label, index = ranges[channel], labels[channel], indices[channel]
-            indices[channel] = None  # written maps are let go one by one
-            path = folder / f"ch{channel:02d}_{safe_name(label)}.png"
-            big = draw.upscale(index, min_side=self.style.min_side)
-            write_png(
-                path,
-                big,
-                palette=table,
-                level=self.png_level,
-                text=png_text(label, low, high, index.shape, cmap),
-                atomic=False,
-            )
-            files.maps.append(MapFile(path, channel, label, low, high))
+        def write_map(channel: int) -> tuple[Image.Image, Image.Image]:
+            (low, high), label, drawn = ranges[channel], labels[channel], indexed[channel]
+            indexed[channel] = None  # written maps are let go one by one
+            stem = f"ch{channel:02d}_{safe_name(label)}.png"
+            path, tile_path = folder / stem, folder / "tiles" / stem
+            big = draw.upscale(drawn.index, min_side=self.style.min_side)
+            text = png_text(label, low, high, result.shape, cmap, drawn.clipped)
+            write_png(path, big, palette=table, level=self.png_level, text=text, atomic=False)
+            if names:
+                tile = sheets.labelled_values(drawn.index, table, list(names), values, TILE)
+            else:
+                tile = draw.thumbnail(drawn.index, table, TILE)
+            write_png(tile_path, np.asarray(tile), level=self.png_level, text={"Software": "cnnx"}, atomic=False)
+            files.maps.append(MapFile(path, channel, label, low, high, drawn.clipped, tile_path))
             self.on_map()
-            return draw.thumbnail(index, table, 192)
+            if names:
+                small = sheets.labelled_values(drawn.index, table, list(names), values, OVERVIEW_TILE)
+            else:
+                small = draw.thumbnail(drawn.index, table, OVERVIEW_TILE, within=True)
+            return tile, small
 
-        pending = runtime.background(write_map, range(len(indices)))
+        pending = runtime.background(write_map, range(len(indexed)))
         self._tasks = [task for task in self._tasks if not task.done()] + pending
         self._complete_drawing()  # the stage before this one
+        if result.name in BLOCK_STARTS or result.index <= 1 or self.style.scope != "block":
+            self._block += 1
+        block, before = self._block, self._before
+        self._before = result.shape
 
         def complete() -> None:
-            thumbs = [task.result() for task in pending]
+            drawn = [task.result() for task in pending]
             files.maps.sort(key=lambda m: m.channel)
-            files.montages = self._write_montages(files, thumbs, table, folder)
+            bar = self._colorbar(files, table)
+            files.colorbar = folder / "colorbar.png"
+            drawn_bar = bar(BAR)
+            write_png(files.colorbar, np.asarray(drawn_bar), level=self.png_level, text=SOFTWARE, atomic=False)
+            files.montages = self._write_montages(files, [tile for tile, _ in drawn], drawn_bar, folder)
             with self._rendering():
-                self._overview.append(draw.column(name, thumbs[:6], max(0, len(thumbs) - 6)))
+                shown = [small for _, small in drawn[:OVERVIEW_ROWS]]
+                title = [name, shape_text(result.shape)] + (
+                    [f"folded from {shape_text(before)}"] if array is not result.array else []
+                )
+                labels_shown = [f"ch{m.channel:02d} {m.label}" for m in files.maps[:OVERVIEW_ROWS]]
+                more = max(0, len(drawn) - OVERVIEW_ROWS)
+                self._overview.append(sheets.Column(title, shown, labels_shown, more, block, bar))
             self.stages.append(files)
 
         self._drawing = complete
 
-    def _write_montages(self, files: StageFiles, thumbs, table, folder: Path) -> list[Path]:
-        """Contact sheets of every channel, ``montage_limit`` to a page, so no map is ever left out."""
+    def _colorbar(self, files: StageFiles, table) -> Callable[[int], Image.Image]:
+        """The stage's colour bar, at a width: its range with what lies beyond, or words where each map has its own."""
         ranges = {(m.low, m.high) for m in files.maps}
-        shared = len(ranges) == 1
-        if shared:
-            bars = [draw.colorbar(table, *ranges.pop(), 320)]
-        else:
-            bars = [draw.colorbar(table, 0.0, 1.0, 320, ends=("each map's low", "high"))]
+        if len(ranges) > 1:
+            return partial(draw.colorbar, table, 0.0, 1.0, ends=("each map's low", "its high"))
+        below = sum(m.clipped[0] for m in files.maps) / len(files.maps)
+        above = sum(m.clipped[1] for m in files.maps) / len(files.maps)
+        low, high = ranges.pop()
+        return partial(draw.colorbar, table, low, high, clipped=(below, above))
+
+    def _write_montages(self, files: StageFiles, tiles, bar, folder: Path) -> list[Path]:
+        """Contact sheets of every channel, ``montage_limit`` to a page, so no map is ever left out."""
+        shared = len({(m.low, m.high) for m in files.maps}) == 1
         labels = [
             f"ch{m.channel:02d} {m.label}" + ("" if shared else f" [{m.low:.3g}, {m.high:.3g}]") for m in files.maps
         ]
         limit = self.style.montage_limit
-        pages = [range(start, min(start + limit, len(thumbs))) for start in range(0, len(thumbs), limit)]
+        pages = [range(start, min(start + limit, len(tiles))) for start in range(0, len(tiles), limit)]
         paths = []
         for number, page in enumerate(pages, 1):
-            count = (
-                _plural(len(thumbs), "map")
-                if len(pages) == 1
-                else f"maps {page.start + 1}-{page.stop} of {len(thumbs)}"
-            )
-            title = f"{stage_folder_name(files.result)}  {files.result.description}  ({count})"
             with self._rendering():
-                sheet = draw.montage([thumbs[k] for k in page], [labels[k] for k in page], title, bars)
+                sheet = sheets.montage([tiles[k] for k in page], [labels[k] for k in page], bar)
             path = folder / ("montage.png" if len(pages) == 1 else f"montage-{number}.png")
             write_png(path, np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"}, atomic=False)
             paths.append(path)
         return paths
 
     def _write_overview(self) -> None:
-        """Every stage side by side, in order: the first maps of each."""
+        """Every stage side by side, in order: the first maps of each, rows lined up, a colour bar per block."""
         if not self._overview:
             return
-        gap = 10
-        width = sum(c.width for c in self._overview) + gap * (len(self._overview) + 1)
-        height = max(c.height for c in self._overview) + 2 * gap
         with self._rendering():
-            sheet = Image.new("RGB", (width, height), draw.BACKGROUND)
-            x = gap
-            for col in self._overview:
-                sheet.paste(col, (x, gap))
-                x += col.width + gap
+            sheet = sheets.overview(self._overview, box=OVERVIEW_TILE)
         write_png(
             self.root / "overview.png", np.asarray(sheet), level=self.png_level, text={"Software": "cnnx"}, atomic=False
         )

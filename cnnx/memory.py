@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cnnx.draw import Style
+from cnnx.draw import PERCENTILE_SAMPLE, Style
+from cnnx.maps import OVERVIEW_TILE, TILE
 
 DEFAULT_STYLE = Style()
 
@@ -62,7 +63,11 @@ def estimate_memory(source, shape: tuple[int, int, int], style: Style = DEFAULT_
         in_place = planned.in_place and not keep_all
         stages.append(kept + previous + (0 if in_place else output) + planned.workspace + drawn)
         indices = out[0] * max(channel, style.min_side**2)
-        stages.append(kept + output + indices + drawn)
+        # While its maps are coloured: the range's sample of magnitudes, and every map's tiles (RGB), kept for the
+        # montage and the overview.
+        sample = 4 * min(out[0] * channel, PERCENTILE_SAMPLE) if style.normalize == "percentile" else 0
+        tiles = 3 * out[0] * (TILE * TILE + OVERVIEW_TILE * OVERVIEW_TILE)
+        stages.append(kept + output + indices + drawn + sample + tiles)
         if keep_all:
             kept += output
         previous, drawn = output, indices

@@ -9,7 +9,7 @@ prepared image and reads the last stage as class probabilities.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -68,7 +68,12 @@ class Model:
         return self.chain.plan(shape)
 
     def stream(self, image: np.ndarray, *, reuse: bool = False) -> Iterator[StageResult]:
-        return self.chain.stream(image, reuse=reuse)
+        """The chain's records; the rows of class scores after the last fully connected layer carry the class names."""
+        last_dense = max((k for k, s in enumerate(self.pipeline.stages, 1) if s.name == "dense"), default=None)
+        for result in self.chain.stream(image, reuse=reuse):
+            if last_dense is not None and result.index >= last_dense and result.shape == (1, 1, len(self.classes)):
+                result = replace(result, value_names=self.classes)
+            yield result
 
     def answer(self, probabilities: np.ndarray) -> list[tuple[str, float]]:
         """Each class with its probability, most likely first."""

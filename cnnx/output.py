@@ -89,7 +89,8 @@ def _written_by_cnnx(folder: Path) -> set[Path] | None:
             return None
         files = {MANIFEST, "index.html", record.get("overview") or "overview.png"}
         for stage in record.get("stages", []):
-            files.update(m["file"] for m in stage.get("maps", []))
+            files.update(m[key] for m in stage.get("maps", []) for key in ("file", "tile") if m.get(key))
+            files.update([stage["colorbar"]] if stage.get("colorbar") else [])
             files.update(stage.get("montages", []))
             files.update([stage["raw"]] if stage.get("raw") else [])
     except (OSError, ValueError, AttributeError, KeyError, TypeError):

@@ -78,6 +78,7 @@ class StageResult:
     jump: Pair
     stats: Stats
     shape: Shape
+    value_names: tuple[str, ...] = ()  # for a row of a few values that name things (a model's classes): their names
 
     def released(self) -> StageResult:
         """The same record without its array, once the maps are written, so memory stays bounded."""

@@ -229,7 +229,7 @@ class Conv(_StageBasics):
         labels: list[str] = []
         for source in self.sources:
             if isinstance(source, WeightBank):
-                labels += [f"{source.label}{o}" for o in range(source.weights.shape[0])]
+                labels += [f"{source.label} #{o}" for o in range(source.weights.shape[0])]
                 continue
             names = (
                 [f"random{n}" for n in range(source.count)]
@@ -237,7 +237,7 @@ class Conv(_StageBasics):
                 else [k.label for k in source]
             )
             depthwise = self.combine == "depthwise" and len(inputs) > 1
-            labels += [f"{c}>{n}" for c in inputs for n in names] if depthwise else names
+            labels += [f"{n} of {c}" for c in inputs for n in names] if depthwise else names
         return tuple(labels)
 
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:

@@ -44,10 +44,14 @@ def test_pipeline_writes_every_map_and_a_table(stripes_png, tmp_path):
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert folders == ["00_input", "01_conv", "02_relu", "03_maxpool", "04_conv", "05_relu", "06_maxpool"]
     assert len(list(out.glob("*/ch*.png"))) == 25
-    assert sorted(p.name for p in (out / "03_maxpool").iterdir()) == [
-        "ch00_vertical_edge.png", "ch01_horizontal_edge.png", "ch02_diagonal_edge.png", "ch03_antidiagonal_edge.png",
-        "montage.png",
+    maps = [
+        "ch00_vertical_edge.png",
+        "ch01_horizontal_edge.png",
+        "ch02_diagonal_edge.png",
+        "ch03_antidiagonal_edge.png",
     ]
+    assert sorted(p.name for p in (out / "03_maxpool").iterdir()) == [*maps, "colorbar.png", "montage.png", "tiles"]
+    assert sorted(p.name for p in (out / "03_maxpool" / "tiles").iterdir()) == maps
     assert {p.name for p in out.iterdir() if p.is_file()} == {"index.html", "manifest.json", "overview.png"}
     for folder in folders:
         assert f"{folder}/" in result.stdout
@@ -64,7 +68,7 @@ def test_pipeline_pngs_show_vertical_edges_of_vertical_stripes(stripes_png, tmp_
     assert vertical.shape == (128, 128)  # 64x64 upscaled by 2 to reach 128
     assert vertical.max() == 255 and (vertical == 0).mean() > 0.5
     assert (horizontal == 128).all()  # nothing left after ReLU: a constant map, drawn mid grey, no division by zero
-    pooled = read_png(out / "06_maxpool" / "ch00_vertical_edge-dog-sigma-1.png")
+    pooled = read_png(out / "06_maxpool" / "ch00_dog-sigma-1-of-vertical_edge.png")
     assert pooled.shape == (128, 128)  # 16x16 map drawn as 8x8-pixel squares
     assert (pooled.reshape(16, 8, 16, 8) == pooled[::8, ::8][:, None, :, None]).all()
 
@@ -173,7 +177,9 @@ def test_spec_syntax_error_shows_a_caret(stripes_png, tmp_path):
     result = invoke("pipeline", stripes_png, "-o", tmp_path / "out", "--spec", "conv(sobel_x -> relu")
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        "cnnx: error: '(' is never closed; expected ')'", "  conv(sobel_x -> relu", "      ^",
+        "cnnx: error: '(' is never closed; expected ')'",
+        "  conv(sobel_x -> relu",
+        "      ^",
     ]
     assert not (tmp_path / "out").exists()
 

@@ -5,12 +5,20 @@ selenium test extra. Without them the test is skipped, unless
 CNNX_REQUIRE_BROWSER=1 (as in CI) makes that a failure.
 """
 
+import json
+import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+
+try:
+    from selenium.webdriver.support.wait import WebDriverWait
+except ImportError:  # the test is skipped without selenium
+    WebDriverWait = None
 
 from cnnx.cli import app
 
@@ -40,29 +48,73 @@ def browser():
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='cnnx-chromium-')}")
     return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
 
 
-def test_index_html_loads_every_image_without_console_errors(tmp_path):
-    """The gallery of a real run opens offline; every image has loaded (naturalWidth > 0); the console has no error."""
+def _run(tmp_path, *args) -> Path:
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["pipeline", str(SAMPLES / "chelsea.png"), "-o", str(out)])
+    result = CliRunner().invoke(app, ["pipeline", *map(str, args), "-o", str(out)])
     assert result.exit_code == 0, result.output
+    return out
+
+
+def _shapes_drawing(tmp_path) -> Path:
+    from PIL import Image, ImageDraw
+
+    path = tmp_path / "star.png"
+    picture = Image.new("L", (160, 160), 255)
+    points = [(80 + (60 if k % 2 == 0 else 24) * math.cos(-math.pi / 2 + k * math.pi / 5),
+               80 + (60 if k % 2 == 0 else 24) * math.sin(-math.pi / 2 + k * math.pi / 5)) for k in range(10)]
+    ImageDraw.Draw(picture).polygon(points, fill=0)
+    picture.save(path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["chelsea", "model"])
+@pytest.mark.parametrize("width", [1400, 700])
+def test_index_html_reads_well_at_every_width(tmp_path, case, width):
+    """The page of a real run, offline, at 1400 and 700 px: every image loads, nothing overflows the window,
+    every stage has its paragraph in words, the model's answer shows class names; the console has no error."""
+    if case == "chelsea":
+        out = _run(tmp_path, SAMPLES / "chelsea.png")
+    else:
+        out = _run(tmp_path, _shapes_drawing(tmp_path), "--model", "shapes")
+    manifest = json.loads((out / "manifest.json").read_text())
     driver = browser()
     try:
+        driver.set_window_size(width, 1600)
         driver.get((out / "index.html").as_uri())
         driver.execute_script("return document.readyState")  # get() returns once the page has loaded
+        driver.execute_script("document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading = 'eager')")
+        WebDriverWait(driver, 20).until(
+            lambda d: d.execute_script("return Array.from(document.images).every(i => i.complete)")
+        )
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]);"
         )
-        assert len(images) == 7  # a montage for the input and for each of the six stages
+        maps = sum(len(stage["maps"]) for stage in manifest["stages"])
+        assert len(images) == maps + len(manifest["stages"])  # every map's tile, and every stage's colour bar
         assert all(complete and width > 0 for _, complete, width in images), images
+        overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, overflow
+        stories = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.story')).map(p => p.textContent)"
+        )
+        assert len(stories) == len(manifest["stages"]) and all(len(story) > 40 for story in stories)
+        fields = driver.execute_script("return document.querySelectorAll('.field svg rect').length")
+        assert fields == len(manifest["stages"]) - 1  # the receptive field on the input, for every stage after it
+        if case == "model":
+            answer = driver.execute_script("return document.querySelector('#answer').textContent")
+            assert "star" in answer and "circle" in answer
         errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
         assert errors == []
         ARTIFACTS.mkdir(exist_ok=True)
-        driver.save_screenshot(str(ARTIFACTS / "index-html.png"))
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(width, min(height, 8000))
+        driver.save_screenshot(str(ARTIFACTS / f"index-html-{case}-{width}.png"))
         links = driver.execute_script("return Array.from(document.links).map(a => a.getAttribute('href'));")
         assert all(not link.startswith(("http:", "https:", "//")) for link in links)
-        assert all((out / link).exists() for link in links)
+        assert all((out / link.partition("#")[0]).exists() for link in links if not link.startswith("#"))
     finally:
         driver.quit()

@@ -82,7 +82,7 @@ def test_depthwise_and_average_channel_counts():
     sobel_x = parse_kernel("sobel_x").weights[None, None]
     stage = Conv.of("sobel_x", "sobel_y", combine="depthwise")
     labels = stage.labels(("red", "green", "blue"))
-    assert labels[:4] == ("red>sobel_x", "green>sobel_x", "blue>sobel_x", "red>sobel_y")
+    assert labels[:4] == ("sobel_x of red", "sobel_x of green", "sobel_x of blue", "sobel_y of red")
     np.testing.assert_allclose(depthwise[1], ops.conv2d(image[1:2], sobel_x, padding="same")[0], atol=1e-6)
     mean_of_channels = np.mean([ops.conv2d(image[c : c + 1], sobel_x, padding="same")[0] for c in range(3)], axis=0)
     np.testing.assert_allclose(averaged[0], mean_of_channels, atol=1e-6)

@@ -111,7 +111,7 @@ def test_rgb_toml_channel_counts(tmp_path):
     assert pipeline.color
     results = run(np.random.default_rng(0).random((3, 20, 30), dtype=np.float32), pipeline)
     assert [r.shape[0] for r in results] == [3, 6, 6, 3]
-    assert results[1].labels[:3] == ("red>sobel_x", "green>sobel_x", "blue>sobel_x")
+    assert results[1].labels[:3] == ("sobel_x of red", "sobel_x of green", "sobel_x of blue")
 
 
 def test_convolution_convention_flips_kernels():
@@ -155,7 +155,7 @@ def test_weights_from_npz(tmp_path):
     from cnnx import ops
 
     np.testing.assert_allclose(results[1].array, ops.conv2d(image, weights, bias), rtol=1e-6)
-    assert results[1].labels == tuple(f"layer1{o}" for o in range(5))
+    assert results[1].labels == tuple(f"layer1 #{o}" for o in range(5))
     with pytest.raises(CnnxError, match="stage 1, .* has filters for 3 input channels; this stage gets 1"):
         check(stages, (1, 8, 8))
 
