@@ -273,7 +273,9 @@ def filter_(
                 values += f" ({stats.nonfinite:.1%} NaN or infinite)"
             print_line(
                 f"{kernel.label} on {paths[0]} ({H}x{W}, {mode}): {values}; drawn from {result.drawn[0]:.4g} to "
-                f"{result.drawn[1]:.4g} ({'rgb' if color else cmap})\nwrote {target}"
+                f"{result.drawn[1]:.4g} ({'rgb' if color else cmap})"
+                + (f", {result.clipped:.2%} beyond those ends" if result.clipped else "")
+                + f"\nwrote {target}"
             )
             return
         root = output if output is not None else Path("cnnx-out")
@@ -289,7 +291,8 @@ def filters(
     = None,
     model: Model = None,
     layer: Annotated[str | None, typer.Option("--layer", help="With --model: which conv layer to print.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--out", help="With --model: draw all kernels here.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--out", help="Draw the kernel, or the model's, into a PNG.")]
+    = None,
 ) -> None:
     """List the filter bank, or show one kernel's card: matrix, sum, kind and output range.
 
@@ -304,16 +307,19 @@ def filters(
         if model is not None:
             _show_model_kernels(model, layer, output)
         elif name is None:
+            if output is not None:
+                raise CnnxError("-o draws a kernel or a model's kernels: name a KERNEL or a --model")
             out.print(filters_table())
         else:
-            out.print(kernel_card(parse_kernel(name)))
+            kernel = parse_kernel(name)
+            out.print(kernel_card(kernel))
+            if output is not None:
+                _draw_kernels(output, {kernel.label: kernel.weights})
 
 
 def _show_model_kernels(name: str, layer: str | None, output: Path | None) -> None:
     from cnnx.explain_view import learned_kernels_view
-    from cnnx.maps import write_picture
     from cnnx.model import load_model
-    from cnnx.sheets import kernel_sheet
 
     chosen = load_model(name)
     kernels = chosen.learned_kernels()
@@ -324,8 +330,16 @@ def _show_model_kernels(name: str, layer: str | None, output: Path | None) -> No
     title = f"model {name}" + (f" (test accuracy {accuracy:.2%})" if accuracy is not None else "")
     out.print(learned_kernels_view(title, layer, kernels[layer]))
     if output is not None:
-        write_picture(output, kernel_sheet(kernels))
-        print_line(f"wrote {output}")
+        _draw_kernels(output, kernels)
+
+
+def _draw_kernels(output: Path, kernels: dict) -> None:
+    """A kernel sheet of ``kernels`` (name: weights) as a PNG, never over a file cnnx did not write."""
+    from cnnx.maps import write_picture
+    from cnnx.sheets import kernel_sheet
+
+    write_picture(output, kernel_sheet(kernels))
+    print_line(f"wrote {output}")
 
 
 app.add_typer(explain_app)

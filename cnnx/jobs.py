@@ -257,6 +257,7 @@ class FilterOutcome:
     shape: tuple[int, ...] = ()
     stats: Stats | None = None  # of the response
     drawn: tuple[float, float] = (0.0, 0.0)  # the values the first and last colours stand for
+    clipped: float = 0.0  # the share of values beyond them, drawn in the end colours
     seconds: float = 0.0
     error: str | None = None
 
@@ -289,13 +290,15 @@ def _run_filter(job: FilterJob) -> FilterOutcome:
     response = stage.apply(source.array, flip=job.convention == "convolution")
     check_writable(job.target, force=job.force)
     low, high = job.style.range_of(response)
-    index = draw.to_index(response, low, high)
+    drawn = draw.indexed(response, low, high, count=job.style.normalize in ("percentile", "fixed"))
+    index = drawn.index
     shown = "rgb" if job.color else job.style.cmap
     pixels, palette = (index.transpose(1, 2, 0), None) if job.color else (index[0], draw.colormap(job.style.cmap))
     write_png(job.target, pixels, palette=palette, level=job.png_level,
-              text=png_text(kernel.label, low, high, response.shape, shown))
+              text=png_text(kernel.label, low, high, response.shape, shown, drawn.clipped))
     seconds = time.perf_counter() - start
-    return FilterOutcome(job, replace(source, array=None), response.shape, Stats.of(response), (low, high), seconds)
+    stats, clipped = Stats.of(response), sum(drawn.clipped)
+    return FilterOutcome(job, replace(source, array=None), response.shape, stats, (low, high), clipped, seconds)
 
 
 def run_filter_reporting(job: FilterJob) -> FilterOutcome:

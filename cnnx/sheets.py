@@ -144,7 +144,8 @@ def labelled_values(
 def kernel_sheet(layers: dict[str, np.ndarray], *, least: int = 48) -> Image.Image:
     """Every kernel of each layer as a heat map at least ``least`` pixels a side, labelled, with its layer's range.
 
-    A layer (out, in, kH, kW) is a grid: a row per output filter, a column per input channel.
+    A layer (out, in, kH, kW) is a grid, a row per output filter and a column
+    per input channel; a layer over one channel is a row of its filters.
     """
     table = colormap("diverging")
     blocks = []
@@ -155,29 +156,33 @@ def kernel_sheet(layers: dict[str, np.ndarray], *, least: int = 48) -> Image.Ima
         low, high = value_range(weights, "symmetric")
         if low == 0:  # a kernel of no negative weight is still drawn on the scale of both signs: zero stays white
             low = -high
-        scale = math.ceil(least / min(kh, kw))
+        rows, columns = (O, C) if C > 1 else (1, O)
+        scale = math.ceil(max(least, 192 // max(rows, columns)) / min(kh, kw))  # a lone kernel is drawn large
         side_h, side_w = kh * scale, kw * scale
-        left = 44 if O > 1 else GAP
-        grid_width = left + C * (side_w + 6)
-        bar = colorbar(table, low, high, max(240, min(480, C * (side_w + 6))))
+        row_label = 44 if C > 1 and O > 1 else 0
+        head = LINE if columns > 1 else 0
+        grid_width = GAP + row_label + columns * (side_w + 6)
+        bar = colorbar(table, low, high, max(240, min(480, columns * (side_w + 6))))
         filters = f"{O} filter{'s' if O > 1 else ''} over {C} input channel{'s' if C > 1 else ''}"
         title = wrap(f"{name}: {filters}, {kh}x{kw}, values {weights.min():.3g} to {weights.max():.3g}",
                      max(grid_width, 360) - GAP)
-        top = GAP + LINE * len(title) + (LINE if C > 1 else 0) + 4
+        top = GAP + LINE * len(title) + head + 4
         width = max(grid_width, bar.width + GAP, 360) + GAP
-        block = Image.new("RGB", (width, top + O * (side_h + 6) + bar.height + GAP), BACKGROUND)
+        block = Image.new("RGB", (width, top + rows * (side_h + 6) + bar.height + GAP), BACKGROUND)
         draw = ImageDraw.Draw(block)
         _text(draw, (GAP, GAP), title)
-        for c in range(C if C > 1 else 0):
-            draw.text((left + c * (side_w + 6), top - LINE), f"in {c}", fill=INK, font=font(12))
+        for k in range(columns if columns > 1 else 0):
+            label = f"in {k}" if C > 1 else f"#{k}"
+            draw.text((GAP + row_label + k * (side_w + 6), top - LINE), label, fill=INK, font=font(12))
         for o in range(O):
-            y = top + o * (side_h + 6)
-            if O > 1:
-                draw.text((GAP, y + side_h // 2 - 7), f"#{o}", fill=INK, font=font(12))
             for c in range(C):
+                row, column = (o, c) if C > 1 else (0, o)
+                x, y = GAP + row_label + column * (side_w + 6), top + row * (side_h + 6)
+                if row_label and c == 0:
+                    draw.text((GAP, y + side_h // 2 - 7), f"#{o}", fill=INK, font=font(12))
                 tile = picture(upscale(to_index(weights[o, c], low, high), min_side=min(side_h, side_w)), table)
-                block.paste(tile.convert("RGB"), (left + c * (side_w + 6), y))
-        block.paste(bar, (GAP, top + O * (side_h + 6)))
+                block.paste(tile.convert("RGB"), (x, y))
+        block.paste(bar, (GAP, top + rows * (side_h + 6)))
         blocks.append(block)
     sheet = Image.new("RGB", (max(b.width for b in blocks), sum(b.height for b in blocks)), BACKGROUND)
     y = 0
