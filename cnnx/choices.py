@@ -41,6 +41,11 @@ class PaddingMode(StrEnum):
     circular = "circular"
 
 
+# The magnitude percentile that sets the default range.  Measured on photo-like scenes (tests/scenes.py): it
+# clips at most 1% of a block's values and draws the median map with 9% of its pixels in strong colours,
+# where the exact range (symmetric) drew 0.3-2% in all but a texture.
+DEFAULT_PERCENTILE = 99.2
+
 NORMALIZE = tuple(Normalize)
 SCOPES = tuple(Scope)
 CONVENTIONS = tuple(Convention)

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from cnnx import __version__, shell, signals
-from cnnx.choices import Convention, Normalize, PaddingMode, Scope
+from cnnx.choices import DEFAULT_PERCENTILE, Convention, Normalize, PaddingMode, Scope
 from cnnx.errors import CnnxError
 from cnnx.explain_cli import app as explain_app
 from cnnx.shell import (
@@ -106,7 +106,7 @@ def pipeline(
     scope: ScopeOption = Scope.block,
     cmap: Cmap = "diverging",
     value_range: Range = None,
-    percentile: Percentile = 99.5,
+    percentile: Percentile = DEFAULT_PERCENTILE,
     min_size: MinSize = 128,
     save_raw: SaveRaw = False,
     png_level: PngLevel = 1,
@@ -224,7 +224,7 @@ def filter_(
     normalize: NormalizeOption = Normalize.percentile,
     cmap: Cmap = "gray",
     value_range: Range = None,
-    percentile: Percentile = 99.5,
+    percentile: Percentile = DEFAULT_PERCENTILE,
     force: Force = False,
     png_level: PngLevel = 1,
     max_pixels: MaxPixels = 0,

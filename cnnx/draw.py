@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cnnx.choices import NORMALIZE, SCOPES
+from cnnx.choices import DEFAULT_PERCENTILE, NORMALIZE, SCOPES
 from cnnx.errors import CnnxError
 from cnnx.runtime import buffer, run_tasks
 
@@ -57,7 +57,7 @@ def value_range(
     values: np.ndarray,
     method: str,
     *,
-    percentile: float = 99.5,
+    percentile: float = DEFAULT_PERCENTILE,
     fixed=None,
     extremes: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
@@ -136,7 +136,7 @@ class Style:
     normalize: str = "percentile"
     scope: str = "block"
     cmap: str = "diverging"
-    percentile: float = 99.5
+    percentile: float = DEFAULT_PERCENTILE
     fixed: tuple[float, float] | None = None
     min_side: int = 128
     montage_limit: int = 64
