@@ -64,7 +64,7 @@ def runs(tmp_path_factory):
 def test_default_contrast_on_photo_like_scenes(runs):
     """In every scene the default's median map has more strong pixels than the exact range's (a third more at the
     least; many times more where a few outliers set the exact range); over all scenes the median map has 3% or
-    more, and no map is near blank (1% at the least)."""
+    more, and no map is blank (0.4% at the least: a sparse map of a dark field stays sparse)."""
     shares = {}
     for kind in SCENES:
         default = [share for _, share in measured(runs[kind, "default"])[0]]
@@ -72,7 +72,7 @@ def test_default_contrast_on_photo_like_scenes(runs):
         assert np.median(default) >= 1.3 * np.median(exact), kind
         shares[kind] = default
     everything = [share for kind in SCENES for share in shares[kind]]
-    assert np.median(everything) >= 0.03 and min(everything) >= 0.01
+    assert np.median(everything) >= 0.03 and min(everything) >= 0.004
 
 
 def test_at_most_one_percent_of_a_block_is_clipped_and_it_is_recorded(runs):
