@@ -28,6 +28,8 @@ from cnnx.shell import (
     Images,
     Jobs,
     KernelArgument,
+    Labels,
+    Layers,
     MaxMemory,
     MaxPixels,
     MinSize,
@@ -38,6 +40,7 @@ from cnnx.shell import (
     PaddingModeOption,
     Percentile,
     PngLevel,
+    Preprocess,
     Preset,
     PrintConfig,
     Quiet,
@@ -96,6 +99,9 @@ def pipeline(
     config: Config = None,
     preset: Preset = None,
     model: Model = None,
+    layers: Layers = None,
+    labels: Labels = None,
+    preprocess: Preprocess = None,
     color: Color = None,
     convention: ConventionOption = None,
     out_dir: OutFolder = None,
@@ -131,10 +137,13 @@ def pipeline(
     from cnnx.jobs import Job, batch_destinations, output_name, parse_bytes
 
     with reported_errors():
-        source = source_from(spec, config, preset, model, color, convention)
+        source = source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
+                             preprocess=preprocess)
         if print_config:
             from cnnx.spec import to_toml
 
+            if not hasattr(source, "pipeline"):
+                raise CnnxError("--print-config prints a chain of stages; an ONNX model is its own file")
             out.print(to_toml(source.pipeline), markup=False, highlight=False, end="", soft_wrap=True)
             return
         paths = find(images or [])
@@ -191,7 +200,7 @@ def _run_single(job, quiet: bool) -> None:
     note_frames(outcome.source)
     out.print(summary_table([s.result for s in outcome.stages], job.destination, job.source.caption))
     if outcome.answer:
-        out.print(answer_table(outcome.answer, job.source.title.partition(":")[0]))
+        out.print(answer_table(outcome.answer, job.source.name))
     t = outcome.timings
     print_line(
         f"wrote {outcome.maps} maps, a montage per stage, overview.png, index.html and manifest.json to "

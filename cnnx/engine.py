@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnx import runtime
 from cnnx.runtime import buffer, run_tasks, strips
 
 
@@ -159,6 +160,8 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
     O, C, kh, kw = w.shape
     if O == 1 and C == 1 and stride == (1, 1) and fft_is_faster(w[0, 0], out.shape[1:]):
         return correlate_fft(x, w[0, 0], dilation, pads, mode, out)
+    if (kh, kw) == (1, 1) and stride == (1, 1) and not any(pads[0] + pads[1]) and C > 1:
+        return correlate_pointwise(x, w.reshape(O, C), out)
     W = x.shape[2]
     Wp = W + pads[1][0] + pads[1][1]
     Wout = out.shape[2]
@@ -218,7 +221,38 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
             result = np.matmul(weights, columns, out=buffer(scratch, "acc", (O, R * width)))
         out[:, r0:r1] = result.reshape(O, R, width)[:, :, :Wout]
 
-    run_tasks(strips(out.shape[1], 4 * per_row), work)
+    grid = strips(out.shape[1], 4 * per_row)
+    if O > 1 and factors is None and 4 * per_row * out.shape[1] <= WHOLE_BYTES:
+        # A bank on a small map: one product over the whole map is several times faster than a product per strip
+        # (BLAS runs its own threads on it), and the working set still fits the cache's neighbourhood.
+        with runtime.blas_threads():
+            work((0, out.shape[1]), {})
+        return
+    run_tasks(grid, work)
+
+
+# Bytes a bank's columns and accumulators may take for one product over the whole map.
+WHOLE_BYTES = 1 << 25
+
+
+def correlate_pointwise(x: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:
+    """A 1x1 convolution: each strip of output pixels one BLAS product of the weights (O, C) and the input's
+    columns there, read where they lie (no gathered copy)."""
+    C, H, W = x.shape
+    planes, result = x.reshape(C, H * W), out.reshape(out.shape[0], H * W)
+    step = max(W, (STRIP_PIXELS // W) * W)
+
+    def work(first: int, scratch: dict) -> None:
+        np.matmul(weights, planes[:, first : first + step], out=result[:, first : first + step])
+
+    if 4 * (C + out.shape[0]) * H * W <= WHOLE_BYTES:  # small: one product, BLAS's own threads on it
+        with runtime.blas_threads():
+            np.matmul(weights, planes, out=result)
+        return
+    run_tasks(list(range(0, H * W, step)), work)
+
+
+STRIP_PIXELS = 4096  # output pixels a 1x1 strip takes: enough columns for BLAS to run at speed
 
 
 def _correlate_row_bytes(C: int, Wp: int, width: int, s0: int, O: int, taps: int) -> int:
@@ -244,10 +278,13 @@ def correlate_scratch(x_shape, w_shape, stride, dilation, pads, out_shape, threa
     flat = tuple(stride) == (1, 1)
     width = Wp if flat else Wout
     row_bytes = _correlate_row_bytes(C, Wp, width, stride[0], O, C * kh * kw)
-    rows = _strip_rows(Hout, row_bytes)
+    whole = O > 1 and row_bytes * Hout <= WHOLE_BYTES  # a bank on a small map: one product over all of it
+    rows = Hout if whole else _strip_rows(Hout, row_bytes)
     span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
     held = 4 * C * ((rows - 1) * stride[0] + span[0]) * Wp + 4 * dilation[1] * (kw - 1)
     per_thread = held + rows * (row_bytes - 4 * Wp * C * stride[0])
+    if whole:
+        return per_thread
     if O == 1 and C == 1 and flat and kh * kw >= 64:
         fft_rows, fft_cols = _fft_shape(span, Wp)
         spectra = 16 * fft_rows * (fft_cols // 2 + 1)  # complex128, as numpy's FFT computes

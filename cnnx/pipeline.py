@@ -100,6 +100,8 @@ class Chain:
     def color(self) -> bool:
         return self.pipeline.color
 
+    name = "pipeline"
+
     @property
     def title(self) -> str:
         return pipeline_text(self.pipeline)

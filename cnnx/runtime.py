@@ -19,7 +19,9 @@ from contextlib import contextmanager
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["STRIP_BYTES", "background", "buffer", "num_threads", "run_tasks", "set_num_threads", "strips"]
+__all__ = [
+    "STRIP_BYTES", "background", "blas_threads", "buffer", "num_threads", "run_tasks", "set_num_threads", "strips",
+]
 
 # Bytes a strip's buffers may take.  Measured on a 2-core EPYC (2 MiB L2 per
 # core, 32 MiB L3): 4 MiB, about 64 rows of a 4096-wide image, was fastest;
@@ -92,6 +94,16 @@ def _single_threaded_blas() -> Iterator[None]:
             _blas_users -= 1
             if _blas_users == 0:
                 _blas_limit.restore_original_limits()
+
+
+@contextmanager
+def blas_threads() -> Iterator[None]:
+    """BLAS on as many threads as cnnx uses, for one large product run outside the strips (one thread if so set)."""
+    if num_threads() == 1:
+        with _single_threaded_blas():
+            yield
+    else:
+        yield
 
 
 def run_tasks(tasks: list, work: Callable[[object, dict], None]) -> None:

@@ -125,17 +125,25 @@ def _blocks(columns: list[Column]) -> list[tuple[int, int]]:
 
 
 def labelled_values(
-    index: np.ndarray, table: np.ndarray | None, names: list[str], values: np.ndarray, width: int
+    index: np.ndarray, table: np.ndarray | None, names: list[str], values: np.ndarray, width: int, *, most: int = 12
 ) -> Image.Image:
-    """A few values that name things (a model's classes), a line each: the value's colour, its name, the number."""
+    """Values that name things (a model's classes), a line each: the value's colour, its name, the number.
+
+    Of more than ``most``, the largest are shown, and a last line says how many more there are.
+    """
     swatch = 14
-    lines = [wrap(f"{name} {value:.3g}", width - swatch - 6, 12) for name, value in zip(names, values, strict=True)]
+    order = list(range(len(names))) if len(names) <= most else list(np.argsort(-values, kind="stable")[:most])
+    index = np.asarray(index, np.uint8).reshape(-1)[order]
+    lines = [wrap(f"{names[k]} {values[k]:.3g}", width - swatch - 6, 12) for k in order]
+    if len(order) < len(names):
+        lines.append(wrap(f"(the {most} largest of {len(names)})", width - swatch - 6, 12))
     sheet = Image.new("RGB", (width, sum(LINE * len(line) + 4 for line in lines)), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     colours = picture(np.asarray(index, np.uint8).reshape(1, -1), table).convert("RGB")
     y = 0
     for k, line in enumerate(lines):
-        draw.rectangle((0, y + 1, swatch - 1, y + swatch), fill=colours.getpixel((k, 0)), outline=INK)
+        if k < len(order):
+            draw.rectangle((0, y + 1, swatch - 1, y + swatch), fill=colours.getpixel((k, 0)), outline=INK)
         _text(draw, (swatch + 6, y), line, 12)
         y += LINE * len(line) + 4
     return sheet

@@ -48,7 +48,22 @@ Preset = Annotated[
     str | None, typer.Option("--preset", "-p", metavar="NAME", help="A named pipeline; 'cnnx presets' lists them.")
 ]
 Model = Annotated[
-    str | None, typer.Option("--model", "-m", metavar="NAME", help="A trained model that ships with cnnx (shapes).")
+    str | None,
+    typer.Option("--model", "-m", metavar="NAME|FILE.onnx",
+                 help="A model that ships with cnnx (shapes), or any ONNX CNN file."),
+]
+Layers = Annotated[
+    str | None,
+    typer.Option("--layers", metavar="WHICH", help="With an ONNX model: the nodes to write, as names, op types or "
+                 "patterns (Conv,Relu or layer1.*), or all (default: the last activation at each map size)."),
+]
+Labels = Annotated[
+    Path | None, typer.Option("--labels", metavar="FILE", help="With an ONNX model: class names, one a line.")
+]
+Preprocess = Annotated[
+    str | None,
+    typer.Option("--preprocess", metavar="none|imagenet",
+                 help="With an ONNX model: how an image in 0..1 becomes its input (imagenet: minus mean, over std)."),
 ]
 Color = Annotated[
     bool | None,
@@ -196,15 +211,23 @@ def _what_was_written() -> str:
     return f"{', '.join(map(str, done))} {'was' if len(done) == 1 else 'were'} written whole; nothing else was written"
 
 
-def source_from(spec, config, preset, model, color, convention):
-    """The source of stages the options ask for: a shipped model, or a chain pipeline (the lesson's by default)."""
+def source_from(spec, config, preset, model, color, convention, *, layers=None, labels=None, preprocess=None):
+    """The source of stages the options ask for: an ONNX model, a shipped model, or a chain pipeline (the lesson's
+    by default)."""
     from cnnx.pipeline import Chain
     from cnnx.spec import load_pipeline
 
+    onnx = model is not None and model.lower().endswith(".onnx")
+    if not onnx and (layers or labels or preprocess):
+        raise CnnxError("--layers, --labels and --preprocess go with an ONNX model: --model FILE.onnx")
     if model is None:
         return Chain(load_pipeline(spec=spec, config=config, preset_name=preset, color=color, convention=convention))
     if spec or config or preset or color or convention:
         raise CnnxError("--model brings its own stages: give no --spec, --config, --preset, --color or --convention")
+    if onnx:
+        from cnnx.graph import load_graph
+
+        return load_graph(Path(model), layers=layers, labels=labels, preprocess=preprocess or "none")
     from cnnx.model import load_model
 
     return load_model(model)

@@ -116,12 +116,13 @@ class StageSource(Protocol):
     yields the prepared input (index 0), then each stage; with ``reuse`` the
     caller is done with each record's array before asking for the next.
     ``answer`` reads the last stage as (class, probability) pairs, most
-    likely first, where the source classifies.  ``title`` names the source
-    in a line, ``caption`` says how to read its numbers, and ``about`` is
-    what the manifest records of it.
+    likely first, where the source classifies.  ``name`` is a word for it,
+    ``title`` names it in a line, ``caption`` says how to read its numbers,
+    and ``about`` is what the manifest records of it.
     """
 
     color: bool
+    name: str
     title: str
     caption: str
 

@@ -171,7 +171,14 @@ def test_dask_cluster_on_loopback_gives_the_same_files(tmp_path):
     assert result.exit_code == 0, result.output
     local, dask = folder_bytes(tmp_path / "local"), folder_bytes(tmp_path / "dask")
     differ = sorted(str(k) for k in local if local[k] != dask.get(k))
-    assert local.keys() == dask.keys() and not differ, differ
+    where = {}
+    for name in differ:
+        if name.endswith(".png"):
+            a, b = (np.asarray(Image.open(tmp_path / side / name).convert("RGB")) for side in ("local", "dask"))
+            rows, cols = np.nonzero((a != b).any(axis=2)) if a.shape == b.shape else ([], [])
+            where[name] = (a.shape, b.shape, (min(rows, default=-1), max(rows, default=-1), min(cols, default=-1),
+                                              max(cols, default=-1)))
+    assert local.keys() == dask.keys() and not differ, where
 
 
 def test_run_batch_in_process_matches(tmp_path):

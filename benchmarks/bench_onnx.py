@@ -1,0 +1,76 @@
+"""Time cnnx's ONNX runner against ONNX Runtime (and PyTorch where installed) on ResNet-50, in one interleaved run.
+
+    python benchmarks/bench_onnx.py               # 11 rounds
+    python benchmarks/bench_onnx.py --rounds 5
+
+The model is the ResNet-50 graph that ships inside the onnx package's
+backend test data (light_resnet50), with seeded random weights in place of
+its constant ones, at 224x224, batch 1. Each round runs every candidate
+once, so a noisy machine slows them alike; the table shows medians and the
+ratio the target is stated in: cnnx's compute at most 2x ONNX Runtime's
+InferenceSession.run with default options. The last line times the whole
+command, `cnnx pipeline photo --model resnet50.onnx` with its default
+layers, against a target of 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=11)
+    rounds = parser.parse_args().rounds
+    import onnxruntime as ort
+    from onnx_models import with_random_weights
+
+    from cnnx.graph import load_graph
+
+    folder = Path(tempfile.mkdtemp())
+    path = with_random_weights("resnet50", folder)
+    graph = load_graph(path, layers="Softmax")  # compute the whole graph, write the output only
+    x = np.random.default_rng(0).random((1, *graph.input_shape_), dtype=np.float32)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    candidates = {
+        "cnnx": lambda: list(graph.stream(x[0])),
+        "ONNX Runtime": lambda: session.run(None, {graph.input_name: x}),
+    }
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for run in candidates.values():
+        run()  # warm up
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in medians.items():
+        print(f"{name:14s} {value * 1000:7.1f} ms")
+    print(f"cnnx / ONNX Runtime: {medians['cnnx'] / medians['ONNX Runtime']:.2f}x (target: at most 2x)")
+    from PIL import Image
+
+    photo = folder / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (480, 640, 3), np.uint8)).save(photo)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cnnx", "pipeline", str(photo), "--model", str(path), "-o",
+                    str(folder / "run"), "-q", "--preprocess", "imagenet"], check=True, capture_output=True)
+    print(f"cnnx pipeline photo --model resnet50.onnx, whole process: {time.perf_counter() - start:.2f} s "
+          "(target: under 3 s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,718 @@
+"""Any ONNX CNN as a source of stages: its graph run on cnnx's own numpy ops, its layers written as stages.
+
+The model file is read with the ``onnx`` package (``pip install "cnnx[onnx]"``)
+and nothing in it is ever executed: each node is one of the ops below, run
+in the graph's order on numpy arrays, float32 throughout.  A batch
+normalisation that follows a convolution is folded into the convolution's
+weights when the model is read.  Every value is let go once its last reader
+has run.  The chosen nodes' outputs become stage records, the input (as the
+model saw it) first and the model's output last.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnnx import ops
+from cnnx.errors import CnnxError
+from cnnx.files import read_regular
+from cnnx.source import PlannedStage, StageResult, Stats, input_labels
+
+__all__ = ["Graph", "SUPPORTED", "load_graph"]
+
+MODEL_LIMIT = 2 << 30  # bytes a model file may take
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean and std of ImageNet's training images, RGB
+Shape = tuple[int, ...]
+
+
+def _attributes(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _pairs(node_attrs: dict, key: str, default: int, n: int = 2) -> list[int]:
+    return list(node_attrs.get(key, [default] * n))
+
+
+# ---------------------------------------------------------------- the ops
+
+
+def _conv_pads(attrs: dict, x_shape: Shape, kernel: Shape) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) from ``pads`` or ``auto_pad``, as ONNX defines them."""
+    strides, dilations = _pairs(attrs, "strides", 1), _pairs(attrs, "dilations", 1)
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = []
+        for n, k, s, d in zip(x_shape[-2:], kernel, strides, dilations, strict=True):
+            out = -(-n // s)
+            total = max(0, (out - 1) * s + d * (k - 1) + 1 - n)
+            pads.append((total // 2, total - total // 2) if auto == "SAME_UPPER" else (total - total // 2, total // 2))
+        return pads[0][0], pads[1][0], pads[0][1], pads[1][1]
+    if auto == "VALID":
+        return 0, 0, 0, 0
+    top, left, bottom, right = _pairs(attrs, "pads", 0, 4)
+    return top, left, bottom, right
+
+
+def _padded(x: np.ndarray, pads, fill: float) -> np.ndarray:
+    top, left, bottom, right = pads
+    if not any(pads):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
+
+
+def _conv(node, x, w, b=None):
+    attrs = _attributes(node)
+    pads = _conv_pads(attrs, x.shape, w.shape[2:])
+    symmetric = pads[0] == pads[2] and pads[1] == pads[3]
+    return ops.conv2d(
+        x if symmetric else _padded(x, pads, 0.0), w, b, stride=tuple(_pairs(attrs, "strides", 1)),
+        padding=(pads[0], pads[1]) if symmetric else 0, dilation=tuple(_pairs(attrs, "dilations", 1)),
+        groups=attrs.get("group", 1),
+    )
+
+
+def _pool_geometry(attrs: dict, x_shape: Shape):
+    kernel = list(attrs["kernel_shape"])
+    strides, dilations = _pairs(attrs, "strides", 1), _pairs(attrs, "dilations", 1)
+    pads = list(_conv_pads(attrs, x_shape, kernel))
+    if attrs.get("ceil_mode", 0):  # the last window may start inside the input and reach past it
+        for axis, (n, k, s, d) in enumerate(zip(x_shape[-2:], kernel, strides, dilations, strict=True)):
+            span = d * (k - 1) + 1
+            padded = n + pads[axis] + pads[axis + 2]
+            out = -(-(padded - span) // s) + 1
+            if (out - 1) * s >= n + pads[axis]:
+                out -= 1
+            pads[axis + 2] += max(0, (out - 1) * s + span - padded)
+    return kernel, strides, dilations, tuple(pads)
+
+
+def _max_pool(node, x):
+    kernel, strides, dilations, pads = _pool_geometry(_attributes(node), x.shape)
+    return ops.max_pool2d(_padded(x, pads, -np.inf), tuple(kernel), tuple(strides), 0, tuple(dilations))
+
+
+def _average_pool(node, x):
+    attrs = _attributes(node)
+    kernel, strides, dilations, pads = _pool_geometry(attrs, x.shape)
+    explicit = _conv_pads(attrs, x.shape, kernel)
+    sums = ops.avg_pool2d(_padded(x, pads, 0.0), tuple(kernel), tuple(strides), 0) * float(np.prod(kernel))
+    # The windows count the input, and the explicit padding only with count_include_pad; ceil_mode's never.
+    ones = np.ones((1, 1, *x.shape[-2:]), np.float32)
+    counted = np.pad(ones, ((0, 0), (0, 0), (explicit[0], explicit[2]), (explicit[1], explicit[3])),
+                     constant_values=1.0 if attrs.get("count_include_pad", 0) else 0.0)
+    extra = (0, 0, pads[2] - explicit[2], pads[3] - explicit[3])
+    counts = ops.avg_pool2d(_padded(counted, extra, 0.0), tuple(kernel), tuple(strides), 0) * float(np.prod(kernel))
+    return (sums / counts).astype(np.float32)
+
+
+def _batch_norm(node, x, scale, bias, mean, var):
+    eps = _attributes(node).get("epsilon", 1e-5)
+    factor = (scale / np.sqrt(var + eps)).astype(np.float32)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x * factor.reshape(shape) + (bias - mean * factor).reshape(shape)).astype(np.float32)
+
+
+def _gemm(node, a, b, c=None):
+    attrs = _attributes(node)
+    a = a.T if attrs.get("transA", 0) else a
+    b = b.T if attrs.get("transB", 0) else b
+    out = attrs.get("alpha", 1.0) * (a @ b)
+    if c is not None:
+        out = out + attrs.get("beta", 1.0) * c
+    return out.astype(np.float32)
+
+
+def _softmax(node, x, opset: int):
+    axis = _attributes(node).get("axis", -1 if opset >= 13 else 1)
+    if opset < 13:  # the input is flattened to 2-D from ``axis`` on, as opsets before 13 say
+        shape = x.shape
+        flat = x.reshape(math.prod(shape[:axis]), -1)
+        return ops.softmax(flat, dim=-1).reshape(shape)
+    return ops.softmax(x, dim=axis)
+
+
+def _lrn(node, x):
+    attrs = _attributes(node)
+    size, alpha, beta, bias = attrs["size"], attrs.get("alpha", 1e-4), attrs.get("beta", 0.75), attrs.get("bias", 1.0)
+    squares = np.square(x, dtype=np.float64)
+    padded = np.pad(squares, ((0, 0), ((size - 1) // 2, size // 2), (0, 0), (0, 0)))
+    windows = np.cumsum(np.pad(padded, ((0, 0), (1, 0), (0, 0), (0, 0))), axis=1)
+    total = windows[:, size:] - windows[:, :-size]
+    return (x / (bias + alpha / size * total) ** beta).astype(np.float32)
+
+
+def _reshape(node, x, shape):
+    shape = [int(s) for s in shape]
+    if not _attributes(node).get("allowzero", 0):
+        shape = [x.shape[k] if s == 0 else s for k, s in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _axes(node, inputs, opset: int, since: int) -> list[int] | None:
+    """An op's axes: an attribute before opset ``since``, its second input from then on."""
+    if opset >= since and len(inputs) > 1 and inputs[1] is not None:
+        return [int(a) for a in inputs[1]]
+    axes = _attributes(node).get("axes")
+    return None if axes is None else list(axes)
+
+
+def _reduce(node, inputs, opset: int, reducer):
+    axes = _axes(node, inputs, opset, 18)
+    keep = bool(_attributes(node).get("keepdims", 1))
+    return reducer(inputs[0], axis=None if axes is None else tuple(axes), keepdims=keep).astype(np.float32)
+
+
+def _clip(node, inputs, opset: int):
+    attrs = _attributes(node)
+    if opset >= 11:
+        low = inputs[1] if len(inputs) > 1 and inputs[1] is not None else -np.inf
+        high = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.inf
+    else:
+        low, high = attrs.get("min", -np.inf), attrs.get("max", np.inf)
+    return np.clip(inputs[0], low, high).astype(np.float32)
+
+
+def _pad(node, inputs, opset: int):
+    attrs = _attributes(node)
+    pads = [int(p) for p in (inputs[1] if opset >= 11 else attrs["pads"])]
+    value = (inputs[2].item() if opset >= 11 and len(inputs) > 2 and inputs[2] is not None else attrs.get("value", 0.0))
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in ("constant", "reflect", "edge"):
+        raise ValueError(f"Pad mode {mode!r}; cnnx pads with constant, reflect or edge")
+    n = inputs[0].ndim
+    widths = list(zip(pads[:n], pads[n:], strict=True))
+    options = {"constant_values": value} if mode == "constant" else {}
+    return np.pad(inputs[0], widths, mode=mode, **options)
+
+
+def _constant(node):
+    from onnx import numpy_helper
+
+    attrs = _attributes(node)
+    if "value" in attrs:
+        return numpy_helper.to_array(attrs["value"])
+    for key in ("value_float", "value_int"):
+        if key in attrs:
+            return np.array(attrs[key])
+    for key in ("value_floats", "value_ints"):
+        if key in attrs:
+            return np.array(list(attrs[key]))
+    raise CnnxError(f"Constant node {node.name!r}: only numeric values are supported")
+
+
+def _constant_of_shape(node, shape):
+    from onnx import numpy_helper
+
+    value = _attributes(node).get("value")
+    fill = numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
+    return np.full([int(s) for s in shape], fill.reshape(-1)[0], dtype=fill.dtype)
+
+
+def _float(x):
+    return np.asarray(x, np.float32)
+
+
+# Each op: how to compute its outputs from its inputs (None where an optional input is absent) and the opset.
+RUN: dict[str, Callable] = {
+    "Conv": lambda n, i, o: _conv(n, *i),
+    "BatchNormalization": lambda n, i, o: _batch_norm(n, *i[:5]),
+    "Relu": lambda n, i, o: np.maximum(i[0], np.float32(0)),
+    "LeakyRelu": lambda n, i, o: ops.leaky_relu(i[0], _attributes(n).get("alpha", 0.01)),
+    "PRelu": lambda n, i, o: np.where(i[0] < 0, i[0] * i[1], i[0]).astype(np.float32),
+    "Clip": lambda n, i, o: _clip(n, i, o),
+    "Sigmoid": lambda n, i, o: ops.sigmoid(i[0]),
+    "HardSigmoid": lambda n, i, o: np.clip(
+        _attributes(n).get("alpha", 0.2) * i[0] + _attributes(n).get("beta", 0.5), 0, 1
+    ).astype(np.float32),
+    "HardSwish": lambda n, i, o: (i[0] * np.clip(i[0] / 6 + 0.5, 0, 1)).astype(np.float32),
+    "Tanh": lambda n, i, o: ops.tanh(i[0]),
+    "Add": lambda n, i, o: np.add(i[0], i[1]),
+    "Sub": lambda n, i, o: np.subtract(i[0], i[1]),
+    "Mul": lambda n, i, o: np.multiply(i[0], i[1]),
+    "Div": lambda n, i, o: (
+        np.divide(i[0], i[1]) if np.issubdtype(np.result_type(i[0], i[1]), np.floating) else np.floor_divide(i[0], i[1])
+    ),
+    "Sum": lambda n, i, o: sum(i[1:], start=i[0]),
+    "Concat": lambda n, i, o: np.concatenate(i, axis=_attributes(n)["axis"]),
+    "MaxPool": lambda n, i, o: _max_pool(n, i[0]),
+    "AveragePool": lambda n, i, o: _average_pool(n, i[0]),
+    "GlobalAveragePool": lambda n, i, o: i[0].mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32),
+    "GlobalMaxPool": lambda n, i, o: i[0].max(axis=(2, 3), keepdims=True),
+    "ReduceMean": lambda n, i, o: _reduce(n, i, o, np.mean),
+    "ReduceMax": lambda n, i, o: _reduce(n, i, o, np.max),
+    "Flatten": lambda n, i, o: i[0].reshape(math.prod(i[0].shape[: _attributes(n).get("axis", 1)]), -1),
+    "Reshape": lambda n, i, o: _reshape(n, i[0], i[1]),
+    "Transpose": lambda n, i, o: np.transpose(i[0], _attributes(n).get("perm")),
+    "Squeeze": lambda n, i, o: np.squeeze(i[0], axis=None if (a := _axes(n, i, o, 13)) is None else tuple(a)),
+    "Unsqueeze": lambda n, i, o: np.expand_dims(i[0], tuple(_axes(n, i, o, 13))),
+    "Gemm": lambda n, i, o: _gemm(n, *i),
+    "MatMul": lambda n, i, o: np.matmul(i[0], i[1]),
+    "Softmax": lambda n, i, o: _softmax(n, i[0], o),
+    "LRN": lambda n, i, o: _lrn(n, i[0]),
+    "Pad": lambda n, i, o: _pad(n, i, o),
+    "Dropout": lambda n, i, o: i[0],
+    "Identity": lambda n, i, o: i[0],
+    "Constant": lambda n, i, o: _constant(n),
+    "ConstantOfShape": lambda n, i, o: _constant_of_shape(n, i[0]),
+    "Shape": lambda n, i, o: np.array(i[0].shape, np.int64),
+    "Gather": lambda n, i, o: np.take(i[0], np.asarray(i[1], np.int64), axis=_attributes(n).get("axis", 0)),
+}
+SUPPORTED = tuple(sorted(RUN))
+# Ops whose outputs are worth a look as a stage: they make new maps (not shapes, constants or copies).
+SHOWN = {
+    "Conv",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Add",
+    "Sum",
+    "Mul",
+    "Concat",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "ReduceMean",
+    "ReduceMax",
+    "Flatten",
+    "Gemm",
+    "MatMul",
+    "Softmax",
+    "LRN",
+    "BatchNormalization",
+}
+ACTIVATIONS = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
+
+
+@dataclass
+class Node:
+    """One step of the graph: its op, name, inputs and outputs (value names), and the node as ONNX read it."""
+
+    op: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    proto: object = field(repr=False)
+
+
+@dataclass
+class Graph:
+    """An ONNX model as a source of stages.
+
+    ``layers`` picks the nodes written as stages (names, op types or glob
+    patterns; ``all``); by default, the last activation at each size of map,
+    and the output.  ``labels`` names the classes of the output.
+    ``preprocess`` says how a loaded image in [0, 1] becomes the model's
+    input: ``none``, or ``imagenet`` (minus ImageNet's mean, over its std).
+    """
+
+    path: Path
+    nodes: list[Node]
+    constants: dict[str, np.ndarray] = field(repr=False)
+    input_name: str = ""
+    input_shape_: tuple[int, int, int] = (3, 224, 224)
+    output_name: str = ""
+    opset: int = 13
+    shapes: dict[str, Shape] = field(default_factory=dict, repr=False)
+    layers: str | None = None
+    labels: tuple[str, ...] = ()
+    preprocess: str = "none"
+    folded: int = 0  # batch normalisations folded into the convolutions before them
+
+    color = True
+    max_channels: int | None = 64  # maps written of each stage when the layers are the default selection
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def title(self) -> str:
+        return f"model {self.path.name}: {len(self.nodes)} nodes, {len(self.chosen())} written"
+
+    @property
+    def caption(self) -> str:
+        return "convolution = cross-correlation (kernels not flipped), as ONNX defines it"
+
+    def input_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return self.input_shape_
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The loaded image resized to the model's input (plain resize), grey or RGB as it takes, normalised."""
+        from PIL import Image
+
+        C, H, W = self.input_shape_
+        if image.shape[0] == 1 and C == 3:
+            image = np.repeat(image, 3, axis=0)
+        elif image.shape[0] >= 3 and C == 1:
+            image = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), image[:3], axes=1)[None]
+        planes = [np.asarray(Image.fromarray(p).resize((W, H), Image.Resampling.BILINEAR)) for p in image[:C]]
+        out = np.stack(planes).astype(np.float32)
+        if self.preprocess == "imagenet" and C == 3:
+            mean, std = (np.array(v, np.float32)[:, None, None] for v in IMAGENET)
+            out = (out - mean) / std
+        return out
+
+    def chosen(self) -> list[Node]:
+        """The nodes written as stages, in the graph's order; the output's always among them."""
+        shown = [n for n in self.nodes if n.op in SHOWN]
+        if self.layers == "all":
+            picked = shown
+        elif self.layers:
+            picked = self.matching(self.layers)
+        else:
+            picked = self._default_selection(shown)
+        last = next(n for n in self.nodes if self.output_name in n.outputs)
+        return picked if last in picked else [*picked, last]
+
+    def matching(self, layers: str) -> list[Node]:
+        """The nodes named, or of the op types named, or matching the glob patterns, in ``layers`` (a, b, ...)."""
+        patterns = [p.strip() for p in layers.split(",") if p.strip()]
+        return [n for n in self.nodes if any(fnmatch.fnmatchcase(n.name, p) or n.op == p for p in patterns)]
+
+    def _default_selection(self, shown: list[Node]) -> list[Node]:
+        """What each resolution level ends with: at each size of map, the last block output (an activation of a
+        sum or a concatenation, or the sum itself), else the last activation."""
+        producer = {out: node for node in self.nodes for out in node.outputs}
+        joins = ("Add", "Sum", "Concat")
+        last: dict[Shape, Node] = {}
+        ends: dict[Shape, Node] = {}
+        for node in shown:
+            shape = self.shapes.get(node.outputs[0])
+            if not shape or len(shape) != 4 or not (node.op in ACTIVATIONS or node.op in joins):
+                continue
+            last[shape[2:]] = node
+            before = producer.get(node.inputs[0])
+            if node.op in joins or (before is not None and before.op in joins):
+                ends[shape[2:]] = node
+        picked = {**last, **ends}.values()
+        return [n for n in self.nodes if n in picked]
+
+    def plan(self, shape: tuple[int, int, int]) -> list[PlannedStage]:
+        """The written stages' shapes and fields; the memory of running the graph is counted with the first."""
+        fields_ = self._fields()
+        planned = []
+        for index, node in enumerate(self.chosen(), 1):
+            out = _stage_shape(self.shapes.get(node.outputs[0], ()))
+            if self.max_channels and not self.layers:
+                out = (min(out[0], self.max_channels), *out[1:])
+            rf, jump = fields_.get(node.outputs[0], (None, None))
+            planned.append(
+                PlannedStage(
+                    index,
+                    node.op.lower(),
+                    self._describe(node),
+                    out,
+                    rf,
+                    jump,
+                    self._running_bytes() if index == 1 else 0,
+                )
+            )
+        return planned
+
+    def _running_bytes(self) -> int:
+        """The weights, and the values a node reads and writes: at most twice the two largest activations."""
+        weights = sum(value.nbytes for value in self.constants.values())
+        sizes = sorted((4 * math.prod(s) for s in self.shapes.values() if s), reverse=True)[:2]
+        return weights + 2 * sum(sizes)
+
+    def _describe(self, node: Node) -> str:
+        return f"{node.op} {node.name}" if node.name else node.op
+
+    def _fields(self) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+        """(receptive field, jump) of each map-shaped value, in input pixels, along the graph."""
+        H, W = self.input_shape_[1:]
+        known = {self.input_name: ((1, 1), (1, 1))}
+        for node in self.nodes:
+            sources = [known[i] for i in node.inputs if i in known]
+            if not sources:
+                continue
+            rf = tuple(max(s[0][k] for s in sources) for k in range(2))
+            jump = tuple(max(s[1][k] for s in sources) for k in range(2))
+            attrs = _attributes(node.proto)
+            if node.op in ("Conv", "MaxPool", "AveragePool"):
+                weights = self.constants.get(node.inputs[1]) if len(node.inputs) > 1 else None
+                kernel = attrs.get("kernel_shape") or (
+                    weights.shape[2:] if weights is not None else self.shapes.get(node.inputs[1], (0, 0, 1, 1))[2:]
+                )
+                dilations, strides = _pairs(attrs, "dilations", 1), _pairs(attrs, "strides", 1)
+                rf = tuple(r + d * (k - 1) * j for r, d, k, j in zip(rf, dilations, kernel, jump, strict=True))
+                jump = tuple(j * s for j, s in zip(jump, strides, strict=True))
+            elif node.op in (
+                "GlobalAveragePool",
+                "GlobalMaxPool",
+                "Gemm",
+                "MatMul",
+                "Flatten",
+                "ReduceMean",
+                "ReduceMax",
+                "Reshape",
+                "Softmax",
+            ):
+                rf = (H, W)
+            for output in node.outputs:
+                known[output] = (rf, jump)
+        return known
+
+    def stream(self, image: np.ndarray, *, reuse: bool = False) -> Iterator[StageResult]:
+        """The input, then every chosen node's output as it is computed; values go once nothing reads them."""
+        image = np.asarray(image, np.float32)
+        chosen = {id(n): k for k, n in enumerate(self.chosen(), 1)}
+        fields_ = self._fields()
+        readers: dict[str, int] = {}
+        for node in self.nodes:
+            for name in node.inputs:
+                readers[name] = readers.get(name, 0) + 1
+        values: dict[str, np.ndarray] = {self.input_name: image[None]}
+        yield StageResult(
+            0, "input", "input", image, input_labels(image.shape[0]), 0.0, (1, 1), (1, 1), Stats.of(image), image.shape
+        )
+        for node in self.nodes:
+            start = time.perf_counter()
+            inputs = [values.get(name, self.constants.get(name)) if name else None for name in node.inputs]
+            try:
+                result = RUN[node.op](node.proto, inputs, self.opset)
+            except (ValueError, TypeError, IndexError, KeyError) as error:
+                raise CnnxError(f"{self.path.name}: node {node.name or node.op} ({node.op}) failed: {error}") from None
+            values[node.outputs[0]] = np.asarray(result)
+            for name in node.inputs:
+                readers[name] -= 1
+                if readers[name] == 0 and name != self.input_name and name in values and name not in node.outputs:
+                    del values[name]
+            if id(node) in chosen:
+                array = _as_stage(values[node.outputs[0]])
+                rf, jump = fields_.get(node.outputs[0], (None, None))
+                stats = Stats.of(array)
+                names = self.labels if node.outputs[0] == self.output_name and array.size == len(self.labels) else ()
+                description = self._describe(node)
+                cap = self.max_channels if not self.layers else None
+                if cap and array.shape[0] > cap:
+                    # Thousands of maps of one layer are unreadable at once; the rest are a --layers away.
+                    description += (
+                        f" (its first {cap} of {array.shape[0]} maps written; --layers {node.name or node.op}"
+                        " writes them all)"
+                    )
+                    array = array[:cap]
+                yield StageResult(
+                    chosen[id(node)],
+                    node.op.lower(),
+                    description,
+                    array,
+                    tuple(f"{node.name or node.op} #{c}" for c in range(array.shape[0]))
+                    if array.shape[0] > 1
+                    else (node.name or node.op,),
+                    time.perf_counter() - start,
+                    rf,
+                    jump,
+                    stats,
+                    array.shape,
+                    names,
+                )
+
+    def answer(self, output: np.ndarray) -> list[tuple[str, float]] | None:
+        """The top five classes by probability, where the output is one row of them."""
+        values = np.asarray(output, np.float64).ravel()
+        if values.size < 2:
+            return None
+        if not (np.all(values >= 0) and abs(values.sum() - 1) < 1e-3):  # scores, not probabilities
+            shifted = np.exp(values - values.max())
+            values = shifted / shifted.sum()
+        names = self.labels if len(self.labels) == values.size else tuple(f"class {k}" for k in range(values.size))
+        top = np.argsort(-values, kind="stable")[:5]
+        return [(names[k], float(values[k])) for k in top]
+
+    def about(self) -> dict:
+        return {
+            "convention": self.caption,
+            "model": {
+                "file": str(self.path),
+                "nodes": len(self.nodes),
+                "opset": self.opset,
+                "input": list(self.input_shape_),
+                "preprocess": self.preprocess,
+                "layers": self.layers or "default",
+                "batch_norms_folded": self.folded,
+                "written": [self._describe(n) for n in self.chosen()],
+            },
+        }
+
+
+def _stage_shape(shape: Shape) -> tuple[int, int, int]:
+    """An ONNX value's shape as a stage's (C, H, W): the batch of one dropped; a row of values, or maps of one
+    value each (a global pool's), as (1, 1, N)."""
+    shape = tuple(int(s) for s in shape[1:]) if len(shape) > 1 else tuple(int(s) for s in shape)
+    if len(shape) == 3 and shape[1] * shape[2] > 1:
+        return shape
+    return (1, 1, math.prod(shape) if shape else 1)
+
+
+def _as_stage(value: np.ndarray) -> np.ndarray:
+    value = np.asarray(value, np.float32)
+    return np.ascontiguousarray(value.reshape(_stage_shape(value.shape)))
+
+
+def load_graph(path: Path, *, layers: str | None = None, labels: Path | None = None, preprocess: str = "none") -> Graph:
+    """Read an ONNX model: check every op is supported before any work, fold batch norms, infer shapes."""
+    try:
+        import onnx
+        from onnx import numpy_helper, shape_inference
+    except ImportError:
+        raise CnnxError('an ONNX model needs the onnx package: pip install "cnnx[onnx]"') from None
+    path = Path(path)
+    data = read_regular(path, "an ONNX model", limit=MODEL_LIMIT)
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as error:  # the protobuf parser raises several kinds on bad bytes
+        raise CnnxError(f"{path}: not an ONNX model ({type(error).__name__})") from None
+    graph = model.graph
+    if not graph.node:
+        raise CnnxError(f"{path}: the model has no nodes")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    unsupported = sorted({n.op_type for n in graph.node if n.op_type not in RUN or n.domain not in ("", "ai.onnx")})
+    if unsupported:
+        first = next(n for n in graph.node if n.op_type in unsupported)
+        raise CnnxError(
+            f"{path}: op {first.op_type} (node {first.name or '?'}) is not supported; cnnx runs {', '.join(SUPPORTED)}"
+        )
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
+        _read_external(model, path)
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in constants]
+    if len(inputs) != 1:
+        raise CnnxError(f"{path}: cnnx runs models of one image input; this one takes {len(inputs)} inputs")
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or not all(dims[1:]) or dims[1] not in (1, 3):
+        raise CnnxError(
+            f"{path}: the input {inputs[0].name!r} has shape {dims}; cnnx runs models of an image "
+            "input (N, 1 or 3, H, W) with a fixed size"
+        )
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception as error:
+        raise CnnxError(f"{path}: its shapes cannot be worked out ({error})") from None
+    shapes = {
+        v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
+        for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
+    }
+    nodes = [Node(n.op_type, n.name, list(n.input), list(n.output), n) for n in graph.node]
+    stored = next((p.value for p in model.metadata_props if p.key == "labels"), "")
+    names = tuple(_labels(labels)) if labels else tuple(n.strip() for n in stored.split(",") if n.strip())
+    result = Graph(
+        path,
+        nodes,
+        constants,
+        inputs[0].name,
+        tuple(dims[1:]),
+        graph.output[0].name,
+        opset,
+        shapes,
+        layers,
+        names,
+        preprocess,
+    )
+    result.folded = _fold_batch_norms(result)
+    if any(len(result.shapes.get(n.outputs[0], ())) == 0 for n in result.nodes):
+        result.shapes = _shapes_by_running(result)  # shape inference could not tell them all
+    if layers and layers != "all" and not result.matching(layers):
+        raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
+    return result
+
+
+def _shapes_by_running(graph: Graph) -> dict[str, Shape]:
+    """Every value's shape, from one pass of the graph on an input of zeros (values let go as they are used)."""
+    shapes: dict[str, Shape] = {}
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    values = {graph.input_name: np.zeros((1, *graph.input_shape_), np.float32)}
+    for node in graph.nodes:
+        inputs = [values.get(name, graph.constants.get(name)) if name else None for name in node.inputs]
+        try:
+            result = np.asarray(RUN[node.op](node.proto, inputs, graph.opset))
+        except (ValueError, TypeError, IndexError, KeyError) as error:
+            raise CnnxError(f"{graph.path.name}: node {node.name or node.op} ({node.op}) failed: {error}") from None
+        values[node.outputs[0]] = result
+        shapes[node.outputs[0]] = result.shape
+        for name in node.inputs:
+            readers[name] -= 1
+            if not readers[name] and name in values and name != graph.input_name:
+                del values[name]
+    return shapes
+
+
+def _labels(path: Path) -> list[str]:
+    text = read_regular(Path(path), "a labels file", limit=16 << 20).decode("utf-8", "replace")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _read_external(model, path: Path) -> None:
+    """Weights kept in files beside the model: read, and only from the model's own folder."""
+    from onnx.external_data_helper import load_external_data_for_model
+
+    folder = path.resolve().parent
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                target = (folder / entry.value).resolve()
+                if folder not in target.parents:
+                    raise CnnxError(f"{path}: weights in {entry.value!r} lie outside the model's folder")
+                read_regular(target, "an external weights file", limit=MODEL_LIMIT).__len__()
+    try:
+        load_external_data_for_model(model, str(folder))
+    except Exception as error:
+        raise CnnxError(f"{path}: its external weights cannot be read ({error})") from None
+
+
+def _fold_batch_norms(graph: Graph) -> int:
+    """A BatchNormalization read only by itself after a Conv with constant weights becomes part of the Conv."""
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    producer = {out: node for node in graph.nodes for out in node.outputs}
+    folded = 0
+    kept = []
+    for node in graph.nodes:
+        conv = producer.get(node.inputs[0]) if node.op == "BatchNormalization" else None
+        consts = graph.constants
+        if (
+            conv is not None
+            and conv.op == "Conv"
+            and readers.get(conv.outputs[0]) == 1
+            and conv.inputs[1] in consts
+            and all(i in consts for i in node.inputs[1:5])
+            and (len(conv.inputs) < 3 or conv.inputs[2] in consts)
+        ):
+            scale, bias, mean, var = (consts[i].astype(np.float64) for i in node.inputs[1:5])
+            factor = scale / np.sqrt(var + _attributes(node.proto).get("epsilon", 1e-5))
+            weight = consts[conv.inputs[1]].astype(np.float64) * factor[:, None, None, None]
+            old_bias = consts[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0
+            new_w, new_b = f"{conv.inputs[1]}__folded", f"{conv.inputs[1]}__folded_bias"
+            consts[new_w] = weight.astype(np.float32)
+            consts[new_b] = ((old_bias - mean) * factor + bias).astype(np.float32)
+            conv.inputs = [conv.inputs[0], new_w, new_b]
+            conv.outputs = list(node.outputs)
+            conv.name = conv.name or node.name
+            folded += 1
+            continue
+        kept.append(node)
+    graph.nodes = kept
+    return folded

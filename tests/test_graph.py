@@ -1,0 +1,306 @@
+"""ONNX models run on cnnx's own ops: every supported op and the light model-zoo models against ONNX Runtime."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnnx.cli import app
+from cnnx.errors import CnnxError
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import helper, numpy_helper  # noqa: E402
+from onnx_models import LIGHT_MODELS, single_op_model, with_random_weights  # noqa: E402
+
+from cnnx.graph import RUN, load_graph  # noqa: E402
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def reference(path_or_bytes, x: np.ndarray, outputs=None) -> dict:
+    """ONNX Runtime's values for every named output (all of them by default)."""
+    model = (
+        onnx.load_model_from_string(path_or_bytes)
+        if isinstance(path_or_bytes, bytes)
+        else onnx.load(str(path_or_bytes))
+    )
+    inferred = onnx.shape_inference.infer_shapes(model)
+    produced = {o for n in model.graph.node for o in n.output}
+    have = {o.name for o in model.graph.output}
+    for info in inferred.graph.value_info:
+        if info.name in produced and info.name not in have and (outputs is None or info.name in outputs):
+            model.graph.output.append(info)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, {name: x}), strict=True))
+
+
+def ours(graph, x: np.ndarray) -> dict:
+    """cnnx's value of every node output, running the graph as the stream does."""
+    values = {graph.input_name: x}
+    for node in graph.nodes:
+        inputs = [values.get(name, graph.constants.get(name)) if name else None for name in node.inputs]
+        values[node.outputs[0]] = np.asarray(RUN[node.op](node.proto, inputs, graph.opset))
+    return values
+
+
+def agree(got: np.ndarray, want: np.ndarray) -> bool:
+    """float32 agreement: rtol 1e-3, atol 1e-4 of the largest magnitude."""
+    scale = max(float(np.abs(want).max()), 1e-12)
+    return got.shape == want.shape and np.allclose(got, want, rtol=1e-3, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_light_models_agree_with_onnx_runtime_at_every_layer(tmp_path, name):
+    """The nine light model-zoo models (with random weights) agree with ONNX Runtime on every value, output too."""
+    path = with_random_weights(name, tmp_path)
+    graph = load_graph(path, layers="all")
+    x = np.random.default_rng(1).random((1, *graph.input_shape_), dtype=np.float32)
+    want, got = reference(path, x), ours(graph, x)
+    compared = [key for key in want if key in got]
+    assert graph.output_name in compared and len(compared) > len(graph.nodes) // 2
+    for key in compared:
+        assert agree(got[key].astype(np.float32), want[key]), key
+
+
+CASES = [
+    ("Conv", (1, 3, 9, 11), {"w": ("r", (4, 3, 3, 3)), "b": ("r", (4,))}, {"pads": [1, 0, 2, 1], "strides": [2, 1]}),
+    ("Conv", (1, 4, 9, 9), {"w": ("r", (4, 1, 3, 3))}, {"group": 4, "dilations": [2, 2], "pads": [2, 1, 2, 3]}),
+    ("Conv", (1, 2, 9, 8), {"w": ("r", (3, 2, 4, 3))}, {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    ("Conv", (1, 6, 8, 8), {"w": ("r", (5, 6, 1, 1))}, {}),
+    (
+        "BatchNormalization",
+        (1, 3, 5, 5),
+        {"s": ("r", (3,)), "b": ("r", (3,)), "m": ("r", (3,)), "v": ("p", (3,))},
+        {"epsilon": 1e-3},
+    ),
+    ("Relu", (1, 2, 4, 4), {}, {}),
+    ("LeakyRelu", (1, 2, 4, 4), {}, {"alpha": 0.2}),
+    ("PRelu", (1, 3, 4, 4), {"slope": ("r", (3, 1, 1))}, {}),
+    ("Clip", (1, 2, 4, 4), {"lo": ("c", 0.0), "hi": ("c", 0.5)}, {}),
+    ("Sigmoid", (1, 2, 4, 4), {}, {}),
+    ("HardSigmoid", (1, 2, 4, 4), {}, {"alpha": 0.3}),
+    ("HardSwish", (1, 2, 4, 4), {}, {}),
+    ("Tanh", (1, 2, 4, 4), {}, {}),
+    ("Add", (1, 2, 4, 4), {"y2": ("r", (2, 1, 1))}, {}),
+    ("Sub", (1, 2, 4, 4), {"y2": ("r", (1, 4))}, {}),
+    ("Mul", (1, 2, 4, 4), {"y2": ("r", (2, 4, 4))}, {}),
+    ("Div", (1, 2, 4, 4), {"y2": ("p", (2, 1, 1))}, {}),
+    ("Sum", (1, 2, 4, 4), {"y2": ("r", (1, 2, 4, 4)), "y3": ("r", (1, 2, 4, 4))}, {}),
+    ("Concat", (1, 2, 4, 4), {"y2": ("r", (1, 3, 4, 4))}, {"axis": 1}),
+    ("MaxPool", (1, 2, 9, 10), {}, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
+    ("MaxPool", (1, 2, 9, 9), {}, {"kernel_shape": [2, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+    ("MaxPool", (1, 2, 9, 9), {}, {"kernel_shape": [3, 3], "dilations": [2, 2], "pads": [1, 2, 2, 1]}),
+    ("AveragePool", (1, 2, 9, 10), {}, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 2]}),
+    (
+        "AveragePool",
+        (1, 2, 9, 10),
+        {},
+        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1, "ceil_mode": 1},
+    ),
+    ("GlobalAveragePool", (1, 3, 5, 6), {}, {}),
+    ("GlobalMaxPool", (1, 3, 5, 6), {}, {}),
+    ("ReduceMean", (1, 3, 5, 6), {}, {"axes": [2, 3], "keepdims": 1}),
+    ("ReduceMax", (1, 3, 5, 6), {}, {"axes": [2, 3], "keepdims": 0}),
+    ("Flatten", (1, 3, 4, 4), {}, {"axis": 1}),
+    ("Reshape", (1, 3, 4, 4), {"shape": ("i", [1, 0, -1])}, {}),
+    ("Transpose", (1, 3, 4, 5), {}, {"perm": [0, 2, 3, 1]}),
+    ("Squeeze", (1, 3, 1, 5), {"axes": ("i", [2])}, {}),
+    ("Unsqueeze", (1, 3, 4), {"axes": ("i", [1])}, {}),
+    ("Gemm", (2, 6), {"w": ("r", (4, 6)), "c": ("r", (1, 4))}, {"transB": 1, "alpha": 0.5, "beta": 2.0}),
+    ("MatMul", (1, 3, 4, 5), {"w": ("r", (5, 2))}, {}),
+    ("Softmax", (1, 3, 4, 5), {}, {"axis": 1}),
+    ("LRN", (1, 7, 4, 4), {}, {"size": 3, "alpha": 1e-2, "beta": 0.75, "bias": 1.5}),
+    ("Pad", (1, 2, 4, 4), {"pads": ("i", [0, 0, 1, 2, 0, 0, 2, 1]), "value": ("c", 0.5)}, {"mode": "constant"}),
+    ("Pad", (1, 2, 4, 4), {"pads": ("i", [0, 0, 1, 2, 0, 0, 2, 1])}, {"mode": "reflect"}),
+    ("Dropout", (1, 2, 4, 4), {}, {}),
+    ("Identity", (1, 2, 4, 4), {}, {}),
+]
+
+
+def _value(kind: str, spec, rng):
+    if kind == "r":
+        return rng.standard_normal(spec).astype(np.float32)
+    if kind == "p":
+        return rng.uniform(0.5, 1.5, spec).astype(np.float32)
+    if kind == "i":
+        return np.array(spec, np.int64)
+    return np.array(spec, np.float32)
+
+
+@pytest.mark.parametrize("op, shape, inputs, attributes", CASES, ids=[f"{c[0]}-{k}" for k, c in enumerate(CASES)])
+def test_each_op_agrees_with_onnx_runtime(op, shape, inputs, attributes):
+    """Each supported op, on random inputs with awkward sizes and options, gives ONNX Runtime's numbers."""
+    rng = np.random.default_rng(len(op))
+    data = single_op_model(op, shape, {k: _value(kind, spec, rng) for k, (kind, spec) in inputs.items()}, attributes)
+    x = rng.standard_normal(shape).astype(np.float32)
+    want = reference(data, x)["y"]
+    graph = _graph_of(data, shape)
+    got = ours(graph, x)["y"]
+    assert agree(np.asarray(got, np.float32), want)
+
+
+def _graph_of(data: bytes, shape):
+    """Load a single-op model into the runner's structures, skipping the image-input checks of load_graph."""
+    from cnnx.graph import Graph, Node
+
+    model = onnx.load_model_from_string(data)
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes = [Node(n.op_type, n.name, list(n.input), list(n.output), n) for n in model.graph.node]
+    return Graph(None, nodes, constants, "x", tuple(shape[1:]), "y", model.opset_import[0].version)
+
+
+def test_batch_norm_is_folded_into_the_conv_before_it(tmp_path):
+    """Conv then BatchNormalization becomes one Conv with scaled weights, and gives the same numbers."""
+    rng = np.random.default_rng(3)
+    weights = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32)}
+    norm = {k: rng.uniform(0.5, 1.5, 4).astype(np.float32) for k in ("s", "b", "m", "v")}
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cbn",
+        [helper.make_tensor_value_info("x", 1, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", 1, [1, 4, 8, 8])],
+        [numpy_helper.from_array(v, k) for k, v in {**weights, **norm}.items()],
+    )
+    path = tmp_path / "cbn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    loaded = load_graph(path)
+    assert loaded.folded == 1 and [n.op for n in loaded.nodes] == ["Conv"]
+    x = rng.random((1, 3, 8, 8), dtype=np.float32)
+    assert agree(ours(loaded, x)["y"], reference(path, x)["y"])
+
+
+def test_pipeline_runs_a_model_and_answers_with_labels(tmp_path):
+    """cnnx pipeline IMAGE --model net.onnx writes the input, the chosen layers and the output, and answers."""
+    path = with_random_weights("squeezenet", tmp_path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"thing {k}" for k in range(1000)))
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)).save(image)
+    result = invoke(
+        "pipeline",
+        image,
+        "--model",
+        path,
+        "--labels",
+        labels,
+        "-o",
+        tmp_path / "out",
+        "--preprocess",
+        "imagenet",
+        "--save-raw",
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    stages = manifest["stages"]
+    assert stages[0]["shape"] == [3, 224, 224] and stages[-1]["operation"] == "softmax"
+    assert "thing" in result.stdout and manifest["model"]["answer"]
+    # What the model saw, saved, gives ONNX Runtime's output.
+    seen = np.load(tmp_path / "out" / "00_input" / "stage.npy")
+    final = np.load(tmp_path / "out" / f"{len(stages) - 1:02d}_softmax" / "stage.npy")
+    assert agree(final.reshape(1, -1), reference(path, seen[None])[load_graph(path).output_name].reshape(1, -1))
+
+
+def test_layers_chooses_what_is_written(tmp_path):
+    """--layers takes op types, names and patterns; the output is always written last."""
+    path = with_random_weights("squeezenet", tmp_path)
+    for layers, ops in (("Concat", {"concat"}), ("MaxPool,GlobalAveragePool", {"maxpool", "globalaveragepool"})):
+        graph = load_graph(path, layers=layers)
+        planned = graph.plan(graph.input_shape_)
+        assert {p.name for p in planned[:-1]} == ops and planned[-1].name == "softmax"
+    with pytest.raises(CnnxError, match="names no node"):
+        load_graph(path, layers="NoSuchThing")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "no nodes|not an ONNX"), (b"\x00\x01garbage" * 50, "not an ONNX"), (None, "not an ONNX")],
+)
+def test_bad_model_files_are_refused_in_one_line(tmp_path, content, message):
+    """Empty, random and truncated model files are refused with one line and exit 2."""
+    path = tmp_path / "bad.onnx"
+    if content is None:  # truncated: the first half of a real model
+        content = with_random_weights("bvlc_alexnet", tmp_path).read_bytes()[:1000]
+    path.write_bytes(content)
+    with pytest.raises(CnnxError, match=message):
+        load_graph(path)
+
+
+def test_unsupported_ops_and_non_image_inputs_are_refused_before_any_work(tmp_path):
+    """An op cnnx does not run is named with its node and the list; a model of a 1-D input is refused."""
+    node = helper.make_node("Erf", ["x"], ["y"], name="the_erf")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", 1, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", 1, [1, 3, 8, 8])],
+    )
+    onnx.save(helper.make_model(graph), str(tmp_path / "erf.onnx"))
+    with pytest.raises(CnnxError, match="op Erf .node the_erf. is not supported; cnnx runs .*Conv"):
+        load_graph(tmp_path / "erf.onnx")
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", 1, [1, 16])], [helper.make_tensor_value_info("y", 1, [1, 16])]
+    )
+    onnx.save(helper.make_model(graph), str(tmp_path / "flat.onnx"))
+    with pytest.raises(CnnxError, match="image input"):
+        load_graph(tmp_path / "flat.onnx")
+
+
+def test_external_weights_are_read_only_from_the_models_folder(tmp_path):
+    """Weights in a file beside the model are read; a model whose weights point outside its folder is refused."""
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    rng = np.random.default_rng(4)
+    weights = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", 1, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", 1, [1, 4, 6, 6])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    convert_model_to_external_data(model, location="w.bin", size_threshold=0)
+    (tmp_path / "m").mkdir()
+    onnx.save(model, str(tmp_path / "m" / "net.onnx"))
+    loaded = load_graph(tmp_path / "m" / "net.onnx")
+    x = rng.random((1, 3, 8, 8), dtype=np.float32)
+    assert agree(ours(loaded, x)["y"], reference(tmp_path / "m" / "net.onnx", x)["y"])
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../outside.bin"
+    onnx.save(model, str(tmp_path / "m" / "escape.onnx"), save_as_external_data=False)
+    with pytest.raises(CnnxError, match="outside the model's folder"):
+        load_graph(tmp_path / "m" / "escape.onnx")
+
+
+def test_without_the_onnx_package_the_message_says_what_to_install(tmp_path, monkeypatch):
+    """--model x.onnx without onnx installed: one line saying pip install "cnnx[onnx]"."""
+    import builtins
+
+    real = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    with pytest.raises(CnnxError, match=r'pip install "cnnx\[onnx\]"'):
+        load_graph(tmp_path / "x.onnx")
