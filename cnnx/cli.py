@@ -330,16 +330,25 @@ def _show_model_kernels(name: str, layer: str | None, output: Path | None) -> No
     from cnnx.explain_view import learned_kernels_view
     from cnnx.model import load_model
 
-    chosen = load_model(name)
+    if name.lower().endswith(".onnx"):
+        from cnnx.graph import load_graph
+
+        chosen, title = load_graph(Path(name)), f"model {Path(name).name}"
+    else:
+        chosen = load_model(name)
+        accuracy = chosen.meta.get("test", {}).get("accuracy")
+        title = f"model {name}" + (f" (test accuracy {accuracy:.2%})" if accuracy is not None else "")
     kernels = chosen.learned_kernels()
+    if not kernels:
+        raise CnnxError(f"model {name} has no convolution with weights of its own")
     layer = layer or next(iter(kernels))
     if layer not in kernels:
-        raise CnnxError(f"model {name} has no conv layer {layer!r}; it has {', '.join(kernels)}")
-    accuracy = chosen.meta.get("test", {}).get("accuracy")
-    title = f"model {name}" + (f" (test accuracy {accuracy:.2%})" if accuracy is not None else "")
+        shown = ", ".join(list(kernels)[:12]) + (" ..." if len(kernels) > 12 else "")
+        raise CnnxError(f"model {name} has no conv layer {layer!r}; it has {shown}")
     out.print(learned_kernels_view(title, layer, kernels[layer]))
     if output is not None:
-        _draw_kernels(output, kernels)
+        # The whole sheet of a deep network would be metres long: the layer asked for (by default the first).
+        _draw_kernels(output, kernels if len(kernels) <= 4 else {layer: kernels[layer]})
 
 
 def _draw_kernels(output: Path, kernels: dict) -> None:

@@ -404,3 +404,72 @@ def stage_story(result, before=None) -> str:
         text += (f" Each value here sees {rf[0]}x{rf[1]} pixels of the input (the square on the picture); "
                  f"neighbouring values are {jump[0]} pixel{'s' if jump[0] > 1 else ''} apart in it.")
     return text
+
+
+@dataclass
+class ChannelSum:
+    """One input channel's part of a convolution's output value: the window, the kernel, the products, their sum."""
+
+    channel: int
+    total: float
+    values: list[list[float]] | None = None  # kept for the channels that weigh most
+    weights: list[list[float]] | None = None
+    products: list[list[float]] | None = None
+
+
+@dataclass
+class LayerExplanation:
+    """One output value of a real convolution layer: every input channel's sum, the bias, and the map's value."""
+
+    model: str
+    layer: str
+    channel: int
+    row: int
+    col: int
+    kernel: list[int]
+    stride: list[int]
+    dilation: list[int]
+    parts: list[ChannelSum]
+    bias: float
+    total: float
+    map_value: float
+    map_shape: list[int]
+
+
+def explain_layer(graph, image: np.ndarray, layer: str, channel: int, row: int, col: int, shown: int = 3):
+    """The arithmetic of output (channel, row, col) of a Conv node, summed over every input channel, plus bias.
+
+    ``image`` is the model's prepared input (C, H, W); batch normalisations are already folded into the
+    weights, as the model runs.  The ``shown`` channels that weigh most keep their windows and products.
+    """
+    node, inputs, output = graph.run_to(image, layer)
+    if node.op != "Conv" or node.inputs[1] not in graph.constants:
+        raise CnnxError(f"node {layer!r} is a {node.op}; explain conv takes a Conv node with weights of its own")
+    x, weights = np.asarray(inputs[0], np.float64)[0], np.asarray(inputs[1], np.float64)
+    bias = float(inputs[2][channel]) if len(inputs) > 2 and inputs[2] is not None else 0.0
+    O, per_group, kh, kw = weights.shape
+    _, H_out, W_out = output.shape[1:]
+    if not (0 <= channel < O and 0 <= row < H_out and 0 <= col < W_out):
+        raise CnnxError(f"{layer} has {O} maps of {H_out}x{W_out}: channel 0..{O - 1}, --at ROW,COL within "
+                        f"0..{H_out - 1}, 0..{W_out - 1}; got channel {channel} at {row},{col}")
+    geometry = graph.conv_geometry(node, inputs[0].shape)
+    (s0, s1), (d0, d1), (top, left) = geometry["strides"], geometry["dilations"], geometry["pads"][:2]
+    first = (channel // (O // geometry["group"])) * per_group
+    rows = [row * s0 - top + i * d0 for i in range(kh)]
+    cols = [col * s1 - left + j * d1 for j in range(kw)]
+    parts = []
+    for c in range(per_group):
+        window = np.array([[x[first + c, r, q] if 0 <= r < x.shape[1] and 0 <= q < x.shape[2] else 0.0 for q in cols]
+                           for r in rows])
+        products = window * weights[channel, c]
+        parts.append(ChannelSum(first + c, float(products.sum()), window.tolist(), weights[channel, c].tolist(),
+                                products.tolist()))
+    kept = sorted(parts, key=lambda p: -abs(p.total))[:shown]
+    for part in parts:
+        if part not in kept:
+            part.values = part.weights = part.products = None
+    total = sum(p.total for p in parts) + bias
+    value = float(output[0, channel, row, col])
+    _agree(np.array([value]), np.array([total]), "channel sums and bias", "the layer")
+    return LayerExplanation(graph.path.name, layer, channel, row, col, [kh, kw], [s0, s1], [d0, d1], parts, bias,
+                            total, value, [O, H_out, W_out])

@@ -9,7 +9,19 @@ import typer
 
 from cnnx.choices import PaddingMode
 from cnnx.errors import CnnxError
-from cnnx.shell import Config, Json, MaxMemory, Model, Preset, Spec, number_pair, out, reported_errors, source_from
+from cnnx.shell import (
+    Config,
+    Json,
+    MaxMemory,
+    Model,
+    Preprocess,
+    Preset,
+    Spec,
+    number_pair,
+    out,
+    reported_errors,
+    source_from,
+)
 
 app = typer.Typer(
     name="explain",
@@ -57,13 +69,20 @@ def explain_conv(
     padding_mode: Annotated[
         PaddingMode, typer.Option("--padding-mode", help="Border of an IMAGE.")
     ] = PaddingMode.replicate,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="FILE.onnx",
+                                              help="With an IMAGE: explain a value of this model's layer.")] = None,
+    layer: Annotated[str | None, typer.Option("--layer", help="With --model: the Conv node.")] = None,
+    channel: Annotated[int, typer.Option("--channel", min=0, help="With --model: which of its maps.")] = 0,
+    preprocess: Preprocess = None,
     max_memory: MaxMemory = None,
     as_json: Json = False,
 ) -> None:
     """Replay a convolution window by window: the values under the kernel, the products, the sum.
 
     Without arguments, the lesson's example: the 4x4 input and the vertical-edge
-    filter, with where the lesson's own arithmetic went wrong.
+    filter, with where the lesson's own arithmetic went wrong.  With an ONNX
+    --model and --layer, one value of a real layer: the sum over every input
+    channel, plus the bias, and the value the layer holds there.
 
     Example: cnnx explain conv samples/chelsea.png --at 120,200 --kernel sobel_x
     """
@@ -77,6 +96,17 @@ def explain_conv(
             if at is None:
                 raise CnnxError("with an IMAGE, say which output pixel with --at ROW,COL")
             row, col = number_pair(at, "--at")
+            if model is not None:
+                if layer is None:
+                    raise CnnxError("with --model, say which Conv node with --layer NAME")
+                source = source_from(None, None, None, model, None, None, preprocess=preprocess)
+                if not hasattr(source, "run_to"):
+                    raise CnnxError("explain conv --model takes an ONNX model (FILE.onnx)")
+                _refuse_over_budget(image, source, max_memory)
+                prepared = source.prepare(load_image(image, color=source.color).array)
+                data = explain.explain_layer(source, prepared, layer, channel, row, col)
+                show_explanation(data, None if as_json else explain_view.layer_view)
+                return
             _refuse_over_budget(image, None, max_memory)
             data = explain.explain_patch(load_image(image).array, str(image), kernel, row, col, padding_mode)
             show_explanation(data, None if as_json else explain_view.patch_view)

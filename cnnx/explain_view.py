@@ -15,7 +15,15 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from cnnx.explain import ConvExplanation, FieldRow, PatchExplanation, PoolExplanation, ReluExplanation, ShiftExplanation
+from cnnx.explain import (
+    ConvExplanation,
+    FieldRow,
+    LayerExplanation,
+    PatchExplanation,
+    PoolExplanation,
+    ReluExplanation,
+    ShiftExplanation,
+)
 
 
 def _cell(value: float, scale: float, *, highlight: bool = False, digits: int = 3) -> Text:
@@ -219,9 +227,37 @@ def learned_kernels_view(title: str, layer: str, weights) -> Group:
     """One conv layer's learned filters, each input channel's kernel a heat-map grid."""
     O, C, kh, kw = weights.shape
     heading = Text(f"{title}, layer {layer}: {O} filters over {C} input channels, {kh}x{kw}")
+    shown = max(1, min(O, 64 // C))  # a screenful: the rest are in the picture -o draws
     grids = [
         matrix(weights[o, c].round(2).tolist(), f"filter {o}" + (f" ch {c}" if C > 1 else ""), digits=2)
-        for o in range(O)
+        for o in range(shown)
         for c in range(C)
     ]
-    return Group(heading, Columns(grids, padding=(0, 2)))
+    more = Text(f"(the first {shown} of {O} filters; -o FILE draws them all)" if shown < O else "")
+    return Group(heading, Columns(grids, padding=(0, 2)), more)
+
+
+def layer_view(e: LayerExplanation) -> Group:
+    """A real layer's value: the channels that weigh most in full, every channel's sum, the bias, the total."""
+    heading = Text(
+        f"{e.model}, layer {e.layer}: map {e.channel} at row {e.row}, column {e.col} (kernel {e.kernel[0]}x"
+        f"{e.kernel[1]}, stride {e.stride[0]}, dilation {e.dilation[0]}): a sum over {len(e.parts)} input "
+        "channels, each the window under the kernel times its weights, plus the bias.", style="bold")
+    parts: list[RenderableType] = [heading]
+    for part in e.parts:
+        if part.values is not None:
+            parts.append(Text(f"input channel {part.channel}: its products add to {part.total:.6g}"))
+            parts.append(_side_by_side(matrix(part.values, "window"), matrix(part.weights, "kernel"),
+                                       matrix(part.products, "products")))
+    table = Table(title="every input channel's sum", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("channel", justify="right")
+    table.add_column("sum", justify="right")
+    scale = max(abs(p.total) for p in e.parts) or 1.0
+    for part in sorted(e.parts, key=lambda p: -abs(p.total))[:16]:
+        table.add_row(str(part.channel), _cell(part.total, scale, digits=6))
+    parts.append(table)
+    if len(e.parts) > 16:
+        parts.append(Text(f"... and {len(e.parts) - 16} more channels (all in --json)"))
+    parts.append(Text(f"sum of the channels {e.total - e.bias:.6g} + bias {e.bias:.6g} = {e.total:.6g}; the layer's "
+                      f"{e.map_shape[1]}x{e.map_shape[2]} map {e.channel} holds {e.map_value:.6g} there."))
+    return Group(*parts)

@@ -382,6 +382,35 @@ class Graph:
         last = next(n for n in self.nodes if self.output_name in n.outputs)
         return picked if last in picked else [*picked, last]
 
+    def learned_kernels(self) -> dict[str, np.ndarray]:
+        """Each convolution's weights (out, in/groups, kH, kW), batch norms folded in, by node name, in order."""
+        return {
+            node.name or f"conv{k}": self.constants[node.inputs[1]]
+            for k, node in enumerate(n for n in self.nodes if n.op == "Conv")
+            if node.inputs[1] in self.constants
+        }
+
+    def run_to(self, image: np.ndarray, name: str) -> tuple[Node, list, np.ndarray]:
+        """Run the graph on a prepared (C, H, W) image up to the node called ``name``: the node, its inputs, output."""
+        target = next((n for n in self.nodes if name in (n.name, n.outputs[0])), None)
+        if target is None:
+            convs = [n.name for n in self.nodes if n.op == "Conv"][:12]
+            raise CnnxError(f"{self.path.name} has no node {name!r}; its convolutions include {', '.join(convs)}")
+        values = {self.input_name: np.asarray(image, np.float32)[None]}
+        for node in self.nodes:
+            inputs = [values.get(n, self.constants.get(n)) if n else None for n in node.inputs]
+            values[node.outputs[0]] = np.asarray(RUN[node.op](node.proto, inputs, self.opset))
+            if node is target:
+                return node, inputs, values[node.outputs[0]]
+        raise AssertionError("the node is in the graph")  # pragma: no cover
+
+    def conv_geometry(self, node: Node, x_shape: Shape) -> dict:
+        """A Conv node's strides, dilations, groups and (top, left, bottom, right) padding, as it runs."""
+        attrs = _attributes(node.proto)
+        weights = self.constants[node.inputs[1]]
+        return {"strides": _pairs(attrs, "strides", 1), "dilations": _pairs(attrs, "dilations", 1),
+                "group": attrs.get("group", 1), "pads": _conv_pads(attrs, x_shape, weights.shape[2:])}
+
     def matching(self, layers: str) -> list[Node]:
         """The nodes named, or of the op types named, or matching the glob patterns, in ``layers`` (a, b, ...)."""
         patterns = [p.strip() for p in layers.split(",") if p.strip()]

@@ -149,6 +149,36 @@ def labelled_values(
     return sheet
 
 
+def _colour_filters(name: str, weights: np.ndarray, least: int) -> Image.Image:
+    """Filters over red, green and blue drawn as colour pictures (as in the AlexNet paper's figure).
+
+    Each pixel's colour is the weights it puts on red, green and blue: mid
+    grey is zero, brighter in a colour a positive weight on it, darker a
+    negative one, all on one scale for the layer.
+    """
+    O, _, kh, kw = weights.shape
+    scale = float(np.abs(weights).max()) or 1.0
+    rgb = np.clip(0.5 + weights.transpose(0, 2, 3, 1) / (2 * scale), 0, 1)
+    side = math.ceil(max(least, 64) / max(kh, kw))
+    tile_h, tile_w = kh * side, kw * side
+    columns = min(O, 8)
+    rows = math.ceil(O / columns)
+    title = wrap(f"{name}: {O} filters over red, green and blue, {kh}x{kw}, each drawn in the colours it weighs "
+                 f"(mid grey is 0; the layer's weights run from {weights.min():.3g} to {weights.max():.3g})",
+                 columns * (tile_w + 6) + 40)
+    top = GAP + LINE * len(title) + 4
+    sheet = Image.new("RGB", (2 * GAP + columns * (tile_w + 6) + 40, top + rows * (tile_h + LINE + 6) + GAP),
+                      BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    _text(draw, (GAP, GAP), title)
+    for o in range(O):
+        x, y = GAP + (o % columns) * (tile_w + 6), top + (o // columns) * (tile_h + LINE + 6)
+        pixels = np.repeat(np.repeat((rgb[o] * 255).round().astype(np.uint8), side, 0), side, 1)
+        sheet.paste(Image.fromarray(pixels, "RGB"), (x, y))
+        draw.text((x, y + tile_h + 1), f"#{o}", fill=INK, font=font(12))
+    return sheet
+
+
 def kernel_sheet(layers: dict[str, np.ndarray], *, least: int = 48) -> Image.Image:
     """Every kernel of each layer as a heat map at least ``least`` pixels a side, labelled, with its layer's range.
 
@@ -160,6 +190,9 @@ def kernel_sheet(layers: dict[str, np.ndarray], *, least: int = 48) -> Image.Ima
     for name, weights in layers.items():
         weights = np.asarray(weights, np.float32)
         weights = weights[None, None] if weights.ndim == 2 else weights  # one 2-D kernel: one filter, one channel
+        if weights.shape[1] == 3 and weights.shape[0] > 1:
+            blocks.append(_colour_filters(name, weights, least))
+            continue
         O, C, kh, kw = weights.shape
         low, high = value_range(weights, "symmetric")
         if low == 0:  # a kernel of no negative weight is still drawn on the scale of both signs: zero stays white

@@ -304,3 +304,43 @@ def test_without_the_onnx_package_the_message_says_what_to_install(tmp_path, mon
     monkeypatch.setattr(builtins, "__import__", no_onnx)
     with pytest.raises(CnnxError, match=r'pip install "cnnx\[onnx\]"'):
         load_graph(tmp_path / "x.onnx")
+
+
+def test_explain_conv_of_a_real_layer_equals_onnx_runtime(tmp_path):
+    """The sum over every input channel plus the bias, for one value of a real layer, is ONNX Runtime's value."""
+    from cnnx.explain import explain_layer
+
+    path = with_random_weights("squeezenet", tmp_path)
+    graph = load_graph(path)
+    x = np.random.default_rng(5).random(graph.input_shape_, dtype=np.float32)
+    node = next(n for n in graph.nodes if n.op == "Conv" and n.name == "n3")
+    want = reference(path, x[None], outputs={node.outputs[0]})[node.outputs[0]]
+    for channel, row, col in ((2, 5, 7), (0, 0, 0), (15, 54, 54)):
+        data = explain_layer(graph, x, "n3", channel, row, col)
+        expected = float(want[0, channel, row, col])
+        assert len(data.parts) == 64 and data.total == pytest.approx(expected, rel=1e-4, abs=1e-5)
+        # The shown channels' products, added by hand, give their sums.
+        for part in (p for p in data.parts if p.products is not None):
+            assert np.sum(part.products) == pytest.approx(part.total)
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 60, 3), np.uint8)).save(image)
+    result = invoke("explain", "conv", image, "--model", path, "--layer", "n3", "--at", "5,7", "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["total"] == pytest.approx(shown["map_value"], rel=1e-5, abs=1e-6)
+
+
+def test_filters_of_an_onnx_model_draws_colour_filters(tmp_path):
+    """cnnx filters --model net.onnx prints the first layer and draws its filters over RGB as colour pictures."""
+    from PIL import Image
+
+    path = with_random_weights("bvlc_alexnet", tmp_path)
+    result = invoke("filters", "--model", path, "-o", tmp_path / "k.png")
+    assert result.exit_code == 0, result.output
+    assert "96 filters over 3 input channels, 11x11" in result.stdout
+    with Image.open(tmp_path / "k.png") as sheet:
+        pixels = np.asarray(sheet.convert("RGB")).astype(int)
+    coloured = np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2])
+    assert (coloured > 30).mean() > 0.1  # colour pictures, not grey ones
