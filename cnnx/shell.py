@@ -62,8 +62,9 @@ Labels = Annotated[
 ]
 Preprocess = Annotated[
     str | None,
-    typer.Option("--preprocess", metavar="none|imagenet",
-                 help="With an ONNX model: how an image in 0..1 becomes its input (imagenet: minus mean, over std)."),
+    typer.Option("--preprocess", metavar="none|imagenet|caffe",
+                 help="With an ONNX model: how an image in 0..1 becomes its input: none (resized), imagenet (resized, "
+                 "cropped, minus mean, over std) or caffe (the same, BGR, 0..255 minus the means)."),
 ]
 Color = Annotated[
     bool | None,

@@ -344,3 +344,21 @@ def test_filters_of_an_onnx_model_draws_colour_filters(tmp_path):
         pixels = np.asarray(sheet.convert("RGB")).astype(int)
     coloured = np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2])
     assert (coloured > 30).mean() > 0.1  # colour pictures, not grey ones
+
+
+def test_preprocessing_resizes_crops_and_normalises_as_named(tmp_path):
+    """imagenet: shorter side to 256, the middle 224 cropped, minus mean over std; caffe: BGR, 0..255 minus means."""
+    path = with_random_weights("squeezenet", tmp_path)
+    image = np.zeros((3, 100, 200), np.float32)
+    image[:, :, 100:] = 1.0  # black left half, white right half
+    prepared = load_graph(path, preprocess="imagenet").prepare(image)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    # 100x200 -> 256x512; the middle 224 columns are 144..367, so the edge at 256 falls at column 112.
+    np.testing.assert_allclose(prepared[:, :, :110], np.broadcast_to((-mean / std)[:, None, None], (3, 224, 110)),
+                               atol=1e-5)
+    np.testing.assert_allclose(prepared[:, :, 114:], np.broadcast_to(((1 - mean) / std)[:, None, None], (3, 224, 110)),
+                               atol=1e-5)
+    caffe = load_graph(path, preprocess="caffe").prepare(np.full((3, 50, 50), 0.5, np.float32))
+    np.testing.assert_allclose(caffe[:, 0, 0], 127.5 - np.array([103.939, 116.779, 123.68]), atol=1e-3)
+    plain = load_graph(path).prepare(np.full((1, 30, 40), 0.25, np.float32))
+    assert plain.shape == (3, 224, 224) and np.allclose(plain, 0.25)
