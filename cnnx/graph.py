@@ -413,13 +413,7 @@ class Graph:
         if target is None:
             convs = [n.name for n in self.nodes if n.op == "Conv"][:12]
             raise CnnxError(f"{self.path.name} has no node {name!r}; its convolutions include {', '.join(convs)}")
-        values = {self.input_name: np.asarray(image, np.float32)[None]}
-        for node in self.nodes:
-            inputs = [values.get(n, self.constants.get(n)) if n else None for n in node.inputs]
-            values[node.outputs[0]] = np.asarray(RUN[node.op](node.proto, inputs, self.opset))
-            if node is target:
-                return node, inputs, values[node.outputs[0]]
-        raise AssertionError("the node is in the graph")  # pragma: no cover
+        return next((node, inputs, output) for node, inputs, output, _ in self.evaluate(image) if node is target)
 
     def conv_geometry(self, node: Node, x_shape: Shape) -> dict:
         """A Conv node's strides, dilations, groups and (top, left, bottom, right) padding, as it runs."""
@@ -517,60 +511,62 @@ class Graph:
                 known[output] = (rf, jump)
         return known
 
-    def stream(self, image: np.ndarray, *, reuse: bool = False) -> Iterator[StageResult]:
-        """The input, then every chosen node's output as it is computed; values go once nothing reads them."""
-        image = np.asarray(image, np.float32)
-        chosen = {id(n): k for k, n in enumerate(self.chosen(), 1)}
-        fields_ = self._fields()
+    def evaluate(self, image: np.ndarray) -> Iterator[tuple[Node, list, np.ndarray, float]]:
+        """Run the graph on a prepared (C, H, W) image: each node with its inputs, its output and the seconds it took.
+
+        A value is let go once the last node that reads it has run (and the caller has moved on).
+        """
         readers: dict[str, int] = {}
         for node in self.nodes:
             for name in node.inputs:
                 readers[name] = readers.get(name, 0) + 1
-        values: dict[str, np.ndarray] = {self.input_name: image[None]}
-        yield StageResult(
-            0, "input", "input", image, input_labels(image.shape[0]), 0.0, (1, 1), (1, 1), Stats.of(image), image.shape
-        )
+        values: dict[str, np.ndarray] = {self.input_name: np.asarray(image, np.float32)[None]}
         for node in self.nodes:
             start = time.perf_counter()
             inputs = [values.get(name, self.constants.get(name)) if name else None for name in node.inputs]
             try:
-                result = RUN[node.op](node.proto, inputs, self.opset)
+                output = np.asarray(RUN[node.op](node.proto, inputs, self.opset))
             except (ValueError, TypeError, IndexError, KeyError) as error:
                 raise CnnxError(f"{self.path.name}: node {node.name or node.op} ({node.op}) failed: {error}") from None
-            values[node.outputs[0]] = np.asarray(result)
+            values[node.outputs[0]] = output
+            yield node, inputs, output, time.perf_counter() - start
             for name in node.inputs:
                 readers[name] -= 1
                 if readers[name] == 0 and name != self.input_name and name in values and name not in node.outputs:
                     del values[name]
+
+    def stream(self, image: np.ndarray, *, reuse: bool = False) -> Iterator[StageResult]:
+        """The input, then every chosen node's output as it is computed."""
+        image = np.asarray(image, np.float32)
+        chosen = {id(n): k for k, n in enumerate(self.chosen(), 1)}
+        fields_ = self._fields()
+        yield StageResult(
+            0, "input", "input", image, input_labels(image.shape[0]), 0.0, (1, 1), (1, 1), Stats.of(image), image.shape
+        )
+        for node, _, output, seconds in self.evaluate(image):
             if id(node) in chosen:
-                array = _as_stage(values[node.outputs[0]])
-                rf, jump = fields_.get(node.outputs[0], (None, None))
-                stats = Stats.of(array)
-                names = self.labels if node.outputs[0] == self.output_name and array.size == len(self.labels) else ()
-                description = self._describe(node)
-                cap = self.max_channels if not self.layers else None
-                if cap and array.shape[0] > cap:
-                    # Thousands of maps of one layer are unreadable at once; the rest are a --layers away.
-                    description += (
-                        f" (its first {cap} of {array.shape[0]} maps written; --layers {node.name or node.op}"
-                        " writes them all)"
-                    )
-                    array = array[:cap]
-                yield StageResult(
-                    chosen[id(node)],
-                    node.op.lower(),
-                    description,
-                    array,
-                    tuple(f"{node.name or node.op} #{c}" for c in range(array.shape[0]))
-                    if array.shape[0] > 1
-                    else (node.name or node.op,),
-                    time.perf_counter() - start,
-                    rf,
-                    jump,
-                    stats,
-                    array.shape,
-                    names,
-                )
+                yield self._record(chosen[id(node)], node, output, seconds, fields_)
+
+    def _record(self, index: int, node: Node, output: np.ndarray, seconds: float, fields_: dict) -> StageResult:
+        """A node's output as a stage record; of a default selection, the first maps of a wide layer only."""
+        start = time.perf_counter()
+        array = _as_stage(output)
+        rf, jump = fields_.get(node.outputs[0], (None, None))
+        stats = Stats.of(array)
+        names = self.labels if node.outputs[0] == self.output_name and array.size == len(self.labels) else ()
+        description = self._describe(node)
+        cap = self.max_channels if not self.layers else None
+        if cap and array.shape[0] > cap:
+            # Thousands of maps of one layer are unreadable at once; the rest are a --layers away.
+            description += (
+                f" (its first {cap} of {array.shape[0]} maps written; --layers {node.name or node.op} writes them all)"
+            )
+            array = array[:cap]
+        name = node.name or node.op
+        labels = tuple(f"{name} #{c}" for c in range(array.shape[0])) if array.shape[0] > 1 else (name,)
+        seconds += time.perf_counter() - start
+        return StageResult(index, node.op.lower(), description, array, labels, seconds, rf, jump, stats, array.shape,
+                           names)
 
     def answer(self, output: np.ndarray) -> list[tuple[str, float]] | None:
         """The top five classes by probability, where the output is one row of them."""
@@ -692,26 +688,9 @@ def load_graph(path: Path, *, layers: str | None = None, labels: Path | None = N
 
 
 def _shapes_by_running(graph: Graph) -> dict[str, Shape]:
-    """Every value's shape, from one pass of the graph on an input of zeros (values let go as they are used)."""
-    shapes: dict[str, Shape] = {}
-    readers: dict[str, int] = {}
-    for node in graph.nodes:
-        for name in node.inputs:
-            readers[name] = readers.get(name, 0) + 1
-    values = {graph.input_name: np.zeros((1, *graph.input_shape_), np.float32)}
-    for node in graph.nodes:
-        inputs = [values.get(name, graph.constants.get(name)) if name else None for name in node.inputs]
-        try:
-            result = np.asarray(RUN[node.op](node.proto, inputs, graph.opset))
-        except (ValueError, TypeError, IndexError, KeyError) as error:
-            raise CnnxError(f"{graph.path.name}: node {node.name or node.op} ({node.op}) failed: {error}") from None
-        values[node.outputs[0]] = result
-        shapes[node.outputs[0]] = result.shape
-        for name in node.inputs:
-            readers[name] -= 1
-            if not readers[name] and name in values and name != graph.input_name:
-                del values[name]
-    return shapes
+    """Every value's shape, from one pass of the graph on an input of zeros."""
+    zeros = np.zeros(graph.input_shape_, np.float32)
+    return {node.outputs[0]: output.shape for node, _, output, _ in graph.evaluate(zeros)}
 
 
 def _labels(path: Path) -> list[str]:
