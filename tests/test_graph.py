@@ -362,3 +362,86 @@ def test_preprocessing_resizes_crops_and_normalises_as_named(tmp_path):
     np.testing.assert_allclose(caffe[:, 0, 0], 127.5 - np.array([103.939, 116.779, 123.68]), atol=1e-3)
     plain = load_graph(path).prepare(np.full((1, 30, 40), 0.25, np.float32))
     assert plain.shape == (3, 224, 224) and np.allclose(plain, 0.25)
+
+
+def _block_model(path):
+    """A network of the blocks CNN exporters emit: a residual block (conv, batch norm, ReLU, add), a
+    depthwise-separable block with ReLU6 (Clip 0..6), squeeze-and-excitation (global pool, 1x1 convs, sigmoid,
+    multiply), a fire module (squeeze 1x1, expand 1x1 and 3x3, concat) and a dense block (concat of features),
+    then the flatten chain exporters write (Shape, Gather, Unsqueeze, Concat, Reshape) and a classifier."""
+    rng = np.random.default_rng(11)
+    init = {}
+
+    def weight(name, *shape):
+        init[name] = (rng.standard_normal(shape) * np.sqrt(2 / max(1, np.prod(shape[1:])))).astype(np.float32)
+        return name
+
+    def const(name, value, dtype=np.float32):
+        init[name] = np.asarray(value, dtype)
+        return name
+
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", weight("w0", 8, 3, 3, 3), weight("b0", 8)], ["c0"], pads=[1, 1, 1, 1]),
+        n("BatchNormalization", ["c0", const("s0", rng.uniform(0.5, 1.5, 8)), const("t0", rng.normal(0, 0.1, 8)),
+                                 const("m0", rng.normal(0, 0.1, 8)), const("v0", rng.uniform(0.5, 1.5, 8))], ["bn0"]),
+        n("Relu", ["bn0"], ["r0"]),
+        n("Conv", ["r0", weight("w1", 8, 8, 3, 3)], ["c1"], pads=[1, 1, 1, 1]),
+        n("Add", ["c1", "r0"], ["res"]),
+        n("Relu", ["res"], ["r1"]),
+        n("Conv", ["r1", weight("dw", 8, 1, 3, 3)], ["d0"], group=8, strides=[2, 2], pads=[1, 1, 1, 1]),
+        n("Clip", ["d0", const("lo", 0.0), const("hi", 6.0)], ["d1"]),
+        n("Conv", ["d1", weight("pw", 16, 8, 1, 1)], ["p0"]),
+        n("GlobalAveragePool", ["p0"], ["g0"]),
+        n("Conv", ["g0", weight("se1", 4, 16, 1, 1)], ["g1"]),
+        n("Relu", ["g1"], ["g2"]),
+        n("Conv", ["g2", weight("se2", 16, 4, 1, 1)], ["g3"]),
+        n("Sigmoid", ["g3"], ["g4"]),
+        n("Mul", ["p0", "g4"], ["se"]),
+        n("Conv", ["se", weight("sq", 4, 16, 1, 1)], ["f0"]),
+        n("Relu", ["f0"], ["f1"]),
+        n("Conv", ["f1", weight("e1", 8, 4, 1, 1)], ["f2"]),
+        n("Conv", ["f1", weight("e3", 8, 4, 3, 3)], ["f3"], pads=[1, 1, 1, 1]),
+        n("Concat", ["f2", "f3"], ["fire"], axis=1),
+        n("Relu", ["fire"], ["f4"]),
+        n("Conv", ["f4", weight("dn", 8, 16, 3, 3)], ["dn0"], pads=[1, 1, 1, 1]),
+        n("Concat", ["f4", "dn0"], ["dense"], axis=1),
+        n("MaxPool", ["dense"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+        n("Shape", ["mp"], ["sh"]),
+        n("Gather", ["sh", const("zero", 0, np.int64)], ["batch"], axis=0),
+        n("Unsqueeze", ["batch", const("ax", [0], np.int64)], ["b1"]),
+        n("Concat", ["b1", const("minus", [-1], np.int64)], ["flat_shape"], axis=0),
+        n("Reshape", ["mp", "flat_shape"], ["flat"]),
+        n("Gemm", ["flat", weight("fc", 5, 24 * 4 * 4), weight("fb", 5)], ["logits"], transB=1),
+        n("Softmax", ["logits"], ["y"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "blocks", [helper.make_tensor_value_info("x", 1, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", 1, [1, 5])],
+                              [numpy_helper.from_array(v, k) for k, v in init.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_exporters_blocks_agree_with_onnx_runtime_at_every_layer(tmp_path):
+    """Residual, depthwise-separable with ReLU6, squeeze-and-excitation, fire and dense blocks, and the exporters'
+    flatten chain, give ONNX Runtime's numbers at every layer; the batch norm is folded."""
+    path = _block_model(tmp_path / "blocks.onnx")
+    graph = load_graph(path, layers="all")
+    assert graph.folded == 1
+    x = np.random.default_rng(2).random((1, 3, 16, 16), dtype=np.float32)
+    want, got = reference(path, x), ours(graph, x)
+    compared = [key for key in want if key in got]
+    assert "y" in compared and len(compared) >= 25
+    for key in compared:
+        assert agree(np.asarray(got[key], np.float32), want[key].astype(np.float32)), key
+
+
+def test_a_model_over_the_memory_budget_is_refused_from_its_shapes(tmp_path):
+    """--max-memory below what the model's weights and activations need: refused before it runs."""
+    from PIL import Image
+
+    path = with_random_weights("vgg19", tmp_path)
+    image = tmp_path / "a.png"
+    Image.new("RGB", (40, 30)).save(image)
+    result = invoke("pipeline", image, "--model", path, "--max-memory", "64M", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "needs about" in result.stderr and not (tmp_path / "out").exists()
