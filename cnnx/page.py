@@ -68,7 +68,7 @@ def _field(result, input_tile: str, shape) -> str:
         f'pixel square: what one value of this stage sees"><image href="{escape(input_tile)}" width="{W}" '
         f'height="{H}" preserveAspectRatio="none" style="image-rendering: pixelated"/><rect x="{x:.1f}" y="{y:.1f}" '
         f'width="{w}" height="{h}" fill="rgba(255,210,0,0.25)" stroke="#d40000" stroke-width="{stroke:.2f}"/>'
-        f"</svg><p>one value sees {pair_text(rf)} input pixels</p></div>"
+        f"</svg><p>one value sees {rf[0]}x{rf[1]} input pixels</p></div>"
     )
 
 
@@ -84,7 +84,7 @@ def _facts(r) -> str:
         facts.append(("NaN or infinite", f"{stats.nonfinite:.2%}"))
     if r.receptive_field:
         facts.append(
-            ("receptive field", f"{pair_text(r.receptive_field)} px (neighbours {pair_text(r.jump)} px apart)")
+            ("receptive field", f"{r.receptive_field[0]}x{r.receptive_field[1]} px (neighbours {pair_text(r.jump)} px apart)")
         )
     return (
         '<table class="facts">'
