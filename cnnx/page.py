@@ -84,7 +84,7 @@ def _facts(r) -> str:
         facts.append(("NaN or infinite", f"{stats.nonfinite:.2%}"))
     if r.receptive_field:
         facts.append(
-            ("receptive field", f"{r.receptive_field[0]}x{r.receptive_field[1]} px (neighbours {pair_text(r.jump)} px apart)")
+            ("receptive field", f"{shape_text(r.receptive_field)} px (neighbours {pair_text(r.jump)} px apart)")
         )
     return (
         '<table class="facts">'
