@@ -58,6 +58,7 @@ from cnnx.shell import (
     print_line,
     progress_bar,
     reported_errors,
+    say,
     source_from,
     style_from,
 )
@@ -358,6 +359,63 @@ def _draw_kernels(output: Path, kernels: dict) -> None:
 
     write_picture(output, kernel_sheet(kernels))
     print_line(f"wrote {output}")
+
+
+@app.command()
+def serve(
+    image: Annotated[Path, typer.Argument(help="The image to explore (another can be dropped on the page).")],
+    spec: Spec = None,
+    config: Config = None,
+    preset: Preset = None,
+    model: Model = None,
+    layers: Layers = None,
+    labels: Labels = None,
+    preprocess: Preprocess = None,
+    color: Color = None,
+    convention: ConventionOption = None,
+    normalize: NormalizeOption = Normalize.percentile,
+    scope: ScopeOption = Scope.block,
+    cmap: Cmap = "diverging",
+    value_range: Range = None,
+    percentile: Percentile = DEFAULT_PERCENTILE,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The port (default: a free one).")] = 0,
+    host: Annotated[str, typer.Option("--host", help="The address to listen on (others can reach it).")] = "127.0.0.1",
+    no_browser: Annotated[bool, typer.Option("--no-browser", metavar="", help="Do not open a browser.")] = False,
+) -> None:
+    """Explore a run in the browser, live: the value under the pointer, stages edited and recomputed, images dropped.
+
+    Example: cnnx serve samples/chelsea.png
+    """
+    import shutil
+    import webbrowser
+
+    from cnnx.serve import Session, make_server
+
+    with reported_errors():
+        def make_source(text):
+            if text is not None:
+                return source_from(text, None, None, None, color, convention)
+            return source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
+                               preprocess=preprocess)
+
+        session = Session(image, make_source, style_from(normalize, scope, cmap, percentile, value_range), spec or "")
+        session.recompute()
+        if session.run is None:
+            raise CnnxError(session.error)
+        if host not in ("127.0.0.1", "localhost"):
+            say(f"cnnx: warning: listening on {host}: anyone who can reach it and has the URL can use it")
+        server, url = make_server(session, host, port)
+    print_line(f"cnnx serve: open {url}  (Ctrl-C stops it)")
+    if not no_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        say("cnnx: stopped")
+        raise typer.Exit(130) from None
+    finally:
+        server.server_close()
+        shutil.rmtree(session.folder, ignore_errors=True)
 
 
 app.add_typer(explain_app)

@@ -1,0 +1,267 @@
+"""``cnnx serve``: the run's page, live, on a local web server: edit the stages or drop an image and it recomputes.
+
+One session holds the image, the stages and the latest run (written with
+``jobs.run_job``, raw arrays kept, so a value under the pointer is read
+exactly).  The server listens on 127.0.0.1 by default, answers only requests
+that name the address it printed (no DNS rebinding) and carry its token (a
+cookie set by the URL it printed), serves nothing but the current run's files
+and its own page, and turns every bad request into a one-line 4xx.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import secrets
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+
+from cnnx.errors import CnnxError, is_known, message
+from cnnx.jobs import Job, run_job
+
+__all__ = ["Session", "make_server"]
+
+BODY_LIMIT = 64 << 20  # bytes a request may send: an uploaded photo
+KEPT_RUNS = 2  # runs kept on disk: the one shown, and the one a slow page may still be reading
+
+
+@dataclass
+class Session:
+    """What the page shows: an image, a way to make its source of stages, the style, and the latest run."""
+
+    image: Path
+    make_source: object  # spec text (or None for the options given) -> source of stages
+    style: object
+    spec: str = ""
+    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnnx-serve-")))
+    run: Path | None = None
+    count: int = 0
+    error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def recompute(self, *, spec: str | None = None, image: Path | None = None) -> None:
+        """A new run with new stages or a new image; a failure keeps the run before and says why."""
+        with self.lock:
+            try:
+                source = self.make_source(spec if spec is not None else (self.spec or None))
+                self.count += 1
+                target = self.folder / f"run-{self.count}"
+                run_job(Job(image or self.image, target, source, self.style, save_raw=True, force=True))
+            except Exception as error:
+                if not is_known(error):
+                    raise
+                self.error = message(error)
+                return
+            self.error = ""
+            self.spec, self.image = (spec if spec is not None else self.spec), (image or self.image)
+            previous, self.run = self.run, target
+            for old in sorted(self.folder.glob("run-*"), key=lambda p: int(p.name[4:]))[:-KEPT_RUNS]:
+                if old not in (self.run, previous):
+                    shutil.rmtree(old, ignore_errors=True)
+
+    def value(self, stage: int, channel: int, row: int, col: int) -> dict:
+        """The exact value under the pointer, from the run's raw arrays."""
+        run = self.run
+        manifest = json.loads((run / "manifest.json").read_text())
+        entries = manifest["stages"]
+        if not 0 <= stage < len(entries) or not entries[stage].get("raw"):
+            raise CnnxError(f"no stage {stage}")
+        array = np.load(run / entries[stage]["raw"], mmap_mode="r", allow_pickle=False)
+        if not (0 <= channel < array.shape[0] and 0 <= row < array.shape[1] and 0 <= col < array.shape[2]):
+            raise CnnxError(f"stage {stage} has {array.shape[0]} maps of {array.shape[1]}x{array.shape[2]}")
+        return {"stage": stage, "channel": channel, "row": row, "col": col, "value": float(array[channel, row, col]),
+                "receptive_field": entries[stage]["receptive_field"], "jump": entries[stage]["jump"]}
+
+
+TOOLBAR = """<div id="cnnx-live" style="position:sticky;top:0;z-index:2;background:var(--card);
+border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0">
+<form method="post" action="/api/spec" style="display:flex;flex-wrap:wrap;gap:.5rem;align-items:center">
+<label for="cnnx-spec">stages</label>
+<input id="cnnx-spec" name="spec" value="{spec}" style="flex:1 1 24rem;font-family:ui-monospace,monospace">
+<button type="submit">run</button>
+<label>image <input id="cnnx-upload" type="file" accept="image/*"></label>
+</form>
+<p id="cnnx-error" style="color:var(--accent);margin:.3rem 0 0">{error}</p>
+<p id="cnnx-value" aria-live="polite" style="margin:.3rem 0 0">Point at a map to read the value under the pointer.</p>
+</div>
+<script>
+(async () => {{
+  const manifest = await (await fetch("/run/manifest.json")).json();
+  const show = document.getElementById("cnnx-value");
+  document.querySelectorAll("figure img").forEach(img => {{
+    const parts = img.getAttribute("src").split("/");
+    const stage = manifest.stages.findIndex(s => s.maps.some(m => m.tile === parts.join("/")));
+    if (stage < 0) return;
+    const entry = manifest.stages[stage].maps.find(m => m.tile === parts.join("/"));
+    const [C, H, W] = manifest.stages[stage].shape;
+    img.addEventListener("mousemove", async event => {{
+      const box = img.getBoundingClientRect();
+      const row = Math.min(H - 1, Math.floor((event.clientY - box.top) / box.height * H));
+      const col = Math.min(W - 1, Math.floor((event.clientX - box.left) / box.width * W));
+      const answer = await fetch(`/api/value?stage=${{stage}}&channel=${{entry.channel}}&row=${{row}}&col=${{col}}`);
+      const data = await answer.json();
+      show.textContent = answer.ok ? `stage ${{stage}}, map ${{entry.channel}} (${{entry.label}}), row ${{row}}, ` +
+        `column ${{col}}: ${{data.value.toPrecision(6)}}; it sees ${{data.receptive_field.join("x")}} input pixels`
+        : data.error;
+    }});
+  }});
+  document.getElementById("cnnx-upload").addEventListener("change", async event => {{
+    const file = event.target.files[0];
+    const answer = await fetch("/api/image", {{method: "POST", body: file, headers: {{"X-File-Name": file.name}}}});
+    if (answer.ok) location.reload();
+    else document.getElementById("cnnx-error").textContent = (await answer.json()).error;
+  }});
+}})();
+</script>
+"""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request: checked for its Host and token, answered from the session, never with a traceback."""
+
+    server_version = "cnnx"
+    session: Session
+    token: str
+    hosts: set[str]
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
+        pass  # a quiet server: the terminal shows the URL and errors only
+
+    def _reply(self, status: int, body: bytes, kind: str, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _error(self, status: int, text: str) -> None:
+        self._reply(status, json.dumps({"error": text}).encode(), "application/json")
+
+    def _allowed(self) -> bool:
+        """The Host the server printed, and its token in the cookie or (the first time) the URL."""
+        if self.headers.get("Host", "") not in self.hosts:
+            self._error(HTTPStatus.FORBIDDEN, "this server answers only at the address it printed")
+            return False
+        query = parse_qs(urlsplit(self.path).query)
+        cookie = self.headers.get("Cookie", "")
+        given = {part.strip().partition("=")[2] for part in cookie.split(";") if part.strip().startswith("cnnx-token=")}
+        if self.token in given:
+            return True
+        if secrets.compare_digest(query.get("token", [""])[0], self.token):
+            cookie = f"cnnx-token={self.token}; HttpOnly; SameSite=Strict; Path=/"
+            self._reply(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/", "Set-Cookie": cookie})
+            return False
+        self._error(HTTPStatus.FORBIDDEN, "open the URL cnnx printed, with its token")
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 (the base class's name)
+        self._guarded(self._get)
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._guarded(self._post)
+
+    def _guarded(self, answer) -> None:
+        try:
+            if self._allowed():
+                answer()
+        except CnnxError as error:
+            self._error(HTTPStatus.BAD_REQUEST, str(error))
+        except (ValueError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            self._error(HTTPStatus.BAD_REQUEST, f"malformed request ({type(error).__name__})")
+        except OSError as error:
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, message(error))
+
+    def _get(self) -> None:
+        url = urlsplit(self.path)
+        path = unquote(url.path)
+        if path == "/":
+            self._page()
+        elif path.startswith("/run/"):
+            self._file(path[len("/run/") :])
+        elif path == "/api/value":
+            query = {k: int(v[0]) for k, v in parse_qs(url.query).items()}
+            value = self.session.value(query["stage"], query["channel"], query["row"], query["col"])
+            self._reply(HTTPStatus.OK, json.dumps(value).encode(), "application/json")
+        else:
+            self._error(HTTPStatus.NOT_FOUND, "no such page")
+
+    def _page(self) -> None:
+        session = self.session
+        page = (session.run / "index.html").read_text()
+        record = json.loads((session.run / "manifest.json").read_text())
+        shown = session.spec or record.get("pipeline", {}).get("spec", "")
+        toolbar = TOOLBAR.format(spec=html.escape(shown), error=html.escape(session.error))
+        page = page.replace("<head>", '<head>\n<base href="/run/">', 1).replace("<body>", "<body>\n" + toolbar, 1)
+        self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
+
+    def _file(self, relative: str) -> None:
+        """A file of the current run, and nothing outside it: the path is resolved and must stay inside."""
+        run = self.session.run.resolve()
+        target = (run / relative).resolve()
+        if run not in target.parents or not target.is_file():
+            self._error(HTTPStatus.NOT_FOUND, "no such file in this run")
+            return
+        kind = {".png": "image/png", ".json": "application/json", ".html": "text/html; charset=utf-8"}.get(
+            target.suffix, "application/octet-stream"
+        )
+        self._reply(HTTPStatus.OK, target.read_bytes(), kind)
+
+    def _body(self) -> bytes | None:
+        """The request's body; None, answered with 413, when it is over the limit (it is then not read)."""
+        length = int(self.headers.get("Content-Length", "0"))
+        if length < 0:
+            raise ValueError("a negative length")
+        if length > BODY_LIMIT:
+            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"at most {BODY_LIMIT >> 20} MiB a request")
+            self.close_connection = True
+            return None
+        return self.rfile.read(length)
+
+    def _post(self) -> None:
+        path = urlsplit(self.path).path
+        if path not in ("/api/spec", "/api/image"):
+            self._error(HTTPStatus.NOT_FOUND, "no such action")
+            return
+        body = self._body()
+        if body is None:
+            return
+        if path == "/api/spec":
+            form = parse_qs(body.decode("utf-8"), strict_parsing=bool(body))
+            self.session.recompute(spec=form.get("spec", [""])[0] or None)
+            self._reply(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/"})
+            return
+        upload = (
+            self.session.folder / f"upload-{secrets.token_hex(4)}{Path(self.headers.get('X-File-Name', '')).suffix}"
+        )
+        upload.write_bytes(body)
+        self.session.recompute(image=upload)
+        if self.session.error:
+            self._error(HTTPStatus.BAD_REQUEST, self.session.error)
+        else:
+            self._reply(HTTPStatus.OK, b"{}", "application/json")
+
+
+def make_server(session: Session, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+    """A server for ``session`` and the URL (with its token) to open; port 0 takes a free one."""
+    token = secrets.token_urlsafe(24)
+    server = ThreadingHTTPServer((host, port), _Handler)
+    server.daemon_threads = True
+    bound = server.server_address[1]
+    hosts = {f"{host}:{bound}", f"localhost:{bound}"} if host in ("127.0.0.1", "localhost") else {f"{host}:{bound}"}
+    server.RequestHandlerClass = type("Handler", (_Handler,), {"session": session, "token": token, "hosts": hosts})
+    return server, f"http://{host}:{bound}/?token={token}"

@@ -1,0 +1,195 @@
+"""cnnx serve: a real server on a loopback port, its promises checked over HTTP and in headless Chromium."""
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnx.draw import Style
+from cnnx.serve import BODY_LIMIT, Session, make_server
+from cnnx.shell import source_from
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A server on a free loopback port for a small image and the lesson's stages; its port, token and session."""
+    image = tmp_path / "a.png"
+    stripes = (np.arange(64) // 4 % 2 * 255).astype(np.uint8)
+    Image.fromarray(np.tile(stripes, (48, 1))).save(image)
+    session = Session(image, lambda text: source_from(text, None, None, None, None, None), Style())
+    session.recompute()
+    server, url = make_server(session)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    yield port, url.partition("token=")[2], session
+    server.shutdown()
+    server.server_close()
+
+
+def request(port, path, *, method="GET", token=None, host=None, body=None, headers=None):
+    """One request; the token as the cookie the printed URL sets."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    sent = {"Host": host or f"127.0.0.1:{port}", **(headers or {})}
+    if token:
+        sent["Cookie"] = f"cnnx-token={token}"
+    connection.request(method, path, body=body, headers=sent)
+    answer = connection.getresponse()
+    content = answer.read()
+    connection.close()
+    return answer.status, dict(answer.getheaders()), content
+
+
+def test_the_printed_url_sets_the_token_and_the_page_shows_the_run(served):
+    """The URL with its token sets a cookie and leads to the page: the run's stages and the live toolbar."""
+    port, token, _ = served
+    status, headers, _ = request(port, f"/?token={token}")
+    assert status == 303 and "cnnx-token=" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+    status, headers, page = request(port, "/", token=token)
+    assert status == 200 and b'id="cnnx-live"' in page and b'<base href="/run/">' in page
+    assert "Access-Control-Allow-Origin" not in headers
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["no token", "wrong token", "wrong host", "traversal", "encoded traversal", "absolute", "unknown", "too large",
+     "bad value query", "bad form"],
+)
+def test_requests_outside_the_promise_get_one_line_4xx(served, case):
+    """No token or the wrong Host: 403; paths outside the run: 404; a body over the limit: 413; malformed: 400."""
+    port, token, _ = served
+    if case == "no token":
+        status, _, body = request(port, "/")
+        assert status == 403
+    elif case == "wrong token":
+        status, _, body = request(port, "/", token="guess")
+        assert status == 403
+    elif case == "wrong host":
+        status, _, body = request(port, "/", token=token, host=f"attacker.example:{port}")
+        assert status == 403
+    elif case in ("traversal", "encoded traversal", "absolute"):
+        path = {"traversal": "/run/../../../../etc/passwd", "encoded traversal": "/run/..%2f..%2f..%2fetc%2fpasswd",
+                "absolute": "/run//etc/passwd"}[case]
+        status, _, body = request(port, path, token=token)
+        assert status == 404
+    elif case == "unknown":
+        status, _, body = request(port, "/secret", token=token)
+        assert status == 404
+    elif case == "too large":
+        status, _, body = request(port, "/api/image", method="POST", token=token,
+                                  headers={"Content-Length": str(BODY_LIMIT + 1)}, body=b"")
+        assert status == 413
+    elif case == "bad value query":
+        status, _, body = request(port, "/api/value?stage=one", token=token)
+        assert status == 400
+    else:
+        status, _, body = request(port, "/api/spec", method="POST", token=token, body=b"spec=conv(&&&=",
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert status in (303, 400)
+    assert json.loads(body)["error"] if body else True
+    assert request(port, "/", token=token)[0] == 200  # the server is still there
+
+
+def test_the_value_under_the_pointer_is_the_arrays(served):
+    """/api/value gives exactly the stage's value there, with its receptive field."""
+    port, token, session = served
+    status, _, body = request(port, "/api/value?stage=1&channel=0&row=10&col=13", token=token)
+    value = json.loads(body)
+    raw = np.load(session.run / "01_conv" / "stage.npy")
+    assert status == 200 and value["value"] == float(raw[0, 10, 13]) and value["receptive_field"] == [3, 3]
+    assert request(port, "/api/value?stage=1&channel=9&row=0&col=0", token=token)[0] == 400
+
+
+def test_editing_the_stages_recomputes_and_a_bad_spec_keeps_the_run(served):
+    """A new spec makes a new run; a spec that cannot be read says why and keeps the run before."""
+    port, token, session = served
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, _ = request(port, "/api/spec", method="POST", token=token, body=b"spec=conv(sobel_y)+-%3E+relu",
+                           headers=form)
+    assert status == 303 and session.spec == "conv(sobel_y) -> relu"
+    manifest = json.loads(request(port, "/run/manifest.json", token=token)[2])
+    assert [s["operation"] for s in manifest["stages"]] == ["input", "conv", "relu"]
+    request(port, "/api/spec", method="POST", token=token, body=b"spec=conv(nonsense)", headers=form)
+    _, _, page = request(port, "/", token=token)
+    assert b"unknown filter" in page and session.spec == "conv(sobel_y) -> relu"
+
+
+def test_an_uploaded_image_is_checked_and_run(served, tmp_path):
+    """An uploaded image runs with the same checks as the command line; bytes that are no image get a 400."""
+    port, token, session = served
+    picture = tmp_path / "b.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30), np.uint8)).save(picture)
+    status, _, _ = request(port, "/api/image", method="POST", token=token, body=picture.read_bytes(),
+                           headers={"X-File-Name": "b.png"})
+    assert status == 200
+    assert json.loads(request(port, "/run/manifest.json", token=token)[2])["input"]["width"] == 30
+    status, _, body = request(port, "/api/image", method="POST", token=token, body=b"not an image",
+                              headers={"X-File-Name": "c.png"})
+    assert status == 400 and "not an image" in json.loads(body)["error"]
+
+
+def test_two_hundred_concurrent_requests_are_answered(served):
+    """200 requests at once from 16 threads: every one answered 200, none mixed up."""
+    port, token, session = served
+    paths = [f"/api/value?stage=1&channel={k % 4}&row={k % 48}&col={k % 64}" for k in range(200)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda path: request(port, path, token=token), paths))
+    raw = np.load(session.run / "01_conv" / "stage.npy")
+    for k, (status, _, body) in enumerate(answers):
+        assert status == 200 and json.loads(body)["value"] == float(raw[k % 4, k % 48, k % 64])
+
+
+def test_ctrl_c_stops_the_server_cleanly(tmp_path):
+    """cnnx serve prints its URL; Ctrl-C stops it with exit 130 and removes its runs."""
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((24, 24), np.uint8)).save(image)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnx", "serve", str(image), "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    line = process.stdout.readline()
+    assert "http://127.0.0.1:" in line and "token=" in line
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "Traceback" not in stderr
+    assert not list(tmp_path.glob("cnnx-serve-*"))
+
+
+def test_hovering_a_map_shows_its_value(served):
+    """In headless Chromium: the pointer over a map shows the value there, as /api/value gives it."""
+    from test_gallery import browser
+
+    port, token, _ = served
+    driver = browser()
+    try:
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        driver.get(f"http://127.0.0.1:{port}/?token={token}")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#stage-1 figure img"))
+        tile = driver.find_element(By.CSS_SELECTOR, "#stage-1 figure img")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
+        time.sleep(0.5)  # the page's script has read the manifest
+        ActionChains(driver).move_to_element_with_offset(tile, 1, 1).perform()
+        WebDriverWait(driver, 10).until(lambda d: "row" in d.find_element(By.ID, "cnnx-value").text)
+        text = driver.find_element(By.ID, "cnnx-value").text
+        assert text.startswith("stage 1, map 0") and "input pixels" in text
+        Path(os.environ.get("CNNX_ARTIFACTS", "test-artifacts")).mkdir(exist_ok=True)
+        driver.save_screenshot(str(Path(os.environ.get("CNNX_ARTIFACTS", "test-artifacts")) / "serve-hover.png"))
+    finally:
+        driver.quit()
