@@ -473,3 +473,128 @@ def explain_layer(graph, image: np.ndarray, layer: str, channel: int, row: int, 
     _agree(np.array([value]), np.array([total]), "channel sums and bias", "the layer")
     return LayerExplanation(graph.path.name, layer, channel, row, col, [kh, kw], [s0, s1], [d0, d1], parts, bias,
                             total, value, [O, H_out, W_out])
+
+
+@dataclass
+class ValueExplanation:
+    """How one value of a stage came from the stage before: the rule, the numbers it used, and the value."""
+
+    stage: int
+    op: str
+    channel: int
+    row: int
+    col: int
+    rule: str
+    parts: list[ChannelSum] = field(default_factory=list)  # a convolution's input channels, or a pool's window
+    inputs: list[float] = field(default_factory=list)  # an activation's input, a dense layer's top contributions
+    names: list[str] = field(default_factory=list)
+    bias: float = 0.0
+    total: float = 0.0
+    value: float = 0.0
+
+
+def _read_window(plane: np.ndarray, rows: list[int], cols: list[int], mode: str) -> np.ndarray:
+    """The input values at padded coordinates, read through the border as ``padding_mode`` says (0 outside)."""
+    from cnnx.engine import border_map
+
+    r = border_map(np.array(rows), plane.shape[0], mode)
+    c = border_map(np.array(cols), plane.shape[1], mode)
+    window = plane[np.clip(r, 0, None)][:, np.clip(c, 0, None)].astype(np.float64)
+    window[r < 0, :] = 0.0
+    window[:, c < 0] = 0.0
+    return window
+
+
+def explain_value(
+    stage, before: np.ndarray, after: np.ndarray, index: int, channel: int, row: int, col: int, *, flip: bool = False
+):
+    """One value of a chain stage (``stages`` kinds), worked out from the stage before, and checked against it.
+
+    ``before`` and ``after`` are the two stages' arrays (C, H, W); convolutions by named kernels or weight
+    files, activations, pooling, dense layers and softmax are worked out; for others (random filters) the rule
+    is said and the value given.
+    """
+    from cnnx.kernels import RandomBank
+
+    value = float(after[channel, row, col])
+    explained = ValueExplanation(index, stage.name, channel, row, col, "", value=value)
+    if stage.name in ("relu", "leaky_relu", "sigmoid", "tanh", "abs"):
+        x = float(before[channel, row, col])
+        explained.rule = {"relu": "max(0, x)", "leaky_relu": f"x if x > 0 else {stage.slope:g} x",
+                          "sigmoid": "1 / (1 + exp(-x))", "tanh": "tanh(x)", "abs": "|x|"}[stage.name]
+        explained.inputs, explained.total = [x], float(stage.apply(np.array([[[x]]], np.float32))[0, 0, 0])
+    elif stage.name in ("maxpool", "avgpool"):
+        rows = [row * stage.step - stage.padding + i for i in range(stage.size)]
+        cols = [col * stage.step - stage.padding + j for j in range(stage.size)]
+        plane = np.asarray(before[channel], np.float64)
+        inside = np.array([[0 <= r < plane.shape[0] and 0 <= q < plane.shape[1] for q in cols] for r in rows])
+        window = _read_window(plane, rows, cols, "zeros")
+        if stage.kind == "max":
+            window[~inside] = -np.inf
+            explained.rule, explained.total = "the largest value of the window", float(window.max())
+        else:
+            explained.rule = f"the mean of the {stage.size}x{stage.size} window (padding counts as 0)"
+            explained.total = float(window.mean())
+        explained.parts = [ChannelSum(channel, explained.total, np.where(inside, window, np.nan).tolist())]
+    elif stage.name == "conv" and not any(isinstance(s, RandomBank) for s in stage.sources):
+        _conv_parts(stage, before, explained, flip)
+    elif stage.name == "dense":
+        x = before.reshape(-1).astype(np.float64)
+        weights = stage.source.weights.astype(np.float64)
+        products = weights[col] * x
+        top = np.argsort(-np.abs(products))[:8]
+        explained.rule = f"the sum of all {x.size} inputs times their weights, plus the bias (the largest 8 shown)"
+        explained.inputs, explained.names = products[top].tolist(), [f"input {k}" for k in top]
+        explained.bias = float(stage.source.bias[col]) if stage.source.bias is not None else 0.0
+        explained.total = float(products.sum()) + explained.bias
+    elif stage.name == "softmax":
+        scores = before.reshape(-1).astype(np.float64)
+        explained.rule = "exp(score) / the sum of exp(every score)"
+        explained.inputs = [float(scores[col])]
+        explained.total = float(np.exp(scores[col] - scores.max()) / np.exp(scores - scores.max()).sum())
+    else:
+        explained.rule = f"{stage.name}: the value as computed (its arithmetic is not shown for this stage)"
+        explained.total = value
+    if explained.total != value and not np.isclose(explained.total, value, rtol=1e-4, atol=1e-5 * max(1, abs(value))):
+        raise RuntimeError(f"the arithmetic shown gives {explained.total}, the stage holds {value}")
+    return explained
+
+
+def _conv_parts(stage, before: np.ndarray, explained: ValueExplanation, flip: bool) -> None:
+    """The input channels' windows, weights and products behind one output of a conv stage (no random filters)."""
+    from cnnx import ops
+    from cnnx.kernels import WeightBank
+
+    C = before.shape[0]
+    at, channel = 0, explained.channel
+    for source in stage.sources:
+        count = stage.outputs_of(source, C)
+        if channel < at + count:
+            break
+        at += count
+    k = channel - at
+    inputs, scale, bias = list(range(C)), 1.0, 0.0
+    if isinstance(source, WeightBank):  # a filter over every channel, from a file
+        weights = source.weights[k]
+        bias = source.bias[k] if source.bias is not None else 0.0
+    elif stage.combine == "depthwise":  # channel-major: each input channel with each kernel
+        kernels = list(source)
+        weights, inputs = kernels[k % len(kernels)].weights[None], [k // len(kernels)]
+    else:  # one kernel on the channels' mean
+        weights, scale = np.broadcast_to(source[k].weights, (C, *source[k].weights.shape)), 1.0 / C
+    if flip:
+        weights = weights[..., ::-1, ::-1]
+    kh, kw = weights.shape[-2:]
+    (top, _), (left, _) = ops.conv_padding(stage.padding, (kh, kw), (stage.dilation,) * 2, (stage.stride,) * 2)
+    rows = [explained.row * stage.stride - top + i * stage.dilation for i in range(kh)]
+    cols = [explained.col * stage.stride - left + j * stage.dilation for j in range(kw)]
+    for position, c in enumerate(inputs):
+        window = _read_window(np.asarray(before[c]), rows, cols, stage.padding_mode)
+        kernel = np.asarray(weights[position], np.float64) * scale
+        products = window * kernel
+        part = ChannelSum(c, float(products.sum()), window.tolist(), kernel.tolist(), products.tolist())
+        explained.parts.append(part)
+    explained.bias = float(bias) + float(stage.bias)
+    explained.total = sum(p.total for p in explained.parts) + explained.bias
+    what = "the mean over the input channels of" if scale != 1 else "the sum over the input channels of"
+    explained.rule = f"{what} the window under the kernel times its weights, plus the bias"

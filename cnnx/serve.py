@@ -43,6 +43,7 @@ class Session:
     spec: str = ""
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnnx-serve-")))
     run: Path | None = None
+    source: object = None  # the source of stages the run was made with
     count: int = 0
     error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -62,10 +63,34 @@ class Session:
                 return
             self.error = ""
             self.spec, self.image = (spec if spec is not None else self.spec), (image or self.image)
-            previous, self.run = self.run, target
+            previous, self.run, self.source = self.run, target, source
             for old in sorted(self.folder.glob("run-*"), key=lambda p: int(p.name[4:]))[:-KEPT_RUNS]:
                 if old not in (self.run, previous):
                     shutil.rmtree(old, ignore_errors=True)
+
+    def explain(self, stage: int, channel: int, row: int, col: int) -> dict:
+        """How the value there came from the stage before: the same arithmetic ``cnnx explain`` shows, as JSON."""
+        from cnnx.explain import as_json, explain_layer, explain_value
+
+        run, source = self.run, self.source
+        manifest = json.loads((run / "manifest.json").read_text())
+        entries = manifest["stages"]
+        self.value(stage, channel, row, col)  # checks the place
+        if stage == 0:
+            raise CnnxError("the input is where the numbers start: point at a stage after it")
+        arrays = [np.load(run / entries[k]["raw"], allow_pickle=False) for k in (stage - 1, stage)]
+        pipeline = getattr(source, "pipeline", None)
+        if pipeline is not None:
+            flip = pipeline.convention == "convolution"
+            data = explain_value(pipeline.stages[stage - 1], *arrays, stage, channel, row, col, flip=flip)
+        elif entries[stage]["operation"] == "conv" and hasattr(source, "run_to"):
+            node = entries[stage]["description"].split()[1]
+            first = np.load(run / entries[0]["raw"], allow_pickle=False)
+            data = explain_layer(source, first, node, channel, row, col)
+        else:
+            return {"rule": f"{entries[stage]['description']}: the value as computed", "total": self.value(
+                stage, channel, row, col)["value"], "parts": []}
+        return as_json(data)
 
     def value(self, stage: int, channel: int, row: int, col: int) -> dict:
         """The exact value under the pointer, from the run's raw arrays."""
@@ -90,7 +115,9 @@ border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0
 <label>image <input id="cnnx-upload" type="file" accept="image/*"></label>
 </form>
 <p id="cnnx-error" style="color:var(--accent);margin:.3rem 0 0">{error}</p>
-<p id="cnnx-value" aria-live="polite" style="margin:.3rem 0 0">Point at a map to read the value under the pointer.</p>
+<p id="cnnx-value" aria-live="polite" style="margin:.3rem 0 0">Point at a map to read the value under the pointer;
+click to see how it was computed.</p>
+<div id="cnnx-explain" aria-live="polite" style="max-height:45vh;overflow:auto"></div>
 </div>
 <script>
 (async () => {{
@@ -111,8 +138,50 @@ border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0
       show.textContent = answer.ok ? `stage ${{stage}}, map ${{entry.channel}} (${{entry.label}}), row ${{row}}, ` +
         `column ${{col}}: ${{data.value.toPrecision(6)}}; it sees ${{data.receptive_field.join("x")}} input pixels`
         : data.error;
+      // The square of input pixels this value sees, moved to where the pointer is, on the stage's input picture.
+      const square = document.querySelector(`#stage-${{stage}} .field rect`);
+      if (answer.ok && square && data.jump) {{
+        const [rh, rw] = data.receptive_field, [jh, jw] = data.jump;
+        square.setAttribute("x", (col + 0.5) * jw - rw / 2);
+        square.setAttribute("y", (row + 0.5) * jh - rh / 2);
+      }}
     }});
   }});
+  const grid = (rows, title) => {{
+    const scale = Math.max(1e-12, ...rows.flat().filter(v => v !== null && isFinite(v)).map(Math.abs));
+    const cells = rows.map(r => "<tr>" + r.map(v => {{
+      if (v === null || !isFinite(v)) return "<td style='color:var(--muted)'>pad</td>";
+      const a = Math.min(1, Math.abs(v) / scale), colour = v < 0 ? `rgba(33,102,172,${{a}})` : `rgba(178,24,43,${{a}})`;
+      return `<td style="background:${{colour}};padding:1px 4px;text-align:right">${{Number(v).toPrecision(3)}}</td>`;
+    }}).join("") + "</tr>").join("");
+    return `<table style="border-collapse:collapse;font-size:.8rem;display:inline-table;margin:0 .6rem .4rem 0">` +
+      `<caption style="text-align:left">${{title}}</caption>${{cells}}</table>`;
+  }};
+  document.querySelectorAll("figure img").forEach(img => img.addEventListener("click", async event => {{
+    event.preventDefault();
+    const src = img.getAttribute("src");
+    const stage = manifest.stages.findIndex(s => s.maps.some(m => m.tile === src));
+    if (stage < 0) return;
+    const entry = manifest.stages[stage].maps.find(m => m.tile === src);
+    const [C, H, W] = manifest.stages[stage].shape, box = img.getBoundingClientRect();
+    const row = Math.min(H - 1, Math.floor((event.clientY - box.top) / box.height * H));
+    const col = Math.min(W - 1, Math.floor((event.clientX - box.left) / box.width * W));
+    const answer = await fetch(`/api/explain?stage=${{stage}}&channel=${{entry.channel}}&row=${{row}}&col=${{col}}`);
+    const data = await answer.json(), panel = document.getElementById("cnnx-explain");
+    if (!answer.ok) {{ panel.textContent = data.error; return; }}
+    let text = `<p><b>stage ${{stage}}, map ${{entry.channel}}, row ${{row}}, column ${{col}}</b>: ${{data.rule}}</p>`;
+    for (const part of (data.parts || []).filter(p => p.values).slice(0, 4)) {{
+      text += `<div>input channel ${{part.channel}}: ` + grid(part.values, "window") +
+        (part.weights ? grid(part.weights, "weights") + grid(part.products, "products") : "") +
+        ` sum ${{Number(part.total).toPrecision(6)}}</div>`;
+    }}
+    if ((data.parts || []).length > 4) text += `<p>... ${{data.parts.length}} input channels in all</p>`;
+    const inputs = (data.inputs || []).map(v => Number(v).toPrecision(6));
+    if (inputs.length) text += `<p>from ${{inputs.join(", ")}}</p>`;
+    text += `<p id="cnnx-total">${{data.bias ? "plus bias " + Number(data.bias).toPrecision(6) + ": " : ""}}` +
+      `= <b>${{Number(data.total).toPrecision(6)}}</b></p>`;
+    panel.innerHTML = text;
+  }}));
   document.getElementById("cnnx-upload").addEventListener("change", async event => {{
     const file = event.target.files[0];
     const answer = await fetch("/api/image", {{method: "POST", body: file, headers: {{"X-File-Name": file.name}}}});
@@ -193,9 +262,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._page()
         elif path.startswith("/run/"):
             self._file(path[len("/run/") :])
-        elif path == "/api/value":
+        elif path in ("/api/value", "/api/explain"):
             query = {k: int(v[0]) for k, v in parse_qs(url.query).items()}
-            value = self.session.value(query["stage"], query["channel"], query["row"], query["col"])
+            answer = self.session.value if path == "/api/value" else self.session.explain
+            value = answer(query["stage"], query["channel"], query["row"], query["col"])
             self._reply(HTTPStatus.OK, json.dumps(value).encode(), "application/json")
         else:
             self._error(HTTPStatus.NOT_FOUND, "no such page")

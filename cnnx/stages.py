@@ -151,7 +151,7 @@ class Conv(_StageBasics):
         """The input pixels each filter spans, dilation included."""
         return [(self.dilation * (h - 1) + 1, self.dilation * (w - 1) + 1) for h, w in self.kernel_shapes(channels)]
 
-    def _count(self, source, channels: int) -> int:
+    def outputs_of(self, source, channels: int) -> int:
         if isinstance(source, WeightBank):
             return source.weights.shape[0]
         per_channel = channels if self.combine == "depthwise" else 1
@@ -159,7 +159,7 @@ class Conv(_StageBasics):
 
     def output_shape(self, shape: Shape) -> Shape:
         C, H, W = shape
-        channels = sum(self._count(source, C) for source in self.sources)
+        channels = sum(self.outputs_of(source, C) for source in self.sources)
         sizes = set()
         for kh, kw in self.kernel_shapes(C):
             rows, cols = ops.conv_padding(self.padding, (kh, kw), (self.dilation,) * 2, (self.stride,) * 2)
@@ -249,7 +249,7 @@ class Conv(_StageBasics):
         mean = None
         at = 0
         for source in self.sources:
-            count = self._count(source, C)
+            count = self.outputs_of(source, C)
             part = out[at : at + count]
             at += count
             if isinstance(source, WeightBank):

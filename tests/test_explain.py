@@ -184,3 +184,35 @@ def test_field_grows_stage_by_stage():
 def test_no_colour_when_piped():
     """Piped output (as under CliRunner) carries no escape codes."""
     assert "\x1b[" not in invoke("explain", "conv").stdout
+
+
+@pytest.mark.parametrize(
+    "spec, color, convention",
+    [
+        (None, False, "correlation"),
+        ("conv(sobel_x, laplacian; combine=depthwise, padding_mode=reflect) -> leaky_relu(0.1)"
+         " -> avgpool(3, stride=2, padding=1)", True, "convolution"),
+        ("conv(box:size=3, emboss; stride=2, padding=2, dilation=2) -> abs -> maxpool(2, padding=1)", True,
+         "correlation"),
+    ],
+)
+def test_every_value_of_a_chain_is_worked_out_from_the_stage_before(spec, color, convention):
+    """At random places of every stage, the arithmetic shown (windows, weights, products, sums, bias, pooling
+    windows, activations) gives the stored value: a loop over the numbers, not the stage's own code."""
+    from cnnx.explain import explain_value
+    from cnnx.pipeline import run
+    from cnnx.spec import load_pipeline
+
+    pipeline = load_pipeline(spec=spec, color=color, convention=convention)
+    rng = np.random.default_rng(7)
+    image = rng.random((3 if color else 1, 37, 41), dtype=np.float32)
+    results = run(image, pipeline)
+    for stage, before, after in zip(pipeline.stages, results, results[1:], strict=False):
+        for _ in range(12):
+            c, r, q = (int(rng.integers(n)) for n in after.array.shape)
+            shown = explain_value(stage, before.array, after.array, after.index, c, r, q,
+                                  flip=convention == "convolution")
+            by_hand = sum(np.nansum(np.asarray(p.products, float)) for p in shown.parts if p.products) + shown.bias
+            if stage.name == "conv":
+                assert by_hand == pytest.approx(after.array[c, r, q], rel=1e-4, abs=1e-5)
+            assert shown.total == pytest.approx(float(after.array[c, r, q]), rel=1e-4, abs=1e-5)

@@ -193,3 +193,42 @@ def test_hovering_a_map_shows_its_value(served):
         driver.save_screenshot(str(Path(os.environ.get("CNNX_ARTIFACTS", "test-artifacts")) / "serve-hover.png"))
     finally:
         driver.quit()
+
+
+def test_the_arithmetic_behind_a_value_equals_it(served):
+    """/api/explain for a conv, a ReLU and a pooled value: the windows, weights and products add to the value."""
+    port, token, session = served
+    for stage, place in ((1, (0, 10, 13)), (2, (2, 5, 5)), (3, (1, 4, 7)), (4, (3, 6, 6))):
+        status, _, body = request(port, f"/api/explain?stage={stage}&channel={place[0]}&row={place[1]}&col={place[2]}",
+                                  token=token)
+        data = json.loads(body)
+        raw = np.load(session.run / sorted(session.run.glob(f"0{stage}_*"))[0].name / "stage.npy")
+        assert status == 200 and data["total"] == pytest.approx(float(raw[place]), rel=1e-4, abs=1e-6), stage
+    assert request(port, "/api/explain?stage=0&channel=0&row=0&col=0", token=token)[0] == 400
+
+
+def test_clicking_a_map_shows_the_arithmetic(served):
+    """In headless Chromium: a click on a conv map shows its window, weights and products, and the value."""
+    from test_gallery import browser
+
+    port, token, session = served
+    driver = browser()
+    try:
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        driver.get(f"http://127.0.0.1:{port}/?token={token}")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#stage-1 figure img"))
+        tile = driver.find_element(By.CSS_SELECTOR, "#stage-1 figure img")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
+        time.sleep(0.5)
+        ActionChains(driver).move_to_element(tile).click().perform()
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-total"))
+        panel = driver.find_element(By.ID, "cnnx-explain").text
+        assert "window" in panel and "weights" in panel and "products" in panel
+        raw = np.load(session.run / "01_conv" / "stage.npy")
+        shown = float(driver.find_element(By.ID, "cnnx-total").text.split("=")[-1])
+        assert any(abs(shown - value) <= 1e-4 * max(1, abs(value)) for value in raw[0].ravel())
+    finally:
+        driver.quit()
