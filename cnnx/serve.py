@@ -117,7 +117,7 @@ border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0
 <p id="cnnx-error" style="color:var(--accent);margin:.3rem 0 0">{error}</p>
 <p id="cnnx-value" aria-live="polite" style="margin:.3rem 0 0">Point at a map to read the value under the pointer;
 click to see how it was computed.</p>
-<div id="cnnx-explain" aria-live="polite" style="max-height:45vh;overflow:auto"></div>
+<div id="cnnx-explain" aria-live="polite" style="max-height:min(45vh,24rem);overflow:auto"></div>
 </div>
 <script>
 (async () => {{
@@ -169,11 +169,12 @@ click to see how it was computed.</p>
     const answer = await fetch(`/api/explain?stage=${{stage}}&channel=${{entry.channel}}&row=${{row}}&col=${{col}}`);
     const data = await answer.json(), panel = document.getElementById("cnnx-explain");
     if (!answer.ok) {{ panel.textContent = data.error; return; }}
-    let text = `<p><b>stage ${{stage}}, map ${{entry.channel}}, row ${{row}}, column ${{col}}</b>: ${{data.rule}}</p>`;
+    let text = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
+      `<p><b>stage ${{stage}}, map ${{entry.channel}}, row ${{row}}, column ${{col}}</b>: ${{data.rule}}</p>`;
     for (const part of (data.parts || []).filter(p => p.values).slice(0, 4)) {{
       text += `<div>input channel ${{part.channel}}: ` + grid(part.values, "window") +
         (part.weights ? grid(part.weights, "weights") + grid(part.products, "products") : "") +
-        ` sum ${{Number(part.total).toPrecision(6)}}</div>`;
+        `<span style="white-space:nowrap">sum ${{Number(part.total).toPrecision(6)}}</span></div>`;
     }}
     if ((data.parts || []).length > 4) text += `<p>... ${{data.parts.length}} input channels in all</p>`;
     const inputs = (data.inputs || []).map(v => Number(v).toPrecision(6));
@@ -181,6 +182,7 @@ click to see how it was computed.</p>
     text += `<p id="cnnx-total">${{data.bias ? "plus bias " + Number(data.bias).toPrecision(6) + ": " : ""}}` +
       `= <b>${{Number(data.total).toPrecision(6)}}</b></p>`;
     panel.innerHTML = text;
+    document.getElementById("cnnx-close").addEventListener("click", () => {{ panel.innerHTML = ""; }});
   }}));
   document.getElementById("cnnx-upload").addEventListener("change", async event => {{
     const file = event.target.files[0];

@@ -230,5 +230,7 @@ def test_clicking_a_map_shows_the_arithmetic(served):
         raw = np.load(session.run / "01_conv" / "stage.npy")
         shown = float(driver.find_element(By.ID, "cnnx-total").text.split("=")[-1])
         assert any(abs(shown - value) <= 1e-4 * max(1, abs(value)) for value in raw[0].ravel())
+        driver.find_element(By.ID, "cnnx-close").click()
+        assert driver.find_element(By.ID, "cnnx-explain").text == ""
     finally:
         driver.quit()
