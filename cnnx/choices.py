@@ -1,10 +1,12 @@
-"""The named choices that options take, stated once: the core checks against them, the command lists them.
+"""The named choices that options take, and their defaults, stated once: the core checks against them, the command
+lists them.
 
 Each is a ``StrEnum``, so a member is its own name as a string; this module
 imports nothing heavy, so the command can build its help without numpy.
 """
 
 from enum import StrEnum
+from pathlib import Path
 
 
 class Normalize(StrEnum):
@@ -50,3 +52,6 @@ NORMALIZE = tuple(Normalize)
 SCOPES = tuple(Scope)
 CONVENTIONS = tuple(Convention)
 PADDING_MODES = tuple(PaddingMode)
+
+# The photo shipped inside the package: what `cnnx serve` shows when it is given no image.
+SAMPLE = Path(__file__).parent / "samples" / "chelsea.png"

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from cnnx import __version__, shell, signals
-from cnnx.choices import DEFAULT_PERCENTILE, Convention, Normalize, PaddingMode, Scope
+from cnnx.choices import DEFAULT_PERCENTILE, SAMPLE, Convention, Normalize, PaddingMode, Scope
 from cnnx.errors import CnnxError
 from cnnx.explain_cli import app as explain_app
 from cnnx.shell import (
@@ -363,7 +363,9 @@ def _draw_kernels(output: Path, kernels: dict) -> None:
 
 @app.command()
 def serve(
-    image: Annotated[Path, typer.Argument(help="The image to explore (another can be dropped on the page).")],
+    image: Annotated[
+        Path | None, typer.Argument(help="The image to explore (default: the shipped sample; others can be uploaded).")
+    ] = None,
     spec: Spec = None,
     config: Config = None,
     preset: Preset = None,
@@ -398,7 +400,8 @@ def serve(
             return source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
                                preprocess=preprocess)
 
-        session = Session(image, make_source, style_from(normalize, scope, cmap, percentile, value_range), spec or "")
+        style = style_from(normalize, scope, cmap, percentile, value_range)
+        session = Session(image or SAMPLE, make_source, style, spec or "")
         session.recompute()
         if session.run is None:
             raise CnnxError(session.error)

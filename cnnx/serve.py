@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import numpy as np
 
@@ -68,6 +68,20 @@ class Session:
                 if old not in (self.run, previous):
                     shutil.rmtree(old, ignore_errors=True)
 
+    def archive(self) -> tuple[str, bytes]:
+        """The current run as a zip of the folder ``cnnx pipeline`` writes, and the name to save it under."""
+        import io
+        import zipfile
+
+        name = f"{self.image.stem}_cnnx"
+        buffer = io.BytesIO()
+        with self.lock, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(p for p in self.run.rglob("*") if p.is_file()):
+                # PNGs are compressed already; deflating them again only costs time.
+                kind = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
+                archive.write(path, f"{name}/{path.relative_to(self.run).as_posix()}", compress_type=kind)
+        return f"{name}.zip", buffer.getvalue()
+
     def explain(self, stage: int, channel: int, row: int, col: int) -> dict:
         """How the value there came from the stage before: the same arithmetic ``cnnx explain`` shows, as JSON."""
         from cnnx.explain import as_json, explain_layer, explain_value
@@ -84,9 +98,15 @@ class Session:
             flip = pipeline.convention == "convolution"
             data = explain_value(pipeline.stages[stage - 1], *arrays, stage, channel, row, col, flip=flip)
         elif entries[stage]["operation"] == "conv" and hasattr(source, "run_to"):
-            node = entries[stage]["description"].split()[1]
-            first = np.load(run / entries[0]["raw"], allow_pickle=False)
-            data = explain_layer(source, first, node, channel, row, col)
+            node = source.chosen()[stage - 1]  # stage k is the k-th node written; unnamed nodes go by their output
+            first = np.load(run / entries[0]["raw"], allow_pickle=False)  # the model's input, prepared
+            if tuple(source.shapes.get(node.outputs[0], ())[2:]) == (1, 1):
+                channel, row, col = col, 0, 0  # a vector of channels is shown as one row of values
+            data = as_json(explain_layer(source, first, node.outputs[0], channel, row, col))
+            shown = sum(part["values"] is not None for part in data["parts"])
+            data["rule"] = (f"{entries[stage]['description']}: the sum over the {len(data['parts'])} input channels "
+                            f"of the window times the weights, plus the bias (the {shown} that weigh most shown)")
+            return data
         else:
             return {"rule": f"{entries[stage]['description']}: the value as computed", "total": self.value(
                 stage, channel, row, col)["value"], "parts": []}
@@ -113,6 +133,7 @@ border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0
 <input id="cnnx-spec" name="spec" value="{spec}" style="flex:1 1 24rem;font-family:ui-monospace,monospace">
 <button type="submit">run</button>
 <label>image <input id="cnnx-upload" type="file" accept="image/*"></label>
+<a href="/api/download" download>download the run</a>
 </form>
 <p id="cnnx-error" style="color:var(--accent);margin:.3rem 0 0">{error}</p>
 <p id="cnnx-value" aria-live="polite" style="margin:.3rem 0 0">Point at a map to read the value under the pointer;
@@ -264,6 +285,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._page()
         elif path.startswith("/run/"):
             self._file(path[len("/run/") :])
+        elif path == "/api/download":
+            name, body = self.session.archive()
+            self._reply(HTTPStatus.OK, body, "application/zip",
+                        {"Content-Disposition": f'attachment; filename="{quote(name)}"'})
         elif path in ("/api/value", "/api/explain"):
             query = {k: int(v[0]) for k, v in parse_qs(url.query).items()}
             answer = self.session.value if path == "/api/value" else self.session.explain

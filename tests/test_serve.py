@@ -234,3 +234,83 @@ def test_clicking_a_map_shows_the_arithmetic(served):
         assert driver.find_element(By.ID, "cnnx-explain").text == ""
     finally:
         driver.quit()
+
+
+def test_the_download_is_the_folder_cnnx_pipeline_writes(served, tmp_path):
+    """The zip holds the files `cnnx pipeline --save-raw` writes for the same image and stages, pixel for pixel."""
+    import io
+    import zipfile
+
+    from typer.testing import CliRunner
+
+    from cnnx.cli import app
+
+    port, token, session = served
+    status, headers, body = request(port, "/api/download", token=token)
+    assert status == 200 and headers["Content-Type"] == "application/zip"
+    assert 'filename="a_cnnx.zip"' in headers["Content-Disposition"]
+    folder = tmp_path / "by-command"
+    result = CliRunner().invoke(app, ["pipeline", str(session.image), "-o", str(folder), "--save-raw"])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert sorted(archive.namelist()) == [f"a_cnnx/{name}" for name in written]
+        for name in written:
+            if name.endswith(".png"):
+                shipped = np.asarray(Image.open(io.BytesIO(archive.read(f"a_cnnx/{name}"))))
+                assert np.array_equal(shipped, np.asarray(Image.open(folder / name))), name
+
+
+def test_serve_with_no_image_shows_the_shipped_sample(tmp_path):
+    """With no image, from any folder, cnnx serve runs the sample shipped inside the package."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnx", "serve", "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    try:
+        url = process.stdout.readline().split()[3]
+        port, token = int(url.split(":")[2].split("/")[0]), url.partition("token=")[2]
+        manifest = json.loads(request(port, "/run/manifest.json", token=token)[2])
+        with Image.open(Path(__file__).parents[1] / "samples" / "chelsea.png") as sample:
+            assert (manifest["input"]["width"], manifest["input"]["height"]) == sample.size
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 130
+
+
+@pytest.mark.parametrize("model", ["shapes", "blocks.onnx"])
+def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
+    """For the shipped model and an ONNX network: every stage's explained value is the stored one, and a conv
+    value is a sum over every input channel of the stage before."""
+    pytest.importorskip("onnx")
+    from test_graph import _block_model
+
+    if model.endswith(".onnx"):
+        model = str(_block_model(tmp_path / model))
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
+    onnx = {"layers": "all", "preprocess": "imagenet"} if model.endswith(".onnx") else {}
+    session = Session(image, lambda text: source_from(None, None, None, model, None, None, **onnx), Style())
+    session.recompute()
+    assert session.run is not None, session.error
+    entries = json.loads((session.run / "manifest.json").read_text())["stages"]
+    explained = 0
+    for stage in range(1, len(entries)):
+        raw = np.load(session.run / entries[stage]["raw"])
+        place = tuple(k // 2 for k in raw.shape)
+        data = session.explain(stage, *place)
+        assert data["total"] == pytest.approx(float(raw[place]), rel=1e-4, abs=1e-5), entries[stage]["description"]
+        if entries[stage]["operation"] == "conv":
+            if hasattr(session.source, "chosen"):  # a graph: a conv's input need not be the stage before
+                node = session.source.chosen()[stage - 1]
+                channels = session.source.constants[node.inputs[1]].shape[1]  # per group
+            else:
+                channels = np.load(session.run / entries[stage - 1]["raw"]).shape[0]
+            assert len(data["parts"]) == channels and "as computed" not in data["rule"]
+            explained += 1
+    assert explained >= 2

@@ -1,0 +1,80 @@
+"""Time a `cnnx serve` recompute on a 512x512 photo, against the bare arithmetic of the same stages, in one run.
+
+    python benchmarks/bench_serve.py              # 11 rounds
+    python benchmarks/bench_serve.py --rounds 5
+
+A real server on a loopback port is sent the lesson pipeline's spec, as the
+page's run button sends it; the time is from the request to the page's answer
+(the run written: tiles, sheets, colour bars, manifest, raw values). The
+baseline is the stages' arithmetic alone on the same image, with nothing
+written. The target is the issue's: under 300 ms a recompute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+from PIL import Image
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=11)
+    rounds = parser.parse_args().rounds
+    from cnnx.choices import SAMPLE
+    from cnnx.draw import Style
+    from cnnx.images import load_image
+    from cnnx.serve import Session, make_server
+    from cnnx.shell import source_from
+
+    folder = Path(tempfile.mkdtemp())
+    photo = folder / "photo.png"
+    with Image.open(SAMPLE) as sample:
+        sample.convert("RGB").resize((512, 512), Image.Resampling.LANCZOS).save(photo)
+    session = Session(photo, lambda text: source_from(text, None, None, None, None, None), Style(), folder=folder)
+    session.recompute()
+    server, url = make_server(session)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port, token = server.server_address[1], url.partition("token=")[2]
+    spec = json.loads((session.run / "manifest.json").read_text())["pipeline"]["spec"]
+    body = urlencode({"spec": spec}).encode()
+
+    def recompute() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/api/spec", body=body, headers={
+            "Host": f"127.0.0.1:{port}", "Cookie": f"cnnx-token={token}",
+            "Content-Type": "application/x-www-form-urlencoded"})
+        answer = connection.getresponse()
+        answer.read()
+        connection.close()
+        assert answer.status == 303 and not session.error, session.error
+
+    image = load_image(photo).array
+    candidates = {"arithmetic only": lambda: list(session.source.stream(image)), "serve recompute": recompute}
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for run in candidates.values():
+        run()  # warm up
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    server.shutdown()
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in medians.items():
+        print(f"{name:16s} {value * 1000:7.1f} ms")
+    ratio = medians["serve recompute"] / medians["arithmetic only"]
+    print(f"recompute / arithmetic: {ratio:.2f}x; recompute {medians['serve recompute'] * 1000:.0f} ms "
+          "(target: under 300 ms)")
+
+
+if __name__ == "__main__":
+    main()
