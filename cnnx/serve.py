@@ -145,10 +145,10 @@ click to see how it was computed.</p>
   const manifest = await (await fetch("/run/manifest.json")).json();
   const show = document.getElementById("cnnx-value");
   document.querySelectorAll("figure img").forEach(img => {{
-    const parts = img.getAttribute("src").split("/");
-    const stage = manifest.stages.findIndex(s => s.maps.some(m => m.tile === parts.join("/")));
+    const src = img.getAttribute("src");
+    const stage = manifest.stages.findIndex(s => s.maps.some(m => m.tile === src));
     if (stage < 0) return;
-    const entry = manifest.stages[stage].maps.find(m => m.tile === parts.join("/"));
+    const entry = manifest.stages[stage].maps.find(m => m.tile === src);
     const [C, H, W] = manifest.stages[stage].shape;
     img.addEventListener("mousemove", async event => {{
       const box = img.getBoundingClientRect();
@@ -205,6 +205,7 @@ click to see how it was computed.</p>
     panel.innerHTML = text;
     document.getElementById("cnnx-close").addEventListener("click", () => {{ panel.innerHTML = ""; }});
   }}));
+  if (manifest.model && manifest.model.answer) drawingPad(manifest.model.answer);
   document.getElementById("cnnx-upload").addEventListener("change", async event => {{
     const file = event.target.files[0];
     const answer = await fetch("/api/image", {{method: "POST", body: file, headers: {{"X-File-Name": file.name}}}});
@@ -212,6 +213,46 @@ click to see how it was computed.</p>
     else document.getElementById("cnnx-error").textContent = (await answer.json()).error;
   }});
 }})();
+// A canvas to draw on: each stroke is sent as the image and the page comes back with the model's answer to it.
+// The drawing is kept in the tab's session storage, so it survives the reload and the next stroke adds to it.
+function drawingPad(answer) {{
+  const [best, share] = Object.entries(answer).sort((a, b) => b[1] - a[1])[0];
+  const pad = document.createElement("div");
+  pad.innerHTML = `<p style="margin:.3rem 0">Draw on the square in dark ink; the model answers each stroke: ` +
+    `<b id="cnnx-answer">${{best}} ${{(share * 100).toFixed(1)}}%</b> ` +
+    `<button type="button" id="cnnx-clear">clear</button></p>` +
+    `<canvas id="cnnx-canvas" width="192" height="192" style="border:1px solid var(--line);touch-action:none;` +
+    `cursor:crosshair"></canvas>`;
+  document.getElementById("cnnx-live").appendChild(pad);
+  const canvas = document.getElementById("cnnx-canvas"), pen = canvas.getContext("2d");
+  const blank = () => {{ pen.fillStyle = "#fff"; pen.fillRect(0, 0, canvas.width, canvas.height); }};
+  blank();
+  const kept = sessionStorage.getItem("cnnx-drawing");
+  if (kept) {{ const picture = new Image(); picture.onload = () => pen.drawImage(picture, 0, 0); picture.src = kept; }}
+  pen.lineWidth = 7; pen.lineCap = pen.lineJoin = "round"; pen.strokeStyle = "#111";
+  let drawing = false;
+  const at = event => {{
+    const box = canvas.getBoundingClientRect();
+    return [(event.clientX - box.left) * canvas.width / box.width,
+            (event.clientY - box.top) * canvas.height / box.height];
+  }};
+  canvas.addEventListener("pointerdown", event => {{ drawing = true; pen.beginPath(); pen.moveTo(...at(event)); }});
+  canvas.addEventListener("pointermove", event => {{ if (drawing) {{ pen.lineTo(...at(event)); pen.stroke(); }} }});
+  const send = () => {{
+    if (!drawing) return;
+    drawing = false;
+    sessionStorage.setItem("cnnx-drawing", canvas.toDataURL("image/png"));
+    canvas.toBlob(async blob => {{
+      const sent = await fetch("/api/image", {{method: "POST", body: blob, headers: {{"X-File-Name": "drawing.png"}}}});
+      if (sent.ok) location.reload();
+      else document.getElementById("cnnx-error").textContent = (await sent.json()).error;
+    }}, "image/png");
+  }};
+  canvas.addEventListener("pointerup", send);
+  canvas.addEventListener("pointerleave", send);
+  document.getElementById("cnnx-clear").addEventListener("click", () => {{
+    sessionStorage.removeItem("cnnx-drawing"); blank(); }});
+}}
 </script>
 """
 

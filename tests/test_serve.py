@@ -314,3 +314,56 @@ def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
             assert len(data["parts"]) == channels and "as computed" not in data["rule"]
             explained += 1
     assert explained >= 2
+
+
+def _stroke(driver, canvas, points) -> None:
+    """One pen stroke through ``points`` (offsets from the canvas's centre), pressed down and lifted."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    chain = ActionChains(driver).move_to_element_with_offset(canvas, *points[0]).click_and_hold()
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        chain = chain.move_by_offset(x1 - x0, y1 - y0)
+    chain.release().perform()
+
+
+@pytest.mark.parametrize(("shape", "strokes"), [
+    ("circle", [[(round(55 * np.cos(t)), round(55 * np.sin(t))) for t in np.linspace(0, 2 * np.pi, 33)]]),
+    ("cross", [[(-55, -55), (55, 55)], [(55, -55), (-55, 55)]]),
+])
+def test_drawing_a_shape_for_the_model_changes_its_answer(tmp_path, shape, strokes):
+    """In headless Chromium, with the shipped model: shapes drawn on the page's canvas are what the model runs on,
+    and it names them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    from test_gallery import browser
+
+    image = tmp_path / "blank.png"
+    Image.fromarray(np.full((64, 64), 255, np.uint8)).save(image)
+    session = Session(image, lambda text: source_from(None, None, None, "shapes", None, None), Style())
+    session.recompute()
+    server, url = make_server(session)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    driver = browser()
+    try:
+        driver.get(f"http://127.0.0.1:{server.server_address[1]}/?token={url.partition('token=')[2]}")
+        canvas = WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "cnnx-canvas"))
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+        for count, points in enumerate(strokes, 1):
+            before = session.count
+            _stroke(driver, driver.find_element(By.ID, "cnnx-canvas"), points)
+            WebDriverWait(driver, 20).until(lambda d, before=before: session.count > before)
+            WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "cnnx-canvas"))
+            assert session.image != image and session.count == count + 1
+        drawn = np.asarray(Image.open(session.image).convert("L"))
+        assert drawn.shape == (192, 192) and (drawn < 128).mean() > 0.02 and drawn[0, 0] > 200  # ink on white
+        manifest = json.loads((session.run / "manifest.json").read_text())
+        answer = manifest["model"]["answer"]
+        assert max(answer, key=answer.get) == shape
+        shown = WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "cnnx-answer")).text
+        assert shown.startswith(shape)
+        Path(os.environ.get("CNNX_ARTIFACTS", "test-artifacts")).mkdir(exist_ok=True)
+        driver.save_screenshot(str(Path(os.environ.get("CNNX_ARTIFACTS", "test-artifacts")) / f"serve-{shape}.png"))
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
