@@ -68,6 +68,42 @@ class Session:
                 if old not in (self.run, previous):
                     shutil.rmtree(old, ignore_errors=True)
 
+    def filters(self) -> dict:
+        """The 2-D kernels of the run's conv stages, as numbers to edit, and the bank's, to pick from."""
+        from cnnx.kernels import BANK
+
+        pipeline = getattr(self.source, "pipeline", None)
+        editable = [
+            {"stage": number, "index": index, "spec": conv.filters[index], "weights": kernels[0].weights.tolist()}
+            for number, conv in enumerate(pipeline.stages if pipeline else (), 1)
+            if conv.name == "conv"
+            for index, kernels in enumerate(conv.sources)
+            if isinstance(kernels, tuple)
+        ]
+        return {"filters": editable, "bank": {name: entry.kernel().tolist() for name, entry in BANK.items()}}
+
+    def set_filter(self, stage: int, index: int, weights: list) -> None:
+        """Stage ``stage``'s filter ``index`` becomes the kernel ``weights``, and every map is computed again."""
+        from dataclasses import replace
+
+        from cnnx.spec import pipeline_text
+
+        pipeline = getattr(self.source, "pipeline", None)
+        if pipeline is None or not 1 <= stage <= len(pipeline.stages) or pipeline.stages[stage - 1].name != "conv":
+            raise CnnxError(f"stage {stage} is not a conv stage of the chain")
+        conv = pipeline.stages[stage - 1]
+        if not 0 <= index < len(conv.filters):
+            raise CnnxError(f"stage {stage} has {len(conv.filters)} filters")
+        rows = np.asarray(weights, dtype=np.float64)  # a ragged or non-numeric grid is a ValueError: a 400
+        if rows.ndim != 2 or not np.isfinite(rows).all():
+            raise CnnxError("a kernel is a grid of finite numbers")
+        matrix = "[" + ",".join("[" + ",".join(repr(float(v)) for v in row) + "]" for row in rows) + "]"
+        filters = (*conv.filters[:index], matrix, *conv.filters[index + 1 :])
+        stages = (*pipeline.stages[: stage - 1], replace(conv, filters=filters), *pipeline.stages[stage:])
+        self.recompute(spec=pipeline_text(replace(pipeline, stages=stages)))
+        if self.error:
+            raise CnnxError(self.error)
+
     def archive(self) -> tuple[str, bytes]:
         """The current run as a zip of the folder ``cnnx pipeline`` writes, and the name to save it under."""
         import io
@@ -135,6 +171,12 @@ border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0
 <label>image <input id="cnnx-upload" type="file" accept="image/*"></label>
 <a href="/api/download" download>download the run</a>
 </form>
+<details id="cnnx-filters" hidden style="margin-top:.3rem"><summary>edit a filter</summary>
+<label>filter <select id="cnnx-filter"></select></label>
+<label>numbers from the bank <select id="cnnx-bank"><option value="">(its own)</option></select></label>
+<div id="cnnx-grid" style="margin:.3rem 0;overflow-x:auto"></div>
+<button type="button" id="cnnx-apply">apply: compute every map again</button>
+</details>
 <p id="cnnx-error" style="color:var(--accent);margin:.3rem 0 0">{error}</p>
 <p id="cnnx-value" aria-live="polite" style="margin:.3rem 0 0">Point at a map to read the value under the pointer;
 click to see how it was computed.</p>
@@ -206,6 +248,8 @@ click to see how it was computed.</p>
     document.getElementById("cnnx-close").addEventListener("click", () => {{ panel.innerHTML = ""; }});
   }}));
   if (manifest.model && manifest.model.answer) drawingPad(manifest.model.answer);
+  const editable = await (await fetch("/api/filters")).json();
+  if (editable.filters.length) filterEditor(editable);
   document.getElementById("cnnx-upload").addEventListener("change", async event => {{
     const file = event.target.files[0];
     const answer = await fetch("/api/image", {{method: "POST", body: file, headers: {{"X-File-Name": file.name}}}});
@@ -213,6 +257,32 @@ click to see how it was computed.</p>
     else document.getElementById("cnnx-error").textContent = (await answer.json()).error;
   }});
 }})();
+// The chain's 2-D kernels as a grid of numbers: edit them, or take a bank filter's, and every map is computed again.
+function filterEditor({{filters, bank}}) {{
+  const box = document.getElementById("cnnx-filters"), pick = document.getElementById("cnnx-filter");
+  const from = document.getElementById("cnnx-bank"), grid = document.getElementById("cnnx-grid");
+  box.hidden = false;
+  filters.forEach((filter, k) => pick.add(new Option(`stage ${{filter.stage}}: ${{filter.spec}}`, k)));
+  Object.keys(bank).forEach(name => from.add(new Option(name, name)));
+  const fill = weights => {{
+    grid.innerHTML = "<table style='border-collapse:collapse'>" + weights.map(row => "<tr>" + row.map(v =>
+      `<td><input inputmode="decimal" value="${{+v.toPrecision(6)}}" aria-label="weight" ` +
+      `style="width:11ch;font:.8rem ui-monospace,monospace"></td>`).join("") +
+      "</tr>").join("") + "</table>";
+  }};
+  pick.addEventListener("change", () => {{ from.value = ""; fill(filters[pick.value].weights); }});
+  from.addEventListener("change", () => fill(from.value ? bank[from.value] : filters[pick.value].weights));
+  fill(filters[0].weights);
+  document.getElementById("cnnx-apply").addEventListener("click", async () => {{
+    const weights = [...grid.querySelectorAll("tr")].map(row => [...row.querySelectorAll("input")].map(
+      cell => cell.value === "" ? NaN : Number(cell.value)));
+    const filter = filters[pick.value];
+    const answer = await fetch("/api/filter", {{method: "POST", headers: {{"Content-Type": "application/json"}},
+      body: JSON.stringify({{stage: filter.stage, index: filter.index, weights}})}});
+    if (answer.ok) location.reload();
+    else document.getElementById("cnnx-error").textContent = (await answer.json()).error;
+  }});
+}}
 // A canvas to draw on: each stroke is sent as the image and the page comes back with the model's answer to it.
 // The drawing is kept in the tab's session storage, so it survives the reload and the next stroke adds to it.
 function drawingPad(answer) {{
@@ -330,6 +400,8 @@ class _Handler(BaseHTTPRequestHandler):
             name, body = self.session.archive()
             self._reply(HTTPStatus.OK, body, "application/zip",
                         {"Content-Disposition": f'attachment; filename="{quote(name)}"'})
+        elif path == "/api/filters":
+            self._reply(HTTPStatus.OK, json.dumps(self.session.filters()).encode(), "application/json")
         elif path in ("/api/value", "/api/explain"):
             query = {k: int(v[0]) for k, v in parse_qs(url.query).items()}
             answer = self.session.value if path == "/api/value" else self.session.explain
@@ -372,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post(self) -> None:
         path = urlsplit(self.path).path
-        if path not in ("/api/spec", "/api/image"):
+        if path not in ("/api/spec", "/api/image", "/api/filter"):
             self._error(HTTPStatus.NOT_FOUND, "no such action")
             return
         body = self._body()
@@ -382,6 +454,11 @@ class _Handler(BaseHTTPRequestHandler):
             form = parse_qs(body.decode("utf-8"), strict_parsing=bool(body))
             self.session.recompute(spec=form.get("spec", [""])[0] or None)
             self._reply(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/"})
+            return
+        if path == "/api/filter":
+            asked = json.loads(body)
+            self.session.set_filter(int(asked["stage"]), int(asked["index"]), asked["weights"])
+            self._reply(HTTPStatus.OK, b"{}", "application/json")
             return
         upload = (
             self.session.folder / f"upload-{secrets.token_hex(4)}{Path(self.headers.get('X-File-Name', '')).suffix}"

@@ -349,9 +349,10 @@ def test_drawing_a_shape_for_the_model_changes_its_answer(tmp_path, shape, strok
         canvas = WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "cnnx-canvas"))
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
         for count, points in enumerate(strokes, 1):
-            before = session.count
+            driver.execute_script("window.cnnxBefore = true")
             _stroke(driver, driver.find_element(By.ID, "cnnx-canvas"), points)
-            WebDriverWait(driver, 20).until(lambda d, before=before: session.count > before)
+            reloaded = "return document.readyState === 'complete' && window.cnnxBefore === undefined"
+            WebDriverWait(driver, 20).until(lambda d, reloaded=reloaded: d.execute_script(reloaded))
             WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "cnnx-canvas"))
             assert session.image != image and session.count == count + 1
         drawn = np.asarray(Image.open(session.image).convert("L"))
@@ -367,3 +368,61 @@ def test_drawing_a_shape_for_the_model_changes_its_answer(tmp_path, shape, strok
         driver.quit()
         server.shutdown()
         server.server_close()
+
+
+def test_a_filter_edited_as_numbers_is_what_the_conv_computes(served):
+    """/api/filters gives the chain's kernels; a grid posted to /api/filter becomes that filter, and the map is
+    the input correlated with it (scipy, edges replicated as the lesson's conv pads); bad grids get a 400."""
+    from scipy.ndimage import correlate
+
+    port, token, session = served
+    listed = json.loads(request(port, "/api/filters", token=token)[2])
+    assert listed["filters"][0]["weights"] == [[1, 0, -1], [1, 0, -1], [1, 0, -1]]  # the lesson's vertical edge
+    assert listed["bank"]["sobel_x"] == [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
+    laplacian = [[0, 1, 0], [1, -4, 1], [0, 1, 0]]
+    post = {"Content-Type": "application/json"}
+    status, _, _ = request(port, "/api/filter", method="POST", token=token, headers=post,
+                           body=json.dumps({"stage": 1, "index": 0, "weights": laplacian}).encode())
+    assert status == 200
+    image = np.load(session.run / "00_input" / "stage.npy")[0].astype(np.float64)
+    conv = np.load(session.run / "01_conv" / "stage.npy")
+    assert np.allclose(conv[0], correlate(image, np.array(laplacian, float), mode="nearest"), atol=1e-5)
+    spec = session.spec
+    for bad in ({"stage": 1, "index": 0, "weights": [[1, 2], [3]]}, {"stage": 1, "index": 0, "weights": [[None]]},
+                {"stage": 2, "index": 0, "weights": [[1]]}, {"stage": 1, "index": 9, "weights": [[1]]},
+                {"stage": 1, "weights": [[1]]}):
+        status, _, body = request(port, "/api/filter", method="POST", token=token, headers=post,
+                                  body=json.dumps(bad).encode())
+        assert status == 400 and "\n" not in json.loads(body)["error"], bad
+    assert session.spec == spec
+
+
+def test_picking_a_bank_filter_in_the_page_recomputes_the_maps(served):
+    """In headless Chromium: open the filter editor, take sobel_y's numbers from the bank, apply; the first conv map
+    is now the input correlated with sobel_y."""
+    from scipy.ndimage import correlate
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.wait import WebDriverWait
+    from test_gallery import browser
+
+    port, token, session = served
+    driver = browser()
+    try:
+        driver.get(f"http://127.0.0.1:{port}/?token={token}")
+        shown = "#cnnx-filters:not([hidden])"
+        editor = WebDriverWait(driver, 20).until(lambda d: d.find_element(By.CSS_SELECTOR, shown))
+        editor.find_element(By.TAG_NAME, "summary").click()
+        Select(driver.find_element(By.ID, "cnnx-bank")).select_by_value("sobel_y")
+        cells = driver.find_elements(By.CSS_SELECTOR, "#cnnx-grid input")
+        assert [float(c.get_attribute("value")) for c in cells] == [-1, -2, -1, 0, 0, 0, 1, 2, 1]
+        driver.execute_script("window.cnnxBefore = true")
+        driver.find_element(By.ID, "cnnx-apply").click()
+        reloaded = "return document.readyState === 'complete' && window.cnnxBefore === undefined"
+        WebDriverWait(driver, 20).until(lambda d: d.execute_script(reloaded))  # after the server's answer
+    finally:
+        driver.quit()
+    image = np.load(session.run / "00_input" / "stage.npy")[0].astype(np.float64)
+    conv = np.load(session.run / "01_conv" / "stage.npy")
+    sobel_y = np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]], float)
+    assert np.allclose(conv[0], correlate(image, sobel_y, mode="nearest"), atol=1e-5)
