@@ -104,6 +104,19 @@ class Session:
         if self.error:
             raise CnnxError(self.error)
 
+    def set_style(self, asked: dict) -> None:
+        """Draw the run again with another normalisation, scope or colour map; a bad choice keeps the style before."""
+        from dataclasses import replace
+
+        unknown = set(asked) - {"normalize", "scope", "cmap"}
+        if unknown:
+            raise CnnxError(f"the style takes normalize, scope and cmap; not {', '.join(sorted(unknown))}")
+        before, self.style = self.style, replace(self.style, **{k: str(v) for k, v in asked.items()})
+        self.recompute()
+        if self.error:
+            self.style = before
+            raise CnnxError(self.error)
+
     def archive(self) -> tuple[str, bytes]:
         """The current run as a zip of the folder ``cnnx pipeline`` writes, and the name to save it under."""
         import io
@@ -140,12 +153,17 @@ class Session:
                 channel, row, col = col, 0, 0  # a vector of channels is shown as one row of values
             data = as_json(explain_layer(source, first, node.outputs[0], channel, row, col))
             shown = sum(part["values"] is not None for part in data["parts"])
-            data["rule"] = (f"{entries[stage]['description']}: the sum over the {len(data['parts'])} input channels "
-                            f"of the window times the weights, plus the bias (the {shown} that weigh most shown)")
+            data["rule"] = (
+                f"{entries[stage]['description']}: the sum over the {len(data['parts'])} input channels "
+                f"of the window times the weights, plus the bias (the {shown} that weigh most shown)"
+            )
             return data
         else:
-            return {"rule": f"{entries[stage]['description']}: the value as computed", "total": self.value(
-                stage, channel, row, col)["value"], "parts": []}
+            return {
+                "rule": f"{entries[stage]['description']}: the value as computed",
+                "total": self.value(stage, channel, row, col)["value"],
+                "parts": [],
+            }
         return as_json(data)
 
     def value(self, stage: int, channel: int, row: int, col: int) -> dict:
@@ -158,8 +176,15 @@ class Session:
         array = np.load(run / entries[stage]["raw"], mmap_mode="r", allow_pickle=False)
         if not (0 <= channel < array.shape[0] and 0 <= row < array.shape[1] and 0 <= col < array.shape[2]):
             raise CnnxError(f"stage {stage} has {array.shape[0]} maps of {array.shape[1]}x{array.shape[2]}")
-        return {"stage": stage, "channel": channel, "row": row, "col": col, "value": float(array[channel, row, col]),
-                "receptive_field": entries[stage]["receptive_field"], "jump": entries[stage]["jump"]}
+        return {
+            "stage": stage,
+            "channel": channel,
+            "row": row,
+            "col": col,
+            "value": float(array[channel, row, col]),
+            "receptive_field": entries[stage]["receptive_field"],
+            "jump": entries[stage]["jump"],
+        }
 
 
 TOOLBAR = """<div id="cnnx-live" style="position:sticky;top:0;z-index:2;background:var(--card);
@@ -171,6 +196,7 @@ border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0
 <label>image <input id="cnnx-upload" type="file" accept="image/*"></label>
 <a href="/api/download" download>download the run</a>
 </form>
+<div id="cnnx-style">colours: {style}</div>
 <details id="cnnx-filters" hidden style="margin-top:.3rem"><summary>edit a filter</summary>
 <label>filter <select id="cnnx-filter"></select></label>
 <label>numbers from the bank <select id="cnnx-bank"><option value="">(its own)</option></select></label>
@@ -248,6 +274,12 @@ click to see how it was computed.</p>
     document.getElementById("cnnx-close").addEventListener("click", () => {{ panel.innerHTML = ""; }});
   }}));
   if (manifest.model && manifest.model.answer) drawingPad(manifest.model.answer);
+  document.querySelectorAll("#cnnx-style select").forEach(choice => choice.addEventListener("change", async () => {{
+    const answer = await fetch("/api/style", {{method: "POST", headers: {{"Content-Type": "application/json"}},
+      body: JSON.stringify({{[choice.name]: choice.value}})}});
+    if (answer.ok) location.reload();
+    else document.getElementById("cnnx-error").textContent = (await answer.json()).error;
+  }}));
   const editable = await (await fetch("/api/filters")).json();
   if (editable.filters.length) filterEditor(editable);
   document.getElementById("cnnx-upload").addEventListener("change", async event => {{
@@ -327,6 +359,26 @@ function drawingPad(answer) {{
 """
 
 
+def _style_choices(style) -> str:
+    """Selects for how maps are drawn, the style's own choices selected."""
+    from cnnx.choices import NORMALIZE, SCOPES
+    from cnnx.draw import CMAP_ALIASES
+
+    def select(name: str, options, chosen: str) -> str:
+        listed = [*options] + ([chosen] if chosen not in options else [])
+        items = "".join(f"<option{' selected' if o == chosen else ''}>{html.escape(o)}</option>" for o in listed)
+        return f'<select name="{name}" aria-label="{name}">{items}</select>'
+
+    ranged = [n for n in NORMALIZE if n != "fixed" or style.fixed]  # fixed needs a --range
+    return (
+        select("normalize", ranged, style.normalize)
+        + " "
+        + select("scope", SCOPES, style.scope)
+        + " "
+        + select("cmap", list(CMAP_ALIASES), style.cmap)
+    )
+
+
 class _Handler(BaseHTTPRequestHandler):
     """One request: checked for its Host and token, answered from the session, never with a traceback."""
 
@@ -398,8 +450,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._file(path[len("/run/") :])
         elif path == "/api/download":
             name, body = self.session.archive()
-            self._reply(HTTPStatus.OK, body, "application/zip",
-                        {"Content-Disposition": f'attachment; filename="{quote(name)}"'})
+            self._reply(
+                HTTPStatus.OK, body, "application/zip", {"Content-Disposition": f'attachment; filename="{quote(name)}"'}
+            )
         elif path == "/api/filters":
             self._reply(HTTPStatus.OK, json.dumps(self.session.filters()).encode(), "application/json")
         elif path in ("/api/value", "/api/explain"):
@@ -415,7 +468,9 @@ class _Handler(BaseHTTPRequestHandler):
         page = (session.run / "index.html").read_text()
         record = json.loads((session.run / "manifest.json").read_text())
         shown = session.spec or record.get("pipeline", {}).get("spec", "")
-        toolbar = TOOLBAR.format(spec=html.escape(shown), error=html.escape(session.error))
+        toolbar = TOOLBAR.format(
+            spec=html.escape(shown), error=html.escape(session.error), style=_style_choices(session.style)
+        )
         page = page.replace("<head>", '<head>\n<base href="/run/">', 1).replace("<body>", "<body>\n" + toolbar, 1)
         self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
 
@@ -444,7 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post(self) -> None:
         path = urlsplit(self.path).path
-        if path not in ("/api/spec", "/api/image", "/api/filter"):
+        if path not in ("/api/spec", "/api/image", "/api/filter", "/api/style"):
             self._error(HTTPStatus.NOT_FOUND, "no such action")
             return
         body = self._body()
@@ -455,9 +510,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.session.recompute(spec=form.get("spec", [""])[0] or None)
             self._reply(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/"})
             return
-        if path == "/api/filter":
+        if path in ("/api/filter", "/api/style"):
             asked = json.loads(body)
-            self.session.set_filter(int(asked["stage"]), int(asked["index"]), asked["weights"])
+            if path == "/api/style":
+                self.session.set_style(dict(asked))
+            else:
+                self.session.set_filter(int(asked["stage"]), int(asked["index"]), asked["weights"])
             self._reply(HTTPStatus.OK, b"{}", "application/json")
             return
         upload = (

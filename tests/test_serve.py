@@ -426,3 +426,24 @@ def test_picking_a_bank_filter_in_the_page_recomputes_the_maps(served):
     conv = np.load(session.run / "01_conv" / "stage.npy")
     sobel_y = np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]], float)
     assert np.allclose(conv[0], correlate(image, sobel_y, mode="nearest"), atol=1e-5)
+
+
+def test_the_colours_change_and_a_bad_choice_keeps_them(served):
+    """/api/style redraws the run: with the gray map the tiles are grey; an unknown scope or key gets a 400."""
+    port, token, session = served
+    post = {"Content-Type": "application/json"}
+    status, _, _ = request(port, "/api/style", method="POST", token=token, headers=post,
+                           body=json.dumps({"cmap": "gray", "normalize": "minmax"}).encode())
+    assert status == 200
+    manifest = json.loads(request(port, "/run/manifest.json", token=token)[2])
+    assert manifest["drawing"]["cmap"] == "gray" and manifest["drawing"]["normalize"] == "minmax"
+    tile = manifest["stages"][1]["maps"][0]["tile"]
+    pixels = np.asarray(Image.open(session.run / tile).convert("RGB")).astype(int)
+    assert np.array_equal(pixels[..., 0], pixels[..., 1]) and pixels.min() == 0 and pixels.max() == 255  # minmax
+    for bad in ({"scope": "everywhere"}, {"colour": "red"}, {"cmap": "no-such-map"}):
+        status, _, body = request(port, "/api/style", method="POST", token=token, headers=post,
+                                  body=json.dumps(bad).encode())
+        assert status == 400 and "\n" not in json.loads(body)["error"], bad
+    assert session.style.cmap == "gray" and session.style.scope == "block"
+    page = request(port, "/", token=token)[2].decode()
+    assert "<option selected>gray</option>" in page and "<option selected>minmax</option>" in page
