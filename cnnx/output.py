@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +31,9 @@ from cnnx.png import umask
 MANIFEST = "manifest.json"
 
 
-# Every folder this process moved into place whole, in order: what an interruption leaves behind.
-finished: list[Path] = []
+# The folders this process moved into place whole, latest last: what an interruption leaves behind. Bounded, so a
+# long-lived process (cnnx serve writes a run per edit) does not grow with every run.
+finished: deque[Path] = deque(maxlen=16)
 
 
 def safe_name(text: str, fallback: str = "map") -> str:

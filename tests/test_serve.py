@@ -447,3 +447,34 @@ def test_the_colours_change_and_a_bad_choice_keeps_them(served):
     assert session.style.cmap == "gray" and session.style.scope == "block"
     page = request(port, "/", token=token)[2].decode()
     assert "<option selected>gray</option>" in page and "<option selected>minmax</option>" in page
+
+
+def test_memory_and_disk_stay_bounded_over_a_thousand_recomputes(tmp_path):
+    """1,000 edits, alternating two specs: the memory Python holds does not grow with them, and only the runs
+    kept for the page stay on disk."""
+    import gc
+    import tracemalloc
+
+    from cnnx.serve import KEPT_RUNS
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24), np.uint8)).save(image)
+    session = Session(image, lambda text: source_from(text, None, None, None, None, None), Style(),
+                      folder=tmp_path / "runs")
+    session.folder.mkdir()
+    specs = ("relu", "maxpool(2)")
+    for k in range(100):  # caches and free lists settle
+        session.recompute(spec=specs[k % 2])
+    tracemalloc.start()
+    try:
+        gc.collect()
+        settled = tracemalloc.get_traced_memory()[0]
+        for k in range(1000):
+            session.recompute(spec=specs[k % 2])
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - settled
+    finally:
+        tracemalloc.stop()
+    assert not session.error and session.count == 1100
+    assert grown < 100_000, f"{grown} bytes more after 1,000 recomputes"
+    assert len(list(session.folder.iterdir())) <= KEPT_RUNS
