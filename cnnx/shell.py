@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -300,6 +301,18 @@ def find(images: list[str]):
     return found.images
 
 
+def _destination(job) -> Path:
+    return getattr(job, "destination", None) or job.target
+
+
+def _made_since(path: Path, began: int) -> bool:
+    """True if ``path`` was put in place after ``began`` (ns): runs and PNGs appear whole (a rename) or not at all."""
+    try:
+        return os.stat(path, follow_symlinks=False).st_ctime_ns >= began
+    except OSError:
+        return False
+
+
 def finish_batch(batch: list, root: Path, jobs: int | None, scheduler: str | None, quiet: bool, work, command: str):
     """Run a batch on the executor asked for, print one table, list every failure, and exit 1 if any failed.
 
@@ -310,6 +323,7 @@ def finish_batch(batch: list, root: Path, jobs: int | None, scheduler: str | Non
     from cnnx.report import batch_table
 
     ended: list = []
+    began = time.time_ns() - 50_000_000  # a little early: the file system's clock is coarser than this one
 
     def done(outcome) -> None:
         ended.append(outcome)
@@ -319,7 +333,9 @@ def finish_batch(batch: list, root: Path, jobs: int | None, scheduler: str | Non
         try:
             outcomes = run_batch(batch, processes=jobs, scheduler=scheduler, done=done, work=work)
         except (KeyboardInterrupt, Stopped) as stop:
-            written = [o for o in ended if not o.error]
+            # A worker stopped between moving its run into place and reporting it still wrote it whole.
+            reported = {_destination(o.job) for o in ended if not o.error}
+            written = reported | {_destination(j) for j in batch if _made_since(_destination(j), began)}
             what = "interrupted" if isinstance(stop, KeyboardInterrupt) else str(stop)
             say(f"cnnx: {what}; {len(written)} of {len(batch)} images were written whole, nothing else")
             raise typer.Exit(INTERRUPTED if isinstance(stop, KeyboardInterrupt) else 128 + stop.signum) from None
