@@ -401,24 +401,28 @@ def serve(
                                preprocess=preprocess)
 
         style = style_from(normalize, scope, cmap, percentile, value_range)
-        session = Session(image or SAMPLE, make_source, style, spec or "")
-        session.recompute()
-        if session.run is None:
-            raise CnnxError(session.error)
-        if host not in ("127.0.0.1", "localhost"):
-            say(f"cnnx: warning: listening on {host}: anyone who can reach it and has the URL can use it")
-        server, url = make_server(session, host, port)
-    print_line(f"cnnx serve: open {url}  (Ctrl-C stops it)")
-    if not no_browser:
-        webbrowser.open(url)
-    try:
+    session = server = None
+    try:  # from the first run on, whatever stops the server (Ctrl-C at any moment included) removes the runs
+        with reported_errors():
+            session = Session(image or SAMPLE, make_source, style, spec or "")
+            session.recompute()
+            if session.run is None:
+                raise CnnxError(session.error)
+            if host not in ("127.0.0.1", "localhost"):
+                say(f"cnnx: warning: listening on {host}: anyone who can reach it and has the URL can use it")
+            server, url = make_server(session, host, port)
+        print_line(f"cnnx serve: open {url}  (Ctrl-C stops it)")
+        if not no_browser:
+            webbrowser.open(url)
         server.serve_forever()
     except KeyboardInterrupt:
         say("cnnx: stopped")
         raise typer.Exit(130) from None
     finally:
-        server.server_close()
-        shutil.rmtree(session.folder, ignore_errors=True)
+        if server is not None:
+            server.server_close()
+        if session is not None:
+            shutil.rmtree(session.folder, ignore_errors=True)
 
 
 app.add_typer(explain_app)
