@@ -16,7 +16,6 @@ layers, against a target of 3 s.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from interleaved import interleaved_medians
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -49,15 +49,7 @@ def main() -> None:
         "cnnx": lambda: list(graph.stream(x[0])),
         "ONNX Runtime": lambda: session.run(None, {graph.input_name: x}),
     }
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for run in candidates.values():
-        run()  # warm up
-    for _ in range(rounds):
-        for name, run in candidates.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians = interleaved_medians(candidates, rounds)
     for name, value in medians.items():
         print(f"{name:14s} {value * 1000:7.1f} ms")
     print(f"cnnx / ONNX Runtime: {medians['cnnx'] / medians['ONNX Runtime']:.2f}x (target: at most 2x)")

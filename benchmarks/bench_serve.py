@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import statistics
 import tempfile
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from interleaved import interleaved_medians
 from PIL import Image
 
 
@@ -59,16 +58,8 @@ def main() -> None:
 
     image = load_image(photo).array
     candidates = {"arithmetic only": lambda: list(session.source.stream(image)), "serve recompute": recompute}
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for run in candidates.values():
-        run()  # warm up
-    for _ in range(rounds):
-        for name, run in candidates.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
+    medians = interleaved_medians(candidates, rounds)
     server.shutdown()
-    medians = {name: statistics.median(values) for name, values in times.items()}
     for name, value in medians.items():
         print(f"{name:16s} {value * 1000:7.1f} ms")
     ratio = medians["serve recompute"] / medians["arithmetic only"]

@@ -169,6 +169,19 @@ def test_ctrl_c_stops_the_server_cleanly(tmp_path):
     assert not list(tmp_path.glob("cnnx-serve-*"))
 
 
+def _first_map(driver, port, token):
+    """Open the page and bring the first conv map into view, once the page's script has read the manifest."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    driver.get(f"http://127.0.0.1:{port}/?token={token}")
+    WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#stage-1 figure img"))
+    tile = driver.find_element(By.CSS_SELECTOR, "#stage-1 figure img")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
+    time.sleep(0.5)
+    return tile
+
+
 def test_hovering_a_map_shows_its_value(served):
     """In headless Chromium: the pointer over a map shows the value there, as /api/value gives it."""
     from test_gallery import browser
@@ -180,11 +193,7 @@ def test_hovering_a_map_shows_its_value(served):
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.wait import WebDriverWait
 
-        driver.get(f"http://127.0.0.1:{port}/?token={token}")
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#stage-1 figure img"))
-        tile = driver.find_element(By.CSS_SELECTOR, "#stage-1 figure img")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
-        time.sleep(0.5)  # the page's script has read the manifest
+        tile = _first_map(driver, port, token)
         ActionChains(driver).move_to_element_with_offset(tile, 1, 1).perform()
         WebDriverWait(driver, 10).until(lambda d: "row" in d.find_element(By.ID, "cnnx-value").text)
         text = driver.find_element(By.ID, "cnnx-value").text
@@ -218,11 +227,7 @@ def test_clicking_a_map_shows_the_arithmetic(served):
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.wait import WebDriverWait
 
-        driver.get(f"http://127.0.0.1:{port}/?token={token}")
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#stage-1 figure img"))
-        tile = driver.find_element(By.CSS_SELECTOR, "#stage-1 figure img")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
-        time.sleep(0.5)
+        tile = _first_map(driver, port, token)
         ActionChains(driver).move_to_element(tile).click().perform()
         WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-total"))
         panel = driver.find_element(By.ID, "cnnx-explain").text
