@@ -415,9 +415,10 @@ def serve(
         if not no_browser:
             webbrowser.open(url)
         server.serve_forever()
-    except KeyboardInterrupt:
-        say("cnnx: stopped")
-        raise typer.Exit(130) from None
+    except (KeyboardInterrupt, signals.Stopped) as stop:  # Ctrl-C, or SIGTERM/SIGHUP from a service manager
+        interrupted = isinstance(stop, KeyboardInterrupt)
+        say("cnnx: stopped" if interrupted else f"cnnx: {stop}")
+        raise typer.Exit(130 if interrupted else 128 + stop.signum) from None
     finally:
         if server is not None:
             server.server_close()

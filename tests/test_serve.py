@@ -149,8 +149,10 @@ def test_two_hundred_concurrent_requests_are_answered(served):
         assert status == 200 and json.loads(body)["value"] == float(raw[k % 4, k % 48, k % 64])
 
 
-def test_ctrl_c_stops_the_server_cleanly(tmp_path):
-    """cnnx serve prints its URL; Ctrl-C stops it with exit 130 and removes its runs."""
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_stops_the_server_cleanly(tmp_path, signum, code):
+    """cnnx serve prints its URL; Ctrl-C (or SIGTERM, SIGHUP) stops it with 128 + the signal, no traceback, and
+    removes its runs."""
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((24, 24), np.uint8)).save(image)
     env = {**os.environ, "TMPDIR": str(tmp_path)}
@@ -163,9 +165,9 @@ def test_ctrl_c_stops_the_server_cleanly(tmp_path):
     )
     line = process.stdout.readline()
     assert "http://127.0.0.1:" in line and "token=" in line
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130 and "Traceback" not in stderr
+    assert process.returncode == code and "Traceback" not in stderr, stderr
     assert not list(tmp_path.glob("cnnx-serve-*"))
 
 
