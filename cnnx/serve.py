@@ -135,56 +135,51 @@ class Session:
         """How the value there came from the stage before: the same arithmetic ``cnnx explain`` shows, as JSON."""
         from cnnx.explain import as_json, explain_layer, explain_value
 
-        run, source = self.run, self.source
-        manifest = json.loads((run / "manifest.json").read_text())
-        entries = manifest["stages"]
-        self.value(stage, channel, row, col)  # checks the place
+        run, source = self.run, self.source  # one run throughout, whatever a recompute does meanwhile
+        entries = _stages(run)
+        value = _value_at(run, entries, stage, channel, row, col)  # checks the place
         if stage == 0:
             raise CnnxError("the input is where the numbers start: point at a stage after it")
-        arrays = [np.load(run / entries[k]["raw"], allow_pickle=False) for k in (stage - 1, stage)]
         pipeline = getattr(source, "pipeline", None)
         if pipeline is not None:
+            arrays = [np.load(run / entries[k]["raw"], allow_pickle=False) for k in (stage - 1, stage)]
             flip = pipeline.convention == "convolution"
-            data = explain_value(pipeline.stages[stage - 1], *arrays, stage, channel, row, col, flip=flip)
-        elif entries[stage]["operation"] == "conv" and hasattr(source, "run_to"):
-            node = source.chosen()[stage - 1]  # stage k is the k-th node written; unnamed nodes go by their output
-            first = np.load(run / entries[0]["raw"], allow_pickle=False)  # the model's input, prepared
-            if tuple(source.shapes.get(node.outputs[0], ())[2:]) == (1, 1):
-                channel, row, col = col, 0, 0  # a vector of channels is shown as one row of values
-            data = as_json(explain_layer(source, first, node.outputs[0], channel, row, col))
-            shown = sum(part["values"] is not None for part in data["parts"])
-            data["rule"] = (
-                f"{entries[stage]['description']}: the sum over the {len(data['parts'])} input channels "
-                f"of the window times the weights, plus the bias (the {shown} that weigh most shown)"
-            )
-            return data
-        else:
-            return {
-                "rule": f"{entries[stage]['description']}: the value as computed",
-                "total": self.value(stage, channel, row, col)["value"],
-                "parts": [],
-            }
-        return as_json(data)
+            return as_json(explain_value(pipeline.stages[stage - 1], *arrays, stage, channel, row, col, flip=flip))
+        if entries[stage]["operation"] != "conv" or not hasattr(source, "run_to"):
+            return {"rule": f"{entries[stage]['description']}: the value as computed", "total": value["value"],
+                    "parts": []}
+        node = source.chosen()[stage - 1]  # stage k is the k-th node written; unnamed nodes go by their output
+        first = np.load(run / entries[0]["raw"], allow_pickle=False)  # the model's input, prepared
+        if tuple(source.shapes.get(node.outputs[0], ())[2:]) == (1, 1):
+            channel, row, col = col, 0, 0  # a vector of channels is shown as one row of values
+        data = as_json(explain_layer(source, first, node.outputs[0], channel, row, col))
+        shown = sum(part["values"] is not None for part in data["parts"])
+        data["rule"] = (
+            f"{entries[stage]['description']}: the sum over the {len(data['parts'])} input channels "
+            f"of the window times the weights, plus the bias (the {shown} that weigh most shown)"
+        )
+        return data
 
     def value(self, stage: int, channel: int, row: int, col: int) -> dict:
         """The exact value under the pointer, from the run's raw arrays."""
         run = self.run
-        manifest = json.loads((run / "manifest.json").read_text())
-        entries = manifest["stages"]
-        if not 0 <= stage < len(entries) or not entries[stage].get("raw"):
-            raise CnnxError(f"no stage {stage}")
-        array = np.load(run / entries[stage]["raw"], mmap_mode="r", allow_pickle=False)
-        if not (0 <= channel < array.shape[0] and 0 <= row < array.shape[1] and 0 <= col < array.shape[2]):
-            raise CnnxError(f"stage {stage} has {array.shape[0]} maps of {array.shape[1]}x{array.shape[2]}")
-        return {
-            "stage": stage,
-            "channel": channel,
-            "row": row,
-            "col": col,
-            "value": float(array[channel, row, col]),
-            "receptive_field": entries[stage]["receptive_field"],
-            "jump": entries[stage]["jump"],
-        }
+        return _value_at(run, _stages(run), stage, channel, row, col)
+
+
+def _stages(run: Path) -> list[dict]:
+    """The manifest's record of each stage of ``run``."""
+    return json.loads((run / "manifest.json").read_text())["stages"]
+
+
+def _value_at(run: Path, entries: list[dict], stage: int, channel: int, row: int, col: int) -> dict:
+    """The value at a place of a stage of ``run``, read from its raw array; a place outside the maps is an error."""
+    if not 0 <= stage < len(entries) or not entries[stage].get("raw"):
+        raise CnnxError(f"no stage {stage}")
+    array = np.load(run / entries[stage]["raw"], mmap_mode="r", allow_pickle=False)
+    if not (0 <= channel < array.shape[0] and 0 <= row < array.shape[1] and 0 <= col < array.shape[2]):
+        raise CnnxError(f"stage {stage} has {array.shape[0]} maps of {array.shape[1]}x{array.shape[2]}")
+    return {"stage": stage, "channel": channel, "row": row, "col": col, "value": float(array[channel, row, col]),
+            "receptive_field": entries[stage]["receptive_field"], "jump": entries[stage]["jump"]}
 
 
 TOOLBAR = """<div id="cnnx-live" style="position:sticky;top:0;z-index:2;background:var(--card);
@@ -212,17 +207,33 @@ click to see how it was computed.</p>
 (async () => {{
   const manifest = await (await fetch("/run/manifest.json")).json();
   const show = document.getElementById("cnnx-value");
+  const escape = text => String(text).replace(/[&<>"']/g, c => `&#${{c.charCodeAt(0)}};`);
+  const grid = (rows, title) => {{
+    const scale = Math.max(1e-12, ...rows.flat().filter(v => v !== null && isFinite(v)).map(Math.abs));
+    const cells = rows.map(r => "<tr>" + r.map(v => {{
+      if (v === null || !isFinite(v)) return "<td style='color:var(--muted)'>pad</td>";
+      const a = Math.min(1, Math.abs(v) / scale), colour = v < 0 ? `rgba(33,102,172,${{a}})` : `rgba(178,24,43,${{a}})`;
+      return `<td style="background:${{colour}};padding:1px 4px;text-align:right">${{Number(v).toPrecision(3)}}</td>`;
+    }}).join("") + "</tr>").join("");
+    return `<table style="border-collapse:collapse;font-size:.8rem;display:inline-table;margin:0 .6rem .4rem 0">` +
+      `<caption style="text-align:left">${{title}}</caption>${{cells}}</table>`;
+  }};
   document.querySelectorAll("figure img").forEach(img => {{
     const src = img.getAttribute("src");
     const stage = manifest.stages.findIndex(s => s.maps.some(m => m.tile === src));
     if (stage < 0) return;
     const entry = manifest.stages[stage].maps.find(m => m.tile === src);
     const [C, H, W] = manifest.stages[stage].shape;
-    img.addEventListener("mousemove", async event => {{
+    // The value under the pointer: its row and column in the map, and the query that names it.
+    const place = event => {{
       const box = img.getBoundingClientRect();
       const row = Math.min(H - 1, Math.floor((event.clientY - box.top) / box.height * H));
       const col = Math.min(W - 1, Math.floor((event.clientX - box.left) / box.width * W));
-      const answer = await fetch(`/api/value?stage=${{stage}}&channel=${{entry.channel}}&row=${{row}}&col=${{col}}`);
+      return [row, col, `stage=${{stage}}&channel=${{entry.channel}}&row=${{row}}&col=${{col}}`];
+    }};
+    img.addEventListener("mousemove", async event => {{
+      const [row, col, query] = place(event);
+      const answer = await fetch(`/api/value?${{query}}`);
       const data = await answer.json();
       show.textContent = answer.ok ? `stage ${{stage}}, map ${{entry.channel}} (${{entry.label}}), row ${{row}}, ` +
         `column ${{col}}: ${{data.value.toPrecision(6)}}; it sees ${{data.receptive_field.join("x")}} input pixels`
@@ -235,44 +246,28 @@ click to see how it was computed.</p>
         square.setAttribute("y", (row + 0.5) * jh - rh / 2);
       }}
     }});
+    img.addEventListener("click", async event => {{
+      event.preventDefault();
+      const [row, col, query] = place(event);
+      const answer = await fetch(`/api/explain?${{query}}`);
+      const data = await answer.json(), panel = document.getElementById("cnnx-explain");
+      if (!answer.ok) {{ panel.textContent = data.error; return; }}
+      let text = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
+        `<p><b>stage ${{stage}}, map ${{entry.channel}}, row ${{row}}, column ${{col}}</b>: ${{escape(data.rule)}}</p>`;
+      for (const part of (data.parts || []).filter(p => p.values).slice(0, 4)) {{
+        text += `<div>input channel ${{part.channel}}: ` + grid(part.values, "window") +
+          (part.weights ? grid(part.weights, "weights") + grid(part.products, "products") : "") +
+          `<span style="white-space:nowrap">sum ${{Number(part.total).toPrecision(6)}}</span></div>`;
+      }}
+      if ((data.parts || []).length > 4) text += `<p>... ${{data.parts.length}} input channels in all</p>`;
+      const inputs = (data.inputs || []).map(v => Number(v).toPrecision(6));
+      if (inputs.length) text += `<p>from ${{inputs.join(", ")}}</p>`;
+      text += `<p id="cnnx-total">${{data.bias ? "plus bias " + Number(data.bias).toPrecision(6) + ": " : ""}}` +
+        `= <b>${{Number(data.total).toPrecision(6)}}</b></p>`;
+      panel.innerHTML = text;
+      document.getElementById("cnnx-close").addEventListener("click", () => {{ panel.innerHTML = ""; }});
+    }});
   }});
-  const grid = (rows, title) => {{
-    const scale = Math.max(1e-12, ...rows.flat().filter(v => v !== null && isFinite(v)).map(Math.abs));
-    const cells = rows.map(r => "<tr>" + r.map(v => {{
-      if (v === null || !isFinite(v)) return "<td style='color:var(--muted)'>pad</td>";
-      const a = Math.min(1, Math.abs(v) / scale), colour = v < 0 ? `rgba(33,102,172,${{a}})` : `rgba(178,24,43,${{a}})`;
-      return `<td style="background:${{colour}};padding:1px 4px;text-align:right">${{Number(v).toPrecision(3)}}</td>`;
-    }}).join("") + "</tr>").join("");
-    return `<table style="border-collapse:collapse;font-size:.8rem;display:inline-table;margin:0 .6rem .4rem 0">` +
-      `<caption style="text-align:left">${{title}}</caption>${{cells}}</table>`;
-  }};
-  document.querySelectorAll("figure img").forEach(img => img.addEventListener("click", async event => {{
-    event.preventDefault();
-    const src = img.getAttribute("src");
-    const stage = manifest.stages.findIndex(s => s.maps.some(m => m.tile === src));
-    if (stage < 0) return;
-    const entry = manifest.stages[stage].maps.find(m => m.tile === src);
-    const [C, H, W] = manifest.stages[stage].shape, box = img.getBoundingClientRect();
-    const row = Math.min(H - 1, Math.floor((event.clientY - box.top) / box.height * H));
-    const col = Math.min(W - 1, Math.floor((event.clientX - box.left) / box.width * W));
-    const answer = await fetch(`/api/explain?stage=${{stage}}&channel=${{entry.channel}}&row=${{row}}&col=${{col}}`);
-    const data = await answer.json(), panel = document.getElementById("cnnx-explain");
-    if (!answer.ok) {{ panel.textContent = data.error; return; }}
-    let text = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
-      `<p><b>stage ${{stage}}, map ${{entry.channel}}, row ${{row}}, column ${{col}}</b>: ${{data.rule}}</p>`;
-    for (const part of (data.parts || []).filter(p => p.values).slice(0, 4)) {{
-      text += `<div>input channel ${{part.channel}}: ` + grid(part.values, "window") +
-        (part.weights ? grid(part.weights, "weights") + grid(part.products, "products") : "") +
-        `<span style="white-space:nowrap">sum ${{Number(part.total).toPrecision(6)}}</span></div>`;
-    }}
-    if ((data.parts || []).length > 4) text += `<p>... ${{data.parts.length}} input channels in all</p>`;
-    const inputs = (data.inputs || []).map(v => Number(v).toPrecision(6));
-    if (inputs.length) text += `<p>from ${{inputs.join(", ")}}</p>`;
-    text += `<p id="cnnx-total">${{data.bias ? "plus bias " + Number(data.bias).toPrecision(6) + ": " : ""}}` +
-      `= <b>${{Number(data.total).toPrecision(6)}}</b></p>`;
-    panel.innerHTML = text;
-    document.getElementById("cnnx-close").addEventListener("click", () => {{ panel.innerHTML = ""; }});
-  }}));
   if (manifest.model && manifest.model.answer) drawingPad(manifest.model.answer);
   document.querySelectorAll("#cnnx-style select").forEach(choice => choice.addEventListener("change", async () => {{
     const answer = await fetch("/api/style", {{method: "POST", headers: {{"Content-Type": "application/json"}},
@@ -321,11 +316,12 @@ function drawingPad(answer) {{
   const [best, share] = Object.entries(answer).sort((a, b) => b[1] - a[1])[0];
   const pad = document.createElement("div");
   pad.innerHTML = `<p style="margin:.3rem 0">Draw on the square in dark ink; the model answers each stroke: ` +
-    `<b id="cnnx-answer">${{best}} ${{(share * 100).toFixed(1)}}%</b> ` +
+    `<b id="cnnx-answer"></b> ` +
     `<button type="button" id="cnnx-clear">clear</button></p>` +
     `<canvas id="cnnx-canvas" width="192" height="192" style="border:1px solid var(--line);touch-action:none;` +
     `cursor:crosshair"></canvas>`;
   document.getElementById("cnnx-live").appendChild(pad);
+  document.getElementById("cnnx-answer").textContent = `${{best}} ${{(share * 100).toFixed(1)}}%`;
   const canvas = document.getElementById("cnnx-canvas"), pen = canvas.getContext("2d");
   const blank = () => {{ pen.fillStyle = "#fff"; pen.fillRect(0, 0, canvas.width, canvas.height); }};
   blank();
