@@ -384,7 +384,7 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="The address to listen on (others can reach it).")] = "127.0.0.1",
     no_browser: Annotated[bool, typer.Option("--no-browser", metavar="", help="Do not open a browser.")] = False,
 ) -> None:
-    """Explore a run in the browser, live: the value under the pointer, stages edited and recomputed, images dropped.
+    """Explore a run in the browser, live: any value and its arithmetic, stages and filters edited, images uploaded.
 
     Example: cnnx serve samples/chelsea.png
     """
