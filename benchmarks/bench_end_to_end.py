@@ -8,6 +8,8 @@ Parts (each prints medians and the ratio its target is stated in):
             the same PNGs (same pixels, same level) on all cores with Pillow's zlib: target
             <= 1.3x; and against the stricter floor of decoding the photo plus cnnx's own
             writer (ISA-L) encoding the PNGs
+  stretch   the same run drawn with the default sqrt stretch against --stretch linear,
+            measured in turns: target <= 1.1x
   filter    cnnx filter on a 4096x4096 PNG with sobel_x, whole process, against
             ImageMagick doing the same signed-output work, where installed: target <= 0.3x
   startup   cnnx --version against python -c "import numpy, PIL.Image": target <= 1.5x
@@ -111,6 +113,19 @@ def bench_pipeline(work: Path, rounds: int) -> list[str]:
     ]
 
 
+def bench_stretch(work: Path, rounds: int) -> str:
+    from interleaved import interleaved_medians
+
+    image = photo(work / "photo4096.png", 4096)
+
+    def run(stretch: str):
+        return lambda: timed([*CNNX, "pipeline", str(image), "-o", str(work / stretch), "-q", "--stretch", stretch])
+
+    times = interleaved_medians({stretch: run(stretch) for stretch in ("sqrt", "linear")}, rounds)
+    print(f"stretch: pipeline 4096x4096 drawn with sqrt {times['sqrt']:.2f} s, linear {times['linear']:.2f} s")
+    return f"pipeline 4096x4096: the sqrt stretch is {times['sqrt'] / times['linear']:.2f}x linear (target <= 1.1x)"
+
+
 def bench_filter(work: Path, rounds: int) -> str:
     image = photo(work / "photo4096.png", 4096)
     gray = work / "gray4096.png"
@@ -205,13 +220,13 @@ def bench_batch(work: Path, rounds: int, count: int = 200) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", nargs="*", choices=["pipeline", "filter", "startup", "memory", "batch"])
+    parser.add_argument("--only", nargs="*", choices=["pipeline", "stretch", "filter", "startup", "memory", "batch"])
     parser.add_argument("--make-photo", nargs=2, metavar=("PATH", "SIDE"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.make_photo:
         photo(Path(arguments.make_photo[0]), int(arguments.make_photo[1]))
         return 0
-    chosen = arguments.only or ["pipeline", "filter", "startup", "memory", "batch"]
+    chosen = arguments.only or ["pipeline", "stretch", "filter", "startup", "memory", "batch"]
     verdicts = []
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -221,6 +236,8 @@ def main() -> int:
             verdicts.append(bench_startup(arguments.rounds))
         if "pipeline" in chosen:
             verdicts.extend(bench_pipeline(work, arguments.rounds))
+        if "stretch" in chosen:
+            verdicts.append(bench_stretch(work, arguments.rounds))
         if "filter" in chosen:
             verdicts.append(bench_filter(work, arguments.rounds))
         if "batch" in chosen:

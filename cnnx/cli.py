@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from cnnx import __version__, shell, signals
-from cnnx.choices import DEFAULT_PERCENTILE, SAMPLE, Convention, Normalize, PaddingMode, Scope
+from cnnx.choices import DEFAULT_PERCENTILE, SAMPLE, Convention, Normalize, PaddingMode, Scope, Stretch
 from cnnx.errors import CnnxError
 from cnnx.explain_cli import app as explain_app
 from cnnx.shell import (
@@ -50,6 +50,7 @@ from cnnx.shell import (
     ScopeOption,
     ShowKernel,
     Spec,
+    StretchOption,
     find,
     finish_batch,
     note_frames,
@@ -114,6 +115,7 @@ def pipeline(
     cmap: Cmap = "diverging",
     value_range: Range = None,
     percentile: Percentile = DEFAULT_PERCENTILE,
+    stretch: StretchOption = Stretch.auto,
     min_size: MinSize = 128,
     save_raw: SaveRaw = False,
     png_level: PngLevel = 1,
@@ -152,7 +154,7 @@ def pipeline(
             raise CnnxError("give an IMAGE to run (or a folder, or a pattern), or --print-config to see the pipeline")
         settings = dict(
             source=source,
-            style=style_from(normalize, scope, cmap, percentile, value_range, min_size),
+            style=style_from(normalize, scope, cmap, percentile, value_range, stretch, min_size),
             png_level=png_level,
             save_raw=save_raw,
             frame=frame,
@@ -235,6 +237,7 @@ def filter_(
     cmap: Cmap = "gray",
     value_range: Range = None,
     percentile: Percentile = DEFAULT_PERCENTILE,
+    stretch: StretchOption = Stretch.auto,
     force: Force = False,
     png_level: PngLevel = 1,
     max_pixels: MaxPixels = 0,
@@ -261,7 +264,7 @@ def filter_(
         paths = find(images)
         settings = dict(
             kernel=kernel.spec,
-            style=style_from(normalize, Scope.stage, cmap, percentile, value_range),
+            style=style_from(normalize, Scope.stage, cmap, percentile, value_range, stretch),
             color=bool(color),
             padding_mode=padding_mode,
             convention=convention or Convention.correlation,
@@ -380,6 +383,7 @@ def serve(
     cmap: Cmap = "diverging",
     value_range: Range = None,
     percentile: Percentile = DEFAULT_PERCENTILE,
+    stretch: StretchOption = Stretch.auto,
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The port (default: a free one).")] = 0,
     host: Annotated[str, typer.Option("--host", help="The address to listen on (others can reach it).")] = "127.0.0.1",
     no_browser: Annotated[bool, typer.Option("--no-browser", metavar="", help="Do not open a browser.")] = False,
@@ -400,7 +404,7 @@ def serve(
             return source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
                                preprocess=preprocess)
 
-        style = style_from(normalize, scope, cmap, percentile, value_range)
+        style = style_from(normalize, scope, cmap, percentile, value_range, stretch)
     session = server = None
     try:  # from the first run on, whatever stops the server (Ctrl-C at any moment included) removes the runs
         with reported_errors():

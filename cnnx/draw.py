@@ -1,9 +1,12 @@
 """Turning feature maps into pictures: value ranges, colour maps, enlargement, colour bars and montages.
 
 A map is drawn by choosing the values ``low`` and ``high`` that the ends of a
-256-colour table stand for, mapping every value linearly onto the table
-(clipping outside), and looking the colours up.  The chosen ``low`` and
-``high`` are recorded with every picture, so a pixel maps back to its value:
+256-colour table stand for, placing every value on the table (clipping
+outside), and looking the colours up.  A value is placed linearly, or with
+the ``sqrt`` stretch at a distance from the zero colour in proportion to the
+square root of its distance from zero, so faint structure is seen next to
+strong edges.  The ``low``, ``high`` and stretch are recorded with every
+picture, so a pixel maps back to its value (``to_value``); linearly,
 ``value = low + index / 255 * (high - low)``.
 """
 
@@ -16,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cnnx.choices import DEFAULT_PERCENTILE, NORMALIZE, SCOPES
+from cnnx.choices import DEFAULT_PERCENTILE, NORMALIZE, SCOPES, STRETCHES
 from cnnx.errors import CnnxError
 from cnnx.runtime import buffer, run_tasks
 
@@ -24,6 +27,7 @@ __all__ = [
     "CMAP_ALIASES",
     "NORMALIZE",
     "SCOPES",
+    "STRETCHES",
     "Style",
     "colorbar",
     "colorize",
@@ -35,6 +39,7 @@ __all__ = [
     "shape_text",
     "thumbnail",
     "to_index",
+    "to_value",
     "upscale",
     "value_range",
 ]
@@ -131,6 +136,7 @@ class Style:
     (a conv stage and the stages after it up to the next conv: the conv's range
     is carried through its ReLU and pooling, so a colour means one value across
     them; a dense layer and a softmax start blocks too), or the whole pipeline.
+    ``stretch`` auto draws the percentile range with sqrt and the exact ranges linearly.
     """
 
     normalize: str = "percentile"
@@ -140,6 +146,7 @@ class Style:
     fixed: tuple[float, float] | None = None
     min_side: int = 128
     montage_limit: int = 64
+    stretch: str = "auto"
 
     def __post_init__(self):
         if self.normalize not in NORMALIZE:
@@ -152,18 +159,43 @@ class Style:
             raise CnnxError(f"--range takes finite numbers; got {self.fixed[0]},{self.fixed[1]}")
         if not 0 < self.percentile <= 100:
             raise CnnxError(f"percentile must be in (0, 100]; got {self.percentile}")
+        if self.stretch not in STRETCHES:
+            raise CnnxError(f"stretch must be one of {', '.join(STRETCHES)}; got {self.stretch!r}")
         colormap(self.cmap)  # an unknown colour map is an error before any work
+
+    @property
+    def curve(self) -> str:
+        """The stretch maps are drawn with: ``sqrt`` or ``linear``."""
+        if self.stretch == "auto":
+            return "sqrt" if self.normalize == "percentile" else "linear"
+        return self.stretch
 
     def range_of(self, values: np.ndarray, extremes: tuple[float, float] | None = None) -> tuple[float, float]:
         return value_range(values, self.normalize, percentile=self.percentile, fixed=self.fixed, extremes=extremes)
 
 
-def to_index(fmap: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Colour-table indices 0..255: ``low`` is 0, ``high`` 255, linear and rounded between, clipped outside (NaN is 0).
+def to_index(fmap: np.ndarray, low: float, high: float, stretch: str = "linear") -> np.ndarray:
+    """Colour-table indices 0..255: ``low`` is 0, ``high`` 255, placed by ``stretch`` and rounded between, clipped
+    outside (NaN is 0).
 
     Done a band of rows at a time on the ops' threads, so the float temporary stays small and in cache.
     """
-    return indexed(fmap, low, high).index
+    return indexed(fmap, low, high, stretch=stretch).index
+
+
+def to_value(index: np.ndarray, low: float, high: float, stretch: str = "linear") -> np.ndarray:
+    """The value each index stands for: the inverse of ``to_index`` (to within half a colour)."""
+    place = np.asarray(index, np.float64) / 255
+    if stretch == "sqrt":
+        zero = _zero_place(low, high)
+        side = np.where(place >= zero, 1 - zero, zero)
+        place = zero + np.sign(place - zero) * (place - zero) ** 2 / np.where(side > 0, side, 1)
+    return low + place * (high - low)
+
+
+def _zero_place(low: float, high: float) -> float:
+    """Where the sqrt stretch is steepest, as a share of the range: zero, or the end nearer to it."""
+    return float(np.clip(-low / (high - low), 0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -181,11 +213,10 @@ class Indexed:
         return self.below / size, self.above / size
 
 
-def indexed(fmap: np.ndarray, low: float, high: float, *, count: bool = False) -> Indexed:
+def indexed(fmap: np.ndarray, low: float, high: float, *, count: bool = False, stretch: str = "linear") -> Indexed:
     """``to_index``, and with ``count`` the values beyond each end, counted while each band is still in cache."""
     fmap = np.asarray(fmap, np.float32)
-    scale = np.float32(255.0 / (high - low))
-    offset = np.float32(0.5) - np.float32(low) * scale
+    place = _linear_band(low, high) if stretch == "linear" else _sqrt_band(low, high)
     out = np.empty(fmap.shape, np.uint8)
     width = fmap.shape[-1] if fmap.ndim else 1
     rows, index = fmap.reshape(-1, width), out.reshape(-1, width)
@@ -196,17 +227,57 @@ def indexed(fmap: np.ndarray, low: float, high: float, *, count: bool = False) -
     def work(k: int, scratch: dict) -> None:
         first = starts[k]
         band = rows[first : first + step]
-        chunk = np.multiply(band, scale, out=buffer(scratch, "index", band.shape))
-        chunk += offset
-        if count:  # low stands at 0.5 and high at 255.5 here: beyond them, a value is drawn clipped
-            beyond[k] = (int(np.count_nonzero(chunk < 0.5)), int(np.count_nonzero(chunk > 255.5)))
-        np.clip(chunk, 0, 255, out=chunk)
+        chunk, beyond[k] = place(band, buffer(scratch, "index", band.shape), scratch, count)
         if np.isnan(chunk.max()):  # NaN survives clip; only then the slower pass that makes it 0
             np.nan_to_num(chunk, copy=False, nan=0.0)
         index[first : first + step] = chunk
 
     run_tasks(list(range(len(starts))), work)
     return Indexed(out, sum(b for b, _ in beyond), sum(a for _, a in beyond))
+
+
+def _linear_band(low: float, high: float):
+    """Places a band of values at index + 0.5 in [0.5, 255.5] (truncated to its index), and counts what is beyond."""
+    scale = np.float32(255.0 / (high - low))
+    offset = np.float32(0.5) - np.float32(low) * scale
+
+    def place(band: np.ndarray, chunk: np.ndarray, scratch: dict, count: bool) -> tuple[np.ndarray, tuple[int, int]]:
+        np.multiply(band, scale, out=chunk)
+        chunk += offset
+        beyond = (int(np.count_nonzero(chunk < 0.5)), int(np.count_nonzero(chunk > 255.5))) if count else (0, 0)
+        return np.clip(chunk, 0, 255, out=chunk), beyond
+
+    return place
+
+
+def _sqrt_band(low: float, high: float):
+    """``_linear_band`` for the sqrt stretch: a value ``c`` from the zero place is drawn ``sqrt(|c| * K)`` indices
+    from it, with ``K`` such that each end stays where it is.  Worked out in place, sign bit and all: a table
+    look-up of a finer linear place costs twice as much."""
+    zero = _zero_place(low, high)
+    origin = min(max(0.0, low), high)  # the value at the zero place
+    span = high - low
+    below, above = np.float32(low - origin), np.float32(high - origin)
+    k_below, k_above = 255.0**2 * zero / span, 255.0**2 * (1 - zero) / span
+    centre = np.float32(255 * zero + 0.5)
+
+    def place(band: np.ndarray, chunk: np.ndarray, scratch: dict, count: bool) -> tuple[np.ndarray, tuple[int, int]]:
+        shifted = np.subtract(band, np.float32(origin), out=chunk) if origin else band
+        beyond = (int(np.count_nonzero(shifted < below)), int(np.count_nonzero(shifted > above))) if count else (0, 0)
+        np.clip(shifted, below, above, out=chunk)
+        bits = chunk.view(np.uint32)
+        sign = np.bitwise_and(bits, np.uint32(0x80000000), out=buffer(scratch, "sign", band.shape, np.uint32))
+        size = np.bitwise_and(bits, np.uint32(0x7FFFFFFF), out=bits).view(np.float32)  # |c|, in place
+        if k_below and k_above and k_below != k_above:  # zero inside, the sides unequal: each its own K
+            size *= np.where(sign, np.float32(k_below), np.float32(k_above))
+        else:
+            size *= np.float32(k_below or k_above)
+        np.sqrt(size, out=size)
+        np.bitwise_or(bits, sign, out=bits)  # the sign back
+        size += centre
+        return size, beyond
+
+    return place
 
 
 @lru_cache(maxsize=16)
@@ -347,19 +418,29 @@ def colorbar(
     *,
     ends: tuple[str, str] | None = None,
     clipped: tuple[float, float] = (0.0, 0.0),
+    stretch: str = "linear",
 ) -> Image.Image:
     """A horizontal bar of the colour table, labelled with the values its ends (and zero, inside) stand for.
 
     ``ends`` replaces the numbers at the ends by words (when each map has its
     own range).  Where values lie beyond an end (``clipped``, the shares below
     and above), that end is an arrow and says so: ``<= -1.2`` and how much.
+    With the sqrt stretch, ticks mark a quarter of each end's value, drawn half
+    way to it, and a line under the bar says so.
     """
     face = font(12)
     arrow = 9
     left_x = 10 + arrow
     ramp = np.linspace(0, 255, max(width - 20 - 2 * arrow, 16)).round().astype(np.uint8)
+    notes = []
+    if stretch == "sqrt":
+        notes.append(("square-root scale: a quarter of an end's value is drawn half way to it", "square-root scale"))
+    if any(clipped):
+        share = sum(clipped)
+        notes.append((f"{share:.2%} of the values lie beyond the ends and are drawn in the end colours",
+                      f"{share:.2%} beyond the ends"))
     strip = colorize(np.tile(ramp, (14, 1)), table)
-    bar = Image.new("RGB", (width, 50 if any(clipped) else 34), BACKGROUND)
+    bar = Image.new("RGB", (width, 34 + 15 * len(notes)), BACKGROUND)
     bar.paste(_as_rgb(strip), (left_x, 2))
     draw = ImageDraw.Draw(bar)
     colours = _as_rgb(colorize(np.array([[0, 255]], np.uint8), table)).getpixel
@@ -372,14 +453,22 @@ def colorbar(
     left, right = ("<= " if clipped[0] else "") + left, (">= " if clipped[1] else "") + right
     draw.text((left_x, 18), left, fill=INK, font=face)
     draw.text((left_x + len(ramp) - face.getlength(right), 18), right, fill=INK, font=face)
-    if ends is None and low < 0 < high:
-        x = left_x + round((0 - low) / (high - low) * (len(ramp) - 1))
-        draw.line([(x, 2), (x, 16)], fill=INK)
-        if abs(x - left_x) > 40 and abs(x - left_x - len(ramp)) > 40:
-            draw.text((x - face.getlength("0") / 2, 18), "0", fill=INK, font=face)
-    if any(clipped):
-        share = sum(clipped)
-        note = f"{share:.2%} of the values lie beyond the ends and are drawn in the end colours"
-        draw.text((left_x, 33), note if face.getlength(note) < width - 20 else f"{share:.2%} beyond the ends",
-                  fill=INK, font=font(11))
+    taken = [(left_x, left_x + face.getlength(left)), (left_x + len(ramp) - face.getlength(right), left_x + len(ramp))]
+    if ends is None:
+        ticks = [0.0] if low < 0 < high else []
+        if stretch == "sqrt":
+            origin = min(max(0.0, low), high)
+            ticks += [origin + (end - origin) / 4 for end in (low, high) if end != origin]
+        for value in ticks:
+            place = float(to_index(np.array([value], np.float32), low, high, stretch)[0]) / 255
+            x = left_x + round(place * (len(ramp) - 1))
+            draw.line([(x, 2), (x, 16)], fill=INK)
+            text = format_number(value) if value else "0"
+            span = (x - face.getlength(text) / 2 - 6, x + face.getlength(text) / 2 + 6)
+            if all(span[1] < a or span[0] > b for a, b in taken):
+                draw.text((span[0] + 6, 18), text, fill=INK, font=face)
+                taken.append(span)
+    small = font(11)
+    for line, (long, short) in enumerate(notes):
+        draw.text((left_x, 33 + 15 * line), long if small.getlength(long) < width - 20 else short, fill=INK, font=small)
     return bar

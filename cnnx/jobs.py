@@ -290,12 +290,13 @@ def _run_filter(job: FilterJob) -> FilterOutcome:
     response = stage.apply(source.array, flip=job.convention == "convolution")
     check_writable(job.target, force=job.force)
     low, high = job.style.range_of(response)
-    drawn = draw.indexed(response, low, high, count=job.style.normalize in ("percentile", "fixed"))
+    stretch = job.style.curve
+    drawn = draw.indexed(response, low, high, count=job.style.normalize in ("percentile", "fixed"), stretch=stretch)
     index = drawn.index
     shown = "rgb" if job.color else job.style.cmap
     pixels, palette = (index.transpose(1, 2, 0), None) if job.color else (index[0], draw.colormap(job.style.cmap))
     write_png(job.target, pixels, palette=palette, level=job.png_level,
-              text=png_text(kernel.label, low, high, response.shape, shown, drawn.clipped))
+              text=png_text(kernel.label, low, high, response.shape, shown, drawn.clipped, stretch))
     seconds = time.perf_counter() - start
     stats, clipped = Stats.of(response), sum(drawn.clipped)
     return FilterOutcome(job, replace(source, array=None), response.shape, stats, (low, high), clipped, seconds)

@@ -24,7 +24,8 @@ def manifest(
     """Everything needed to map a pixel of any written PNG back to its value; no timings, so runs stay byte-identical.
 
     A map's pixel of colour-table index ``i`` (0..255) stands for
-    ``low + i / 255 * (high - low)``; with the gray map, ``i`` is the grey level.
+    ``low + i / 255 * (high - low)`` where its stage's stretch is linear (``draw.to_value`` inverts sqrt too);
+    with the gray map, ``i`` is the grey level.
     """
     C, H, W = stages[0].result.shape  # the input stage
 
@@ -45,7 +46,10 @@ def manifest(
             "percentile": style.percentile,
             "range": list(style.fixed) if style.fixed else None,
             "min_side": style.min_side,
-            "pixel_to_value": "low + index / 255 * (high - low), index = grey level or colour-table position",
+            "stretch": style.stretch,
+            "pixel_to_value": "index = grey level or colour-table position, p = index / 255; linear: "
+            "low + p * (high - low); sqrt: with z = (0 - low) / (high - low) clipped to [0, 1] and s = 1 - z "
+            "above z, z below, value = low + (z + sign(p - z) * (p - z)**2 / s) * (high - low)",
             "clipped": "shares of a map's values below low and above high, drawn in the end colours",
         },
         "input": {
@@ -70,6 +74,7 @@ def manifest(
                 "jump": list(s.result.jump),
                 "stats": asdict(s.result.stats),
                 "cmap": s.cmap,
+                "stretch": s.stretch,
                 "montages": [relative(p) for p in s.montages],
                 "colorbar": relative(s.colorbar) if s.colorbar else None,
                 "raw": relative(s.raw) if s.raw else None,

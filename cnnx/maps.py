@@ -65,6 +65,7 @@ class StageFiles:
     montages: list[Path] = field(default_factory=list)
     raw: Path | None = None
     cmap: str = "gray"
+    stretch: str = "linear"
     colorbar: Path | None = None
 
 def stage_folder_name(result: StageResult) -> str:
@@ -73,7 +74,13 @@ def stage_folder_name(result: StageResult) -> str:
 
 
 def png_text(
-    label: str, low: float, high: float, shape: tuple[int, ...], cmap: str, clipped: tuple[float, float] = (0.0, 0.0)
+    label: str,
+    low: float,
+    high: float,
+    shape: tuple[int, ...],
+    cmap: str,
+    clipped: tuple[float, float] = (0.0, 0.0),
+    stretch: str = "linear",
 ) -> dict[str, str]:
     """tEXt chunks that let a reader map any pixel back to its value, and know how many values were clipped."""
     return {
@@ -84,6 +91,7 @@ def png_text(
         "cnnx:cmap": cmap,
         "cnnx:size": "x".join(map(str, shape)),
         "cnnx:clipped": f"{clipped[0]!r},{clipped[1]!r}",
+        "cnnx:stretch": stretch,
     }
 
 
@@ -92,6 +100,11 @@ def stage_cmap(style: Style, result: StageResult, low: float) -> str:
     if result.index == 0:
         return "gray"
     return "positive" if style.cmap == "diverging" and low >= 0 else style.cmap
+
+
+def stage_stretch(style: Style, result: StageResult) -> str:
+    """The input, probabilities and labelled scores are drawn linearly; feature maps with the style's stretch."""
+    return "linear" if result.index == 0 or result.name == "softmax" or result.value_names else style.curve
 
 
 def _folded(array: np.ndarray, before: tuple[int, ...] | None) -> np.ndarray:
@@ -198,12 +211,16 @@ class RunWriter:
         (folder / "tiles").mkdir(parents=True)
         cmap = stage_cmap(self.style, result, min(low for low, _ in ranges))
         table = draw.colormap(cmap)
-        files = StageFiles(result.released(), cmap=cmap)
+        stretch = stage_stretch(self.style, result)
+        files = StageFiles(result.released(), cmap=cmap, stretch=stretch)
         # A range can leave values out only when it is not the values' own extremes.
         count = self.style.normalize in ("percentile", "fixed") and result.index > 0
         array = _folded(result.array, self._before)
         with self._rendering():
-            indexed = [draw.indexed(fmap, *span, count=count) for fmap, span in zip(array, ranges, strict=True)]
+            indexed = [
+                draw.indexed(fmap, low, high, count=count, stretch=stretch)
+                for fmap, (low, high) in zip(array, ranges, strict=True)
+            ]
         labels, name = result.labels, stage_folder_name(result)
         names = result.value_names
         values = result.array.ravel() if names else None
@@ -217,7 +234,7 @@ class RunWriter:
             stem = f"ch{channel:02d}_{safe_name(label)}.png"
             path, tile_path = folder / stem, folder / "tiles" / stem
             big = draw.upscale(drawn.index, min_side=self.style.min_side)
-            text = png_text(label, low, high, result.shape, cmap, drawn.clipped)
+            text = png_text(label, low, high, result.shape, cmap, drawn.clipped, stretch)
             write_png(path, big, palette=table, level=self.png_level, text=text, atomic=False)
             if names:
                 tile = sheets.labelled_values(drawn.index, table, list(names), values, TILE)
@@ -264,11 +281,11 @@ class RunWriter:
         """The stage's colour bar, at a width: its range with what lies beyond, or words where each map has its own."""
         ranges = {(m.low, m.high) for m in files.maps}
         if len(ranges) > 1:
-            return partial(draw.colorbar, table, 0.0, 1.0, ends=("each map's low", "its high"))
+            return partial(draw.colorbar, table, 0.0, 1.0, ends=("each map's low", "its high"), stretch=files.stretch)
         below = sum(m.clipped[0] for m in files.maps) / len(files.maps)
         above = sum(m.clipped[1] for m in files.maps) / len(files.maps)
         low, high = ranges.pop()
-        return partial(draw.colorbar, table, low, high, clipped=(below, above))
+        return partial(draw.colorbar, table, low, high, clipped=(below, above), stretch=files.stretch)
 
     def _write_montages(self, files: StageFiles, tiles, bar, folder: Path) -> list[Path]:
         """Contact sheets of every channel, ``montage_limit`` to a page, so no map is ever left out."""

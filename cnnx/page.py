@@ -104,6 +104,14 @@ def _clipped(files: StageFiles) -> str:
     )
 
 
+def _scale_words(stages: list[StageFiles]) -> str:
+    """Says so when feature maps are drawn on the square-root scale."""
+    if not any(s.stretch == "sqrt" for s in stages):
+        return ""
+    return (", on a square-root scale (a value a quarter of an end's is drawn half way to it, so faint structure "
+            "shows beside strong edges)")
+
+
 def _maps(files: StageFiles, root: Path) -> str:
     figures = []
     for m in files.maps:
@@ -181,7 +189,8 @@ def gallery(
 <h1>What each stage does to {escape(image.path.name)}</h1>
 <p class="spec">{escape(source.title)}</p>
 <p>{escape(source.caption.capitalize())}. Colours: blue below zero, white at zero, red above (values never
-below zero go from white to red); each stage's colour bar gives the numbers. Click a map to see it at full size;
+below zero go from white to red); each stage's colour bar gives the numbers{_scale_words(stages)}. Click a map to
+see it at full size;
 <a href="manifest.json">manifest.json</a> has every number, and <a href="overview.png">overview.png</a> shows all
 stages side by side.</p>
 <nav aria-label="stages"><ol>{"".join(links)}{'<li><a href="#answer">answer</a></li>' if answer else ""}</ol></nav>

@@ -142,12 +142,13 @@ def background(function: Callable, items) -> list[Future]:
     return [pool.submit(function, item) for item in items]
 
 
-def buffer(scratch: dict, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 array of ``shape`` from the thread's scratch, reused across strips (contents undefined)."""
+def buffer(scratch: dict, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """An array of ``shape`` (float32 unless told) from the thread's scratch, reused across strips (contents
+    undefined)."""
     size = math.prod(shape)
     held = scratch.get(name)
-    if held is None or held.size < size:
-        held = scratch[name] = np.empty(size, np.float32)
+    if held is None or held.size < size or held.dtype != dtype:
+        held = scratch[name] = np.empty(size, dtype)
     return held[:size].reshape(shape)
 
 

@@ -105,12 +105,13 @@ class Session:
             raise CnnxError(self.error)
 
     def set_style(self, asked: dict) -> None:
-        """Draw the run again with another normalisation, scope or colour map; a bad choice keeps the style before."""
+        """Draw the run again with another normalisation, scope, colour map or stretch; a bad choice keeps the style
+        before."""
         from dataclasses import replace
 
-        unknown = set(asked) - {"normalize", "scope", "cmap"}
+        unknown = set(asked) - {"normalize", "scope", "cmap", "stretch"}
         if unknown:
-            raise CnnxError(f"the style takes normalize, scope and cmap; not {', '.join(sorted(unknown))}")
+            raise CnnxError(f"the style takes normalize, scope, cmap and stretch; not {', '.join(sorted(unknown))}")
         before, self.style = self.style, replace(self.style, **{k: str(v) for k, v in asked.items()})
         self.recompute()
         if self.error:
@@ -357,22 +358,22 @@ function drawingPad(answer) {{
 
 def _style_choices(style) -> str:
     """Selects for how maps are drawn, the style's own choices selected."""
-    from cnnx.choices import NORMALIZE, SCOPES
+    from cnnx.choices import NORMALIZE, SCOPES, STRETCHES
     from cnnx.draw import CMAP_ALIASES
 
     def select(name: str, options, chosen: str) -> str:
         listed = [*options] + ([chosen] if chosen not in options else [])
         items = "".join(f"<option{' selected' if o == chosen else ''}>{html.escape(o)}</option>" for o in listed)
-        return f'<select name="{name}" aria-label="{name}">{items}</select>'
+        return f'<label>{name} <select name="{name}">{items}</select></label>'
 
     ranged = [n for n in NORMALIZE if n != "fixed" or style.fixed]  # fixed needs a --range
-    return (
-        select("normalize", ranged, style.normalize)
-        + " "
-        + select("scope", SCOPES, style.scope)
-        + " "
-        + select("cmap", list(CMAP_ALIASES), style.cmap)
-    )
+    chosen = [
+        select("normalize", ranged, style.normalize),
+        select("scope", SCOPES, style.scope),
+        select("cmap", list(CMAP_ALIASES), style.cmap),
+        select("stretch", STRETCHES, style.stretch),
+    ]
+    return " ".join(chosen)
 
 
 class _Handler(BaseHTTPRequestHandler):

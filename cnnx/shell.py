@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cnnx.choices import Convention, Normalize, PaddingMode, Scope
+from cnnx.choices import Convention, Normalize, PaddingMode, Scope, Stretch
 from cnnx.errors import INTERRUPTED, CnnxError, exit_code, is_known, message
 from cnnx.signals import Stopped
 
@@ -93,6 +93,14 @@ Cmap = Annotated[
 ]
 Range = Annotated[
     str | None, typer.Option("--range", metavar="LOW,HIGH", help="LOW,HIGH for --normalize fixed, e.g. -1,1.")
+]
+StretchOption = Annotated[
+    Stretch,
+    typer.Option(
+        "--stretch",
+        help="How far from the zero colour a value is drawn: by its square root (sqrt) or in proportion (linear); "
+        "auto: sqrt with --normalize percentile, linear with the exact ranges.",
+    ),
 ]
 Percentile = Annotated[
     float, typer.Option("--percentile", metavar="P", help="For --normalize percentile: the magnitude percentile.")
@@ -235,10 +243,11 @@ def source_from(spec, config, preset, model, color, convention, *, layers=None, 
     return load_model(model)
 
 
-def style_from(normalize, scope, cmap, percentile, value_range, min_size=128):
+def style_from(normalize, scope, cmap, percentile, value_range, stretch, min_size=128):
     from cnnx.draw import Style
 
-    return Style(normalize, scope, cmap, percentile, number_pair(value_range, "--range", float), min_size)
+    fixed = number_pair(value_range, "--range", float)
+    return Style(normalize, scope, cmap, percentile, fixed, min_size, stretch=stretch)
 
 
 @contextmanager

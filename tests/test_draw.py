@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnnx import draw
 from cnnx.errors import CnnxError
@@ -77,6 +79,31 @@ def test_recorded_range_inverts_within_one_level(method):
     index = draw.to_index(values, low, high)
     back = low + index / 255 * (high - low)
     assert np.abs(back - values).max() <= (high - low) / 255
+
+
+def test_sqrt_stretch_by_hand():
+    """sqrt on -4..4: 1 is a quarter of the end, so it is drawn half way from the middle (127.5 + 63.75 -> 191);
+    -4, 0 and 4 stay where linear puts them.  On 0..4 (values never below zero), 1 is half way: 127.5 -> 128."""
+    values = np.array([-4, -1, 0, 1, 4], np.float32)
+    assert draw.to_index(values, -4, 4, "sqrt").tolist() == [0, 64, 128, 191, 255]
+    assert draw.to_index(np.array([0, 1, 4], np.float32), 0, 4, "sqrt").tolist() == [0, 128, 255]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    low=st.floats(-1e3, 0), width=st.floats(1e-3, 1e3), seed=st.integers(0, 2**16), shift=st.floats(-2, 2)
+)
+def test_sqrt_stretch_is_monotone_and_inverts(low, width, seed, shift):
+    """Any range (zero inside it or not): indices never fall as values rise, and to_value gives each value back
+    to within half the colour step where it lies (at most twice the linear step, at the flat end), and the values'
+    own float32 rounding."""
+    low, high = low + shift * width, low + shift * width + width
+    values = np.sort(np.random.default_rng(seed).uniform(low, high, 500)).astype(np.float32)
+    index = draw.to_index(values, low, high, "sqrt")
+    assert np.all(np.diff(index.astype(int)) >= 0)
+    back = draw.to_value(index, low, high, "sqrt")
+    rounding = 2 * float(np.spacing(np.float32(max(abs(low), abs(high)))))
+    assert np.abs(back - values).max() <= (high - low) / 255 + rounding
 
 
 def lightness(rgb: np.ndarray) -> np.ndarray:

@@ -62,9 +62,8 @@ def runs(tmp_path_factory):
 
 
 def test_default_contrast_on_photo_like_scenes(runs):
-    """In every scene the default's median map has more strong pixels than the exact range's (a third more at the
-    least; many times more where a few outliers set the exact range); over all scenes the median map has 3% or
-    more, and no map is blank (0.4% at the least: a sparse map of a dark field stays sparse)."""
+    """The issue's targets: over all scenes the median map has 8% or more of its pixels in strong colours and every
+    conv, ReLU and pooling map 2.5% or more; in every scene the default beats the exact range's median map."""
     shares = {}
     for kind in SCENES:
         default = [share for _, share in measured(runs[kind, "default"])[0]]
@@ -72,7 +71,42 @@ def test_default_contrast_on_photo_like_scenes(runs):
         assert np.median(default) >= 1.3 * np.median(exact), kind
         shares[kind] = default
     everything = [share for kind in SCENES for share in shares[kind]]
-    assert np.median(everything) >= 0.03 and min(everything) >= 0.004
+    assert np.median(everything) >= 0.08 and min(everything) >= 0.025
+
+
+def value_of(index: np.ndarray, low: float, high: float, stretch: str) -> np.ndarray:
+    """A pixel's value, as the manifest's pixel_to_value says, written out here."""
+    p = index / 255
+    if stretch == "linear":
+        return low + p * (high - low)
+    z = min(max(-low / (high - low), 0.0), 1.0)
+    side = np.where(p >= z, 1 - z, z)
+    return low + (z + np.sign(p - z) * (p - z) ** 2 / side) * (high - low)
+
+
+@pytest.mark.parametrize("stretch", ["auto", "linear", "sqrt"])
+def test_every_pixel_maps_back_to_its_value(tmp_path, stretch):
+    """With each stretch a map's pixels give back the saved values to within half a colour step at that value;
+    the stretch drawn is in the PNG's text and the manifest; auto is sqrt for the percentile range."""
+    path = tmp_path / "street.png"
+    Image.fromarray((scene("portrait", seed=5, shape=(90, 120)) * 255).astype(np.uint8)).save(path)
+    out = tmp_path / "run"
+    assert invoke("pipeline", path, "-o", out, "--save-raw", "--stretch", stretch).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = "sqrt" if stretch == "auto" else stretch
+    for stage in manifest["stages"][1:]:
+        assert stage["stretch"] == expected
+        raw = np.load(out / stage["raw"])
+        for entry in stage["maps"]:
+            low, high = entry["low"], entry["high"]
+            with Image.open(out / entry["file"]) as image:
+                assert image.info["cnnx:stretch"] == expected
+                factor = image.height // raw.shape[1]  # small maps are enlarged by a whole factor
+                index = np.asarray(image, float)[::factor, ::factor]
+            value = np.clip(raw[entry["channel"]], low, high)
+            # A colour step is widest where the stretch is flattest: at the ends, for sqrt twice the linear one.
+            step = (high - low) / 255 * (2 if expected == "sqrt" else 1)
+            assert np.abs(value_of(index, low, high, expected) - value).max() <= step / 2 + 1e-6
 
 
 def test_at_most_one_percent_of_a_block_is_clipped_and_it_is_recorded(runs):
