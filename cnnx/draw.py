@@ -42,6 +42,7 @@ __all__ = [
     "to_value",
     "upscale",
     "value_range",
+    "write",
 ]
 
 PERCENTILE_SAMPLE = 1 << 20  # values a percentile is taken over, at most: every n-th of a larger map
@@ -346,13 +347,25 @@ def font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def _fit(text: str, width: int, font) -> str:
-    """``text``, shortened with an ellipsis to fit ``width`` pixels."""
-    if font.getlength(text) <= width:
-        return text
-    while text and font.getlength(text + "…") > width:
-        text = text[:-1]
-    return text + "…"
+@lru_cache(maxsize=4096)
+def text_width(text: str, size: int = 13) -> float:
+    """Pixels ``text`` takes at ``size``; asked again and again while labels are laid out."""
+    return font(size).getlength(text)
+
+
+@lru_cache(maxsize=4096)
+def _matte(text: str, size: int) -> tuple[Image.Image, tuple[int, int]]:
+    """``text`` at ``size`` pixels rendered once as a matte, and its offset from the point it is written at."""
+    left, top, right, bottom = font(size).getbbox(text)
+    matte = Image.new("L", (max(1, right - left), max(1, bottom - top)))
+    ImageDraw.Draw(matte).text((-left, -top), text, fill=255, font=font(size))
+    return matte, (left, top)
+
+
+def write(drawer: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int = 13) -> None:
+    """``text`` in ink at ``xy``: each text is rendered once and stamped after, as a run repeats its labels."""
+    matte, (left, top) = _matte(text, size)
+    drawer.bitmap((round(xy[0]) + left, round(xy[1]) + top), matte, fill=INK)
 
 
 def _as_rgb(pixels: np.ndarray) -> Image.Image:
@@ -428,7 +441,6 @@ def colorbar(
     With the sqrt stretch, ticks mark a quarter of each end's value, drawn half
     way to it, and a line under the bar says so.
     """
-    face = font(12)
     arrow = 9
     left_x = 10 + arrow
     ramp = np.linspace(0, 255, max(width - 20 - 2 * arrow, 16)).round().astype(np.uint8)
@@ -451,9 +463,9 @@ def colorbar(
         draw.polygon([(end, 2), (end, 15), (end + arrow - 1, 9)], fill=colours((1, 0)), outline=INK)
     left, right = ends or (format_number(low), format_number(high))
     left, right = ("<= " if clipped[0] else "") + left, (">= " if clipped[1] else "") + right
-    draw.text((left_x, 18), left, fill=INK, font=face)
-    draw.text((left_x + len(ramp) - face.getlength(right), 18), right, fill=INK, font=face)
-    taken = [(left_x, left_x + face.getlength(left)), (left_x + len(ramp) - face.getlength(right), left_x + len(ramp))]
+    write(draw, (left_x, 18), left, 12)
+    write(draw, (left_x + len(ramp) - text_width(right, 12), 18), right, 12)
+    taken = [(left_x, left_x + text_width(left, 12)), (left_x + len(ramp) - text_width(right, 12), left_x + len(ramp))]
     if ends is None:
         ticks = [0.0] if low < 0 < high else []
         if stretch == "sqrt":
@@ -464,11 +476,10 @@ def colorbar(
             x = left_x + round(place * (len(ramp) - 1))
             draw.line([(x, 2), (x, 16)], fill=INK)
             text = format_number(value) if value else "0"
-            span = (x - face.getlength(text) / 2 - 6, x + face.getlength(text) / 2 + 6)
+            span = (x - text_width(text, 12) / 2 - 6, x + text_width(text, 12) / 2 + 6)
             if all(span[1] < a or span[0] > b for a, b in taken):
-                draw.text((span[0] + 6, 18), text, fill=INK, font=face)
+                write(draw, (span[0] + 6, 18), text, 12)
                 taken.append(span)
-    small = font(11)
     for line, (long, short) in enumerate(notes):
-        draw.text((left_x, 33 + 15 * line), long if small.getlength(long) < width - 20 else short, fill=INK, font=small)
+        write(draw, (left_x, 33 + 15 * line), long if text_width(long, 11) < width - 20 else short, 11)
     return bar

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from cnnx import runtime, signals
 from cnnx.draw import Style
 from cnnx.errors import CnnxError, about
@@ -31,7 +33,7 @@ from cnnx.maps import RunWriter, StageFiles
 from cnnx.memory import MemoryEstimate, estimate_memory, load_bytes
 from cnnx.output import checked_destination, safe_name, staged_folder
 from cnnx.page import gallery
-from cnnx.source import PlannedStage, StageSource, Stats
+from cnnx.source import PlannedStage, StageResult, StageSource, Stats
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".tga"}
 
@@ -170,18 +172,49 @@ def _run_job(job: Job, progress: Callable[..., None] | None) -> Outcome:
     results = source.stream(image, reuse=job.style.scope != "pipeline")
     del image
     tally = _Progress(progress, len(planned), shape[0] + sum(s.shape[0] for s in planned))
+    writer = _write_run(job, outcome, results, len(planned), tally)
+    compute = sum(s.result.seconds for s in outcome.stages)
+    total = time.perf_counter() - start
+    # Wall-clock parts that add up to the total: PNGs are written on other threads while the stages are
+    # computed, so "write" is only the time spent waiting for them (and the manifest and gallery).
+    load, render = loaded - start, writer.render_seconds
+    outcome.timings = {"load": load, "compute": compute, "render": render, "write": total - load - compute - render,
+                       "total": total}
+    return outcome
+
+
+def redraw_job(job: Job, previous: Outcome) -> Outcome:
+    """Draw a run again with ``job.style`` into ``job.destination`` from the arrays it saved (``save_raw``): the
+    same stages, the same answer, nothing computed."""
+    if not previous.stages or any(files.raw is None for files in previous.stages):
+        raise CnnxError("only a run that saved its arrays can be drawn again")
+    start = time.perf_counter()
+    checked_destination(job.destination, force=job.force)
+    outcome = Outcome(job, source=previous.source)
+    saved = (replace(files.result, array=np.load(files.raw, allow_pickle=False)) for files in previous.stages)
+    with _naming(job.image):
+        writer = _write_run(job, outcome, saved, len(previous.stages) - 1, _Progress(None, 0, 0))
+    total = time.perf_counter() - start
+    outcome.timings = {"load": 0.0, "compute": 0.0, "render": writer.render_seconds,
+                       "write": total - writer.render_seconds, "total": total}
+    return outcome
+
+
+def _write_run(job: Job, outcome: Outcome, results: Iterator[StageResult], last: int, tally: _Progress) -> RunWriter:
+    """Draw and write every stage as it comes, then the manifest and the page, into a folder that appears whole."""
+    source = job.source
     with staged_folder(job.destination, force=job.force) as folder, RunWriter(
         folder, job.style, png_level=job.png_level, save_raw=job.save_raw, on_map=tally.map_written
     ) as writer:
         for result in results:
-            if result.index == len(planned):
+            if result.index == last:
                 outcome.answer = source.answer(result.array)
             writer.add(result)
             tally.stage_done(result.index)
         outcome.stages = writer.finish()
-        record = manifest(loaded_image, source, job.style, outcome.stages, folder, outcome.answer)
+        record = manifest(outcome.source, source, job.style, outcome.stages, folder, outcome.answer)
         write_manifest(folder, record)
-        (folder / "index.html").write_text(gallery(loaded_image, source, outcome.stages, folder, outcome.answer))
+        (folder / "index.html").write_text(gallery(outcome.source, source, outcome.stages, folder, outcome.answer))
     for files in outcome.stages:  # the files now live in the destination, not the temporary folder
         moved = job.destination
         files.maps = [
@@ -192,14 +225,7 @@ def _run_job(job: Job, progress: Callable[..., None] | None) -> Outcome:
         files.colorbar = files.colorbar and moved / files.colorbar.relative_to(folder)
         if files.raw:
             files.raw = moved / files.raw.relative_to(folder)
-    compute = sum(s.result.seconds for s in outcome.stages)
-    total = time.perf_counter() - start
-    # Wall-clock parts that add up to the total: PNGs are written on other threads while the stages are
-    # computed, so "write" is only the time spent waiting for them (and the manifest and gallery).
-    load, render = loaded - start, writer.render_seconds
-    outcome.timings = {"load": load, "compute": compute, "render": render, "write": total - load - compute - render,
-                       "total": total}
-    return outcome
+    return writer
 
 
 class _Progress:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import numpy as np
 
 from cnnx.errors import CnnxError, is_known, message
-from cnnx.jobs import Job, run_job
+from cnnx.jobs import Job, redraw_job, run_job
 
 __all__ = ["Session", "make_server"]
 
@@ -44,6 +44,7 @@ class Session:
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnnx-serve-")))
     run: Path | None = None
     source: object = None  # the source of stages the run was made with
+    outcome: object = None  # the run's stages and answer, to draw it again
     count: int = 0
     error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -53,20 +54,39 @@ class Session:
         with self.lock:
             try:
                 source = self.make_source(spec if spec is not None else (self.spec or None))
-                self.count += 1
-                target = self.folder / f"run-{self.count}"
-                run_job(Job(image or self.image, target, source, self.style, save_raw=True, force=True))
+                outcome = run_job(Job(image or self.image, self._next(), source, self.style, save_raw=True, force=True))
             except Exception as error:
                 if not is_known(error):
                     raise
                 self.error = message(error)
                 return
-            self.error = ""
             self.spec, self.image = (spec if spec is not None else self.spec), (image or self.image)
-            previous, self.run, self.source = self.run, target, source
-            for old in sorted(self.folder.glob("run-*"), key=lambda p: int(p.name[4:]))[:-KEPT_RUNS]:
-                if old not in (self.run, previous):
-                    shutil.rmtree(old, ignore_errors=True)
+            self._show(outcome)
+
+    def redraw(self) -> None:
+        """The run drawn again in the session's style, from its saved arrays: nothing is computed again."""
+        with self.lock:
+            try:
+                job = Job(self.image, self._next(), self.source, self.style, save_raw=True, force=True)
+                outcome = redraw_job(job, self.outcome)
+            except Exception as error:
+                if not is_known(error):
+                    raise
+                self.error = message(error)
+                return
+            self._show(outcome)
+
+    def _next(self) -> Path:
+        self.count += 1
+        return self.folder / f"run-{self.count}"
+
+    def _show(self, outcome) -> None:
+        """``outcome`` is the run shown now; older runs but the one before are removed."""
+        self.error = ""
+        previous, self.run, self.source, self.outcome = self.run, outcome.job.destination, outcome.job.source, outcome
+        for old in sorted(self.folder.glob("run-*"), key=lambda p: int(p.name[4:]))[:-KEPT_RUNS]:
+            if old not in (self.run, previous):
+                shutil.rmtree(old, ignore_errors=True)
 
     def filters(self) -> dict:
         """The 2-D kernels of the run's conv stages, as numbers to edit, and the bank's, to pick from."""
@@ -113,7 +133,7 @@ class Session:
         if unknown:
             raise CnnxError(f"the style takes normalize, scope, cmap and stretch; not {', '.join(sorted(unknown))}")
         before, self.style = self.style, replace(self.style, **{k: str(v) for k, v in asked.items()})
-        self.recompute()
+        self.redraw()
         if self.error:
             self.style = before
             raise CnnxError(self.error)

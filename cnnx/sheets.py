@@ -14,7 +14,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cnnx.draw import BACKGROUND, INK, colorbar, colormap, font, picture, to_index, upscale, value_range
+from cnnx.draw import (
+    BACKGROUND,
+    INK,
+    colorbar,
+    colormap,
+    picture,
+    text_width,
+    to_index,
+    upscale,
+    value_range,
+    write,
+)
 
 __all__ = ["Column", "kernel_sheet", "labelled_values", "montage", "overview", "wrap"]
 
@@ -25,15 +36,14 @@ SHEET_WIDTH = 1100  # what a montage is laid out to fit, as a page shows it
 
 def wrap(text: str, width: int, size: int = 13) -> list[str]:
     """``text`` in lines no wider than ``width`` pixels: broken at spaces, and inside a word only where it must."""
-    face = font(size)
     lines: list[str] = []
     for word in text.split():
         line = f"{lines[-1]} {word}" if lines else word
-        if lines and face.getlength(line) <= width:
+        if lines and text_width(line, size) <= width:
             lines[-1] = line
             continue
-        while face.getlength(word) > width and len(word) > 1:
-            cut = max(1, max(k for k in range(1, len(word) + 1) if face.getlength(word[:k]) <= width or k == 1))
+        while text_width(word, size) > width and len(word) > 1:
+            cut = max(1, max(k for k in range(1, len(word) + 1) if text_width(word[:k], size) <= width or k == 1))
             lines.append(word[:cut])
             word = word[cut:]
         lines.append(word)
@@ -42,7 +52,7 @@ def wrap(text: str, width: int, size: int = 13) -> list[str]:
 
 def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], lines: list[str], size: int = 13) -> None:
     for k, line in enumerate(lines):
-        draw.text((xy[0], xy[1] + k * LINE), line, fill=INK, font=font(size))
+        write(draw, (xy[0], xy[1] + k * LINE), line, size)
 
 
 def montage(tiles: list[Image.Image], labels: list[str], bar: Image.Image | None) -> Image.Image:
@@ -107,7 +117,7 @@ def overview(columns: list[Column], *, box: int = 128) -> Image.Image:
             _text(draw, (x, y + tile.height + 2), labels[j][k], 12)
             y += row_heights[k]
         if column.more:
-            draw.text((x, top + sum(row_heights)), f"+ {column.more} more", fill=INK, font=font(12))
+            write(draw, (x, top + sum(row_heights)), f"+ {column.more} more", 12)
     for first, bar in bars.items():
         sheet.paste(bar, (GAP + first * width, height - GAP - bar_height))
     return sheet
@@ -175,7 +185,7 @@ def _colour_filters(name: str, weights: np.ndarray, least: int) -> Image.Image:
         x, y = GAP + (o % columns) * (tile_w + 6), top + (o // columns) * (tile_h + LINE + 6)
         pixels = np.repeat(np.repeat((rgb[o] * 255).round().astype(np.uint8), side, 0), side, 1)
         sheet.paste(Image.fromarray(pixels, "RGB"), (x, y))
-        draw.text((x, y + tile_h + 1), f"#{o}", fill=INK, font=font(12))
+        write(draw, (x, y + tile_h + 1), f"#{o}", 12)
     return sheet
 
 
@@ -214,13 +224,13 @@ def kernel_sheet(layers: dict[str, np.ndarray], *, least: int = 48) -> Image.Ima
         _text(draw, (GAP, GAP), title)
         for k in range(columns if columns > 1 else 0):
             label = f"in {k}" if C > 1 else f"#{k}"
-            draw.text((GAP + row_label + k * (side_w + 6), top - LINE), label, fill=INK, font=font(12))
+            write(draw, (GAP + row_label + k * (side_w + 6), top - LINE), label, 12)
         for o in range(O):
             for c in range(C):
                 row, column = (o, c) if C > 1 else (0, o)
                 x, y = GAP + row_label + column * (side_w + 6), top + row * (side_h + 6)
                 if row_label and c == 0:
-                    draw.text((GAP, y + side_h // 2 - 7), f"#{o}", fill=INK, font=font(12))
+                    write(draw, (GAP, y + side_h // 2 - 7), f"#{o}", 12)
                 tile = picture(upscale(to_index(weights[o, c], low, high), min_side=min(side_h, side_w)), table)
                 block.paste(tile.convert("RGB"), (x, y))
         block.paste(bar, (GAP, top + rows * (side_h + 6)))

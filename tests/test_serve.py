@@ -456,6 +456,34 @@ def test_the_colours_change_and_a_bad_choice_keeps_them(served):
     assert "<option selected>gray</option>" in page and "<option selected>minmax</option>" in page
 
 
+def test_a_style_change_redraws_without_computing_and_matches_the_command(served, tmp_path, monkeypatch):
+    """Switching the stretch, scope and colour map draws the saved arrays again (no stage is computed) into the
+    files `cnnx pipeline --save-raw` writes with those options, pixel for pixel, manifest for manifest."""
+    from typer.testing import CliRunner
+
+    from cnnx.cli import app
+
+    port, token, session = served
+    computed = []
+    original = type(session.source).stream
+    monkeypatch.setattr(type(session.source), "stream", lambda *a, **k: computed.append(1) or original(*a, **k))
+    choices = {"stretch": "linear", "scope": "map", "cmap": "viridis"}
+    status, _, body = request(port, "/api/style", method="POST", token=token,
+                              headers={"Content-Type": "application/json"}, body=json.dumps(choices).encode())
+    assert status == 200, body
+    assert not computed
+    folder = tmp_path / "by-command"
+    options = [f"--{key}={value}" for key, value in choices.items()]
+    result = CliRunner().invoke(app, ["pipeline", str(session.image), "-o", str(folder), "--save-raw", *options])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(session.run).as_posix() for p in session.run.rglob("*") if p.is_file()) == written
+    assert (session.run / "manifest.json").read_text() == (folder / "manifest.json").read_text()
+    for name in written:
+        if name.endswith(".png"):
+            assert np.array_equal(np.asarray(Image.open(session.run / name)), np.asarray(Image.open(folder / name)))
+
+
 def test_memory_and_disk_stay_bounded_over_a_thousand_recomputes(tmp_path):
     """1,000 edits, alternating two specs: the memory Python holds does not grow with them, and only the runs
     kept for the page stay on disk."""
