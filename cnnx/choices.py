@@ -62,5 +62,6 @@ STRETCHES = tuple(Stretch)
 CONVENTIONS = tuple(Convention)
 PADDING_MODES = tuple(PaddingMode)
 
-# The photo shipped inside the package: what `cnnx serve` shows when it is given no image.
-SAMPLE = Path(__file__).parent / "samples" / "chelsea.png"
+# The pictures shipped inside the package; the photo is what `cnnx serve` shows when it is given no image.
+SAMPLES = Path(__file__).parent / "samples"
+SAMPLE = SAMPLES / "chelsea.png"

@@ -47,7 +47,7 @@ class Session:
     outcome: object = None  # the run's stages and answer, to draw it again
     count: int = 0
     error: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def recompute(self, *, spec: str | None = None, image: Path | None = None) -> None:
         """A new run with new stages or a new image; a failure keeps the run before and says why."""
@@ -138,6 +138,28 @@ class Session:
             self.style = before
             raise CnnxError(self.error)
 
+    def upload(self, data: bytes, suffix: str) -> None:
+        """Run an image sent by the page; it is kept only while it is the one shown."""
+        with self.lock:  # no other upload is removed while it is being run
+            upload = self.folder / f"upload-{secrets.token_hex(4)}{suffix if suffix.isascii() else ''}"
+            upload.write_bytes(data)
+            self.recompute(image=upload)
+            for old in self.folder.glob("upload-*"):
+                if old != self.image:
+                    old.unlink(missing_ok=True)
+        if self.error:
+            raise CnnxError(self.error)
+
+    def show_sample(self, name: str) -> None:
+        """Run one of the pictures shipped with cnnx, named as the page lists them (never a path)."""
+        from cnnx.choices import SAMPLES
+
+        if name not in shipped_samples():
+            raise CnnxError(f"the samples are {', '.join(shipped_samples())}; not {name!r}")
+        self.recompute(image=SAMPLES / name)
+        if self.error:
+            raise CnnxError(self.error)
+
     def archive(self) -> tuple[str, bytes]:
         """The current run as a zip of the folder ``cnnx pipeline`` writes, and the name to save it under."""
         import io
@@ -210,6 +232,7 @@ border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0
 <input id="cnnx-spec" name="spec" value="{spec}" style="flex:1 1 24rem;font-family:ui-monospace,monospace">
 <button type="submit">run</button>
 <label>image <input id="cnnx-upload" type="file" accept="image/*"></label>
+<label>or a sample <select id="cnnx-sample"><option value="">(choose)</option>{samples}</select></label>
 <a href="/api/download" download>download the run</a>
 </form>
 <div id="cnnx-style">colours: {style}</div>
@@ -221,7 +244,7 @@ border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0
 </details>
 <p id="cnnx-error" style="color:var(--accent);margin:.3rem 0 0">{error}</p>
 <p id="cnnx-value" aria-live="polite" style="margin:.3rem 0 0">Point at a map to read the value under the pointer;
-click to see how it was computed.</p>
+click to see how it was computed. Drop an image anywhere on the page to run it.</p>
 <div id="cnnx-explain" aria-live="polite" style="max-height:min(45vh,24rem);overflow:auto"></div>
 </div>
 <script>
@@ -298,11 +321,28 @@ click to see how it was computed.</p>
   }}));
   const editable = await (await fetch("/api/filters")).json();
   if (editable.filters.length) filterEditor(editable);
-  document.getElementById("cnnx-upload").addEventListener("change", async event => {{
-    const file = event.target.files[0];
-    const answer = await fetch("/api/image", {{method: "POST", body: file, headers: {{"X-File-Name": file.name}}}});
+  const reloadOr = async answer => {{
     if (answer.ok) location.reload();
     else document.getElementById("cnnx-error").textContent = (await answer.json()).error;
+  }};
+  const sendImage = async file => reloadOr(
+    await fetch("/api/image", {{method: "POST", body: file, headers: {{"X-File-Name": file.name}}}}));
+  document.getElementById("cnnx-upload").addEventListener("change", event => sendImage(event.target.files[0]));
+  document.getElementById("cnnx-sample").addEventListener("change", async event => reloadOr(
+    await fetch("/api/sample", {{method: "POST", headers: {{"Content-Type": "application/json"}},
+      body: JSON.stringify({{name: event.target.value}})}})));
+  document.addEventListener("dragover", event => {{
+    event.preventDefault();
+    document.body.style.outline = "3px dashed var(--accent)";
+  }});
+  document.addEventListener("dragleave", event => {{
+    if (!event.relatedTarget) document.body.style.outline = "";
+  }});
+  document.addEventListener("drop", event => {{
+    event.preventDefault();
+    document.body.style.outline = "";
+    const file = event.dataTransfer.files[0];
+    if (file) sendImage(file);
   }});
 }})();
 // The chain's 2-D kernels as a grid of numbers: edit them, or take a bank filter's, and every map is computed again.
@@ -374,6 +414,13 @@ function drawingPad(answer) {{
 }}
 </script>
 """
+
+
+def shipped_samples() -> list[str]:
+    """The names of the pictures shipped with cnnx."""
+    from cnnx.choices import SAMPLES
+
+    return sorted(path.name for path in SAMPLES.glob("*.png"))
 
 
 def _style_choices(style) -> str:
@@ -486,7 +533,8 @@ class _Handler(BaseHTTPRequestHandler):
         record = json.loads((session.run / "manifest.json").read_text())
         shown = session.spec or record.get("pipeline", {}).get("spec", "")
         toolbar = TOOLBAR.format(
-            spec=html.escape(shown), error=html.escape(session.error), style=_style_choices(session.style)
+            spec=html.escape(shown), error=html.escape(session.error), style=_style_choices(session.style),
+            samples="".join(f"<option>{html.escape(name)}</option>" for name in shipped_samples()),
         )
         page = page.replace("<head>", '<head>\n<base href="/run/">', 1).replace("<body>", "<body>\n" + toolbar, 1)
         self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
@@ -516,7 +564,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post(self) -> None:
         path = urlsplit(self.path).path
-        if path not in ("/api/spec", "/api/image", "/api/filter", "/api/style"):
+        if path not in ("/api/spec", "/api/image", "/api/sample", "/api/filter", "/api/style"):
             self._error(HTTPStatus.NOT_FOUND, "no such action")
             return
         body = self._body()
@@ -527,23 +575,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.session.recompute(spec=form.get("spec", [""])[0] or None)
             self._reply(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/"})
             return
-        if path in ("/api/filter", "/api/style"):
-            asked = json.loads(body)
-            if path == "/api/style":
-                self.session.set_style(dict(asked))
-            else:
-                self.session.set_filter(int(asked["stage"]), int(asked["index"]), asked["weights"])
+        if path == "/api/image":
+            self.session.upload(body, Path(self.headers.get("X-File-Name", "")).suffix)
             self._reply(HTTPStatus.OK, b"{}", "application/json")
             return
-        upload = (
-            self.session.folder / f"upload-{secrets.token_hex(4)}{Path(self.headers.get('X-File-Name', '')).suffix}"
-        )
-        upload.write_bytes(body)
-        self.session.recompute(image=upload)
-        if self.session.error:
-            self._error(HTTPStatus.BAD_REQUEST, self.session.error)
+        asked = json.loads(body)
+        if path == "/api/style":
+            self.session.set_style(dict(asked))
+        elif path == "/api/sample":
+            self.session.show_sample(str(asked["name"]))
         else:
-            self._reply(HTTPStatus.OK, b"{}", "application/json")
+            self.session.set_filter(int(asked["stage"]), int(asked["index"]), asked["weights"])
+        self._reply(HTTPStatus.OK, b"{}", "application/json")
 
 
 def make_server(session: Session, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, str]:

@@ -138,6 +138,66 @@ def test_an_uploaded_image_is_checked_and_run(served, tmp_path):
     assert status == 400 and "not an image" in json.loads(body)["error"]
 
 
+def test_uploads_do_not_pile_up(served, tmp_path):
+    """Only the upload shown is kept: five good and five bad uploads leave one file in the session's folder."""
+    port, token, session = served
+    for k in range(5):
+        picture = tmp_path / f"{k}.png"
+        Image.fromarray(np.full((8 + k, 9), 40 * k, np.uint8)).save(picture)
+        for body, status in ((picture.read_bytes(), 200), (b"no image", 400)):
+            sent = {"X-File-Name": "x.png"}
+            assert request(port, "/api/image", method="POST", token=token, body=body, headers=sent)[0] == status
+    assert [p.name for p in session.folder.glob("upload-*")] == [session.image.name]
+
+
+def test_a_shipped_sample_is_picked_by_name_and_nothing_else(served):
+    """The page lists the shipped samples; /api/sample runs one by name, and a path or an unknown name is a 400."""
+    from cnnx.choices import SAMPLES
+
+    port, token, session = served
+    page = request(port, "/", token=token)[2].decode()
+    assert "<option>chelsea.png</option>" in page and "<option>stripes.png</option>" in page
+    post = {"Content-Type": "application/json"}
+    status, _, _ = request(port, "/api/sample", method="POST", token=token, headers=post,
+                           body=json.dumps({"name": "stripes.png"}).encode())
+    assert status == 200 and session.image == SAMPLES / "stripes.png"
+    with Image.open(SAMPLES / "stripes.png") as stripes:
+        assert json.loads(request(port, "/run/manifest.json", token=token)[2])["input"]["width"] == stripes.width
+    for name in ("../samples/chelsea.png", str(SAMPLES / "chelsea.png"), "nothing.png", ""):
+        status, _, body = request(port, "/api/sample", method="POST", token=token, headers=post,
+                                  body=json.dumps({"name": name}).encode())
+        assert status == 400 and "samples are" in json.loads(body)["error"], name
+    assert session.image == SAMPLES / "stripes.png"
+
+
+def test_an_image_dropped_on_the_page_is_run(served, tmp_path):
+    """In headless Chromium: a file dropped anywhere on the page is uploaded and the page shows its run."""
+    import base64
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    from test_gallery import browser
+
+    port, token, session = served
+    picture = tmp_path / "dropped.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 70), np.uint8)).save(picture)
+    driver = browser()
+    try:
+        _first_map(driver, port, token)
+        driver.execute_script(
+            """const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+            document.body.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+            """,
+            base64.b64encode(picture.read_bytes()).decode(),
+        )
+        WebDriverWait(driver, 20).until(lambda d: "1x40x70" in d.find_element(By.ID, "stage-0").text)
+    finally:
+        driver.quit()
+    assert session.image.name.startswith("upload-") and session.image.read_bytes() == picture.read_bytes()
+
+
 def test_two_hundred_concurrent_requests_are_answered(served):
     """200 requests at once from 16 threads: every one answered 200, none mixed up."""
     port, token, session = served
