@@ -598,3 +598,135 @@ def _conv_parts(stage, before: np.ndarray, explained: ValueExplanation, flip: bo
     explained.total = sum(p.total for p in explained.parts) + explained.bias
     what = "the mean over the input channels of" if scale != 1 else "the sum over the input channels of"
     explained.rule = f"{what} the window under the kernel times its weights, plus the bias"
+
+
+# An ONNX activation's rule, from its input x and the node's attributes and constant inputs at the value's place.
+_ACTIVATIONS = {
+    "Relu": lambda x, a, extra: ("max(0, x)", max(0.0, x)),
+    "LeakyRelu": lambda x, a, extra: (f"x if x > 0 else {a.get('alpha', 0.01):g} x",
+                                      x if x > 0 else a.get("alpha", 0.01) * x),
+    "PRelu": lambda x, a, extra: (f"x if x > 0 else {extra[0]:g} x (this channel's slope)",
+                                  x if x > 0 else extra[0] * x),
+    "Clip": lambda x, a, extra: (f"min(max(x, {extra[0]:g}), {extra[1]:g})", min(max(x, extra[0]), extra[1])),
+    "Sigmoid": lambda x, a, extra: ("1 / (1 + exp(-x))", 1 / (1 + np.exp(-x))),
+    "HardSigmoid": lambda x, a, extra: (
+        f"min(max({a.get('alpha', 0.2):g} x + {a.get('beta', 0.5):g}, 0), 1)",
+        min(max(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0.0), 1.0),
+    ),
+    "HardSwish": lambda x, a, extra: ("x * min(max(x / 6 + 1/2, 0), 1)", x * min(max(x / 6 + 0.5, 0.0), 1.0)),
+    "Tanh": lambda x, a, extra: ("tanh(x)", float(np.tanh(x))),
+}
+_JOINS = {"Add": (" + ", np.add), "Sub": (" - ", np.subtract), "Mul": (" * ", np.multiply),
+          "Div": (" / ", np.divide), "Sum": (" + ", np.add)}
+
+
+def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int, row: int, col: int):
+    """One value of any written node of an ONNX graph, worked out from the node's inputs and checked against it.
+
+    (channel, row, col) is the place in the stage as written (a row of values is (0, 0, k)).  A Conv's sum
+    over its input channels is ``explain_layer``'s; activations, sums and products, pools, global pools,
+    concatenations, fully connected layers, softmax and flattening are shown here; any other op says so.
+    """
+    from cnnx.graph import attributes, stage_shape
+
+    node, inputs, output = graph.run_to(image, layer)
+    place = np.unravel_index(np.ravel_multi_index((channel, row, col), stage_shape(output.shape)), output.shape)
+    value = float(output[place])
+    explained = ValueExplanation(index, node.op, channel, row, col, "", value=value)
+    attrs, op = attributes(node.proto), node.op
+    at = lambda array: float(np.broadcast_to(array, output.shape)[place])  # noqa: E731 - the input at the place
+    if op in _ACTIVATIONS:
+        extra = [at(inputs[1])] if op == "PRelu" else []
+        if op == "Clip":
+            given = [v if v is None else float(np.asarray(v)) for v in (inputs + [None, None])[1:3]]
+            bounds = given if graph.opset >= 11 else [attrs.get("min"), attrs.get("max")]
+            extra = [-np.inf if bounds[0] is None else bounds[0], np.inf if bounds[1] is None else bounds[1]]
+        x = at(inputs[0])
+        explained.rule, explained.total = _ACTIVATIONS[op](x, attrs, extra)
+        explained.inputs, explained.names = [x], ["x ="]
+    elif op in _JOINS:
+        symbol, combine = _JOINS[op]
+        values = [at(i) for i in inputs]
+        explained.rule = symbol.join(f"[{name}]" for name in node.inputs)
+        explained.inputs, explained.names = values, [f"{name} =" for name in node.inputs]
+        explained.total = float(combine.reduce(np.array(values, np.float64)))
+    elif op in ("MaxPool", "AveragePool") and output.ndim == 4:
+        _pool_window(explained, inputs[0], place, attrs, op == "MaxPool")
+    elif op in ("GlobalAveragePool", "GlobalMaxPool") or (
+        op in ("ReduceMean", "ReduceMax") and _over_space(attrs, inputs)
+    ):
+        plane = np.asarray(inputs[0][0, place[1]], np.float64)
+        largest = "Max" in op
+        explained.rule = f"the {'largest' if largest else 'mean'} of the {plane.shape[0]}x{plane.shape[1]} values " \
+                         f"of input channel {place[1]}"
+        explained.total = float(plane.max() if largest else plane.mean())
+        explained.parts = [ChannelSum(int(place[1]), explained.total, plane.tolist() if plane.size <= 256 else None)]
+    elif op == "Concat":
+        axis = attrs["axis"] % output.ndim
+        offset = int(place[axis])
+        which = 0
+        while offset >= inputs[which].shape[axis]:
+            offset, which = offset - inputs[which].shape[axis], which + 1
+        source = list(place)
+        source[axis] = offset
+        explained.rule = f"copied from [{node.inputs[which]}], its {'channel' if axis == 1 else 'place'} {offset}"
+        explained.total = float(inputs[which][tuple(source)])
+    elif op in ("Gemm", "MatMul") and output.ndim == 2:
+        a, b = np.asarray(inputs[0], np.float64), np.asarray(inputs[1], np.float64)
+        a = a.T if attrs.get("transA", 0) else a
+        b = b.T if attrs.get("transB", 0) else b
+        products = attrs.get("alpha", 1.0) * a[place[0]] * b[:, place[1]]
+        top = np.argsort(-np.abs(products))[:8]
+        explained.rule = f"the sum of all {products.size} inputs times their weights, plus the bias (the largest " \
+                         f"{len(top)} shown)"
+        explained.inputs, explained.names = products[top].tolist(), [f"input {k}:" for k in top]
+        has_bias = op == "Gemm" and len(inputs) > 2 and inputs[2] is not None
+        explained.bias = attrs.get("beta", 1.0) * at(inputs[2]) if has_bias else 0.0
+        explained.total = float(products.sum()) + explained.bias
+    elif op == "Softmax" and output.ndim == 2 and attrs.get("axis", -1) in (-1, 1):
+        scores = np.asarray(inputs[0][place[0]], np.float64)
+        explained.rule = "exp(score) / the sum of exp(every score)"
+        explained.inputs, explained.names = [float(scores[place[1]])], ["score ="]
+        explained.total = float(np.exp(scores[place[1]] - scores.max()) / np.exp(scores - scores.max()).sum())
+    elif op == "Flatten":
+        source = np.unravel_index(int(np.ravel_multi_index(place, output.shape)), inputs[0].shape)
+        explained.rule = f"the input's value at {tuple(int(s) for s in source[1:])}, laid out in one row"
+        explained.total = float(inputs[0][source])
+    else:
+        explained.rule = f"{op}: the value as computed (its arithmetic is not shown for this op)"
+        explained.total = value
+    _agree(np.array([value]), np.array([explained.total]), "arithmetic", f"node {layer}")
+    return explained
+
+
+def _over_space(attrs: dict, inputs: list) -> bool:
+    """A reduction of (1, C, H, W) over its rows and columns alone, the axes given as opsets 13 or 18 give them."""
+    axes = attrs.get("axes")
+    if axes is None and len(inputs) > 1 and inputs[1] is not None:
+        axes = np.asarray(inputs[1]).tolist()
+    return inputs[0].ndim == 4 and axes is not None and sorted(a % 4 for a in axes) == [2, 3]
+
+
+def _pool_window(explained: ValueExplanation, x: np.ndarray, place, attrs: dict, largest: bool) -> None:
+    """A pool's window of its input at the value's place, padding shown as empty, and what it makes of it."""
+    from cnnx.graph import conv_pads, pool_geometry
+
+    kernel, strides, dilations, pads = pool_geometry(attrs, x.shape)
+    _, c, r, q = (int(v) for v in place)
+    rows = np.array([r * strides[0] - pads[0] + i * dilations[0] for i in range(kernel[0])])
+    cols = np.array([q * strides[1] - pads[1] + j * dilations[1] for j in range(kernel[1])])
+    plane = np.asarray(x[0, c], np.float64)
+    H, W = plane.shape
+    inside = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
+    window = _read_window(plane, rows.tolist(), cols.tolist(), "zeros")
+    if largest:
+        explained.rule, explained.total = "the largest value of the window", float(window[inside].max())
+    else:
+        counted = inside
+        if attrs.get("count_include_pad", 0):  # the explicit padding counts as zeros; what ceil_mode adds never
+            top, left, bottom, right = conv_pads(attrs, x.shape, kernel)
+            counted = ((rows >= -top) & (rows < H + bottom))[:, None] & ((cols >= -left) & (cols < W + right))[None, :]
+        explained.rule = f"the mean of the {int(counted.sum())} values of the window" + (
+            " (padding counts as 0)" if counted.sum() > inside.sum() else "")
+        explained.total = float(window[counted].sum() / counted.sum())
+    explained.parts = [ChannelSum(c, explained.total, np.where(inside, window, np.nan).tolist())]

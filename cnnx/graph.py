@@ -25,7 +25,7 @@ from cnnx.errors import CnnxError
 from cnnx.files import read_regular
 from cnnx.source import PlannedStage, StageResult, Stats, input_labels
 
-__all__ = ["Graph", "SUPPORTED", "load_graph"]
+__all__ = ["Graph", "SUPPORTED", "attributes", "conv_pads", "load_graph", "pool_geometry", "stage_shape"]
 
 MODEL_LIMIT = 2 << 30  # bytes a model file may take
 
@@ -35,7 +35,7 @@ PREPROCESS = ("none", "imagenet", "caffe")
 Shape = tuple[int, ...]
 
 
-def _attributes(node) -> dict:
+def attributes(node) -> dict:
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -48,7 +48,7 @@ def _pairs(node_attrs: dict, key: str, default: int, n: int = 2) -> list[int]:
 # ---------------------------------------------------------------- the ops
 
 
-def _conv_pads(attrs: dict, x_shape: Shape, kernel: Shape) -> tuple[int, int, int, int]:
+def conv_pads(attrs: dict, x_shape: Shape, kernel: Shape) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) from ``pads`` or ``auto_pad``, as ONNX defines them."""
     strides, dilations = _pairs(attrs, "strides", 1), _pairs(attrs, "dilations", 1)
     auto = attrs.get("auto_pad", b"NOTSET")
@@ -74,8 +74,8 @@ def _padded(x: np.ndarray, pads, fill: float) -> np.ndarray:
 
 
 def _conv(node, x, w, b=None):
-    attrs = _attributes(node)
-    pads = _conv_pads(attrs, x.shape, w.shape[2:])
+    attrs = attributes(node)
+    pads = conv_pads(attrs, x.shape, w.shape[2:])
     symmetric = pads[0] == pads[2] and pads[1] == pads[3]
     return ops.conv2d(
         x if symmetric else _padded(x, pads, 0.0), w, b, stride=tuple(_pairs(attrs, "strides", 1)),
@@ -84,10 +84,10 @@ def _conv(node, x, w, b=None):
     )
 
 
-def _pool_geometry(attrs: dict, x_shape: Shape):
+def pool_geometry(attrs: dict, x_shape: Shape):
     kernel = list(attrs["kernel_shape"])
     strides, dilations = _pairs(attrs, "strides", 1), _pairs(attrs, "dilations", 1)
-    pads = list(_conv_pads(attrs, x_shape, kernel))
+    pads = list(conv_pads(attrs, x_shape, kernel))
     if attrs.get("ceil_mode", 0):  # the last window may start inside the input and reach past it
         for axis, (n, k, s, d) in enumerate(zip(x_shape[-2:], kernel, strides, dilations, strict=True)):
             span = d * (k - 1) + 1
@@ -100,16 +100,16 @@ def _pool_geometry(attrs: dict, x_shape: Shape):
 
 
 def _max_pool(node, x):
-    kernel, strides, dilations, pads = _pool_geometry(_attributes(node), x.shape)
+    kernel, strides, dilations, pads = pool_geometry(attributes(node), x.shape)
     return ops.max_pool2d(_padded(x, pads, -np.inf), tuple(kernel), tuple(strides), 0, tuple(dilations))
 
 
 def _average_pool(node, x):
-    attrs = _attributes(node)
-    kernel, strides, dilations, pads = _pool_geometry(attrs, x.shape)
+    attrs = attributes(node)
+    kernel, strides, dilations, pads = pool_geometry(attrs, x.shape)
     if list(x.shape[-2:]) == kernel and not any(pads) and dilations == [1, 1]:  # one window: the mean of each map
         return x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
-    explicit = _conv_pads(attrs, x.shape, kernel)
+    explicit = conv_pads(attrs, x.shape, kernel)
     sums = ops.avg_pool2d(_padded(x, pads, 0.0), tuple(kernel), tuple(strides), 0) * float(np.prod(kernel))
     # The windows count the input, and the explicit padding only with count_include_pad; ceil_mode's never.
     ones = np.ones((1, 1, *x.shape[-2:]), np.float32)
@@ -121,14 +121,14 @@ def _average_pool(node, x):
 
 
 def _batch_norm(node, x, scale, bias, mean, var):
-    eps = _attributes(node).get("epsilon", 1e-5)
+    eps = attributes(node).get("epsilon", 1e-5)
     factor = (scale / np.sqrt(var + eps)).astype(np.float32)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     return (x * factor.reshape(shape) + (bias - mean * factor).reshape(shape)).astype(np.float32)
 
 
 def _gemm(node, a, b, c=None):
-    attrs = _attributes(node)
+    attrs = attributes(node)
     a = a.T if attrs.get("transA", 0) else a
     b = b.T if attrs.get("transB", 0) else b
     out = attrs.get("alpha", 1.0) * (a @ b)
@@ -138,7 +138,7 @@ def _gemm(node, a, b, c=None):
 
 
 def _softmax(node, x, opset: int):
-    axis = _attributes(node).get("axis", -1 if opset >= 13 else 1)
+    axis = attributes(node).get("axis", -1 if opset >= 13 else 1)
     if opset < 13:  # the input is flattened to 2-D from ``axis`` on, as opsets before 13 say
         shape = x.shape
         flat = x.reshape(math.prod(shape[:axis]), -1)
@@ -147,7 +147,7 @@ def _softmax(node, x, opset: int):
 
 
 def _lrn(node, x):
-    attrs = _attributes(node)
+    attrs = attributes(node)
     size, alpha, beta, bias = attrs["size"], attrs.get("alpha", 1e-4), attrs.get("beta", 0.75), attrs.get("bias", 1.0)
     squares = np.square(x, dtype=np.float64)
     padded = np.pad(squares, ((0, 0), ((size - 1) // 2, size // 2), (0, 0), (0, 0)))
@@ -158,7 +158,7 @@ def _lrn(node, x):
 
 def _reshape(node, x, shape):
     shape = [int(s) for s in shape]
-    if not _attributes(node).get("allowzero", 0):
+    if not attributes(node).get("allowzero", 0):
         shape = [x.shape[k] if s == 0 else s for k, s in enumerate(shape)]
     return x.reshape(shape)
 
@@ -167,18 +167,18 @@ def _axes(node, inputs, opset: int, since: int) -> list[int] | None:
     """An op's axes: an attribute before opset ``since``, its second input from then on."""
     if opset >= since and len(inputs) > 1 and inputs[1] is not None:
         return [int(a) for a in inputs[1]]
-    axes = _attributes(node).get("axes")
+    axes = attributes(node).get("axes")
     return None if axes is None else list(axes)
 
 
 def _reduce(node, inputs, opset: int, reducer):
     axes = _axes(node, inputs, opset, 18)
-    keep = bool(_attributes(node).get("keepdims", 1))
+    keep = bool(attributes(node).get("keepdims", 1))
     return reducer(inputs[0], axis=None if axes is None else tuple(axes), keepdims=keep).astype(np.float32)
 
 
 def _clip(node, inputs, opset: int):
-    attrs = _attributes(node)
+    attrs = attributes(node)
     if opset >= 11:
         low = inputs[1] if len(inputs) > 1 and inputs[1] is not None else -np.inf
         high = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.inf
@@ -188,7 +188,7 @@ def _clip(node, inputs, opset: int):
 
 
 def _pad(node, inputs, opset: int):
-    attrs = _attributes(node)
+    attrs = attributes(node)
     pads = [int(p) for p in (inputs[1] if opset >= 11 else attrs["pads"])]
     value = (inputs[2].item() if opset >= 11 and len(inputs) > 2 and inputs[2] is not None else attrs.get("value", 0.0))
     mode = attrs.get("mode", b"constant")
@@ -204,7 +204,7 @@ def _pad(node, inputs, opset: int):
 def _constant(node):
     from onnx import numpy_helper
 
-    attrs = _attributes(node)
+    attrs = attributes(node)
     if "value" in attrs:
         return numpy_helper.to_array(attrs["value"])
     for key in ("value_float", "value_int"):
@@ -219,7 +219,7 @@ def _constant(node):
 def _constant_of_shape(node, shape):
     from onnx import numpy_helper
 
-    value = _attributes(node).get("value")
+    value = attributes(node).get("value")
     fill = numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
     return np.full([int(s) for s in shape], fill.reshape(-1)[0], dtype=fill.dtype)
 
@@ -233,12 +233,12 @@ RUN: dict[str, Callable] = {
     "Conv": lambda n, i, o: _conv(n, *i),
     "BatchNormalization": lambda n, i, o: _batch_norm(n, *i[:5]),
     "Relu": lambda n, i, o: np.maximum(i[0], np.float32(0)),
-    "LeakyRelu": lambda n, i, o: ops.leaky_relu(i[0], _attributes(n).get("alpha", 0.01)),
+    "LeakyRelu": lambda n, i, o: ops.leaky_relu(i[0], attributes(n).get("alpha", 0.01)),
     "PRelu": lambda n, i, o: np.where(i[0] < 0, i[0] * i[1], i[0]).astype(np.float32),
     "Clip": lambda n, i, o: _clip(n, i, o),
     "Sigmoid": lambda n, i, o: ops.sigmoid(i[0]),
     "HardSigmoid": lambda n, i, o: np.clip(
-        _attributes(n).get("alpha", 0.2) * i[0] + _attributes(n).get("beta", 0.5), 0, 1
+        attributes(n).get("alpha", 0.2) * i[0] + attributes(n).get("beta", 0.5), 0, 1
     ).astype(np.float32),
     "HardSwish": lambda n, i, o: (i[0] * np.clip(i[0] / 6 + 0.5, 0, 1)).astype(np.float32),
     "Tanh": lambda n, i, o: ops.tanh(i[0]),
@@ -249,16 +249,16 @@ RUN: dict[str, Callable] = {
         np.divide(i[0], i[1]) if np.issubdtype(np.result_type(i[0], i[1]), np.floating) else np.floor_divide(i[0], i[1])
     ),
     "Sum": lambda n, i, o: sum(i[1:], start=i[0]),
-    "Concat": lambda n, i, o: np.concatenate(i, axis=_attributes(n)["axis"]),
+    "Concat": lambda n, i, o: np.concatenate(i, axis=attributes(n)["axis"]),
     "MaxPool": lambda n, i, o: _max_pool(n, i[0]),
     "AveragePool": lambda n, i, o: _average_pool(n, i[0]),
     "GlobalAveragePool": lambda n, i, o: i[0].mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32),
     "GlobalMaxPool": lambda n, i, o: i[0].max(axis=(2, 3), keepdims=True),
     "ReduceMean": lambda n, i, o: _reduce(n, i, o, np.mean),
     "ReduceMax": lambda n, i, o: _reduce(n, i, o, np.max),
-    "Flatten": lambda n, i, o: i[0].reshape(math.prod(i[0].shape[: _attributes(n).get("axis", 1)]), -1),
+    "Flatten": lambda n, i, o: i[0].reshape(math.prod(i[0].shape[: attributes(n).get("axis", 1)]), -1),
     "Reshape": lambda n, i, o: _reshape(n, i[0], i[1]),
-    "Transpose": lambda n, i, o: np.transpose(i[0], _attributes(n).get("perm")),
+    "Transpose": lambda n, i, o: np.transpose(i[0], attributes(n).get("perm")),
     "Squeeze": lambda n, i, o: np.squeeze(i[0], axis=None if (a := _axes(n, i, o, 13)) is None else tuple(a)),
     "Unsqueeze": lambda n, i, o: np.expand_dims(i[0], tuple(_axes(n, i, o, 13))),
     "Gemm": lambda n, i, o: _gemm(n, *i),
@@ -271,7 +271,7 @@ RUN: dict[str, Callable] = {
     "Constant": lambda n, i, o: _constant(n),
     "ConstantOfShape": lambda n, i, o: _constant_of_shape(n, i[0]),
     "Shape": lambda n, i, o: np.array(i[0].shape, np.int64),
-    "Gather": lambda n, i, o: np.take(i[0], np.asarray(i[1], np.int64), axis=_attributes(n).get("axis", 0)),
+    "Gather": lambda n, i, o: np.take(i[0], np.asarray(i[1], np.int64), axis=attributes(n).get("axis", 0)),
 }
 SUPPORTED = tuple(sorted(RUN))
 # Ops whose outputs are worth a look as a stage: they make new maps (not shapes, constants or copies).
@@ -419,10 +419,10 @@ class Graph:
 
     def conv_geometry(self, node: Node, x_shape: Shape) -> dict:
         """A Conv node's strides, dilations, groups and (top, left, bottom, right) padding, as it runs."""
-        attrs = _attributes(node.proto)
+        attrs = attributes(node.proto)
         weights = self.constants[node.inputs[1]]
         return {"strides": _pairs(attrs, "strides", 1), "dilations": _pairs(attrs, "dilations", 1),
-                "group": attrs.get("group", 1), "pads": _conv_pads(attrs, x_shape, weights.shape[2:])}
+                "group": attrs.get("group", 1), "pads": conv_pads(attrs, x_shape, weights.shape[2:])}
 
     def matching(self, layers: str) -> list[Node]:
         """The nodes named, or of the op types named, or matching the glob patterns, in ``layers`` (a, b, ...)."""
@@ -452,7 +452,7 @@ class Graph:
         fields_ = self._fields()
         planned = []
         for index, node in enumerate(self.chosen(), 1):
-            out = _stage_shape(self.shapes.get(node.outputs[0], ()))
+            out = stage_shape(self.shapes.get(node.outputs[0], ()))
             if self.max_channels and not self.layers:
                 out = (min(out[0], self.max_channels), *out[1:])
             rf, jump = fields_.get(node.outputs[0], (None, None))
@@ -488,7 +488,7 @@ class Graph:
                 continue
             rf = tuple(max(s[0][k] for s in sources) for k in range(2))
             jump = tuple(max(s[1][k] for s in sources) for k in range(2))
-            attrs = _attributes(node.proto)
+            attrs = attributes(node.proto)
             if node.op in ("Conv", "MaxPool", "AveragePool"):
                 weights = self.constants.get(node.inputs[1]) if len(node.inputs) > 1 else None
                 kernel = attrs.get("kernel_shape") or (
@@ -606,7 +606,7 @@ _PREPARATION = {
 }
 
 
-def _stage_shape(shape: Shape) -> tuple[int, int, int]:
+def stage_shape(shape: Shape) -> tuple[int, int, int]:
     """An ONNX value's shape as a stage's (C, H, W): the batch of one dropped; a row of values, or maps of one
     value each (a global pool's), as (1, 1, N)."""
     shape = tuple(int(s) for s in shape[1:]) if len(shape) > 1 else tuple(int(s) for s in shape)
@@ -617,7 +617,7 @@ def _stage_shape(shape: Shape) -> tuple[int, int, int]:
 
 def _as_stage(value: np.ndarray) -> np.ndarray:
     value = np.asarray(value, np.float32)
-    return np.ascontiguousarray(value.reshape(_stage_shape(value.shape)))
+    return np.ascontiguousarray(value.reshape(stage_shape(value.shape)))
 
 
 def load_graph(path: Path, *, layers: str | None = None, labels: Path | None = None, preprocess: str = "none") -> Graph:
@@ -739,7 +739,7 @@ def _fold_batch_norms(graph: Graph) -> int:
             and (len(conv.inputs) < 3 or conv.inputs[2] in consts)
         ):
             scale, bias, mean, var = (consts[i].astype(np.float64) for i in node.inputs[1:5])
-            factor = scale / np.sqrt(var + _attributes(node.proto).get("epsilon", 1e-5))
+            factor = scale / np.sqrt(var + attributes(node.proto).get("epsilon", 1e-5))
             weight = consts[conv.inputs[1]].astype(np.float64) * factor[:, None, None, None]
             old_bias = consts[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0
             new_w, new_b = f"{conv.inputs[1]}__folded", f"{conv.inputs[1]}__folded_bias"

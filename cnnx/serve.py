@@ -176,7 +176,7 @@ class Session:
 
     def explain(self, stage: int, channel: int, row: int, col: int) -> dict:
         """How the value there came from the stage before: the same arithmetic ``cnnx explain`` shows, as JSON."""
-        from cnnx.explain import as_json, explain_layer, explain_value
+        from cnnx.explain import as_json, explain_layer, explain_node, explain_value
 
         run, source = self.run, self.source  # one run throughout, whatever a recompute does meanwhile
         entries = _stages(run)
@@ -188,11 +188,13 @@ class Session:
             arrays = [np.load(run / entries[k]["raw"], allow_pickle=False) for k in (stage - 1, stage)]
             flip = pipeline.convention == "convolution"
             return as_json(explain_value(pipeline.stages[stage - 1], *arrays, stage, channel, row, col, flip=flip))
-        if entries[stage]["operation"] != "conv" or not hasattr(source, "run_to"):
+        if not hasattr(source, "run_to"):
             return {"rule": f"{entries[stage]['description']}: the value as computed", "total": value["value"],
                     "parts": []}
         node = source.chosen()[stage - 1]  # stage k is the k-th node written; unnamed nodes go by their output
         first = np.load(run / entries[0]["raw"], allow_pickle=False)  # the model's input, prepared
+        if node.op != "Conv":
+            return as_json(explain_node(source, first, node.outputs[0], stage, channel, row, col))
         if tuple(source.shapes.get(node.outputs[0], ())[2:]) == (1, 1):
             channel, row, col = col, 0, 0  # a vector of channels is shown as one row of values
         data = as_json(explain_layer(source, first, node.outputs[0], channel, row, col))
@@ -304,7 +306,8 @@ click to see how it was computed. Drop an image anywhere on the page to run it.<
           `<span style="white-space:nowrap">sum ${{Number(part.total).toPrecision(6)}}</span></div>`;
       }}
       if ((data.parts || []).length > 4) text += `<p>... ${{data.parts.length}} input channels in all</p>`;
-      const inputs = (data.inputs || []).map(v => Number(v).toPrecision(6));
+      const inputs = (data.inputs || []).map((v, k) =>
+        (data.names && data.names[k] ? escape(data.names[k]) + " " : "") + Number(v).toPrecision(6));
       if (inputs.length) text += `<p>from ${{inputs.join(", ")}}</p>`;
       text += `<p id="cnnx-total">${{data.bias ? "plus bias " + Number(data.bias).toPrecision(6) + ": " : ""}}` +
         `= <b>${{Number(data.total).toPrecision(6)}}</b></p>`;

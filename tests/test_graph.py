@@ -445,3 +445,33 @@ def test_a_model_over_the_memory_budget_is_refused_from_its_shapes(tmp_path):
     Image.new("RGB", (40, 30)).save(image)
     result = invoke("pipeline", image, "--model", path, "--max-memory", "64M", "-o", tmp_path / "out")
     assert result.exit_code == 2 and "needs about" in result.stderr and not (tmp_path / "out").exists()
+
+
+EXPLAINED = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add", "Sub", "Mul",
+             "Div", "Sum", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
+             "ReduceMax", "Flatten", "Gemm"}
+
+
+@pytest.mark.parametrize(
+    "op, shape, inputs, attributes",
+    [c for c in CASES if c[0] != "Conv" and c[1][0] == 1],
+    ids=[f"{c[0]}-{k}" for k, c in enumerate(CASES) if c[0] != "Conv" and c[1][0] == 1],
+)
+def test_each_op_explains_a_value_as_onnx_runtime_computes_it(op, shape, inputs, attributes):
+    """Any written node's value, clicked in serve: its arithmetic gives ONNX Runtime's value at that place, for
+    every op it works out (activations, sums, pools, global pools, concatenation, Gemm, flattening); other ops
+    say they show the value as computed."""
+    from cnnx.explain import explain_node
+    from cnnx.graph import stage_shape
+
+    rng = np.random.default_rng(len(op) + 1)
+    data = single_op_model(op, shape, {k: _value(kind, spec, rng) for k, (kind, spec) in inputs.items()}, attributes)
+    x = rng.standard_normal(shape).astype(np.float32)
+    want = np.asarray(reference(data, x)["y"], np.float64)
+    graph = _graph_of(data, shape)
+    stage = want.reshape(stage_shape(want.shape))
+    for flat in rng.choice(stage.size, min(stage.size, 6), replace=False):
+        place = np.unravel_index(flat, stage.shape)
+        explained = explain_node(graph, x[0], "y", 1, *(int(p) for p in place))
+        assert explained.total == pytest.approx(stage[place], rel=1e-4, abs=1e-5), (op, place, explained.rule)
+        assert ("as computed" in explained.rule) == (op not in EXPLAINED), explained.rule

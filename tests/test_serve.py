@@ -352,8 +352,9 @@ def test_serve_with_no_image_shows_the_shipped_sample(tmp_path):
 
 @pytest.mark.parametrize("model", ["shapes", "blocks.onnx"])
 def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
-    """For the shipped model and an ONNX network: every stage's explained value is the stored one, and a conv
-    value is a sum over every input channel of the stage before."""
+    """For the shipped model and an ONNX network: every stage's explained value is the stored one, a conv
+    value is a sum over every input channel of the stage before, and every op of the network has its arithmetic
+    shown."""
     pytest.importorskip("onnx")
     from test_graph import _block_model
 
@@ -366,12 +367,15 @@ def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
     session.recompute()
     assert session.run is not None, session.error
     entries = json.loads((session.run / "manifest.json").read_text())["stages"]
-    explained = 0
+    explained, ops = 0, set()
     for stage in range(1, len(entries)):
         raw = np.load(session.run / entries[stage]["raw"])
         place = tuple(k // 2 for k in raw.shape)
         data = session.explain(stage, *place)
         assert data["total"] == pytest.approx(float(raw[place]), rel=1e-4, abs=1e-5), entries[stage]["description"]
+        if model.endswith(".onnx"):  # every op of these blocks has its arithmetic shown
+            assert "as computed" not in data["rule"], data["rule"]
+            ops.add(entries[stage]["operation"])
         if entries[stage]["operation"] == "conv":
             if hasattr(session.source, "chosen"):  # a graph: a conv's input need not be the stage before
                 node = session.source.chosen()[stage - 1]
@@ -381,6 +385,7 @@ def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
             assert len(data["parts"]) == channels and "as computed" not in data["rule"]
             explained += 1
     assert explained >= 2
+    assert not model.endswith(".onnx") or {"add", "concat", "maxpool", "gemm", "softmax", "relu", "mul"} <= ops
 
 
 def _stroke(driver, canvas, points) -> None:
