@@ -545,9 +545,12 @@ class Graph:
         yield StageResult(
             0, "input", "input", image, input_labels(image.shape[0]), 0.0, (1, 1), (1, 1), Stats.of(image), image.shape
         )
+        since = 0.0  # a stage's seconds are those of every node computed since the stage before
         for node, _, output, seconds in self.evaluate(image):
+            since += seconds
             if id(node) in chosen:
-                yield self._record(chosen[id(node)], node, output, seconds, fields_)
+                yield self._record(chosen[id(node)], node, output, since, fields_)
+                since = 0.0
 
     def _record(self, index: int, node: Node, output: np.ndarray, seconds: float, fields_: dict) -> StageResult:
         """A node's output as a stage record; of a default selection, the first maps of a wide layer only."""
@@ -658,7 +661,7 @@ def load_graph(path: Path, *, layers: str | None = None, labels: Path | None = N
             "input (N, 1 or 3, H, W) with a fixed size"
         )
     try:
-        inferred = shape_inference.infer_shapes(model)
+        inferred = shape_inference.infer_shapes(_without_weights(model))
     except Exception as error:
         raise CnnxError(f"{path}: its shapes cannot be worked out ({error})") from None
     shapes = {
@@ -687,6 +690,21 @@ def load_graph(path: Path, *, layers: str | None = None, labels: Path | None = N
     if layers and layers != "all" and not result.matching(layers):
         raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
     return result
+
+
+def _without_weights(model):
+    """The model with its large constants declared as inputs of their shape instead of held: what shape inference
+    needs, without copying the weights, and read as constants whatever the model's IR version."""
+    from onnx import helper
+
+    graph = model.graph
+    small = [t for t in graph.initializer if math.prod(t.dims) <= 64]  # shapes and axes, read by Reshape and the like
+    declared = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                for t in graph.initializer if math.prod(t.dims) > 64]
+    held = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in held]
+    light = helper.make_graph(graph.node, graph.name, [*inputs, *declared], graph.output, small)
+    return helper.make_model(light, opset_imports=model.opset_import, ir_version=max(model.ir_version, 4))
 
 
 def _shapes_by_running(graph: Graph) -> dict[str, Shape]:
