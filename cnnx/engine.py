@@ -17,6 +17,7 @@ BLAS calls, which is what lets two Python threads use two cores.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from cnnx import runtime
 from cnnx.runtime import buffer, run_tasks, strips
@@ -213,11 +214,8 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
             _accumulate(view(result[0]), view(product), [(tap(*t), w[0][t]) for t in taps])
         else:
             columns = buffer(scratch, "columns", (len(taps), R * width))
-            for k, t in enumerate(taps):
-                if flat:
-                    columns[k] = tap(*t)
-                else:
-                    columns[k].reshape(R, Wout)[...] = tap(*t)
+            view = _taps_view(held, grid, R, Wp, Wout, kh, kw, stride, dilation, flat)
+            columns.reshape(view.shape)[...] = view
             result = np.matmul(weights, columns, out=buffer(scratch, "acc", (O, R * width)))
         out[:, r0:r1] = result.reshape(O, R, width)[:, :, :Wout]
 
@@ -229,6 +227,19 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
             work((0, out.shape[1]), {})
         return
     run_tasks(grid, work)
+
+
+def _taps_view(held, grid, R, Wp, Wout, kh, kw, stride, dilation, flat) -> np.ndarray:
+    """Every tap's input of a strip as one strided view, (C, kh, kw, pixels) or (C, kh, kw, rows, columns), read
+    in place: the im2col columns are then one copy, not a copy per tap (ResNet's 512-channel 3x3 layers have
+    4,608 taps)."""
+    (s0, s1), (d0, d1) = stride, dilation
+    if flat:  # tap (c, i, j) is the flat strip shifted by i rows and j columns
+        step = held.strides[1]
+        return as_strided(held, (held.shape[0], kh, kw, R * Wp), (held.strides[0], d0 * Wp * step, d1 * step, step),
+                          writeable=False)
+    c, r, q = grid.strides
+    return as_strided(grid, (grid.shape[0], kh, kw, R, Wout), (c, d0 * r, d1 * q, s0 * r, s1 * q), writeable=False)
 
 
 # Bytes a bank's columns and accumulators may take for one product over the whole map.
