@@ -32,9 +32,11 @@ from cnnx.shell import (
     Layers,
     MaxMemory,
     MaxPixels,
+    Mean,
     MinSize,
     Model,
     NormalizeOption,
+    Order,
     OutFile,
     OutFolder,
     PaddingModeOption,
@@ -46,16 +48,20 @@ from cnnx.shell import (
     Quiet,
     Range,
     SaveRaw,
+    Scale,
     Scheduler,
     ScopeOption,
     ShowKernel,
+    Size,
     Spec,
+    Std,
     StretchOption,
     find,
     finish_batch,
     note_frames,
     out,
     pixel_limit,
+    prepared,
     print_line,
     progress_bar,
     reported_errors,
@@ -104,6 +110,11 @@ def pipeline(
     layers: Layers = None,
     labels: Labels = None,
     preprocess: Preprocess = None,
+    size: Size = None,
+    mean: Mean = None,
+    std: Std = None,
+    order: Order = None,
+    scale: Scale = None,
     color: Color = None,
     convention: ConventionOption = None,
     out_dir: OutFolder = None,
@@ -141,7 +152,7 @@ def pipeline(
 
     with reported_errors():
         source = source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
-                             preprocess=preprocess)
+                             preprocess=prepared(preprocess, size, mean, std, order, scale))
         if print_config:
             from cnnx.spec import to_toml
 
@@ -376,6 +387,11 @@ def serve(
     layers: Layers = None,
     labels: Labels = None,
     preprocess: Preprocess = None,
+    size: Size = None,
+    mean: Mean = None,
+    std: Std = None,
+    order: Order = None,
+    scale: Scale = None,
     color: Color = None,
     convention: ConventionOption = None,
     normalize: NormalizeOption = Normalize.percentile,
@@ -402,7 +418,7 @@ def serve(
             if text is not None:
                 return source_from(text, None, None, None, color, convention)
             return source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
-                               preprocess=preprocess)
+                               preprocess=prepared(preprocess, size, mean, std, order, scale))
 
         style = style_from(normalize, scope, cmap, percentile, value_range, stretch)
     session = server = None

@@ -13,12 +13,18 @@ from cnnx.shell import (
     Config,
     Json,
     MaxMemory,
+    Mean,
     Model,
+    Order,
     Preprocess,
     Preset,
+    Scale,
+    Size,
     Spec,
+    Std,
     number_pair,
     out,
+    prepared,
     reported_errors,
     source_from,
 )
@@ -74,6 +80,11 @@ def explain_conv(
     layer: Annotated[str | None, typer.Option("--layer", help="With --model: the Conv node.")] = None,
     channel: Annotated[int, typer.Option("--channel", min=0, help="With --model: which of its maps.")] = 0,
     preprocess: Preprocess = None,
+    size: Size = None,
+    mean: Mean = None,
+    std: Std = None,
+    order: Order = None,
+    scale: Scale = None,
     max_memory: MaxMemory = None,
     as_json: Json = False,
 ) -> None:
@@ -99,12 +110,13 @@ def explain_conv(
             if model is not None:
                 if layer is None:
                     raise CnnxError("with --model, say which Conv node with --layer NAME")
-                source = source_from(None, None, None, model, None, None, preprocess=preprocess)
+                preparation = prepared(preprocess, size, mean, std, order, scale)
+                source = source_from(None, None, None, model, None, None, preprocess=preparation)
                 if not hasattr(source, "run_to"):
                     raise CnnxError("explain conv --model takes an ONNX model (FILE.onnx)")
                 _refuse_over_budget(image, source, max_memory)
-                prepared = source.prepare(load_image(image, color=source.color).array)
-                data = explain.explain_layer(source, prepared, layer, channel, row, col)
+                model_input = source.prepare(load_image(image, color=source.color).array)
+                data = explain.explain_layer(source, model_input, layer, channel, row, col)
                 show_explanation(data, None if as_json else explain_view.layer_view)
                 return
             _refuse_over_budget(image, None, max_memory)

@@ -23,15 +23,13 @@ import numpy as np
 from cnnx import ops
 from cnnx.errors import CnnxError
 from cnnx.files import read_regular
+from cnnx.prepare import PRESETS, Preparation, preparation
 from cnnx.source import PlannedStage, StageResult, Stats, input_labels
 
 __all__ = ["Graph", "SUPPORTED", "attributes", "conv_pads", "load_graph", "pool_geometry", "stage_shape"]
 
 MODEL_LIMIT = 2 << 30  # bytes a model file may take
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean and std of ImageNet's training images, RGB
-CAFFE_MEAN = (103.939, 116.779, 123.68)  # ImageNet's mean in blue, green, red, 0..255, as Caffe models take it
-PREPROCESS = ("none", "imagenet", "caffe")
 Shape = tuple[int, ...]
 
 
@@ -324,7 +322,7 @@ class Graph:
     patterns; ``all``); by default, the last activation at each size of map,
     and the output.  ``labels`` names the classes of the output.
     ``preprocess`` says how a loaded image in [0, 1] becomes the model's
-    input: ``none``, or ``imagenet`` (minus ImageNet's mean, over its std).
+    input (``prepare.Preparation``).
     """
 
     path: Path
@@ -337,7 +335,7 @@ class Graph:
     shapes: dict[str, Shape] = field(default_factory=dict, repr=False)
     layers: str | None = None
     labels: tuple[str, ...] = ()
-    preprocess: str = "none"
+    preprocess: Preparation = PRESETS["none"]
     folded: int = 0  # batch normalisations folded into the convolutions before them
 
     color = True
@@ -359,35 +357,8 @@ class Graph:
         return self.input_shape_
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        """The loaded image as the model's input: grey or RGB as it takes, resized, normalised as ``preprocess`` says.
-
-        ``none``: a plain resize to the input's size, values 0..1. ``imagenet``:
-        the shorter side to 256/224 of the input, the middle cropped (as
-        torchvision's models were trained), minus ImageNet's mean, over its std.
-        ``caffe``: the same crop, blue-green-red, 0..255 minus the channels'
-        means (Caffe's and Keras's older models).
-        """
-        from PIL import Image
-
-        C, H, W = self.input_shape_
-        if image.shape[0] == 1 and C == 3:
-            image = np.repeat(image, 3, axis=0)
-        elif image.shape[0] >= 3 and C == 1:
-            image = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), image[:3], axes=1)[None]
-        size = (W, H)
-        if self.preprocess in ("imagenet", "caffe"):
-            scale = max(H, W) * 256 / 224 / min(image.shape[1:])
-            size = (max(W, round(image.shape[2] * scale)), max(H, round(image.shape[1] * scale)))
-        planes = [np.asarray(Image.fromarray(p).resize(size, Image.Resampling.BILINEAR)) for p in image[:C]]
-        out = np.stack(planes).astype(np.float32)
-        top, left = (out.shape[1] - H) // 2, (out.shape[2] - W) // 2
-        out = np.ascontiguousarray(out[:, top : top + H, left : left + W])
-        if self.preprocess == "imagenet" and C == 3:
-            mean, std = (np.array(v, np.float32)[:, None, None] for v in IMAGENET)
-            out = (out - mean) / std
-        elif self.preprocess == "caffe" and C == 3:
-            out = out[::-1] * 255 - np.array(CAFFE_MEAN, np.float32)[:, None, None]
-        return out
+        """The loaded image as the model's input: grey or RGB as it takes, sized and scaled as ``preprocess`` says."""
+        return self.preprocess.apply(image, self.input_shape_)
 
     def chosen(self) -> list[Node]:
         """The nodes written as stages, in the graph's order; the output's always among them."""
@@ -593,20 +564,13 @@ class Graph:
                 "nodes": len(self.nodes),
                 "opset": self.opset,
                 "input": list(self.input_shape_),
-                "preprocess": self.preprocess,
-                "preparation": _PREPARATION[self.preprocess],
+                "preprocess": self.preprocess.name,
+                "preparation": self.preprocess.describe(self.input_shape_),
                 "layers": self.layers or "default",
                 "batch_norms_folded": self.folded,
                 "written": [self._describe(n) for n in self.chosen()],
             },
         }
-
-
-_PREPARATION = {
-    "none": "resized to the input's size; values 0..1",
-    "imagenet": "shorter side to 256/224 of the input's, the middle cropped; minus ImageNet's mean, over its std",
-    "caffe": "shorter side to 256/224 of the input's, the middle cropped; blue, green, red; 0..255 minus the means",
-}
 
 
 def stage_shape(shape: Shape) -> tuple[int, int, int]:
@@ -623,7 +587,9 @@ def _as_stage(value: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(value.reshape(stage_shape(value.shape)))
 
 
-def load_graph(path: Path, *, layers: str | None = None, labels: Path | None = None, preprocess: str = "none") -> Graph:
+def load_graph(
+    path: Path, *, layers: str | None = None, labels: Path | None = None, preprocess: Preparation | str = "none"
+) -> Graph:
     """Read an ONNX model: check every op is supported before any work, fold batch norms, infer shapes."""
     try:
         import onnx
@@ -631,8 +597,8 @@ def load_graph(path: Path, *, layers: str | None = None, labels: Path | None = N
     except ImportError:
         raise CnnxError('an ONNX model needs the onnx package: pip install "cnnx[onnx]"') from None
     path = Path(path)
-    if preprocess not in PREPROCESS:
-        raise CnnxError(f"--preprocess takes {', '.join(PREPROCESS)}; got {preprocess!r}")
+    if isinstance(preprocess, str):
+        preprocess = preparation(preprocess)
     data = read_regular(path, "an ONNX model", limit=MODEL_LIMIT)
     try:
         model = onnx.load_model_from_string(data)

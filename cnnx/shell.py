@@ -67,6 +67,25 @@ Preprocess = Annotated[
                  help="With an ONNX model: how an image in 0..1 becomes its input: none (resized), imagenet (resized, "
                  "cropped, minus mean, over std) or caffe (the same, BGR, 0..255 minus the means)."),
 ]
+Size = Annotated[
+    str | None,
+    typer.Option("--size", metavar="crop|stretch|N",
+                 help="With an ONNX model: crop (the shorter side to 256/224 of the model's, the middle cut out), "
+                 "stretch (resized to the model's size) or N (the shorter side to N pixels, the middle cut out)."),
+]
+Mean = Annotated[
+    str | None, typer.Option("--mean", metavar="M[,M,M]", help="With an ONNX model: taken off each channel's values.")
+]
+Std = Annotated[
+    str | None, typer.Option("--std", metavar="S[,S,S]", help="With an ONNX model: each channel's values divided by.")
+]
+Order = Annotated[
+    str | None, typer.Option("--order", metavar="rgb|bgr", help="With an ONNX model: the channels' order it takes.")
+]
+Scale = Annotated[
+    float | None,
+    typer.Option("--scale", metavar="X", help="With an ONNX model: values 0..X (1 by default; 255 for 0..255)."),
+]
 Color = Annotated[
     bool | None,
     typer.Option(
@@ -221,6 +240,15 @@ def _what_was_written() -> str:
     return f"{', '.join(map(str, done))} {'was' if len(done) == 1 else 'were'} written whole; nothing else was written"
 
 
+def prepared(preprocess=None, size=None, mean=None, std=None, order=None, scale=None):
+    """The preparation of an ONNX model's input the options ask for; None when none is given."""
+    if all(v is None for v in (preprocess, size, mean, std, order, scale)):
+        return None
+    from cnnx.prepare import preparation
+
+    return preparation(preprocess, size=size, mean=mean, std=std, order=order, scale=scale)
+
+
 def source_from(spec, config, preset, model, color, convention, *, layers=None, labels=None, preprocess=None):
     """The source of stages the options ask for: an ONNX model, a shipped model, or a chain pipeline (the lesson's
     by default)."""
@@ -229,7 +257,8 @@ def source_from(spec, config, preset, model, color, convention, *, layers=None, 
 
     onnx = model is not None and model.lower().endswith(".onnx")
     if not onnx and (layers or labels or preprocess):
-        raise CnnxError("--layers, --labels and --preprocess go with an ONNX model: --model FILE.onnx")
+        raise CnnxError("--layers, --labels, --preprocess and the input's preparation go with an ONNX model: "
+                        "--model FILE.onnx")
     if model is None:
         return Chain(load_pipeline(spec=spec, config=config, preset_name=preset, color=color, convention=convention))
     if spec or config or preset or color or convention:

@@ -364,6 +364,49 @@ def test_preprocessing_resizes_crops_and_normalises_as_named(tmp_path):
     assert plain.shape == (3, 224, 224) and np.allclose(plain, 0.25)
 
 
+def test_the_input_is_prepared_as_the_options_say(tmp_path):
+    """--size N, --mean, --std, --order bgr and --scale 255: the model's input (00_input/stage.npy) is the photo's
+    shorter side resized to N by Pillow, the middle cut out, channels reversed, times 255, minus the mean, over the
+    std, worked out here; the manifest says so in words.  --size stretch resizes to the model's size."""
+    from PIL import Image
+
+    path = with_random_weights("squeezenet", tmp_path)
+    rng = np.random.default_rng(4)
+    photo = rng.integers(0, 256, (90, 150, 3), np.uint8)
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    out = tmp_path / "run"
+    result = invoke("pipeline", tmp_path / "p.png", "--model", path, "-o", out, "--save-raw", "--size", "240",
+                    "--mean", "100,110,120", "--std", "50", "--order", "bgr", "--scale", "255", "--layers", "Conv")
+    assert result.exit_code == 0, result.output
+    planes = photo.transpose(2, 0, 1).astype(np.float32) / 255
+    width = round(150 * 240 / 90)
+    resized = np.stack([np.asarray(Image.fromarray(p).resize((width, 240), Image.Resampling.BILINEAR)) for p in planes])
+    top, left = (240 - 224) // 2, (width - 224) // 2
+    want = (resized[::-1, top : top + 224, left : left + 224] * 255 - np.array([100, 110, 120])[:, None, None]) / 50
+    np.testing.assert_allclose(np.load(out / "00_input" / "stage.npy"), want, rtol=1e-5, atol=1e-4)
+    told = json.loads((out / "manifest.json").read_text())["model"]["preparation"]
+    assert "shorter side to 240 px" in told and "blue, green, red" in told and "0..255" in told
+    stretched = tmp_path / "stretched"
+    assert invoke("pipeline", tmp_path / "p.png", "--model", path, "-o", stretched, "--save-raw", "--size", "stretch",
+                  "--layers", "Conv").exit_code == 0
+    plain = np.stack([np.asarray(Image.fromarray(p).resize((224, 224), Image.Resampling.BILINEAR)) for p in planes])
+    np.testing.assert_allclose(np.load(stretched / "00_input" / "stage.npy"), plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("option, value", [("--size", "0"), ("--size", "big"), ("--mean", "a,b"), ("--std", "0"),
+                                           ("--std", "1,2"), ("--order", "gbr"), ("--scale", "-1"),
+                                           ("--mean", "nan")])
+def test_a_bad_preparation_is_one_line(tmp_path, option, value):
+    """Every bad value of the preparation options: one line naming the option, exit 1, nothing written."""
+    from PIL import Image
+
+    path = with_random_weights("squeezenet", tmp_path)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "p.png")
+    result = invoke("pipeline", tmp_path / "p.png", "--model", path, "-o", tmp_path / "run", option, value)
+    assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
+    assert option.lstrip("-") in result.output.lower() and not (tmp_path / "run").exists()
+
+
 def _block_model(path):
     """A network of the blocks CNN exporters emit: a residual block (conv, batch norm, ReLU, add), a
     depthwise-separable block with ReLU6 (Clip 0..6), squeeze-and-excitation (global pool, 1x1 convs, sigmoid,
