@@ -604,6 +604,7 @@ def load_graph(
         model = onnx.load_model_from_string(data)
     except Exception as error:  # the protobuf parser raises several kinds on bad bytes
         raise CnnxError(f"{path}: not an ONNX model ({type(error).__name__})") from None
+    del data  # the model holds its own copy
     graph = model.graph
     if not graph.node:
         raise CnnxError(f"{path}: the model has no nodes")
@@ -634,28 +635,26 @@ def load_graph(
         v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
         for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
     }
-    nodes = [Node(n.op_type, n.name, list(n.input), list(n.output), n) for n in graph.node]
+    # Each node's own copy of its proto: a part of the model would keep all of it (and its weights) alive.
+    nodes = [Node(n.op_type, n.name, list(n.input), list(n.output), _own_copy(n)) for n in graph.node]
     stored = next((p.value for p in model.metadata_props if p.key == "labels"), "")
     names = tuple(_labels(labels)) if labels else tuple(n.strip() for n in stored.split(",") if n.strip())
-    result = Graph(
-        path,
-        nodes,
-        constants,
-        inputs[0].name,
-        tuple(dims[1:]),
-        graph.output[0].name,
-        opset,
-        shapes,
-        layers,
-        names,
-        preprocess,
-    )
+    input_name, output_name = inputs[0].name, graph.output[0].name
+    del model, graph, inputs, inferred  # the weights are in ``constants`` now: the parsed model's copy goes
+    result = Graph(path, nodes, constants, input_name, tuple(dims[1:]), output_name, opset, shapes, layers, names,
+                   preprocess)
     result.folded = _fold_batch_norms(result)
     if any(len(result.shapes.get(n.outputs[0], ())) == 0 for n in result.nodes):
         result.shapes = _shapes_by_running(result)  # shape inference could not tell them all
     if layers and layers != "all" and not result.matching(layers):
         raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
     return result
+
+
+def _own_copy(proto):
+    copy = type(proto)()
+    copy.CopyFrom(proto)
+    return copy
 
 
 def _without_weights(model):
@@ -729,6 +728,10 @@ def _fold_batch_norms(graph: Graph) -> int:
             new_w, new_b = f"{conv.inputs[1]}__folded", f"{conv.inputs[1]}__folded_bias"
             consts[new_w] = weight.astype(np.float32)
             consts[new_b] = ((old_bias - mean) * factor + bias).astype(np.float32)
+            for name in {*conv.inputs[1:], *node.inputs[1:5]} & consts.keys():  # weights read by nothing else go
+                readers[name] -= 1
+                if not readers[name]:
+                    del consts[name]
             conv.inputs = [conv.inputs[0], new_w, new_b]
             conv.outputs = list(node.outputs)
             conv.name = conv.name or node.name

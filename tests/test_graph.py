@@ -518,3 +518,33 @@ def test_each_op_explains_a_value_as_onnx_runtime_computes_it(op, shape, inputs,
         explained = explain_node(graph, x[0], "y", 1, *(int(p) for p in place))
         assert explained.total == pytest.approx(stage[place], rel=1e-4, abs=1e-5), (op, place, explained.rule)
         assert ("as computed" in explained.rule) == (op not in EXPLAINED), explained.rule
+
+
+def test_a_model_run_stays_within_its_memory_estimate(tmp_path):
+    """ResNet-50 (100 MB of weights) on a photo, in a process of its own: its peak memory, less what the same
+    process holds once its modules are imported, stays within the estimate --max-memory is checked against
+    (with a quarter to spare for the allocator)."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from cnnx.draw import Style
+    from cnnx.memory import estimate_memory
+
+    path = with_random_weights("resnet50", tmp_path)
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), np.uint8)).save(photo)
+    estimate = estimate_memory(load_graph(path), (3, 300, 400), Style()).peak
+
+    def peak(code: str) -> int:
+        measure = f"import resource, sys\n{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        done = subprocess.run([sys.executable, "-c", measure], capture_output=True, text=True, check=True)
+        return int(done.stdout.split()[-1]) * 1024
+
+    modules = "import cnnx.cli, cnnx.graph, cnnx.jobs, cnnx.maps, onnx"
+    base = peak(modules)
+    run = peak(f"{modules}\nfrom cnnx.cli import main\nsys.argv = ['cnnx', 'pipeline', {str(photo)!r}, '--model', "
+               f"{str(path)!r}, '-o', {str(tmp_path / 'run')!r}, '-q']\ntry:\n    main()\nexcept SystemExit:\n    pass")
+    assert (tmp_path / "run" / "manifest.json").exists()
+    assert run - base <= 1.25 * estimate, (run - base, estimate)
