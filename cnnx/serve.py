@@ -30,7 +30,17 @@ from cnnx.jobs import Job, redraw_job, run_job
 __all__ = ["Session", "make_server"]
 
 BODY_LIMIT = 64 << 20  # bytes a request may send: an uploaded photo
-KEPT_RUNS = 2  # runs kept on disk: the one shown, and the one a slow page may still be reading
+KEPT_RUNS = 4  # runs kept on disk: the newest, and those pages in other tabs may still be showing
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run a page may show: its folder, the source of stages and the image it was made with."""
+
+    number: int
+    folder: Path
+    source: object
+    image: Path
 
 
 @dataclass
@@ -45,6 +55,7 @@ class Session:
     run: Path | None = None
     source: object = None  # the source of stages the run was made with
     outcome: object = None  # the run's stages and answer, to draw it again
+    kept: dict = field(default_factory=dict)  # run number -> Run, the newest last
     count: int = 0
     error: str = ""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -81,12 +92,21 @@ class Session:
         return self.folder / f"run-{self.count}"
 
     def _show(self, outcome) -> None:
-        """``outcome`` is the run shown now; older runs but the one before are removed."""
+        """``outcome`` is the run shown now; of the older ones, those a page in another tab may show are kept."""
         self.error = ""
-        previous, self.run, self.source, self.outcome = self.run, outcome.job.destination, outcome.job.source, outcome
-        for old in sorted(self.folder.glob("run-*"), key=lambda p: int(p.name[4:]))[:-KEPT_RUNS]:
-            if old not in (self.run, previous):
-                shutil.rmtree(old, ignore_errors=True)
+        self.run, self.source, self.outcome = outcome.job.destination, outcome.job.source, outcome
+        self.kept[self.count] = Run(self.count, self.run, self.source, outcome.job.image)
+        while len(self.kept) > KEPT_RUNS:
+            shutil.rmtree(self.kept.pop(next(iter(self.kept))).folder, ignore_errors=True)
+
+    def shown(self, number: int | None = None) -> Run:
+        """Run ``number`` (the newest when None), while it is kept: a page reads the run it shows, whatever the
+        other tabs have run since."""
+        with self.lock:
+            chosen = self.kept.get(next(reversed(self.kept), None) if number is None else number)
+        if chosen is None:
+            raise CnnxError("this page's run was replaced by newer ones: reload the page")
+        return chosen
 
     def filters(self) -> dict:
         """The 2-D kernels of the run's conv stages, as numbers to edit, and the bank's, to pick from."""
@@ -160,25 +180,27 @@ class Session:
         if self.error:
             raise CnnxError(self.error)
 
-    def archive(self) -> tuple[str, bytes]:
-        """The current run as a zip of the folder ``cnnx pipeline`` writes, and the name to save it under."""
+    def archive(self, number: int | None = None) -> tuple[str, bytes]:
+        """A run as a zip of the folder ``cnnx pipeline`` writes, and the name to save it under."""
         import io
         import zipfile
 
-        name = f"{self.image.stem}_cnnx"
+        shown = self.shown(number)
+        name = f"{shown.image.stem}_cnnx"
         buffer = io.BytesIO()
         with self.lock, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(p for p in self.run.rglob("*") if p.is_file()):
+            for path in sorted(p for p in shown.folder.rglob("*") if p.is_file()):
                 # PNGs are compressed already; deflating them again only costs time.
                 kind = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
-                archive.write(path, f"{name}/{path.relative_to(self.run).as_posix()}", compress_type=kind)
+                archive.write(path, f"{name}/{path.relative_to(shown.folder).as_posix()}", compress_type=kind)
         return f"{name}.zip", buffer.getvalue()
 
-    def explain(self, stage: int, channel: int, row: int, col: int) -> dict:
+    def explain(self, stage: int, channel: int, row: int, col: int, number: int | None = None) -> dict:
         """How the value there came from the stage before: the same arithmetic ``cnnx explain`` shows, as JSON."""
         from cnnx.explain import as_json, explain_layer, explain_node, explain_value
 
-        run, source = self.run, self.source  # one run throughout, whatever a recompute does meanwhile
+        shown = self.shown(number)  # one run throughout, whatever a recompute does meanwhile
+        run, source = shown.folder, shown.source
         entries = _stages(run)
         value = _value_at(run, entries, stage, channel, row, col)  # checks the place
         if stage == 0:
@@ -205,10 +227,16 @@ class Session:
         )
         return data
 
-    def value(self, stage: int, channel: int, row: int, col: int) -> dict:
+    def value(self, stage: int, channel: int, row: int, col: int, number: int | None = None) -> dict:
         """The exact value under the pointer, from the run's raw arrays."""
-        run = self.run
+        run = self.shown(number).folder
         return _value_at(run, _stages(run), stage, channel, row, col)
+
+
+def _run_number(query: str) -> int | None:
+    """The ``run`` a request names, if it names one."""
+    given = parse_qs(query).get("run")
+    return int(given[0]) if given else None
 
 
 def _stages(run: Path) -> list[dict]:
@@ -235,7 +263,7 @@ border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0
 <button type="submit">run</button>
 <label>image <input id="cnnx-upload" type="file" accept="image/*"></label>
 <label>or a sample <select id="cnnx-sample"><option value="">(choose)</option>{samples}</select></label>
-<a href="/api/download" download>download the run</a>
+<a href="/api/download?run={run}" download>download the run</a>
 </form>
 <div id="cnnx-style">colours: {style}</div>
 <details id="cnnx-filters" hidden style="margin-top:.3rem"><summary>edit a filter</summary>
@@ -251,7 +279,8 @@ click to see how it was computed. Drop an image anywhere on the page to run it.<
 </div>
 <script>
 (async () => {{
-  const manifest = await (await fetch("/run/manifest.json")).json();
+  const RUN = {run};  // the run this page shows: every value it asks for is of this run
+  const manifest = await (await fetch(`/run/${{RUN}}/manifest.json`)).json();
   const show = document.getElementById("cnnx-value");
   const escape = text => String(text).replace(/[&<>"']/g, c => `&#${{c.charCodeAt(0)}};`);
   const grid = (rows, title) => {{
@@ -275,7 +304,7 @@ click to see how it was computed. Drop an image anywhere on the page to run it.<
       const box = img.getBoundingClientRect();
       const row = Math.min(H - 1, Math.floor((event.clientY - box.top) / box.height * H));
       const col = Math.min(W - 1, Math.floor((event.clientX - box.left) / box.width * W));
-      return [row, col, `stage=${{stage}}&channel=${{entry.channel}}&row=${{row}}&col=${{col}}`];
+      return [row, col, `stage=${{stage}}&channel=${{entry.channel}}&row=${{row}}&col=${{col}}&run=${{RUN}}`];
     }};
     img.addEventListener("mousemove", async event => {{
       const [row, col, query] = place(event);
@@ -516,7 +545,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.startswith("/run/"):
             self._file(path[len("/run/") :])
         elif path == "/api/download":
-            name, body = self.session.archive()
+            name, body = self.session.archive(_run_number(url.query))
             self._reply(
                 HTTPStatus.OK, body, "application/zip", {"Content-Disposition": f'attachment; filename="{quote(name)}"'}
             )
@@ -525,26 +554,39 @@ class _Handler(BaseHTTPRequestHandler):
         elif path in ("/api/value", "/api/explain"):
             query = {k: int(v[0]) for k, v in parse_qs(url.query).items()}
             answer = self.session.value if path == "/api/value" else self.session.explain
-            value = answer(query["stage"], query["channel"], query["row"], query["col"])
+            value = answer(query["stage"], query["channel"], query["row"], query["col"], query.get("run"))
             self._reply(HTTPStatus.OK, json.dumps(value).encode(), "application/json")
         else:
             self._error(HTTPStatus.NOT_FOUND, "no such page")
 
     def _page(self) -> None:
         session = self.session
-        page = (session.run / "index.html").read_text()
-        record = json.loads((session.run / "manifest.json").read_text())
-        shown = session.spec or record.get("pipeline", {}).get("spec", "")
+        shown = session.shown()
+        page = (shown.folder / "index.html").read_text()
+        record = json.loads((shown.folder / "manifest.json").read_text())
+        spec = session.spec or record.get("pipeline", {}).get("spec", "")
         toolbar = TOOLBAR.format(
-            spec=html.escape(shown), error=html.escape(session.error), style=_style_choices(session.style),
+            spec=html.escape(spec), error=html.escape(session.error), style=_style_choices(session.style),
+            run=shown.number,
             samples="".join(f"<option>{html.escape(name)}</option>" for name in shipped_samples()),
         )
-        page = page.replace("<head>", '<head>\n<base href="/run/">', 1).replace("<body>", "<body>\n" + toolbar, 1)
+        base = f'<head>\n<base href="/run/{shown.number}/">'
+        page = page.replace("<head>", base, 1).replace("<body>", "<body>\n" + toolbar, 1)
         self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
 
     def _file(self, relative: str) -> None:
-        """A file of the current run, and nothing outside it: the path is resolved and must stay inside."""
-        run = self.session.run.resolve()
+        """A file of a run (``N/file`` of run N, ``file`` of the newest), and nothing outside it: the path is
+        resolved and must stay inside."""
+        number, _, rest = relative.partition("/")
+        if number.isdigit() and rest:
+            try:
+                run = self.session.shown(int(number)).folder.resolve()
+            except CnnxError as error:
+                self._error(HTTPStatus.NOT_FOUND, str(error))
+                return
+            relative = rest
+        else:
+            run = self.session.shown().folder.resolve()
         target = (run / relative).resolve()
         if run not in target.parents or not target.is_file():
             self._error(HTTPStatus.NOT_FOUND, "no such file in this run")

@@ -56,14 +56,14 @@ def test_the_printed_url_sets_the_token_and_the_page_shows_the_run(served):
     status, headers, _ = request(port, f"/?token={token}")
     assert status == 303 and "cnnx-token=" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
     status, headers, page = request(port, "/", token=token)
-    assert status == 200 and b'id="cnnx-live"' in page and b'<base href="/run/">' in page
+    assert status == 200 and b'id="cnnx-live"' in page and b'<base href="/run/1/">' in page
     assert "Access-Control-Allow-Origin" not in headers
 
 
 @pytest.mark.parametrize(
     "case",
-    ["no token", "wrong token", "wrong host", "traversal", "encoded traversal", "absolute", "unknown", "too large",
-     "bad value query", "bad form"],
+    ["no token", "wrong token", "wrong host", "traversal", "encoded traversal", "absolute", "numbered traversal",
+     "unknown run", "unknown", "too large", "bad value query", "bad form"],
 )
 def test_requests_outside_the_promise_get_one_line_4xx(served, case):
     """No token or the wrong Host: 403; paths outside the run: 404; a body over the limit: 413; malformed: 400."""
@@ -77,9 +77,10 @@ def test_requests_outside_the_promise_get_one_line_4xx(served, case):
     elif case == "wrong host":
         status, _, body = request(port, "/", token=token, host=f"attacker.example:{port}")
         assert status == 403
-    elif case in ("traversal", "encoded traversal", "absolute"):
+    elif case in ("traversal", "encoded traversal", "absolute", "numbered traversal", "unknown run"):
         path = {"traversal": "/run/../../../../etc/passwd", "encoded traversal": "/run/..%2f..%2f..%2fetc%2fpasswd",
-                "absolute": "/run//etc/passwd"}[case]
+                "absolute": "/run//etc/passwd", "numbered traversal": "/run/1/../../../../etc/passwd",
+                "unknown run": "/run/999/manifest.json"}[case]
         status, _, body = request(port, path, token=token)
         assert status == 404
     elif case == "unknown":
@@ -196,6 +197,34 @@ def test_an_image_dropped_on_the_page_is_run(served, tmp_path):
     finally:
         driver.quit()
     assert session.image.name.startswith("upload-") and session.image.read_bytes() == picture.read_bytes()
+
+
+def test_a_page_reads_the_run_it_shows_whatever_another_tab_runs(served):
+    """Tab A's page names its run; after tab B runs other stages, A's values, files and download are still its
+    run's, the newest run is B's, and once A's run is replaced by several newer ones A is told to reload."""
+    import re
+
+    from cnnx.serve import KEPT_RUNS
+
+    port, token, session = served
+    page = request(port, "/", token=token)[2].decode()
+    number = int(re.search(r'<base href="/run/(\d+)/">', page).group(1))
+    first = np.load(session.run / "01_conv" / "stage.npy")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert request(port, "/api/spec", method="POST", token=token, headers=form, body=b"spec=conv(sobel_y)")[0] == 303
+    ask = f"/api/value?stage=1&channel=0&row=5&col=7&run={number}"
+    assert json.loads(request(port, ask, token=token)[2])["value"] == pytest.approx(float(first[0, 5, 7]))
+    newest = json.loads(request(port, "/run/manifest.json", token=token)[2])
+    assert newest["stages"][1]["description"] != json.loads(
+        request(port, f"/run/{number}/manifest.json", token=token)[2])["stages"][1]["description"]
+    assert request(port, f"/api/download?run={number}", token=token)[0] == 200
+    for k in range(KEPT_RUNS):
+        body = f"spec=conv(sobel_x) -> relu{' -> relu' * k}".encode()
+        assert request(port, "/api/spec", method="POST", token=token, headers=form, body=body)[0] == 303
+    status, _, body = request(port, ask, token=token)
+    assert status == 400 and "reload" in json.loads(body)["error"]
+    assert request(port, f"/run/{number}/manifest.json", token=token)[0] == 404
+    assert len(list(session.folder.glob("run-*"))) == KEPT_RUNS
 
 
 def test_two_hundred_concurrent_requests_are_answered(served):
