@@ -406,6 +406,11 @@ def serve(
 ) -> None:
     """Explore a run in the browser, live: any value and its arithmetic, stages and filters edited, images uploaded.
 
+    Point at a map for the value there; click it for the arithmetic that made it. Edit the stages or a filter and
+    every map is computed again; change the colours and they are drawn again. Pick an image, drop one on the page,
+    or pick a shipped sample; download the run as the folder cnnx pipeline writes. With no IMAGE, the shipped
+    photo.
+
     Example: cnnx serve samples/chelsea.png
     """
     import shutil
