@@ -297,7 +297,8 @@ def filter_(
                 values += f" ({stats.nonfinite:.1%} NaN or infinite)"
             print_line(
                 f"{kernel.label} on {paths[0]} ({H}x{W}, {mode}): {values}; drawn from {result.drawn[0]:.4g} to "
-                f"{result.drawn[1]:.4g} ({'rgb' if color else cmap})"
+                f"{result.drawn[1]:.4g} ({'rgb' if color else cmap}"
+                + (", square-root scale)" if settings["style"].curve == "sqrt" else ")")
                 + (f", {result.clipped:.2%} beyond those ends" if result.clipped else "")
                 + f"\nwrote {target}"
             )

@@ -209,7 +209,7 @@ def test_filter_writes_signed_response(stripes_png, tmp_path):
     pixels = read_png(target)
     assert pixels.shape == (64, 64)
     assert set(np.unique(pixels)) == {0, 128, 255}
-    assert "drawn from -4 to 4 (gray)" in result.stdout
+    assert "drawn from -4 to 4 (gray, square-root scale)" in result.stdout
     with Image.open(target) as written:
         assert written.info["cnnx:low"] == "-4.0" and written.info["cnnx:high"] == "4.0"
 
