@@ -360,6 +360,11 @@ def stage_story(result, before=None) -> str:
     stats, shape = result.stats, result.shape
     name = result.name
     if result.index == 0:
+        prepared = result.description.partition(": ")[2]
+        if prepared:  # a model's input: the image as it was made ready for the model
+            return (f"What the model saw: the image made ready as the model was trained ({prepared}), "
+                    f"{_sides(shape)} values in {shape[0]} channel{'s' if shape[0] > 1 else ''}. Every stage below "
+                    "computes new numbers from the ones above it.")
         colours = "grey (luma)" if shape[0] == 1 else "red, green and blue"
         return (f"The image as the network sees it: {_sides(shape)} pixels, {colours}, each a number from 0 "
                 "(black) to 1 (white). Every stage below computes new numbers from the ones above it.")

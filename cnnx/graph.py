@@ -514,7 +514,8 @@ class Graph:
         chosen = {id(n): k for k, n in enumerate(self.chosen(), 1)}
         fields_ = self._fields()
         yield StageResult(
-            0, "input", "input", image, input_labels(image.shape[0]), 0.0, (1, 1), (1, 1), Stats.of(image), image.shape
+            0, "input", f"input: {self.preprocess.describe(self.input_shape_)}", image, input_labels(image.shape[0]),
+            0.0, (1, 1), (1, 1), Stats.of(image), image.shape
         )
         since = 0.0  # a stage's seconds are those of every node computed since the stage before
         for node, _, output, seconds in self.evaluate(image):

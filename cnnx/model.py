@@ -71,6 +71,8 @@ class Model:
         """The chain's records; the rows of class scores after the last fully connected layer carry the class names."""
         last_dense = max((k for k, s in enumerate(self.pipeline.stages, 1) if s.name == "dense"), default=None)
         for result in self.chain.stream(image, reuse=reuse):
+            if result.index == 0 and self.meta.get("preprocessing"):
+                result = replace(result, description=f"input: {self.meta['preprocessing']}")
             if last_dense is not None and result.index >= last_dense and result.shape == (1, 1, len(self.classes)):
                 result = replace(result, value_names=self.classes)
             yield result

@@ -386,6 +386,8 @@ def test_the_input_is_prepared_as_the_options_say(tmp_path):
     np.testing.assert_allclose(np.load(out / "00_input" / "stage.npy"), want, rtol=1e-5, atol=1e-4)
     told = json.loads((out / "manifest.json").read_text())["model"]["preparation"]
     assert "shorter side to 240 px" in told and "blue, green, red" in told and "0..255" in told
+    page = (out / "index.html").read_text()
+    assert "What the model saw" in page and "shorter side to 240 px" in page
     stretched = tmp_path / "stretched"
     assert invoke("pipeline", tmp_path / "p.png", "--model", path, "-o", stretched, "--save-raw", "--size", "stretch",
                   "--layers", "Conv").exit_code == 0
