@@ -148,6 +148,42 @@ def test_each_op_agrees_with_onnx_runtime(op, shape, inputs, attributes):
     assert agree(np.asarray(got, np.float32), want)
 
 
+# Ops whose form changed between opsets 9 and 21 (attributes becoming inputs, new defaults), in each form.
+OPSET_CASES = [
+    ("Clip", 9, (1, 2, 4, 4), {}, {"min": 0.0, "max": 0.5}),
+    ("Clip", 21, (1, 2, 4, 4), {"lo": ("c", -0.25), "hi": ("c", 0.5)}, {}),
+    ("Squeeze", 11, (1, 3, 1, 5), {}, {"axes": [2]}),
+    ("Squeeze", 21, (1, 3, 1, 5), {"axes": ("i", [2])}, {}),
+    ("Unsqueeze", 9, (1, 3, 4), {}, {"axes": [1]}),
+    ("Unsqueeze", 21, (1, 3, 4), {"axes": ("i", [1])}, {}),
+    ("ReduceMean", 13, (1, 3, 5, 6), {}, {"axes": [2, 3], "keepdims": 1}),
+    ("ReduceMean", 18, (1, 3, 5, 6), {"axes": ("i", [2, 3])}, {"keepdims": 1}),
+    ("ReduceMax", 21, (1, 3, 5, 6), {"axes": ("i", [-1, -2])}, {"keepdims": 0}),
+    ("Pad", 9, (1, 2, 4, 4), {}, {"pads": [0, 0, 1, 2, 0, 0, 2, 1], "mode": "constant", "value": 0.5}),
+    ("Pad", 21, (1, 2, 4, 4), {"pads": ("i", [0, 0, 1, 2, 0, 0, 2, 1])}, {"mode": "edge"}),
+    ("Softmax", 11, (1, 3, 4, 5), {}, {"axis": 1}),
+    ("Softmax", 21, (1, 3, 4, 5), {}, {}),
+    ("Dropout", 9, (1, 2, 4, 4), {}, {}),
+    ("Dropout", 21, (1, 2, 4, 4), {}, {}),
+    ("MaxPool", 9, (1, 2, 9, 9), {}, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("AveragePool", 21, (1, 2, 9, 10), {}, {"kernel_shape": [3, 3], "dilations": [2, 2], "ceil_mode": 1}),
+    ("Gemm", 9, (1, 6), {"w": ("r", (6, 4)), "c": ("r", (4,))}, {}),
+    ("Flatten", 9, (1, 3, 4, 4), {}, {}),
+    ("HardSwish", 21, (1, 2, 4, 4), {}, {}),
+]
+
+
+@pytest.mark.parametrize("op, opset, shape, inputs, attributes", OPSET_CASES,
+                         ids=[f"{c[0]}-{c[1]}" for c in OPSET_CASES])
+def test_ops_in_the_forms_of_opsets_9_to_21(op, opset, shape, inputs, attributes):
+    """Each op as an opset from 9 to 21 writes it gives ONNX Runtime's numbers."""
+    rng = np.random.default_rng(opset)
+    data = single_op_model(op, shape, {k: _value(kind, spec, rng) for k, (kind, spec) in inputs.items()}, attributes,
+                           opset=opset)
+    x = rng.standard_normal(shape).astype(np.float32)
+    assert agree(np.asarray(ours(_graph_of(data, shape), x)["y"], np.float32), reference(data, x)["y"])
+
+
 def _graph_of(data: bytes, shape):
     """Load a single-op model into the runner's structures, skipping the image-input checks of load_graph."""
     from cnnx.graph import Graph, Node
