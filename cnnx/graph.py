@@ -126,6 +126,33 @@ def _average_pool(node, x):
     return (sums / counts).astype(np.float32)
 
 
+def _box_mean(node, x):
+    """An average pool over other than two axes (PyTorch's LocalResponseNorm pools over channels as a third):
+    window sums along each axis from running sums, in float64; no ceil_mode, dilations or auto_pad."""
+    attrs, n = attributes(node), x.ndim - 2
+    kernel = list(attrs["kernel_shape"])
+    strides, pads = list(attrs.get("strides", [1] * n)), list(attrs.get("pads", [0] * 2 * n))
+    auto = attrs.get("auto_pad", b"NOTSET")
+    if attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", [1] * n)) or auto not in (
+        b"NOTSET", "NOTSET"
+    ):
+        raise ValueError(f"an average pool over {n} axes takes no ceil_mode, dilations or auto_pad in cnnx")
+    widths = list(zip(pads[:n], pads[n:], strict=True))
+    sums = np.pad(x.astype(np.float64), [(0, 0), (0, 0), *widths])
+    counts = np.pad(np.ones(x.shape[2:]), widths, constant_values=1.0 if attrs.get("count_include_pad", 0) else 0.0)
+    for axis, (k, s) in enumerate(zip(kernel, strides, strict=True)):
+        sums, counts = _window_sums(sums, axis + 2, k, s), _window_sums(counts, axis, k, s)
+    return (sums / counts).astype(np.float32)
+
+
+def _window_sums(values: np.ndarray, axis: int, size: int, step: int) -> np.ndarray:
+    """The sums of windows of ``size`` along ``axis``, every ``step``-th, from running sums."""
+    running = np.cumsum(values, axis=axis)
+    running = np.concatenate([np.zeros_like(np.take(running, [0], axis=axis)), running], axis=axis)
+    starts = np.arange(0, values.shape[axis] - size + 1, step)
+    return np.take(running, starts + size, axis=axis) - np.take(running, starts, axis=axis)
+
+
 def _batch_norm(node, x, scale, bias, mean, var):
     eps = attributes(node).get("epsilon", 1e-5)
     factor = (scale / np.sqrt(var + eps)).astype(np.float32)
@@ -255,9 +282,10 @@ RUN: dict[str, Callable] = {
         np.divide(i[0], i[1]) if np.issubdtype(np.result_type(i[0], i[1]), np.floating) else np.floor_divide(i[0], i[1])
     ),
     "Sum": lambda n, i, o: sum(i[1:], start=i[0]),
+    "Pow": lambda n, i, o: np.power(i[0], i[1]).astype(i[0].dtype),
     "Concat": lambda n, i, o: np.concatenate(i, axis=attributes(n)["axis"]),
     "MaxPool": lambda n, i, o: _max_pool(n, i[0]),
-    "AveragePool": lambda n, i, o: _average_pool(n, i[0]),
+    "AveragePool": lambda n, i, o: _average_pool(n, i[0]) if i[0].ndim == 4 else _box_mean(n, i[0]),
     "GlobalAveragePool": lambda n, i, o: i[0].mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32),
     "GlobalMaxPool": lambda n, i, o: i[0].max(axis=(2, 3), keepdims=True),
     "ReduceMean": lambda n, i, o: _reduce(n, i, o, np.mean),
@@ -468,7 +496,7 @@ class Graph:
             rf = tuple(max(s[0][k] for s in sources) for k in range(2))
             jump = tuple(max(s[1][k] for s in sources) for k in range(2))
             attrs = attributes(node.proto)
-            if node.op in ("Conv", "MaxPool", "AveragePool"):
+            if node.op in ("Conv", "MaxPool", "AveragePool") and len(self.shapes.get(node.inputs[0], (0,) * 4)) == 4:
                 weights = self.constants.get(node.inputs[1]) if len(node.inputs) > 1 else None
                 kernel = attrs.get("kernel_shape") or (
                     weights.shape[2:] if weights is not None else self.shapes.get(node.inputs[1], (0, 0, 1, 1))[2:]
@@ -618,12 +646,14 @@ def load_graph(
     if not graph.node:
         raise CnnxError(f"{path}: the model has no nodes")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    unsupported = sorted({n.op_type for n in graph.node if n.op_type not in RUN or n.domain not in ("", "ai.onnx")})
+    unsupported: dict[str, str] = {}  # each op cnnx does not run, and the first node of it
+    for n in graph.node:
+        if n.op_type not in RUN or n.domain not in ("", "ai.onnx"):
+            unsupported.setdefault(n.op_type, n.name or "?")
     if unsupported:
-        first = next(n for n in graph.node if n.op_type in unsupported)
-        raise CnnxError(
-            f"{path}: op {first.op_type} (node {first.name or '?'}) is not supported; cnnx runs {', '.join(SUPPORTED)}"
-        )
+        named = ", ".join(f"{op} (node {name})" for op, name in unsupported.items())
+        verb = "is" if len(unsupported) == 1 else "are"
+        raise CnnxError(f"{path}: op {named} {verb} not supported; cnnx runs {', '.join(SUPPORTED)}")
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
         _read_external(model, path)
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}

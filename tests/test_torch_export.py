@@ -87,8 +87,7 @@ class Dense(nn.Module):
 class Network(nn.Module):
     """Every block above in one small image classifier, with pools with their options.
 
-    PyTorch's LocalResponseNorm is left out: it exports not as ONNX's LRN but as its arithmetic, through a 3-D
-    average pool (and, with the TorchScript exporter, an If); cnnx runs LRN itself (tests/test_graph.py).
+    PyTorch's LocalResponseNorm is tested on its own: it exports not as ONNX's LRN but as its arithmetic.
     """
 
     def __init__(self):
@@ -118,7 +117,7 @@ def _network() -> nn.Module:
     return network.eval()
 
 
-def _exported(path, dynamo: bool):
+def _exported(path, dynamo: bool, network=None, shape=(1, 3, 64, 80)):
     """The network as an ONNX file; the exporters' own warnings (tracing, deprecation) are theirs, not cnnx's."""
     import contextlib
     import io
@@ -128,7 +127,7 @@ def _exported(path, dynamo: bool):
         pytest.importorskip("onnxscript")
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(_network(), torch.zeros(1, 3, 64, 80), str(path), dynamo=dynamo, external_data=False)
+        torch.onnx.export(network or _network(), torch.zeros(*shape), str(path), dynamo=dynamo, external_data=False)
     return path
 
 
@@ -169,3 +168,31 @@ def test_a_pytorch_network_through_the_command(tmp_path):
     last = sorted(p for p in out.iterdir() if p.is_dir())[-1]
     assert agree(np.load(last / "stage.npy").ravel(), want)
     assert f"class {int(want.argmax())}" in result.output
+
+
+def _alexnet_stem() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv2d(3, 12, 5, 2, 2), nn.ReLU(), nn.LocalResponseNorm(5, alpha=1e-2, beta=0.75, k=2.0),
+                         nn.MaxPool2d(3, 2)).eval()
+
+
+def test_a_pytorch_local_response_norm_runs_as_pytorch_runs_it(tmp_path):
+    """AlexNet's first layers with PyTorch's LocalResponseNorm, which its default exporter writes as its arithmetic
+    (the squares pooled over neighbouring channels as a 3-D average pool, a power, a division): PyTorch's values."""
+    path = _exported(tmp_path / "lrn.onnx", True, _alexnet_stem(), (1, 3, 40, 48))
+    graph = load_graph(path, layers="all")
+    assert "AveragePool" in {n.op for n in graph.nodes} and "Pow" in {n.op for n in graph.nodes}
+    x = np.random.default_rng(5).random((1, 3, 40, 48), dtype=np.float32)
+    with torch.no_grad():
+        want = _alexnet_stem()(torch.from_numpy(x)).numpy()
+    assert agree(np.asarray(ours(graph, x)[graph.output_name], np.float32), want)
+
+
+def test_a_control_flow_export_is_refused_naming_the_op(tmp_path):
+    """The TorchScript exporter writes LocalResponseNorm with an If (a branch on the input's rank): refused before
+    any work, naming each op cnnx does not run and a node of it."""
+    from cnnx.errors import CnnxError
+
+    path = _exported(tmp_path / "lrn.onnx", False, _alexnet_stem(), (1, 3, 40, 48))
+    with pytest.raises(CnnxError, match=r"op .*If \(node [^)]+\).* are not supported"):
+        load_graph(path)
