@@ -29,6 +29,45 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def torch_resnet50():
+    """ResNet-50 in plain PyTorch (random weights, eval mode), and a call that runs it on a batch of one, or None
+    where PyTorch is not installed: torch's eager CPU time, printed beside the others."""
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return None
+
+    class Bottleneck(nn.Module):
+        def __init__(self, inputs: int, width: int, stride: int):
+            super().__init__()
+            out = 4 * width
+            self.body = nn.Sequential(
+                nn.Conv2d(inputs, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out))
+            self.skip = (nn.Sequential(nn.Conv2d(inputs, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                         if stride != 1 or inputs != out else nn.Identity())
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.skip(x))
+
+    layers, inputs = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)], 64
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for k in range(blocks):
+            layers.append(Bottleneck(inputs, width, stride if k == 0 else 1))
+            inputs = 4 * width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000), nn.Softmax(1)]
+    network = nn.Sequential(*layers).eval()
+    x = torch.rand(1, 3, 224, 224)
+
+    def run():
+        with torch.no_grad():
+            return network(x)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=11)
@@ -49,6 +88,9 @@ def main() -> None:
         "cnnx": lambda: list(graph.stream(x[0])),
         "ONNX Runtime": lambda: session.run(None, {graph.input_name: x}),
     }
+    eager = torch_resnet50()
+    if eager is not None:
+        candidates["PyTorch eager"] = eager
     medians = interleaved_medians(candidates, rounds)
     for name, value in medians.items():
         print(f"{name:14s} {value * 1000:7.1f} ms")
