@@ -639,7 +639,11 @@ def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int,
     value = float(output[place])
     explained = ValueExplanation(index, node.op, channel, row, col, "", value=value)
     attrs, op = attributes(node.proto), node.op
-    at = lambda array: float(np.broadcast_to(array, output.shape)[place])  # noqa: E731 - the input at the place
+
+    def at(array) -> float:
+        """An input's value at the value's place, broadcast as the op broadcasts it."""
+        return float(np.broadcast_to(array, output.shape)[place])
+
     if op in _ACTIVATIONS:
         extra = [at(inputs[1])] if op == "PRelu" else []
         if op == "Clip":
