@@ -417,6 +417,26 @@ def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
     assert not model.endswith(".onnx") or {"add", "concat", "maxpool", "gemm", "softmax", "relu", "mul"} <= ops
 
 
+@pytest.mark.parametrize("model", ["shapes", "blocks.onnx"])
+def test_a_model_run_is_drawn_again_with_its_answer(tmp_path, model):
+    """For the shipped model and an ONNX network, a colour change draws the same stages and the same answer."""
+    pytest.importorskip("onnx")
+    from test_graph import _block_model
+
+    if model.endswith(".onnx"):
+        model = str(_block_model(tmp_path / model))
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
+    session = Session(image, lambda text: source_from(None, None, None, model, None, None), Style())
+    session.recompute()
+    before = json.loads((session.run / "manifest.json").read_text())
+    session.set_style({"stretch": "linear", "cmap": "viridis"})
+    after = json.loads((session.run / "manifest.json").read_text())
+    assert after["model"]["answer"] == before["model"]["answer"] and after["drawing"]["cmap"] == "viridis"
+    assert [s["stats"] for s in after["stages"]] == [s["stats"] for s in before["stages"]]
+    assert {s["stretch"] for s in after["stages"]} == {"linear"}
+
+
 def _stroke(driver, canvas, points) -> None:
     """One pen stroke through ``points`` (offsets from the canvas's centre), pressed down and lifted."""
     from selenium.webdriver.common.action_chains import ActionChains
