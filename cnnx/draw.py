@@ -446,11 +446,12 @@ def colorbar(
     ramp = np.linspace(0, 255, max(width - 20 - 2 * arrow, 16)).round().astype(np.uint8)
     notes = []
     if stretch == "sqrt":
-        notes.append(("square-root scale: a quarter of an end's value is drawn half way to it", "square-root scale"))
+        notes.append(("square-root scale: a quarter of an end's value is drawn half way to it", "square-root scale",
+                      "sqrt scale"))
     if any(clipped):
         share = sum(clipped)
         notes.append((f"{share:.2%} of the values lie beyond the ends and are drawn in the end colours",
-                      f"{share:.2%} beyond the ends"))
+                      f"{share:.2%} beyond the ends", f"{share:.2%} beyond"))
     strip = colorize(np.tile(ramp, (14, 1)), table)
     bar = Image.new("RGB", (width, 34 + 15 * len(notes)), BACKGROUND)
     bar.paste(_as_rgb(strip), (left_x, 2))
@@ -480,6 +481,7 @@ def colorbar(
             if all(span[1] < a or span[0] > b for a, b in taken):
                 write(draw, (span[0] + 6, 18), text, 12)
                 taken.append(span)
-    for line, (long, short) in enumerate(notes):
-        write(draw, (left_x, 33 + 15 * line), long if text_width(long, 11) < width - 20 else short, 11)
+    for line, forms in enumerate(notes):  # the longest form that fits
+        shown = next((form for form in forms if text_width(form, 11) < width - 20), forms[-1])
+        write(draw, (left_x, 33 + 15 * line), shown, 11)
     return bar

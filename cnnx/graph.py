@@ -375,6 +375,7 @@ class Graph:
     folded: int = 0  # batch normalisations folded into the convolutions before them
 
     color = True
+    chained = False  # the layers written are far apart in the graph: each is drawn on its own range
     max_channels: int | None = 64  # maps written of each stage when the layers are the default selection
 
     @property

@@ -204,7 +204,8 @@ def _write_run(job: Job, outcome: Outcome, results: Iterator[StageResult], last:
     """Draw and write every stage as it comes, then the manifest and the page, into a folder that appears whole."""
     source = job.source
     with staged_folder(job.destination, force=job.force) as folder, RunWriter(
-        folder, job.style, png_level=job.png_level, save_raw=job.save_raw, on_map=tally.map_written
+        folder, job.style, png_level=job.png_level, save_raw=job.save_raw, on_map=tally.map_written,
+        chained=source.chained,
     ) as writer:
         for result in results:
             if result.index == last:

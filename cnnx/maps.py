@@ -131,12 +131,14 @@ class RunWriter:
         png_level: int = 1,
         save_raw: bool = False,
         on_map: Callable[[], None] | None = None,
+        chained: bool = True,
     ):
         self.root = root
         self.on_map = on_map or (lambda: None)  # told after each map is written, from the thread that wrote it
         self.style = style
         self.png_level = png_level
         self.save_raw = save_raw
+        self.chained = chained  # with scope=block, a conv's range is carried to the stages after it
         self.stages: list[StageFiles] = []
         self._block_range: tuple[float, float] | None = None
         self._block = 0  # which block the stage belongs to: its stages share a range and a colour bar
@@ -197,7 +199,7 @@ class RunWriter:
         # The known extremes save two passes, where every value is finite (else the range finds the finite ones).
         extremes = (result.stats.min, result.stats.max) if not result.stats.nonfinite else None
         if self.style.scope == "block":
-            if result.name in BLOCK_STARTS or self._block_range is None:
+            if result.name in BLOCK_STARTS or self._block_range is None or not self.chained:
                 self._block_range = self.style.range_of(result.array, extremes)
             return [self._block_range] * channels
         return [self.style.range_of(result.array, extremes)] * channels
@@ -252,7 +254,7 @@ class RunWriter:
         pending = runtime.background(write_map, range(len(indexed)))
         self._tasks = [task for task in self._tasks if not task.done()] + pending
         self._complete_drawing()  # the stage before this one
-        if result.name in BLOCK_STARTS or result.index <= 1 or self.style.scope != "block":
+        if result.name in BLOCK_STARTS or result.index <= 1 or self.style.scope != "block" or not self.chained:
             self._block += 1
         block, before = self._block, self._before
         self._before = result.shape

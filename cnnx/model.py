@@ -40,6 +40,7 @@ class Model:
     pipeline: Pipeline = field(repr=False)
 
     color = False  # the models see luma
+    chained = True
 
     @property
     def chain(self) -> Chain:

@@ -101,6 +101,7 @@ class Chain:
         return self.pipeline.color
 
     name = "pipeline"
+    chained = True
 
     @property
     def title(self) -> str:

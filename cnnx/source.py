@@ -118,10 +118,13 @@ class StageSource(Protocol):
     ``answer`` reads the last stage as (class, probability) pairs, most
     likely first, where the source classifies.  ``name`` is a word for it,
     ``title`` names it in a line, ``caption`` says how to read its numbers,
-    and ``about`` is what the manifest records of it.
+    and ``about`` is what the manifest records of it.  ``chained``: each stage
+    reads the one before it, so a conv's range is carried through the ReLU and
+    pooling after it (a graph's written layers are each their own).
     """
 
     color: bool
+    chained: bool
     name: str
     title: str
     caption: str

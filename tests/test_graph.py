@@ -586,3 +586,20 @@ def test_a_model_run_stays_within_its_memory_estimate(tmp_path):
                f"{str(path)!r}, '-o', {str(tmp_path / 'run')!r}, '-q']\ntry:\n    main()\nexcept SystemExit:\n    pass")
     assert (tmp_path / "run" / "manifest.json").exists()
     assert run - base <= 1.25 * estimate, (run - base, estimate)
+
+
+def test_each_written_layer_of_a_network_is_drawn_on_its_own_range(tmp_path):
+    """A network's written layers are far apart, and their values grow by orders of magnitude with depth: each
+    gets its own range (a chain's conv range is carried only to the ReLU and pooling right after it), so no layer
+    has more than 1% of its values beyond its colour bar."""
+    from PIL import Image
+
+    path = with_random_weights("squeezenet", tmp_path)
+    Image.fromarray(np.random.default_rng(6).integers(0, 256, (80, 80, 3), np.uint8)).save(tmp_path / "p.png")
+    out = tmp_path / "run"
+    assert invoke("pipeline", tmp_path / "p.png", "--model", path, "-o", out).exit_code == 0
+    stages = json.loads((out / "manifest.json").read_text())["stages"][1:]
+    assert len({(s["maps"][0]["low"], s["maps"][0]["high"]) for s in stages}) == len(stages)
+    for stage in stages:
+        beyond = np.mean([m["clipped"]["below"] + m["clipped"]["above"] for m in stage["maps"]])
+        assert beyond <= 0.01, (stage["description"], beyond)
