@@ -63,29 +63,30 @@ class Session:
     def recompute(self, *, spec: str | None = None, image: Path | None = None) -> None:
         """A new run with new stages or a new image; a failure keeps the run before and says why."""
         with self.lock:
-            try:
+            def run(target: Path):
                 source = self.make_source(spec if spec is not None else (self.spec or None))
-                outcome = run_job(Job(image or self.image, self._next(), source, self.style, save_raw=True, force=True))
-            except Exception as error:
-                if not is_known(error):
-                    raise
-                self.error = message(error)
-                return
-            self.spec, self.image = (spec if spec is not None else self.spec), (image or self.image)
-            self._show(outcome)
+                return run_job(Job(image or self.image, target, source, self.style, save_raw=True, force=True))
+
+            if self._attempt(run):
+                self.spec, self.image = (spec if spec is not None else self.spec), (image or self.image)
 
     def redraw(self) -> None:
         """The run drawn again in the session's style, from its saved arrays: nothing is computed again."""
         with self.lock:
-            try:
-                job = Job(self.image, self._next(), self.source, self.style, save_raw=True, force=True)
-                outcome = redraw_job(job, self.outcome)
-            except Exception as error:
-                if not is_known(error):
-                    raise
-                self.error = message(error)
-                return
-            self._show(outcome)
+            self._attempt(lambda target: redraw_job(
+                Job(self.image, target, self.source, self.style, save_raw=True, force=True), self.outcome))
+
+    def _attempt(self, make) -> bool:
+        """``make`` a run into the next folder and show it; a known failure keeps the run before and says why."""
+        try:
+            outcome = make(self._next())
+        except Exception as error:
+            if not is_known(error):
+                raise
+            self.error = message(error)
+            return False
+        self._show(outcome)
+        return True
 
     def _next(self) -> Path:
         self.count += 1
