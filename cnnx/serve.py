@@ -464,7 +464,7 @@ def _style_choices(style) -> str:
     def select(name: str, options, chosen: str) -> str:
         listed = [*options] + ([chosen] if chosen not in options else [])
         items = "".join(f"<option{' selected' if o == chosen else ''}>{html.escape(o)}</option>" for o in listed)
-        return f'<label>{name} <select name="{name}">{items}</select></label>'
+        return f'<label style="white-space:nowrap">{name} <select name="{name}">{items}</select></label>'
 
     ranged = [n for n in NORMALIZE if n != "fixed" or style.fixed]  # fixed needs a --range
     chosen = [
