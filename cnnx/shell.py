@@ -74,10 +74,12 @@ Size = Annotated[
                  "stretch (resized to the model's size) or N (the shorter side to N pixels, the middle cut out)."),
 ]
 Mean = Annotated[
-    str | None, typer.Option("--mean", metavar="M[,M,M]", help="With an ONNX model: taken off each channel's values.")
+    str | None,
+    typer.Option("--mean", metavar="M[,M,M]", help="With an ONNX model: what is taken off each channel's values."),
 ]
 Std = Annotated[
-    str | None, typer.Option("--std", metavar="S[,S,S]", help="With an ONNX model: each channel's values divided by.")
+    str | None,
+    typer.Option("--std", metavar="S[,S,S]", help="With an ONNX model: what each channel's values are divided by."),
 ]
 Order = Annotated[
     str | None, typer.Option("--order", metavar="rgb|bgr", help="With an ONNX model: the channels' order it takes.")
