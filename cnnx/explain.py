@@ -739,3 +739,31 @@ def _pool_window(explained: ValueExplanation, x: np.ndarray, place, attrs: dict,
             " (padding counts as 0)" if counted.sum() > inside.sum() else "")
         explained.total = float(window[counted].sum() / counted.sum())
     explained.parts = [ChannelSum(c, explained.total, np.where(inside, window, np.nan).tolist())]
+
+
+def explain_stage(source: StageSource, stage: int, channel: int, row: int, col: int, array):
+    """One value of stage ``stage`` of any source of stages, worked out from what made it and checked against it.
+
+    ``array(k)`` gives stage k's (C, H, W) values, the prepared input at 0.  A chain's or a shipped model's stage
+    is worked out from the stage before (``explain_value``); an ONNX network's written layer from the network's
+    input, run up to it: a convolution as its sum over every input channel (``explain_layer``), any other op by
+    its rule (``explain_node``).
+    """
+    if stage < 1:
+        raise CnnxError("the input is where the numbers start: point at a stage after it")
+    pipeline = getattr(source, "pipeline", None)
+    if pipeline is not None:
+        if stage > len(pipeline.stages):
+            raise CnnxError(f"the pipeline has stages 1 to {len(pipeline.stages)}; got {stage}")
+        flip = pipeline.convention == "convolution"
+        before, after = array(stage - 1), array(stage)
+        return explain_value(pipeline.stages[stage - 1], before, after, stage, channel, row, col, flip=flip)
+    written = source.chosen()
+    if stage > len(written):
+        raise CnnxError(f"the model writes stages 1 to {len(written)}; got {stage}")
+    node = written[stage - 1]  # stage k is the k-th node written; unnamed nodes go by their output
+    if node.op != "Conv":
+        return explain_node(source, array(0), node.outputs[0], stage, channel, row, col)
+    if tuple(source.shapes.get(node.outputs[0], ())[2:]) == (1, 1):
+        channel, row, col = col, 0, 0  # a vector of channels is written as one row of values
+    return explain_layer(source, array(0), node.outputs[0], channel, row, col)

@@ -12,6 +12,7 @@ from cnnx.errors import CnnxError
 from cnnx.shell import (
     Config,
     Json,
+    Layers,
     MaxMemory,
     Mean,
     Model,
@@ -126,6 +127,53 @@ def explain_conv(
         values = explain.parse_matrix(matrix) if matrix else explain.lesson_input()
         data = explain.explain_conv(values, kernel, stride=stride, padding=padding)
         show_explanation(data, None if as_json else explain_view.conv_view)
+
+
+@app.command("value")
+def explain_value(
+    image: Annotated[Path, typer.Argument(help="The image to run.")],
+    stage: Annotated[int, typer.Option("--stage", min=1, help="Which stage, as the pipeline's table numbers it.")] = 1,
+    channel: Annotated[int, typer.Option("--channel", min=0, help="Which of the stage's maps.")] = 0,
+    at: Annotated[str | None, typer.Option("--at", metavar="ROW,COL", help="The value's place in its map.")] = None,
+    spec: Spec = None,
+    config: Config = None,
+    preset: Preset = None,
+    model: Model = None,
+    layers: Layers = None,
+    preprocess: Preprocess = None,
+    size: Size = None,
+    mean: Mean = None,
+    std: Std = None,
+    order: Order = None,
+    scale: Scale = None,
+    max_memory: MaxMemory = None,
+    as_json: Json = False,
+) -> None:
+    """Show how any one value of any stage was computed, from the stage before (or, in an ONNX network, from the
+    layer's own inputs), and that it equals the value the stage holds: the arithmetic cnnx serve shows on a click.
+
+    Example: cnnx explain value samples/chelsea.png --stage 4 --channel 1 --at 40,60
+    """
+    from cnnx import explain, explain_view
+    from cnnx.images import load_image
+
+    with reported_errors():
+        if at is None:
+            raise CnnxError("say which value with --at ROW,COL (and --stage, --channel)")
+        row, col = number_pair(at, "--at")
+        preparation = prepared(preprocess, size, mean, std, order, scale)
+        source = source_from(spec, config, preset, model, None, None, layers=layers, preprocess=preparation)
+        _refuse_over_budget(image, source, max_memory)
+        results = explain._run(source, load_image(image, color=source.color).array)
+        if stage >= len(results):
+            raise CnnxError(f"there are stages 1 to {len(results) - 1}; got --stage {stage}")
+        shape = results[stage].shape
+        if not (channel < shape[0] and row < shape[1] and col < shape[2]):
+            raise CnnxError(f"stage {stage} has {shape[0]} maps of {shape[1]}x{shape[2]}: --channel 0..{shape[0] - 1},"
+                            f" --at within 0..{shape[1] - 1}, 0..{shape[2] - 1}; got {channel} at {row},{col}")
+        data = explain.explain_stage(source, stage, channel, row, col, lambda k: results[k].array)
+        view = explain_view.layer_view if isinstance(data, explain.LayerExplanation) else explain_view.value_view
+        show_explanation(data, None if as_json else view)
 
 
 @app.command("relu")

@@ -23,6 +23,7 @@ from cnnx.explain import (
     PoolExplanation,
     ReluExplanation,
     ShiftExplanation,
+    ValueExplanation,
 )
 
 
@@ -260,4 +261,32 @@ def layer_view(e: LayerExplanation) -> Group:
         parts.append(Text(f"... and {len(e.parts) - 16} more channels (all in --json)"))
     parts.append(Text(f"sum of the channels {e.total - e.bias:.6g} + bias {e.bias:.6g} = {e.total:.6g}; the layer's "
                       f"{e.map_shape[1]}x{e.map_shape[2]} map {e.channel} holds {e.map_value:.6g} there."))
+    return Group(*parts)
+
+
+def value_view(e: ValueExplanation) -> Group:
+    """Any stage's value: its rule, the windows (with kernels and products) or inputs it used, and the total."""
+    parts: list[RenderableType] = [
+        Text(f"stage {e.stage} ({e.op}), map {e.channel} at row {e.row}, column {e.col}: {e.rule}", style="bold")
+    ]
+    shown = [part for part in e.parts if part.values is not None]
+    for part in shown[:4]:
+        height, width = len(part.values), len(part.values[0])
+        if width > 7:  # wider than a terminal's line can hold as numbers
+            parts.append(Text(f"input channel {part.channel}: {part.total:.6g} (a {height}x{width} window: its "
+                              "numbers are in --json)"))
+            continue
+        grids = [matrix([[v if v == v else 0.0 for v in row] for row in part.values], "window")]
+        if part.weights is not None:
+            grids += [matrix(part.weights, "kernel"), matrix(part.products, "products")]
+        parts.append(Text(f"input channel {part.channel}: {part.total:.6g}"))
+        parts.append(_side_by_side(*grids) if width <= 3 else Group(*grids))
+    if len(e.parts) > 4:
+        parts.append(Text(f"... {len(e.parts)} input channels in all (every one in --json)"))
+    if e.inputs:
+        names = e.names or [""] * len(e.inputs)
+        used = (f"{name} {value:.6g}".strip() for name, value in zip(names, e.inputs, strict=True))
+        parts.append(Text("from " + ", ".join(used)))
+    bias = f"plus bias {e.bias:.6g}: " if e.bias else ""
+    parts.append(Text(f"{bias}= {e.total:.6g}; the stage holds {e.value:.6g} there."))
     return Group(*parts)

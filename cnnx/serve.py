@@ -198,34 +198,23 @@ class Session:
 
     def explain(self, stage: int, channel: int, row: int, col: int, number: int | None = None) -> dict:
         """How the value there came from the stage before: the same arithmetic ``cnnx explain`` shows, as JSON."""
-        from cnnx.explain import as_json, explain_layer, explain_node, explain_value
+        from cnnx.explain import LayerExplanation, as_json, explain_stage
 
         shown = self.shown(number)  # one run throughout, whatever a recompute does meanwhile
-        run, source = shown.folder, shown.source
-        entries = _stages(run)
-        value = _value_at(run, entries, stage, channel, row, col)  # checks the place
-        if stage == 0:
-            raise CnnxError("the input is where the numbers start: point at a stage after it")
-        pipeline = getattr(source, "pipeline", None)
-        if pipeline is not None:
-            arrays = [np.load(run / entries[k]["raw"], allow_pickle=False) for k in (stage - 1, stage)]
-            flip = pipeline.convention == "convolution"
-            return as_json(explain_value(pipeline.stages[stage - 1], *arrays, stage, channel, row, col, flip=flip))
-        if not hasattr(source, "run_to"):
-            return {"rule": f"{entries[stage]['description']}: the value as computed", "total": value["value"],
-                    "parts": []}
-        node = source.chosen()[stage - 1]  # stage k is the k-th node written; unnamed nodes go by their output
-        first = np.load(run / entries[0]["raw"], allow_pickle=False)  # the model's input, prepared
-        if node.op != "Conv":
-            return as_json(explain_node(source, first, node.outputs[0], stage, channel, row, col))
-        if tuple(source.shapes.get(node.outputs[0], ())[2:]) == (1, 1):
-            channel, row, col = col, 0, 0  # a vector of channels is shown as one row of values
-        data = as_json(explain_layer(source, first, node.outputs[0], channel, row, col))
-        shown = sum(part["values"] is not None for part in data["parts"])
-        data["rule"] = (
-            f"{entries[stage]['description']}: the sum over the {len(data['parts'])} input channels "
-            f"of the window times the weights, plus the bias (the {shown} that weigh most shown)"
-        )
+        entries = _stages(shown.folder)
+        _value_at(shown.folder, entries, stage, channel, row, col)  # checks the place
+
+        def array(k: int) -> np.ndarray:
+            return np.load(shown.folder / entries[k]["raw"], allow_pickle=False)
+
+        explained = explain_stage(shown.source, stage, channel, row, col, array)
+        data = as_json(explained)
+        if isinstance(explained, LayerExplanation):
+            kept = sum(part["values"] is not None for part in data["parts"])
+            data["rule"] = (
+                f"{entries[stage]['description']}: the sum over the {len(data['parts'])} input channels "
+                f"of the window times the weights, plus the bias (the {kept} that weigh most shown)"
+            )
         return data
 
     def value(self, stage: int, channel: int, row: int, col: int, number: int | None = None) -> dict:

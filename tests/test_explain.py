@@ -216,3 +216,35 @@ def test_every_value_of_a_chain_is_worked_out_from_the_stage_before(spec, color,
             if stage.name == "conv":
                 assert by_hand == pytest.approx(after.array[c, r, q], rel=1e-4, abs=1e-5)
             assert shown.total == pytest.approx(float(after.array[c, r, q]), rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("source", ["lesson", "shapes", "blocks.onnx"])
+def test_explain_value_gives_every_stage_value_as_the_pipeline_stored_it(tmp_path, source):
+    """cnnx explain value, for every stage of a chain, the shipped model and an ONNX network: its arithmetic adds
+    up to the value `cnnx pipeline --save-raw` stored at that place, and it says so."""
+    options = []
+    if source == "shapes":
+        options = ["--model", "shapes"]
+    elif source == "blocks.onnx":
+        pytest.importorskip("onnx")
+        from test_graph import _block_model
+
+        options = ["--model", str(_block_model(tmp_path / source)), "--layers", "all"]
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(7).integers(0, 255, (40, 48, 3), np.uint8)).save(image)
+    run = tmp_path / "run"
+    done = CliRunner().invoke(app, ["pipeline", str(image), "-o", str(run), "--save-raw", *options])
+    assert done.exit_code == 0, done.output
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    for number in range(1, len(stages)):
+        raw = np.load(run / stages[number]["raw"])
+        place = (raw.shape[0] - 1, raw.shape[1] // 2, raw.shape[2] // 3)
+        asked = ["explain", "value", str(image), "--stage", str(number), "--channel", str(place[0]),
+                 "--at", f"{place[1]},{place[2]}", *options]
+        data = json.loads(CliRunner().invoke(app, [*asked, "--json"]).stdout)
+        assert data["total"] == pytest.approx(float(raw[place]), rel=1e-4, abs=1e-5), stages[number]["description"]
+        shown = CliRunner().invoke(app, asked)
+        assert shown.exit_code == 0 and "holds" in shown.stdout
+    beyond = CliRunner().invoke(app, ["explain", "value", str(image), "--stage", str(len(stages)), "--at", "0,0",
+                                      *options])
+    assert beyond.exit_code != 0 and len(beyond.output.strip().splitlines()) == 1
