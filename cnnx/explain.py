@@ -202,14 +202,14 @@ def explain_relu(values=RELU_RANGE) -> ReluExplanation:
     return ReluExplanation(values, ops.relu(np.array(values)).astype(np.float64).tolist())
 
 
-def _run(source: StageSource, image: np.ndarray) -> list:
+def every_stage(source: StageSource, image: np.ndarray) -> list:
     """Every stage's record of a source on a loaded image."""
     return list(source.stream(source.prepare(image)))
 
 
 def explain_relu_image(image: np.ndarray, source: StageSource, stage: int, bins: int = 12) -> ReluExplanation:
     """Values before and after ReLU at one stage of a source on an image: a histogram and the share zeroed."""
-    results = _run(source, image)
+    results = every_stage(source, image)
     if not 1 <= stage < len(results) or results[stage].name != "relu":
         relus = [r.index for r in results if r.name == "relu"]
         raise CnnxError(f"--stage must be a relu stage of the pipeline: one of {relus}; got {stage}")
@@ -301,9 +301,9 @@ def shift_tolerance(image: np.ndarray, path: str, source: StageSource, shifts: l
     if image.shape[2] < largest + 16:
         raise CnnxError(f"the image must be at least {largest + 16} pixels wide to shift it by {largest}")
     width = image.shape[2] - largest
-    base = _run(source, image[:, :, largest : largest + width])
+    base = every_stage(source, image[:, :, largest : largest + width])
     explanation = ShiftExplanation(path, shifts)
-    moved = {s: _run(source, image[:, :, largest - s : largest - s + width]) for s in shifts}
+    moved = {s: every_stage(source, image[:, :, largest - s : largest - s + width]) for s in shifts}
     for result in base[1:]:
         margin = -(-result.receptive_field[1] // result.jump[1])  # outputs that see past the crop's border
         similarity = []

@@ -164,7 +164,7 @@ def explain_value(
         preparation = prepared(preprocess, size, mean, std, order, scale)
         source = source_from(spec, config, preset, model, None, None, layers=layers, preprocess=preparation)
         _refuse_over_budget(image, source, max_memory)
-        results = explain._run(source, load_image(image, color=source.color).array)
+        results = explain.every_stage(source, load_image(image, color=source.color).array)
         if stage >= len(results):
             raise CnnxError(f"there are stages 1 to {len(results) - 1}; got --stage {stage}")
         shape = results[stage].shape
