@@ -165,6 +165,11 @@ class Style:
         colormap(self.cmap)  # an unknown colour map is an error before any work
 
     @property
+    def clips(self) -> bool:
+        """Whether a range may leave values out: only when it is not the values' own extremes."""
+        return self.normalize in ("percentile", "fixed")
+
+    @property
     def curve(self) -> str:
         """The stretch maps are drawn with: ``sqrt`` or ``linear``."""
         if self.stretch == "auto":

@@ -318,7 +318,7 @@ def _run_filter(job: FilterJob) -> FilterOutcome:
     check_writable(job.target, force=job.force)
     low, high = job.style.range_of(response)
     stretch = job.style.curve
-    drawn = draw.indexed(response, low, high, count=job.style.normalize in ("percentile", "fixed"), stretch=stretch)
+    drawn = draw.indexed(response, low, high, count=job.style.clips, stretch=stretch)
     index = drawn.index
     shown = "rgb" if job.color else job.style.cmap
     pixels, palette = (index.transpose(1, 2, 0), None) if job.color else (index[0], draw.colormap(job.style.cmap))

@@ -199,10 +199,14 @@ class RunWriter:
         # The known extremes save two passes, where every value is finite (else the range finds the finite ones).
         extremes = (result.stats.min, result.stats.max) if not result.stats.nonfinite else None
         if self.style.scope == "block":
-            if result.name in BLOCK_STARTS or self._block_range is None or not self.chained:
+            if self._starts_block(result) or self._block_range is None:
                 self._block_range = self.style.range_of(result.array, extremes)
             return [self._block_range] * channels
         return [self.style.range_of(result.array, extremes)] * channels
+
+    def _starts_block(self, result: StageResult) -> bool:
+        """A conv, dense or softmax stage makes new quantities; a graph's written layers each stand alone."""
+        return result.name in BLOCK_STARTS or not self.chained
 
     def _write(self, result: StageResult, ranges: list[tuple[float, float]]) -> None:
         """Colour the stage's maps now (on every core), then write them on the pool while the next stage is computed.
@@ -215,8 +219,7 @@ class RunWriter:
         table = draw.colormap(cmap)
         stretch = stage_stretch(self.style, result)
         files = StageFiles(result.released(), cmap=cmap, stretch=stretch)
-        # A range can leave values out only when it is not the values' own extremes.
-        count = self.style.normalize in ("percentile", "fixed") and result.index > 0
+        count = self.style.clips and result.index > 0
         array = _folded(result.array, self._before)
         with self._rendering():
             indexed = [
@@ -254,7 +257,7 @@ class RunWriter:
         pending = runtime.background(write_map, range(len(indexed)))
         self._tasks = [task for task in self._tasks if not task.done()] + pending
         self._complete_drawing()  # the stage before this one
-        if result.name in BLOCK_STARTS or result.index <= 1 or self.style.scope != "block" or not self.chained:
+        if self._starts_block(result) or result.index <= 1 or self.style.scope != "block":
             self._block += 1
         block, before = self._block, self._before
         self._before = result.shape

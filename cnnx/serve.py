@@ -52,9 +52,7 @@ class Session:
     style: object
     spec: str = ""
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnnx-serve-")))
-    run: Path | None = None
-    source: object = None  # the source of stages the run was made with
-    outcome: object = None  # the run's stages and answer, to draw it again
+    outcome: object = None  # the newest run's stages and answer, to draw it again
     kept: dict = field(default_factory=dict)  # run number -> Run, the newest last
     count: int = 0
     error: str = ""
@@ -95,16 +93,32 @@ class Session:
     def _show(self, outcome) -> None:
         """``outcome`` is the run shown now; of the older ones, those a page in another tab may show are kept."""
         self.error = ""
-        self.run, self.source, self.outcome = outcome.job.destination, outcome.job.source, outcome
-        self.kept[self.count] = Run(self.count, self.run, self.source, outcome.job.image)
+        self.outcome = outcome
+        self.kept[self.count] = Run(self.count, outcome.job.destination, outcome.job.source, outcome.job.image)
         while len(self.kept) > KEPT_RUNS:
             shutil.rmtree(self.kept.pop(next(iter(self.kept))).folder, ignore_errors=True)
+
+    def _newest(self) -> Run | None:
+        with self.lock:
+            return self.kept[next(reversed(self.kept))] if self.kept else None
+
+    @property
+    def run(self) -> Path | None:
+        """The newest run's folder; None before the first."""
+        newest = self._newest()
+        return newest and newest.folder
+
+    @property
+    def source(self):
+        """The source of stages the newest run was made with."""
+        newest = self._newest()
+        return newest and newest.source
 
     def shown(self, number: int | None = None) -> Run:
         """Run ``number`` (the newest when None), while it is kept: a page reads the run it shows, whatever the
         other tabs have run since."""
         with self.lock:
-            chosen = self.kept.get(next(reversed(self.kept), None) if number is None else number)
+            chosen = self._newest() if number is None else self.kept.get(number)
         if chosen is None:
             raise CnnxError("this page's run was replaced by newer ones: reload the page")
         return chosen
