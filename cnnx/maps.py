@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnx import draw, runtime, sheets
+from cnnx import draw, runtime, sheets, signals
 from cnnx.draw import Style, shape_text
 from cnnx.output import check_writable, safe_name
 from cnnx.png import write_png
@@ -254,8 +254,11 @@ class RunWriter:
                 small = draw.thumbnail(drawn.index, table, OVERVIEW_TILE, within=True)
             return tile, small
 
-        pending = runtime.background(write_map, range(len(indexed)))
-        self._tasks = [task for task in self._tasks if not task.done()] + pending
+        # Held signals: a stop between submitting the writes and recording them would leave writes that no one
+        # waits for, into a folder being removed.
+        with signals.deferred():
+            pending = runtime.background(write_map, range(len(indexed)))
+            self._tasks = [task for task in self._tasks if not task.done()] + pending
         self._complete_drawing()  # the stage before this one
         if self._starts_block(result) or result.index <= 1 or self.style.scope != "block":
             self._block += 1
