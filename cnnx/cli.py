@@ -344,16 +344,10 @@ def filters(
 
 def _show_model_kernels(name: str, layer: str | None, output: Path | None) -> None:
     from cnnx.explain_view import learned_kernels_view
-    from cnnx.model import load_model
 
-    if name.lower().endswith(".onnx"):
-        from cnnx.graph import load_graph
-
-        chosen, title = load_graph(Path(name)), f"model {Path(name).name}"
-    else:
-        chosen = load_model(name)
-        accuracy = chosen.meta.get("test", {}).get("accuracy")
-        title = f"model {name}" + (f" (test accuracy {accuracy:.2%})" if accuracy is not None else "")
+    chosen = source_from(None, None, None, name, None, None)
+    accuracy = getattr(chosen, "meta", {}).get("test", {}).get("accuracy")
+    title = f"model {chosen.name}" + (f" (test accuracy {accuracy:.2%})" if accuracy is not None else "")
     kernels = chosen.learned_kernels()
     if not kernels:
         raise CnnxError(f"model {name} has no convolution with weights of its own")

@@ -34,3 +34,20 @@ def about(image, error: BaseException) -> str:
     """A failure's one line, naming the image it happened to (unless the message names it already)."""
     text = message(error)
     return text if text.startswith(str(image)) else f"{image}: {text}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal or a page: control characters (ESC, BEL, CR, ...) and the marks that
+    reorder text written as escapes, never sent raw."""
+    return "".join(_escape(c) if _hidden(c) else c for c in str(text))
+
+
+def _hidden(char: str) -> bool:
+    import unicodedata
+
+    return unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") and char not in ("\u200d",)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -74,7 +74,10 @@ def _written(values: np.ndarray, weights: np.ndarray, total: float) -> str:
 
 def _agree(computed: np.ndarray, shown: np.ndarray, what: str, op: str) -> None:
     """The arithmetic shown must be what the op computes; a difference is a bug in cnnx, never the user's."""
-    if not np.allclose(computed, shown, atol=1e-5 * max(1.0, float(np.abs(shown).max()))):
+    finite = np.abs(shown[np.isfinite(shown)])
+    scale = max(1.0, float(finite.max())) if finite.size else 1.0
+    # NaN and infinities (from weights or input that hold them) agree when both sides have them in the same place.
+    if not np.allclose(computed, shown, atol=1e-5 * scale, equal_nan=True):
         raise RuntimeError(f"the {what} shown disagree with {op}")
 
 

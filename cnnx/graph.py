@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from cnnx import ops
-from cnnx.errors import CnnxError
+from cnnx.errors import CnnxError, printable
 from cnnx.files import read_regular
+from cnnx.onnx_file import MODEL_LIMIT, check_opset, check_structure, resolve_tensors
 from cnnx.prepare import PRESETS, Preparation, preparation
 from cnnx.source import PlannedStage, StageResult, Stats, input_labels
 
 __all__ = ["Graph", "SUPPORTED", "attributes", "conv_pads", "load_graph", "pool_geometry", "stage_shape"]
-
-MODEL_LIMIT = 2 << 30  # bytes a model file may take
 
 Shape = tuple[int, ...]
 
@@ -373,6 +372,7 @@ class Graph:
     labels: tuple[str, ...] = ()
     preprocess: Preparation = PRESETS["none"]
     folded: int = 0  # batch normalisations folded into the convolutions before them
+    notes: tuple[str, ...] = ()  # what the user should know of the model: weights that are not finite
 
     color = True
     chained = False  # the layers written are far apart in the graph: each is drawn on its own range
@@ -535,9 +535,13 @@ class Graph:
             start = time.perf_counter()
             inputs = [values.get(name, self.constants.get(name)) if name else None for name in node.inputs]
             try:
-                output = np.asarray(RUN[node.op](node.proto, inputs, self.opset))
-            except (ValueError, TypeError, IndexError, KeyError) as error:
-                raise CnnxError(f"{self.path.name}: node {node.name or node.op} ({node.op}) failed: {error}") from None
+                with np.errstate(all="ignore"):  # NaN and overflow are counted in the stage's statistics
+                    output = np.asarray(RUN[node.op](node.proto, inputs, self.opset))
+            except MemoryError:
+                raise
+            except Exception as error:  # a node of a stranger's graph that cannot run as written is bad input
+                raise CnnxError(f"{self.path.name}: node {node.name or node.op} ({node.op}) cannot run: "
+                                f"{printable(error)}") from None
             values[node.outputs[0]] = output
             yield node, inputs, output, time.perf_counter() - start
             for name in node.inputs:
@@ -585,7 +589,7 @@ class Graph:
     def answer(self, output: np.ndarray) -> list[tuple[str, float]] | None:
         """The top five classes by probability, where the output is one row of them."""
         values = np.asarray(output, np.float64).ravel()
-        if values.size < 2:
+        if values.size < 2 or not np.isfinite(values).all():  # no classes, or no answer to rank them by
             return None
         if not (np.all(values >= 0) and abs(values.sum() - 1) < 1e-3):  # scores, not probabilities
             shifted = np.exp(values - values.max())
@@ -644,21 +648,17 @@ def load_graph(
         raise CnnxError(f"{path}: not an ONNX model ({type(error).__name__})") from None
     del data  # the model holds its own copy
     graph = model.graph
-    if not graph.node:
-        raise CnnxError(f"{path}: the model has no nodes")
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    check_structure(model, path)
     unsupported: dict[str, str] = {}  # each op cnnx does not run, and the first node of it
     for n in graph.node:
         if n.op_type not in RUN or n.domain not in ("", "ai.onnx"):
-            unsupported.setdefault(n.op_type, n.name or "?")
+            unsupported.setdefault(printable(n.op_type), printable(n.name or "?"))
     if unsupported:
         named = ", ".join(f"{op} (node {name})" for op, name in unsupported.items())
         verb = "is" if len(unsupported) == 1 else "are"
         raise CnnxError(f"{path}: op {named} {verb} not supported; cnnx runs {', '.join(SUPPORTED)}")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
-        _read_external(model, path)
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in constants]
+    held = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in held]
     if len(inputs) != 1:
         raise CnnxError(f"{path}: cnnx runs models of one image input; this one takes {len(inputs)} inputs")
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
@@ -667,28 +667,66 @@ def load_graph(
             f"{path}: the input {inputs[0].name!r} has shape {dims}; cnnx runs models of an image "
             "input (N, 1 or 3, H, W) with a fixed size"
         )
+    opset = check_opset(model, path)
+    resolve_tensors(model, path)  # from here nothing of the model can name another file
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     try:
-        inferred = shape_inference.infer_shapes(_without_weights(model))
-    except Exception as error:
-        raise CnnxError(f"{path}: its shapes cannot be worked out ({error})") from None
+        inferred = shape_inference.infer_shapes(_without_weights(model), strict_mode=True, data_prop=True)
+    except Exception as error:  # onnx names the node and what is wrong with it
+        raise CnnxError(f"{path}: {_first_line(error)}") from None
     shapes = {
         v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
         for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
     }
     # Each node's own copy of its proto: a part of the model would keep all of it (and its weights) alive.
-    nodes = [Node(n.op_type, n.name, list(n.input), list(n.output), _own_copy(n)) for n in graph.node]
+    nodes = [Node(n.op_type, printable(n.name), list(n.input), list(n.output), _own_copy(n)) for n in graph.node]
     stored = next((p.value for p in model.metadata_props if p.key == "labels"), "")
-    names = tuple(_labels(labels)) if labels else tuple(n.strip() for n in stored.split(",") if n.strip())
+    names = tuple(_labels(labels)) if labels else tuple(printable(n.strip()) for n in stored.split(",") if n.strip())
     input_name, output_name = inputs[0].name, graph.output[0].name
     del model, graph, inputs, inferred  # the weights are in ``constants`` now: the parsed model's copy goes
     result = Graph(path, nodes, constants, input_name, tuple(dims[1:]), output_name, opset, shapes, layers, names,
                    preprocess)
+    _check_convs(result)
+    result.notes = _nonfinite_weights(result)
     result.folded = _fold_batch_norms(result)
     if any(len(result.shapes.get(n.outputs[0], ())) == 0 for n in result.nodes):
         result.shapes = _shapes_by_running(result)  # shape inference could not tell them all
     if layers and layers != "all" and not result.matching(layers):
         raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
     return result
+
+
+def _nonfinite_weights(graph: Graph) -> tuple[str, ...]:
+    """A line for each constant holding NaN or infinite values: the maps they reach will hold them too."""
+    notes = []
+    for name, value in graph.constants.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            notes.append(f"{graph.path.name}: {bad} of the {value.size} values of {printable(name)!r} are not finite "
+                         "(NaN or infinite); the values computed from them will not be either")
+    return tuple(notes)
+
+
+def _check_convs(graph: Graph) -> None:
+    """Each convolution's weights fit its input, as far as they are known at load: what shape inference lets pass."""
+    for node in (n for n in graph.nodes if n.op == "Conv" and len(n.inputs) > 1):
+        constant = graph.constants.get(node.inputs[1])
+        weights = constant.shape if constant is not None else graph.shapes.get(node.inputs[1])
+        if not weights:
+            continue
+        x = graph.shapes.get(node.inputs[0], ())
+        group = attributes(node.proto).get("group", 1)
+        where = f"{graph.path}: node {node.name or node.op} (Conv)"
+        if len(weights) != 4 or weights[0] < 1 or group < 1 or weights[0] % group:
+            raise CnnxError(f"{where}: weights of shape {list(weights)} in {group} groups are no bank of 2-D kernels")
+        if len(x) == 4 and x[1] and x[1] != weights[1] * group:
+            raise CnnxError(f"{where}: its input has {x[1]} channels, its weights read {weights[1] * group}")
+
+
+def _first_line(error: Exception) -> str:
+    """What onnx's checker said, in one line: the node and the fault."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return printable(lines[0] if lines else type(error).__name__)
 
 
 def _own_copy(proto):
@@ -720,25 +758,7 @@ def _shapes_by_running(graph: Graph) -> dict[str, Shape]:
 
 def _labels(path: Path) -> list[str]:
     text = read_regular(Path(path), "a labels file", limit=16 << 20).decode("utf-8", "replace")
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _read_external(model, path: Path) -> None:
-    """Weights kept in files beside the model: read, and only from the model's own folder."""
-    from onnx.external_data_helper import load_external_data_for_model
-
-    folder = path.resolve().parent
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                target = (folder / entry.value).resolve()
-                if folder not in target.parents:
-                    raise CnnxError(f"{path}: weights in {entry.value!r} lie outside the model's folder")
-                read_regular(target, "an external weights file", limit=MODEL_LIMIT).__len__()
-    try:
-        load_external_data_for_model(model, str(folder))
-    except Exception as error:
-        raise CnnxError(f"{path}: its external weights cannot be read ({error})") from None
+    return [printable(line.strip()) for line in text.splitlines() if line.strip()]
 
 
 def _fold_batch_norms(graph: Graph) -> int:

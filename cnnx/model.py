@@ -41,6 +41,7 @@ class Model:
 
     color = False  # the models see luma
     chained = True
+    notes: tuple[str, ...] = ()
 
     @property
     def chain(self) -> Chain:

@@ -102,6 +102,7 @@ class Chain:
 
     name = "pipeline"
     chained = True
+    notes: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cnnx.draw import format_number, pair_text, shape_text
+from cnnx.errors import printable
 from cnnx.kernels import BANK, Kernel
 from cnnx.maps import stage_folder_name
 from cnnx.source import PlannedStage, StageResult
@@ -21,7 +22,7 @@ from cnnx.source import PlannedStage, StageResult
 def summary_table(results: list[StageResult], out_dir: Path, caption: str) -> Table:
     """One row per stage: its folder of PNGs, operation, shape, value statistics, zeros, receptive field, time."""
     table = Table(
-        title=f"cnnx pipeline -> {out_dir}/",
+        title=f"cnnx pipeline -> {printable(out_dir)}/",
         title_justify="left",
         caption=f"{caption}; RF = receptive field in input pixels",
         caption_justify="left",
@@ -156,7 +157,8 @@ def answer_table(answer: list[tuple[str, float]], model: str) -> Table:
 
 def plan_table(image: Path, shape: tuple[int, int, int], planned: list[PlannedStage]) -> Table:
     """What --dry-run shows: each stage and the shape it will give, with the receptive field."""
-    table = Table(title=f"cnnx pipeline --dry-run: {image}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table = Table(title=f"cnnx pipeline --dry-run: {printable(image)}", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False)
     table.add_column("#", justify="right")
     table.add_column("stage", overflow="fold")
     table.add_column("C x H x W", justify="right", no_wrap=True)
@@ -170,7 +172,8 @@ def plan_table(image: Path, shape: tuple[int, int, int], planned: list[PlannedSt
 
 def batch_table(outcomes: list, root: Path, command: str = "pipeline") -> Table:
     """One row per image of a batch: where its maps went, how many, how long, or what went wrong."""
-    table = Table(title=f"cnnx {command} -> {root}/", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table = Table(title=f"cnnx {command} -> {printable(root)}/", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False)
     table.add_column("image", overflow="fold")
     table.add_column("written to", overflow="fold")
     table.add_column("maps", justify="right")
@@ -179,11 +182,11 @@ def batch_table(outcomes: list, root: Path, command: str = "pipeline") -> Table:
     for outcome in outcomes:
         job = outcome.job
         if outcome.error:
-            table.add_row(str(job.image), "-", "-", "-", Text("failed", style="red"))
+            table.add_row(printable(job.image), "-", "-", "-", Text("failed", style="red"))
             continue
         where = getattr(job, "destination", None) or job.target
         seconds = outcome.timings["total"] if hasattr(outcome, "timings") else outcome.seconds
-        table.add_row(str(job.image), str(where), str(outcome.maps), f"{seconds:.2f}", "ok")
+        table.add_row(printable(job.image), printable(where), str(outcome.maps), f"{seconds:.2f}", "ok")
     done = sum(1 for o in outcomes if not o.error)
     table.caption = f"{done} of {len(outcomes)} images done"
     table.caption_justify = "left"

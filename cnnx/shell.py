@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from cnnx.choices import Convention, Normalize, PaddingMode, Scope, Stretch
-from cnnx.errors import INTERRUPTED, CnnxError, exit_code, is_known, message
+from cnnx.errors import INTERRUPTED, CnnxError, exit_code, is_known, message, printable
 from cnnx.signals import Stopped
 
 
@@ -207,11 +207,13 @@ PaddingModeOption = Annotated[PaddingMode, typer.Option("--padding-mode", help="
 
 
 def say(text: str) -> None:
-    err.print(text, markup=False, highlight=False, soft_wrap=True)
+    """One line on stderr; file names and model text in it are shown escaped, never as terminal controls."""
+    err.print(printable(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_line(text: str) -> None:
-    out.print(text, markup=False, highlight=False, soft_wrap=True)
+    """One line of results on stdout, escaped as ``say`` escapes."""
+    out.print(printable(text), markup=False, highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -268,10 +270,14 @@ def source_from(spec, config, preset, model, color, convention, *, layers=None, 
     if onnx:
         from cnnx.graph import load_graph
 
-        return load_graph(Path(model), layers=layers, labels=labels, preprocess=preprocess or "none")
-    from cnnx.model import load_model
+        source = load_graph(Path(model), layers=layers, labels=labels, preprocess=preprocess or "none")
+    else:
+        from cnnx.model import load_model
 
-    return load_model(model)
+        source = load_model(model)
+    for note in source.notes:
+        say(f"cnnx: note: {note}")
+    return source
 
 
 def style_from(normalize, scope, cmap, percentile, value_range, stretch, min_size=128):

@@ -120,11 +120,14 @@ class StageSource(Protocol):
     ``title`` names it in a line, ``caption`` says how to read its numbers,
     and ``about`` is what the manifest records of it.  ``chained``: each stage
     reads the one before it, so a conv's range is carried through the ReLU and
-    pooling after it (a graph's written layers are each their own).
+    pooling after it (a graph's written layers are each their own).  ``notes``
+    are what a user should know of the source before its maps (weights that
+    are not finite, say), one line each.
     """
 
     color: bool
     chained: bool
+    notes: tuple[str, ...]
     name: str
     title: str
     caption: str
