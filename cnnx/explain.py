@@ -89,14 +89,17 @@ def explain_conv(matrix: np.ndarray, kernel: Kernel, *, stride: int = 1, padding
         raise CnnxError(f"--input must be a 2-D matrix; got shape {matrix.shape}")
     if stride < 1 or padding < 0:
         raise CnnxError("--stride must be at least 1 and --padding at least 0")
-    padded = np.pad(matrix, padding)
+    # Sizes are checked from the shapes before the padded copy is made: a padding of thousands is refused in
+    # arithmetic, not after allocating it.
+    height, width = matrix.shape[0] + 2 * padding, matrix.shape[1] + 2 * padding
     kh, kw = weights.shape
-    if kh > padded.shape[0] or kw > padded.shape[1]:
-        raise CnnxError(f"the {kh}x{kw} kernel is larger than the {padded.shape[0]}x{padded.shape[1]} padded input")
-    rows = (padded.shape[0] - kh) // stride + 1
-    cols = (padded.shape[1] - kw) // stride + 1
+    if kh > height or kw > width:
+        raise CnnxError(f"the {kh}x{kw} kernel is larger than the {height}x{width} padded input")
+    rows = (height - kh) // stride + 1
+    cols = (width - kw) // stride + 1
     if rows * cols > 400:
         raise CnnxError(f"that is {rows * cols} windows; explain takes inputs of up to 400 output pixels")
+    padded = np.pad(matrix, padding)
     windows = []
     result = np.zeros((rows, cols))
     for r in range(rows):

@@ -472,16 +472,10 @@ class Graph:
                     out,
                     rf,
                     jump,
-                    self._running_bytes() if index == 1 else 0,
+                    _running_bytes(self) if index == 1 else 0,
                 )
             )
         return planned
-
-    def _running_bytes(self) -> int:
-        """The weights, and the values a node reads and writes: at most twice the two largest activations."""
-        weights = sum(value.nbytes for value in self.constants.values())
-        sizes = sorted((4 * math.prod(s) for s in self.shapes.values() if s), reverse=True)[:2]
-        return weights + 2 * sum(sizes)
 
     def _describe(self, node: Node) -> str:
         return f"{node.op} {node.name}" if node.name else node.op
@@ -635,7 +629,7 @@ def load_graph(
     """Read an ONNX model: check every op is supported before any work, fold batch norms, infer shapes."""
     try:
         import onnx
-        from onnx import numpy_helper, shape_inference
+        from onnx import numpy_helper
     except ImportError:
         raise CnnxError('an ONNX model needs the onnx package: pip install "cnnx[onnx]"') from None
     path = Path(path)
@@ -670,27 +664,19 @@ def load_graph(
     opset = check_opset(model, path)
     resolve_tensors(model, path)  # from here nothing of the model can name another file
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    try:
-        inferred = shape_inference.infer_shapes(_without_weights(model), strict_mode=True, data_prop=True)
-    except Exception as error:  # onnx names the node and what is wrong with it
-        raise CnnxError(f"{path}: {_first_line(error)}") from None
-    shapes = {
-        v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
-        for v in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
-    }
     # Each node's own copy of its proto: a part of the model would keep all of it (and its weights) alive.
     nodes = [Node(n.op_type, printable(n.name), list(n.input), list(n.output), _own_copy(n)) for n in graph.node]
     stored = next((p.value for p in model.metadata_props if p.key == "labels"), "")
     names = tuple(_labels(labels)) if labels else tuple(printable(n.strip()) for n in stored.split(",") if n.strip())
     input_name, output_name = inputs[0].name, graph.output[0].name
-    del model, graph, inputs, inferred  # the weights are in ``constants`` now: the parsed model's copy goes
-    result = Graph(path, nodes, constants, input_name, tuple(dims[1:]), output_name, opset, shapes, layers, names,
+    result = Graph(path, nodes, constants, input_name, tuple(dims[1:]), output_name, opset, {}, layers, names,
                    preprocess)
+    outline = _Outline(model)
+    del model, graph, inputs  # the weights are in ``constants`` now: the parsed model's copy goes
+    result.shapes = _shapes_before_running(result, outline)
     _check_convs(result)
     result.notes = _nonfinite_weights(result)
     result.folded = _fold_batch_norms(result)
-    if any(len(result.shapes.get(n.outputs[0], ())) == 0 for n in result.nodes):
-        result.shapes = _shapes_by_running(result)  # shape inference could not tell them all
     if layers and layers != "all" and not result.matching(layers):
         raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
     return result
@@ -735,25 +721,127 @@ def _own_copy(proto):
     return copy
 
 
-def _without_weights(model):
-    """The model with its large constants declared as inputs of their shape instead of held: what shape inference
-    needs, without copying the weights, and read as constants whatever the model's IR version."""
-    from onnx import helper
+@dataclass
+class _Outline:
+    """What shape inference needs of a model besides its nodes and constants: its declarations."""
 
-    graph = model.graph
-    small = [t for t in graph.initializer if math.prod(t.dims) <= 64]  # shapes and axes, read by Reshape and the like
-    declared = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-                for t in graph.initializer if math.prod(t.dims) > 64]
-    held = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in held]
-    light = helper.make_graph(graph.node, graph.name, [*inputs, *declared], graph.output, small)
-    return helper.make_model(light, opset_imports=model.opset_import, ir_version=max(model.ir_version, 4))
+    name: str
+    outputs: list
+    opsets: list
+    ir_version: int
+
+    def __init__(self, model):
+        self.name, self.outputs = model.graph.name, list(model.graph.output)
+        self.opsets, self.ir_version = list(model.opset_import), max(model.ir_version, 4)
 
 
-def _shapes_by_running(graph: Graph) -> dict[str, Shape]:
-    """Every value's shape, from one pass of the graph on an input of zeros."""
-    zeros = np.zeros(graph.input_shape_, np.float32)
-    return {node.outputs[0]: output.shape for node, _, output, _ in graph.evaluate(zeros)}
+# Values worth working out at load, before any image: a shape, and the few numbers computed from shapes.
+_FOLDED_AT_MOST = 4096  # elements
+
+
+def _shapes_before_running(graph: Graph, outline: _Outline) -> dict[str, Shape]:
+    """Every value's shape from the input's fixed size, without running the graph on an image.
+
+    Where shape inference cannot tell (a map sized by Shape -> Mul -> ConstantOfShape), the small values that
+    depend on shapes alone are computed, become constants, and shapes are inferred again.
+    """
+    shapes = _inferred_shapes(graph, outline)
+    if _unknown(graph, shapes) is None:
+        return shapes
+    _fold_known_values(graph, shapes)
+    shapes = _inferred_shapes(graph, outline)
+    node = _unknown(graph, shapes)
+    if node is not None:
+        raise CnnxError(f"{graph.path}: the shape of node {node.name or node.op} ({node.op})'s output cannot be "
+                        "worked out before running it; cnnx runs graphs whose shapes follow from the input's size")
+    return shapes
+
+
+def _unknown(graph: Graph, shapes: dict[str, Shape | None]) -> Node | None:
+    """The first node whose output's shape is not known, if any."""
+    return next((n for n in graph.nodes if shapes.get(n.outputs[0]) is None), None)
+
+
+def _inferred_shapes(graph: Graph, outline: _Outline) -> dict[str, Shape | None]:
+    """onnx's strict shape inference with the input at its fixed size (a batch of one); the weights declared by
+    shape, not copied, and the small constants (shapes and axes that Reshape and the like read) given."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    small = [numpy_helper.from_array(v, k) for k, v in graph.constants.items() if v.size <= 64]
+    declared = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+                for k, v in graph.constants.items() if v.size > 64]
+    image = helper.make_tensor_value_info(graph.input_name, 1, [1, *graph.input_shape_])
+    light = helper.make_graph([n.proto for n in graph.nodes], outline.name, [image, *declared], outline.outputs,
+                              small)
+    model = helper.make_model(light, opset_imports=outline.opsets, ir_version=outline.ir_version)
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as error:  # onnx names the node and what is wrong with it
+        raise CnnxError(f"{graph.path}: {_first_line(error)}") from None
+    values = [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
+    shapes = {v.name: _known_shape(v) for v in values}
+    shapes.update({k: v.shape for k, v in graph.constants.items()})
+    return shapes
+
+
+def _known_shape(value) -> Shape | None:
+    """A declared value's shape, or None where its rank or any dimension is not known."""
+    kind = value.type.tensor_type
+    if not kind.HasField("shape") or not all(d.HasField("dim_value") for d in kind.shape.dim):
+        return None
+    return tuple(d.dim_value for d in kind.shape.dim)
+
+
+def _fold_known_values(graph: Graph, shapes: dict[str, Shape | None]) -> None:
+    """Nodes whose small outputs follow from shapes and constants alone are computed now and become constants."""
+    kept = []
+    for node in graph.nodes:
+        inputs = [name for name in node.inputs if name]
+        if node.op == "Shape" and shapes.get(node.inputs[0]) is not None:
+            shaped = np.broadcast_to(np.uint8(0), shapes[node.inputs[0]])  # the shape, with no memory behind it
+            graph.constants[node.outputs[0]] = RUN["Shape"](node.proto, [shaped], graph.opset)
+            continue
+        held = [graph.constants.get(name) for name in inputs]
+        small = all(v is not None and v.size <= _FOLDED_AT_MOST for v in held)
+        if inputs and small and node.op not in ("ConstantOfShape",) and len(node.outputs) == 1:
+            values = [graph.constants.get(name) if name else None for name in node.inputs]
+            with np.errstate(all="ignore"):
+                try:
+                    output = np.asarray(RUN[node.op](node.proto, values, graph.opset))
+                except Exception as error:  # a stranger's graph: its own fault, named
+                    raise CnnxError(f"{graph.path}: node {node.name or node.op} ({node.op}) cannot run: "
+                                    f"{printable(error)}") from None
+            if output.size <= _FOLDED_AT_MOST:
+                graph.constants[node.outputs[0]] = output
+                continue
+        kept.append(node)
+    graph.nodes = kept
+
+
+def _running_bytes(graph: Graph) -> int:
+    """The weights, and the most that is held at once while the nodes run in order: every value still to be read,
+    the node's output, and a working copy of its largest input (a padded copy, say)."""
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            readers[name] = readers.get(name, 0) + 1
+
+    def size(name: str) -> int:
+        shape = graph.shapes.get(name)
+        return 4 * math.prod(shape) if shape is not None else 0
+
+    live = {graph.input_name: size(graph.input_name)}
+    peak = 0
+    for node in graph.nodes:
+        inputs = [name for name in node.inputs if name in live]
+        working = max((live[name] for name in inputs), default=0)
+        live[node.outputs[0]] = size(node.outputs[0])
+        peak = max(peak, sum(live.values()) + working)
+        for name in node.inputs:
+            readers[name] -= 1
+            if not readers[name] and name in live and name != graph.input_name:
+                del live[name]
+    return sum(value.nbytes for value in graph.constants.values()) + peak
 
 
 def _labels(path: Path) -> list[str]:

@@ -251,3 +251,38 @@ def test_names_from_a_model_reach_the_terminal_and_page_as_text(scene):
     for text in (result.stdout, result.stderr, page):
         assert not any(c in text for c in "\x1b\x07\r\u202e"), repr(text[:400])
     assert "\\x1b" in result.stdout
+
+
+def _sized_at_run_time(path: Path, factor=(1, 24, 4, 4)) -> int:
+    """A map sized by Shape -> Mul -> ConstantOfShape, as exporters write one; returns the bytes of that map."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Mul", ["s", "k"], ["s2"]),
+             helper.make_node("ConstantOfShape", ["s2"], ["c"], value=numpy_helper.from_array(np.ones(1, np.float32))),
+             helper.make_node("ReduceMean", ["c"], ["m"], axes=[1], keepdims=1),
+             helper.make_node("MaxPool", ["m"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
+             helper.make_node("Add", ["x", "p"], ["y"])]
+    model = _model(nodes, [numpy_helper.from_array(np.array(factor, np.int64), "k")],
+                   inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+                   output=("y", [1, 3, 224, 224]))
+    onnx.save(model, str(path))
+    return 4 * 3 * 224 * 224 * int(np.prod(factor))
+
+
+def test_a_map_sized_at_run_time_is_counted_before_anything_runs(scene, monkeypatch):
+    """Shapes follow from the input's size without running the graph: --dry-run computes nothing and counts the
+    map ConstantOfShape makes, and --max-memory refuses the run before it starts."""
+    from cnnx import graph
+
+    path = scene / "models" / "sized.onnx"
+    big = _sized_at_run_time(path)
+
+    def no_running(*args, **kwargs):
+        raise AssertionError("the graph was run")
+
+    monkeypatch.setattr(graph.Graph, "evaluate", no_running)
+    dry = _run(["pipeline", "photo.png", "--model", str(path), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    needed = float(dry.stdout.split("memory needed at most about ")[1].split()[0])
+    assert needed * (1 << 20) >= big
+    refused = _run(["pipeline", "photo.png", "--model", str(path), "--max-memory", "200M", "-o", "out"])
+    _refused(refused, "memory", "200")
+    assert not Path("out").exists()
