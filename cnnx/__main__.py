@@ -1,5 +1,5 @@
 """``python -m cnnx``: the same command as ``cnnx``."""
 
-from cnnx.cli import main
+from cnnx.launch import main
 
 main()

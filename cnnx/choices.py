@@ -5,8 +5,11 @@ Each is a ``StrEnum``, so a member is its own name as a string; this module
 imports nothing heavy, so the command can build its help without numpy.
 """
 
+import os
 from enum import StrEnum
 from pathlib import Path
+
+from cnnx.errors import CnnxError
 
 
 class Normalize(StrEnum):
@@ -65,3 +68,14 @@ PADDING_MODES = tuple(PaddingMode)
 # The pictures shipped inside the package; the photo is what `cnnx serve` shows when it is given no image.
 SAMPLES = Path(__file__).parent / "samples"
 SAMPLE = SAMPLES / "chelsea.png"
+
+
+def threads_from_environment() -> int | None:
+    """The thread count ``CNNX_NUM_THREADS`` asks for, None where it is unset; anything but a positive whole number
+    in ASCII digits is refused."""
+    text = os.environ.get("CNNX_NUM_THREADS", "").strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and int(text) > 0):
+        raise CnnxError(f"CNNX_NUM_THREADS must be a whole number of threads, 1 or more; got {text!r}")
+    return int(text)

@@ -14,7 +14,16 @@ from typing import Annotated
 import typer
 
 from cnnx import __version__, shell, signals
-from cnnx.choices import DEFAULT_PERCENTILE, SAMPLE, Convention, Normalize, PaddingMode, Scope, Stretch
+from cnnx.choices import (
+    DEFAULT_PERCENTILE,
+    SAMPLE,
+    Convention,
+    Normalize,
+    PaddingMode,
+    Scope,
+    Stretch,
+    threads_from_environment,
+)
 from cnnx.errors import CnnxError
 from cnnx.explain_cli import app as explain_app
 from cnnx.shell import (
@@ -98,6 +107,8 @@ def _main(
     Example: cnnx pipeline samples/chelsea.png
     """
     shell.debug = debug
+    with reported_errors():  # a bad setting is said once, before any work
+        threads_from_environment()
 
 
 @app.command()
@@ -148,7 +159,7 @@ def pipeline(
 
     Example: cnnx pipeline samples/chelsea.png --spec "conv(sobel_x@) -> relu -> maxpool(2)"
     """
-    from cnnx.jobs import Job, batch_destinations, output_name, parse_bytes
+    from cnnx.jobs import Job, batch_destinations, default_destination, parse_bytes
 
     with reported_errors():
         source = source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
@@ -160,7 +171,8 @@ def pipeline(
                 raise CnnxError("--print-config prints a chain of stages; an ONNX model is its own file")
             out.print(to_toml(source.pipeline), markup=False, highlight=False, end="", soft_wrap=True)
             return
-        paths = find(images or [])
+        root = out_dir if out_dir is not None else Path("cnnx-out")  # for several images: never read back in
+        paths = find(images or [], skip=root)
         if not paths:
             raise CnnxError("give an IMAGE to run (or a folder, or a pattern), or --print-config to see the pipeline")
         settings = dict(
@@ -173,9 +185,11 @@ def pipeline(
             max_memory=parse_bytes(max_memory) if max_memory else None,
             **pixel_limit(max_pixels),
         )
-        root = out_dir if out_dir is not None else Path("cnnx-out")
         if len(paths) == 1 and not Path(images[0]).is_dir():
-            job = Job(paths[0], out_dir if out_dir is not None else root / output_name(paths[0]), **settings)
+            destination, note = (out_dir, None) if out_dir is not None else default_destination(paths[0], root)
+            if note:
+                say(f"cnnx: note: {note}")
+            job = Job(paths[0], destination, **settings)
             if dry_run:
                 _dry_run(job)
             else:
@@ -272,7 +286,8 @@ def filter_(
 
     with reported_errors():
         kernel = parse_kernel(kernel_spec)
-        paths = find(images)
+        root = output if output is not None else Path("cnnx-out")  # for several images: never read back in
+        paths = find(images, skip=root)
         settings = dict(
             kernel=kernel.spec,
             style=style_from(normalize, Scope.stage, cmap, percentile, value_range, stretch),
@@ -294,7 +309,7 @@ def filter_(
             (H, W), mode, stats = result.shape[1:], "rgb" if color else "gray", result.stats
             values = "no finite values" if stats.min is None else f"values {stats.min:.4g} to {stats.max:.4g}"
             if stats.nonfinite:
-                values += f" ({stats.nonfinite:.1%} NaN or infinite)"
+                values += f" ({stats.nonfinite:.1%} not finite: the arithmetic overflowed float32, or met NaN)"
             print_line(
                 f"{kernel.label} on {paths[0]} ({H}x{W}, {mode}): {values}; drawn from {result.drawn[0]:.4g} to "
                 f"{result.drawn[1]:.4g} ({'rgb' if color else cmap}"
@@ -303,7 +318,6 @@ def filter_(
                 + f"\nwrote {target}"
             )
             return
-        root = output if output is not None else Path("cnnx-out")
         root.mkdir(parents=True, exist_ok=True)
         targets = [d.with_name(f"{d.name}_{name}.png") for d in batch_destinations(paths, root)]
         batch = [FilterJob(p, t, **settings) for p, t in zip(paths, targets, strict=True)]
@@ -436,9 +450,7 @@ def serve(
             webbrowser.open(url)
         server.serve_forever()
     except (KeyboardInterrupt, signals.Stopped) as stop:  # Ctrl-C, or SIGTERM/SIGHUP from a service manager
-        interrupted = isinstance(stop, KeyboardInterrupt)
-        say("cnnx: stopped" if interrupted else f"cnnx: {stop}")
-        raise typer.Exit(130 if interrupted else 128 + stop.signum) from None
+        raise typer.Exit(shell.report_stop(stop, "the server's runs are removed")) from None
     finally:
         if server is not None:
             server.server_close()
@@ -450,10 +462,12 @@ app.add_typer(explain_app)
 
 
 def main() -> None:
-    """Entry point of the ``cnnx`` script: signals unwind the stack, so nothing is left half-written."""
+    """Run the command line: signals unwind the stack, so nothing is left half-written."""
     signals.install()
     try:
         app(prog_name="cnnx")
+    except (KeyboardInterrupt, signals.Stopped) as stop:  # while the options were read, before a command's own report
+        raise SystemExit(shell.report_stop(stop)) from None
     finally:
         signals.uninstall()
 

@@ -36,10 +36,10 @@ def about(image, error: BaseException) -> str:
     return text if text.startswith(str(image)) else f"{image}: {text}"
 
 
-def printable(text: str) -> str:
+def printable(text: str, *, keep: str = "") -> str:
     """``text`` safe to show on a terminal or a page: control characters (ESC, BEL, CR, ...) and the marks that
-    reorder text written as escapes, never sent raw."""
-    return "".join(_escape(c) if _hidden(c) else c for c in str(text))
+    reorder text written as escapes, never sent raw; those in ``keep`` (a message's own line breaks) stay."""
+    return "".join(_escape(c) if _hidden(c) and c not in keep else c for c in str(text))
 
 
 def _hidden(char: str) -> bool:

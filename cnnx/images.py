@@ -80,9 +80,17 @@ def load_image(
             raise CnnxError(f"{path}: the image does not fit in memory once decoded") from None
         except Exception as error:  # Pillow's decoders raise many kinds of error on corrupt data
             raise CnnxError(f"{path}: the image data is truncated or corrupt ({_reason(error)})") from None
-    notes = tuple(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+    said = [" ".join(str(w.message).split()) for w in caught] + _depth_notes(data)
+    notes = tuple(dict.fromkeys(said))
     digest = hashlib.sha256(data).hexdigest()
     return Source(path, array, mode, fmt, frames, digest, frame, notes)
+
+
+def _depth_notes(data: bytes) -> list[str]:
+    """What is lost in reading: Pillow reads PNGs of 16 bits a colour channel at 8 bits a channel."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[24] == 16 and data[25] in (2, 6):
+        return ["16 bits a colour channel are read as 8 (Pillow's PNG reader); 16-bit grey keeps its 16 bits"]
+    return []
 
 
 def probe_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -192,7 +200,11 @@ def _to_channels(picture: Image.Image, color: bool) -> np.ndarray:
     """
     mode = picture.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
-        gray = _single_band(np.asarray(picture, dtype=np.float32), mode)
+        values = np.asarray(picture, dtype=np.float32)
+        gray = _single_band(values, mode)
+        transparent = picture.info.get("transparency")
+        if isinstance(transparent, int) and mode != "F":  # a grey PNG's one transparent value: over white, as 8-bit
+            gray[values == transparent] = 1.0
         return np.repeat(gray[None], 3 if color else 1, axis=0)
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in picture.info
     target = "RGBA" if has_alpha else "L" if mode in ("1", "L") else "RGB"

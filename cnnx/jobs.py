@@ -31,7 +31,7 @@ from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
 from cnnx.manifest import manifest, write_manifest
 from cnnx.maps import RunWriter, StageFiles
 from cnnx.memory import MemoryEstimate, estimate_memory, load_bytes
-from cnnx.output import checked_destination, safe_name, staged_folder
+from cnnx.output import checked_destination, run_image, safe_name, staged_folder
 from cnnx.page import gallery
 from cnnx.source import PlannedStage, StageResult, StageSource, Stats
 
@@ -356,16 +356,27 @@ def _kind_of(path: Path) -> str | None:
     return "a folder" if stat.S_ISDIR(mode) else "a pipe or device, not a file"
 
 
-def _walk(folder: Path, found: Found) -> None:
-    """Image files below ``folder``; folders are entered once each, so a link loop ends."""
+def _walk(folder: Path, found: Found, skip: Path | None) -> None:
+    """Image files below ``folder``; folders are entered once each, so a link loop ends.  The output folder
+    ``skip`` and the folders of cnnx's runs are passed over: cnnx never reads its own maps back in."""
     seen: set[tuple[int, int]] = set()
+    output = None
+    if skip is not None and skip.is_dir():
+        here = os.stat(skip)
+        output = (here.st_dev, here.st_ino)
+        seen.add(output)
     for top, folders, files in os.walk(folder, followlinks=True):
         here = os.stat(top)
         if (here.st_dev, here.st_ino) in seen:
-            found.skipped.append(f"{top}: a link back to a folder already searched")
+            if (here.st_dev, here.st_ino) != output:
+                found.skipped.append(f"{top}: a link back to a folder already searched")
             folders.clear()
             continue
         seen.add((here.st_dev, here.st_ino))
+        if run_image(Path(top)) is not None:
+            found.skipped.append(f"{top}: a folder of cnnx's maps")
+            folders.clear()
+            continue
         folders.sort()
         for name in sorted(files):
             path = Path(top, name)
@@ -378,7 +389,16 @@ def _walk(folder: Path, found: Found) -> None:
                 found.images.append(path)
 
 
-def find_images(inputs: Iterable[str]) -> Found:
+def _in_output(path: Path, root: Path | None) -> bool:
+    """True if ``path`` lies in the output folder ``root`` or in a cnnx run's folder (its maps are up to three
+    folders down: ``run/01_conv/tiles/ch00.png``)."""
+    real = Path(os.path.realpath(path))
+    if root is not None and Path(os.path.realpath(root)) in real.parents:
+        return True
+    return any(run_image(folder) is not None for folder in list(real.parents)[:3])
+
+
+def find_images(inputs: Iterable[str], *, skip: Path | None = None) -> Found:
     """The image files named by paths, folders (searched recursively) and glob patterns, in a stable order.
 
     A name given on its own is kept whatever it is, so that its job reports
@@ -390,7 +410,7 @@ def find_images(inputs: Iterable[str]) -> Found:
         path = Path(text)
         if path.is_dir():
             before = len(found.images)
-            _walk(path, found)
+            _walk(path, found, skip)
             found.images[before:] = sorted(found.images[before:])
             if len(found.images) == before:
                 raise CnnxError(f"{path}: no image files in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -398,7 +418,7 @@ def find_images(inputs: Iterable[str]) -> Found:
             matches = sorted(Path().glob(text)) if not path.is_absolute() else sorted(Path(path.anchor).glob(text[1:]))
             if not matches:
                 raise CnnxError(f"{text}: no file matches this pattern")
-            for match in matches:
+            for match in (m for m in matches if not _in_output(m, skip)):
                 why = _kind_of(match)
                 if why is None:
                     found.images.append(match)
@@ -413,6 +433,24 @@ def find_images(inputs: Iterable[str]) -> Found:
 def output_name(image: Path) -> str:
     """The name of an image's output: its stem as a safe file name (never ``.`` or ``..``)."""
     return safe_name(image.stem, fallback="image")
+
+
+def default_destination(image: Path, root: Path) -> tuple[Path, str | None]:
+    """``root/NAME`` for an image's run, NAME its safe stem; where that folder holds the run of another image (two
+    names alike once made safe), the first ``NAME-2``, ``NAME-3``, ... that is free or holds this image's own run.
+    Returns the folder, and a note saying why it is not ``root/NAME`` (None where it is)."""
+    stem = output_name(image)
+    wanted = os.path.realpath(image)
+    count = 1
+    while True:
+        folder = root / (stem if count == 1 else f"{stem}-{count}")
+        other = run_image(folder)
+        if other is None or os.path.realpath(other) == wanted:
+            break
+        count += 1
+    if count == 1:
+        return folder, None
+    return folder, f"{root / stem} holds the maps of another image; those of {image} go to {folder}"
 
 
 def batch_destinations(images: list[Path], root: Path) -> list[Path]:

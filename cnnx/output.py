@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from pathlib import Path
 from PIL import Image
 
 from cnnx import signals
-from cnnx.errors import CnnxError
+from cnnx.errors import CnnxError, printable
 from cnnx.files import refuse_special
 from cnnx.png import umask
 
@@ -37,9 +38,15 @@ finished: deque[Path] = deque(maxlen=16)
 
 
 def safe_name(text: str, fallback: str = "map") -> str:
-    """A file-name fragment from free text: letters, digits, ``.``, ``_``, ``-``; never a path, ``.`` or ``..``."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-")
-    return name[:80] or fallback
+    """A file-name fragment from free text: letters and digits of any script (猫 stays 猫), ``.``, ``_``, ``-``;
+    every other run of characters (separators, controls, spaces, punctuation) one ``-``.  Never a path, ``.`` or
+    ``..``, and at most 80 characters and 200 bytes, so that it fits any file system's names with room to spare."""
+    kept = "".join(c if c in "._-" or unicodedata.category(c)[0] in "LMN" else "\0" for c in
+                   unicodedata.normalize("NFC", text))
+    name = re.sub("\0+", "-", kept).strip(".-")[:80]
+    while len(name.encode()) > 200:
+        name = name[:-1]
+    return name.strip(".-") or fallback
 
 
 def destination_folder(path: Path) -> Path:
@@ -101,16 +108,21 @@ def _written_by_cnnx(folder: Path) -> set[Path] | None:
     return paths | {parent for p in paths for parent in p.parents if parent != Path(".")}
 
 
+def run_image(folder: Path) -> str | None:
+    """The image an earlier cnnx run in ``folder`` was made from, as its manifest names it; None if none is there."""
+    try:
+        record = json.loads((folder / MANIFEST).read_text())
+        path = record["input"]["path"] if record.get("tool") == "cnnx" else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+    return path if isinstance(path, str) else None
+
+
 def foreign_entries(folder: Path) -> list[Path]:
     """What in ``folder`` cnnx did not write: all of it, unless it is an earlier cnnx run's folder."""
     entries = [p.relative_to(folder) for p in sorted(folder.rglob("*"))]
     ours = _written_by_cnnx(folder)
     return entries if ours is None else [p for p in entries if p not in ours]
-
-
-def is_cnnx_folder(folder: Path) -> bool:
-    """True if ``folder`` holds an earlier cnnx run and nothing else."""
-    return _written_by_cnnx(folder) is not None and not foreign_entries(folder)
 
 
 def checked_destination(destination: Path, *, force: bool = False) -> Path:
@@ -119,11 +131,15 @@ def checked_destination(destination: Path, *, force: bool = False) -> Path:
     if destination.exists() and not destination.is_dir():
         raise CnnxError(f"{given}: exists and is not a folder")
     if destination.is_dir() and not force:
-        foreign = foreign_entries(destination)
-        if foreign:
-            raise CnnxError(f"{given}: holds {foreign[0]}{' and more' if len(foreign) > 1 else ''}, which cnnx did "
-                            "not write; use --force to replace the folder")
+        _refuse_foreign(destination, given)
     return destination
+
+
+def _refuse_foreign(folder: Path, given: Path, *, when: str = "") -> None:
+    foreign = foreign_entries(folder)
+    if foreign:
+        raise CnnxError(f"{given}: holds {printable(foreign[0])}{' and more' if len(foreign) > 1 else ''}, which "
+                        f"cnnx did not write{when}; use --force to replace the folder")
 
 
 @contextmanager
@@ -145,7 +161,10 @@ def staged_folder(destination: Path, *, force: bool = False) -> Iterator[Path]:
                 raise CnnxError(f"{destination.parent}: cannot write here ({error.strerror or error})") from None
             try:
                 yield temporary
-                _replace(temporary, destination)
+                _replace(temporary, destination, given, force=force)
+            except OSError as error:  # a full disk, say: the folder it could not write is named, nothing left of it
+                shutil.rmtree(temporary, ignore_errors=True)
+                raise _naming_folder(error, temporary, given) from None
             except BaseException:
                 shutil.rmtree(temporary, ignore_errors=True)
                 raise
@@ -205,17 +224,34 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def _replace(temporary: Path, destination: Path) -> None:
+def _naming_folder(error: OSError, temporary: Path, given: Path) -> OSError:
+    """A failure to write the run (a full disk) as one naming the output folder, not a hidden temporary file."""
+    if error.filename and not str(error.filename).startswith(str(temporary)):
+        return error  # about another file, which it names
+    return OSError(error.errno, f"cannot write the run here ({error.strerror or error})", str(given))
+
+
+def _replace(temporary: Path, destination: Path, given: Path, *, force: bool) -> None:
     """Move the finished run into place; an earlier run there goes only once the new one is in.
 
-    Signals wait until the swap is done: a run is either not in place, or in place with nothing of the old left.
+    What was there is moved aside first and checked again there: a file the user saved into the folder while the
+    run was written is found, and the folder put back as it was (unless ``force``).  Signals wait until the swap
+    is done: a run is either not in place, or in place with nothing of the old left.
     """
     os.chmod(temporary, 0o777 & ~umask())
     with signals.deferred():
         if destination.exists():
             old = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.old-"))
-            os.rename(destination, old / destination.name)
-            os.rename(temporary, destination)
+            aside = old / destination.name
+            os.rename(destination, aside)
+            try:
+                if not force:
+                    _refuse_foreign(aside, given, when=" (it came while this run was being written)")
+                os.rename(temporary, destination)
+            except BaseException:
+                os.rename(aside, destination)
+                os.rmdir(old)
+                raise
             shutil.rmtree(old)
         else:
             os.rename(temporary, destination)

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from cnnx.choices import threads_from_environment
+
 __all__ = [
     "STRIP_BYTES", "background", "blas_threads", "buffer", "num_threads", "run_tasks", "set_num_threads", "strips",
 ]
@@ -42,9 +44,9 @@ def num_threads() -> int:
     """Threads cnnx uses: ``set_num_threads``, else ``CNNX_NUM_THREADS``, else the usable cores."""
     if _threads is not None:
         return _threads
-    env = os.environ.get("CNNX_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    asked = threads_from_environment()
+    if asked is not None:
+        return asked
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -113,8 +115,11 @@ def run_tasks(tasks: list, work: Callable[[object, dict], None]) -> None:
 
     def run(chunk: list) -> None:
         scratch: dict = {}
-        for task in chunk:
-            work(task, scratch)
+        # float32 arithmetic that overflows, or meets NaN, gives inf or NaN: the statistics count them and the
+        # command says so in one line, so numpy's warning (set per thread) would only repeat it with a source path.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for task in chunk:
+                work(task, scratch)
 
     with _single_threaded_blas():
         if threads <= 1:

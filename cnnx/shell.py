@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 
 from cnnx.choices import Convention, Normalize, PaddingMode, Scope, Stretch
-from cnnx.errors import INTERRUPTED, CnnxError, exit_code, is_known, message, printable
-from cnnx.signals import Stopped
+from cnnx.errors import CnnxError, exit_code, is_known, message, printable
+from cnnx.signals import Stopped, stopped
 
 
 class _Output(Console):
@@ -208,12 +208,12 @@ PaddingModeOption = Annotated[PaddingMode, typer.Option("--padding-mode", help="
 
 def say(text: str) -> None:
     """One line on stderr; file names and model text in it are shown escaped, never as terminal controls."""
-    err.print(printable(text), markup=False, highlight=False, soft_wrap=True)
+    err.print(printable(text, keep="\n"), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_line(text: str) -> None:
     """One line of results on stdout, escaped as ``say`` escapes."""
-    out.print(printable(text), markup=False, highlight=False, soft_wrap=True)
+    out.print(printable(text, keep="\n"), markup=False, highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -222,8 +222,7 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except (KeyboardInterrupt, Stopped) as stop:
-        say(f"cnnx: {'interrupted' if isinstance(stop, KeyboardInterrupt) else stop}; {_what_was_written()}")
-        raise typer.Exit(INTERRUPTED if isinstance(stop, KeyboardInterrupt) else 128 + stop.signum) from None
+        raise typer.Exit(report_stop(stop)) from None
     except BrokenPipeError:
         out.on_broken_pipe()  # a plain print's reader went away: the work is done, and no one is left to tell
     except Exception as error:
@@ -233,6 +232,14 @@ def reported_errors() -> Iterator[None]:
         if debug:
             err.print_exception()
         raise typer.Exit(exit_code(error)) from None
+
+
+def report_stop(stop: BaseException, what: str | None = None) -> int:
+    """Say that a signal stopped the command, and ``what`` became of its work (by default, what was written whole);
+    return the exit code: 128 + the signal."""
+    stop = stopped(stop)
+    say(f"cnnx: {stop}; {what or _what_was_written()}")
+    return stop.exit_code
 
 
 def _what_was_written() -> str:
@@ -337,11 +344,12 @@ def note_frames(source) -> None:
         )
 
 
-def find(images: list[str]):
-    """The images the command line names; what was passed over inside folders is said on stderr."""
+def find(images: list[str], *, skip: Path | None = None):
+    """The images the command line names, none inside the output folder ``skip``; what was passed over inside
+    folders is said on stderr."""
     from cnnx.jobs import find_images
 
-    found = find_images(images)
+    found = find_images(images, skip=skip)
     for note in found.skipped:
         say(f"cnnx: note: skipped {note}")
     return found.images
@@ -382,9 +390,8 @@ def finish_batch(batch: list, root: Path, jobs: int | None, scheduler: str | Non
             # A worker stopped between moving its run into place and reporting it still wrote it whole.
             reported = {_destination(o.job) for o in ended if not o.error}
             written = reported | {_destination(j) for j in batch if _made_since(_destination(j), began)}
-            what = "interrupted" if isinstance(stop, KeyboardInterrupt) else str(stop)
-            say(f"cnnx: {what}; {len(written)} of {len(batch)} images were written whole, nothing else")
-            raise typer.Exit(INTERRUPTED if isinstance(stop, KeyboardInterrupt) else 128 + stop.signum) from None
+            raise typer.Exit(report_stop(stop, f"{len(written)} of {len(batch)} images were written whole, "
+                                               "nothing else")) from None
         except Exception as error:
             if not is_known(error):
                 raise

@@ -1,11 +1,13 @@
 """Signals as exceptions: Ctrl-C, SIGTERM and SIGHUP unwind the stack, so every half-written file is removed.
 
 By default SIGTERM and SIGHUP end a process on the spot, with no cleanup;
-once ``install()`` has run they raise ``Stopped`` (and SIGINT raises
-``KeyboardInterrupt``), so the ``finally`` and ``except BaseException``
-blocks that remove temporary files run.  Inside ``deferred()`` (moving a
-finished run into place) a signal is held and raised when the block ends,
-so a replacement is never left half done.
+once ``install()`` has run all three raise ``Stopped``, so the ``finally``
+and ``except BaseException`` blocks that remove temporary files run.
+Inside ``deferred()`` (moving a finished run into place) a signal is held
+and raised when the block ends, so a replacement is never left half done.
+Before ``install()`` (while the command's modules import) and after
+``uninstall()`` (its work done), a signal ends the process at once with the
+stop line and ``128 + signal``: there is nothing to clean up then.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Stopped", "children_ignore_interrupt", "deferred", "install", "job", "uninstall"]
+__all__ = ["Stopped", "children_ignore_interrupt", "deferred", "end_at_once", "install", "job", "stopped",
+           "uninstall"]
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -27,17 +30,50 @@ _busy = 0  # how many jobs the worker is running
 
 
 class Stopped(BaseException):
-    """The process was asked to stop by a signal (SIGTERM, SIGHUP)."""
+    """The process was asked to stop by a signal: Ctrl-C (SIGINT), SIGTERM or SIGHUP.
+
+    Not a KeyboardInterrupt, so that no library on the way (click prints "Aborted!" and exits 1) takes it for its
+    own; ``stopped()`` reads a KeyboardInterrupt raised where these handlers were not installed as one.
+    """
 
     def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        super().__init__("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}")
         self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process a signal ended: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+        return 128 + self.signum
+
+
+def stopped(error: BaseException) -> Stopped:
+    """A KeyboardInterrupt or Stopped as a Stopped: the one place a stop becomes its line and exit code."""
+    return error if isinstance(error, Stopped) else Stopped(signal.SIGINT)
 
 
 def _raise(signum: int) -> None:
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
     raise Stopped(signum)
+
+
+def _end(signum: int, frame) -> None:
+    """End the process now, with the stop line and its code: nothing of a job is under way."""
+    os.write(2, f"cnnx: {Stopped(signum)}{_ending_note}\n".encode())
+    os._exit(128 + signum)
+
+
+_ending_note = ""
+
+
+def end_at_once(note: str = "") -> None:
+    """From now on a handled signal ends the process at once with the stop line (and ``note``) and 128 + signal;
+    a signal the process was born ignoring (a worker's Ctrl-C) stays ignored."""
+    global _ending_note
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _ending_note = note
+    for signum in HANDLED:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _end)
 
 
 def _handler(signum: int, frame) -> None:
@@ -64,10 +100,8 @@ def install(*, worker: bool = False) -> None:
 
 
 def uninstall() -> None:
-    """The default actions again: once the work is done, a signal just ends the process."""
-    if threading.current_thread() is threading.main_thread():
-        for signum in HANDLED:
-            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    """Once the work is done, a signal just ends the process (with its line and code)."""
+    end_at_once()
 
 
 @contextmanager

@@ -46,13 +46,14 @@ class Stats:
 
         def work(k: int, scratch: dict) -> None:
             band = rows[bands[k][0] : bands[k][1]]
-            low, high, total = band.min(), band.max(), float(band.sum())
+            # Summed in float64: float32 values near their limit add up past it.
+            low, high, total = band.min(), band.max(), float(band.sum(dtype=np.float64))
             bad = 0
             if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(total)):
                 finite = band[np.isfinite(band)]
                 bad = band.size - finite.size
                 low, high = (finite.min(), finite.max()) if finite.size else (np.inf, -np.inf)
-                total = float(finite.sum())
+                total = float(finite.sum(dtype=np.float64))
             parts[k] = (low, high, total, np.count_nonzero(band == 0), bad)
 
         runtime.run_tasks(list(range(len(bands))), work)

@@ -577,3 +577,27 @@ def test_linear_broadcasts_a_row_bias_as_torch_does():
     np.testing.assert_array_equal(ops.linear(x, w, [[10, 20]]), [[10, 21], [13, 24]])
     with pytest.raises(ValueError, match="broadcast"):
         ops.linear(x, w, np.zeros((3, 2)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_at_any_instant_prints_one_line_and_exits_with_its_code(tmp_path, signum):
+    """From process start on, while modules are still importing included, SIGTERM or Ctrl-C ends cnnx with the stop
+    line and 128 + signal (or, before Python has run a line of cnnx, the plain signal), never a traceback, no debris."""
+    image = noise(tmp_path / "in.png", side=600)
+    script = Path(sys.executable).parent / "cnnx"  # the installed entry point, as a user runs it
+    delays = np.random.default_rng(signum).uniform(0.0, 1.0, 16)
+    for k, delay in enumerate(sorted(delays)):
+        command = [script, "filter", image, "sobel_x", "-o", f"f{k}.png"] if k % 2 else [
+            script, "pipeline", image, "-o", f"out{k}"]
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signum)
+        stderr = process.communicate(timeout=60)[1]
+        assert "Traceback" not in stderr and stderr.count("\n") <= 1, (delay, stderr)
+        if process.returncode == -signum:  # killed before the interpreter reached cnnx: nothing ran, nothing said
+            assert stderr == "", (delay, stderr)
+        else:
+            assert process.returncode in (0, 128 + signum), (delay, process.returncode, stderr)
+            assert process.returncode == 0 or stderr.startswith("cnnx: "), (delay, stderr)
+    assert not debris(tmp_path)
