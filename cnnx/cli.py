@@ -422,7 +422,6 @@ def serve(
 
     Example: cnnx serve samples/chelsea.png
     """
-    import shutil
     import webbrowser
 
     from cnnx.serve import Session, make_server
@@ -455,7 +454,7 @@ def serve(
         if server is not None:
             server.server_close()
         if session is not None:
-            shutil.rmtree(session.folder, ignore_errors=True)
+            session.close()
 
 
 app.add_typer(explain_app)

@@ -10,6 +10,10 @@ class CnnxError(ValueError):
     """A bad file, spec or name: the message is fit to print as it is."""
 
 
+class Cancelled(CnnxError):
+    """A run given up between two stages because a newer request replaced it (``cnnx serve``)."""
+
+
 def is_known(error: BaseException) -> bool:
     """A failure the user can cause or meet (bad input, a full disk, too little memory), as opposed to a bug."""
     return isinstance(error, (CnnxError, OSError, MemoryError))

@@ -26,7 +26,7 @@ import numpy as np
 
 from cnnx import runtime, signals
 from cnnx.draw import Style
-from cnnx.errors import CnnxError, about
+from cnnx.errors import Cancelled, CnnxError, about
 from cnnx.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
 from cnnx.manifest import manifest, write_manifest
 from cnnx.maps import RunWriter, StageFiles
@@ -119,6 +119,8 @@ def _naming(image: Path) -> Iterator[None]:
     """Errors a user can cause say which image they happened to."""
     try:
         yield
+    except Cancelled:
+        raise
     except CnnxError as error:
         raise CnnxError(about(image, error)) from None
 
@@ -146,16 +148,22 @@ def memory_to_keep_all(image: Path, source: StageSource | None, *, copies: int =
     return estimate.load + copies * max(estimate.stages)
 
 
-def run_job(job: Job, progress: Callable[..., None] | None = None) -> Outcome:
+def run_job(job: Job, progress: Callable[..., None] | None = None, *,
+            cancelled: Callable[[], bool] | None = None) -> Outcome:
     """Run one image into its folder; known failures raise CnnxError naming the image (OSError when writing fails).
 
     ``progress(stages done, stages, note)`` is called as stages are computed and maps written (from any thread).
+    ``cancelled()`` is asked between stages: once it says True the run raises ``Cancelled`` and leaves nothing.
     """
     with _naming(job.image):
-        return _run_job(job, progress)
+        return _run_job(job, progress, cancelled or _never)
 
 
-def _run_job(job: Job, progress: Callable[..., None] | None) -> Outcome:
+def _never() -> bool:
+    return False
+
+
+def _run_job(job: Job, progress: Callable[..., None] | None, cancelled: Callable[[], bool]) -> Outcome:
     start = time.perf_counter()
     shape, planned, estimate = plan(job)
     refuse_over_budget(estimate.peak, job.max_memory)
@@ -172,7 +180,7 @@ def _run_job(job: Job, progress: Callable[..., None] | None) -> Outcome:
     results = source.stream(image, reuse=job.style.scope != "pipeline")
     del image
     tally = _Progress(progress, len(planned), shape[0] + sum(s.shape[0] for s in planned))
-    writer = _write_run(job, outcome, results, len(planned), tally)
+    writer = _write_run(job, outcome, results, len(planned), tally, cancelled)
     compute = sum(s.result.seconds for s in outcome.stages)
     total = time.perf_counter() - start
     # Wall-clock parts that add up to the total: PNGs are written on other threads while the stages are
@@ -193,15 +201,17 @@ def redraw_job(job: Job, previous: Outcome) -> Outcome:
     outcome = Outcome(job, source=previous.source)
     saved = (replace(files.result, array=np.load(files.raw, allow_pickle=False)) for files in previous.stages)
     with _naming(job.image):
-        writer = _write_run(job, outcome, saved, len(previous.stages) - 1, _Progress(None, 0, 0))
+        writer = _write_run(job, outcome, saved, len(previous.stages) - 1, _Progress(None, 0, 0), _never)
     total = time.perf_counter() - start
     outcome.timings = {"load": 0.0, "compute": 0.0, "render": writer.render_seconds,
                        "write": total - writer.render_seconds, "total": total}
     return outcome
 
 
-def _write_run(job: Job, outcome: Outcome, results: Iterator[StageResult], last: int, tally: _Progress) -> RunWriter:
-    """Draw and write every stage as it comes, then the manifest and the page, into a folder that appears whole."""
+def _write_run(job: Job, outcome: Outcome, results: Iterator[StageResult], last: int, tally: _Progress,
+               cancelled: Callable[[], bool]) -> RunWriter:
+    """Draw and write every stage as it comes, then the manifest and the page, into a folder that appears whole;
+    given up, with nothing left, when ``cancelled()`` says so between stages."""
     source = job.source
     with staged_folder(job.destination, force=job.force) as folder, RunWriter(
         folder, job.style, png_level=job.png_level, save_raw=job.save_raw, on_map=tally.map_written,
@@ -212,6 +222,8 @@ def _write_run(job: Job, outcome: Outcome, results: Iterator[StageResult], last:
                 outcome.answer = source.answer(result.array)
             writer.add(result)
             tally.stage_done(result.index)
+            if cancelled():
+                raise Cancelled("a newer request replaced this run")
         outcome.stages = writer.finish()
         record = manifest(outcome.source, source, job.style, outcome.stages, folder, outcome.answer)
         write_manifest(folder, record)

@@ -1,36 +1,67 @@
 """``cnnx serve``: the run's page, live, on a local web server: edit the stages or drop an image and it recomputes.
 
-One session holds the image, the stages and the latest run (written with
+One session holds the image, the stages and the latest runs (written with
 ``jobs.run_job``, raw arrays kept, so a value under the pointer is read
-exactly).  The server listens on 127.0.0.1 by default, answers only requests
-that name the address it printed (no DNS rebinding) and carry its token (a
-cookie set by the URL it printed), serves nothing but the current run's files
-and its own page, and turns every bad request into a one-line 4xx.
+exactly).  Computing is one at a time; a newer request replaces an older one,
+which is given up between two stages, and pages and files are answered
+meanwhile.
+
+What the server promises, and how (the README's "Safety" says it to users):
+
+- It listens on 127.0.0.1 by default and answers only requests that name the
+  address it printed (no DNS rebinding).
+- The printed URL's token sets a cookie named for the port (two servers in one
+  browser keep theirs).  The cookie alone never authorises: every request to
+  ``/api/`` must carry the token in the ``X-Cnnx-Token`` header, which the
+  page adds from the value written into it and a page of another origin can
+  neither read nor send, and must come from the server's own origin
+  (``Origin`` or ``Sec-Fetch-Site``).  A request another site makes is refused.
+- Every answer says ``Cross-Origin-Resource-Policy: same-origin`` and may not
+  be framed; none allows another origin to read it (no CORS).
+- A request's head is at most ``HEAD_LIMIT`` bytes, sent within
+  ``HEAD_SECONDS``; at most ``CONNECTIONS`` connections are served at once.
+- Every bad request is a JSON error with a 4xx status; no error shows a file
+  path of the server's, and numbers that are not finite are sent as strings.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import html
+import http.client
 import json
+import math
+import re
 import secrets
 import shutil
+import socket
+import string
+import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import numpy as np
 
-from cnnx.errors import CnnxError, is_known, message
-from cnnx.jobs import Job, redraw_job, run_job
+from cnnx.errors import Cancelled, CnnxError, is_known, message
+from cnnx.jobs import IMAGE_SUFFIXES, Job, redraw_job, run_job
+from cnnx.output import safe_name
 
 __all__ = ["Session", "make_server"]
 
 BODY_LIMIT = 64 << 20  # bytes a request may send: an uploaded photo
 KEPT_RUNS = 4  # runs kept on disk: the newest, and those pages in other tabs may still be showing
+HEAD_LIMIT = 32 << 10  # bytes of a request's line and headers together
+HEAD_SECONDS = 10.0  # time a client has to send a request's head, and to send each part of its body
+CONNECTIONS = 64  # connections served at once; more are answered 503 and closed
+TOKEN_HEADER = "X-Cnnx-Token"
 
 
 @dataclass(frozen=True)
@@ -45,7 +76,12 @@ class Run:
 
 @dataclass
 class Session:
-    """What the page shows: an image, a way to make its source of stages, the style, and the latest run."""
+    """What the page shows: an image, a way to make its source of stages, the style, and the latest runs.
+
+    ``lock`` guards the session's fields for a moment at a time; ``computing`` is held by the one computation
+    under way.  Each request to compute takes a ticket; a computation whose ticket is no longer the newest (or
+    whose session is closing) gives up between two stages.
+    """
 
     image: Path
     make_source: object  # spec text (or None for the options given) -> source of stages
@@ -56,47 +92,92 @@ class Session:
     kept: dict = field(default_factory=dict)  # run number -> Run, the newest last
     count: int = 0
     error: str = ""
+    wanted: int = 0  # the newest ticket
+    closing: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    computing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def recompute(self, *, spec: str | None = None, image: Path | None = None) -> None:
         """A new run with new stages or a new image; a failure keeps the run before and says why."""
         with self.lock:
-            def run(target: Path):
-                source = self.make_source(spec if spec is not None else (self.spec or None))
-                return run_job(Job(image or self.image, target, source, self.style, save_raw=True, force=True))
+            spec = spec if spec is not None else self.spec
+            image = image or self.image
+            style = self.style
 
-            if self._attempt(run):
-                self.spec, self.image = (spec if spec is not None else self.spec), (image or self.image)
+        def run(target: Path, cancelled) -> object:
+            source = self.make_source(spec or None)
+            return run_job(Job(image, target, source, style, save_raw=True, force=True), cancelled=cancelled)
 
-    def redraw(self) -> None:
-        """The run drawn again in the session's style, from its saved arrays: nothing is computed again."""
+        if self._attempt(run):
+            with self.lock:
+                self.spec, self.image = spec, image
+
+    def redraw(self, style=None) -> bool:
+        """The run drawn again in ``style`` (the session's by default), from its saved arrays: nothing is computed
+        again.  True if it was drawn."""
         with self.lock:
-            self._attempt(lambda target: redraw_job(
-                Job(self.image, target, self.source, self.style, save_raw=True, force=True), self.outcome))
+            style = style or self.style
+            outcome = self.outcome
+
+        def draw(target: Path, cancelled) -> object:
+            return redraw_job(Job(outcome.job.image, target, outcome.job.source, style, save_raw=True, force=True),
+                              outcome)
+
+        return self._attempt(draw)
 
     def _attempt(self, make) -> bool:
-        """``make`` a run into the next folder and show it; a known failure keeps the run before and says why."""
-        try:
-            outcome = make(self._next())
-        except Exception as error:
-            if not is_known(error):
+        """``make(folder, cancelled)`` a run into the next folder and show it; a known failure keeps the run before
+        and says why.  Raises ``Cancelled`` when a newer request replaced this one, before or while it ran."""
+        with self.lock:
+            self.wanted += 1
+            ticket = self.wanted
+
+        def replaced() -> bool:
+            return self.closing or self.wanted != ticket
+
+        with self.computing:
+            if replaced():
+                raise Cancelled("a newer request replaced this one")
+            with self.lock:
+                self.count += 1
+                target = self.folder / f"run-{self.count}"
+            try:
+                outcome = make(target, replaced)
+            except Cancelled:
                 raise
-            self.error = message(error)
-            return False
-        self._show(outcome)
-        return True
+            except Exception as error:
+                if not is_known(error):
+                    raise
+                with self.lock:
+                    self.error = message(error)
+                return False
+            with self.lock:
+                self._show(target, outcome)
+            return True
 
-    def _next(self) -> Path:
-        self.count += 1
-        return self.folder / f"run-{self.count}"
-
-    def _show(self, outcome) -> None:
+    def _show(self, folder: Path, outcome) -> None:
         """``outcome`` is the run shown now; of the older ones, those a page in another tab may show are kept."""
+        number = int(folder.name.removeprefix("run-"))
         self.error = ""
         self.outcome = outcome
-        self.kept[self.count] = Run(self.count, outcome.job.destination, outcome.job.source, outcome.job.image)
+        self.kept[number] = Run(number, folder, outcome.job.source, outcome.job.image)
         while len(self.kept) > KEPT_RUNS:
             shutil.rmtree(self.kept.pop(next(iter(self.kept))).folder, ignore_errors=True)
+
+    def close(self, seconds: float = 1.5) -> None:
+        """Give up what is computing (between two stages), wait a moment for it, and remove every run."""
+        with self.lock:
+            self.closing = True
+        held = self.computing.acquire(timeout=seconds)
+        try:
+            for _ in range(20):  # a stage's files may still be landing while it gives up
+                shutil.rmtree(self.folder, ignore_errors=True)
+                if not self.folder.exists():
+                    break
+                time.sleep(0.05)
+        finally:
+            if held:
+                self.computing.release()
 
     def _newest(self) -> Run | None:
         with self.lock:
@@ -139,8 +220,6 @@ class Session:
 
     def set_filter(self, stage: int, index: int, weights: list) -> None:
         """Stage ``stage``'s filter ``index`` becomes the kernel ``weights``, and every map is computed again."""
-        from dataclasses import replace
-
         from cnnx.spec import pipeline_text
 
         pipeline = getattr(self.source, "pipeline", None)
@@ -149,41 +228,45 @@ class Session:
         conv = pipeline.stages[stage - 1]
         if not 0 <= index < len(conv.filters):
             raise CnnxError(f"stage {stage} has {len(conv.filters)} filters")
-        rows = np.asarray(weights, dtype=np.float64)  # a ragged or non-numeric grid is a ValueError: a 400
-        if rows.ndim != 2 or not np.isfinite(rows).all():
-            raise CnnxError("a kernel is a grid of finite numbers")
+        rows = _grid(weights)
         matrix = "[" + ",".join("[" + ",".join(repr(float(v)) for v in row) + "]" for row in rows) + "]"
         filters = (*conv.filters[:index], matrix, *conv.filters[index + 1 :])
         stages = (*pipeline.stages[: stage - 1], replace(conv, filters=filters), *pipeline.stages[stage:])
         self.recompute(spec=pipeline_text(replace(pipeline, stages=stages)))
-        if self.error:
-            raise CnnxError(self.error)
+        self.raise_error()
 
     def set_style(self, asked: dict) -> None:
         """Draw the run again with another normalisation, scope, colour map or stretch; a bad choice keeps the style
         before."""
-        from dataclasses import replace
-
         unknown = set(asked) - {"normalize", "scope", "cmap", "stretch"}
         if unknown:
             raise CnnxError(f"the style takes normalize, scope, cmap and stretch; not {', '.join(sorted(unknown))}")
-        before, self.style = self.style, replace(self.style, **{k: str(v) for k, v in asked.items()})
-        self.redraw()
-        if self.error:
-            self.style = before
-            raise CnnxError(self.error)
+        if not all(isinstance(v, str) for v in asked.values()):
+            raise CnnxError("each style choice is a name, e.g. {\"cmap\": \"viridis\"}")
+        with self.lock:
+            style = replace(self.style, **asked)
+        if self.redraw(style):
+            with self.lock:
+                self.style = style
+        self.raise_error()
 
-    def upload(self, data: bytes, suffix: str) -> None:
-        """Run an image sent by the page; it is kept only while it is the one shown."""
-        with self.lock:  # no other upload is removed while it is being run
-            upload = self.folder / f"upload-{secrets.token_hex(4)}{suffix if suffix.isascii() else ''}"
-            upload.write_bytes(data)
+    def upload(self, data: bytes, name: str) -> None:
+        """Run an image sent by the page, kept under its own name; it stays only while it is the one shown."""
+        suffix = Path(name).suffix.lower()
+        stem = safe_name(Path(name).stem, fallback="upload")
+        holder = self.folder / f"upload-{secrets.token_hex(4)}"
+        holder.mkdir()
+        upload = holder / f"{stem}{suffix if suffix in IMAGE_SUFFIXES else ''}"
+        upload.write_bytes(data)
+        try:
             self.recompute(image=upload)
+        finally:
+            with self.lock:
+                showing = self.image
             for old in self.folder.glob("upload-*"):
-                if old != self.image:
-                    old.unlink(missing_ok=True)
-        if self.error:
-            raise CnnxError(self.error)
+                if old != showing.parent:
+                    shutil.rmtree(old, ignore_errors=True)
+        self.raise_error()
 
     def show_sample(self, name: str) -> None:
         """Run one of the pictures shipped with cnnx, named as the page lists them (never a path)."""
@@ -192,8 +275,14 @@ class Session:
         if name not in shipped_samples():
             raise CnnxError(f"the samples are {', '.join(shipped_samples())}; not {name!r}")
         self.recompute(image=SAMPLES / name)
-        if self.error:
-            raise CnnxError(self.error)
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        """The failure of the request just made, if it failed, as a CnnxError (a 400)."""
+        with self.lock:
+            error = self.error
+        if error:
+            raise CnnxError(error)
 
     def archive(self, number: int | None = None) -> tuple[str, bytes]:
         """A run as a zip of the folder ``cnnx pipeline`` writes, and the name to save it under."""
@@ -201,9 +290,9 @@ class Session:
         import zipfile
 
         shown = self.shown(number)
-        name = f"{shown.image.stem}_cnnx"
+        name = f"{safe_name(shown.image.stem, fallback='image')}_cnnx"
         buffer = io.BytesIO()
-        with self.lock, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(p for p in shown.folder.rglob("*") if p.is_file()):
                 # PNGs are compressed already; deflating them again only costs time.
                 kind = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
@@ -237,10 +326,18 @@ class Session:
         return _value_at(run, _stages(run), stage, channel, row, col)
 
 
-def _run_number(query: str) -> int | None:
-    """The ``run`` a request names, if it names one."""
-    given = parse_qs(query).get("run")
-    return int(given[0]) if given else None
+def _grid(weights) -> list[list[float]]:
+    """A kernel sent as JSON: rows of finite numbers, all as long, at most 64 by 64."""
+    numbers = (int, float)
+    if not (isinstance(weights, list) and 0 < len(weights) <= 64 and all(isinstance(r, list) for r in weights)):
+        raise CnnxError("a kernel is a grid of finite numbers: a list of rows")
+    width = len(weights[0])
+    for row in weights:
+        if len(row) != width or not 0 < width <= 64:
+            raise CnnxError("a kernel's rows are all as long, 1 to 64 numbers")
+        if not all(isinstance(v, numbers) and not isinstance(v, bool) and math.isfinite(v) for v in row):
+            raise CnnxError("a kernel is a grid of finite numbers")
+    return weights
 
 
 def _stages(run: Path) -> list[dict]:
@@ -257,199 +354,6 @@ def _value_at(run: Path, entries: list[dict], stage: int, channel: int, row: int
         raise CnnxError(f"stage {stage} has {array.shape[0]} maps of {array.shape[1]}x{array.shape[2]}")
     return {"stage": stage, "channel": channel, "row": row, "col": col, "value": float(array[channel, row, col]),
             "receptive_field": entries[stage]["receptive_field"], "jump": entries[stage]["jump"]}
-
-
-TOOLBAR = """<div id="cnnx-live" style="position:sticky;top:0;z-index:2;background:var(--card);
-border:1px solid var(--line);border-radius:8px;padding:.6rem 1rem;margin:.5rem 0">
-<form method="post" action="/api/spec" style="display:flex;flex-wrap:wrap;gap:.5rem;align-items:center">
-<label for="cnnx-spec">stages</label>
-<input id="cnnx-spec" name="spec" value="{spec}" style="flex:1 1 24rem;font-family:ui-monospace,monospace">
-<button type="submit">run</button>
-<label>image <input id="cnnx-upload" type="file" accept="image/*"></label>
-<label>or a sample <select id="cnnx-sample"><option value="">(choose)</option>{samples}</select></label>
-<a href="/api/download?run={run}" download>download the run</a>
-</form>
-<div id="cnnx-style">colours: {style}</div>
-<details id="cnnx-filters" hidden style="margin-top:.3rem"><summary>edit a filter</summary>
-<label>filter <select id="cnnx-filter"></select></label>
-<label>numbers from the bank <select id="cnnx-bank"><option value="">(its own)</option></select></label>
-<div id="cnnx-grid" style="margin:.3rem 0;overflow-x:auto"></div>
-<button type="button" id="cnnx-apply">apply: compute every map again</button>
-</details>
-<p id="cnnx-error" style="color:var(--accent);margin:.3rem 0 0">{error}</p>
-<p id="cnnx-value" aria-live="polite" style="margin:.3rem 0 0">Point at a map to read the value under the pointer;
-click to see how it was computed. Drop an image anywhere on the page to run it.</p>
-<div id="cnnx-explain" aria-live="polite" style="max-height:min(45vh,24rem);overflow:auto"></div>
-</div>
-<script>
-(async () => {{
-  const RUN = {run};  // the run this page shows: every value it asks for is of this run
-  const manifest = await (await fetch(`/run/${{RUN}}/manifest.json`)).json();
-  const show = document.getElementById("cnnx-value");
-  const escape = text => String(text).replace(/[&<>"']/g, c => `&#${{c.charCodeAt(0)}};`);
-  const grid = (rows, title) => {{
-    const scale = Math.max(1e-12, ...rows.flat().filter(v => v !== null && isFinite(v)).map(Math.abs));
-    const cells = rows.map(r => "<tr>" + r.map(v => {{
-      if (v === null || !isFinite(v)) return "<td style='color:var(--muted)'>pad</td>";
-      const a = Math.min(1, Math.abs(v) / scale), colour = v < 0 ? `rgba(33,102,172,${{a}})` : `rgba(178,24,43,${{a}})`;
-      return `<td style="background:${{colour}};padding:1px 4px;text-align:right">${{Number(v).toPrecision(3)}}</td>`;
-    }}).join("") + "</tr>").join("");
-    return `<table style="border-collapse:collapse;font-size:.8rem;display:inline-table;margin:0 .6rem .4rem 0">` +
-      `<caption style="text-align:left">${{title}}</caption>${{cells}}</table>`;
-  }};
-  document.querySelectorAll("figure img").forEach(img => {{
-    const src = img.getAttribute("src");
-    const stage = manifest.stages.findIndex(s => s.maps.some(m => m.tile === src));
-    if (stage < 0) return;
-    const entry = manifest.stages[stage].maps.find(m => m.tile === src);
-    const [C, H, W] = manifest.stages[stage].shape;
-    // The value under the pointer: its row and column in the map, and the query that names it.
-    const place = event => {{
-      const box = img.getBoundingClientRect();
-      const row = Math.min(H - 1, Math.floor((event.clientY - box.top) / box.height * H));
-      const col = Math.min(W - 1, Math.floor((event.clientX - box.left) / box.width * W));
-      return [row, col, `stage=${{stage}}&channel=${{entry.channel}}&row=${{row}}&col=${{col}}&run=${{RUN}}`];
-    }};
-    img.addEventListener("mousemove", async event => {{
-      const [row, col, query] = place(event);
-      const answer = await fetch(`/api/value?${{query}}`);
-      const data = await answer.json();
-      show.textContent = answer.ok ? `stage ${{stage}}, map ${{entry.channel}} (${{entry.label}}), row ${{row}}, ` +
-        `column ${{col}}: ${{data.value.toPrecision(6)}}; it sees ${{data.receptive_field.join("x")}} input pixels`
-        : data.error;
-      // The square of input pixels this value sees, moved to where the pointer is, on the stage's input picture.
-      const square = document.querySelector(`#stage-${{stage}} .field rect`);
-      if (answer.ok && square && data.jump) {{
-        const [rh, rw] = data.receptive_field, [jh, jw] = data.jump;
-        square.setAttribute("x", (col + 0.5) * jw - rw / 2);
-        square.setAttribute("y", (row + 0.5) * jh - rh / 2);
-      }}
-    }});
-    img.addEventListener("click", async event => {{
-      event.preventDefault();
-      const [row, col, query] = place(event);
-      const answer = await fetch(`/api/explain?${{query}}`);
-      const data = await answer.json(), panel = document.getElementById("cnnx-explain");
-      if (!answer.ok) {{ panel.textContent = data.error; return; }}
-      let text = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
-        `<p><b>stage ${{stage}}, map ${{entry.channel}}, row ${{row}}, column ${{col}}</b>: ${{escape(data.rule)}}</p>`;
-      for (const part of (data.parts || []).filter(p => p.values).slice(0, 4)) {{
-        text += `<div>input channel ${{part.channel}}: ` + grid(part.values, "window") +
-          (part.weights ? grid(part.weights, "weights") + grid(part.products, "products") : "") +
-          `<span style="white-space:nowrap">sum ${{Number(part.total).toPrecision(6)}}</span></div>`;
-      }}
-      if ((data.parts || []).length > 4) text += `<p>... ${{data.parts.length}} input channels in all</p>`;
-      const inputs = (data.inputs || []).map((v, k) =>
-        (data.names && data.names[k] ? escape(data.names[k]) + " " : "") + Number(v).toPrecision(6));
-      if (inputs.length) text += `<p>from ${{inputs.join(", ")}}</p>`;
-      text += `<p id="cnnx-total">${{data.bias ? "plus bias " + Number(data.bias).toPrecision(6) + ": " : ""}}` +
-        `= <b>${{Number(data.total).toPrecision(6)}}</b></p>`;
-      panel.innerHTML = text;
-      document.getElementById("cnnx-close").addEventListener("click", () => {{ panel.innerHTML = ""; }});
-    }});
-  }});
-  if (manifest.model && manifest.model.answer) drawingPad(manifest.model.answer);
-  document.querySelectorAll("#cnnx-style select").forEach(choice => choice.addEventListener("change", async () => {{
-    const answer = await fetch("/api/style", {{method: "POST", headers: {{"Content-Type": "application/json"}},
-      body: JSON.stringify({{[choice.name]: choice.value}})}});
-    if (answer.ok) location.reload();
-    else document.getElementById("cnnx-error").textContent = (await answer.json()).error;
-  }}));
-  const editable = await (await fetch("/api/filters")).json();
-  if (editable.filters.length) filterEditor(editable);
-  const reloadOr = async answer => {{
-    if (answer.ok) location.reload();
-    else document.getElementById("cnnx-error").textContent = (await answer.json()).error;
-  }};
-  const sendImage = async file => reloadOr(
-    await fetch("/api/image", {{method: "POST", body: file, headers: {{"X-File-Name": file.name}}}}));
-  document.getElementById("cnnx-upload").addEventListener("change", event => sendImage(event.target.files[0]));
-  document.getElementById("cnnx-sample").addEventListener("change", async event => reloadOr(
-    await fetch("/api/sample", {{method: "POST", headers: {{"Content-Type": "application/json"}},
-      body: JSON.stringify({{name: event.target.value}})}})));
-  document.addEventListener("dragover", event => {{
-    event.preventDefault();
-    document.body.style.outline = "3px dashed var(--accent)";
-  }});
-  document.addEventListener("dragleave", event => {{
-    if (!event.relatedTarget) document.body.style.outline = "";
-  }});
-  document.addEventListener("drop", event => {{
-    event.preventDefault();
-    document.body.style.outline = "";
-    const file = event.dataTransfer.files[0];
-    if (file) sendImage(file);
-  }});
-}})();
-// The chain's 2-D kernels as a grid of numbers: edit them, or take a bank filter's, and every map is computed again.
-function filterEditor({{filters, bank}}) {{
-  const box = document.getElementById("cnnx-filters"), pick = document.getElementById("cnnx-filter");
-  const from = document.getElementById("cnnx-bank"), grid = document.getElementById("cnnx-grid");
-  box.hidden = false;
-  filters.forEach((filter, k) => pick.add(new Option(`stage ${{filter.stage}}: ${{filter.spec}}`, k)));
-  Object.keys(bank).forEach(name => from.add(new Option(name, name)));
-  const fill = weights => {{
-    grid.innerHTML = "<table style='border-collapse:collapse'>" + weights.map(row => "<tr>" + row.map(v =>
-      `<td><input inputmode="decimal" value="${{+v.toPrecision(6)}}" aria-label="weight" ` +
-      `style="width:11ch;font:.8rem ui-monospace,monospace"></td>`).join("") +
-      "</tr>").join("") + "</table>";
-  }};
-  pick.addEventListener("change", () => {{ from.value = ""; fill(filters[pick.value].weights); }});
-  from.addEventListener("change", () => fill(from.value ? bank[from.value] : filters[pick.value].weights));
-  fill(filters[0].weights);
-  document.getElementById("cnnx-apply").addEventListener("click", async () => {{
-    const weights = [...grid.querySelectorAll("tr")].map(row => [...row.querySelectorAll("input")].map(
-      cell => cell.value === "" ? NaN : Number(cell.value)));
-    const filter = filters[pick.value];
-    const answer = await fetch("/api/filter", {{method: "POST", headers: {{"Content-Type": "application/json"}},
-      body: JSON.stringify({{stage: filter.stage, index: filter.index, weights}})}});
-    if (answer.ok) location.reload();
-    else document.getElementById("cnnx-error").textContent = (await answer.json()).error;
-  }});
-}}
-// A canvas to draw on: each stroke is sent as the image and the page comes back with the model's answer to it.
-// The drawing is kept in the tab's session storage, so it survives the reload and the next stroke adds to it.
-function drawingPad(answer) {{
-  const [best, share] = Object.entries(answer).sort((a, b) => b[1] - a[1])[0];
-  const pad = document.createElement("div");
-  pad.innerHTML = `<p style="margin:.3rem 0">Draw on the square in dark ink; the model answers each stroke: ` +
-    `<b id="cnnx-answer"></b> ` +
-    `<button type="button" id="cnnx-clear">clear</button></p>` +
-    `<canvas id="cnnx-canvas" width="192" height="192" style="border:1px solid var(--line);touch-action:none;` +
-    `cursor:crosshair"></canvas>`;
-  document.getElementById("cnnx-live").appendChild(pad);
-  document.getElementById("cnnx-answer").textContent = `${{best}} ${{(share * 100).toFixed(1)}}%`;
-  const canvas = document.getElementById("cnnx-canvas"), pen = canvas.getContext("2d");
-  const blank = () => {{ pen.fillStyle = "#fff"; pen.fillRect(0, 0, canvas.width, canvas.height); }};
-  blank();
-  const kept = sessionStorage.getItem("cnnx-drawing");
-  if (kept) {{ const picture = new Image(); picture.onload = () => pen.drawImage(picture, 0, 0); picture.src = kept; }}
-  pen.lineWidth = 7; pen.lineCap = pen.lineJoin = "round"; pen.strokeStyle = "#111";
-  let drawing = false;
-  const at = event => {{
-    const box = canvas.getBoundingClientRect();
-    return [(event.clientX - box.left) * canvas.width / box.width,
-            (event.clientY - box.top) * canvas.height / box.height];
-  }};
-  canvas.addEventListener("pointerdown", event => {{ drawing = true; pen.beginPath(); pen.moveTo(...at(event)); }});
-  canvas.addEventListener("pointermove", event => {{ if (drawing) {{ pen.lineTo(...at(event)); pen.stroke(); }} }});
-  const send = () => {{
-    if (!drawing) return;
-    drawing = false;
-    sessionStorage.setItem("cnnx-drawing", canvas.toDataURL("image/png"));
-    canvas.toBlob(async blob => {{
-      const sent = await fetch("/api/image", {{method: "POST", body: blob, headers: {{"X-File-Name": "drawing.png"}}}});
-      if (sent.ok) location.reload();
-      else document.getElementById("cnnx-error").textContent = (await sent.json()).error;
-    }}, "image/png");
-  }};
-  canvas.addEventListener("pointerup", send);
-  canvas.addEventListener("pointerleave", send);
-  document.getElementById("cnnx-clear").addEventListener("click", () => {{
-    sessionStorage.removeItem("cnnx-drawing"); blank(); }});
-}}
-</script>
-"""
 
 
 def shipped_samples() -> list[str]:
@@ -479,16 +383,124 @@ def _style_choices(style) -> str:
     return " ".join(chosen)
 
 
+def _whole(value, name: str, low: int = 0, high: int = 1 << 31) -> int:
+    """A whole number a request sent (JSON or a query's text), between ``low`` and ``high``."""
+    if isinstance(value, str) and value.isascii() and re.fullmatch(r"-?\d{1,12}", value.strip()):
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value < high:
+        raise CnnxError(f"{name} must be a whole number from {low}; got {str(value)[:40]!r}")
+    return value
+
+
+def _json_object(body: bytes) -> dict:
+    """A request's body as a JSON object (NaN and infinities refused)."""
+    def refuse(constant: str):
+        raise CnnxError(f"the request's JSON holds {constant}; numbers must be finite")
+
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=refuse)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise CnnxError("the request's body is not JSON") from None
+    if not isinstance(data, dict):
+        raise CnnxError(f"the request's body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite number as the string JavaScript's Number() reads back: strict JSON."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return "NaN"
+        return value if math.isfinite(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _public(text: str) -> str:
+    """An error for the page: file paths of the server's shortened to their last part."""
+    return re.sub(r"(?:/[^/\s'\":]+)+/([^/\s'\":]+)", r"\1", text)
+
+
+def _page_asset(name: str) -> str:
+    return resources.files("cnnx").joinpath("static", name).read_text(encoding="utf-8")
+
+
+class _Head:
+    """A connection's reader whose lines (the request line and headers) may take ``HEAD_LIMIT`` bytes in all and
+    must come within ``HEAD_SECONDS``; reads of a body pass through."""
+
+    def __init__(self, stream):
+        self.stream, self.left = stream, HEAD_LIMIT
+        self.deadline = time.monotonic() + HEAD_SECONDS
+
+    def readline(self, limit: int = -1) -> bytes:
+        if time.monotonic() > self.deadline:
+            raise TimeoutError("the request's head took too long")
+        wanted = self.left + 1 if limit < 0 else min(limit, self.left + 1)
+        line = self.stream.readline(wanted)
+        self.left -= len(line)
+        if self.left < 0:
+            raise http.client.LineTooLong("request head")
+        return line
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 class _Handler(BaseHTTPRequestHandler):
-    """One request: checked for its Host and token, answered from the session, never with a traceback."""
+    """One request: checked for its Host, token and origin, answered from the session, never with a traceback."""
 
     server_version = "cnnx"
+    timeout = HEAD_SECONDS  # the longest wait for any part of a request
     session: Session
     token: str
+    port: int
     hosts: set[str]
 
     def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
         pass  # a quiet server: the terminal shows the URL and errors only
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = _Head(self.rfile)
+
+    def handle_one_request(self) -> None:
+        """The base class's, with the head bounded in bytes and time, and a broken or slow client just closed."""
+        try:
+            self.raw_requestline = self.rfile.readline(8 << 10)
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.raw_requestline.endswith(b"\n"):
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if self.parse_request():
+                handler = getattr(self, f"do_{self.command}", None)
+                if handler is None:
+                    self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
+                else:
+                    handler()
+            self.wfile.flush()
+        except http.client.LineTooLong:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+        except (TimeoutError, ConnectionError, OSError):
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol errors (a bad request line, headers too large) as JSON, like every other error."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self._error(code, message or HTTPStatus(code).phrase)
 
     def _reply(self, status: int, body: bytes, kind: str, headers: dict | None = None) -> None:
         self.send_response(status)
@@ -496,31 +508,66 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        # No other origin may embed, frame or read what this server answers.
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; "
+                         "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+        self.send_header("Referrer-Policy", "no-referrer")
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _json(self, status: int, data) -> None:
+        self._reply(status, json.dumps(_finite(data), allow_nan=False).encode(), "application/json")
+
     def _error(self, status: int, text: str) -> None:
-        self._reply(status, json.dumps({"error": text}).encode(), "application/json")
+        self._json(status, {"error": _public(text)})
+
+    @property
+    def _cookie(self) -> str:
+        return f"cnnx-token-{self.port}"
 
     def _allowed(self) -> bool:
-        """The Host the server printed, and its token in the cookie or (the first time) the URL."""
+        """The Host the server printed; its token in the cookie (set by the printed URL); for /api/, the token in
+        the header too; and nothing sent by a page of another origin."""
         if self.headers.get("Host", "") not in self.hosts:
             self._error(HTTPStatus.FORBIDDEN, "this server answers only at the address it printed")
             return False
-        query = parse_qs(urlsplit(self.path).query)
-        cookie = self.headers.get("Cookie", "")
-        given = {part.strip().partition("=")[2] for part in cookie.split(";") if part.strip().startswith("cnnx-token=")}
-        if self.token in given:
-            return True
-        if secrets.compare_digest(query.get("token", [""])[0], self.token):
-            cookie = f"cnnx-token={self.token}; HttpOnly; SameSite=Strict; Path=/"
+        url = urlsplit(self.path)
+        given = parse_qs(url.query).get("token", [""])[0]
+        if url.path == "/" and given and self._same_token(given):
+            cookie = f"{self._cookie}={self.token}; HttpOnly; SameSite=Strict; Path=/"
             self._reply(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/", "Set-Cookie": cookie})
             return False
-        self._error(HTTPStatus.FORBIDDEN, "open the URL cnnx printed, with its token")
-        return False
+        cookies = self.headers.get("Cookie", "")
+        held = [part.strip().partition("=")[2] for part in cookies.split(";")
+                if part.strip().partition("=")[0] == self._cookie]
+        if not any(self._same_token(value) for value in held):
+            self._error(HTTPStatus.FORBIDDEN, "open the URL cnnx printed, with its token")
+            return False
+        if not self._from_this_origin(api=url.path.startswith("/api/")):
+            self._error(HTTPStatus.FORBIDDEN, "requests from another page or site are refused")
+            return False
+        if url.path.startswith("/api/") and not self._same_token(self.headers.get(TOKEN_HEADER, "")):
+            self._error(HTTPStatus.FORBIDDEN, f"a request to /api/ carries the page's token in {TOKEN_HEADER}")
+            return False
+        return True
+
+    def _same_token(self, given: str) -> bool:
+        return hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode())
+
+    def _from_this_origin(self, *, api: bool) -> bool:
+        """No other origin sent it; an /api/ request says it came from this one (Origin or Sec-Fetch-Site)."""
+        origin, site = self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site")
+        ours = origin is not None and origin in {f"http://{host}" for host in self.hosts}
+        if origin is not None and not ours:
+            return False
+        if site is not None and site not in ("same-origin", "none"):
+            return False
+        return not api or ours or site == "same-origin"
 
     def do_GET(self) -> None:  # noqa: N802 (the base class's name)
         self._guarded(self._get)
@@ -534,32 +581,48 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self._allowed():
                 answer()
+        except Cancelled as error:
+            self._error(HTTPStatus.CONFLICT, str(error))
         except CnnxError as error:
             self._error(HTTPStatus.BAD_REQUEST, str(error))
-        except (ValueError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError) as error:
             self._error(HTTPStatus.BAD_REQUEST, f"malformed request ({type(error).__name__})")
         except OSError as error:
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, message(error))
+        except Exception as error:  # a bug; the page gets JSON and the terminal one line, never a traceback
+            print(f"cnnx: serve: {self.command} {urlsplit(self.path).path} failed ({type(error).__name__})",
+                  file=sys.stderr)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "the server failed on this request")
+
+    def _query(self, *names: str) -> dict[str, int]:
+        """The whole numbers a query names; each of ``names`` must be there."""
+        query = {key: values[0] for key, values in parse_qs(urlsplit(self.path).query).items()}
+        missing = [name for name in names if name not in query]
+        if missing:
+            raise CnnxError(f"the query needs {', '.join(missing)}")
+        return {name: _whole(query[name], name) for name in (*names, "run") if name in query}
 
     def _get(self) -> None:
-        url = urlsplit(self.path)
-        path = unquote(url.path)
+        path = unquote(urlsplit(self.path).path)
         if path == "/":
             self._page()
+        elif path == "/static/live.js":
+            self._reply(HTTPStatus.OK, _page_asset("live.js").encode(), "text/javascript; charset=utf-8")
         elif path.startswith("/run/"):
             self._file(path[len("/run/") :])
         elif path == "/api/download":
-            name, body = self.session.archive(_run_number(url.query))
-            self._reply(
-                HTTPStatus.OK, body, "application/zip", {"Content-Disposition": f'attachment; filename="{quote(name)}"'}
-            )
+            name, body = self.session.archive(self._query().get("run"))
+            self._reply(HTTPStatus.OK, body, "application/zip",
+                        {"Content-Disposition": f'attachment; filename="{quote(name)}"'})
         elif path == "/api/filters":
-            self._reply(HTTPStatus.OK, json.dumps(self.session.filters()).encode(), "application/json")
+            self._json(HTTPStatus.OK, self.session.filters())
         elif path in ("/api/value", "/api/explain"):
-            query = {k: int(v[0]) for k, v in parse_qs(url.query).items()}
+            query = self._query("stage", "channel", "row", "col")
             answer = self.session.value if path == "/api/value" else self.session.explain
-            value = answer(query["stage"], query["channel"], query["row"], query["col"], query.get("run"))
-            self._reply(HTTPStatus.OK, json.dumps(value).encode(), "application/json")
+            self._json(HTTPStatus.OK, answer(query["stage"], query["channel"], query["row"], query["col"],
+                                             query.get("run")))
+        elif path == "/favicon.ico":
+            self._reply(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         else:
             self._error(HTTPStatus.NOT_FOUND, "no such page")
 
@@ -568,10 +631,12 @@ class _Handler(BaseHTTPRequestHandler):
         shown = session.shown()
         page = (shown.folder / "index.html").read_text()
         record = json.loads((shown.folder / "manifest.json").read_text())
-        spec = session.spec or record.get("pipeline", {}).get("spec", "")
-        toolbar = TOOLBAR.format(
-            spec=html.escape(spec), error=html.escape(session.error), style=_style_choices(session.style),
-            run=shown.number,
+        with session.lock:
+            spec, error, style = session.spec, session.error, session.style
+        config = json.dumps({"run": shown.number, "token": self.token}).replace("<", "\\u003c")
+        toolbar = string.Template(_page_asset("toolbar.html")).substitute(
+            config=config, spec=html.escape(spec or record.get("pipeline", {}).get("spec", "")),
+            error=html.escape(_public(error)), style=_style_choices(style),
             samples="".join(f"<option>{html.escape(name)}</option>" for name in shipped_samples()),
         )
         base = f'<head>\n<base href="/run/{shown.number}/">'
@@ -582,7 +647,7 @@ class _Handler(BaseHTTPRequestHandler):
         """A file of a run (``N/file`` of run N, ``file`` of the newest), and nothing outside it: the path is
         resolved and must stay inside."""
         number, _, rest = relative.partition("/")
-        if number.isdigit() and rest:
+        if number.isascii() and number.isdigit() and rest:
             try:
                 run = self.session.shown(int(number)).folder.resolve()
             except CnnxError as error:
@@ -602,14 +667,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes | None:
         """The request's body; None, answered with 413, when it is over the limit (it is then not read)."""
-        length = int(self.headers.get("Content-Length", "0"))
-        if length < 0:
-            raise ValueError("a negative length")
+        length = _whole(self.headers.get("Content-Length", "0"), "Content-Length", 0, 1 << 62)
         if length > BODY_LIMIT:
             self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"at most {BODY_LIMIT >> 20} MiB a request")
             self.close_connection = True
             return None
-        return self.rfile.read(length)
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise CnnxError("the request's body ended early")
+        return body
 
     def _post(self) -> None:
         path = urlsplit(self.path).path
@@ -619,31 +685,80 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if body is None:
             return
-        if path == "/api/spec":
-            form = parse_qs(body.decode("utf-8"), strict_parsing=bool(body))
-            self.session.recompute(spec=form.get("spec", [""])[0] or None)
+        if path == "/api/image":
+            self.session.upload(body, unquote(self.headers.get("X-File-Name", ""))[:255])
+            self._json(HTTPStatus.OK, {})
+            return
+        form = self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded")
+        if path == "/api/spec" and form:  # as a form would send it (scripts): the page comes back
+            asked = {"spec": parse_qs(body.decode("utf-8"), strict_parsing=bool(body)).get("spec", [""])[0]}
+            self.session.recompute(spec=asked["spec"] or None)
             self._reply(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/"})
             return
-        if path == "/api/image":
-            self.session.upload(body, Path(self.headers.get("X-File-Name", "")).suffix)
-            self._reply(HTTPStatus.OK, b"{}", "application/json")
-            return
-        asked = json.loads(body)
-        if path == "/api/style":
-            self.session.set_style(dict(asked))
+        asked = _json_object(body)
+        if path == "/api/spec":
+            spec = asked.get("spec", "")
+            if not isinstance(spec, str):
+                raise CnnxError("spec is the stages as text")
+            self.session.recompute(spec=spec or None)
+            self.session.raise_error()
+        elif path == "/api/style":
+            self.session.set_style(asked)
         elif path == "/api/sample":
-            self.session.show_sample(str(asked["name"]))
+            self.session.show_sample(str(asked.get("name", "")))
         else:
-            self.session.set_filter(int(asked["stage"]), int(asked["index"]), asked["weights"])
-        self._reply(HTTPStatus.OK, b"{}", "application/json")
+            self.session.set_filter(_whole(asked.get("stage"), "stage"), _whole(asked.get("index"), "index"),
+                                    asked.get("weights"))
+        self._json(HTTPStatus.OK, {})
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most ``CONNECTIONS`` at once, a backlog that holds a burst, and quiet."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, *args, **kwargs):
+        self.slots = threading.BoundedSemaphore(CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        """Too many connections: a short 503 and the connection closed, without a thread."""
+        body = b'{"error": "too many connections at once; try again"}'
+        try:
+            request.settimeout(0.5)
+            request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that went away mid-request is no news; the handler answers every error it can
 
 
 def make_server(session: Session, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, str]:
     """A server for ``session`` and the URL (with its token) to open; port 0 takes a free one."""
     token = secrets.token_urlsafe(24)
-    server = ThreadingHTTPServer((host, port), _Handler)
-    server.daemon_threads = True
+    server = _Server((host, port), _Handler)
     bound = server.server_address[1]
     hosts = {f"{host}:{bound}", f"localhost:{bound}"} if host in ("127.0.0.1", "localhost") else {f"{host}:{bound}"}
-    server.RequestHandlerClass = type("Handler", (_Handler,), {"session": session, "token": token, "hosts": hosts})
+    server.RequestHandlerClass = type("Handler", (_Handler,), {"session": session, "token": token, "hosts": hosts,
+                                                                "port": bound})
     return server, f"http://{host}:{bound}/?token={token}"

@@ -26,7 +26,9 @@ def served(tmp_path):
     image = tmp_path / "a.png"
     stripes = (np.arange(64) // 4 % 2 * 255).astype(np.uint8)
     Image.fromarray(np.tile(stripes, (48, 1))).save(image)
-    session = Session(image, lambda text: source_from(text, None, None, None, None, None), Style())
+    session = Session(image, lambda text: source_from(text, None, None, None, None, None), Style(),
+                      folder=tmp_path / "session")
+    session.folder.mkdir()
     session.recompute()
     server, url = make_server(session)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -35,14 +37,19 @@ def served(tmp_path):
     yield port, url.partition("token=")[2], session
     server.shutdown()
     server.server_close()
+    session.close()
 
 
 def request(port, path, *, method="GET", token=None, host=None, body=None, headers=None):
-    """One request; the token as the cookie the printed URL sets."""
+    """One request as the page makes it: the token as the cookie the printed URL sets and, to /api/, in the header
+    the page adds, from the server's own origin."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    sent = {"Host": host or f"127.0.0.1:{port}", **(headers or {})}
+    sent = {"Host": host or f"127.0.0.1:{port}"}
     if token:
-        sent["Cookie"] = f"cnnx-token={token}"
+        sent["Cookie"] = f"cnnx-token-{port}={token}"
+        if path.startswith("/api/"):
+            sent.update({"X-Cnnx-Token": token, "Origin": f"http://127.0.0.1:{port}"})
+    sent.update(headers or {})
     connection.request(method, path, body=body, headers=sent)
     answer = connection.getresponse()
     content = answer.read()
@@ -54,7 +61,8 @@ def test_the_printed_url_sets_the_token_and_the_page_shows_the_run(served):
     """The URL with its token sets a cookie and leads to the page: the run's stages and the live toolbar."""
     port, token, _ = served
     status, headers, _ = request(port, f"/?token={token}")
-    assert status == 303 and "cnnx-token=" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+    cookie = headers["Set-Cookie"]
+    assert status == 303 and f"cnnx-token-{port}=" in cookie and "SameSite=Strict" in cookie and "HttpOnly" in cookie
     status, headers, page = request(port, "/", token=token)
     assert status == 200 and b'id="cnnx-live"' in page and b'<base href="/run/1/">' in page
     assert "Access-Control-Allow-Origin" not in headers
@@ -148,7 +156,7 @@ def test_uploads_do_not_pile_up(served, tmp_path):
         for body, status in ((picture.read_bytes(), 200), (b"no image", 400)):
             sent = {"X-File-Name": "x.png"}
             assert request(port, "/api/image", method="POST", token=token, body=body, headers=sent)[0] == status
-    assert [p.name for p in session.folder.glob("upload-*")] == [session.image.name]
+    assert list(session.folder.glob("upload-*/*")) == [session.image] and session.image.name == "x.png"
 
 
 def test_a_shipped_sample_is_picked_by_name_and_nothing_else(served):
@@ -196,7 +204,7 @@ def test_an_image_dropped_on_the_page_is_run(served, tmp_path):
         WebDriverWait(driver, 20).until(lambda d: "1x40x70" in d.find_element(By.ID, "stage-0").text)
     finally:
         driver.quit()
-    assert session.image.name.startswith("upload-") and session.image.read_bytes() == picture.read_bytes()
+    assert session.image.name == "dropped.png" and session.image.read_bytes() == picture.read_bytes()
 
 
 def test_a_page_reads_the_run_it_shows_whatever_another_tab_runs(served):

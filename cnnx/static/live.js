@@ -1,0 +1,184 @@
+// cnnx serve's page: values under the pointer, their arithmetic, edits that recompute.  Every request to /api
+// carries the token written into this page (X-Cnnx-Token), which a page of another origin cannot read or send.
+const CONFIG = JSON.parse(document.getElementById("cnnx-config").textContent);
+const RUN = CONFIG.run;  // the run this page shows: every value it asks for is of this run
+const api = (path, options = {}) => fetch(path, {...options, credentials: "same-origin",
+  headers: {...(options.headers || {}), "X-Cnnx-Token": CONFIG.token}});
+const jsonPost = (path, body) => api(path, {method: "POST", headers: {"Content-Type": "application/json"},
+  body: JSON.stringify(body)});
+// A number the server sent: non-finite values come as the strings "NaN", "Infinity" and "-Infinity".
+const shown = v => Number(v).toPrecision(6);
+const fail = async answer => {
+  let text = `the server answered ${answer.status}`;
+  try { text = (await answer.json()).error || text; } catch (error) { /* not JSON */ }
+  document.getElementById("cnnx-error").textContent = text;
+};
+const reloadOr = async answer => { if (answer.ok) location.reload(); else await fail(answer); };
+(async () => {
+  const manifest = await (await fetch(`/run/${RUN}/manifest.json`)).json();
+  const show = document.getElementById("cnnx-value");
+  const escape = text => String(text).replace(/[&<>"']/g, c => `&#${c.charCodeAt(0)};`);
+  const grid = (rows, title) => {
+    const scale = Math.max(1e-12, ...rows.flat().filter(v => v !== null && isFinite(v)).map(Math.abs));
+    const cells = rows.map(r => "<tr>" + r.map(v => {
+      if (v === null) return "<td style='color:var(--muted)'>pad</td>";
+      if (!isFinite(v)) return `<td style="padding:1px 4px;text-align:right">${String(v)}</td>`;
+      const a = Math.min(1, Math.abs(v) / scale), colour = v < 0 ? `rgba(33,102,172,${a})` : `rgba(178,24,43,${a})`;
+      return `<td style="background:${colour};padding:1px 4px;text-align:right">${Number(v).toPrecision(3)}</td>`;
+    }).join("") + "</tr>").join("");
+    return `<table style="border-collapse:collapse;font-size:.8rem;display:inline-table;margin:0 .6rem .4rem 0">` +
+      `<caption style="text-align:left">${title}</caption>${cells}</table>`;
+  };
+  document.querySelectorAll("figure img").forEach(img => {
+    const src = img.getAttribute("src");
+    const stage = manifest.stages.findIndex(s => s.maps.some(m => m.tile === src));
+    if (stage < 0) return;
+    const entry = manifest.stages[stage].maps.find(m => m.tile === src);
+    const [C, H, W] = manifest.stages[stage].shape;
+    // The value under the pointer: its row and column in the map, and the query that names it.
+    const place = event => {
+      const box = img.getBoundingClientRect();
+      const row = Math.min(H - 1, Math.floor((event.clientY - box.top) / box.height * H));
+      const col = Math.min(W - 1, Math.floor((event.clientX - box.left) / box.width * W));
+      return [row, col, `stage=${stage}&channel=${entry.channel}&row=${row}&col=${col}&run=${RUN}`];
+    };
+    img.addEventListener("mousemove", async event => {
+      const [row, col, query] = place(event);
+      const answer = await api(`/api/value?${query}`);
+      const data = await answer.json();
+      show.textContent = answer.ok ? `stage ${stage}, map ${entry.channel} (${entry.label}), row ${row}, ` +
+        `column ${col}: ${shown(data.value)}; it sees ${data.receptive_field.join("x")} input pixels`
+        : data.error;
+      // The square of input pixels this value sees, moved to where the pointer is, on the stage's input picture.
+      const square = document.querySelector(`#stage-${stage} .field rect`);
+      if (answer.ok && square && data.jump) {
+        const [rh, rw] = data.receptive_field, [jh, jw] = data.jump;
+        square.setAttribute("x", (col + 0.5) * jw - rw / 2);
+        square.setAttribute("y", (row + 0.5) * jh - rh / 2);
+      }
+    });
+    img.addEventListener("click", async event => {
+      event.preventDefault();
+      const [row, col, query] = place(event);
+      const answer = await api(`/api/explain?${query}`);
+      const data = await answer.json(), panel = document.getElementById("cnnx-explain");
+      if (!answer.ok) { panel.textContent = data.error; return; }
+      let text = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
+        `<p><b>stage ${stage}, map ${entry.channel}, row ${row}, column ${col}</b>: ${escape(data.rule)}</p>`;
+      for (const part of (data.parts || []).filter(p => p.values).slice(0, 4)) {
+        text += `<div>input channel ${part.channel}: ` + grid(part.values, "window") +
+          (part.weights ? grid(part.weights, "weights") + grid(part.products, "products") : "") +
+          `<span style="white-space:nowrap">sum ${shown(part.total)}</span></div>`;
+      }
+      if ((data.parts || []).length > 4) text += `<p>... ${data.parts.length} input channels in all</p>`;
+      const inputs = (data.inputs || []).map((v, k) =>
+        (data.names && data.names[k] ? escape(data.names[k]) + " " : "") + shown(v));
+      if (inputs.length) text += `<p>from ${inputs.join(", ")}</p>`;
+      text += `<p id="cnnx-total">${data.bias ? "plus bias " + shown(data.bias) + ": " : ""}` +
+        `= <b>${shown(data.total)}</b></p>`;
+      panel.innerHTML = text;
+      document.getElementById("cnnx-close").addEventListener("click", () => { panel.innerHTML = ""; });
+    });
+  });
+  if (manifest.model && manifest.model.answer) drawingPad(manifest.model.answer);
+  document.querySelectorAll("#cnnx-style select").forEach(choice => choice.addEventListener("change", async () => {
+    await reloadOr(await jsonPost("/api/style", {[choice.name]: choice.value}));
+  }));
+  const editable = await (await api("/api/filters")).json();
+  if (editable.filters.length) filterEditor(editable);
+  const sendImage = async file => reloadOr(await api("/api/image",
+    {method: "POST", body: file, headers: {"X-File-Name": encodeURIComponent(file.name)}}));
+  document.getElementById("cnnx-upload").addEventListener("change", event => sendImage(event.target.files[0]));
+  document.getElementById("cnnx-sample").addEventListener("change", async event => reloadOr(
+    await jsonPost("/api/sample", {name: event.target.value})));
+  document.getElementById("cnnx-form").addEventListener("submit", async event => {
+    event.preventDefault();
+    await reloadOr(await jsonPost("/api/spec", {spec: document.getElementById("cnnx-spec").value}));
+  });
+  document.getElementById("cnnx-download").addEventListener("click", async () => {
+    const answer = await api(`/api/download?run=${RUN}`);
+    if (!answer.ok) return fail(answer);
+    const name = decodeURIComponent((answer.headers.get("Content-Disposition") || "").split("filename=")[1] ||
+      "cnnx-run.zip").replace(/"/g, "");
+    const link = Object.assign(document.createElement("a"), {href: URL.createObjectURL(await answer.blob()),
+      download: name});
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+  });
+  document.addEventListener("dragover", event => {
+    event.preventDefault();
+    document.body.style.outline = "3px dashed var(--accent)";
+  });
+  document.addEventListener("dragleave", event => {
+    if (!event.relatedTarget) document.body.style.outline = "";
+  });
+  document.addEventListener("drop", event => {
+    event.preventDefault();
+    document.body.style.outline = "";
+    const file = event.dataTransfer.files[0];
+    if (file) sendImage(file);
+  });
+})();
+// The chain's 2-D kernels as a grid of numbers: edit them, or take a bank filter's, and every map is computed again.
+function filterEditor({filters, bank}) {
+  const box = document.getElementById("cnnx-filters"), pick = document.getElementById("cnnx-filter");
+  const from = document.getElementById("cnnx-bank"), grid = document.getElementById("cnnx-grid");
+  box.hidden = false;
+  filters.forEach((filter, k) => pick.add(new Option(`stage ${filter.stage}: ${filter.spec}`, k)));
+  Object.keys(bank).forEach(name => from.add(new Option(name, name)));
+  const fill = weights => {
+    grid.innerHTML = "<table style='border-collapse:collapse'>" + weights.map(row => "<tr>" + row.map(v =>
+      `<td><input inputmode="decimal" value="${+v.toPrecision(6)}" aria-label="weight" ` +
+      `style="width:11ch;font:.8rem ui-monospace,monospace"></td>`).join("") +
+      "</tr>").join("") + "</table>";
+  };
+  pick.addEventListener("change", () => { from.value = ""; fill(filters[pick.value].weights); });
+  from.addEventListener("change", () => fill(from.value ? bank[from.value] : filters[pick.value].weights));
+  fill(filters[0].weights);
+  document.getElementById("cnnx-apply").addEventListener("click", async () => {
+    const weights = [...grid.querySelectorAll("tr")].map(row => [...row.querySelectorAll("input")].map(
+      cell => cell.value === "" ? NaN : Number(cell.value)));
+    const filter = filters[pick.value];
+    await reloadOr(await jsonPost("/api/filter", {stage: filter.stage, index: filter.index, weights}));
+  });
+}
+// A canvas to draw on: each stroke is sent as the image and the page comes back with the model's answer to it.
+// The drawing is kept in the tab's session storage, so it survives the reload and the next stroke adds to it.
+function drawingPad(answer) {
+  const [best, share] = Object.entries(answer).sort((a, b) => b[1] - a[1])[0];
+  const pad = document.createElement("div");
+  pad.innerHTML = `<p style="margin:.3rem 0">Draw on the square in dark ink; the model answers each stroke: ` +
+    `<b id="cnnx-answer"></b> ` +
+    `<button type="button" id="cnnx-clear">clear</button></p>` +
+    `<canvas id="cnnx-canvas" width="192" height="192" style="border:1px solid var(--line);touch-action:none;` +
+    `cursor:crosshair"></canvas>`;
+  document.getElementById("cnnx-live").appendChild(pad);
+  document.getElementById("cnnx-answer").textContent = `${best} ${(share * 100).toFixed(1)}%`;
+  const canvas = document.getElementById("cnnx-canvas"), pen = canvas.getContext("2d");
+  const blank = () => { pen.fillStyle = "#fff"; pen.fillRect(0, 0, canvas.width, canvas.height); };
+  blank();
+  const kept = sessionStorage.getItem("cnnx-drawing");
+  if (kept) { const picture = new Image(); picture.onload = () => pen.drawImage(picture, 0, 0); picture.src = kept; }
+  pen.lineWidth = 7; pen.lineCap = pen.lineJoin = "round"; pen.strokeStyle = "#111";
+  let drawing = false;
+  const at = event => {
+    const box = canvas.getBoundingClientRect();
+    return [(event.clientX - box.left) * canvas.width / box.width,
+            (event.clientY - box.top) * canvas.height / box.height];
+  };
+  canvas.addEventListener("pointerdown", event => { drawing = true; pen.beginPath(); pen.moveTo(...at(event)); });
+  canvas.addEventListener("pointermove", event => { if (drawing) { pen.lineTo(...at(event)); pen.stroke(); } });
+  const send = () => {
+    if (!drawing) return;
+    drawing = false;
+    sessionStorage.setItem("cnnx-drawing", canvas.toDataURL("image/png"));
+    canvas.toBlob(async blob => {
+      await reloadOr(await api("/api/image", {method: "POST", body: blob, headers: {"X-File-Name": "drawing.png"}}));
+    }, "image/png");
+  };
+  canvas.addEventListener("pointerup", send);
+  canvas.addEventListener("pointerleave", send);
+  document.getElementById("cnnx-clear").addEventListener("click", () => {
+    sessionStorage.removeItem("cnnx-drawing"); blank(); });
+}
