@@ -7,6 +7,7 @@ Options that several commands share are declared once, below, as
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -434,7 +435,7 @@ def serve(
                                preprocess=prepared(preprocess, size, mean, std, order, scale))
 
         style = style_from(normalize, scope, cmap, percentile, value_range, stretch)
-    session = server = None
+    session = server = stopped = None
     try:  # from the first run on, whatever stops the server (Ctrl-C at any moment included) removes the runs
         with reported_errors():
             session = Session(image or SAMPLE, make_source, style, spec or "")
@@ -449,12 +450,18 @@ def serve(
             webbrowser.open(url)
         server.serve_forever()
     except (KeyboardInterrupt, signals.Stopped) as stop:  # Ctrl-C, or SIGTERM/SIGHUP from a service manager
-        raise typer.Exit(shell.report_stop(stop, "the server's runs are removed")) from None
+        stopped = shell.report_stop(stop, "the server's runs are removed")
     finally:
         if server is not None:
             server.server_close()
         if session is not None:
-            session.close()
+            session.close(seconds=1.0)
+    if stopped is not None:
+        # A recompute may still be inside a stage on other threads; its runs are gone, so nothing is left to wait
+        # for, and waiting for its threads would keep the user (or a service manager) waiting.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stopped)
 
 
 app.add_typer(explain_app)

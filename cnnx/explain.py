@@ -6,6 +6,7 @@ terminal and ``as_json`` turns into JSON; numbers are computed here once.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, is_dataclass
 
 import numpy as np
@@ -72,6 +73,18 @@ def _written(values: np.ndarray, weights: np.ndarray, total: float) -> str:
     return f"{terms} = {total:g}"
 
 
+def _as_float32_does(explain):
+    """An explanation's arithmetic overflows and meets NaN as the op's own float32 does: to inf and NaN, shown as
+    such, with no warning beside them."""
+
+    @functools.wraps(explain)
+    def quietly(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return explain(*args, **kwargs)
+
+    return quietly
+
+
 def _agree(computed: np.ndarray, shown: np.ndarray, what: str, op: str) -> None:
     """The arithmetic shown must be what the op computes; a difference is a bug in cnnx, never the user's."""
     finite = np.abs(shown[np.isfinite(shown)])
@@ -81,6 +94,7 @@ def _agree(computed: np.ndarray, shown: np.ndarray, what: str, op: str) -> None:
         raise RuntimeError(f"the {what} shown disagree with {op}")
 
 
+@_as_float32_does
 def explain_conv(matrix: np.ndarray, kernel: Kernel, *, stride: int = 1, padding: int = 0) -> ConvExplanation:
     """Every window of a cross-correlation of a small matrix, with zero padding, checked against ``ops.conv2d``."""
     matrix = np.asarray(matrix, np.float64)
@@ -166,6 +180,7 @@ def _crop(centre: int, size: int, n: int, padding_mode: str) -> slice:
     return slice(max(0, centre - size), min(n, centre + size + 1))
 
 
+@_as_float32_does
 def explain_patch(
     image: np.ndarray, path: str, kernel: Kernel, row: int, col: int, padding_mode: str = "replicate"
 ) -> PatchExplanation:
@@ -447,6 +462,7 @@ class LayerExplanation:
     map_shape: list[int]
 
 
+@_as_float32_does
 def explain_layer(graph, image: np.ndarray, layer: str, channel: int, row: int, col: int, shown: int = 3):
     """The arithmetic of output (channel, row, col) of a Conv node, summed over every input channel, plus bias.
 
@@ -516,6 +532,7 @@ def _read_window(plane: np.ndarray, rows: list[int], cols: list[int], mode: str)
     return window
 
 
+@_as_float32_does
 def explain_value(
     stage, before: np.ndarray, after: np.ndarray, index: int, channel: int, row: int, col: int, *, flip: bool = False
 ):
@@ -566,7 +583,9 @@ def explain_value(
     else:
         explained.rule = f"{stage.name}: the value as computed (its arithmetic is not shown for this stage)"
         explained.total = value
-    if explained.total != value and not np.isclose(explained.total, value, rtol=1e-4, atol=1e-5 * max(1, abs(value))):
+    # A sum past float32's range is what the stage holds as inf: the float64 arithmetic shown, rounded to float32.
+    held = float(np.float32(explained.total)) if not np.isfinite(value) else explained.total
+    if held != value and not np.isclose(held, value, rtol=1e-4, atol=1e-5 * max(1, abs(value)), equal_nan=True):
         raise RuntimeError(f"the arithmetic shown gives {explained.total}, the stage holds {value}")
     return explained
 
@@ -631,6 +650,7 @@ _JOINS = {"Add": (" + ", np.add), "Sub": (" - ", np.subtract), "Mul": (" * ", np
           "Div": (" / ", np.divide), "Sum": (" + ", np.add)}
 
 
+@_as_float32_does
 def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int, row: int, col: int):
     """One value of any written node of an ONNX graph, worked out from the node's inputs and checked against it.
 
@@ -747,6 +767,7 @@ def _pool_window(explained: ValueExplanation, x: np.ndarray, place, attrs: dict,
     explained.parts = [ChannelSum(c, explained.total, np.where(inside, window, np.nan).tolist())]
 
 
+@_as_float32_does
 def explain_stage(source: StageSource, stage: int, channel: int, row: int, col: int, array):
     """One value of stage ``stage`` of any source of stages, worked out from what made it and checked against it.
 

@@ -110,7 +110,9 @@ class Session:
 
         if self._attempt(run):
             with self.lock:
-                self.spec, self.image = spec, image
+                before, self.spec, self.image = self.image, spec, image
+            if before != image and before.parent.name.startswith("upload-") and before.parent.parent == self.folder:
+                shutil.rmtree(before.parent, ignore_errors=True)  # the upload shown before is shown no more
 
     def redraw(self, style=None) -> bool:
         """The run drawn again in ``style`` (the session's by default), from its saved arrays: nothing is computed
@@ -262,10 +264,9 @@ class Session:
             self.recompute(image=upload)
         finally:
             with self.lock:
-                showing = self.image
-            for old in self.folder.glob("upload-*"):
-                if old != showing.parent:
-                    shutil.rmtree(old, ignore_errors=True)
+                shown = self.image == upload
+            if not shown:  # refused, failed or replaced: only the upload shown is kept
+                shutil.rmtree(holder, ignore_errors=True)
         self.raise_error()
 
     def show_sample(self, name: str) -> None:
@@ -499,6 +500,9 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol errors (a bad request line, headers too large) as JSON, like every other error."""
         self.close_connection = True
+        if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:  # a request line naming no HTTP this server speaks: malformed
+            code = HTTPStatus.BAD_REQUEST
+        self.request_version = "HTTP/1.0"  # a status line and headers even for a line too broken to name its version
         with contextlib.suppress(OSError):
             self._error(code, message or HTTPStatus(code).phrase)
 

@@ -8,8 +8,6 @@ CNNX_REQUIRE_BROWSER=1 (as in CI) makes that a failure.
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,32 +22,6 @@ from cnnx.cli import app
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 ARTIFACTS = Path(os.environ.get("CNNX_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
-
-
-def browser():
-    """A headless Chromium driven by chromedriver, or a skip (a failure when CNNX_REQUIRE_BROWSER=1)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        webdriver = None
-    if not (chromium and driver_path and webdriver):
-        message = "headless Chromium needs Debian's chromium, chromium-driver and the selenium extra"
-        if os.environ.get("CNNX_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1200,2400",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='cnnx-chromium-')}")
-    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
 
 
 def _run(tmp_path, *args) -> Path:
@@ -73,7 +45,7 @@ def _shapes_drawing(tmp_path) -> Path:
 
 @pytest.mark.parametrize("case", ["chelsea", "model"])
 @pytest.mark.parametrize("width", [1400, 700])
-def test_index_html_reads_well_at_every_width(tmp_path, case, width):
+def test_index_html_reads_well_at_every_width(tmp_path, case, width, browser):
     """The page of a real run, offline, at 1400 and 700 px: every image loads, nothing overflows the window,
     every stage has its paragraph in words, the model's answer shows class names; the console has no error."""
     if case == "chelsea":
@@ -81,7 +53,7 @@ def test_index_html_reads_well_at_every_width(tmp_path, case, width):
     else:
         out = _run(tmp_path, _shapes_drawing(tmp_path), "--model", "shapes")
     manifest = json.loads((out / "manifest.json").read_text())
-    driver = browser()
+    driver = browser
     try:
         driver.set_window_size(width, 1600)
         driver.get((out / "index.html").as_uri())

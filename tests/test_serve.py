@@ -179,18 +179,16 @@ def test_a_shipped_sample_is_picked_by_name_and_nothing_else(served):
     assert session.image == SAMPLES / "stripes.png"
 
 
-def test_an_image_dropped_on_the_page_is_run(served, tmp_path):
+def test_an_image_dropped_on_the_page_is_run(served, tmp_path, browser):
     """In headless Chromium: a file dropped anywhere on the page is uploaded and the page shows its run."""
     import base64
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
-    from test_gallery import browser
-
     port, token, session = served
     picture = tmp_path / "dropped.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 70), np.uint8)).save(picture)
-    driver = browser()
+    driver = browser
     try:
         _first_map(driver, port, token)
         driver.execute_script(
@@ -281,12 +279,10 @@ def _first_map(driver, port, token):
     return tile
 
 
-def test_hovering_a_map_shows_its_value(served):
+def test_hovering_a_map_shows_its_value(served, browser):
     """In headless Chromium: the pointer over a map shows the value there, as /api/value gives it."""
-    from test_gallery import browser
-
     port, token, _ = served
-    driver = browser()
+    driver = browser
     try:
         from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.by import By
@@ -315,12 +311,10 @@ def test_the_arithmetic_behind_a_value_equals_it(served):
     assert request(port, "/api/explain?stage=0&channel=0&row=0&col=0", token=token)[0] == 400
 
 
-def test_clicking_a_map_shows_the_arithmetic(served):
+def test_clicking_a_map_shows_the_arithmetic(served, browser):
     """In headless Chromium: a click on a conv map shows its window, weights and products, and the value."""
-    from test_gallery import browser
-
     port, token, session = served
-    driver = browser()
+    driver = browser
     try:
         from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.by import By
@@ -459,20 +453,18 @@ def _stroke(driver, canvas, points) -> None:
     ("circle", [[(round(55 * np.cos(t)), round(55 * np.sin(t))) for t in np.linspace(0, 2 * np.pi, 33)]]),
     ("cross", [[(-55, -55), (55, 55)], [(55, -55), (-55, 55)]]),
 ])
-def test_drawing_a_shape_for_the_model_changes_its_answer(tmp_path, shape, strokes):
+def test_drawing_a_shape_for_the_model_changes_its_answer(tmp_path, shape, strokes, browser):
     """In headless Chromium, with the shipped model: shapes drawn on the page's canvas are what the model runs on,
     and it names them."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
-    from test_gallery import browser
-
     image = tmp_path / "blank.png"
     Image.fromarray(np.full((64, 64), 255, np.uint8)).save(image)
     session = Session(image, lambda text: source_from(None, None, None, "shapes", None, None), Style())
     session.recompute()
     server, url = make_server(session)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    driver = browser()
+    driver = browser
     try:
         driver.get(f"http://127.0.0.1:{server.server_address[1]}/?token={url.partition('token=')[2]}")
         canvas = WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "cnnx-canvas"))
@@ -526,17 +518,15 @@ def test_a_filter_edited_as_numbers_is_what_the_conv_computes(served):
     assert session.spec == spec
 
 
-def test_picking_a_bank_filter_in_the_page_recomputes_the_maps(served):
+def test_picking_a_bank_filter_in_the_page_recomputes_the_maps(served, browser):
     """In headless Chromium: open the filter editor, take sobel_y's numbers from the bank, apply; the first conv map
     is now the input correlated with sobel_y."""
     from scipy.ndimage import correlate
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.select import Select
     from selenium.webdriver.support.wait import WebDriverWait
-    from test_gallery import browser
-
     port, token, session = served
-    driver = browser()
+    driver = browser
     try:
         driver.get(f"http://127.0.0.1:{port}/?token={token}")
         shown = "#cnnx-filters:not([hidden])"
