@@ -455,7 +455,7 @@ def serve(
         if server is not None:
             server.server_close()
         if session is not None:
-            session.close(seconds=1.0)
+            session.close(seconds=0.25)
     if stopped is not None:
         # A recompute may still be inside a stage on other threads; its runs are gone, so nothing is left to wait
         # for, and waiting for its threads would keep the user (or a service manager) waiting.

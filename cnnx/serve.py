@@ -97,6 +97,9 @@ class Session:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     computing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
     def recompute(self, *, spec: str | None = None, image: Path | None = None) -> None:
         """A new run with new stages or a new image; a failure keeps the run before and says why."""
         with self.lock:

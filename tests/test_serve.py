@@ -28,7 +28,6 @@ def served(tmp_path):
     Image.fromarray(np.tile(stripes, (48, 1))).save(image)
     session = Session(image, lambda text: source_from(text, None, None, None, None, None), Style(),
                       folder=tmp_path / "session")
-    session.folder.mkdir()
     session.recompute()
     server, url = make_server(session)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -394,7 +393,8 @@ def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
     onnx = {"layers": "all", "preprocess": "imagenet"} if model.endswith(".onnx") else {}
-    session = Session(image, lambda text: source_from(None, None, None, model, None, None, **onnx), Style())
+    session = Session(image, lambda text: source_from(None, None, None, model, None, None, **onnx), Style(),
+                      folder=tmp_path / "session")
     session.recompute()
     assert session.run is not None, session.error
     entries = json.loads((session.run / "manifest.json").read_text())["stages"]
@@ -429,7 +429,8 @@ def test_a_model_run_is_drawn_again_with_its_answer(tmp_path, model):
         model = str(_block_model(tmp_path / model))
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
-    session = Session(image, lambda text: source_from(None, None, None, model, None, None), Style())
+    session = Session(image, lambda text: source_from(None, None, None, model, None, None), Style(),
+                      folder=tmp_path / "session")
     session.recompute()
     before = json.loads((session.run / "manifest.json").read_text())
     session.set_style({"stretch": "linear", "cmap": "viridis"})
@@ -460,7 +461,8 @@ def test_drawing_a_shape_for_the_model_changes_its_answer(tmp_path, shape, strok
     from selenium.webdriver.support.wait import WebDriverWait
     image = tmp_path / "blank.png"
     Image.fromarray(np.full((64, 64), 255, np.uint8)).save(image)
-    session = Session(image, lambda text: source_from(None, None, None, "shapes", None, None), Style())
+    session = Session(image, lambda text: source_from(None, None, None, "shapes", None, None), Style(),
+                      folder=tmp_path / "session")
     session.recompute()
     server, url = make_server(session)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -608,7 +610,6 @@ def test_memory_and_disk_stay_bounded_over_a_thousand_recomputes(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24), np.uint8)).save(image)
     session = Session(image, lambda text: source_from(text, None, None, None, None, None), Style(),
                       folder=tmp_path / "runs")
-    session.folder.mkdir()
     specs = ("relu", "maxpool(2)")
     for k in range(100):  # caches and free lists settle
         session.recompute(spec=specs[k % 2])

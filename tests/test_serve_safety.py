@@ -35,7 +35,6 @@ class Served:
     def __init__(self, tmp_path: Path, image: Path, spec: str | None = None):
         self.session = Session(image, lambda text: source_from(text or spec, None, None, None, None, None), Style(),
                                folder=tmp_path / "session")
-        self.session.folder.mkdir(parents=True)
         self.session.recompute()
         self.server, self.url = make_server(self.session)
         self.port = self.server.server_address[1]
