@@ -166,7 +166,8 @@ def test_dask_cluster_on_loopback_gives_the_same_files(tmp_path):
     assert invoke("pipeline", *photos, "-o", tmp_path / "local", "-j", "1").exit_code == 0
     import dask
 
-    with dask.config.set({"temporary-directory": str(tmp_path)}), distributed.LocalCluster(  # scratch goes with the test
+    scratch = {"temporary-directory": str(tmp_path)}  # the cluster's scratch goes with the test
+    with dask.config.set(scratch), distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     ) as cluster:
         result = invoke("pipeline", *photos, "-o", tmp_path / "dask", "--scheduler", cluster.scheduler_address)
