@@ -430,7 +430,7 @@ def _finite(value):
 
 def _public(text: str) -> str:
     """An error for the page: file paths of the server's shortened to their last part."""
-    return re.sub(r"(?:/[^/\s'\":]+)+/([^/\s'\":]+)", r"\1", text)
+    return re.sub(r"(?<![\w.~-])(?:/[^/\s'\":]+)+/([^/\s'\":]+)", r"\1", text)
 
 
 def _page_asset(name: str) -> str:

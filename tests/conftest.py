@@ -70,9 +70,16 @@ def pytest_configure(config) -> None:
     tempfile.tempdir = str(_TEMPORARY)
 
 
+# What the oracles' libraries keep there for their own sake, whatever a test does: ONNX Runtime's telemetry writes
+# its session file on import, and PyTorch's exporter its compile cache.
+_LIBRARIES_OWN = (".ses", "torchinductor_")
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
-    """The run fails if the tests left anything in the temporary folder besides pytest's own tmp_path folders."""
-    left = sorted(p.name for p in _TEMPORARY.iterdir() if not p.name.startswith("pytest-of-"))
+    """The run fails if the tests left anything in the temporary folder besides pytest's own tmp_path folders (and
+    the libraries' own files above)."""
+    left = sorted(p.name for p in _TEMPORARY.iterdir()
+                  if not p.name.startswith(("pytest-of-", *_LIBRARIES_OWN)))
     if left:
         session.config.get_terminal_writer().line(f"the tests left {len(left)} entries in the temporary folder: "
                                                   f"{', '.join(left[:8])}", red=True)
