@@ -1,6 +1,5 @@
 """cnnx serve: a real server on a loopback port, its promises checked over HTTP and in headless Chromium."""
 
-import http.client
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from served import request
 
 from cnnx.draw import Style
 from cnnx.serve import BODY_LIMIT, Session, make_server
@@ -37,23 +37,6 @@ def served(tmp_path):
     server.shutdown()
     server.server_close()
     session.close()
-
-
-def request(port, path, *, method="GET", token=None, host=None, body=None, headers=None):
-    """One request as the page makes it: the token as the cookie the printed URL sets and, to /api/, in the header
-    the page adds, from the server's own origin."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    sent = {"Host": host or f"127.0.0.1:{port}"}
-    if token:
-        sent["Cookie"] = f"cnnx-token-{port}={token}"
-        if path.startswith("/api/"):
-            sent.update({"X-Cnnx-Token": token, "Origin": f"http://127.0.0.1:{port}"})
-    sent.update(headers or {})
-    connection.request(method, path, body=body, headers=sent)
-    answer = connection.getresponse()
-    content = answer.read()
-    connection.close()
-    return answer.status, dict(answer.getheaders()), content
 
 
 def test_the_printed_url_sets_the_token_and_the_page_shows_the_run(served):

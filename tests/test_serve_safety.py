@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from served import request
 
 from cnnx import serve
 from cnnx.draw import Style
@@ -47,20 +48,9 @@ class Served:
         self.server.server_close()
         self.session.close()
 
-    def request(self, path, *, method="GET", body=None, headers=None, page=True):
-        """A request; ``page`` sends what the page sends (cookie, and to /api/ the header and the origin)."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        sent = {"Host": f"127.0.0.1:{self.port}"}
-        if page:
-            sent["Cookie"] = f"cnnx-token-{self.port}={self.token}"
-            if path.startswith("/api/"):
-                sent.update({"X-Cnnx-Token": self.token, "Origin": self.origin})
-        sent.update(headers or {})
-        connection.request(method, path, body=body, headers=sent)
-        answer = connection.getresponse()
-        content = answer.read()
-        connection.close()
-        return answer.status, dict(answer.getheaders()), content
+    def request(self, path, *, method="GET", body=None, headers=None):
+        """A request as the page sends it: the cookie, and to /api/ the header and the origin."""
+        return request(self.port, path, method=method, token=self.token, body=body, headers=headers)
 
 
 @pytest.fixture
