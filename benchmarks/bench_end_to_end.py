@@ -63,7 +63,7 @@ def encode_all(files: list[Path], level: int, writer: str) -> float:
 
     ``writer`` is "pillow" (Pillow's zlib) or "cnnx" (cnnx's own writer, ISA-L at levels 1-3).
     """
-    from cnnx.png import write_png
+    from cnnx.io.png import write_png
 
     pictures = []
     for file in files:
@@ -172,7 +172,7 @@ def bench_memory(work: Path) -> str:
         [
             sys.executable,
             "-c",
-            "import resource, cnnx.cli, numpy, PIL.Image, typer, rich, cmap;"
+            "import resource, cnnx.app.cli, numpy, PIL.Image, typer, rich, cmap;"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)",
         ],
         capture_output=True,
@@ -189,9 +189,9 @@ def bench_memory(work: Path) -> str:
         return "memory 100 MP: the run failed"
     # The largest child so far: the run (the baseline ran in a child of its own, and smaller).
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 - int(base.stdout.split()[-1])
-    from cnnx.memory import estimate_memory
-    from cnnx.pipeline import Chain
-    from cnnx.stages import LESSON, Pipeline
+    from cnnx.app.memory import estimate_memory
+    from cnnx.sources.pipeline import Chain
+    from cnnx.sources.stages import LESSON, Pipeline
 
     estimate = estimate_memory(Chain(Pipeline(LESSON)), (1, side, side)).peak
     total = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024

@@ -36,10 +36,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
-from cnnx import ops
-from cnnx.kernels import gaussian
-from cnnx.pipeline import run
-from cnnx.stages import LESSON
+from cnnx.compute import ops
+from cnnx.sources.kernels import gaussian
+from cnnx.sources.pipeline import run
+from cnnx.sources.stages import LESSON
 
 try:
     import torch

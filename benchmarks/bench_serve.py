@@ -30,11 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=11)
     rounds = parser.parse_args().rounds
-    from cnnx.choices import SAMPLE
-    from cnnx.draw import Style
-    from cnnx.images import load_image
-    from cnnx.serve import Session, make_server
-    from cnnx.shell import source_from
+    from cnnx.app.serve import Session, make_server
+    from cnnx.app.shell import source_from
+    from cnnx.base.choices import SAMPLE
+    from cnnx.io.images import load_image
+    from cnnx.render.draw import Style
 
     folder = Path(tempfile.mkdtemp())
     photo = folder / "photo.png"
@@ -51,7 +51,8 @@ def main() -> None:
     def post(path: str, sent: bytes, kind: str) -> int:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         connection.request("POST", path, body=sent, headers={
-            "Host": f"127.0.0.1:{port}", "Cookie": f"cnnx-token={token}", "Content-Type": kind})
+            "Host": f"127.0.0.1:{port}", "Cookie": f"cnnx-token-{port}={token}", "X-Cnnx-Token": token,
+            "Origin": f"http://127.0.0.1:{port}", "Content-Type": kind})
         answer = connection.getresponse()
         answer.read()
         connection.close()

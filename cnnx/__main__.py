@@ -1,5 +1,5 @@
 """``python -m cnnx``: the same command as ``cnnx``."""
 
-from cnnx.launch import main
+from cnnx.app.launch import main
 
 main()

@@ -61,6 +61,14 @@ def browser():
         driver.quit()
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """What needs Chromium is slow (a browser takes a second or two to start): it leaves the fast loop."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
+
+
 # The run's own temporary folder: every test, and every process a test starts, makes its temporary files there.
 _TEMPORARY = Path(tempfile.mkdtemp(prefix="cnnx-tests-"))
 

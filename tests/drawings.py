@@ -1,6 +1,6 @@
 """Shapes drawn as a person draws them in a paint program: pen strokes on white, any size, place and width.
 
-Written apart from ``cnnx.shapes`` (which makes the training data), so the
+Written apart from ``cnnx.sources.shapes`` (which makes the training data), so the
 model is measured on drawings it was not made from: crosses are two strokes,
 an X or a +; outlines and fills; thin and thick pens; big and small canvases.
 """

@@ -1,7 +1,7 @@
 """Plain-loop references for the ops, written from the definitions and used only as test oracles.
 
 They index pixels one by one in float64, with the border rules spelled out,
-and share no code with cnnx.ops.
+and share no code with cnnx.compute.ops.
 """
 
 import math

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnnx import __version__
-from cnnx.cli import app
+from cnnx.app.cli import app
 
 runner = CliRunner()
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -91,7 +91,7 @@ def test_pipeline_manifest_maps_pixels_back_to_values(stripes_png, tmp_path):
 
 def test_default_colours_map_back_to_values(stripes_png, tmp_path):
     """With the default diverging map, a pixel's colour-table index and the manifest's range give back its value."""
-    from cnnx.draw import colormap
+    from cnnx.render.draw import colormap
 
     out = tmp_path / "out"
     invoke("pipeline", stripes_png, "-o", out, "--min-size", "1")
@@ -301,6 +301,7 @@ def test_every_command_help_has_an_example(command):
     assert result.exit_code == 0 and "Example: cnnx " in result.stdout
 
 
+@pytest.mark.slow
 def test_installed_entry_point_runs(tmp_path):
     """The installed cnnx script and python -m cnnx both work in a real subprocess."""
     script = Path(sys.executable).with_name("cnnx")
@@ -333,13 +334,14 @@ def test_written_files_have_the_usual_permissions(stripes_png, tmp_path):
 def test_version_and_help_do_not_load_numpy():
     """cnnx --version starts without numpy or Pillow: they load only when a command needs them."""
     code = (
-        "import sys; from cnnx.cli import main; sys.argv = ['cnnx', '--version']\n"
+        "import sys; from cnnx.app.cli import main; sys.argv = ['cnnx', '--version']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\nprint('numpy' in sys.modules, 'PIL' in sys.modules)"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip().splitlines()[-1] == "False False"
 
 
+@pytest.mark.slow
 def test_filter_batch(tmp_path):
     """Several images: one response each in the -o folder, named IMAGE_KERNEL.png, with one table."""
     images = []

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnx import jobs
-from cnnx.cli import app
-from cnnx.images import load_image
+from cnnx.app import jobs
+from cnnx.app.cli import app
+from cnnx.io.images import load_image
 
 CNNX = [sys.executable, "-m", "cnnx"]
 
@@ -48,6 +48,7 @@ def test_unicode_names_keep_their_letters_and_never_share_a_folder(tmp_path, mon
 
 
 @pytest.mark.parametrize("names", [("a?.png", "a*.png"), ("x y.png", "x-y.png"), ("\u00e9.png", "e\u0301.png")])
+@pytest.mark.slow
 def test_names_alike_once_made_safe_get_distinct_folders_and_say_so(tmp_path, monkeypatch, names):
     """Two images whose names become the same folder name: the second goes to NAME-2, with a note; running the
     first again replaces its own folder, never the other's."""
@@ -84,6 +85,7 @@ def test_a_file_saved_while_a_run_is_written_survives(tmp_path, monkeypatch):
     assert not debris(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_batch_never_reads_its_own_output_back_in(tmp_path, monkeypatch):
     """-o inside the input folder: a second and third run still see two images (not 20, or 132)."""
     photos = tmp_path / "photos"
@@ -99,6 +101,7 @@ def test_a_batch_never_reads_its_own_output_back_in(tmp_path, monkeypatch):
         assert result.exit_code == 0 and "2 of 2 images done" in result.stdout, (command, result.output)
 
 
+@pytest.mark.slow
 def test_a_full_disk_names_the_folder_and_keeps_the_run_before(tmp_path):
     """Writing stops short (here a file-size limit, as a full disk does): one line naming the output folder, the
     earlier run whole, no debris."""
@@ -167,15 +170,15 @@ def test_a_16_bit_grey_png_with_transparency_is_composited_like_an_8_bit_one(tmp
 
 
 def test_a_48_bit_png_is_read_as_the_readme_says_with_a_note(tmp_path):
-    """A PNG of 16 bits a colour channel: read at 8 bits a channel (the README says so), and the run says so too."""
+    """A PNG of 16 bits a colour channel: read at 8 bits a channel (the docs say so), and the run says so too."""
     values = np.zeros((4, 4, 3), np.uint16)
     values[0, 0] = [65535, 257 * 3, 1000]
     path = _png16(tmp_path / "c.png", values, 2)
     loaded = load_image(path, color=True)
     assert loaded.array[:, 0, 0].tolist() == pytest.approx([1.0, 3 / 255, 3 / 255])
     assert any("16 bits a colour channel are read as 8" in note for note in loaded.notes)
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert "read at 8 bits a channel" in readme
+    docs = (Path(__file__).parent.parent / "docs" / "pipelines.md").read_text()
+    assert "read at 8 bits a channel" in docs
     result = invoke("filter", path, "sobel_x", "-o", tmp_path / "f.png")
     assert "read as 8" in result.stderr
 

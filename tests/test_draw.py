@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnx import draw
-from cnnx.errors import CnnxError
+from cnnx.base.errors import CnnxError
+from cnnx.render import draw
 
 
 def pixels(values, method, **options):
@@ -151,9 +151,10 @@ def test_upscale_makes_crisp_squares():
 
 
 @pytest.mark.parametrize("count", [1, 2, 7, 16, 64])
+@pytest.mark.slow
 def test_montage_geometry(count):
     """count maps of 20x30 lie whole in a row-major grid as wide as a page, rows full but the last, evenly spaced."""
-    from cnnx.sheets import montage
+    from cnnx.render.sheets import montage
 
     table = draw.colormap("viridis")  # colours no grey label can take
     thumbs = [draw.thumbnail(np.full((20, 30), 4 * k, np.uint8), table, 90) for k in range(count)]

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from reference import conv2d_loops, max_pool2d_loops
 from scipy import ndimage
 
-from cnnx import engine, ops, runtime
+from cnnx.base import runtime
+from cnnx.compute import engine, ops
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_separable_path_matches_loops(kh, kw, H, W, stride, dilation, mode, seed
 
 def test_separable_detection():
     """Sobel and the Gaussian are found separable (Sobel exactly); the Laplacian and a random kernel are not."""
-    from cnnx.kernels import LAPLACIAN_4, SOBEL_X, gaussian
+    from cnnx.sources.kernels import LAPLACIAN_4, SOBEL_X, gaussian
 
     column, row = engine.separable(SOBEL_X)
     np.testing.assert_array_equal(np.outer(column, row), SOBEL_X)
@@ -153,7 +154,7 @@ def test_fft_path_dilated_even_kernel_matches_loops():
 
 def test_fft_only_where_it_pays():
     """Small or separable kernels never take the FFT; a dense 31x31 on a big image does."""
-    from cnnx.kernels import gaussian
+    from cnnx.sources.kernels import gaussian
 
     rng = np.random.default_rng(0)
     assert not engine.fft_is_faster(rng.standard_normal((3, 3)), (2048, 2048))
@@ -163,7 +164,7 @@ def test_fft_only_where_it_pays():
 
 def test_low_rank_kernel_runs_as_passes_and_matches_loops():
     """A difference of Gaussians (rank 2) runs as two pairs of 1-D passes and equals the pixel loop."""
-    from cnnx.kernels import dog
+    from cnnx.sources.kernels import dog
 
     kernel = dog(1.0)
     pairs = engine.factorise(kernel)

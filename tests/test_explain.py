@@ -8,13 +8,13 @@ from PIL import Image
 from reference import conv2d_loops
 from typer.testing import CliRunner
 
-from cnnx import explain
-from cnnx.cli import app
-from cnnx.images import load_image
-from cnnx.kernels import parse_kernel
-from cnnx.pipeline import Chain
-from cnnx.spec import parse_spec
-from cnnx.stages import Pipeline
+from cnnx.app.cli import app
+from cnnx.explain import arithmetic as explain
+from cnnx.io.images import load_image
+from cnnx.sources.kernels import parse_kernel
+from cnnx.sources.pipeline import Chain
+from cnnx.sources.spec import parse_spec
+from cnnx.sources.stages import Pipeline
 
 runner = CliRunner()
 
@@ -116,7 +116,7 @@ def test_relu_histogram_on_an_image(tmp_path):
     image = load_image(path).array
     pipeline = Pipeline(parse_spec("conv(sobel_x) -> relu"))
     e = explain.explain_relu_image(image, Chain(pipeline), 2)
-    from cnnx.pipeline import run
+    from cnnx.sources.pipeline import run
 
     conv = run(image, pipeline)[1].array
     assert e.zeroed == pytest.approx(np.mean(conv <= 0))
@@ -199,9 +199,9 @@ def test_no_colour_when_piped():
 def test_every_value_of_a_chain_is_worked_out_from_the_stage_before(spec, color, convention):
     """At random places of every stage, the arithmetic shown (windows, weights, products, sums, bias, pooling
     windows, activations) gives the stored value: a loop over the numbers, not the stage's own code."""
-    from cnnx.explain import explain_value
-    from cnnx.pipeline import run
-    from cnnx.spec import load_pipeline
+    from cnnx.explain.arithmetic import explain_value
+    from cnnx.sources.pipeline import run
+    from cnnx.sources.spec import load_pipeline
 
     pipeline = load_pipeline(spec=spec, color=color, convention=convention)
     rng = np.random.default_rng(7)
@@ -219,6 +219,7 @@ def test_every_value_of_a_chain_is_worked_out_from_the_stage_before(spec, color,
 
 
 @pytest.mark.parametrize("source", ["lesson", "shapes", "blocks.onnx"])
+@pytest.mark.slow
 def test_explain_value_gives_every_stage_value_as_the_pipeline_stored_it(tmp_path, source):
     """cnnx explain value, for every stage of a chain, the shipped model and an ONNX network: its arithmetic adds
     up to the value `cnnx pipeline --save-raw` stored at that place, and it says so."""

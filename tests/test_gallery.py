@@ -18,7 +18,7 @@ try:
 except ImportError:  # the test is skipped without selenium
     WebDriverWait = None
 
-from cnnx.cli import app
+from cnnx.app.cli import app
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 ARTIFACTS = Path(os.environ.get("CNNX_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
@@ -45,6 +45,7 @@ def _shapes_drawing(tmp_path) -> Path:
 
 @pytest.mark.parametrize("case", ["chelsea", "model"])
 @pytest.mark.parametrize("width", [1400, 700])
+@pytest.mark.slow
 def test_index_html_reads_well_at_every_width(tmp_path, case, width, browser):
     """The page of a real run, offline, at 1400 and 700 px: every image loads, nothing overflows the window,
     every stage has its paragraph in words, the model's answer shows class names; the console has no error."""

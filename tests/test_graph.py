@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cnnx.cli import app
-from cnnx.errors import CnnxError
+from cnnx.app.cli import app
+from cnnx.base.errors import CnnxError
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import helper, numpy_helper  # noqa: E402
 from onnx_models import LIGHT_MODELS, single_op_model, with_random_weights  # noqa: E402
 
-from cnnx.graph import RUN, load_graph  # noqa: E402
+from cnnx.sources.graph import RUN, load_graph  # noqa: E402
 
 runner = CliRunner()
 
@@ -59,6 +59,7 @@ def agree(got: np.ndarray, want: np.ndarray) -> bool:
 
 
 @pytest.mark.parametrize("name", LIGHT_MODELS)
+@pytest.mark.slow
 def test_light_models_agree_with_onnx_runtime_at_every_layer(tmp_path, name):
     """The nine light model-zoo models (with random weights) agree with ONNX Runtime on every value, output too."""
     path = with_random_weights(name, tmp_path)
@@ -186,7 +187,7 @@ def test_ops_in_the_forms_of_opsets_9_to_21(op, opset, shape, inputs, attributes
 
 def _graph_of(data: bytes, shape):
     """Load a single-op model into the runner's structures, skipping the image-input checks of load_graph."""
-    from cnnx.graph import Graph, Node
+    from cnnx.sources.graph import Graph, Node
 
     model = onnx.load_model_from_string(data)
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -218,6 +219,7 @@ def test_batch_norm_is_folded_into_the_conv_before_it(tmp_path):
     assert agree(ours(loaded, x)["y"], reference(path, x)["y"])
 
 
+@pytest.mark.slow
 def test_pipeline_runs_a_model_and_answers_with_labels(tmp_path):
     """cnnx pipeline IMAGE --model net.onnx writes the input, the chosen layers and the output, and answers."""
     path = with_random_weights("squeezenet", tmp_path)
@@ -266,6 +268,7 @@ def test_layers_chooses_what_is_written(tmp_path):
     "content, message",
     [(b"", "no nodes|not an ONNX"), (b"\x00\x01garbage" * 50, "not an ONNX"), (None, "not an ONNX")],
 )
+@pytest.mark.slow
 def test_bad_model_files_are_refused_in_one_line(tmp_path, content, message):
     """Empty, random and truncated model files are refused with one line and exit 2."""
     path = tmp_path / "bad.onnx"
@@ -344,7 +347,7 @@ def test_without_the_onnx_package_the_message_says_what_to_install(tmp_path, mon
 
 def test_explain_conv_of_a_real_layer_equals_onnx_runtime(tmp_path):
     """The sum over every input channel plus the bias, for one value of a real layer, is ONNX Runtime's value."""
-    from cnnx.explain import explain_layer
+    from cnnx.explain.arithmetic import explain_layer
 
     path = with_random_weights("squeezenet", tmp_path)
     graph = load_graph(path)
@@ -368,6 +371,7 @@ def test_explain_conv_of_a_real_layer_equals_onnx_runtime(tmp_path):
     assert shown["total"] == pytest.approx(shown["map_value"], rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_filters_of_an_onnx_model_draws_colour_filters(tmp_path):
     """cnnx filters --model net.onnx prints the first layer and draws its filters over RGB as colour pictures."""
     from PIL import Image
@@ -400,6 +404,7 @@ def test_preprocessing_resizes_crops_and_normalises_as_named(tmp_path):
     assert plain.shape == (3, 224, 224) and np.allclose(plain, 0.25)
 
 
+@pytest.mark.slow
 def test_the_input_is_prepared_as_the_options_say(tmp_path):
     """--size N, --mean, --std, --order bgr and --scale 255: the model's input (00_input/stage.npy) is the photo's
     shorter side resized to N by Pillow, the middle cut out, channels reversed, times 255, minus the mean, over the
@@ -517,6 +522,7 @@ def test_exporters_blocks_agree_with_onnx_runtime_at_every_layer(tmp_path):
         assert agree(np.asarray(got[key], np.float32), want[key].astype(np.float32)), key
 
 
+@pytest.mark.slow
 def test_a_model_over_the_memory_budget_is_refused_from_its_shapes(tmp_path):
     """--max-memory below what the model's weights and activations need: refused before it runs."""
     from PIL import Image
@@ -542,8 +548,8 @@ def test_each_op_explains_a_value_as_onnx_runtime_computes_it(op, shape, inputs,
     """Any written node's value, clicked in serve: its arithmetic gives ONNX Runtime's value at that place, for
     every op it works out (activations, sums, pools, global pools, concatenation, Gemm, flattening); other ops
     say they show the value as computed."""
-    from cnnx.explain import explain_node
-    from cnnx.graph import stage_shape
+    from cnnx.explain.arithmetic import explain_node
+    from cnnx.sources.graph import stage_shape
 
     rng = np.random.default_rng(len(op) + 1)
     data = single_op_model(op, shape, {k: _value(kind, spec, rng) for k, (kind, spec) in inputs.items()}, attributes)
@@ -558,6 +564,7 @@ def test_each_op_explains_a_value_as_onnx_runtime_computes_it(op, shape, inputs,
         assert ("as computed" in explained.rule) == (op not in EXPLAINED), explained.rule
 
 
+@pytest.mark.slow
 def test_a_model_run_stays_within_its_memory_estimate(tmp_path):
     """ResNet-50 (100 MB of weights) on a photo, in a process of its own: its peak memory, less what the same
     process holds once its modules are imported, stays within the estimate --max-memory is checked against
@@ -567,8 +574,8 @@ def test_a_model_run_stays_within_its_memory_estimate(tmp_path):
 
     from PIL import Image
 
-    from cnnx.draw import Style
-    from cnnx.memory import estimate_memory
+    from cnnx.app.memory import estimate_memory
+    from cnnx.render.draw import Style
 
     path = with_random_weights("resnet50", tmp_path)
     photo = tmp_path / "p.png"
@@ -580,14 +587,15 @@ def test_a_model_run_stays_within_its_memory_estimate(tmp_path):
         done = subprocess.run([sys.executable, "-c", measure], capture_output=True, text=True, check=True)
         return int(done.stdout.split()[-1]) * 1024
 
-    modules = "import cnnx.cli, cnnx.graph, cnnx.jobs, cnnx.maps, onnx"
+    modules = "import cnnx.app.cli, cnnx.sources.graph, cnnx.app.jobs, cnnx.render.maps, onnx"
     base = peak(modules)
-    run = peak(f"{modules}\nfrom cnnx.cli import main\nsys.argv = ['cnnx', 'pipeline', {str(photo)!r}, '--model', "
+    run = peak(f"{modules}\nfrom cnnx.app.cli import main\nsys.argv = ['cnnx', 'pipeline', {str(photo)!r}, '--model', "
                f"{str(path)!r}, '-o', {str(tmp_path / 'run')!r}, '-q']\ntry:\n    main()\nexcept SystemExit:\n    pass")
     assert (tmp_path / "run" / "manifest.json").exists()
     assert run - base <= 1.25 * estimate, (run - base, estimate)
 
 
+@pytest.mark.slow
 def test_each_written_layer_of_a_network_is_drawn_on_its_own_range(tmp_path):
     """A network's written layers are far apart, and their values grow by orders of magnitude with depth: each
     gets its own range (a chain's conv range is carried only to the ReLU and pooling right after it), so no layer

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cnnx.cli import app
+from cnnx.app.cli import app
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -270,7 +270,7 @@ def _sized_at_run_time(path: Path, factor=(1, 24, 4, 4)) -> int:
 def test_a_map_sized_at_run_time_is_counted_before_anything_runs(scene, monkeypatch):
     """Shapes follow from the input's size without running the graph: --dry-run computes nothing and counts the
     map ConstantOfShape makes, and --max-memory refuses the run before it starts."""
-    from cnnx import graph
+    from cnnx.sources import graph
 
     path = scene / "models" / "sized.onnx"
     big = _sized_at_run_time(path)

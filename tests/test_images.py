@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnx.errors import CnnxError
-from cnnx.images import load_image
+from cnnx.base.errors import CnnxError
+from cnnx.io.images import load_image
 
 
 def save(tmp_path, image, name="image.png", **options):
@@ -92,7 +92,7 @@ def test_decoded_once_before_the_bands_are_shared_out(tmp_path, monkeypatch, mod
     """A lazily opened image is decoded once, on one thread, and the bands cut from it on two threads are right."""
     from PIL import ImageFile
 
-    from cnnx import ops
+    from cnnx.compute import ops
 
     rng = np.random.default_rng(8)
     pixels = rng.integers(0, 256, (700, 300, 4), np.uint8)

@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnx.cli import app
-from cnnx.draw import Style
-from cnnx.errors import CnnxError
-from cnnx.jobs import Job, batch_destinations, find_images, parse_bytes, run_batch, run_job
-from cnnx.memory import estimate_memory
-from cnnx.ops import set_num_threads
-from cnnx.pipeline import Chain
-from cnnx.spec import load_pipeline
+from cnnx.app.cli import app
+from cnnx.app.jobs import Job, batch_destinations, find_images, parse_bytes, run_batch, run_job
+from cnnx.app.memory import estimate_memory
+from cnnx.base.errors import CnnxError
+from cnnx.compute.ops import set_num_threads
+from cnnx.render.draw import Style
+from cnnx.sources.pipeline import Chain
+from cnnx.sources.spec import load_pipeline
 
 runner = CliRunner()
 
@@ -45,6 +45,7 @@ def folder_bytes(root: Path) -> dict:
         ("conv(sobel_x, sobel_y) -> abs -> avgpool(2)", False),
     ],
 )
+@pytest.mark.slow
 def test_memory_estimate_matches_what_a_run_holds(tmp_path, spec, color):
     """The estimate from shapes alone is within 25% of the peak of numpy memory a real run holds (tracemalloc).
 
@@ -95,6 +96,7 @@ def test_dry_run_shows_shapes_files_and_memory_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_batch_keeps_going_and_reports_every_failure(tmp_path):
     """Good and bad inputs: every good one gets its folder, every bad one is listed, and the exit code is 1."""
     photos = tmp_path / "photos"
@@ -110,6 +112,7 @@ def test_batch_keeps_going_and_reports_every_failure(tmp_path):
     assert "2 of 4 images done" in result.stdout
 
 
+@pytest.mark.slow
 def test_batch_results_identical_with_one_or_two_workers(tmp_path):
     """-j 1 and -j 2 write byte-identical folders."""
     photos = [photo(tmp_path, f"p{k}.png", seed=k) for k in range(3)]
@@ -159,6 +162,7 @@ def test_timings_split_the_run(tmp_path):
     assert outcome.timings["render"] > 0 and outcome.timings["compute"] > 0
 
 
+@pytest.mark.slow
 def test_dask_cluster_on_loopback_gives_the_same_files(tmp_path):
     """A batch through a local Dask cluster (loopback) writes the same files as a local run."""
     distributed = pytest.importorskip("distributed")
@@ -199,7 +203,7 @@ def test_progress_bar_on_a_terminal_counts_stages_and_maps(tmp_path, monkeypatch
 
     from rich.console import Console
 
-    from cnnx import shell
+    from cnnx.app import shell
 
     for quiet in (False, True):
         screen = io.StringIO()

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cnnx.errors import CnnxError
-from cnnx.kernels import BANK, dog, gaussian, parse_kernel
+from cnnx.base.errors import CnnxError
+from cnnx.sources.kernels import BANK, dog, gaussian, parse_kernel
 
 
 def test_bank_has_the_named_filters():

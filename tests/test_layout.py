@@ -1,59 +1,53 @@
-"""The house as the README's layout table draws it: every import goes down, no module reads another's private names."""
+"""The house as its folders draw it: every wing says what lives there, no module reads another's private names.
+
+That each wing imports only the wings below it is import-linter's contract
+in pyproject.toml (``lint-imports``, run in CI); these tests check what it
+does not.
+"""
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "cnnx"
-
-
-def _floors() -> dict[str, tuple[int, int]]:
-    """Each module of the README's layout table: (floor, place in its row)."""
-    text = (ROOT / "README.md").read_text()
-    table = text[text.index("## Layout") :].split("\n\n")[2]
-    floors = {}
-    for row in table.splitlines()[2:]:
-        floor, modules = row.split("|")[1:3]
-        for place, name in enumerate(re.findall(r"`(\w+)\.py`", modules)):
-            floors[name] = (int(floor), place)
-    return floors
+WINGS = ["base", "compute", "io", "sources", "explain", "render", "app"]
+MODULES = sorted(p.relative_to(PACKAGE).with_suffix("").as_posix() for p in PACKAGE.rglob("*.py")
+                 if not p.stem.startswith("__"))
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:
-    """Every cnnx module a file imports (at the top or inside a function), with the names it takes from it."""
+    """Every cnnx module a file imports (at the top or inside a function), dotted below cnnx, with the names it
+    takes from it."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cnnx"):
             module = node.module.removeprefix("cnnx").lstrip(".")
             for alias in node.names:
-                if module:
-                    found.append((module.split(".")[0], [alias.name]))
-                else:  # from cnnx import runtime
-                    found.append((alias.name, []))
+                found.append((module, [alias.name]) if module else (alias.name, []))
         elif isinstance(node, ast.Import):
-            found += [(a.name.split(".")[1], []) for a in node.names if a.name.startswith("cnnx.")]
+            found += [(a.name.removeprefix("cnnx."), []) for a in node.names if a.name.startswith("cnnx.")]
     return found
 
 
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__"))
+def test_the_folders_are_the_wings_and_each_says_what_lives_there():
+    """cnnx/ holds the seven wings (and data folders); each wing's __init__ says in its docstring what it holds."""
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert folders == sorted([*WINGS, "models"])
+    assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py", "__main__.py"]
+    for wing in WINGS:
+        docstring = ast.get_docstring(ast.parse((PACKAGE / wing / "__init__.py").read_text()))
+        assert docstring and "Import" in docstring, wing
 
 
-def test_every_module_is_in_the_table():
-    """The layout table lists every module of the package, and nothing that is not there."""
-    assert sorted(_floors()) == MODULES
+def test_the_import_contract_names_every_wing_in_order():
+    """import-linter's layers contract lists the wings top to bottom, as the architecture page draws them."""
+    import tomllib
 
-
-@pytest.mark.parametrize("name", MODULES)
-def test_imports_go_down(name):
-    """A module imports only from lower floors, or from modules listed before it on its own floor."""
-    floors = _floors()
-    for module, _ in _imports(PACKAGE / f"{name}.py"):
-        if module in ("__version__", "models") or module not in floors:
-            continue
-        assert floors[module] < floors[name], f"{name} (floor {floors[name]}) imports {module} (floor {floors[module]})"
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = config["contracts"]
+    assert contract["type"] == "layers" and contract["layers"] == [f"cnnx.{w}" for w in reversed(WINGS)]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -64,9 +58,10 @@ def test_no_private_names_across_modules(name):
     for module, names in _imports(path):
         if module.startswith("__"):  # cnnx.__version__
             continue
-        assert not module.startswith("_"), f"{name} imports the private module {module}"
+        assert not any(part.startswith("_") for part in module.split(".")), f"{name} imports the private {module}"
         assert not [n for n in names if n.startswith("_")], f"{name} takes private names from {module}: {names}"
-        imported.add(module)
+        imported.add(module.split(".")[-1])
+        imported.update(names)
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in imported:
             assert not node.attr.startswith("_"), f"{name} reads {node.value.id}.{node.attr}"

@@ -8,15 +8,16 @@ from PIL import Image, ImageDraw
 from reference import conv2d_loops
 from typer.testing import CliRunner
 
-from cnnx import ops, train
-from cnnx.cli import app
-from cnnx.errors import CnnxError
-from cnnx.model import load_model
-from cnnx.pipeline import run
-from cnnx.shapes import CLASSES, dataset, draw_shape, prepare
-from cnnx.spec import parse_spec
-from cnnx.stages import Pipeline
-from cnnx.weights import model_path, read_model
+from cnnx.app.cli import app
+from cnnx.base.errors import CnnxError
+from cnnx.compute import ops
+from cnnx.io.weights import model_path, read_model
+from cnnx.sources import train
+from cnnx.sources.model import load_model
+from cnnx.sources.pipeline import run
+from cnnx.sources.shapes import CLASSES, dataset, draw_shape, prepare
+from cnnx.sources.spec import parse_spec
+from cnnx.sources.stages import Pipeline
 
 runner = CliRunner()
 
@@ -70,6 +71,7 @@ def test_linear_backward_by_finite_differences():
     np.testing.assert_allclose(gb, g.sum(axis=0), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_conv_backward_by_finite_differences():
     """The gradients of a 3x3 padding-1 conv (weight and input) match central differences of the loop conv."""
     rng = np.random.default_rng(2)
@@ -109,6 +111,7 @@ def test_pool_relu_and_loss_backward_by_finite_differences():
     np.testing.assert_allclose(grad, numeric_gradient(loss, logits.copy()), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss():
     """Three epochs on 600 generated shapes: the last epoch's loss is well below the first's and below chance."""
     _, losses = train.train(samples=600, epochs=3, log=lambda _: None)
@@ -125,6 +128,7 @@ def test_shapes_dataset_is_reproducible_and_balanced():
     assert a.shape == (50, 1, 32, 32) and a.min() >= 0 and a.max() <= 1
 
 
+@pytest.mark.slow
 def test_shipped_model_accuracy_on_fresh_shapes():
     """The shipped model classifies at least 97% of 1500 shapes drawn from a seed it never saw."""
     model = load_model("shapes")
@@ -135,6 +139,7 @@ def test_shipped_model_accuracy_on_fresh_shapes():
     assert model_path("shapes").stat().st_size < 1_000_000
 
 
+@pytest.mark.slow
 def test_pen_drawings_of_every_class_are_recognised_and_confidence_is_honest():
     """Pen drawings made apart from the training data: 98% right in every class, X and + crosses alike.
 
@@ -261,10 +266,10 @@ def test_dense_stage_in_specs_and_toml(tmp_path):
     stages = parse_spec(f"conv(sobel_x, sobel_y) -> maxpool(2) -> flatten -> dense({weights}) -> softmax")
     results = run(np.random.default_rng(0).random((1, 8, 8), dtype=np.float32), Pipeline(stages))
     assert results[-1].shape == (1, 1, 3) and results[-1].array.sum() == pytest.approx(1)
-    from cnnx.spec import from_toml, to_toml
+    from cnnx.sources.spec import from_toml, to_toml
 
     assert from_toml(to_toml(Pipeline(stages))) == Pipeline(stages)
-    from cnnx.pipeline import check
+    from cnnx.sources.pipeline import check
 
     with pytest.raises(CnnxError, match="takes 32 inputs; the stage before gives 128"):
         check(stages, (1, 16, 16))

@@ -1,4 +1,4 @@
-"""cnnx.ops against plain loops, scipy, hand-computed values and the torch size formulas."""
+"""cnnx.compute.ops against plain loops, scipy, hand-computed values and the torch size formulas."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 from reference import avg_pool2d_loops, conv2d_loops, max_pool2d_loops, pool_size
 from scipy import ndimage, signal
 
-from cnnx import ops
+from cnnx.compute import ops
 
 LESSON_INPUT = np.array([[1, 2, 1, 0], [0, 1, 3, 2], [2, 1, 0, 1], [1, 0, 1, 2]], dtype=np.float32)
 VERTICAL_EDGE = np.array([[1, 0, -1], [1, 0, -1], [1, 0, -1]], dtype=np.float32)
@@ -31,7 +31,7 @@ def test_lesson_example_is_minus_one_not_three():
 
 def test_lesson_writes_the_right_products_and_the_wrong_sum():
     """The nine products the lesson writes for the first window are the right ones; they add to -1, not its 3."""
-    from cnnx.explain import LESSON_STATED_SUM
+    from cnnx.explain.arithmetic import LESSON_STATED_SUM
 
     terms, stated = LESSON_STATED_SUM.split("=")
     written = [tuple(float(v) for v in term.strip(" ()").split("*")) for term in terms.split("+")]
@@ -89,6 +89,7 @@ def torch_pads(padding, kernel, dilation):
 
 @SETTINGS
 @given(conv_cases())
+@pytest.mark.slow
 def test_conv2d_matches_loops(case):
     """conv2d equals the pixel-by-pixel loop for every option: stride, padding, dilation, groups, border, bias."""
     groups, C, O, kernel, (H, W), batched, stride, dilation, padding, mode, seed = case

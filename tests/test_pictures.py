@@ -12,7 +12,7 @@ from PIL import Image
 from scenes import scene
 from typer.testing import CliRunner
 
-from cnnx.cli import app
+from cnnx.app.cli import app
 
 runner = CliRunner()
 SCENES = ("portrait", "street", "texture", "microscopy")
@@ -61,6 +61,7 @@ def runs(tmp_path_factory):
     return done
 
 
+@pytest.mark.slow
 def test_default_contrast_on_photo_like_scenes(runs):
     """The issue's targets: over all scenes the median map has 8% or more of its pixels in strong colours and every
     conv, ReLU and pooling map 2.5% or more; in every scene the default beats the exact range's median map."""
@@ -166,8 +167,8 @@ def test_montage_tiles_are_large_and_labels_whole(tmp_path):
 def test_overview_rows_line_up_and_every_block_has_a_bar():
     """Row k of every stage starts at the same height whatever the stages' tile sizes and label lengths; a bar
     spans each block's columns."""
-    from cnnx.draw import colorbar, colormap
-    from cnnx.sheets import Column, overview
+    from cnnx.render.draw import colorbar, colormap
+    from cnnx.render.sheets import Column, overview
 
     colours = [(200, 30, 30), (30, 160, 30), (30, 30, 200)]
     sizes = [(120, 80), (60, 60), (128, 30)]

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from reference import conv2d_loops
 
-from cnnx import ops
-from cnnx.errors import CnnxError
-from cnnx.kernels import parse_kernel
-from cnnx.pipeline import check, run, stream
-from cnnx.source import Stats
-from cnnx.stages import LESSON, Activation, Conv, Pool
+from cnnx.base.errors import CnnxError
+from cnnx.compute import ops
+from cnnx.sources.kernels import parse_kernel
+from cnnx.sources.pipeline import check, run, stream
+from cnnx.sources.source import Stats
+from cnnx.sources.stages import LESSON, Activation, Conv, Pool
 
 
 def stripes(height=32, width=32, period=8, vertical=True):

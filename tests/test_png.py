@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from cnnx import png
-from cnnx.draw import colormap
+from cnnx.io import png
+from cnnx.render.draw import colormap
 
 DIVERGING = colormap("diverging")
 

@@ -17,14 +17,15 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnx import ops, weights
-from cnnx.cli import app
-from cnnx.errors import CnnxError
-from cnnx.images import load_image, probe_image
-from cnnx.jobs import Job, run_batch, run_job_reporting
-from cnnx.model import load_model
-from cnnx.pipeline import Chain
-from cnnx.spec import load_pipeline
+from cnnx.app.cli import app
+from cnnx.app.jobs import Job, run_batch, run_job_reporting
+from cnnx.base.errors import CnnxError
+from cnnx.compute import ops
+from cnnx.io import weights
+from cnnx.io.images import load_image, probe_image
+from cnnx.sources.model import load_model
+from cnnx.sources.pipeline import Chain
+from cnnx.sources.spec import load_pipeline
 
 runner = CliRunner()
 CNNX = [sys.executable, "-m", "cnnx"]
@@ -53,6 +54,7 @@ def run_cnnx(*args, cwd: Path, timeout: float = 60) -> subprocess.CompletedProce
 
 
 @pytest.mark.parametrize("name", ["..png", "...png", ".png.png"])
+@pytest.mark.slow
 def test_dot_names_never_replace_the_output_root(tmp_path, monkeypatch, name):
     """An image called ..png or ...png writes a folder of its own; a user's file beside it stays."""
     monkeypatch.chdir(tmp_path)
@@ -115,6 +117,7 @@ OUTS = [None, ".", "..", "out", "out/.", "cnnx-out", "mine", "link", "link/..", 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3), st.sampled_from(OUTS)), max_size=4))
+@pytest.mark.slow
 def test_no_sequence_of_runs_deletes_a_file_cnnx_did_not_write(tmp_path_factory, runs):
     """Whatever images, names and -o values follow each other, every file the user made is still there."""
     root = tmp_path_factory.mktemp("prop")
@@ -146,6 +149,7 @@ def big(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_signals_leave_nothing_and_the_earlier_run_whole(big, tmp_path, signum, code):
     """SIGTERM, SIGHUP or Ctrl-C mid-run: the exit code says which, the earlier run is intact, no debris."""
     small = noise(tmp_path / "small.png")
@@ -163,6 +167,7 @@ def test_signals_leave_nothing_and_the_earlier_run_whole(big, tmp_path, signum, 
     assert not debris(tmp_path)
 
 
+@pytest.mark.slow
 def test_sigterm_on_filter_leaves_no_temporary_png(big, tmp_path):
     """cnnx filter stopped by SIGTERM leaves neither the PNG nor its temporary file."""
     process = subprocess.Popen(
@@ -178,6 +183,7 @@ def test_sigterm_on_filter_leaves_no_temporary_png(big, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == (["f.png"] if process.returncode == 0 else [])
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_batch_stops_its_workers_and_tells_the_truth(big, tmp_path):
     """Ctrl-C (to the whole process group, as a terminal sends it) on -j 2: quick, quiet, honest, no debris."""
     for k in range(6):
@@ -219,6 +225,7 @@ def test_ctrl_c_on_a_batch_stops_its_workers_and_tells_the_truth(big, tmp_path):
         ["pipeline", "a.png", "--spec", "conv(zero.npy)"],
     ],
 )
+@pytest.mark.slow
 def test_special_files_are_refused_at_once(tmp_path, args):
     """A FIFO or a device as image, pipeline file, weights or output is refused in one line, never waited on."""
     noise(tmp_path / "a.png")
@@ -231,6 +238,7 @@ def test_special_files_are_refused_at_once(tmp_path, args):
     assert not rest or rest[-1].strip() == "^"  # a spec's error points at the place
 
 
+@pytest.mark.slow
 def test_folders_say_what_they_skipped(tmp_path):
     """Link loops, dangling links and FIFOs inside a folder are passed over with a note each."""
     noise(tmp_path / "d" / "a.png")
@@ -429,6 +437,7 @@ def _killer(job):
     return run_job_reporting(job)
 
 
+@pytest.mark.slow
 def test_a_dead_worker_fails_its_image_and_the_rest_go_on(tmp_path):
     """A worker killed by the system fails the image it ran, named, and every other image is processed."""
     names = ["a.png", "die.png", "b.png", "c.png"]
@@ -443,16 +452,16 @@ def test_a_dead_worker_fails_its_image_and_the_rest_go_on(tmp_path):
 
 def test_memory_error_in_one_image_is_listed_and_the_rest_run(tmp_path, monkeypatch):
     """-j 1: a MemoryError in one image is listed with it at the end; the images after it are processed."""
-    import cnnx.jobs
+    import cnnx.app.jobs
 
-    real = cnnx.jobs.load_image
+    real = cnnx.app.jobs.load_image
 
     def failing(path, **options):
         if Path(path).name == "b.png":
             raise MemoryError
         return real(path, **options)
 
-    monkeypatch.setattr(cnnx.jobs, "load_image", failing)
+    monkeypatch.setattr(cnnx.app.jobs, "load_image", failing)
     images = [noise(tmp_path / f"{n}.png") for n in "abc"]
     result = invoke("pipeline", *images, "-o", tmp_path / "out", "-j", "1")
     assert result.exit_code == 1 and "b.png: out of memory" in result.stderr
@@ -525,7 +534,7 @@ def test_concurrent_loads_keep_pillows_limit_and_blas_threads(tmp_path):
 
 def test_umask_is_read_without_changing_it():
     """Reading the file-creation mask leaves it as it was, for every thread."""
-    from cnnx.png import umask
+    from cnnx.io.png import umask
 
     old = os.umask(0o027)
     try:
@@ -538,6 +547,7 @@ def test_umask_is_read_without_changing_it():
 # ---------------------------------------------------------------- the smaller ones
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_is_no_error(tmp_path):
     """cnnx pipeline IMAGE | head -2: quiet, exit 0, every file written."""
     noise(tmp_path / "a.png")

@@ -16,15 +16,15 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnx import maps as maps_module
-from cnnx.cli import app
-from cnnx.errors import CnnxError
-from cnnx.images import load_image
-from cnnx.kernels import parse_filters
-from cnnx.maps import RunWriter
-from cnnx.output import safe_name
-from cnnx.pipeline import run
-from cnnx.stages import Activation
+from cnnx.app.cli import app
+from cnnx.base.errors import CnnxError
+from cnnx.io.images import load_image
+from cnnx.io.output import safe_name
+from cnnx.render import maps as maps_module
+from cnnx.render.maps import RunWriter
+from cnnx.sources.kernels import parse_filters
+from cnnx.sources.pipeline import run
+from cnnx.sources.stages import Activation
 
 runner = CliRunner()
 
@@ -227,6 +227,7 @@ def stripes(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_sigint_leaves_nothing(tmp_path):
     """A real Ctrl-C (SIGINT) half-way through a run exits 130 and leaves no folder, temporary or final."""
     big = tmp_path / "big.png"
@@ -273,6 +274,7 @@ def test_crafted_names_cannot_leave_the_output_folder(tmp_path, label):
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(st.data())
+@pytest.mark.slow
 def test_fuzzed_image_bytes_never_escape(tmp_path_factory, data):
     """Valid images with bytes flipped, cut or inserted either load or raise CnnxError: never another exception."""
     folder = tmp_path_factory.mktemp("fuzz")

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from served import request
 
-from cnnx.draw import Style
-from cnnx.serve import BODY_LIMIT, Session, make_server
-from cnnx.shell import source_from
+from cnnx.app.serve import BODY_LIMIT, Session, make_server
+from cnnx.app.shell import source_from
+from cnnx.render.draw import Style
 
 
 @pytest.fixture
@@ -39,6 +39,7 @@ def served(tmp_path):
     session.close()
 
 
+@pytest.mark.slow
 def test_the_printed_url_sets_the_token_and_the_page_shows_the_run(served):
     """The URL with its token sets a cookie and leads to the page: the run's stages and the live toolbar."""
     port, token, _ = served
@@ -55,6 +56,7 @@ def test_the_printed_url_sets_the_token_and_the_page_shows_the_run(served):
     ["no token", "wrong token", "wrong host", "traversal", "encoded traversal", "absolute", "numbered traversal",
      "unknown run", "unknown", "too large", "bad value query", "bad form"],
 )
+@pytest.mark.slow
 def test_requests_outside_the_promise_get_one_line_4xx(served, case):
     """No token or the wrong Host: 403; paths outside the run: 404; a body over the limit: 413; malformed: 400."""
     port, token, _ = served
@@ -91,6 +93,7 @@ def test_requests_outside_the_promise_get_one_line_4xx(served, case):
     assert request(port, "/", token=token)[0] == 200  # the server is still there
 
 
+@pytest.mark.slow
 def test_the_value_under_the_pointer_is_the_arrays(served):
     """/api/value gives exactly the stage's value there, with its receptive field."""
     port, token, session = served
@@ -101,6 +104,7 @@ def test_the_value_under_the_pointer_is_the_arrays(served):
     assert request(port, "/api/value?stage=1&channel=9&row=0&col=0", token=token)[0] == 400
 
 
+@pytest.mark.slow
 def test_editing_the_stages_recomputes_and_a_bad_spec_keeps_the_run(served):
     """A new spec makes a new run; a spec that cannot be read says why and keeps the run before."""
     port, token, session = served
@@ -115,6 +119,7 @@ def test_editing_the_stages_recomputes_and_a_bad_spec_keeps_the_run(served):
     assert b"unknown filter" in page and session.spec == "conv(sobel_y) -> relu"
 
 
+@pytest.mark.slow
 def test_an_uploaded_image_is_checked_and_run(served, tmp_path):
     """An uploaded image runs with the same checks as the command line; bytes that are no image get a 400."""
     port, token, session = served
@@ -129,6 +134,7 @@ def test_an_uploaded_image_is_checked_and_run(served, tmp_path):
     assert status == 400 and "not an image" in json.loads(body)["error"]
 
 
+@pytest.mark.slow
 def test_uploads_do_not_pile_up(served, tmp_path):
     """Only the upload shown is kept: five good and five bad uploads leave one file in the session's folder."""
     port, token, session = served
@@ -141,9 +147,10 @@ def test_uploads_do_not_pile_up(served, tmp_path):
     assert list(session.folder.glob("upload-*/*")) == [session.image] and session.image.name == "x.png"
 
 
+@pytest.mark.slow
 def test_a_shipped_sample_is_picked_by_name_and_nothing_else(served):
     """The page lists the shipped samples; /api/sample runs one by name, and a path or an unknown name is a 400."""
-    from cnnx.choices import SAMPLES
+    from cnnx.base.choices import SAMPLES
 
     port, token, session = served
     page = request(port, "/", token=token)[2].decode()
@@ -161,6 +168,7 @@ def test_a_shipped_sample_is_picked_by_name_and_nothing_else(served):
     assert session.image == SAMPLES / "stripes.png"
 
 
+@pytest.mark.slow
 def test_an_image_dropped_on_the_page_is_run(served, tmp_path, browser):
     """In headless Chromium: a file dropped anywhere on the page is uploaded and the page shows its run."""
     import base64
@@ -187,12 +195,13 @@ def test_an_image_dropped_on_the_page_is_run(served, tmp_path, browser):
     assert session.image.name == "dropped.png" and session.image.read_bytes() == picture.read_bytes()
 
 
+@pytest.mark.slow
 def test_a_page_reads_the_run_it_shows_whatever_another_tab_runs(served):
     """Tab A's page names its run; after tab B runs other stages, A's values, files and download are still its
     run's, the newest run is B's, and once A's run is replaced by several newer ones A is told to reload."""
     import re
 
-    from cnnx.serve import KEPT_RUNS
+    from cnnx.app.serve import KEPT_RUNS
 
     port, token, session = served
     page = request(port, "/", token=token)[2].decode()
@@ -215,6 +224,7 @@ def test_a_page_reads_the_run_it_shows_whatever_another_tab_runs(served):
     assert len(list(session.folder.glob("run-*"))) == KEPT_RUNS
 
 
+@pytest.mark.slow
 def test_two_hundred_concurrent_requests_are_answered(served):
     """200 requests at once from 16 threads: every one answered 200, none mixed up."""
     port, token, session = served
@@ -227,6 +237,7 @@ def test_two_hundred_concurrent_requests_are_answered(served):
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+@pytest.mark.slow
 def test_a_signal_stops_the_server_cleanly(tmp_path, signum, code):
     """cnnx serve prints its URL; Ctrl-C (or SIGTERM, SIGHUP) stops it with 128 + the signal, no traceback, and
     removes its runs."""
@@ -261,6 +272,7 @@ def _first_map(driver, port, token):
     return tile
 
 
+@pytest.mark.slow
 def test_hovering_a_map_shows_its_value(served, browser):
     """In headless Chromium: the pointer over a map shows the value there, as /api/value gives it."""
     port, token, _ = served
@@ -293,6 +305,7 @@ def test_the_arithmetic_behind_a_value_equals_it(served):
     assert request(port, "/api/explain?stage=0&channel=0&row=0&col=0", token=token)[0] == 400
 
 
+@pytest.mark.slow
 def test_clicking_a_map_shows_the_arithmetic(served, browser):
     """In headless Chromium: a click on a conv map shows its window, weights and products, and the value."""
     port, token, session = served
@@ -316,6 +329,7 @@ def test_clicking_a_map_shows_the_arithmetic(served, browser):
         driver.quit()
 
 
+@pytest.mark.slow
 def test_the_download_is_the_folder_cnnx_pipeline_writes(served, tmp_path):
     """The zip holds the files `cnnx pipeline --save-raw` writes for the same image and stages, pixel for pixel."""
     import io
@@ -323,7 +337,7 @@ def test_the_download_is_the_folder_cnnx_pipeline_writes(served, tmp_path):
 
     from typer.testing import CliRunner
 
-    from cnnx.cli import app
+    from cnnx.app.cli import app
 
     port, token, session = served
     status, headers, body = request(port, "/api/download", token=token)
@@ -341,6 +355,7 @@ def test_the_download_is_the_folder_cnnx_pipeline_writes(served, tmp_path):
                 assert np.array_equal(shipped, np.asarray(Image.open(folder / name))), name
 
 
+@pytest.mark.slow
 def test_serve_with_no_image_shows_the_shipped_sample(tmp_path):
     """With no image, from any folder, cnnx serve runs the sample shipped inside the package."""
     process = subprocess.Popen(
@@ -364,6 +379,7 @@ def test_serve_with_no_image_shows_the_shipped_sample(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["shapes", "blocks.onnx"])
+@pytest.mark.slow
 def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
     """For the shipped model and an ONNX network: every stage's explained value is the stored one, a conv
     value is a sum over every input channel of the stage before, and every op of the network has its arithmetic
@@ -437,6 +453,7 @@ def _stroke(driver, canvas, points) -> None:
     ("circle", [[(round(55 * np.cos(t)), round(55 * np.sin(t))) for t in np.linspace(0, 2 * np.pi, 33)]]),
     ("cross", [[(-55, -55), (55, 55)], [(55, -55), (-55, 55)]]),
 ])
+@pytest.mark.slow
 def test_drawing_a_shape_for_the_model_changes_its_answer(tmp_path, shape, strokes, browser):
     """In headless Chromium, with the shipped model: shapes drawn on the page's canvas are what the model runs on,
     and it names them."""
@@ -476,6 +493,7 @@ def test_drawing_a_shape_for_the_model_changes_its_answer(tmp_path, shape, strok
         server.server_close()
 
 
+@pytest.mark.slow
 def test_a_filter_edited_as_numbers_is_what_the_conv_computes(served):
     """/api/filters gives the chain's kernels; a grid posted to /api/filter becomes that filter, and the map is
     the input correlated with it (scipy, edges replicated as the lesson's conv pads); bad grids get a 400."""
@@ -503,6 +521,7 @@ def test_a_filter_edited_as_numbers_is_what_the_conv_computes(served):
     assert session.spec == spec
 
 
+@pytest.mark.slow
 def test_picking_a_bank_filter_in_the_page_recomputes_the_maps(served, browser):
     """In headless Chromium: open the filter editor, take sobel_y's numbers from the bank, apply; the first conv map
     is now the input correlated with sobel_y."""
@@ -532,6 +551,7 @@ def test_picking_a_bank_filter_in_the_page_recomputes_the_maps(served, browser):
     assert np.allclose(conv[0], correlate(image, sobel_y, mode="nearest"), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_colours_change_and_a_bad_choice_keeps_them(served):
     """/api/style redraws the run: with the gray map the tiles are grey; an unknown scope or key gets a 400."""
     port, token, session = served
@@ -553,12 +573,13 @@ def test_the_colours_change_and_a_bad_choice_keeps_them(served):
     assert "<option selected>gray</option>" in page and "<option selected>minmax</option>" in page
 
 
+@pytest.mark.slow
 def test_a_style_change_redraws_without_computing_and_matches_the_command(served, tmp_path, monkeypatch):
     """Switching the stretch, scope and colour map draws the saved arrays again (no stage is computed) into the
     files `cnnx pipeline --save-raw` writes with those options, pixel for pixel, manifest for manifest."""
     from typer.testing import CliRunner
 
-    from cnnx.cli import app
+    from cnnx.app.cli import app
 
     port, token, session = served
     computed = []
@@ -581,13 +602,14 @@ def test_a_style_change_redraws_without_computing_and_matches_the_command(served
             assert np.array_equal(np.asarray(Image.open(session.run / name)), np.asarray(Image.open(folder / name)))
 
 
+@pytest.mark.slow
 def test_memory_and_disk_stay_bounded_over_a_thousand_recomputes(tmp_path):
     """1,000 edits, alternating two specs: the memory Python holds does not grow with them, and only the runs
     kept for the page stay on disk."""
     import gc
     import tracemalloc
 
-    from cnnx.serve import KEPT_RUNS
+    from cnnx.app.serve import KEPT_RUNS
 
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24), np.uint8)).save(image)

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 from served import request
 
-from cnnx import serve
-from cnnx.draw import Style
-from cnnx.serve import Session, make_server
-from cnnx.shell import source_from
+from cnnx.app import serve
+from cnnx.app.serve import Session, make_server
+from cnnx.app.shell import source_from
+from cnnx.render.draw import Style
 
 
 def _stripes(path: Path, height: int = 48, width: int = 64) -> Path:
@@ -73,6 +73,7 @@ def _strict(body: bytes):
 
 @pytest.mark.parametrize("case", ["cookie alone", "foreign origin", "same-site fetch", "cross-site", "no origin",
                                   "wrong header token"])
+@pytest.mark.slow
 def test_the_cookie_alone_never_authorises(served, case):
     """curl -b cnnx-token=T -H 'Origin: http://127.0.0.1:1' -d spec=relu, and its kin: 403, nothing changes."""
     headers = {
@@ -98,6 +99,7 @@ def test_the_cookie_alone_never_authorises(served, case):
     assert served.session.count == before and served.session.spec == ""
 
 
+@pytest.mark.slow
 def test_run_files_carry_headers_that_keep_other_origins_out(served):
     """Every answer: CORP same-origin, no framing, no CORS; a file asked for by another site is refused."""
     for path in ("/", "/run/manifest.json", "/run/1/01_conv/montage.png", "/api/filters"):
@@ -132,6 +134,7 @@ setTimeout(() => {{ window.results["done"] = "yes"; }}, 2500);
 </script></body></html>"""
 
 
+@pytest.mark.slow
 def test_a_page_of_another_origin_cannot_drive_or_read_the_server(served, browser):
     """In Chromium, logged in to cnnx serve, a page served on another local port posts a form, fetches a run and
     embeds its picture: the server changes nothing and the page reads nothing."""
@@ -167,6 +170,7 @@ def test_a_page_of_another_origin_cannot_drive_or_read_the_server(served, browse
     assert served.session.count == before and served.session.spec == "", results
 
 
+@pytest.mark.slow
 def test_two_servers_in_one_browser_both_keep_working(tmp_path, browser):
     """Opening a second server's URL does not log the browser out of the first: each has its own cookie."""
     first = Served(tmp_path / "one", _stripes(tmp_path / "a.png"))
@@ -248,6 +252,7 @@ def test_unfinished_huge_headers_cost_little_and_are_closed(served_process):
     assert process.poll() is None
 
 
+@pytest.mark.slow
 def test_a_slow_head_is_closed_and_connections_are_counted(served, monkeypatch):
     """A client that sends its head slowly is cut off; connections beyond the limit get a 503 at once."""
     monkeypatch.setattr(serve, "HEAD_SECONDS", 0.5)
@@ -277,6 +282,7 @@ def test_a_slow_head_is_closed_and_connections_are_counted(served, monkeypatch):
         client.close()
 
 
+@pytest.mark.slow
 def test_forty_eight_simultaneous_uploads_all_get_an_answer(served, tmp_path):
     """48 uploads at once: every one is answered (the newest runs, the others are replaced or run), none dropped."""
     picture = _stripes(tmp_path / "u.png", 40, 56).read_bytes()
@@ -290,6 +296,7 @@ def test_forty_eight_simultaneous_uploads_all_get_an_answer(served, tmp_path):
     assert served.request("/")[0] == 200
 
 
+@pytest.mark.slow
 def test_a_long_recompute_never_freezes_the_page_and_a_newer_one_replaces_it(tmp_path):
     """While a slow recompute runs, the page and its files are answered; a newer edit makes the older give up
     between stages (409) and its own run is what the page shows."""
@@ -376,6 +383,7 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
+@pytest.mark.slow
 def test_every_malformed_request_gets_a_json_4xx_without_server_paths(served, case):
     """Bodies of the wrong JSON type, numbers out of range, wrong nesting, odd lengths and names: a JSON error with
     a 4xx status, no server path, and the server goes on."""
@@ -389,6 +397,7 @@ def test_every_malformed_request_gets_a_json_4xx_without_server_paths(served, ca
 
 @pytest.mark.parametrize("line", [b"GET /?token=%C3%A9 HTTP/1.1", b"GET /?token=\xc3\xa9 HTTP/1.1",
                                   b"GET /" + b"a" * 20000 + b" HTTP/1.1", b"NONSENSE", b"GET / HTTP/9.9"])
+@pytest.mark.slow
 def test_odd_request_lines_get_json_errors(served, line):
     """A non-ASCII token in the query, a request line too long or malformed: a JSON 4xx, never a dropped
     connection or a traceback."""
@@ -404,6 +413,7 @@ def test_odd_request_lines_get_json_errors(served, line):
     assert 400 <= status < 500 and _strict(body)["error"], answer[:300]
 
 
+@pytest.mark.slow
 def test_too_many_headers_get_a_json_431(served):
     client = socket.create_connection(("127.0.0.1", served.port))
     client.sendall(b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (k, b"v" * 500) for k in range(200)) + b"\r\n")
@@ -413,6 +423,7 @@ def test_too_many_headers_get_a_json_431(served):
     assert answer.startswith(b"HTTP/1.0 431") and b'"error"' in answer
 
 
+@pytest.mark.slow
 def test_values_that_are_not_finite_are_sent_as_valid_json(tmp_path):
     """A map holding infinities: /api/value and /api/explain answer strict JSON, the value as "Infinity"."""
     running = Served(tmp_path, _stripes(tmp_path / "a.png"), spec="conv([[3e38,3e38],[3e38,3e38]])")

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnx.errors import CnnxError
-from cnnx.pipeline import check, receptive_fields, run
-from cnnx.spec import (
+from cnnx.base.errors import CnnxError
+from cnnx.sources.pipeline import check, receptive_fields, run
+from cnnx.sources.spec import (
     PRESETS,
     SpecError,
     from_toml,
@@ -18,7 +18,7 @@ from cnnx.spec import (
     stage_text,
     to_toml,
 )
-from cnnx.stages import Activation, Conv, GlobalAvgPool, Pipeline, Pool
+from cnnx.sources.stages import Activation, Conv, GlobalAvgPool, Pipeline, Pool
 
 FILTERS = [
     "sobel_x", "vertical_edge", "gaussian:sigma=0.7", "box:size=2", "dog:sigma=0.5", "laplacian", "sobel_y@",
@@ -53,6 +53,7 @@ pipelines = st.builds(
 
 @settings(max_examples=200, deadline=None)
 @given(pipelines)
+@pytest.mark.slow
 def test_spec_and_toml_round_trip(pipeline):
     """spec -> pipeline -> TOML -> pipeline -> spec gives back the same pipeline and the same text."""
     text = pipeline_text(pipeline)
@@ -152,7 +153,7 @@ def test_weights_from_npz(tmp_path):
     stages = parse_spec(f"conv({path}; padding=valid)")
     image = np.random.default_rng(4).random((3, 8, 8), dtype=np.float32)
     results = run(image, Pipeline(stages, color=True))
-    from cnnx import ops
+    from cnnx.compute import ops
 
     np.testing.assert_allclose(results[1].array, ops.conv2d(image, weights, bias), rtol=1e-6)
     assert results[1].labels == tuple(f"layer1 #{o}" for o in range(5))

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 from test_graph import agree, ours, reference  # noqa: E402
 from torch import nn  # noqa: E402
 
-from cnnx.graph import load_graph  # noqa: E402
+from cnnx.sources.graph import load_graph  # noqa: E402
 
 
 class Residual(nn.Module):
@@ -132,6 +132,7 @@ def _exported(path, dynamo: bool, network=None, shape=(1, 3, 64, 80)):
 
 
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "torch.export"])
+@pytest.mark.slow
 def test_a_pytorch_network_runs_as_pytorch_and_onnx_runtime_run_it(tmp_path, dynamo):
     """The exported network's answer is PyTorch's, and every node's value is ONNX Runtime's."""
     path = _exported(tmp_path / "network.onnx", dynamo)
@@ -148,12 +149,13 @@ def test_a_pytorch_network_runs_as_pytorch_and_onnx_runtime_run_it(tmp_path, dyn
         assert agree(np.asarray(got[key], np.float32), runtime[key]), key
 
 
+@pytest.mark.slow
 def test_a_pytorch_network_through_the_command(tmp_path):
     """cnnx pipeline on the exported network: every layer written, the answer the model's top class."""
     from PIL import Image
     from typer.testing import CliRunner
 
-    from cnnx.cli import app
+    from cnnx.app.cli import app
 
     path = _exported(tmp_path / "network.onnx", dynamo=False)
     photo = tmp_path / "p.png"
@@ -176,6 +178,7 @@ def _alexnet_stem() -> nn.Module:
                          nn.MaxPool2d(3, 2)).eval()
 
 
+@pytest.mark.slow
 def test_a_pytorch_local_response_norm_runs_as_pytorch_runs_it(tmp_path):
     """AlexNet's first layers with PyTorch's LocalResponseNorm, which its default exporter writes as its arithmetic
     (the squares pooled over neighbouring channels as a 3-D average pool, a power, a division): PyTorch's values."""
@@ -191,7 +194,7 @@ def test_a_pytorch_local_response_norm_runs_as_pytorch_runs_it(tmp_path):
 def test_a_control_flow_export_is_refused_naming_the_op(tmp_path):
     """The TorchScript exporter writes LocalResponseNorm with an If (a branch on the input's rank): refused before
     any work, naming each op cnnx does not run and a node of it."""
-    from cnnx.errors import CnnxError
+    from cnnx.base.errors import CnnxError
 
     path = _exported(tmp_path / "lrn.onnx", False, _alexnet_stem(), (1, 3, 40, 48))
     with pytest.raises(CnnxError, match=r"op .*If \(node [^)]+\).* are not supported"):

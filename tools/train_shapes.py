@@ -11,9 +11,9 @@ import argparse
 import time
 from pathlib import Path
 
-from cnnx.shapes import dataset
-from cnnx.train import accuracy, calibrated, describe, train
-from cnnx.weights import MODELS, save_model
+from cnnx.io.weights import MODELS, save_model
+from cnnx.sources.shapes import dataset
+from cnnx.sources.train import accuracy, calibrated, describe, train
 
 TRAIN_SEED, HELD_OUT_SEED, TEST_SEED = 7, 99, 2024
 

@@ -1,0 +1,18 @@
+"""The ``cnnx`` command's first step: from its first instant, a signal ends it with one line and 128 + signal.
+
+The console script imports this module before anything heavy, so Ctrl-C or
+SIGTERM while typer, rich and numpy are still importing prints the stop line,
+not a traceback; once the command runs, ``signals.install`` makes a signal
+unwind the stack instead, so that half-written files are removed.
+"""
+
+from cnnx.base import signals
+
+signals.end_at_once("; nothing was written")
+
+
+def main() -> None:
+    """Entry point of the ``cnnx`` script."""
+    from cnnx.app.cli import main as run
+
+    run()
