@@ -170,7 +170,7 @@ def pipeline(
         if print_config:
             from cnnx.sources.spec import to_toml
 
-            if not hasattr(source, "pipeline"):
+            if source.pipeline is None:
                 raise CnnxError("--print-config prints a chain of stages; an ONNX model is its own file")
             out.print(to_toml(source.pipeline), markup=False, highlight=False, end="", soft_wrap=True)
             return
@@ -363,7 +363,7 @@ def _show_model_kernels(name: str, layer: str | None, output: Path | None) -> No
     from cnnx.explain.views import learned_kernels_view
 
     chosen = source_from(None, None, None, name, None, None)
-    accuracy = getattr(chosen, "meta", {}).get("test", {}).get("accuracy")
+    accuracy = chosen.accuracy
     title = f"model {chosen.name}" + (f" (test accuracy {accuracy:.2%})" if accuracy is not None else "")
     kernels = chosen.learned_kernels()
     if not kernels:

@@ -114,7 +114,7 @@ def explain_conv(
                     raise CnnxError("with --model, say which Conv node with --layer NAME")
                 preparation = prepared(preprocess, size, mean, std, order, scale)
                 source = source_from(None, None, None, model, None, None, preprocess=preparation)
-                if not hasattr(source, "run_to"):
+                if source.pipeline is not None:
                     raise CnnxError("explain conv --model takes an ONNX model (FILE.onnx)")
                 _refuse_over_budget(image, source, max_memory)
                 model_input = source.prepare(load_image(image, color=source.color).array)

@@ -288,6 +288,11 @@ class FilterJob:
     frame: int = 0
     force: bool = False
 
+    @property
+    def destination(self) -> Path:
+        """Where the run's output goes, as a pipeline ``Job`` says it: here one PNG."""
+        return self.target
+
 
 @dataclass
 class FilterOutcome:
@@ -299,6 +304,11 @@ class FilterOutcome:
     clipped: float = 0.0  # the share of values beyond them, drawn in the end colours
     seconds: float = 0.0
     error: str | None = None
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Where the time went, as a pipeline ``Outcome`` says it: here only the total."""
+        return {"total": self.seconds}
 
     @property
     def maps(self) -> int:

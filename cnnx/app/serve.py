@@ -213,7 +213,7 @@ class Session:
         """The 2-D kernels of the run's conv stages, as numbers to edit, and the bank's, to pick from."""
         from cnnx.sources.kernels import BANK
 
-        pipeline = getattr(self.source, "pipeline", None)
+        pipeline = self.source.pipeline
         editable = [
             {"stage": number, "index": index, "spec": conv.filters[index], "weights": kernels[0].weights.tolist()}
             for number, conv in enumerate(pipeline.stages if pipeline else (), 1)
@@ -227,7 +227,7 @@ class Session:
         """Stage ``stage``'s filter ``index`` becomes the kernel ``weights``, and every map is computed again."""
         from cnnx.sources.spec import pipeline_text
 
-        pipeline = getattr(self.source, "pipeline", None)
+        pipeline = self.source.pipeline
         if pipeline is None or not 1 <= stage <= len(pipeline.stages) or pipeline.stages[stage - 1].name != "conv":
             raise CnnxError(f"stage {stage} is not a conv stage of the chain")
         conv = pipeline.stages[stage - 1]

@@ -261,27 +261,11 @@ def prepared(preprocess=None, size=None, mean=None, std=None, order=None, scale=
 
 
 def source_from(spec, config, preset, model, color, convention, *, layers=None, labels=None, preprocess=None):
-    """The source of stages the options ask for: an ONNX model, a shipped model, or a chain pipeline (the lesson's
-    by default)."""
-    from cnnx.sources.pipeline import Chain
-    from cnnx.sources.spec import load_pipeline
+    """The source of stages the options ask for (``sources.choose.make_source``), its notes said on stderr."""
+    from cnnx.sources.choose import make_source
 
-    onnx = model is not None and model.lower().endswith(".onnx")
-    if not onnx and (layers or labels or preprocess):
-        raise CnnxError("--layers, --labels, --preprocess and the input's preparation go with an ONNX model: "
-                        "--model FILE.onnx")
-    if model is None:
-        return Chain(load_pipeline(spec=spec, config=config, preset_name=preset, color=color, convention=convention))
-    if spec or config or preset or color or convention:
-        raise CnnxError("--model brings its own stages: give no --spec, --config, --preset, --color or --convention")
-    if onnx:
-        from cnnx.sources.graph import load_graph
-
-        source = load_graph(Path(model), layers=layers, labels=labels, preprocess=preprocess or "none")
-    else:
-        from cnnx.sources.model import load_model
-
-        source = load_model(model)
+    source = make_source(spec, config, preset, model, color, convention, layers=layers, labels=labels,
+                         preprocess=preprocess)
     for note in source.notes:
         say(f"cnnx: note: {note}")
     return source
@@ -355,10 +339,6 @@ def find(images: list[str], *, skip: Path | None = None):
     return found.images
 
 
-def _destination(job) -> Path:
-    return getattr(job, "destination", None) or job.target
-
-
 def _made_since(path: Path, began: int) -> bool:
     """True if ``path`` was put in place after ``began`` (ns): runs and PNGs appear whole (a rename) or not at all."""
     try:
@@ -388,8 +368,8 @@ def finish_batch(batch: list, root: Path, jobs: int | None, scheduler: str | Non
             outcomes = run_batch(batch, processes=jobs, scheduler=scheduler, done=done, work=work)
         except (KeyboardInterrupt, Stopped) as stop:
             # A worker stopped between moving its run into place and reporting it still wrote it whole.
-            reported = {_destination(o.job) for o in ended if not o.error}
-            written = reported | {_destination(j) for j in batch if _made_since(_destination(j), began)}
+            reported = {o.job.destination for o in ended if not o.error}
+            written = reported | {j.destination for j in batch if _made_since(j.destination, began)}
             raise typer.Exit(report_stop(stop, f"{len(written)} of {len(batch)} images were written whole, "
                                                "nothing else")) from None
         except Exception as error:

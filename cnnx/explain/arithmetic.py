@@ -778,7 +778,7 @@ def explain_stage(source: StageSource, stage: int, channel: int, row: int, col: 
     """
     if stage < 1:
         raise CnnxError("the input is where the numbers start: point at a stage after it")
-    pipeline = getattr(source, "pipeline", None)
+    pipeline = source.pipeline
     if pipeline is not None:
         if stage > len(pipeline.stages):
             raise CnnxError(f"the pipeline has stages 1 to {len(pipeline.stages)}; got {stage}")

@@ -184,9 +184,8 @@ def batch_table(outcomes: list, root: Path, command: str = "pipeline") -> Table:
         if outcome.error:
             table.add_row(printable(job.image), "-", "-", "-", Text("failed", style="red"))
             continue
-        where = getattr(job, "destination", None) or job.target
-        seconds = outcome.timings["total"] if hasattr(outcome, "timings") else outcome.seconds
-        table.add_row(printable(job.image), printable(where), str(outcome.maps), f"{seconds:.2f}", "ok")
+        seconds = outcome.timings["total"]
+        table.add_row(printable(job.image), printable(job.destination), str(outcome.maps), f"{seconds:.2f}", "ok")
     done = sum(1 for o in outcomes if not o.error)
     table.caption = f"{done} of {len(outcomes)} images done"
     table.caption_justify = "left"

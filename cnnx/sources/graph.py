@@ -373,6 +373,8 @@ class Graph:
     preprocess: Preparation = PRESETS["none"]
     folded: int = 0  # batch normalisations folded into the convolutions before them
     notes: tuple[str, ...] = ()  # what the user should know of the model: weights that are not finite
+    pipeline = None  # a network, not a chain of stages: no spec to print or edit
+    accuracy = None  # not measured by cnnx
 
     color = True
     chained = False  # the layers written are far apart in the graph: each is drawn on its own range

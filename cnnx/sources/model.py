@@ -44,6 +44,11 @@ class Model:
     notes: tuple[str, ...] = ()
 
     @property
+    def accuracy(self) -> float | None:
+        """The share of its test set the model classifies right, as measured when it was trained."""
+        return self.meta.get("test", {}).get("accuracy")
+
+    @property
     def chain(self) -> Chain:
         return Chain(self.pipeline)
 

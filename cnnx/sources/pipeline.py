@@ -103,6 +103,7 @@ class Chain:
     name = "pipeline"
     chained = True
     notes: tuple[str, ...] = ()
+    accuracy = None  # a chain classifies nothing
 
     @property
     def title(self) -> str:

@@ -123,12 +123,17 @@ class StageSource(Protocol):
     reads the one before it, so a conv's range is carried through the ReLU and
     pooling after it (a graph's written layers are each their own).  ``notes``
     are what a user should know of the source before its maps (weights that
-    are not finite, say), one line each.
+    are not finite, say), one line each.  ``pipeline`` is the chain of stages
+    it runs (printed by --print-config, edited in serve, explained stage by
+    stage), None for a network.  ``accuracy`` is a trained model's measured
+    accuracy, None where there is none.
     """
 
     color: bool
     chained: bool
     notes: tuple[str, ...]
+    pipeline: object | None
+    accuracy: float | None
     name: str
     title: str
     caption: str
