@@ -1,0 +1,204 @@
+"""PyTorch's answers for the networks the tests check, as small golden files: run where PyTorch is installed.
+
+Builds, with seeded weights, a small image classifier made of every block CNNs
+are made of (residual, depthwise-separable with ReLU6, fire,
+squeeze-and-excitation, dense, pools with their options) and AlexNet's first
+layers with LocalResponseNorm; exports each with PyTorch's TorchScript exporter
+and its default torch.export-based one (onnxscript); and writes into
+tests/goldens/ the ONNX files and, in answers.npz, seeded inputs with
+PyTorch's outputs for them.  The tests check cnnx against these answers and
+against ONNX Runtime, so the test install needs no PyTorch.
+
+    pip install ".[goldens]"
+    python tools/torch_goldens.py            # write tests/goldens/
+    python tools/torch_goldens.py --check    # export again and check the stored answers still hold
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+GOLDENS = Path(__file__).resolve().parent.parent / "tests" / "goldens"
+NETWORK_SHAPE = (1, 3, 64, 80)
+STEM_SHAPE = (1, 3, 40, 48)
+
+
+class Residual(nn.Module):
+    """conv, batch norm, ReLU, conv, batch norm, plus the input, ReLU (ResNet's basic block)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.a, self.na = nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        self.b, self.nb = nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return torch.relu(self.nb(self.b(torch.relu(self.na(self.a(x))))) + x)
+
+
+class Separable(nn.Module):
+    """A depthwise 3x3 (stride 2) and a pointwise 1x1, each with batch norm and ReLU6 (MobileNet's)."""
+
+    def __init__(self, channels: int, out: int):
+        super().__init__()
+        self.depth = nn.Sequential(nn.Conv2d(channels, channels, 3, 2, 1, groups=channels), nn.BatchNorm2d(channels),
+                                   nn.ReLU6())
+        self.point = nn.Sequential(nn.Conv2d(channels, out, 1), nn.BatchNorm2d(out), nn.ReLU6())
+
+    def forward(self, x):
+        return self.point(self.depth(x))
+
+
+class Fire(nn.Module):
+    """Squeeze with a 1x1, expand with a 1x1 and a 3x3 side by side, concatenated (SqueezeNet's)."""
+
+    def __init__(self, channels: int, squeeze: int, expand: int):
+        super().__init__()
+        self.squeeze = nn.Conv2d(channels, squeeze, 1)
+        self.one, self.three = nn.Conv2d(squeeze, expand, 1), nn.Conv2d(squeeze, expand, 3, padding=1)
+
+    def forward(self, x):
+        s = torch.relu(self.squeeze(x))
+        return torch.cat([torch.relu(self.one(s)), torch.relu(self.three(s))], 1)
+
+
+class SqueezeExcite(nn.Module):
+    """The channels weighed by a gate computed from their means: pool, 1x1 down, ReLU, 1x1 up, hard sigmoid."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.down, self.up = nn.Conv2d(channels, channels // 4, 1), nn.Conv2d(channels // 4, channels, 1)
+
+    def forward(self, x):
+        gate = nn.functional.hardsigmoid(self.up(torch.relu(self.down(nn.functional.adaptive_avg_pool2d(x, 1)))))
+        return x * gate
+
+
+class Dense(nn.Module):
+    """Each layer's maps added to all before them (DenseNet's)."""
+
+    def __init__(self, channels: int, growth: int):
+        super().__init__()
+        self.first = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, growth, 3, padding=1))
+        self.second = nn.Sequential(nn.BatchNorm2d(channels + growth), nn.ReLU(),
+                                    nn.Conv2d(channels + growth, growth, 3, padding=1))
+
+    def forward(self, x):
+        x = torch.cat([x, self.first(x)], 1)
+        return torch.cat([x, self.second(x)], 1)
+
+
+class Network(nn.Module):
+    """Every block above in one small image classifier, with pools with their options.
+
+    PyTorch's LocalResponseNorm is tested on its own: it exports not as ONNX's LRN but as its arithmetic.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 5, stride=2, padding=2), nn.LeakyReLU(0.1),
+                                  nn.MaxPool2d(3, 2, ceil_mode=True))
+        self.blocks = nn.Sequential(Residual(16), Separable(16, 24), Fire(24, 8, 16), SqueezeExcite(32),
+                                    nn.AvgPool2d(3, 1, padding=1, count_include_pad=False), Dense(32, 8),
+                                    nn.Hardswish())
+        self.head = nn.Linear(48, 10)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x))
+        return torch.softmax(self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)), 1)
+
+
+def _network() -> nn.Module:
+    """The network with seeded weights and batch-norm statistics far from the defaults, as after training."""
+    torch.manual_seed(0)
+    network = Network()
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return network.eval()
+
+
+def _alexnet_stem() -> nn.Module:
+    """AlexNet's first layers, with PyTorch's LocalResponseNorm."""
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv2d(3, 12, 5, 2, 2), nn.ReLU(), nn.LocalResponseNorm(5, alpha=1e-2, beta=0.75, k=2.0),
+                         nn.MaxPool2d(3, 2)).eval()
+
+
+def _export(network: nn.Module, shape, path: Path, dynamo: bool) -> None:
+    """The network as an ONNX file; the exporters' own warnings and chatter are theirs, not cnnx's."""
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(network, torch.zeros(*shape), str(path), dynamo=dynamo, external_data=False)
+
+
+def _answers() -> dict[str, np.ndarray]:
+    """Seeded inputs and PyTorch's outputs for them: the network's, and the LocalResponseNorm stem's."""
+    network_x = np.random.default_rng(2).random(NETWORK_SHAPE, dtype=np.float32)
+    stem_x = np.random.default_rng(5).random(STEM_SHAPE, dtype=np.float32)
+    # A photo as cnnx reads it for this network: RGB, each 8-bit value over 255, at the network's own size.
+    photo = np.random.default_rng(3).integers(0, 256, (*NETWORK_SHAPE[2:], 3), np.uint8)
+    photo_x = photo.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255)
+    with torch.no_grad():
+        return {
+            "network_x": network_x, "network_y": _network()(torch.from_numpy(network_x)).numpy(),
+            "stem_x": stem_x, "stem_y": _alexnet_stem()(torch.from_numpy(stem_x)).numpy(),
+            "photo": photo, "photo_y": _network()(torch.from_numpy(photo_x)).numpy(),
+        }
+
+
+def write(folder: Path) -> None:
+    """Every golden file into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for dynamo, name in ((False, "torchscript"), (True, "torch.export")):
+        _export(_network(), NETWORK_SHAPE, folder / f"network-{name}.onnx", dynamo)
+        _export(_alexnet_stem(), STEM_SHAPE, folder / f"lrn-{name}.onnx", dynamo)
+    np.savez_compressed(folder / "answers.npz", **_answers())
+
+
+def check() -> bool:
+    """Export again with the PyTorch installed here: the stored answers are still PyTorch's, and ONNX Runtime
+    gives them from the stored files and the new ones alike."""
+    import onnxruntime
+
+    stored = dict(np.load(GOLDENS / "answers.npz"))
+    fresh = _answers()
+    good = all(np.allclose(stored[k], fresh[k], rtol=1e-5, atol=1e-6) for k in stored)
+    with tempfile.TemporaryDirectory() as scratch:
+        write(Path(scratch))
+        for kind, x, y in (("network", "network_x", "network_y"), ("lrn", "stem_x", "stem_y")):
+            for folder in (GOLDENS, Path(scratch)):
+                for path in sorted(folder.glob(f"{kind}-*.onnx")):
+                    if kind == "lrn" and "torchscript" in path.name:
+                        continue  # its If is what cnnx refuses; ONNX Runtime runs it, nothing to compare here
+                    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                    got = session.run(None, {session.get_inputs()[0].name: stored[x]})[0]
+                    same = np.allclose(got, stored[y], rtol=1e-3, atol=1e-4 * float(np.abs(stored[y]).max()))
+                    print(f"{path.name:28s} {'agrees' if same else 'DISAGREES'} with the stored answer")
+                    good &= same
+    return good
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="check the stored files instead of writing them")
+    if parser.parse_args().check:
+        sys.exit(0 if check() else 1)
+    write(GOLDENS)
+    print(f"wrote {', '.join(sorted(p.name for p in GOLDENS.iterdir()))} to {GOLDENS}")
+
+
+if __name__ == "__main__":
+    main()
