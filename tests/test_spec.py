@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from cnnx.base.errors import CnnxError
 from cnnx.sources.pipeline import check, receptive_fields, run
 from cnnx.sources.spec import (
-    PRESETS,
+    PIPELINE_PRESETS,
     SpecError,
     from_toml,
     load_pipeline,
@@ -164,7 +164,7 @@ def test_weights_from_npz(tmp_path):
 def test_presets_parse_and_run():
     """Every preset parses, describes itself and runs on a small image."""
     image = np.random.default_rng(5).random((1, 64, 64), dtype=np.float32)
-    for name, (description, _) in PRESETS.items():
+    for name, (description, _) in PIPELINE_PRESETS.items():
         assert description
         results = run(image, preset(name))
         assert len(results) == len(preset(name)) + 1

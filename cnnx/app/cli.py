@@ -247,9 +247,9 @@ def presets() -> None:
     Example: cnnx pipeline samples/chelsea.png --preset edges
     """
     from cnnx.render.report import presets_table
-    from cnnx.sources.spec import PRESETS
+    from cnnx.sources.spec import PIPELINE_PRESETS
 
-    out.print(presets_table(PRESETS))
+    out.print(presets_table(PIPELINE_PRESETS))
 
 
 @app.command(name="filter")

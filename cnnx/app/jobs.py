@@ -27,7 +27,7 @@ import numpy as np
 from cnnx.app.memory import MemoryEstimate, estimate_memory, load_bytes
 from cnnx.base import runtime, signals
 from cnnx.base.errors import Cancelled, CnnxError, about
-from cnnx.io.images import DEFAULT_MAX_PIXELS, Source, load_image, probe_image
+from cnnx.io.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image, probe_image
 from cnnx.io.output import checked_destination, run_image, safe_name, staged_folder
 from cnnx.render.draw import Style
 from cnnx.render.manifest import manifest, write_manifest
@@ -73,7 +73,7 @@ class Outcome:
 
     job: Job
     stages: list[StageFiles] = field(default_factory=list)
-    source: Source | None = None
+    source: LoadedImage | None = None
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     answer: list[tuple[str, float]] | None = None  # a model's classes with their probabilities
@@ -297,7 +297,7 @@ class FilterJob:
 @dataclass
 class FilterOutcome:
     job: FilterJob
-    source: Source | None = None
+    source: LoadedImage | None = None
     shape: tuple[int, ...] = ()
     stats: Stats | None = None  # of the response
     drawn: tuple[float, float] = (0.0, 0.0)  # the values the first and last colours stand for

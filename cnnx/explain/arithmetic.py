@@ -631,7 +631,7 @@ def _conv_parts(stage, before: np.ndarray, explained: ValueExplanation, flip: bo
 
 
 # An ONNX activation's rule, from its input x and the node's attributes and constant inputs at the value's place.
-_ACTIVATIONS = {
+_ACTIVATION_RULES = {
     "Relu": lambda x, a, extra: ("max(0, x)", max(0.0, x)),
     "LeakyRelu": lambda x, a, extra: (f"x if x > 0 else {a.get('alpha', 0.01):g} x",
                                       x if x > 0 else a.get("alpha", 0.01) * x),
@@ -670,14 +670,14 @@ def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int,
         """An input's value at the value's place, broadcast as the op broadcasts it."""
         return float(np.broadcast_to(array, output.shape)[place])
 
-    if op in _ACTIVATIONS:
+    if op in _ACTIVATION_RULES:
         extra = [at(inputs[1])] if op == "PRelu" else []
         if op == "Clip":
             given = [v if v is None else float(np.asarray(v)) for v in (inputs + [None, None])[1:3]]
             bounds = given if graph.opset >= 11 else [attrs.get("min"), attrs.get("max")]
             extra = [-np.inf if bounds[0] is None else bounds[0], np.inf if bounds[1] is None else bounds[1]]
         x = at(inputs[0])
-        explained.rule, explained.total = _ACTIVATIONS[op](x, attrs, extra)
+        explained.rule, explained.total = _ACTIVATION_RULES[op](x, attrs, extra)
         explained.inputs, explained.names = [x], ["x ="]
     elif op in _JOINS:
         symbol, combine = _JOINS[op]

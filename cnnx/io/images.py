@@ -26,7 +26,7 @@ from cnnx.base.errors import CnnxError
 from cnnx.base.files import open_regular, read_regular
 from cnnx.base.runtime import run_tasks
 
-__all__ = ["DEFAULT_MAX_PIXELS", "Source", "load_image", "probe_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "load_image", "probe_image"]
 
 # Pillow's own guard against decompression bombs: about 89.5 million pixels.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
@@ -36,7 +36,7 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
-class Source:
+class LoadedImage:
     """A loaded image: the (C, H, W) float32 array in [0, 1] and where it came from."""
 
     path: Path
@@ -51,7 +51,7 @@ class Source:
 
 def load_image(
     path: str | os.PathLike, *, color: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, frame: int = 0
-) -> Source:
+) -> LoadedImage:
     """Load an image file as (1, H, W) luma or, with ``color``, (3, H, W) RGB, float32 in [0, 1].
 
     ``frame`` picks a frame of an animated or multi-page file.  Anything that
@@ -83,7 +83,7 @@ def load_image(
     said = [" ".join(str(w.message).split()) for w in caught] + _depth_notes(data)
     notes = tuple(dict.fromkeys(said))
     digest = hashlib.sha256(data).hexdigest()
-    return Source(path, array, mode, fmt, frames, digest, frame, notes)
+    return LoadedImage(path, array, mode, fmt, frames, digest, frame, notes)
 
 
 def _depth_notes(data: bytes) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnx import __version__
-from cnnx.io.images import Source
+from cnnx.io.images import LoadedImage
 from cnnx.io.output import MANIFEST
 from cnnx.render.draw import Style
 from cnnx.render.maps import StageFiles
@@ -18,7 +18,7 @@ from cnnx.sources.source import StageSource
 
 
 def manifest(
-    image: Source, source: StageSource, style: Style, stages: list[StageFiles], root: Path,
+    image: LoadedImage, source: StageSource, style: Style, stages: list[StageFiles], root: Path,
     answer: list[tuple[str, float]] | None = None,
 ) -> dict:
     """Everything needed to map a pixel of any written PNG back to its value; no timings, so runs stay byte-identical.

@@ -324,10 +324,6 @@ class RunWriter:
         )
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
 def write_picture(path: Path, picture: Image.Image, *, force: bool = False) -> None:
     """Write a picture cnnx drew (a kernel sheet, say) as a PNG, never over a file cnnx did not write."""
     check_writable(path, force=force)

@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 
 from cnnx.explain.arithmetic import stage_story
-from cnnx.io.images import Source
+from cnnx.io.images import LoadedImage
 from cnnx.render.draw import pair_text, shape_text
 from cnnx.render.maps import StageFiles
 from cnnx.sources.source import StageSource
@@ -139,7 +139,7 @@ def _answer(answer: list[tuple[str, float]] | None) -> str:
 
 
 def gallery(
-    image: Source,
+    image: LoadedImage,
     source: StageSource,
     stages: list[StageFiles],
     root: Path,

@@ -24,7 +24,7 @@ from cnnx.base.errors import CnnxError, printable
 from cnnx.base.files import read_regular
 from cnnx.compute import ops
 from cnnx.sources.onnx_file import MODEL_LIMIT, check_opset, check_structure, resolve_tensors
-from cnnx.sources.prepare import PRESETS, Preparation, preparation
+from cnnx.sources.prepare import PREPARATIONS, Preparation, preparation
 from cnnx.sources.source import PlannedStage, StageResult, Stats, input_labels
 
 __all__ = ["Graph", "SUPPORTED", "attributes", "conv_pads", "load_graph", "pool_geometry", "stage_shape"]
@@ -233,6 +233,11 @@ def _pad(node, inputs, opset: int):
     return np.pad(inputs[0], widths, mode=mode, **options)
 
 
+def _divide(a, b):
+    """ONNX's Div: true division of floats, and of integers (shapes, say) the floor."""
+    return np.divide(a, b) if np.issubdtype(np.result_type(a, b), np.floating) else np.floor_divide(a, b)
+
+
 def _constant(node):
     from onnx import numpy_helper
 
@@ -256,55 +261,60 @@ def _constant_of_shape(node, shape):
     return np.full([int(s) for s in shape], fill.reshape(-1)[0], dtype=fill.dtype)
 
 
-def _float(x):
-    return np.asarray(x, np.float32)
-
 
 # Each op: how to compute its outputs from its inputs (None where an optional input is absent) and the opset.
 RUN: dict[str, Callable] = {
-    "Conv": lambda n, i, o: _conv(n, *i),
-    "BatchNormalization": lambda n, i, o: _batch_norm(n, *i[:5]),
-    "Relu": lambda n, i, o: np.maximum(i[0], np.float32(0)),
-    "LeakyRelu": lambda n, i, o: ops.leaky_relu(i[0], attributes(n).get("alpha", 0.01)),
-    "PRelu": lambda n, i, o: np.where(i[0] < 0, i[0] * i[1], i[0]).astype(np.float32),
-    "Clip": lambda n, i, o: _clip(n, i, o),
-    "Sigmoid": lambda n, i, o: ops.sigmoid(i[0]),
-    "HardSigmoid": lambda n, i, o: np.clip(
-        attributes(n).get("alpha", 0.2) * i[0] + attributes(n).get("beta", 0.5), 0, 1
+    "Conv": lambda node, inputs, opset: _conv(node, *inputs),
+    "BatchNormalization": lambda node, inputs, opset: _batch_norm(node, *inputs[:5]),
+    "Relu": lambda node, inputs, opset: np.maximum(inputs[0], np.float32(0)),
+    "LeakyRelu": lambda node, inputs, opset: ops.leaky_relu(inputs[0], attributes(node).get("alpha", 0.01)),
+    "PRelu": lambda node, inputs, opset: np.where(inputs[0] < 0, inputs[0] * inputs[1], inputs[0]).astype(np.float32),
+    "Clip": lambda node, inputs, opset: _clip(node, inputs, opset),
+    "Sigmoid": lambda node, inputs, opset: ops.sigmoid(inputs[0]),
+    "HardSigmoid": lambda node, inputs, opset: np.clip(
+        attributes(node).get("alpha", 0.2) * inputs[0] + attributes(node).get("beta", 0.5), 0, 1
     ).astype(np.float32),
-    "HardSwish": lambda n, i, o: (i[0] * np.clip(i[0] / 6 + 0.5, 0, 1)).astype(np.float32),
-    "Tanh": lambda n, i, o: ops.tanh(i[0]),
-    "Add": lambda n, i, o: np.add(i[0], i[1]),
-    "Sub": lambda n, i, o: np.subtract(i[0], i[1]),
-    "Mul": lambda n, i, o: np.multiply(i[0], i[1]),
-    "Div": lambda n, i, o: (
-        np.divide(i[0], i[1]) if np.issubdtype(np.result_type(i[0], i[1]), np.floating) else np.floor_divide(i[0], i[1])
+    "HardSwish": lambda node, inputs, opset: (inputs[0] * np.clip(inputs[0] / 6 + 0.5, 0, 1)).astype(np.float32),
+    "Tanh": lambda node, inputs, opset: ops.tanh(inputs[0]),
+    "Add": lambda node, inputs, opset: np.add(inputs[0], inputs[1]),
+    "Sub": lambda node, inputs, opset: np.subtract(inputs[0], inputs[1]),
+    "Mul": lambda node, inputs, opset: np.multiply(inputs[0], inputs[1]),
+    "Div": lambda node, inputs, opset: _divide(*inputs[:2]),
+    "Sum": lambda node, inputs, opset: sum(inputs[1:], start=inputs[0]),
+    "Pow": lambda node, inputs, opset: np.power(inputs[0], inputs[1]).astype(inputs[0].dtype),
+    "Concat": lambda node, inputs, opset: np.concatenate(inputs, axis=attributes(node)["axis"]),
+    "MaxPool": lambda node, inputs, opset: _max_pool(node, inputs[0]),
+    "AveragePool": lambda node, inputs, opset: (
+        _average_pool(node, inputs[0]) if inputs[0].ndim == 4 else _box_mean(node, inputs[0])
     ),
-    "Sum": lambda n, i, o: sum(i[1:], start=i[0]),
-    "Pow": lambda n, i, o: np.power(i[0], i[1]).astype(i[0].dtype),
-    "Concat": lambda n, i, o: np.concatenate(i, axis=attributes(n)["axis"]),
-    "MaxPool": lambda n, i, o: _max_pool(n, i[0]),
-    "AveragePool": lambda n, i, o: _average_pool(n, i[0]) if i[0].ndim == 4 else _box_mean(n, i[0]),
-    "GlobalAveragePool": lambda n, i, o: i[0].mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32),
-    "GlobalMaxPool": lambda n, i, o: i[0].max(axis=(2, 3), keepdims=True),
-    "ReduceMean": lambda n, i, o: _reduce(n, i, o, np.mean),
-    "ReduceMax": lambda n, i, o: _reduce(n, i, o, np.max),
-    "Flatten": lambda n, i, o: i[0].reshape(math.prod(i[0].shape[: attributes(n).get("axis", 1)]), -1),
-    "Reshape": lambda n, i, o: _reshape(n, i[0], i[1]),
-    "Transpose": lambda n, i, o: np.transpose(i[0], attributes(n).get("perm")),
-    "Squeeze": lambda n, i, o: np.squeeze(i[0], axis=None if (a := _axes(n, i, o, 13)) is None else tuple(a)),
-    "Unsqueeze": lambda n, i, o: np.expand_dims(i[0], tuple(_axes(n, i, o, 13))),
-    "Gemm": lambda n, i, o: _gemm(n, *i),
-    "MatMul": lambda n, i, o: np.matmul(i[0], i[1]),
-    "Softmax": lambda n, i, o: _softmax(n, i[0], o),
-    "LRN": lambda n, i, o: _lrn(n, i[0]),
-    "Pad": lambda n, i, o: _pad(n, i, o),
-    "Dropout": lambda n, i, o: i[0],
-    "Identity": lambda n, i, o: i[0],
-    "Constant": lambda n, i, o: _constant(n),
-    "ConstantOfShape": lambda n, i, o: _constant_of_shape(n, i[0]),
-    "Shape": lambda n, i, o: np.array(i[0].shape, np.int64),
-    "Gather": lambda n, i, o: np.take(i[0], np.asarray(i[1], np.int64), axis=attributes(n).get("axis", 0)),
+    "GlobalAveragePool": lambda node, inputs, opset: (
+        inputs[0].mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
+    ),
+    "GlobalMaxPool": lambda node, inputs, opset: inputs[0].max(axis=(2, 3), keepdims=True),
+    "ReduceMean": lambda node, inputs, opset: _reduce(node, inputs, opset, np.mean),
+    "ReduceMax": lambda node, inputs, opset: _reduce(node, inputs, opset, np.max),
+    "Flatten": lambda node, inputs, opset: (
+        inputs[0].reshape(math.prod(inputs[0].shape[: attributes(node).get("axis", 1)]), -1)
+    ),
+    "Reshape": lambda node, inputs, opset: _reshape(node, inputs[0], inputs[1]),
+    "Transpose": lambda node, inputs, opset: np.transpose(inputs[0], attributes(node).get("perm")),
+    "Squeeze": lambda node, inputs, opset: (
+        np.squeeze(inputs[0], axis=None if (a := _axes(node, inputs, opset, 13)) is None else tuple(a))
+    ),
+    "Unsqueeze": lambda node, inputs, opset: np.expand_dims(inputs[0], tuple(_axes(node, inputs, opset, 13))),
+    "Gemm": lambda node, inputs, opset: _gemm(node, *inputs),
+    "MatMul": lambda node, inputs, opset: np.matmul(inputs[0], inputs[1]),
+    "Softmax": lambda node, inputs, opset: _softmax(node, inputs[0], opset),
+    "LRN": lambda node, inputs, opset: _lrn(node, inputs[0]),
+    "Pad": lambda node, inputs, opset: _pad(node, inputs, opset),
+    "Dropout": lambda node, inputs, opset: inputs[0],
+    "Identity": lambda node, inputs, opset: inputs[0],
+    "Constant": lambda node, inputs, opset: _constant(node),
+    "ConstantOfShape": lambda node, inputs, opset: _constant_of_shape(node, inputs[0]),
+    "Shape": lambda node, inputs, opset: np.array(inputs[0].shape, np.int64),
+    "Gather": lambda node, inputs, opset: (
+        np.take(inputs[0], np.asarray(inputs[1], np.int64), axis=attributes(node).get("axis", 0))
+    ),
 }
 SUPPORTED = tuple(sorted(RUN))
 # Ops whose outputs are worth a look as a stage: they make new maps (not shapes, constants or copies).
@@ -335,7 +345,7 @@ SHOWN = {
     "LRN",
     "BatchNormalization",
 }
-ACTIVATIONS = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
+ACTIVATION_OPS = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
 
 
 @dataclass
@@ -370,7 +380,7 @@ class Graph:
     shapes: dict[str, Shape] = field(default_factory=dict, repr=False)
     layers: str | None = None
     labels: tuple[str, ...] = ()
-    preprocess: Preparation = PRESETS["none"]
+    preprocess: Preparation = PREPARATIONS["none"]
     folded: int = 0  # batch normalisations folded into the convolutions before them
     notes: tuple[str, ...] = ()  # what the user should know of the model: weights that are not finite
     pipeline = None  # a network, not a chain of stages: no spec to print or edit
@@ -448,7 +458,7 @@ class Graph:
         ends: dict[Shape, Node] = {}
         for node in shown:
             shape = self.shapes.get(node.outputs[0])
-            if not shape or len(shape) != 4 or not (node.op in ACTIVATIONS or node.op in joins):
+            if not shape or len(shape) != 4 or not (node.op in ACTIVATION_OPS or node.op in joins):
                 continue
             last[shape[2:]] = node
             before = producer.get(node.inputs[0])

@@ -15,7 +15,7 @@ import numpy as np
 
 from cnnx.base.errors import CnnxError
 
-__all__ = ["PRESETS", "Preparation", "preparation"]
+__all__ = ["PREPARATIONS", "Preparation", "preparation"]
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean and std of ImageNet's training images, RGB
 CAFFE_MEAN = (103.939, 116.779, 123.68)  # ImageNet's mean in blue, green, red, 0..255, as Caffe models take it
@@ -89,7 +89,7 @@ class Preparation:
         return "; ".join(steps)
 
 
-PRESETS = {
+PREPARATIONS = {
     "none": Preparation(),
     "imagenet": Preparation("imagenet", "crop", mean=IMAGENET[0], std=IMAGENET[1]),
     "caffe": Preparation("caffe", "crop", mean=CAFFE_MEAN, order="bgr", scale=255.0),
@@ -113,9 +113,9 @@ def preparation(
 over 0.229, 0.224, 0.225'
     """
     name = preset or "none"
-    if name not in PRESETS:
-        raise CnnxError(f"--preprocess takes {', '.join(PRESETS)}; got {name!r}")
-    chosen = PRESETS[name]
+    if name not in PREPARATIONS:
+        raise CnnxError(f"--preprocess takes {', '.join(PREPARATIONS)}; got {name!r}")
+    chosen = PREPARATIONS[name]
     if size is not None:
         chosen = replace(chosen, **_size(size))
     if mean is not None:

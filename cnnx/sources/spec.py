@@ -29,7 +29,7 @@ from cnnx.sources.kernels import parse_filters
 from cnnx.sources.stages import KINDS, LESSON, Kind, Pipeline, Stage
 
 __all__ = [
-    "PRESETS",
+    "PIPELINE_PRESETS",
     "SpecError",
     "from_toml",
     "load_pipeline",
@@ -348,7 +348,7 @@ def _has_type(value, wanted) -> bool:
 
 # ---------------------------------------------------------------- presets
 
-PRESETS: dict[str, tuple[str, str]] = {
+PIPELINE_PRESETS: dict[str, tuple[str, str]] = {
     "lesson": (
         "The lesson's flow, twice: edges in 4 directions, then centre-surround on each (the default)",
         pipeline_text(Pipeline(LESSON)),
@@ -372,11 +372,11 @@ PRESETS: dict[str, tuple[str, str]] = {
 
 def preset(name: str) -> tuple[Stage, ...]:
     """The stages of a named preset; an unknown name suggests the closest."""
-    if name not in PRESETS:
-        close = difflib.get_close_matches(name, PRESETS, n=2, cutoff=0.5)
+    if name not in PIPELINE_PRESETS:
+        close = difflib.get_close_matches(name, PIPELINE_PRESETS, n=2, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}?" if close else "'cnnx presets' lists them"
         raise CnnxError(f"unknown preset {name!r}; {hint}")
-    return parse_spec(PRESETS[name][1])
+    return parse_spec(PIPELINE_PRESETS[name][1])
 
 
 def load_pipeline(

@@ -281,7 +281,7 @@ def _flipped(weights: np.ndarray, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(weights[..., ::-1, ::-1]) if flip else weights
 
 
-ACTIVATIONS = {
+ACTIVATION_FUNCTIONS = {
     "relu": ops.relu,
     "leaky_relu": ops.leaky_relu,
     "sigmoid": ops.sigmoid,
@@ -300,8 +300,8 @@ class Activation(_StageBasics):
     in_place = True
 
     def __post_init__(self):
-        if self.function not in ACTIVATIONS:
-            raise CnnxError(f"unknown activation {self.function!r}; choose from {', '.join(ACTIVATIONS)}")
+        if self.function not in ACTIVATION_FUNCTIONS:
+            raise CnnxError(f"unknown activation {self.function!r}; choose from {', '.join(ACTIVATION_FUNCTIONS)}")
         if not np.isfinite(self.slope):
             raise CnnxError(f"leaky_relu: slope must be a finite number; got {self.slope!r}")
 
@@ -315,7 +315,7 @@ class Activation(_StageBasics):
     def apply(self, x: np.ndarray, *, flip: bool = False, inplace: bool = False) -> np.ndarray:
         if self.function == "leaky_relu":
             return ops.leaky_relu(x, self.slope, inplace=inplace)
-        return ACTIVATIONS[self.function](x, inplace=inplace)
+        return ACTIVATION_FUNCTIONS[self.function](x, inplace=inplace)
 
 
 @dataclass(frozen=True)

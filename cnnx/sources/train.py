@@ -17,8 +17,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from cnnx.compute import ops
 from cnnx.sources.shapes import CLASSES, CONTENT_SIZE, INPUT_SIZE, dataset
 
-LAYERS = ("conv1", "conv2", "fc")
-
 
 def init_params(seed: int) -> dict[str, np.ndarray]:
     """He-initialised weights (normal, variance 2 / fan-in) and zero biases."""
