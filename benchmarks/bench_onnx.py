@@ -75,7 +75,7 @@ def main() -> None:
     import onnxruntime as ort
     from onnx_models import with_random_weights
 
-    from cnnx.sources.graph import load_graph
+    from cnnx.sources.onnx_file import load_graph
 
     folder = Path(tempfile.mkdtemp())
     path = with_random_weights("resnet50", folder)

@@ -14,7 +14,8 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import helper, numpy_helper  # noqa: E402
 from onnx_models import LIGHT_MODELS, single_op_model, with_random_weights  # noqa: E402
 
-from cnnx.sources.graph import RUN, load_graph  # noqa: E402
+from cnnx.sources.onnx_file import load_graph  # noqa: E402
+from cnnx.sources.onnx_ops import RUN  # noqa: E402
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime")
 
 from test_graph import agree, ours, reference  # noqa: E402
 
-from cnnx.sources.graph import load_graph  # noqa: E402
+from cnnx.sources.onnx_file import load_graph  # noqa: E402
 
 GOLDENS = Path(__file__).parent / "goldens"
 

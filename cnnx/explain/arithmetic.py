@@ -658,7 +658,8 @@ def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int,
     over its input channels is ``explain_layer``'s; activations, sums and products, pools, global pools,
     concatenations, fully connected layers, softmax and flattening are shown here; any other op says so.
     """
-    from cnnx.sources.graph import attributes, stage_shape
+    from cnnx.sources.graph import stage_shape
+    from cnnx.sources.onnx_ops import attributes
 
     node, inputs, output = graph.run_to(image, layer)
     place = np.unravel_index(np.ravel_multi_index((channel, row, col), stage_shape(output.shape)), output.shape)
@@ -744,7 +745,7 @@ def _over_space(attrs: dict, inputs: list) -> bool:
 
 def _pool_window(explained: ValueExplanation, x: np.ndarray, place, attrs: dict, largest: bool) -> None:
     """A pool's window of its input at the value's place, padding shown as empty, and what it makes of it."""
-    from cnnx.sources.graph import conv_pads, pool_geometry
+    from cnnx.sources.onnx_ops import conv_pads, pool_geometry
 
     kernel, strides, dilations, pads = pool_geometry(attrs, x.shape)
     _, c, r, q = (int(v) for v in place)

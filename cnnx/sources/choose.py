@@ -29,7 +29,7 @@ def make_source(spec: str | None = None, config: Path | None = None, preset: str
     if spec or config or preset or color or convention:
         raise CnnxError("--model brings its own stages: give no --spec, --config, --preset, --color or --convention")
     if onnx:
-        from cnnx.sources.graph import load_graph
+        from cnnx.sources.onnx_file import load_graph
 
         return load_graph(Path(model), layers=layers, labels=labels, preprocess=preprocess or "none")
     from cnnx.sources.model import load_model

@@ -1,4 +1,5 @@
-"""Reading an ONNX file from a stranger: its tensors from its own folder only, every size checked before use.
+"""Reading an ONNX file from a stranger and making its graph ready: tensors from its own folder only, every size
+checked before use, shapes worked out before any image, batch norms folded into convolutions.
 
 A model file is untrusted input.  Every tensor it holds (initializers,
 sparse initializers, ``Constant`` values and any other tensor attribute, in
@@ -8,7 +9,10 @@ a regular file inside the model's own folder and a byte range inside that
 file.  Each tensor's declared shape is then checked against the bytes it
 holds, so a tensor that claims 10^11 values in 36 bytes is refused before
 anything is allocated.  After this, nothing that reads the model (the onnx
-package's helpers included) can reach another file.
+package's helpers included) can reach another file.  ``load_graph`` then
+checks the graph, works out every value's shape from the input's fixed size
+(the small values that depend on shapes alone are computed once, here), and
+folds each batch normalisation that follows a convolution into its weights.
 """
 
 from __future__ import annotations
@@ -16,12 +20,21 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from cnnx.base.errors import CnnxError, printable
-from cnnx.base.files import open_regular
+import numpy as np
 
-__all__ = ["MODEL_LIMIT", "OPSETS", "check_opset", "check_structure", "external_bytes", "resolve_tensors"]
+from cnnx.base.errors import CnnxError, printable
+from cnnx.base.files import open_regular, read_regular
+from cnnx.sources.graph import Graph, Node
+from cnnx.sources.onnx_ops import RUN, SUPPORTED, attributes
+from cnnx.sources.prepare import Preparation, preparation
+
+Shape = tuple[int, ...]
+
+__all__ = ["MODEL_LIMIT", "OPSETS", "check_opset", "check_structure", "external_bytes", "load_graph",
+           "resolve_tensors"]
 
 MODEL_LIMIT = 2 << 30  # bytes a model file, and all the weight files it names, may take
 OPSETS = range(7, 22)  # the ONNX opsets cnnx's ops were checked against (tests: 9 to 21; the light models: 9)
@@ -157,3 +170,244 @@ def check_structure(model, path: Path) -> None:
     for output in graph.output:
         if output.name not in made:
             raise CnnxError(f"{path}: the graph's output {printable(output.name)!r} is made by no node")
+
+
+def load_graph(
+    path: Path, *, layers: str | None = None, labels: Path | None = None, preprocess: Preparation | str = "none"
+) -> Graph:
+    """Read an ONNX model: check every op is supported before any work, fold batch norms, infer shapes."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise CnnxError('an ONNX model needs the onnx package: pip install "cnnx[onnx]"') from None
+    path = Path(path)
+    if isinstance(preprocess, str):
+        preprocess = preparation(preprocess)
+    data = read_regular(path, "an ONNX model", limit=MODEL_LIMIT)
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as error:  # the protobuf parser raises several kinds on bad bytes
+        raise CnnxError(f"{path}: not an ONNX model ({type(error).__name__})") from None
+    del data  # the model holds its own copy
+    graph = model.graph
+    check_structure(model, path)
+    unsupported: dict[str, str] = {}  # each op cnnx does not run, and the first node of it
+    for n in graph.node:
+        if n.op_type not in RUN or n.domain not in ("", "ai.onnx"):
+            unsupported.setdefault(printable(n.op_type), printable(n.name or "?"))
+    if unsupported:
+        named = ", ".join(f"{op} (node {name})" for op, name in unsupported.items())
+        verb = "is" if len(unsupported) == 1 else "are"
+        raise CnnxError(f"{path}: op {named} {verb} not supported; cnnx runs {', '.join(SUPPORTED)}")
+    held = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in held]
+    if len(inputs) != 1:
+        raise CnnxError(f"{path}: cnnx runs models of one image input; this one takes {len(inputs)} inputs")
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or not all(dims[1:]) or dims[1] not in (1, 3):
+        raise CnnxError(
+            f"{path}: the input {inputs[0].name!r} has shape {dims}; cnnx runs models of an image "
+            "input (N, 1 or 3, H, W) with a fixed size"
+        )
+    opset = check_opset(model, path)
+    resolve_tensors(model, path)  # from here nothing of the model can name another file
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    # Each node's own copy of its proto: a part of the model would keep all of it (and its weights) alive.
+    nodes = [Node(n.op_type, printable(n.name), list(n.input), list(n.output), _own_copy(n)) for n in graph.node]
+    stored = next((p.value for p in model.metadata_props if p.key == "labels"), "")
+    names = tuple(_labels(labels)) if labels else tuple(printable(n.strip()) for n in stored.split(",") if n.strip())
+    input_name, output_name = inputs[0].name, graph.output[0].name
+    result = Graph(path, nodes, constants, input_name, tuple(dims[1:]), output_name, opset, {}, layers, names,
+                   preprocess)
+    outline = _Outline(model)
+    del model, graph, inputs  # the weights are in ``constants`` now: the parsed model's copy goes
+    result.shapes = _shapes_before_running(result, outline)
+    _check_convs(result)
+    result.notes = _nonfinite_weights(result)
+    result.folded = _fold_batch_norms(result)
+    if layers and layers != "all" and not result.matching(layers):
+        raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
+    return result
+
+
+def _nonfinite_weights(graph: Graph) -> tuple[str, ...]:
+    """A line for each constant holding NaN or infinite values: the maps they reach will hold them too."""
+    notes = []
+    for name, value in graph.constants.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            notes.append(f"{graph.path.name}: {bad} of the {value.size} values of {printable(name)!r} are not finite "
+                         "(NaN or infinite); the values computed from them will not be either")
+    return tuple(notes)
+
+
+def _check_convs(graph: Graph) -> None:
+    """Each convolution's weights fit its input, as far as they are known at load: what shape inference lets pass."""
+    for node in (n for n in graph.nodes if n.op == "Conv" and len(n.inputs) > 1):
+        constant = graph.constants.get(node.inputs[1])
+        weights = constant.shape if constant is not None else graph.shapes.get(node.inputs[1])
+        if not weights:
+            continue
+        x = graph.shapes.get(node.inputs[0], ())
+        group = attributes(node.proto).get("group", 1)
+        where = f"{graph.path}: node {node.name or node.op} (Conv)"
+        if len(weights) != 4 or weights[0] < 1 or group < 1 or weights[0] % group:
+            raise CnnxError(f"{where}: weights of shape {list(weights)} in {group} groups are no bank of 2-D kernels")
+        if len(x) == 4 and x[1] and x[1] != weights[1] * group:
+            raise CnnxError(f"{where}: its input has {x[1]} channels, its weights read {weights[1] * group}")
+
+
+def _first_line(error: Exception) -> str:
+    """What onnx's checker said, in one line: the node and the fault."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return printable(lines[0] if lines else type(error).__name__)
+
+
+def _own_copy(proto):
+    copy = type(proto)()
+    copy.CopyFrom(proto)
+    return copy
+
+
+@dataclass
+class _Outline:
+    """What shape inference needs of a model besides its nodes and constants: its declarations."""
+
+    name: str
+    outputs: list
+    opsets: list
+    ir_version: int
+
+    def __init__(self, model):
+        self.name, self.outputs = model.graph.name, list(model.graph.output)
+        self.opsets, self.ir_version = list(model.opset_import), max(model.ir_version, 4)
+
+
+# Values worth working out at load, before any image: a shape, and the few numbers computed from shapes.
+_FOLDED_AT_MOST = 4096  # elements
+
+
+def _shapes_before_running(graph: Graph, outline: _Outline) -> dict[str, Shape]:
+    """Every value's shape from the input's fixed size, without running the graph on an image.
+
+    Where shape inference cannot tell (a map sized by Shape -> Mul -> ConstantOfShape), the small values that
+    depend on shapes alone are computed, become constants, and shapes are inferred again.
+    """
+    shapes = _inferred_shapes(graph, outline)
+    if _unknown(graph, shapes) is None:
+        return shapes
+    _fold_known_values(graph, shapes)
+    shapes = _inferred_shapes(graph, outline)
+    node = _unknown(graph, shapes)
+    if node is not None:
+        raise CnnxError(f"{graph.path}: the shape of node {node.name or node.op} ({node.op})'s output cannot be "
+                        "worked out before running it; cnnx runs graphs whose shapes follow from the input's size")
+    return shapes
+
+
+def _unknown(graph: Graph, shapes: dict[str, Shape | None]) -> Node | None:
+    """The first node whose output's shape is not known, if any."""
+    return next((n for n in graph.nodes if shapes.get(n.outputs[0]) is None), None)
+
+
+def _inferred_shapes(graph: Graph, outline: _Outline) -> dict[str, Shape | None]:
+    """onnx's strict shape inference with the input at its fixed size (a batch of one); the weights declared by
+    shape, not copied, and the small constants (shapes and axes that Reshape and the like read) given."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    small = [numpy_helper.from_array(v, k) for k, v in graph.constants.items() if v.size <= 64]
+    declared = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+                for k, v in graph.constants.items() if v.size > 64]
+    image = helper.make_tensor_value_info(graph.input_name, 1, [1, *graph.input_shape_])
+    light = helper.make_graph([n.proto for n in graph.nodes], outline.name, [image, *declared], outline.outputs,
+                              small)
+    model = helper.make_model(light, opset_imports=outline.opsets, ir_version=outline.ir_version)
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as error:  # onnx names the node and what is wrong with it
+        raise CnnxError(f"{graph.path}: {_first_line(error)}") from None
+    values = [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
+    shapes = {v.name: _known_shape(v) for v in values}
+    shapes.update({k: v.shape for k, v in graph.constants.items()})
+    return shapes
+
+
+def _known_shape(value) -> Shape | None:
+    """A declared value's shape, or None where its rank or any dimension is not known."""
+    kind = value.type.tensor_type
+    if not kind.HasField("shape") or not all(d.HasField("dim_value") for d in kind.shape.dim):
+        return None
+    return tuple(d.dim_value for d in kind.shape.dim)
+
+
+def _fold_known_values(graph: Graph, shapes: dict[str, Shape | None]) -> None:
+    """Nodes whose small outputs follow from shapes and constants alone are computed now and become constants."""
+    kept = []
+    for node in graph.nodes:
+        inputs = [name for name in node.inputs if name]
+        if node.op == "Shape" and shapes.get(node.inputs[0]) is not None:
+            shaped = np.broadcast_to(np.uint8(0), shapes[node.inputs[0]])  # the shape, with no memory behind it
+            graph.constants[node.outputs[0]] = RUN["Shape"](node.proto, [shaped], graph.opset)
+            continue
+        held = [graph.constants.get(name) for name in inputs]
+        small = all(v is not None and v.size <= _FOLDED_AT_MOST for v in held)
+        if inputs and small and node.op not in ("ConstantOfShape",) and len(node.outputs) == 1:
+            values = [graph.constants.get(name) if name else None for name in node.inputs]
+            with np.errstate(all="ignore"):
+                try:
+                    output = np.asarray(RUN[node.op](node.proto, values, graph.opset))
+                except Exception as error:  # a stranger's graph: its own fault, named
+                    raise CnnxError(f"{graph.path}: node {node.name or node.op} ({node.op}) cannot run: "
+                                    f"{printable(error)}") from None
+            if output.size <= _FOLDED_AT_MOST:
+                graph.constants[node.outputs[0]] = output
+                continue
+        kept.append(node)
+    graph.nodes = kept
+
+
+def _labels(path: Path) -> list[str]:
+    text = read_regular(Path(path), "a labels file", limit=16 << 20).decode("utf-8", "replace")
+    return [printable(line.strip()) for line in text.splitlines() if line.strip()]
+
+
+def _fold_batch_norms(graph: Graph) -> int:
+    """A BatchNormalization read only by itself after a Conv with constant weights becomes part of the Conv."""
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    producer = {out: node for node in graph.nodes for out in node.outputs}
+    folded = 0
+    kept = []
+    for node in graph.nodes:
+        conv = producer.get(node.inputs[0]) if node.op == "BatchNormalization" else None
+        consts = graph.constants
+        if (
+            conv is not None
+            and conv.op == "Conv"
+            and readers.get(conv.outputs[0]) == 1
+            and conv.inputs[1] in consts
+            and all(i in consts for i in node.inputs[1:5])
+            and (len(conv.inputs) < 3 or conv.inputs[2] in consts)
+        ):
+            scale, bias, mean, var = (consts[i].astype(np.float64) for i in node.inputs[1:5])
+            factor = scale / np.sqrt(var + attributes(node.proto).get("epsilon", 1e-5))
+            weight = consts[conv.inputs[1]].astype(np.float64) * factor[:, None, None, None]
+            old_bias = consts[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0
+            new_w, new_b = f"{conv.inputs[1]}__folded", f"{conv.inputs[1]}__folded_bias"
+            consts[new_w] = weight.astype(np.float32)
+            consts[new_b] = ((old_bias - mean) * factor + bias).astype(np.float32)
+            for name in {*conv.inputs[1:], *node.inputs[1:5]} & consts.keys():  # weights read by nothing else go
+                readers[name] -= 1
+                if not readers[name]:
+                    del consts[name]
+            conv.inputs = [conv.inputs[0], new_w, new_b]
+            conv.outputs = list(node.outputs)
+            conv.name = conv.name or node.name
+            folded += 1
+            continue
+        kept.append(node)
+    graph.nodes = kept
+    return folded

@@ -1,0 +1,332 @@
+"""What each ONNX op cnnx runs computes: a function per op, from the node, its inputs and the opset, on cnnx's own
+numpy ops; which ops make maps worth showing as stages; and the geometry helpers the explainer shares."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from cnnx.base.errors import CnnxError
+from cnnx.compute import ops
+
+__all__ = ["ACTIVATION_OPS", "RUN", "SHOWN", "SUPPORTED", "attributes", "conv_pads", "pairs", "pool_geometry"]
+
+Shape = tuple[int, ...]
+
+
+def attributes(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def pairs(node_attrs: dict, key: str, default: int, n: int = 2) -> list[int]:
+    return list(node_attrs.get(key, [default] * n))
+
+
+# ---------------------------------------------------------------- the ops
+
+
+def conv_pads(attrs: dict, x_shape: Shape, kernel: Shape) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) from ``pads`` or ``auto_pad``, as ONNX defines them."""
+    strides, dilations = pairs(attrs, "strides", 1), pairs(attrs, "dilations", 1)
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = []
+        for n, k, s, d in zip(x_shape[-2:], kernel, strides, dilations, strict=True):
+            out = -(-n // s)
+            total = max(0, (out - 1) * s + d * (k - 1) + 1 - n)
+            pads.append((total // 2, total - total // 2) if auto == "SAME_UPPER" else (total - total // 2, total // 2))
+        return pads[0][0], pads[1][0], pads[0][1], pads[1][1]
+    if auto == "VALID":
+        return 0, 0, 0, 0
+    top, left, bottom, right = pairs(attrs, "pads", 0, 4)
+    return top, left, bottom, right
+
+
+def _padded(x: np.ndarray, pads, fill: float) -> np.ndarray:
+    top, left, bottom, right = pads
+    if not any(pads):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
+
+
+def _conv(node, x, w, b=None):
+    attrs = attributes(node)
+    pads = conv_pads(attrs, x.shape, w.shape[2:])
+    symmetric = pads[0] == pads[2] and pads[1] == pads[3]
+    return ops.conv2d(
+        x if symmetric else _padded(x, pads, 0.0), w, b, stride=tuple(pairs(attrs, "strides", 1)),
+        padding=(pads[0], pads[1]) if symmetric else 0, dilation=tuple(pairs(attrs, "dilations", 1)),
+        groups=attrs.get("group", 1),
+    )
+
+
+def pool_geometry(attrs: dict, x_shape: Shape):
+    kernel = list(attrs["kernel_shape"])
+    strides, dilations = pairs(attrs, "strides", 1), pairs(attrs, "dilations", 1)
+    pads = list(conv_pads(attrs, x_shape, kernel))
+    if attrs.get("ceil_mode", 0):  # the last window may start inside the input and reach past it
+        for axis, (n, k, s, d) in enumerate(zip(x_shape[-2:], kernel, strides, dilations, strict=True)):
+            span = d * (k - 1) + 1
+            padded = n + pads[axis] + pads[axis + 2]
+            out = -(-(padded - span) // s) + 1
+            if (out - 1) * s >= n + pads[axis]:
+                out -= 1
+            pads[axis + 2] += max(0, (out - 1) * s + span - padded)
+    return kernel, strides, dilations, tuple(pads)
+
+
+def _max_pool(node, x):
+    kernel, strides, dilations, pads = pool_geometry(attributes(node), x.shape)
+    return ops.max_pool2d(_padded(x, pads, -np.inf), tuple(kernel), tuple(strides), 0, tuple(dilations))
+
+
+def _average_pool(node, x):
+    attrs = attributes(node)
+    kernel, strides, dilations, pads = pool_geometry(attrs, x.shape)
+    if list(x.shape[-2:]) == kernel and not any(pads) and dilations == [1, 1]:  # one window: the mean of each map
+        return x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
+    explicit = conv_pads(attrs, x.shape, kernel)
+
+    def window_sums(values: np.ndarray) -> np.ndarray:
+        if dilations == [1, 1]:
+            return ops.avg_pool2d(values, tuple(kernel), tuple(strides), 0) * float(np.prod(kernel))
+        # A dilated window: a sum over its taps, as a depthwise convolution by ones.
+        ones = np.ones((values.shape[1], 1, *kernel), np.float32)
+        return ops.conv2d(values, ones, None, stride=tuple(strides), dilation=tuple(dilations), groups=values.shape[1])
+
+    sums = window_sums(_padded(x, pads, 0.0))
+    # The windows count the input, and the explicit padding only with count_include_pad; ceil_mode's never.
+    ones = np.ones((1, 1, *x.shape[-2:]), np.float32)
+    counted = np.pad(ones, ((0, 0), (0, 0), (explicit[0], explicit[2]), (explicit[1], explicit[3])),
+                     constant_values=1.0 if attrs.get("count_include_pad", 0) else 0.0)
+    extra = (0, 0, pads[2] - explicit[2], pads[3] - explicit[3])
+    counts = window_sums(_padded(counted, extra, 0.0))
+    return (sums / counts).astype(np.float32)
+
+
+def _box_mean(node, x):
+    """An average pool over other than two axes (PyTorch's LocalResponseNorm pools over channels as a third):
+    window sums along each axis from running sums, in float64; no ceil_mode, dilations or auto_pad."""
+    attrs, n = attributes(node), x.ndim - 2
+    kernel = list(attrs["kernel_shape"])
+    strides, pads = list(attrs.get("strides", [1] * n)), list(attrs.get("pads", [0] * 2 * n))
+    auto = attrs.get("auto_pad", b"NOTSET")
+    if attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", [1] * n)) or auto not in (
+        b"NOTSET", "NOTSET"
+    ):
+        raise ValueError(f"an average pool over {n} axes takes no ceil_mode, dilations or auto_pad in cnnx")
+    widths = list(zip(pads[:n], pads[n:], strict=True))
+    sums = np.pad(x.astype(np.float64), [(0, 0), (0, 0), *widths])
+    counts = np.pad(np.ones(x.shape[2:]), widths, constant_values=1.0 if attrs.get("count_include_pad", 0) else 0.0)
+    for axis, (k, s) in enumerate(zip(kernel, strides, strict=True)):
+        sums, counts = _window_sums(sums, axis + 2, k, s), _window_sums(counts, axis, k, s)
+    return (sums / counts).astype(np.float32)
+
+
+def _window_sums(values: np.ndarray, axis: int, size: int, step: int) -> np.ndarray:
+    """The sums of windows of ``size`` along ``axis``, every ``step``-th, from running sums."""
+    running = np.cumsum(values, axis=axis)
+    running = np.concatenate([np.zeros_like(np.take(running, [0], axis=axis)), running], axis=axis)
+    starts = np.arange(0, values.shape[axis] - size + 1, step)
+    return np.take(running, starts + size, axis=axis) - np.take(running, starts, axis=axis)
+
+
+def _batch_norm(node, x, scale, bias, mean, var):
+    eps = attributes(node).get("epsilon", 1e-5)
+    factor = (scale / np.sqrt(var + eps)).astype(np.float32)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x * factor.reshape(shape) + (bias - mean * factor).reshape(shape)).astype(np.float32)
+
+
+def _gemm(node, a, b, c=None):
+    attrs = attributes(node)
+    a = a.T if attrs.get("transA", 0) else a
+    b = b.T if attrs.get("transB", 0) else b
+    out = attrs.get("alpha", 1.0) * (a @ b)
+    if c is not None:
+        out = out + attrs.get("beta", 1.0) * c
+    return out.astype(np.float32)
+
+
+def _softmax(node, x, opset: int):
+    axis = attributes(node).get("axis", -1 if opset >= 13 else 1)
+    if opset < 13:  # the input is flattened to 2-D from ``axis`` on, as opsets before 13 say
+        shape = x.shape
+        flat = x.reshape(math.prod(shape[:axis]), -1)
+        return ops.softmax(flat, dim=-1).reshape(shape)
+    return ops.softmax(x, dim=axis)
+
+
+def _lrn(node, x):
+    attrs = attributes(node)
+    size, alpha, beta, bias = attrs["size"], attrs.get("alpha", 1e-4), attrs.get("beta", 0.75), attrs.get("bias", 1.0)
+    squares = np.square(x, dtype=np.float64)
+    padded = np.pad(squares, ((0, 0), ((size - 1) // 2, size // 2), (0, 0), (0, 0)))
+    windows = np.cumsum(np.pad(padded, ((0, 0), (1, 0), (0, 0), (0, 0))), axis=1)
+    total = windows[:, size:] - windows[:, :-size]
+    return (x / (bias + alpha / size * total) ** beta).astype(np.float32)
+
+
+def _reshape(node, x, shape):
+    shape = [int(s) for s in shape]
+    if not attributes(node).get("allowzero", 0):
+        shape = [x.shape[k] if s == 0 else s for k, s in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _axes(node, inputs, opset: int, since: int) -> list[int] | None:
+    """An op's axes: an attribute before opset ``since``, its second input from then on."""
+    if opset >= since and len(inputs) > 1 and inputs[1] is not None:
+        return [int(a) for a in inputs[1]]
+    axes = attributes(node).get("axes")
+    return None if axes is None else list(axes)
+
+
+def _reduce(node, inputs, opset: int, reducer):
+    axes = _axes(node, inputs, opset, 18)
+    keep = bool(attributes(node).get("keepdims", 1))
+    return reducer(inputs[0], axis=None if axes is None else tuple(axes), keepdims=keep).astype(np.float32)
+
+
+def _clip(node, inputs, opset: int):
+    attrs = attributes(node)
+    if opset >= 11:
+        low = inputs[1] if len(inputs) > 1 and inputs[1] is not None else -np.inf
+        high = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.inf
+    else:
+        low, high = attrs.get("min", -np.inf), attrs.get("max", np.inf)
+    return np.clip(inputs[0], low, high).astype(np.float32)
+
+
+def _pad(node, inputs, opset: int):
+    attrs = attributes(node)
+    pads = [int(p) for p in (inputs[1] if opset >= 11 else attrs["pads"])]
+    value = (inputs[2].item() if opset >= 11 and len(inputs) > 2 and inputs[2] is not None else attrs.get("value", 0.0))
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in ("constant", "reflect", "edge"):
+        raise ValueError(f"Pad mode {mode!r}; cnnx pads with constant, reflect or edge")
+    n = inputs[0].ndim
+    widths = list(zip(pads[:n], pads[n:], strict=True))
+    options = {"constant_values": value} if mode == "constant" else {}
+    return np.pad(inputs[0], widths, mode=mode, **options)
+
+
+def _divide(a, b):
+    """ONNX's Div: true division of floats, and of integers (shapes, say) the floor."""
+    return np.divide(a, b) if np.issubdtype(np.result_type(a, b), np.floating) else np.floor_divide(a, b)
+
+
+def _constant(node):
+    from onnx import numpy_helper
+
+    attrs = attributes(node)
+    if "value" in attrs:
+        return numpy_helper.to_array(attrs["value"])
+    for key in ("value_float", "value_int"):
+        if key in attrs:
+            return np.array(attrs[key])
+    for key in ("value_floats", "value_ints"):
+        if key in attrs:
+            return np.array(list(attrs[key]))
+    raise CnnxError(f"Constant node {node.name!r}: only numeric values are supported")
+
+
+def _constant_of_shape(node, shape):
+    from onnx import numpy_helper
+
+    value = attributes(node).get("value")
+    fill = numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
+    return np.full([int(s) for s in shape], fill.reshape(-1)[0], dtype=fill.dtype)
+
+
+
+# Each op: how to compute its outputs from its inputs (None where an optional input is absent) and the opset.
+RUN: dict[str, Callable] = {
+    "Conv": lambda node, inputs, opset: _conv(node, *inputs),
+    "BatchNormalization": lambda node, inputs, opset: _batch_norm(node, *inputs[:5]),
+    "Relu": lambda node, inputs, opset: np.maximum(inputs[0], np.float32(0)),
+    "LeakyRelu": lambda node, inputs, opset: ops.leaky_relu(inputs[0], attributes(node).get("alpha", 0.01)),
+    "PRelu": lambda node, inputs, opset: np.where(inputs[0] < 0, inputs[0] * inputs[1], inputs[0]).astype(np.float32),
+    "Clip": lambda node, inputs, opset: _clip(node, inputs, opset),
+    "Sigmoid": lambda node, inputs, opset: ops.sigmoid(inputs[0]),
+    "HardSigmoid": lambda node, inputs, opset: np.clip(
+        attributes(node).get("alpha", 0.2) * inputs[0] + attributes(node).get("beta", 0.5), 0, 1
+    ).astype(np.float32),
+    "HardSwish": lambda node, inputs, opset: (inputs[0] * np.clip(inputs[0] / 6 + 0.5, 0, 1)).astype(np.float32),
+    "Tanh": lambda node, inputs, opset: ops.tanh(inputs[0]),
+    "Add": lambda node, inputs, opset: np.add(inputs[0], inputs[1]),
+    "Sub": lambda node, inputs, opset: np.subtract(inputs[0], inputs[1]),
+    "Mul": lambda node, inputs, opset: np.multiply(inputs[0], inputs[1]),
+    "Div": lambda node, inputs, opset: _divide(*inputs[:2]),
+    "Sum": lambda node, inputs, opset: sum(inputs[1:], start=inputs[0]),
+    "Pow": lambda node, inputs, opset: np.power(inputs[0], inputs[1]).astype(inputs[0].dtype),
+    "Concat": lambda node, inputs, opset: np.concatenate(inputs, axis=attributes(node)["axis"]),
+    "MaxPool": lambda node, inputs, opset: _max_pool(node, inputs[0]),
+    "AveragePool": lambda node, inputs, opset: (
+        _average_pool(node, inputs[0]) if inputs[0].ndim == 4 else _box_mean(node, inputs[0])
+    ),
+    "GlobalAveragePool": lambda node, inputs, opset: (
+        inputs[0].mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
+    ),
+    "GlobalMaxPool": lambda node, inputs, opset: inputs[0].max(axis=(2, 3), keepdims=True),
+    "ReduceMean": lambda node, inputs, opset: _reduce(node, inputs, opset, np.mean),
+    "ReduceMax": lambda node, inputs, opset: _reduce(node, inputs, opset, np.max),
+    "Flatten": lambda node, inputs, opset: (
+        inputs[0].reshape(math.prod(inputs[0].shape[: attributes(node).get("axis", 1)]), -1)
+    ),
+    "Reshape": lambda node, inputs, opset: _reshape(node, inputs[0], inputs[1]),
+    "Transpose": lambda node, inputs, opset: np.transpose(inputs[0], attributes(node).get("perm")),
+    "Squeeze": lambda node, inputs, opset: (
+        np.squeeze(inputs[0], axis=None if (a := _axes(node, inputs, opset, 13)) is None else tuple(a))
+    ),
+    "Unsqueeze": lambda node, inputs, opset: np.expand_dims(inputs[0], tuple(_axes(node, inputs, opset, 13))),
+    "Gemm": lambda node, inputs, opset: _gemm(node, *inputs),
+    "MatMul": lambda node, inputs, opset: np.matmul(inputs[0], inputs[1]),
+    "Softmax": lambda node, inputs, opset: _softmax(node, inputs[0], opset),
+    "LRN": lambda node, inputs, opset: _lrn(node, inputs[0]),
+    "Pad": lambda node, inputs, opset: _pad(node, inputs, opset),
+    "Dropout": lambda node, inputs, opset: inputs[0],
+    "Identity": lambda node, inputs, opset: inputs[0],
+    "Constant": lambda node, inputs, opset: _constant(node),
+    "ConstantOfShape": lambda node, inputs, opset: _constant_of_shape(node, inputs[0]),
+    "Shape": lambda node, inputs, opset: np.array(inputs[0].shape, np.int64),
+    "Gather": lambda node, inputs, opset: (
+        np.take(inputs[0], np.asarray(inputs[1], np.int64), axis=attributes(node).get("axis", 0))
+    ),
+}
+SUPPORTED = tuple(sorted(RUN))
+# Ops whose outputs are worth a look as a stage: they make new maps (not shapes, constants or copies).
+SHOWN = {
+    "Conv",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Add",
+    "Sum",
+    "Mul",
+    "Concat",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "ReduceMean",
+    "ReduceMax",
+    "Flatten",
+    "Gemm",
+    "MatMul",
+    "Softmax",
+    "LRN",
+    "BatchNormalization",
+}
+ACTIVATION_OPS = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
