@@ -228,9 +228,9 @@ def test_explain_value_gives_every_stage_value_as_the_pipeline_stored_it(tmp_pat
         options = ["--model", "shapes"]
     elif source == "blocks.onnx":
         pytest.importorskip("onnx")
-        from test_graph import _block_model
+        from onnx_models import block_model
 
-        options = ["--model", str(_block_model(tmp_path / source)), "--layers", "all"]
+        options = ["--model", str(block_model(tmp_path / source)), "--layers", "all"]
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(7).integers(0, 255, (40, 48, 3), np.uint8)).save(image)
     run = tmp_path / "run"

@@ -385,10 +385,10 @@ def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
     value is a sum over every input channel of the stage before, and every op of the network has its arithmetic
     shown."""
     pytest.importorskip("onnx")
-    from test_graph import _block_model
+    from onnx_models import block_model
 
     if model.endswith(".onnx"):
-        model = str(_block_model(tmp_path / model))
+        model = str(block_model(tmp_path / model))
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
     onnx = {"layers": "all", "preprocess": "imagenet"} if model.endswith(".onnx") else {}
@@ -422,10 +422,10 @@ def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
 def test_a_model_run_is_drawn_again_with_its_answer(tmp_path, model):
     """For the shipped model and an ONNX network, a colour change draws the same stages and the same answer."""
     pytest.importorskip("onnx")
-    from test_graph import _block_model
+    from onnx_models import block_model
 
     if model.endswith(".onnx"):
-        model = str(_block_model(tmp_path / model))
+        model = str(block_model(tmp_path / model))
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
     session = Session(image, lambda text: source_from(None, None, None, model, None, None), Style(),

@@ -18,7 +18,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from test_graph import agree, ours, reference  # noqa: E402
+from onnx_models import agree, ours, reference  # noqa: E402
 
 from cnnx.sources.onnx_file import load_graph  # noqa: E402
 
