@@ -1,10 +1,11 @@
 """ONNX models for the tests, and how their values are compared: ONNX Runtime's (``reference``) against cnnx's
 (``ours``), to float32 agreement (``agree``).
 
-The light model-zoo graphs ship inside the onnx package; the light models hold their weights as ConstantOfShape nodes (every weight
-0.02), so every channel of a layer is alike; here each of those becomes an
-initializer of seeded random numbers scaled as He et al. scale them, so the
-layers differ and the numbers stay in range, as in a trained network.
+The light model-zoo graphs ship inside the onnx package; the light models
+hold their weights as ConstantOfShape nodes (every weight 0.02), so every
+channel of a layer is alike; here each of those becomes an initializer of
+seeded random numbers scaled as He et al. scale them, so the layers differ and
+the numbers stay in range, as in a trained network.
 ``block_model`` builds a network of the blocks CNN exporters emit.
 """
 

@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from cnnx.app.batches import run_batch
 from cnnx.app.cli import app
-from cnnx.app.jobs import Job, batch_destinations, find_images, parse_bytes, run_batch, run_job
-from cnnx.app.memory import estimate_memory
+from cnnx.app.inputs import batch_destinations, find_images
+from cnnx.app.jobs import Job, run_job
+from cnnx.app.memory import estimate_memory, parse_bytes
 from cnnx.base.errors import CnnxError
 from cnnx.compute.ops import set_num_threads
 from cnnx.render.draw import Style

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
+from cnnx.app.batches import run_batch
 from cnnx.app.cli import app
-from cnnx.app.jobs import Job, run_batch, run_job_reporting
+from cnnx.app.jobs import Job, run_job_reporting
 from cnnx.base.errors import CnnxError
 from cnnx.compute import ops
 from cnnx.io import weights

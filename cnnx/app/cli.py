@@ -162,7 +162,9 @@ def pipeline(
 
     Example: cnnx pipeline samples/chelsea.png --spec "conv(sobel_x@) -> relu -> maxpool(2)"
     """
-    from cnnx.app.jobs import Job, batch_destinations, default_destination, parse_bytes
+    from cnnx.app.inputs import batch_destinations, default_destination
+    from cnnx.app.jobs import Job
+    from cnnx.app.memory import parse_bytes
 
     with reported_errors():
         source = source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
@@ -210,7 +212,8 @@ def pipeline(
 
 def _dry_run(job) -> None:
     """Print the plan of one job: shapes, files and memory."""
-    from cnnx.app.jobs import format_bytes, plan
+    from cnnx.app.jobs import plan
+    from cnnx.app.memory import format_bytes
     from cnnx.render.report import plan_table
 
     shape, planned, estimate = plan(job)
@@ -282,7 +285,8 @@ def filter_(
 
     Example: cnnx filter samples/stripes.png sobel_x --show
     """
-    from cnnx.app.jobs import FilterJob, batch_destinations, output_name, run_filter, run_filter_reporting
+    from cnnx.app.inputs import batch_destinations, output_name
+    from cnnx.app.jobs import FilterJob, run_filter, run_filter_reporting
     from cnnx.io.output import safe_name
     from cnnx.render.report import kernel_card
     from cnnx.sources.kernels import parse_kernel

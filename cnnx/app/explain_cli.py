@@ -271,7 +271,7 @@ def explain_field(
 
 def _refuse_over_budget(image: Path, source, max_memory: str | None, *, copies: int = 1) -> None:
     """Refuse, from the header alone, an explanation that would need more memory than the budget."""
-    from cnnx.app.jobs import memory_to_keep_all, parse_bytes, refuse_over_budget
+    from cnnx.app.memory import memory_to_keep_all, parse_bytes, refuse_over_budget
     from cnnx.base.errors import about
 
     budget = parse_bytes(max_memory) if max_memory else None

@@ -1,12 +1,18 @@
-"""How much memory a run will need, from the image header and the stage shapes alone, before any work."""
+"""How much memory a run will need, from the image header and the stage shapes alone, before any work, and the
+budget it is held to."""
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from cnnx.base.errors import CnnxError
+from cnnx.io.images import probe_image
 from cnnx.render.draw import PERCENTILE_SAMPLE, Style
 from cnnx.render.maps import OVERVIEW_TILE, TILE
+from cnnx.sources.source import StageSource
 
 DEFAULT_STYLE = Style()
 
@@ -74,3 +80,62 @@ def estimate_memory(source, shape: tuple[int, int, int], style: Style = DEFAULT_
     if keep_all:
         stages.append(2 * kept)  # every stage, and all their values joined to find one range
     return MemoryEstimate(load, tuple(stages))
+
+
+def physical_memory() -> int:
+    """Bytes of memory this machine has."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def default_memory_budget() -> int:
+    """Four fifths of the machine's memory: room for the program and everything else."""
+    return physical_memory() * 4 // 5
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def parse_bytes(text: str) -> int:
+    """'4G', '512M', '300k' or a plain number of bytes."""
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    number, unit = text.strip().lower().rstrip("ib").rstrip(), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise CnnxError(f"a memory size is a number with an optional K, M, G or T, e.g. 4G; got {text!r}") from None
+    if not math.isfinite(value) or value < 1:
+        raise CnnxError(f"a memory size is a finite number of bytes, at least 1, e.g. 512M; got {text!r}")
+    return int(value)
+
+
+def refuse_over_budget(needed: int, budget: int | None = None) -> None:
+    """Refuse work that needs more memory than ``budget`` (by default four fifths of the machine's)."""
+    budget = default_memory_budget() if budget is None else budget
+    if needed > budget:
+        raise CnnxError(
+            f"the run needs about {format_bytes(needed)} of memory, over the budget of {format_bytes(budget)}; "
+            "raise --max-memory, or use a smaller image or pipeline"
+        )
+
+
+def memory_to_keep_all(image: Path, source: StageSource | None, *, copies: int = 1) -> int:
+    """Memory to load ``image`` and run ``source`` on it ``copies`` times keeping every stage (as ``explain`` does).
+
+    From the header and the shapes alone; with no source, the loading alone.
+    """
+    height, width = probe_image(image)
+    if source is None:
+        return load_bytes((1, height, width))
+    loaded = (3 if source.color else 1, height, width)
+    estimate = estimate_memory(source, loaded, Style(scope="pipeline", min_side=1))
+    return estimate.load + copies * max(estimate.stages)

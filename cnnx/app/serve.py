@@ -50,7 +50,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import numpy as np
 
-from cnnx.app.jobs import IMAGE_SUFFIXES, Job, redraw_job, run_job
+from cnnx.app.inputs import IMAGE_SUFFIXES
+from cnnx.app.jobs import Job, redraw_job, run_job
 from cnnx.base.errors import Cancelled, CnnxError, is_known, message
 from cnnx.io.output import safe_name
 

@@ -331,7 +331,7 @@ def note_frames(source) -> None:
 def find(images: list[str], *, skip: Path | None = None):
     """The images the command line names, none inside the output folder ``skip``; what was passed over inside
     folders is said on stderr."""
-    from cnnx.app.jobs import find_images
+    from cnnx.app.inputs import find_images
 
     found = find_images(images, skip=skip)
     for note in found.skipped:
@@ -352,7 +352,7 @@ def finish_batch(batch: list, root: Path, jobs: int | None, scheduler: str | Non
 
     Interrupted, it says which images were written whole before it stopped.
     """
-    from cnnx.app.jobs import run_batch
+    from cnnx.app.batches import run_batch
     from cnnx.base.errors import RUNTIME_FAILURE
     from cnnx.render.report import batch_table
 
