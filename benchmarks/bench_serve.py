@@ -30,7 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=11)
     rounds = parser.parse_args().rounds
-    from cnnx.app.serve import Session, make_server
+    from cnnx.app.serve import make_server
+    from cnnx.app.session import Session
     from cnnx.app.shell import source_from
     from cnnx.base.choices import SAMPLE
     from cnnx.io.images import load_image

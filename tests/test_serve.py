@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 from served import request
 
-from cnnx.app.serve import BODY_LIMIT, Session, make_server
+from cnnx.app.serve import BODY_LIMIT, make_server
+from cnnx.app.session import Session
 from cnnx.app.shell import source_from
 from cnnx.render.draw import Style
 
@@ -201,7 +202,7 @@ def test_a_page_reads_the_run_it_shows_whatever_another_tab_runs(served):
     run's, the newest run is B's, and once A's run is replaced by several newer ones A is told to reload."""
     import re
 
-    from cnnx.app.serve import KEPT_RUNS
+    from cnnx.app.session import KEPT_RUNS
 
     port, token, session = served
     page = request(port, "/", token=token)[2].decode()
@@ -609,7 +610,7 @@ def test_memory_and_disk_stay_bounded_over_a_thousand_recomputes(tmp_path):
     import gc
     import tracemalloc
 
-    from cnnx.app.serve import KEPT_RUNS
+    from cnnx.app.session import KEPT_RUNS
 
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24), np.uint8)).save(image)

@@ -19,7 +19,8 @@ from PIL import Image
 from served import request
 
 from cnnx.app import serve
-from cnnx.app.serve import Session, make_server
+from cnnx.app.serve import make_server
+from cnnx.app.session import Session
 from cnnx.app.shell import source_from
 from cnnx.render.draw import Style
 

@@ -431,7 +431,8 @@ def serve(
     """
     import webbrowser
 
-    from cnnx.app.serve import Session, make_server
+    from cnnx.app.serve import make_server
+    from cnnx.app.session import Session
 
     with reported_errors():
         def make_source(text):

@@ -1,0 +1,334 @@
+"""What ``cnnx serve`` shows: one session's image, stages and style, and its latest runs, computed one at a time.
+
+One session holds the image, the stages and the latest runs (written with
+``jobs.run_job``, raw arrays kept, so a value under the pointer is read
+exactly).  Computing is one at a time; a newer request replaces an older one,
+which is given up between two stages, while the runs already made stay
+readable.  ``serve`` answers the page's requests from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from cnnx.app.inputs import IMAGE_SUFFIXES
+from cnnx.app.jobs import Job, redraw_job, run_job
+from cnnx.base.errors import Cancelled, CnnxError, is_known, message
+from cnnx.io.output import safe_name
+
+__all__ = ["KEPT_RUNS", "Run", "Session", "shipped_samples"]
+
+KEPT_RUNS = 4  # runs kept on disk: the newest, and those pages in other tabs may still be showing
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run a page may show: its folder, the source of stages and the image it was made with."""
+
+    number: int
+    folder: Path
+    source: object
+    image: Path
+
+
+@dataclass
+class Session:
+    """What the page shows: an image, a way to make its source of stages, the style, and the latest runs.
+
+    ``lock`` guards the session's fields for a moment at a time; ``computing`` is held by the one computation
+    under way.  Each request to compute takes a ticket; a computation whose ticket is no longer the newest (or
+    whose session is closing) gives up between two stages.
+    """
+
+    image: Path
+    make_source: object  # spec text (or None for the options given) -> source of stages
+    style: object
+    spec: str = ""
+    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnnx-serve-")))
+    outcome: object = None  # the newest run's stages and answer, to draw it again
+    kept: dict = field(default_factory=dict)  # run number -> Run, the newest last
+    count: int = 0
+    error: str = ""
+    wanted: int = 0  # the newest ticket
+    closing: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    computing: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def recompute(self, *, spec: str | None = None, image: Path | None = None) -> None:
+        """A new run with new stages or a new image; a failure keeps the run before and says why."""
+        with self.lock:
+            spec = spec if spec is not None else self.spec
+            image = image or self.image
+            style = self.style
+
+        def run(target: Path, cancelled) -> object:
+            source = self.make_source(spec or None)
+            return run_job(Job(image, target, source, style, save_raw=True, force=True), cancelled=cancelled)
+
+        if self._attempt(run):
+            with self.lock:
+                before, self.spec, self.image = self.image, spec, image
+            if before != image and before.parent.name.startswith("upload-") and before.parent.parent == self.folder:
+                shutil.rmtree(before.parent, ignore_errors=True)  # the upload shown before is shown no more
+
+    def redraw(self, style=None) -> bool:
+        """The run drawn again in ``style`` (the session's by default), from its saved arrays: nothing is computed
+        again.  True if it was drawn."""
+        with self.lock:
+            style = style or self.style
+            outcome = self.outcome
+
+        def draw(target: Path, cancelled) -> object:
+            return redraw_job(Job(outcome.job.image, target, outcome.job.source, style, save_raw=True, force=True),
+                              outcome)
+
+        return self._attempt(draw)
+
+    def _attempt(self, make) -> bool:
+        """``make(folder, cancelled)`` a run into the next folder and show it; a known failure keeps the run before
+        and says why.  Raises ``Cancelled`` when a newer request replaced this one, before or while it ran."""
+        with self.lock:
+            self.wanted += 1
+            ticket = self.wanted
+
+        def replaced() -> bool:
+            return self.closing or self.wanted != ticket
+
+        with self.computing:
+            if replaced():
+                raise Cancelled("a newer request replaced this one")
+            with self.lock:
+                self.count += 1
+                target = self.folder / f"run-{self.count}"
+            try:
+                outcome = make(target, replaced)
+            except Cancelled:
+                raise
+            except Exception as error:
+                if not is_known(error):
+                    raise
+                with self.lock:
+                    self.error = message(error)
+                return False
+            with self.lock:
+                self._show(target, outcome)
+            return True
+
+    def _show(self, folder: Path, outcome) -> None:
+        """``outcome`` is the run shown now; of the older ones, those a page in another tab may show are kept."""
+        number = int(folder.name.removeprefix("run-"))
+        self.error = ""
+        self.outcome = outcome
+        self.kept[number] = Run(number, folder, outcome.job.source, outcome.job.image)
+        while len(self.kept) > KEPT_RUNS:
+            shutil.rmtree(self.kept.pop(next(iter(self.kept))).folder, ignore_errors=True)
+
+    def close(self, seconds: float = 1.5) -> None:
+        """Give up what is computing (between two stages), wait a moment for it, and remove every run."""
+        with self.lock:
+            self.closing = True
+        held = self.computing.acquire(timeout=seconds)
+        try:
+            for _ in range(20):  # a stage's files may still be landing while it gives up
+                shutil.rmtree(self.folder, ignore_errors=True)
+                if not self.folder.exists():
+                    break
+                time.sleep(0.05)
+        finally:
+            if held:
+                self.computing.release()
+
+    def _newest(self) -> Run | None:
+        with self.lock:
+            return self.kept[next(reversed(self.kept))] if self.kept else None
+
+    @property
+    def run(self) -> Path | None:
+        """The newest run's folder; None before the first."""
+        newest = self._newest()
+        return newest and newest.folder
+
+    @property
+    def source(self):
+        """The source of stages the newest run was made with."""
+        newest = self._newest()
+        return newest and newest.source
+
+    def shown(self, number: int | None = None) -> Run:
+        """Run ``number`` (the newest when None), while it is kept: a page reads the run it shows, whatever the
+        other tabs have run since."""
+        with self.lock:
+            chosen = self._newest() if number is None else self.kept.get(number)
+        if chosen is None:
+            raise CnnxError("this page's run was replaced by newer ones: reload the page")
+        return chosen
+
+    def filters(self) -> dict:
+        """The 2-D kernels of the run's conv stages, as numbers to edit, and the bank's, to pick from."""
+        from cnnx.sources.kernels import BANK
+
+        pipeline = self.source.pipeline
+        editable = [
+            {"stage": number, "index": index, "spec": conv.filters[index], "weights": kernels[0].weights.tolist()}
+            for number, conv in enumerate(pipeline.stages if pipeline else (), 1)
+            if conv.name == "conv"
+            for index, kernels in enumerate(conv.sources)
+            if isinstance(kernels, tuple)
+        ]
+        return {"filters": editable, "bank": {name: entry.kernel().tolist() for name, entry in BANK.items()}}
+
+    def set_filter(self, stage: int, index: int, weights: list) -> None:
+        """Stage ``stage``'s filter ``index`` becomes the kernel ``weights``, and every map is computed again."""
+        from cnnx.sources.spec import pipeline_text
+
+        pipeline = self.source.pipeline
+        if pipeline is None or not 1 <= stage <= len(pipeline.stages) or pipeline.stages[stage - 1].name != "conv":
+            raise CnnxError(f"stage {stage} is not a conv stage of the chain")
+        conv = pipeline.stages[stage - 1]
+        if not 0 <= index < len(conv.filters):
+            raise CnnxError(f"stage {stage} has {len(conv.filters)} filters")
+        rows = _grid(weights)
+        matrix = "[" + ",".join("[" + ",".join(repr(float(v)) for v in row) + "]" for row in rows) + "]"
+        filters = (*conv.filters[:index], matrix, *conv.filters[index + 1 :])
+        stages = (*pipeline.stages[: stage - 1], replace(conv, filters=filters), *pipeline.stages[stage:])
+        self.recompute(spec=pipeline_text(replace(pipeline, stages=stages)))
+        self.raise_error()
+
+    def set_style(self, asked: dict) -> None:
+        """Draw the run again with another normalisation, scope, colour map or stretch; a bad choice keeps the style
+        before."""
+        unknown = set(asked) - {"normalize", "scope", "cmap", "stretch"}
+        if unknown:
+            raise CnnxError(f"the style takes normalize, scope, cmap and stretch; not {', '.join(sorted(unknown))}")
+        if not all(isinstance(v, str) for v in asked.values()):
+            raise CnnxError("each style choice is a name, e.g. {\"cmap\": \"viridis\"}")
+        with self.lock:
+            style = replace(self.style, **asked)
+        if self.redraw(style):
+            with self.lock:
+                self.style = style
+        self.raise_error()
+
+    def upload(self, data: bytes, name: str) -> None:
+        """Run an image sent by the page, kept under its own name; it stays only while it is the one shown."""
+        suffix = Path(name).suffix.lower()
+        stem = safe_name(Path(name).stem, fallback="upload")
+        holder = self.folder / f"upload-{secrets.token_hex(4)}"
+        holder.mkdir()
+        upload = holder / f"{stem}{suffix if suffix in IMAGE_SUFFIXES else ''}"
+        upload.write_bytes(data)
+        try:
+            self.recompute(image=upload)
+        finally:
+            with self.lock:
+                shown = self.image == upload
+            if not shown:  # refused, failed or replaced: only the upload shown is kept
+                shutil.rmtree(holder, ignore_errors=True)
+        self.raise_error()
+
+    def show_sample(self, name: str) -> None:
+        """Run one of the pictures shipped with cnnx, named as the page lists them (never a path)."""
+        from cnnx.base.choices import SAMPLES
+
+        if name not in shipped_samples():
+            raise CnnxError(f"the samples are {', '.join(shipped_samples())}; not {name!r}")
+        self.recompute(image=SAMPLES / name)
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        """The failure of the request just made, if it failed, as a CnnxError (a 400)."""
+        with self.lock:
+            error = self.error
+        if error:
+            raise CnnxError(error)
+
+    def archive(self, number: int | None = None) -> tuple[str, bytes]:
+        """A run as a zip of the folder ``cnnx pipeline`` writes, and the name to save it under."""
+        import io
+        import zipfile
+
+        shown = self.shown(number)
+        name = f"{safe_name(shown.image.stem, fallback='image')}_cnnx"
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(p for p in shown.folder.rglob("*") if p.is_file()):
+                # PNGs are compressed already; deflating them again only costs time.
+                kind = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
+                archive.write(path, f"{name}/{path.relative_to(shown.folder).as_posix()}", compress_type=kind)
+        return f"{name}.zip", buffer.getvalue()
+
+    def explain(self, stage: int, channel: int, row: int, col: int, number: int | None = None) -> dict:
+        """How the value there came from the stage before: the same arithmetic ``cnnx explain`` shows, as JSON."""
+        from cnnx.explain.arithmetic import LayerExplanation, as_json, explain_stage
+
+        shown = self.shown(number)  # one run throughout, whatever a recompute does meanwhile
+        entries = _stages(shown.folder)
+        _value_at(shown.folder, entries, stage, channel, row, col)  # checks the place
+
+        def array(k: int) -> np.ndarray:
+            return np.load(shown.folder / entries[k]["raw"], allow_pickle=False)
+
+        explained = explain_stage(shown.source, stage, channel, row, col, array)
+        data = as_json(explained)
+        if isinstance(explained, LayerExplanation):
+            kept = sum(part["values"] is not None for part in data["parts"])
+            data["rule"] = (
+                f"{entries[stage]['description']}: the sum over the {len(data['parts'])} input channels "
+                f"of the window times the weights, plus the bias (the {kept} that weigh most shown)"
+            )
+        return data
+
+    def value(self, stage: int, channel: int, row: int, col: int, number: int | None = None) -> dict:
+        """The exact value under the pointer, from the run's raw arrays."""
+        run = self.shown(number).folder
+        return _value_at(run, _stages(run), stage, channel, row, col)
+
+
+def _grid(weights) -> list[list[float]]:
+    """A kernel sent as JSON: rows of finite numbers, all as long, at most 64 by 64."""
+    numbers = (int, float)
+    if not (isinstance(weights, list) and 0 < len(weights) <= 64 and all(isinstance(r, list) for r in weights)):
+        raise CnnxError("a kernel is a grid of finite numbers: a list of rows")
+    width = len(weights[0])
+    for row in weights:
+        if len(row) != width or not 0 < width <= 64:
+            raise CnnxError("a kernel's rows are all as long, 1 to 64 numbers")
+        if not all(isinstance(v, numbers) and not isinstance(v, bool) and math.isfinite(v) for v in row):
+            raise CnnxError("a kernel is a grid of finite numbers")
+    return weights
+
+
+def _stages(run: Path) -> list[dict]:
+    """The manifest's record of each stage of ``run``."""
+    return json.loads((run / "manifest.json").read_text())["stages"]
+
+
+def _value_at(run: Path, entries: list[dict], stage: int, channel: int, row: int, col: int) -> dict:
+    """The value at a place of a stage of ``run``, read from its raw array; a place outside the maps is an error."""
+    if not 0 <= stage < len(entries) or not entries[stage].get("raw"):
+        raise CnnxError(f"no stage {stage}")
+    array = np.load(run / entries[stage]["raw"], mmap_mode="r", allow_pickle=False)
+    if not (0 <= channel < array.shape[0] and 0 <= row < array.shape[1] and 0 <= col < array.shape[2]):
+        raise CnnxError(f"stage {stage} has {array.shape[0]} maps of {array.shape[1]}x{array.shape[2]}")
+    return {"stage": stage, "channel": channel, "row": row, "col": col, "value": float(array[channel, row, col]),
+            "receptive_field": entries[stage]["receptive_field"], "jump": entries[stage]["jump"]}
+
+
+def shipped_samples() -> list[str]:
+    """The names of the pictures shipped with cnnx."""
+    from cnnx.base.choices import SAMPLES
+
+    return sorted(path.name for path in SAMPLES.glob("*.png"))
