@@ -8,8 +8,8 @@ from PIL import Image
 from reference import conv2d_loops
 from typer.testing import CliRunner
 
+from cnnx import explain
 from cnnx.app.cli import app
-from cnnx.explain import arithmetic as explain
 from cnnx.io.images import load_image
 from cnnx.sources.kernels import parse_kernel
 from cnnx.sources.pipeline import Chain
@@ -199,7 +199,7 @@ def test_no_colour_when_piped():
 def test_every_value_of_a_chain_is_worked_out_from_the_stage_before(spec, color, convention):
     """At random places of every stage, the arithmetic shown (windows, weights, products, sums, bias, pooling
     windows, activations) gives the stored value: a loop over the numbers, not the stage's own code."""
-    from cnnx.explain.arithmetic import explain_value
+    from cnnx.explain import explain_value
     from cnnx.sources.pipeline import run
     from cnnx.sources.spec import load_pipeline
 

@@ -320,7 +320,7 @@ def test_without_the_onnx_package_the_message_says_what_to_install(tmp_path, mon
 
 def test_explain_conv_of_a_real_layer_equals_onnx_runtime(tmp_path):
     """The sum over every input channel plus the bias, for one value of a real layer, is ONNX Runtime's value."""
-    from cnnx.explain.arithmetic import explain_layer
+    from cnnx.explain import explain_layer
 
     path = with_random_weights("squeezenet", tmp_path)
     graph = load_graph(path)
@@ -463,7 +463,7 @@ def test_each_op_explains_a_value_as_onnx_runtime_computes_it(op, shape, inputs,
     """Any written node's value, clicked in serve: its arithmetic gives ONNX Runtime's value at that place, for
     every op it works out (activations, sums, pools, global pools, concatenation, Gemm, flattening); other ops
     say they show the value as computed."""
-    from cnnx.explain.arithmetic import explain_node
+    from cnnx.explain import explain_node
     from cnnx.sources.graph import stage_shape
 
     rng = np.random.default_rng(len(op) + 1)

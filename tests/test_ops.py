@@ -31,7 +31,7 @@ def test_lesson_example_is_minus_one_not_three():
 
 def test_lesson_writes_the_right_products_and_the_wrong_sum():
     """The nine products the lesson writes for the first window are the right ones; they add to -1, not its 3."""
-    from cnnx.explain.arithmetic import LESSON_STATED_SUM
+    from cnnx.explain import LESSON_STATED_SUM
 
     terms, stated = LESSON_STATED_SUM.split("=")
     written = [tuple(float(v) for v in term.strip(" ()").split("*")) for term in terms.split("+")]

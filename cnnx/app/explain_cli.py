@@ -43,7 +43,7 @@ def show_explanation(data, view) -> None:
     """Print an explanation: as rich text, or as JSON with --json (view None)."""
     import json
 
-    from cnnx.explain.arithmetic import as_json
+    from cnnx.explain import as_json
 
     if view is not None:
         out.print(view(data))
@@ -98,7 +98,7 @@ def explain_conv(
 
     Example: cnnx explain conv samples/chelsea.png --at 120,200 --kernel sobel_x
     """
-    from cnnx.explain import arithmetic as explain
+    from cnnx import explain
     from cnnx.explain import views as explain_view
     from cnnx.io.images import load_image
     from cnnx.sources.kernels import parse_kernel
@@ -155,7 +155,7 @@ def explain_value(
 
     Example: cnnx explain value samples/chelsea.png --stage 4 --channel 1 --at 40,60
     """
-    from cnnx.explain import arithmetic as explain
+    from cnnx import explain
     from cnnx.explain import views as explain_view
     from cnnx.io.images import load_image
 
@@ -193,7 +193,7 @@ def explain_relu(
 
     Example: cnnx explain relu samples/chelsea.png --stage 2
     """
-    from cnnx.explain import arithmetic as explain
+    from cnnx import explain
     from cnnx.explain import views as explain_view
     from cnnx.io.images import load_image
 
@@ -229,7 +229,7 @@ def explain_pool(
 
     Example: cnnx explain pool samples/chelsea.png --shifts 4
     """
-    from cnnx.explain import arithmetic as explain
+    from cnnx import explain
     from cnnx.explain import views as explain_view
     from cnnx.io.images import load_image
 
@@ -258,7 +258,7 @@ def explain_field(
 
     Example: cnnx explain field --preset random
     """
-    from cnnx.explain import arithmetic as explain
+    from cnnx import explain
     from cnnx.explain import views as explain_view
     from cnnx.io.images import probe_image
 

@@ -272,7 +272,7 @@ class Session:
 
     def explain(self, stage: int, channel: int, row: int, col: int, number: int | None = None) -> dict:
         """How the value there came from the stage before: the same arithmetic ``cnnx explain`` shows, as JSON."""
-        from cnnx.explain.arithmetic import LayerExplanation, as_json, explain_stage
+        from cnnx.explain import LayerExplanation, as_json, explain_stage
 
         shown = self.shown(number)  # one run throughout, whatever a recompute does meanwhile
         entries = _stages(shown.folder)

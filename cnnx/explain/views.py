@@ -15,7 +15,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from cnnx.explain.arithmetic import (
+from cnnx.explain import (
     ConvExplanation,
     FieldRow,
     LayerExplanation,

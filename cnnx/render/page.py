@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from cnnx.explain.arithmetic import stage_story
+from cnnx.explain.fields import stage_story
 from cnnx.io.images import LoadedImage
 from cnnx.render.draw import pair_text, shape_text
 from cnnx.render.maps import StageFiles

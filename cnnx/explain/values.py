@@ -1,435 +1,16 @@
-"""The arithmetic behind each step, as data: every convolution window, ReLU's cut, pooling's windows, shifts, fields.
-
-Each function returns plain dataclasses that ``explain_view`` draws in the
-terminal and ``as_json`` turns into JSON; numbers are computed here once.
-"""
+"""Any value of any stage of any source, worked out from what made it and checked against it: a chain's stage from
+the stage before, an ONNX network's layer from the network's input."""
 
 from __future__ import annotations
 
-import functools
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from cnnx.base.errors import CnnxError
 from cnnx.compute import ops
-from cnnx.sources.kernels import Kernel, parse_kernel
+from cnnx.explain.checks import agree, as_float32_does
 from cnnx.sources.source import StageSource
-from cnnx.sources.stages import Conv
-
-# The lesson's worked example, as printed in it.
-LESSON_INPUT = [[1, 2, 1, 0], [0, 1, 3, 2], [2, 1, 0, 1], [1, 0, 1, 2]]
-LESSON_KERNEL = "vertical_edge"
-LESSON_STATED_RESULT = [[3, 1], [2, 0]]
-LESSON_STATED_SUM = "(1*1) + (2*0) + (1*-1) + (0*1) + (1*0) + (3*-1) + (2*1) + (1*0) + (0*-1) = 3"
-RELU_RANGE = list(range(-10, 11))  # the lesson's "pixel values from -10 to 10"
-
-
-def lesson_input() -> np.ndarray:
-    return np.array(LESSON_INPUT, np.float64)
-
-
-def parse_matrix(text: str, what: str = "--input") -> np.ndarray:
-    """A 2-D matrix written as rows of numbers: ``[[1,2],[3,4]]``."""
-    if not text.strip().startswith("["):
-        raise CnnxError(f"{what}: write the matrix as rows of numbers, e.g. [[1,2,1,0],[0,1,3,2]]; got {text!r}")
-    try:
-        return parse_kernel(text).weights.astype(np.float64)
-    except CnnxError as error:
-        raise CnnxError(f"{what}: {error}") from None
-
-
-@dataclass
-class Window:
-    """One output pixel of a convolution: the input values under the kernel, their products with it, the sum."""
-
-    row: int
-    col: int
-    top: int  # the window's first row and column in the padded input
-    left: int
-    values: list[list[float]]
-    products: list[list[float]]
-    total: float
-    written: str  # the sum written out, as the lesson writes it
-
-
-@dataclass
-class ConvExplanation:
-    input: list[list[float]]
-    kernel: str
-    weights: list[list[float]]
-    stride: int
-    padding: int
-    padded: list[list[float]]
-    windows: list[Window]
-    result: list[list[float]]
-    convolution: list[list[float]]  # with the kernel flipped, as true convolution
-    relu: list[list[float]]
-    lesson: dict | None = None  # where the lesson went wrong, for its own example
-
-
-def _written(values: np.ndarray, weights: np.ndarray, total: float) -> str:
-    terms = " + ".join(f"({v:g}*{w:g})" for v, w in zip(values.ravel(), weights.ravel(), strict=True))
-    return f"{terms} = {total:g}"
-
-
-def _as_float32_does(explain):
-    """An explanation's arithmetic overflows and meets NaN as the op's own float32 does: to inf and NaN, shown as
-    such, with no warning beside them."""
-
-    @functools.wraps(explain)
-    def quietly(*args, **kwargs):
-        with np.errstate(over="ignore", invalid="ignore"):
-            return explain(*args, **kwargs)
-
-    return quietly
-
-
-def _agree(computed: np.ndarray, shown: np.ndarray, what: str, op: str) -> None:
-    """The arithmetic shown must be what the op computes; a difference is a bug in cnnx, never the user's."""
-    finite = np.abs(shown[np.isfinite(shown)])
-    scale = max(1.0, float(finite.max())) if finite.size else 1.0
-    # NaN and infinities (from weights or input that hold them) agree when both sides have them in the same place.
-    if not np.allclose(computed, shown, atol=1e-5 * scale, equal_nan=True):
-        raise RuntimeError(f"the {what} shown disagree with {op}")
-
-
-@_as_float32_does
-def explain_conv(matrix: np.ndarray, kernel: Kernel, *, stride: int = 1, padding: int = 0) -> ConvExplanation:
-    """Every window of a cross-correlation of a small matrix, with zero padding, checked against ``ops.conv2d``."""
-    matrix = np.asarray(matrix, np.float64)
-    weights = kernel.weights.astype(np.float64)
-    if matrix.ndim != 2:
-        raise CnnxError(f"--input must be a 2-D matrix; got shape {matrix.shape}")
-    if stride < 1 or padding < 0:
-        raise CnnxError("--stride must be at least 1 and --padding at least 0")
-    # Sizes are checked from the shapes before the padded copy is made: a padding of thousands is refused in
-    # arithmetic, not after allocating it.
-    height, width = matrix.shape[0] + 2 * padding, matrix.shape[1] + 2 * padding
-    kh, kw = weights.shape
-    if kh > height or kw > width:
-        raise CnnxError(f"the {kh}x{kw} kernel is larger than the {height}x{width} padded input")
-    rows = (height - kh) // stride + 1
-    cols = (width - kw) // stride + 1
-    if rows * cols > 400:
-        raise CnnxError(f"that is {rows * cols} windows; explain takes inputs of up to 400 output pixels")
-    padded = np.pad(matrix, padding)
-    windows = []
-    result = np.zeros((rows, cols))
-    for r in range(rows):
-        for c in range(cols):
-            top, left = r * stride, c * stride
-            values = padded[top : top + kh, left : left + kw]
-            products = values * weights
-            total = float(products.sum())
-            result[r, c] = total
-            windows.append(
-                Window(r, c, top, left, values.tolist(), products.tolist(), total, _written(values, weights, total))
-            )
-    computed = ops.conv2d(matrix[None], weights[None, None], stride=stride, padding=padding)[0]
-    _agree(computed, result, "window sums", "conv2d")
-    flipped = ops.conv2d(matrix[None], weights[::-1, ::-1].copy()[None, None], stride=stride, padding=padding)[0]
-    explanation = ConvExplanation(
-        matrix.tolist(),
-        kernel.spec,
-        weights.tolist(),
-        stride,
-        padding,
-        padded.tolist(),
-        windows,
-        result.tolist(),
-        flipped.astype(np.float64).tolist(),
-        np.maximum(result, 0).tolist(),
-    )
-    if matrix.tolist() == LESSON_INPUT and kernel.spec == LESSON_KERNEL and stride == 1 and padding == 0:
-        first = windows[0]
-        explanation.lesson = {
-            "stated_result": LESSON_STATED_RESULT,
-            "stated_first_sum": LESSON_STATED_SUM,
-            "first_sum_adds_to": first.total,
-            "correction": (
-                f"The lesson states the result {LESSON_STATED_RESULT} and writes its first window as "
-                f"{LESSON_STATED_SUM}. Those nine products add to {first.total:g}, not 3. "
-                f"The cross-correlation is {result.astype(int).tolist()}; true convolution (kernel flipped) "
-                f"gives {flipped.astype(int).tolist()}; "
-                f"ReLU of the result is {np.maximum(result, 0).astype(int).tolist()}."
-            ),
-        }
-    return explanation
-
-
-@dataclass
-class PatchExplanation:
-    """One pixel of a filter's map of a real image: the patch under the kernel, products, sum, and where it lands."""
-
-    image: str
-    row: int
-    col: int
-    kernel: str
-    weights: list[list[float]]
-    padding_mode: str
-    window: Window
-    map_value: float  # the same pixel of the whole image's map, computed by the pipeline
-    map_shape: list[int]
-
-
-def _crop(centre: int, size: int, n: int, padding_mode: str) -> slice:
-    """Rows (or columns) around ``centre`` that hold a ``size``-wide window and the border it reads."""
-    if padding_mode == "circular" and (centre - size < 0 or centre + size >= n):
-        return slice(0, n)
-    return slice(max(0, centre - size), min(n, centre + size + 1))
-
-
-@_as_float32_does
-def explain_patch(
-    image: np.ndarray, path: str, kernel: Kernel, row: int, col: int, padding_mode: str = "replicate"
-) -> PatchExplanation:
-    """The window of a grey image under a kernel centred at (row, col), as ``cnnx filter`` computes that map."""
-    H, W = image.shape[1:]
-    if not (0 <= row < H and 0 <= col < W):
-        raise CnnxError(f"--at {row},{col} is outside the {H}x{W} image (rows 0..{H - 1}, columns 0..{W - 1})")
-    kh, kw = kernel.weights.shape
-    stage = Conv((kernel.spec,), padding="same", padding_mode=padding_mode)
-    # The map's value there, from a crop that holds the window (or reaches the image's own border where it
-    # does; the whole side where a circular border wraps): the whole image's map there, without all of it.
-    rows = _crop(row, kh, H, padding_mode)
-    cols = _crop(col, kw, W, padding_mode)
-    crop = stage.apply(np.ascontiguousarray(image[:1, rows, cols]))[0]
-    top, left = (kh - 1) // 2, (kw - 1) // 2  # "same" puts the odd pixel of an even kernel's padding after
-    border = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}[padding_mode]
-    padded = np.pad(image[0].astype(np.float64), ((top, kh - 1 - top), (left, kw - 1 - left)), mode=border)
-    values = padded[row : row + kh, col : col + kw]
-    weights = kernel.weights.astype(np.float64)
-    products = values * weights
-    total = float(products.sum())
-    window = Window(
-        row, col, row - top, col - left, values.tolist(), products.tolist(), total, _written(values, weights, total)
-    )
-    value = float(crop[row - rows.start, col - cols.start])
-    return PatchExplanation(path, row, col, kernel.spec, weights.tolist(), padding_mode, window, value, [H, W])
-
-
-@dataclass
-class ReluExplanation:
-    values: list[float]
-    outputs: list[float]
-    stage: str | None = None
-    histogram: dict | None = None  # bins, counts before and after
-    zeroed: float | None = None
-
-
-def explain_relu(values=RELU_RANGE) -> ReluExplanation:
-    values = [float(v) for v in values]
-    return ReluExplanation(values, ops.relu(np.array(values)).astype(np.float64).tolist())
-
-
-def every_stage(source: StageSource, image: np.ndarray) -> list:
-    """Every stage's record of a source on a loaded image."""
-    return list(source.stream(source.prepare(image)))
-
-
-def explain_relu_image(image: np.ndarray, source: StageSource, stage: int, bins: int = 12) -> ReluExplanation:
-    """Values before and after ReLU at one stage of a source on an image: a histogram and the share zeroed."""
-    results = every_stage(source, image)
-    if not 1 <= stage < len(results) or results[stage].name != "relu":
-        relus = [r.index for r in results if r.name == "relu"]
-        raise CnnxError(f"--stage must be a relu stage of the pipeline: one of {relus}; got {stage}")
-    before, after = results[stage - 1].array, results[stage].array
-    edges = np.linspace(float(before.min()), float(before.max()) or 1.0, bins + 1)
-    counts_before = np.histogram(before, edges)[0]
-    counts_after = np.histogram(after, edges)[0]
-    return ReluExplanation(
-        [],
-        [],
-        results[stage].description,
-        {"edges": edges.tolist(), "before": counts_before.tolist(), "after": counts_after.tolist()},
-        float(np.count_nonzero(after == 0) / after.size),
-    )
-
-
-@dataclass
-class PoolWindow:
-    row: int
-    col: int
-    values: list[list[float]]
-    max: float
-    mean: float
-
-
-@dataclass
-class PoolExplanation:
-    input: list[list[float]]
-    size: int
-    stride: int
-    windows: list[PoolWindow]
-    max_result: list[list[float]]
-    mean_result: list[list[float]]
-
-
-def explain_pool(matrix: np.ndarray, size: int = 2, stride: int | None = None) -> PoolExplanation:
-    """Max and average pooling window by window, checked against the ops."""
-    matrix = np.asarray(matrix, np.float64)
-    stride = stride or size
-    if size < 1 or stride < 1 or size > min(matrix.shape):
-        raise CnnxError(
-            f"a {size}x{size} window with stride {stride} does not fit the {matrix.shape[0]}x{matrix.shape[1]} input"
-        )
-    rows, cols = (matrix.shape[0] - size) // stride + 1, (matrix.shape[1] - size) // stride + 1
-    windows = []
-    for r in range(rows):
-        for c in range(cols):
-            values = matrix[r * stride : r * stride + size, c * stride : c * stride + size]
-            windows.append(PoolWindow(r, c, values.tolist(), float(values.max()), float(values.mean())))
-    max_result = np.array([w.max for w in windows]).reshape(rows, cols)
-    mean_result = np.array([w.mean for w in windows]).reshape(rows, cols)
-    return PoolExplanation(matrix.tolist(), size, stride, windows, max_result.tolist(), mean_result.tolist())
-
-
-@dataclass
-class ShiftRow:
-    index: int
-    stage: str
-    jump: int
-    similarity: list[float]  # one per shift
-
-
-@dataclass
-class ShiftExplanation:
-    image: str
-    shifts: list[int]
-    rows: list[ShiftRow] = field(default_factory=list)
-
-
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    a, b = a - a.mean(), b - b.mean()
-    denominator = np.sqrt((a * a).sum() * (b * b).sum())
-    return (
-        1.0 if denominator == 0 and np.array_equal(a, b) else float((a * b).sum() / denominator) if denominator else 0.0
-    )
-
-
-def shift_tolerance(image: np.ndarray, path: str, source: StageSource, shifts: list[int]) -> ShiftExplanation:
-    """How alike each stage's output stays when the input moves right by a few pixels.
-
-    The original and the moved input are two crops of the same image, ``s``
-    pixels apart; each stage's two outputs are compared at the same places of
-    the stage's grid (its own rows and columns), away from the borders, as
-    Pearson correlation. Pooling coarsens the grid, so a shift smaller than a
-    pooled pixel moves little of the output: the tolerance the lesson claims.
-    """
-    largest = max(shifts)
-    if image.shape[2] < largest + 16:
-        raise CnnxError(f"the image must be at least {largest + 16} pixels wide to shift it by {largest}")
-    width = image.shape[2] - largest
-    base = every_stage(source, image[:, :, largest : largest + width])
-    explanation = ShiftExplanation(path, shifts)
-    moved = {s: every_stage(source, image[:, :, largest - s : largest - s + width]) for s in shifts}
-    for result in base[1:]:
-        margin = -(-result.receptive_field[1] // result.jump[1])  # outputs that see past the crop's border
-        similarity = []
-        for s in shifts:
-            a = result.array[..., margin : result.shape[2] - margin]
-            b = moved[s][result.index].array[..., margin : result.shape[2] - margin]
-            similarity.append(_correlation(a, b) if a.size else float("nan"))
-        explanation.rows.append(ShiftRow(result.index, result.description, result.jump[1], similarity))
-    return explanation
-
-
-@dataclass
-class FieldRow:
-    index: int
-    stage: str
-    shape: list[int]
-    receptive_field: list[int]
-    jump: list[int]
-
-
-def explain_field(source: StageSource, shape: tuple[int, int, int]) -> list[FieldRow]:
-    """How many input pixels one output pixel of each stage sees, and how far apart neighbouring outputs are."""
-    return [
-        FieldRow(stage.index, stage.description, list(stage.shape), list(stage.receptive_field), list(stage.jump))
-        for stage in source.plan(source.input_shape(shape))
-        if stage.receptive_field is not None
-    ]
-
-
-def as_json(data) -> object:
-    """Dataclasses (and lists of them) as plain JSON-ready values."""
-    if isinstance(data, list):
-        return [as_json(item) for item in data]
-    return asdict(data) if is_dataclass(data) else data
-
-
-def _sides(shape) -> str:
-    return f"{shape[1]}x{shape[2]}"
-
-
-def _window(result, before) -> int | None:
-    """The window a stage slid, from how its receptive field grew: (window - 1) * jump before it."""
-    if before is None or result.receptive_field is None or before.receptive_field is None or not before.jump:
-        return None
-    grown = result.receptive_field[0] - before.receptive_field[0]
-    return grown // before.jump[0] + 1 if grown % before.jump[0] == 0 else None
-
-
-def stage_story(result, before=None) -> str:
-    """What a stage did to this image, in plain words, from its record and the record before it.
-
-    ``result`` and ``before`` are ``source.StageResult``s (the input has no ``before``).
-    """
-    stats, shape = result.stats, result.shape
-    name = result.name
-    if result.index == 0:
-        prepared = result.description.partition(": ")[2]
-        if prepared:  # a model's input: the image as it was made ready for the model
-            return (f"What the model saw: the image made ready as the model was trained ({prepared}), "
-                    f"{_sides(shape)} values in {shape[0]} channel{'s' if shape[0] > 1 else ''}. Every stage below "
-                    "computes new numbers from the ones above it.")
-        colours = "grey (luma)" if shape[0] == 1 else "red, green and blue"
-        return (f"The image as the network sees it: {_sides(shape)} pixels, {colours}, each a number from 0 "
-                "(black) to 1 (white). Every stage below computes new numbers from the ones above it.")
-    window = _window(result, before)
-    size = f"{window}x{window} " if window else ""
-    if name == "conv":
-        text = (f"{shape[0]} filter{'s' if shape[0] > 1 else ''} slid over the {before.shape[0]} map"
-                f"{'s' if before.shape[0] > 1 else ''} above. At every position a filter multiplies the {size}window "
-                "under it by its weights and adds the products up: red where the picture matches the filter's "
-                "pattern, blue where it matches the opposite, white where neither.")
-    elif name == "relu":
-        text = (f"ReLU set {stats.zeros:.0%} of the values to zero (every negative one) and kept the rest as they "
-                "were: only the places where a filter found its pattern remain.")
-    elif name in ("maxpool", "avgpool"):
-        kind = "largest" if name == "maxpool" else "mean"
-        factor = before.shape[1] / shape[1] if shape[1] else 1
-        change = "halved the size" if round(factor) == 2 else f"shrank the maps by {factor:.3g} times"
-        text = (f"{'Max' if name == 'maxpool' else 'Average'} pooling {change}, {_sides(before.shape)} to "
-                f"{_sides(shape)}: each value is the {kind} of a {size}window, so a pattern that moves by a pixel "
-                "or so still gives much the same value.")
-    elif name == "flatten":
-        text = (f"The {before.shape[0]} maps of {_sides(before.shape)} laid end to end as one row of "
-                f"{shape[2]} numbers: the input of the fully connected layer.")
-    elif name == "dense":
-        text = (f"A fully connected layer: each of its {shape[2]} outputs is a weighted sum of all "
-                f"{int(np.prod(before.shape))} numbers above, plus a bias.")
-        if result.value_names:
-            text += " One score per class: the larger, the more the network leans to that class."
-    elif name == "softmax":
-        text = "Softmax turned the scores into probabilities that add up to 1."
-    elif name == "global_avgpool":
-        text = f"The mean of each of the {shape[0]} maps: one number per channel."
-    elif name in ("sigmoid", "tanh", "abs", "leaky_relu"):
-        what = {"sigmoid": "squeezed every value into 0..1", "tanh": "squeezed every value into -1..1",
-                "abs": "made every value its size, whatever its sign",
-                "leaky_relu": "kept positive values and shrank negative ones"}[name]
-        text = f"{name} {what}."
-    else:
-        text = f"{result.description}: {shape[0]} maps of {_sides(shape)}."
-    rf, jump = result.receptive_field, result.jump
-    if rf and shape[1] * shape[2] > 1:
-        text += (f" Each value here sees {rf[0]}x{rf[1]} pixels of the input (the square on the picture); "
-                 f"neighbouring values are {jump[0]} pixel{'s' if jump[0] > 1 else ''} apart in it.")
-    return text
 
 
 @dataclass
@@ -462,7 +43,7 @@ class LayerExplanation:
     map_shape: list[int]
 
 
-@_as_float32_does
+@as_float32_does
 def explain_layer(graph, image: np.ndarray, layer: str, channel: int, row: int, col: int, shown: int = 3):
     """The arithmetic of output (channel, row, col) of a Conv node, summed over every input channel, plus bias.
 
@@ -497,7 +78,7 @@ def explain_layer(graph, image: np.ndarray, layer: str, channel: int, row: int, 
             part.values = part.weights = part.products = None
     total = sum(p.total for p in parts) + bias
     value = float(output[0, channel, row, col])
-    _agree(np.array([value]), np.array([total]), "channel sums and bias", "the layer")
+    agree(np.array([value]), np.array([total]), "channel sums and bias", "the layer")
     return LayerExplanation(graph.path.name, layer, channel, row, col, [kh, kw], [s0, s1], [d0, d1], parts, bias,
                             total, value, [O, H_out, W_out])
 
@@ -532,7 +113,7 @@ def _read_window(plane: np.ndarray, rows: list[int], cols: list[int], mode: str)
     return window
 
 
-@_as_float32_does
+@as_float32_does
 def explain_value(
     stage, before: np.ndarray, after: np.ndarray, index: int, channel: int, row: int, col: int, *, flip: bool = False
 ):
@@ -592,7 +173,6 @@ def explain_value(
 
 def _conv_parts(stage, before: np.ndarray, explained: ValueExplanation, flip: bool) -> None:
     """The input channels' windows, weights and products behind one output of a conv stage (no random filters)."""
-    from cnnx.compute import ops
     from cnnx.sources.kernels import WeightBank
 
     C = before.shape[0]
@@ -650,7 +230,7 @@ _JOINS = {"Add": (" + ", np.add), "Sub": (" - ", np.subtract), "Mul": (" * ", np
           "Div": (" / ", np.divide), "Sum": (" + ", np.add)}
 
 
-@_as_float32_does
+@as_float32_does
 def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int, row: int, col: int):
     """One value of any written node of an ONNX graph, worked out from the node's inputs and checked against it.
 
@@ -731,7 +311,7 @@ def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int,
     else:
         explained.rule = f"{op}: the value as computed (its arithmetic is not shown for this op)"
         explained.total = value
-    _agree(np.array([value]), np.array([explained.total]), "arithmetic", f"node {layer}")
+    agree(np.array([value]), np.array([explained.total]), "arithmetic", f"node {layer}")
     return explained
 
 
@@ -768,7 +348,7 @@ def _pool_window(explained: ValueExplanation, x: np.ndarray, place, attrs: dict,
     explained.parts = [ChannelSum(c, explained.total, np.where(inside, window, np.nan).tolist())]
 
 
-@_as_float32_does
+@as_float32_does
 def explain_stage(source: StageSource, stage: int, channel: int, row: int, col: int, array):
     """One value of stage ``stage`` of any source of stages, worked out from what made it and checked against it.
 
