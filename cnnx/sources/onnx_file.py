@@ -175,31 +175,60 @@ def check_structure(model, path: Path) -> None:
 def load_graph(
     path: Path, *, layers: str | None = None, labels: Path | None = None, preprocess: Preparation | str = "none"
 ) -> Graph:
-    """Read an ONNX model: check every op is supported before any work, fold batch norms, infer shapes."""
+    """Read an ONNX model and make its graph ready: every op checked supported and every tensor resolved before
+    any work, shapes worked out from the input's size, batch norms folded into their convolutions."""
+    path = Path(path)
+    model = _parse(path)
+    from onnx import numpy_helper  # the onnx package is there: _parse said so
+    check_structure(model, path)
+    _refuse_unsupported(model.graph, path)
+    image = _image_input(model.graph, path)
+    opset = check_opset(model, path)
+    resolve_tensors(model, path)  # from here nothing of the model can name another file
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    # Each node's own copy of its proto: a part of the model would keep all of it (and its weights) alive.
+    nodes = [Node(n.op_type, printable(n.name), list(n.input), list(n.output), _own_copy(n)) for n in model.graph.node]
+    dims = tuple(d.dim_value for d in image.type.tensor_type.shape.dim[1:])
+    result = Graph(path, nodes, constants, image.name, dims, model.graph.output[0].name, opset, {}, layers,
+                   _class_names(model, labels), preparation(preprocess) if isinstance(preprocess, str) else preprocess)
+    outline = _Outline(model)
+    del model  # the weights are in ``constants`` now: the parsed model's copy goes
+    result.shapes = _shapes_before_running(result, outline)
+    _check_convs(result)
+    result.notes = _nonfinite_weights(result)
+    result.folded = _fold_batch_norms(result)
+    if layers and layers != "all" and not result.matching(layers):
+        raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
+    return result
+
+
+def _parse(path: Path):
+    """The model a file holds, parsed (onnx imported here: it is an optional extra)."""
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:
         raise CnnxError('an ONNX model needs the onnx package: pip install "cnnx[onnx]"') from None
-    path = Path(path)
-    if isinstance(preprocess, str):
-        preprocess = preparation(preprocess)
     data = read_regular(path, "an ONNX model", limit=MODEL_LIMIT)
     try:
-        model = onnx.load_model_from_string(data)
+        return onnx.load_model_from_string(data)
     except Exception as error:  # the protobuf parser raises several kinds on bad bytes
         raise CnnxError(f"{path}: not an ONNX model ({type(error).__name__})") from None
-    del data  # the model holds its own copy
-    graph = model.graph
-    check_structure(model, path)
-    unsupported: dict[str, str] = {}  # each op cnnx does not run, and the first node of it
-    for n in graph.node:
-        if n.op_type not in RUN or n.domain not in ("", "ai.onnx"):
-            unsupported.setdefault(printable(n.op_type), printable(n.name or "?"))
+
+
+def _refuse_unsupported(graph, path: Path) -> None:
+    """Every op cnnx does not run, named with its first node, before any work."""
+    unsupported: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type not in RUN or node.domain not in ("", "ai.onnx"):
+            unsupported.setdefault(printable(node.op_type), printable(node.name or "?"))
     if unsupported:
         named = ", ".join(f"{op} (node {name})" for op, name in unsupported.items())
         verb = "is" if len(unsupported) == 1 else "are"
         raise CnnxError(f"{path}: op {named} {verb} not supported; cnnx runs {', '.join(SUPPORTED)}")
+
+
+def _image_input(graph, path: Path):
+    """The graph's one input that is no initializer: an image (N, 1 or 3, H, W) of a fixed size."""
     held = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in held]
     if len(inputs) != 1:
@@ -210,25 +239,15 @@ def load_graph(
             f"{path}: the input {inputs[0].name!r} has shape {dims}; cnnx runs models of an image "
             "input (N, 1 or 3, H, W) with a fixed size"
         )
-    opset = check_opset(model, path)
-    resolve_tensors(model, path)  # from here nothing of the model can name another file
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    # Each node's own copy of its proto: a part of the model would keep all of it (and its weights) alive.
-    nodes = [Node(n.op_type, printable(n.name), list(n.input), list(n.output), _own_copy(n)) for n in graph.node]
+    return inputs[0]
+
+
+def _class_names(model, labels: Path | None) -> tuple[str, ...]:
+    """The output's class names: from a labels file, else the model's own ``labels`` metadata (comma-separated)."""
+    if labels:
+        return tuple(_labels(labels))
     stored = next((p.value for p in model.metadata_props if p.key == "labels"), "")
-    names = tuple(_labels(labels)) if labels else tuple(printable(n.strip()) for n in stored.split(",") if n.strip())
-    input_name, output_name = inputs[0].name, graph.output[0].name
-    result = Graph(path, nodes, constants, input_name, tuple(dims[1:]), output_name, opset, {}, layers, names,
-                   preprocess)
-    outline = _Outline(model)
-    del model, graph, inputs  # the weights are in ``constants`` now: the parsed model's copy goes
-    result.shapes = _shapes_before_running(result, outline)
-    _check_convs(result)
-    result.notes = _nonfinite_weights(result)
-    result.folded = _fold_batch_norms(result)
-    if layers and layers != "all" and not result.matching(layers):
-        raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
-    return result
+    return tuple(printable(n.strip()) for n in stored.split(",") if n.strip())
 
 
 def _nonfinite_weights(graph: Graph) -> tuple[str, ...]:
