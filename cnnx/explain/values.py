@@ -245,74 +245,123 @@ def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int,
     place = np.unravel_index(np.ravel_multi_index((channel, row, col), stage_shape(output.shape)), output.shape)
     value = float(output[place])
     explained = ValueExplanation(index, node.op, channel, row, col, "", value=value)
-    attrs, op = attributes(node.proto), node.op
-
-    def at(array) -> float:
-        """An input's value at the value's place, broadcast as the op broadcasts it."""
-        return float(np.broadcast_to(array, output.shape)[place])
-
-    if op in _ACTIVATION_RULES:
-        extra = [at(inputs[1])] if op == "PRelu" else []
-        if op == "Clip":
-            given = [v if v is None else float(np.asarray(v)) for v in (inputs + [None, None])[1:3]]
-            bounds = given if graph.opset >= 11 else [attrs.get("min"), attrs.get("max")]
-            extra = [-np.inf if bounds[0] is None else bounds[0], np.inf if bounds[1] is None else bounds[1]]
-        x = at(inputs[0])
-        explained.rule, explained.total = _ACTIVATION_RULES[op](x, attrs, extra)
-        explained.inputs, explained.names = [x], ["x ="]
-    elif op in _JOINS:
-        symbol, combine = _JOINS[op]
-        values = [at(i) for i in inputs]
-        explained.rule = symbol.join(f"[{name}]" for name in node.inputs)
-        explained.inputs, explained.names = values, [f"{name} =" for name in node.inputs]
-        explained.total = float(combine.reduce(np.array(values, np.float64)))
-    elif op in ("MaxPool", "AveragePool") and output.ndim == 4:
-        _pool_window(explained, inputs[0], place, attrs, op == "MaxPool")
-    elif op in ("GlobalAveragePool", "GlobalMaxPool") or (
-        op in ("ReduceMean", "ReduceMax") and _over_space(attrs, inputs)
-    ):
-        plane = np.asarray(inputs[0][0, place[1]], np.float64)
-        largest = "Max" in op
-        explained.rule = f"the {'largest' if largest else 'mean'} of the {plane.shape[0]}x{plane.shape[1]} values " \
-                         f"of input channel {place[1]}"
-        explained.total = float(plane.max() if largest else plane.mean())
-        explained.parts = [ChannelSum(int(place[1]), explained.total, plane.tolist() if plane.size <= 256 else None)]
-    elif op == "Concat":
-        axis = attrs["axis"] % output.ndim
-        offset = int(place[axis])
-        which = 0
-        while offset >= inputs[which].shape[axis]:
-            offset, which = offset - inputs[which].shape[axis], which + 1
-        source = list(place)
-        source[axis] = offset
-        explained.rule = f"copied from [{node.inputs[which]}], its {'channel' if axis == 1 else 'place'} {offset}"
-        explained.total = float(inputs[which][tuple(source)])
-    elif op in ("Gemm", "MatMul") and output.ndim == 2:
-        a, b = np.asarray(inputs[0], np.float64), np.asarray(inputs[1], np.float64)
-        a = a.T if attrs.get("transA", 0) else a
-        b = b.T if attrs.get("transB", 0) else b
-        products = attrs.get("alpha", 1.0) * a[place[0]] * b[:, place[1]]
-        top = np.argsort(-np.abs(products))[:8]
-        explained.rule = f"the sum of all {products.size} inputs times their weights, plus the bias (the largest " \
-                         f"{len(top)} shown)"
-        explained.inputs, explained.names = products[top].tolist(), [f"input {k}:" for k in top]
-        has_bias = op == "Gemm" and len(inputs) > 2 and inputs[2] is not None
-        explained.bias = attrs.get("beta", 1.0) * at(inputs[2]) if has_bias else 0.0
-        explained.total = float(products.sum()) + explained.bias
-    elif op == "Softmax" and output.ndim == 2 and attrs.get("axis", -1) in (-1, 1):
-        scores = np.asarray(inputs[0][place[0]], np.float64)
-        explained.rule = "exp(score) / the sum of exp(every score)"
-        explained.inputs, explained.names = [float(scores[place[1]])], ["score ="]
-        explained.total = float(np.exp(scores[place[1]] - scores.max()) / np.exp(scores - scores.max()).sum())
-    elif op == "Flatten":
-        source = np.unravel_index(int(np.ravel_multi_index(place, output.shape)), inputs[0].shape)
-        explained.rule = f"the input's value at {tuple(int(s) for s in source[1:])}, laid out in one row"
-        explained.total = float(inputs[0][source])
-    else:
-        explained.rule = f"{op}: the value as computed (its arithmetic is not shown for this op)"
-        explained.total = value
+    at = _NodeValue(node, inputs, output, place, attributes(node.proto), graph.opset)
+    _node_rule(at)(explained, at)
     agree(np.array([value]), np.array([explained.total]), "arithmetic", f"node {layer}")
     return explained
+
+
+@dataclass
+class _NodeValue:
+    """A node, its inputs and output, and the place of the value explained, with the node's attributes."""
+
+    node: object
+    inputs: list
+    output: np.ndarray
+    place: tuple
+    attrs: dict
+    opset: int
+
+    def of(self, array) -> float:
+        """An input's value at the value's place, broadcast as the op broadcasts it."""
+        return float(np.broadcast_to(array, self.output.shape)[self.place])
+
+
+def _node_rule(at: _NodeValue):
+    """How a value of this node is worked out: by its op, and for some ops by its output's shape."""
+    op, ndim = at.node.op, at.output.ndim
+    if op in _ACTIVATION_RULES:
+        return _activation_value
+    if op in _JOINS:
+        return _joined_value
+    if op in ("MaxPool", "AveragePool") and ndim == 4:
+        return lambda explained, at: _pool_window(explained, at.inputs[0], at.place, at.attrs, op == "MaxPool")
+    if op in ("GlobalAveragePool", "GlobalMaxPool") or (
+            op in ("ReduceMean", "ReduceMax") and _over_space(at.attrs, at.inputs)):
+        return _global_value
+    if op == "Concat":
+        return _concatenated_value
+    if op in ("Gemm", "MatMul") and ndim == 2:
+        return _dense_value
+    if op == "Softmax" and ndim == 2 and at.attrs.get("axis", -1) in (-1, 1):
+        return _softmax_value
+    if op == "Flatten":
+        return _flattened_value
+    return _value_as_computed
+
+
+def _activation_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    op, inputs, attrs = at.node.op, at.inputs, at.attrs
+    extra = [at.of(inputs[1])] if op == "PRelu" else []
+    if op == "Clip":
+        given = [v if v is None else float(np.asarray(v)) for v in (inputs + [None, None])[1:3]]
+        bounds = given if at.opset >= 11 else [attrs.get("min"), attrs.get("max")]
+        extra = [-np.inf if bounds[0] is None else bounds[0], np.inf if bounds[1] is None else bounds[1]]
+    x = at.of(inputs[0])
+    explained.rule, explained.total = _ACTIVATION_RULES[op](x, attrs, extra)
+    explained.inputs, explained.names = [x], ["x ="]
+
+
+def _joined_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    symbol, combine = _JOINS[at.node.op]
+    values = [at.of(i) for i in at.inputs]
+    explained.rule = symbol.join(f"[{name}]" for name in at.node.inputs)
+    explained.inputs, explained.names = values, [f"{name} =" for name in at.node.inputs]
+    explained.total = float(combine.reduce(np.array(values, np.float64)))
+
+
+def _global_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    plane = np.asarray(at.inputs[0][0, at.place[1]], np.float64)
+    largest = "Max" in at.node.op
+    explained.rule = f"the {'largest' if largest else 'mean'} of the {plane.shape[0]}x{plane.shape[1]} values " \
+                     f"of input channel {at.place[1]}"
+    explained.total = float(plane.max() if largest else plane.mean())
+    explained.parts = [ChannelSum(int(at.place[1]), explained.total, plane.tolist() if plane.size <= 256 else None)]
+
+
+def _concatenated_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    axis = at.attrs["axis"] % at.output.ndim
+    offset = int(at.place[axis])
+    which = 0
+    while offset >= at.inputs[which].shape[axis]:
+        offset, which = offset - at.inputs[which].shape[axis], which + 1
+    source = list(at.place)
+    source[axis] = offset
+    explained.rule = f"copied from [{at.node.inputs[which]}], its {'channel' if axis == 1 else 'place'} {offset}"
+    explained.total = float(at.inputs[which][tuple(source)])
+
+
+def _dense_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    inputs, attrs, place = at.inputs, at.attrs, at.place
+    a, b = np.asarray(inputs[0], np.float64), np.asarray(inputs[1], np.float64)
+    a = a.T if attrs.get("transA", 0) else a
+    b = b.T if attrs.get("transB", 0) else b
+    products = attrs.get("alpha", 1.0) * a[place[0]] * b[:, place[1]]
+    top = np.argsort(-np.abs(products))[:8]
+    explained.rule = f"the sum of all {products.size} inputs times their weights, plus the bias (the largest " \
+                     f"{len(top)} shown)"
+    explained.inputs, explained.names = products[top].tolist(), [f"input {k}:" for k in top]
+    has_bias = at.node.op == "Gemm" and len(inputs) > 2 and inputs[2] is not None
+    explained.bias = attrs.get("beta", 1.0) * at.of(inputs[2]) if has_bias else 0.0
+    explained.total = float(products.sum()) + explained.bias
+
+
+def _softmax_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    scores = np.asarray(at.inputs[0][at.place[0]], np.float64)
+    explained.rule = "exp(score) / the sum of exp(every score)"
+    explained.inputs, explained.names = [float(scores[at.place[1]])], ["score ="]
+    explained.total = float(np.exp(scores[at.place[1]] - scores.max()) / np.exp(scores - scores.max()).sum())
+
+
+def _flattened_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    source = np.unravel_index(int(np.ravel_multi_index(at.place, at.output.shape)), at.inputs[0].shape)
+    explained.rule = f"the input's value at {tuple(int(s) for s in source[1:])}, laid out in one row"
+    explained.total = float(at.inputs[0][source])
+
+
+def _value_as_computed(explained: ValueExplanation, at: _NodeValue) -> None:
+    explained.rule = f"{at.node.op}: the value as computed (its arithmetic is not shown for this op)"
+    explained.total = explained.value
 
 
 def _over_space(attrs: dict, inputs: list) -> bool:
