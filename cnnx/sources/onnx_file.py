@@ -398,35 +398,39 @@ def _fold_batch_norms(graph: Graph) -> int:
         for name in node.inputs:
             readers[name] = readers.get(name, 0) + 1
     producer = {out: node for node in graph.nodes for out in node.outputs}
-    folded = 0
     kept = []
     for node in graph.nodes:
         conv = producer.get(node.inputs[0]) if node.op == "BatchNormalization" else None
-        consts = graph.constants
-        if (
-            conv is not None
-            and conv.op == "Conv"
-            and readers.get(conv.outputs[0]) == 1
-            and conv.inputs[1] in consts
-            and all(i in consts for i in node.inputs[1:5])
-            and (len(conv.inputs) < 3 or conv.inputs[2] in consts)
-        ):
-            scale, bias, mean, var = (consts[i].astype(np.float64) for i in node.inputs[1:5])
-            factor = scale / np.sqrt(var + attributes(node.proto).get("epsilon", 1e-5))
-            weight = consts[conv.inputs[1]].astype(np.float64) * factor[:, None, None, None]
-            old_bias = consts[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0
-            new_w, new_b = f"{conv.inputs[1]}__folded", f"{conv.inputs[1]}__folded_bias"
-            consts[new_w] = weight.astype(np.float32)
-            consts[new_b] = ((old_bias - mean) * factor + bias).astype(np.float32)
-            for name in {*conv.inputs[1:], *node.inputs[1:5]} & consts.keys():  # weights read by nothing else go
-                readers[name] -= 1
-                if not readers[name]:
-                    del consts[name]
-            conv.inputs = [conv.inputs[0], new_w, new_b]
-            conv.outputs = list(node.outputs)
-            conv.name = conv.name or node.name
-            folded += 1
-            continue
-        kept.append(node)
+        if conv is not None and _foldable(conv, node, readers, graph.constants):
+            _fold(conv, node, readers, graph.constants)
+        else:
+            kept.append(node)
+    folded = len(graph.nodes) - len(kept)
     graph.nodes = kept
     return folded
+
+
+def _foldable(conv: Node, norm: Node, readers: dict[str, int], constants: dict) -> bool:
+    """A Conv whose output only the batch norm reads, with constant weights (and bias), and a constant norm."""
+    return (conv.op == "Conv" and readers.get(conv.outputs[0]) == 1 and conv.inputs[1] in constants
+            and all(i in constants for i in norm.inputs[1:5])
+            and (len(conv.inputs) < 3 or conv.inputs[2] in constants))
+
+
+def _fold(conv: Node, norm: Node, readers: dict[str, int], constants: dict) -> None:
+    """The batch norm's scale and shift taken into the Conv's weights and bias (in float64); the Conv now makes the
+    norm's output, and weights nothing else reads go."""
+    scale, bias, mean, var = (constants[i].astype(np.float64) for i in norm.inputs[1:5])
+    factor = scale / np.sqrt(var + attributes(norm.proto).get("epsilon", 1e-5))
+    weight = constants[conv.inputs[1]].astype(np.float64) * factor[:, None, None, None]
+    old_bias = constants[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0
+    new_w, new_b = f"{conv.inputs[1]}__folded", f"{conv.inputs[1]}__folded_bias"
+    constants[new_w] = weight.astype(np.float32)
+    constants[new_b] = ((old_bias - mean) * factor + bias).astype(np.float32)
+    for name in {*conv.inputs[1:], *norm.inputs[1:5]} & constants.keys():
+        readers[name] -= 1
+        if not readers[name]:
+            del constants[name]
+    conv.inputs = [conv.inputs[0], new_w, new_b]
+    conv.outputs = list(norm.outputs)
+    conv.name = conv.name or norm.name
