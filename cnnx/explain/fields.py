@@ -98,55 +98,78 @@ def stage_story(result, before=None) -> str:
 
     ``result`` and ``before`` are ``source.StageResult``s (the input has no ``before``).
     """
-    stats, shape = result.stats, result.shape
-    name = result.name
     if result.index == 0:
-        prepared = result.description.partition(": ")[2]
-        if prepared:  # a model's input: the image as it was made ready for the model
-            return (f"What the model saw: the image made ready as the model was trained ({prepared}), "
-                    f"{_sides(shape)} values in {shape[0]} channel{'s' if shape[0] > 1 else ''}. Every stage below "
-                    "computes new numbers from the ones above it.")
-        colours = "grey (luma)" if shape[0] == 1 else "red, green and blue"
-        return (f"The image as the network sees it: {_sides(shape)} pixels, {colours}, each a number from 0 "
-                "(black) to 1 (white). Every stage below computes new numbers from the ones above it.")
+        return _input_story(result)
     window = _window(result, before)
-    size = f"{window}x{window} " if window else ""
-    if name == "conv":
-        text = (f"{shape[0]} filter{'s' if shape[0] > 1 else ''} slid over the {before.shape[0]} map"
-                f"{'s' if before.shape[0] > 1 else ''} above. At every position a filter multiplies the {size}window "
-                "under it by its weights and adds the products up: red where the picture matches the filter's "
-                "pattern, blue where it matches the opposite, white where neither.")
-    elif name == "relu":
-        text = (f"ReLU set {stats.zeros:.0%} of the values to zero (every negative one) and kept the rest as they "
-                "were: only the places where a filter found its pattern remain.")
-    elif name in ("maxpool", "avgpool"):
-        kind = "largest" if name == "maxpool" else "mean"
-        factor = before.shape[1] / shape[1] if shape[1] else 1
-        change = "halved the size" if round(factor) == 2 else f"shrank the maps by {factor:.3g} times"
-        text = (f"{'Max' if name == 'maxpool' else 'Average'} pooling {change}, {_sides(before.shape)} to "
-                f"{_sides(shape)}: each value is the {kind} of a {size}window, so a pattern that moves by a pixel "
-                "or so still gives much the same value.")
-    elif name == "flatten":
-        text = (f"The {before.shape[0]} maps of {_sides(before.shape)} laid end to end as one row of "
-                f"{shape[2]} numbers: the input of the fully connected layer.")
-    elif name == "dense":
-        text = (f"A fully connected layer: each of its {shape[2]} outputs is a weighted sum of all "
-                f"{int(np.prod(before.shape))} numbers above, plus a bias.")
-        if result.value_names:
-            text += " One score per class: the larger, the more the network leans to that class."
-    elif name == "softmax":
-        text = "Softmax turned the scores into probabilities that add up to 1."
-    elif name == "global_avgpool":
-        text = f"The mean of each of the {shape[0]} maps: one number per channel."
-    elif name in ("sigmoid", "tanh", "abs", "leaky_relu"):
-        what = {"sigmoid": "squeezed every value into 0..1", "tanh": "squeezed every value into -1..1",
-                "abs": "made every value its size, whatever its sign",
-                "leaky_relu": "kept positive values and shrank negative ones"}[name]
-        text = f"{name} {what}."
-    else:
-        text = f"{result.description}: {shape[0]} maps of {_sides(shape)}."
-    rf, jump = result.receptive_field, result.jump
+    story = _STORIES.get(result.name, _any_story)
+    text = story(result, before, f"{window}x{window} " if window else "")
+    rf, jump, shape = result.receptive_field, result.jump, result.shape
     if rf and shape[1] * shape[2] > 1:
         text += (f" Each value here sees {rf[0]}x{rf[1]} pixels of the input (the square on the picture); "
                  f"neighbouring values are {jump[0]} pixel{'s' if jump[0] > 1 else ''} apart in it.")
     return text
+
+
+def _input_story(result) -> str:
+    shape = result.shape
+    if result.preparation:  # a model's input: the image as it was made ready for the model
+        return (f"What the model saw: the image made ready as the model was trained ({result.preparation}), "
+                f"{_sides(shape)} values in {shape[0]} channel{'s' if shape[0] > 1 else ''}. Every stage below "
+                "computes new numbers from the ones above it.")
+    colours = "grey (luma)" if shape[0] == 1 else "red, green and blue"
+    return (f"The image as the network sees it: {_sides(shape)} pixels, {colours}, each a number from 0 "
+            "(black) to 1 (white). Every stage below computes new numbers from the ones above it.")
+
+
+def _conv_story(result, before, size: str) -> str:
+    shape = result.shape
+    return (f"{shape[0]} filter{'s' if shape[0] > 1 else ''} slid over the {before.shape[0]} map"
+            f"{'s' if before.shape[0] > 1 else ''} above. At every position a filter multiplies the {size}window "
+            "under it by its weights and adds the products up: red where the picture matches the filter's "
+            "pattern, blue where it matches the opposite, white where neither.")
+
+
+def _relu_story(result, before, size: str) -> str:
+    return (f"ReLU set {result.stats.zeros:.0%} of the values to zero (every negative one) and kept the rest as they "
+            "were: only the places where a filter found its pattern remain.")
+
+
+def _pool_story(result, before, size: str) -> str:
+    name, shape = result.name, result.shape
+    kind = "largest" if name == "maxpool" else "mean"
+    factor = before.shape[1] / shape[1] if shape[1] else 1
+    change = "halved the size" if round(factor) == 2 else f"shrank the maps by {factor:.3g} times"
+    return (f"{'Max' if name == 'maxpool' else 'Average'} pooling {change}, {_sides(before.shape)} to "
+            f"{_sides(shape)}: each value is the {kind} of a {size}window, so a pattern that moves by a pixel "
+            "or so still gives much the same value.")
+
+
+def _flatten_story(result, before, size: str) -> str:
+    return (f"The {before.shape[0]} maps of {_sides(before.shape)} laid end to end as one row of "
+            f"{result.shape[2]} numbers: the input of the fully connected layer.")
+
+
+def _dense_story(result, before, size: str) -> str:
+    text = (f"A fully connected layer: each of its {result.shape[2]} outputs is a weighted sum of all "
+            f"{int(np.prod(before.shape))} numbers above, plus a bias.")
+    if result.value_names:
+        text += " One score per class: the larger, the more the network leans to that class."
+    return text
+
+
+def _any_story(result, before, size: str) -> str:
+    return f"{result.description}: {result.shape[0]} maps of {_sides(result.shape)}."
+
+
+_SQUEEZES = {"sigmoid": "squeezed every value into 0..1", "tanh": "squeezed every value into -1..1",
+             "abs": "made every value its size, whatever its sign",
+             "leaky_relu": "kept positive values and shrank negative ones"}
+# Each kind of stage's story, by the stage's name.
+_STORIES = {
+    "conv": _conv_story, "relu": _relu_story, "maxpool": _pool_story, "avgpool": _pool_story,
+    "flatten": _flatten_story, "dense": _dense_story,
+    "softmax": lambda result, before, size: "Softmax turned the scores into probabilities that add up to 1.",
+    "global_avgpool": lambda result, before, size: f"The mean of each of the {result.shape[0]} maps: one number "
+                                                   "per channel.",
+    **{name: (lambda result, before, size: f"{result.name} {_SQUEEZES[result.name]}.") for name in _SQUEEZES},
+}

@@ -43,7 +43,7 @@ def summary_table(results: list[StageResult], out_dir: Path, caption: str) -> Ta
                          "(left out of min, mean and max)")
         table.add_row(
             f"{stage_folder_name(result)}/",
-            "input, prepared for the model" if result.index == 0 and ": " in result.description else result.description,
+            "input, prepared for the model" if result.preparation else result.description,
             shape_text(result.shape),
             format_number(stats.min),
             format_number(stats.mean),

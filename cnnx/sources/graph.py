@@ -240,10 +240,9 @@ class Graph:
         image = np.asarray(image, np.float32)
         chosen = {id(n): k for k, n in enumerate(self.chosen(), 1)}
         fields_ = self._fields()
-        yield StageResult(
-            0, "input", f"input: {self.preprocess.describe(self.input_shape_)}", image, input_labels(image.shape[0]),
-            0.0, (1, 1), (1, 1), Stats.of(image), image.shape
-        )
+        prepared = self.preprocess.describe(self.input_shape_)
+        yield StageResult(0, "input", f"input: {prepared}", image, input_labels(image.shape[0]), 0.0, (1, 1), (1, 1),
+                          Stats.of(image), image.shape, preparation=prepared)
         since = 0.0  # a stage's seconds are those of every node computed since the stage before
         for node, _, output, seconds in self.evaluate(image):
             since += seconds

@@ -79,7 +79,8 @@ class Model:
         last_dense = max((k for k, s in enumerate(self.pipeline.stages, 1) if s.name == "dense"), default=None)
         for result in self.chain.stream(image, reuse=reuse):
             if result.index == 0 and self.meta.get("preprocessing"):
-                result = replace(result, description=f"input: {self.meta['preprocessing']}")
+                prepared = self.meta["preprocessing"]
+                result = replace(result, description=f"input: {prepared}", preparation=prepared)
             if last_dense is not None and result.index >= last_dense and result.shape == (1, 1, len(self.classes)):
                 result = replace(result, value_names=self.classes)
             yield result

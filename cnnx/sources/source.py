@@ -80,6 +80,7 @@ class StageResult:
     stats: Stats
     shape: Shape
     value_names: tuple[str, ...] = ()  # for a row of a few values that name things (a model's classes): their names
+    preparation: str = ""  # of a model's input stage: how the image was made ready for the model, in words
 
     def released(self) -> StageResult:
         """The same record without its array, once the maps are written, so memory stays bounded."""
