@@ -211,25 +211,6 @@ def _conv_parts(stage, before: np.ndarray, explained: ValueExplanation, flip: bo
 
 
 # An ONNX activation's rule, from its input x and the node's attributes and constant inputs at the value's place.
-_ACTIVATION_RULES = {
-    "Relu": lambda x, a, extra: ("max(0, x)", max(0.0, x)),
-    "LeakyRelu": lambda x, a, extra: (f"x if x > 0 else {a.get('alpha', 0.01):g} x",
-                                      x if x > 0 else a.get("alpha", 0.01) * x),
-    "PRelu": lambda x, a, extra: (f"x if x > 0 else {extra[0]:g} x (this channel's slope)",
-                                  x if x > 0 else extra[0] * x),
-    "Clip": lambda x, a, extra: (f"min(max(x, {extra[0]:g}), {extra[1]:g})", min(max(x, extra[0]), extra[1])),
-    "Sigmoid": lambda x, a, extra: ("1 / (1 + exp(-x))", 1 / (1 + np.exp(-x))),
-    "HardSigmoid": lambda x, a, extra: (
-        f"min(max({a.get('alpha', 0.2):g} x + {a.get('beta', 0.5):g}, 0), 1)",
-        min(max(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0.0), 1.0),
-    ),
-    "HardSwish": lambda x, a, extra: ("x * min(max(x / 6 + 1/2, 0), 1)", x * min(max(x / 6 + 0.5, 0.0), 1.0)),
-    "Tanh": lambda x, a, extra: ("tanh(x)", float(np.tanh(x))),
-}
-_JOINS = {"Add": (" + ", np.add), "Sub": (" - ", np.subtract), "Mul": (" * ", np.multiply),
-          "Div": (" / ", np.divide), "Sum": (" + ", np.add)}
-
-
 @as_float32_does
 def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int, row: int, col: int):
     """One value of any written node of an ONNX graph, worked out from the node's inputs and checked against it.
@@ -239,13 +220,12 @@ def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int,
     concatenations, fully connected layers, softmax and flattening are shown here; any other op says so.
     """
     from cnnx.sources.graph import stage_shape
-    from cnnx.sources.onnx_ops import attributes
 
     node, inputs, output = graph.run_to(image, layer)
     place = np.unravel_index(np.ravel_multi_index((channel, row, col), stage_shape(output.shape)), output.shape)
     value = float(output[place])
     explained = ValueExplanation(index, node.op, channel, row, col, "", value=value)
-    at = _NodeValue(node, inputs, output, place, attributes(node.proto), graph.opset)
+    at = _NodeValue(node, inputs, output, place, node.attrs, graph.opset)
     _node_rule(at)(explained, at)
     agree(np.array([value]), np.array([explained.total]), "arithmetic", f"node {layer}")
     return explained
@@ -268,26 +248,24 @@ class _NodeValue:
 
 
 def _node_rule(at: _NodeValue):
-    """How a value of this node is worked out: by its op, and for some ops by its output's shape."""
+    """How a value of this node is worked out: as the op table says its values are (``Op.value``), where the
+    output's shape is one that rule reads."""
+    from cnnx.sources.onnx_ops import OPS
+
     op, ndim = at.node.op, at.output.ndim
-    if op in _ACTIVATION_RULES:
-        return _activation_value
-    if op in _JOINS:
-        return _joined_value
-    if op in ("MaxPool", "AveragePool") and ndim == 4:
+    kind = OPS[op].value
+    if kind == "pool":
+        if ndim != 4:
+            return _value_as_computed
         return lambda explained, at: _pool_window(explained, at.inputs[0], at.place, at.attrs, op == "MaxPool")
-    if op in ("GlobalAveragePool", "GlobalMaxPool") or (
-            op in ("ReduceMean", "ReduceMax") and _over_space(at.attrs, at.inputs)):
-        return _global_value
-    if op == "Concat":
-        return _concatenated_value
-    if op in ("Gemm", "MatMul") and ndim == 2:
-        return _dense_value
-    if op == "Softmax" and ndim == 2 and at.attrs.get("axis", -1) in (-1, 1):
-        return _softmax_value
-    if op == "Flatten":
-        return _flattened_value
-    return _value_as_computed
+    shown_here = {  # the shapes each rule reads; the rest are shown as computed
+        "global": lambda: op.startswith("Global") or _over_space(at.attrs, at.inputs),
+        "dense": lambda: ndim == 2,
+        "softmax": lambda: ndim == 2 and at.attrs.get("axis", -1) in (-1, 1),
+    }
+    if kind not in _NODE_RULES or not shown_here.get(kind, lambda: True)():
+        return _value_as_computed
+    return _NODE_RULES[kind]
 
 
 def _activation_value(explained: ValueExplanation, at: _NodeValue) -> None:
@@ -298,12 +276,12 @@ def _activation_value(explained: ValueExplanation, at: _NodeValue) -> None:
         bounds = given if at.opset >= 11 else [attrs.get("min"), attrs.get("max")]
         extra = [-np.inf if bounds[0] is None else bounds[0], np.inf if bounds[1] is None else bounds[1]]
     x = at.of(inputs[0])
-    explained.rule, explained.total = _ACTIVATION_RULES[op](x, attrs, extra)
+    explained.rule, explained.total = _op_rule(op)(x, attrs, extra)
     explained.inputs, explained.names = [x], ["x ="]
 
 
 def _joined_value(explained: ValueExplanation, at: _NodeValue) -> None:
-    symbol, combine = _JOINS[at.node.op]
+    symbol, combine = _op_rule(at.node.op)
     values = [at.of(i) for i in at.inputs]
     explained.rule = symbol.join(f"[{name}]" for name in at.node.inputs)
     explained.inputs, explained.names = values, [f"{name} =" for name in at.node.inputs]
@@ -357,6 +335,13 @@ def _flattened_value(explained: ValueExplanation, at: _NodeValue) -> None:
     source = np.unravel_index(int(np.ravel_multi_index(at.place, at.output.shape)), at.inputs[0].shape)
     explained.rule = f"the input's value at {tuple(int(s) for s in source[1:])}, laid out in one row"
     explained.total = float(at.inputs[0][source])
+
+
+def _op_rule(op: str):
+    """The op table's rule for an op: an activation's formula, a join's symbol and ufunc."""
+    from cnnx.sources.onnx_ops import OPS
+
+    return OPS[op].rule
 
 
 def _value_as_computed(explained: ValueExplanation, at: _NodeValue) -> None:
@@ -424,3 +409,9 @@ def explain_stage(source: StageSource, stage: int, channel: int, row: int, col: 
     if tuple(source.shapes.get(node.outputs[0], ())[2:]) == (1, 1):
         channel, row, col = col, 0, 0  # a vector of channels is written as one row of values
     return explain_layer(source, array(0), node.outputs[0], channel, row, col)
+
+
+# How a value of each kind of op (the op table's ``value``) is worked out.
+_NODE_RULES = {"activation": _activation_value, "join": _joined_value, "global": _global_value,
+               "concat": _concatenated_value, "dense": _dense_value, "softmax": _softmax_value,
+               "flatten": _flattened_value}

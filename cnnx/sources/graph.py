@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnx.base.errors import CnnxError, printable
-from cnnx.sources.onnx_ops import ACTIVATION_OPS, RUN, SHOWN, attributes, conv_pads, pairs
+from cnnx.sources.onnx_ops import ACTIVATION_OPS, OPS, SHOWN, attributes, conv_pads, pairs
 from cnnx.sources.prepare import PREPARATIONS, Preparation
 from cnnx.sources.source import PlannedStage, StageResult, Stats, input_labels
 
@@ -37,6 +37,10 @@ class Node:
     inputs: list[str]
     outputs: list[str]
     proto: object = field(repr=False)
+    attrs: dict = field(init=False, repr=False)  # the node's attributes, read once
+
+    def __post_init__(self) -> None:
+        self.attrs = attributes(self.proto)
 
 
 @dataclass
@@ -119,7 +123,7 @@ class Graph:
 
     def conv_geometry(self, node: Node, x_shape: Shape) -> dict:
         """A Conv node's strides, dilations, groups and (top, left, bottom, right) padding, as it runs."""
-        attrs = attributes(node.proto)
+        attrs = node.attrs
         weights = self.constants[node.inputs[1]]
         return {"strides": pairs(attrs, "strides", 1), "dilations": pairs(attrs, "dilations", 1),
                 "group": attrs.get("group", 1), "pads": conv_pads(attrs, x_shape, weights.shape[2:])}
@@ -182,8 +186,8 @@ class Graph:
                 continue
             rf = tuple(max(s[0][k] for s in sources) for k in range(2))
             jump = tuple(max(s[1][k] for s in sources) for k in range(2))
-            attrs = attributes(node.proto)
-            if node.op in ("Conv", "MaxPool", "AveragePool") and len(self.shapes.get(node.inputs[0], (0,) * 4)) == 4:
+            attrs, field_ = node.attrs, OPS[node.op].field
+            if field_ == "window" and len(self.shapes.get(node.inputs[0], (0,) * 4)) == 4:
                 weights = self.constants.get(node.inputs[1]) if len(node.inputs) > 1 else None
                 kernel = attrs.get("kernel_shape") or (
                     weights.shape[2:] if weights is not None else self.shapes.get(node.inputs[1], (0, 0, 1, 1))[2:]
@@ -191,17 +195,7 @@ class Graph:
                 dilations, strides = pairs(attrs, "dilations", 1), pairs(attrs, "strides", 1)
                 rf = tuple(r + d * (k - 1) * j for r, d, k, j in zip(rf, dilations, kernel, jump, strict=True))
                 jump = tuple(j * s for j, s in zip(jump, strides, strict=True))
-            elif node.op in (
-                "GlobalAveragePool",
-                "GlobalMaxPool",
-                "Gemm",
-                "MatMul",
-                "Flatten",
-                "ReduceMean",
-                "ReduceMax",
-                "Reshape",
-                "Softmax",
-            ):
+            elif field_ == "whole":
                 rf = (H, W)
             for output in node.outputs:
                 known[output] = (rf, jump)
@@ -222,7 +216,7 @@ class Graph:
             inputs = [values.get(name, self.constants.get(name)) if name else None for name in node.inputs]
             try:
                 with np.errstate(all="ignore"):  # NaN and overflow are counted in the stage's statistics
-                    output = np.asarray(RUN[node.op](node.proto, inputs, self.opset))
+                    output = np.asarray(OPS[node.op].run(node, inputs, self.opset))
             except MemoryError:
                 raise
             except Exception as error:  # a node of a stranger's graph that cannot run as written is bad input

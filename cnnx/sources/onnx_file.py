@@ -28,7 +28,7 @@ import numpy as np
 from cnnx.base.errors import CnnxError, printable
 from cnnx.base.files import open_regular, read_regular
 from cnnx.sources.graph import Graph, Node
-from cnnx.sources.onnx_ops import RUN, SUPPORTED, attributes
+from cnnx.sources.onnx_ops import OPS, SUPPORTED
 from cnnx.sources.prepare import Preparation, preparation
 
 Shape = tuple[int, ...]
@@ -219,7 +219,7 @@ def _refuse_unsupported(graph, path: Path) -> None:
     """Every op cnnx does not run, named with its first node, before any work."""
     unsupported: dict[str, str] = {}
     for node in graph.node:
-        if node.op_type not in RUN or node.domain not in ("", "ai.onnx"):
+        if node.op_type not in OPS or node.domain not in ("", "ai.onnx"):
             unsupported.setdefault(printable(node.op_type), printable(node.name or "?"))
     if unsupported:
         named = ", ".join(f"{op} (node {name})" for op, name in unsupported.items())
@@ -269,7 +269,7 @@ def _check_convs(graph: Graph) -> None:
         if not weights:
             continue
         x = graph.shapes.get(node.inputs[0], ())
-        group = attributes(node.proto).get("group", 1)
+        group = node.attrs.get("group", 1)
         where = f"{graph.path}: node {node.name or node.op} (Conv)"
         if len(weights) != 4 or weights[0] < 1 or group < 1 or weights[0] % group:
             raise CnnxError(f"{where}: weights of shape {list(weights)} in {group} groups are no bank of 2-D kernels")
@@ -367,7 +367,7 @@ def _fold_known_values(graph: Graph, shapes: dict[str, Shape | None]) -> None:
         inputs = [name for name in node.inputs if name]
         if node.op == "Shape" and shapes.get(node.inputs[0]) is not None:
             shaped = np.broadcast_to(np.uint8(0), shapes[node.inputs[0]])  # the shape, with no memory behind it
-            graph.constants[node.outputs[0]] = RUN["Shape"](node.proto, [shaped], graph.opset)
+            graph.constants[node.outputs[0]] = OPS["Shape"].run(node, [shaped], graph.opset)
             continue
         held = [graph.constants.get(name) for name in inputs]
         small = all(v is not None and v.size <= _FOLDED_AT_MOST for v in held)
@@ -375,7 +375,7 @@ def _fold_known_values(graph: Graph, shapes: dict[str, Shape | None]) -> None:
             values = [graph.constants.get(name) if name else None for name in node.inputs]
             with np.errstate(all="ignore"):
                 try:
-                    output = np.asarray(RUN[node.op](node.proto, values, graph.opset))
+                    output = np.asarray(OPS[node.op].run(node, values, graph.opset))
                 except Exception as error:  # a stranger's graph: its own fault, named
                     raise CnnxError(f"{graph.path}: node {node.name or node.op} ({node.op}) cannot run: "
                                     f"{printable(error)}") from None
@@ -421,7 +421,7 @@ def _fold(conv: Node, norm: Node, readers: dict[str, int], constants: dict) -> N
     """The batch norm's scale and shift taken into the Conv's weights and bias (in float64); the Conv now makes the
     norm's output, and weights nothing else reads go."""
     scale, bias, mean, var = (constants[i].astype(np.float64) for i in norm.inputs[1:5])
-    factor = scale / np.sqrt(var + attributes(norm.proto).get("epsilon", 1e-5))
+    factor = scale / np.sqrt(var + norm.attrs.get("epsilon", 1e-5))
     weight = constants[conv.inputs[1]].astype(np.float64) * factor[:, None, None, None]
     old_bias = constants[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0
     new_w, new_b = f"{conv.inputs[1]}__folded", f"{conv.inputs[1]}__folded_bias"

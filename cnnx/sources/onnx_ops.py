@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from cnnx.base.errors import CnnxError
 from cnnx.compute import ops
 
-__all__ = ["ACTIVATION_OPS", "RUN", "SHOWN", "SUPPORTED", "attributes", "conv_pads", "pairs", "pool_geometry"]
+__all__ = ["ACTIVATION_OPS", "OPS", "RUN", "SHOWN", "SUPPORTED", "Op", "attributes", "conv_pads", "pairs",
+           "pool_geometry"]
 
 Shape = tuple[int, ...]
 
@@ -55,7 +57,7 @@ def _padded(x: np.ndarray, pads, fill: float) -> np.ndarray:
 
 
 def _conv(node, x, w, b=None):
-    attrs = attributes(node)
+    attrs = node.attrs
     pads = conv_pads(attrs, x.shape, w.shape[2:])
     symmetric = pads[0] == pads[2] and pads[1] == pads[3]
     return ops.conv2d(
@@ -81,12 +83,12 @@ def pool_geometry(attrs: dict, x_shape: Shape):
 
 
 def _max_pool(node, x):
-    kernel, strides, dilations, pads = pool_geometry(attributes(node), x.shape)
+    kernel, strides, dilations, pads = pool_geometry(node.attrs, x.shape)
     return ops.max_pool2d(_padded(x, pads, -np.inf), tuple(kernel), tuple(strides), 0, tuple(dilations))
 
 
 def _average_pool(node, x):
-    attrs = attributes(node)
+    attrs = node.attrs
     kernel, strides, dilations, pads = pool_geometry(attrs, x.shape)
     if list(x.shape[-2:]) == kernel and not any(pads) and dilations == [1, 1]:  # one window: the mean of each map
         return x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
@@ -112,7 +114,7 @@ def _average_pool(node, x):
 def _box_mean(node, x):
     """An average pool over other than two axes (PyTorch's LocalResponseNorm pools over channels as a third):
     window sums along each axis from running sums, in float64; no ceil_mode, dilations or auto_pad."""
-    attrs, n = attributes(node), x.ndim - 2
+    attrs, n = node.attrs, x.ndim - 2
     kernel = list(attrs["kernel_shape"])
     strides, pads = list(attrs.get("strides", [1] * n)), list(attrs.get("pads", [0] * 2 * n))
     auto = attrs.get("auto_pad", b"NOTSET")
@@ -137,14 +139,14 @@ def _window_sums(values: np.ndarray, axis: int, size: int, step: int) -> np.ndar
 
 
 def _batch_norm(node, x, scale, bias, mean, var):
-    eps = attributes(node).get("epsilon", 1e-5)
+    eps = node.attrs.get("epsilon", 1e-5)
     factor = (scale / np.sqrt(var + eps)).astype(np.float32)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     return (x * factor.reshape(shape) + (bias - mean * factor).reshape(shape)).astype(np.float32)
 
 
 def _gemm(node, a, b, c=None):
-    attrs = attributes(node)
+    attrs = node.attrs
     a = a.T if attrs.get("transA", 0) else a
     b = b.T if attrs.get("transB", 0) else b
     out = attrs.get("alpha", 1.0) * (a @ b)
@@ -154,7 +156,7 @@ def _gemm(node, a, b, c=None):
 
 
 def _softmax(node, x, opset: int):
-    axis = attributes(node).get("axis", -1 if opset >= 13 else 1)
+    axis = node.attrs.get("axis", -1 if opset >= 13 else 1)
     if opset < 13:  # the input is flattened to 2-D from ``axis`` on, as opsets before 13 say
         shape = x.shape
         flat = x.reshape(math.prod(shape[:axis]), -1)
@@ -163,7 +165,7 @@ def _softmax(node, x, opset: int):
 
 
 def _lrn(node, x):
-    attrs = attributes(node)
+    attrs = node.attrs
     size, alpha, beta, bias = attrs["size"], attrs.get("alpha", 1e-4), attrs.get("beta", 0.75), attrs.get("bias", 1.0)
     squares = np.square(x, dtype=np.float64)
     padded = np.pad(squares, ((0, 0), ((size - 1) // 2, size // 2), (0, 0), (0, 0)))
@@ -174,7 +176,7 @@ def _lrn(node, x):
 
 def _reshape(node, x, shape):
     shape = [int(s) for s in shape]
-    if not attributes(node).get("allowzero", 0):
+    if not node.attrs.get("allowzero", 0):
         shape = [x.shape[k] if s == 0 else s for k, s in enumerate(shape)]
     return x.reshape(shape)
 
@@ -183,18 +185,18 @@ def _axes(node, inputs, opset: int, since: int) -> list[int] | None:
     """An op's axes: an attribute before opset ``since``, its second input from then on."""
     if opset >= since and len(inputs) > 1 and inputs[1] is not None:
         return [int(a) for a in inputs[1]]
-    axes = attributes(node).get("axes")
+    axes = node.attrs.get("axes")
     return None if axes is None else list(axes)
 
 
 def _reduce(node, inputs, opset: int, reducer):
     axes = _axes(node, inputs, opset, 18)
-    keep = bool(attributes(node).get("keepdims", 1))
+    keep = bool(node.attrs.get("keepdims", 1))
     return reducer(inputs[0], axis=None if axes is None else tuple(axes), keepdims=keep).astype(np.float32)
 
 
 def _clip(node, inputs, opset: int):
-    attrs = attributes(node)
+    attrs = node.attrs
     if opset >= 11:
         low = inputs[1] if len(inputs) > 1 and inputs[1] is not None else -np.inf
         high = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.inf
@@ -204,7 +206,7 @@ def _clip(node, inputs, opset: int):
 
 
 def _pad(node, inputs, opset: int):
-    attrs = attributes(node)
+    attrs = node.attrs
     pads = [int(p) for p in (inputs[1] if opset >= 11 else attrs["pads"])]
     value = (inputs[2].item() if opset >= 11 and len(inputs) > 2 and inputs[2] is not None else attrs.get("value", 0.0))
     mode = attrs.get("mode", b"constant")
@@ -225,7 +227,7 @@ def _divide(a, b):
 def _constant(node):
     from onnx import numpy_helper
 
-    attrs = attributes(node)
+    attrs = node.attrs
     if "value" in attrs:
         return numpy_helper.to_array(attrs["value"])
     for key in ("value_float", "value_int"):
@@ -240,93 +242,143 @@ def _constant(node):
 def _constant_of_shape(node, shape):
     from onnx import numpy_helper
 
-    value = attributes(node).get("value")
+    value = node.attrs.get("value")
     fill = numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
     return np.full([int(s) for s in shape], fill.reshape(-1)[0], dtype=fill.dtype)
 
 
 
 # Each op: how to compute its outputs from its inputs (None where an optional input is absent) and the opset.
-RUN: dict[str, Callable] = {
-    "Conv": lambda node, inputs, opset: _conv(node, *inputs),
-    "BatchNormalization": lambda node, inputs, opset: _batch_norm(node, *inputs[:5]),
-    "Relu": lambda node, inputs, opset: np.maximum(inputs[0], np.float32(0)),
-    "LeakyRelu": lambda node, inputs, opset: ops.leaky_relu(inputs[0], attributes(node).get("alpha", 0.01)),
-    "PRelu": lambda node, inputs, opset: np.where(inputs[0] < 0, inputs[0] * inputs[1], inputs[0]).astype(np.float32),
-    "Clip": lambda node, inputs, opset: _clip(node, inputs, opset),
-    "Sigmoid": lambda node, inputs, opset: ops.sigmoid(inputs[0]),
-    "HardSigmoid": lambda node, inputs, opset: np.clip(
-        attributes(node).get("alpha", 0.2) * inputs[0] + attributes(node).get("beta", 0.5), 0, 1
-    ).astype(np.float32),
-    "HardSwish": lambda node, inputs, opset: (inputs[0] * np.clip(inputs[0] / 6 + 0.5, 0, 1)).astype(np.float32),
-    "Tanh": lambda node, inputs, opset: ops.tanh(inputs[0]),
-    "Add": lambda node, inputs, opset: np.add(inputs[0], inputs[1]),
-    "Sub": lambda node, inputs, opset: np.subtract(inputs[0], inputs[1]),
-    "Mul": lambda node, inputs, opset: np.multiply(inputs[0], inputs[1]),
-    "Div": lambda node, inputs, opset: _divide(*inputs[:2]),
-    "Sum": lambda node, inputs, opset: sum(inputs[1:], start=inputs[0]),
-    "Pow": lambda node, inputs, opset: np.power(inputs[0], inputs[1]).astype(inputs[0].dtype),
-    "Concat": lambda node, inputs, opset: np.concatenate(inputs, axis=attributes(node)["axis"]),
-    "MaxPool": lambda node, inputs, opset: _max_pool(node, inputs[0]),
-    "AveragePool": lambda node, inputs, opset: (
-        _average_pool(node, inputs[0]) if inputs[0].ndim == 4 else _box_mean(node, inputs[0])
-    ),
-    "GlobalAveragePool": lambda node, inputs, opset: (
-        inputs[0].mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
-    ),
-    "GlobalMaxPool": lambda node, inputs, opset: inputs[0].max(axis=(2, 3), keepdims=True),
-    "ReduceMean": lambda node, inputs, opset: _reduce(node, inputs, opset, np.mean),
-    "ReduceMax": lambda node, inputs, opset: _reduce(node, inputs, opset, np.max),
-    "Flatten": lambda node, inputs, opset: (
-        inputs[0].reshape(math.prod(inputs[0].shape[: attributes(node).get("axis", 1)]), -1)
-    ),
-    "Reshape": lambda node, inputs, opset: _reshape(node, inputs[0], inputs[1]),
-    "Transpose": lambda node, inputs, opset: np.transpose(inputs[0], attributes(node).get("perm")),
-    "Squeeze": lambda node, inputs, opset: (
-        np.squeeze(inputs[0], axis=None if (a := _axes(node, inputs, opset, 13)) is None else tuple(a))
-    ),
-    "Unsqueeze": lambda node, inputs, opset: np.expand_dims(inputs[0], tuple(_axes(node, inputs, opset, 13))),
-    "Gemm": lambda node, inputs, opset: _gemm(node, *inputs),
-    "MatMul": lambda node, inputs, opset: np.matmul(inputs[0], inputs[1]),
-    "Softmax": lambda node, inputs, opset: _softmax(node, inputs[0], opset),
-    "LRN": lambda node, inputs, opset: _lrn(node, inputs[0]),
-    "Pad": lambda node, inputs, opset: _pad(node, inputs, opset),
-    "Dropout": lambda node, inputs, opset: inputs[0],
-    "Identity": lambda node, inputs, opset: inputs[0],
-    "Constant": lambda node, inputs, opset: _constant(node),
-    "ConstantOfShape": lambda node, inputs, opset: _constant_of_shape(node, inputs[0]),
-    "Shape": lambda node, inputs, opset: np.array(inputs[0].shape, np.int64),
-    "Gather": lambda node, inputs, opset: (
-        np.take(inputs[0], np.asarray(inputs[1], np.int64), axis=attributes(node).get("axis", 0))
-    ),
+def _hard_sigmoid(node, x):
+    return np.clip(node.attrs.get("alpha", 0.2) * x + node.attrs.get("beta", 0.5), 0, 1).astype(np.float32)
+
+
+def _flatten(node, x):
+    return x.reshape(math.prod(x.shape[: node.attrs.get("axis", 1)]), -1)
+
+
+def _squeeze(node, inputs, opset: int):
+    axes = _axes(node, inputs, opset, 13)
+    return np.squeeze(inputs[0], axis=None if axes is None else tuple(axes))
+
+
+def _gather(node, x, indices):
+    return np.take(x, np.asarray(indices, np.int64), axis=node.attrs.get("axis", 0))
+
+
+def _any_average_pool(node, x):
+    """An average pool over two axes, or over others (PyTorch's LocalResponseNorm pools over channels too)."""
+    return _average_pool(node, x) if x.ndim == 4 else _box_mean(node, x)
+
+
+def _global_mean(x):
+    return x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
+
+
+# An activation's rule for the explainer: (x, attributes, extra) -> (the rule in words, the value).
+def _leaky_rule(x, a, extra):
+    return f"x if x > 0 else {a.get('alpha', 0.01):g} x", x if x > 0 else a.get("alpha", 0.01) * x
+
+
+def _prelu_rule(x, a, extra):
+    return f"x if x > 0 else {extra[0]:g} x (this channel's slope)", x if x > 0 else extra[0] * x
+
+
+def _clip_rule(x, a, extra):
+    return f"min(max(x, {extra[0]:g}), {extra[1]:g})", min(max(x, extra[0]), extra[1])
+
+
+def _hard_sigmoid_rule(x, a, extra):
+    alpha, beta = a.get("alpha", 0.2), a.get("beta", 0.5)
+    return f"min(max({alpha:g} x + {beta:g}, 0), 1)", min(max(alpha * x + beta, 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class Op:
+    """What an ONNX op means to cnnx, in one place that the runner, the loader, the explainer and the stage
+    selection all read.
+
+    ``run(node, inputs, opset)`` computes its output (``node.attrs`` holds its attributes, read once at load;
+    an absent optional input is None).  ``shown``: its output is a map worth a look as a stage (not a shape, a
+    constant or a copy).  ``value``: how one value of it is explained (conv, activation, join, concat, pool,
+    global, dense, softmax, flatten; "computed" where its arithmetic is not shown).  ``rule``: an activation's
+    ``(x, attributes, extra) -> (the rule in words, the value)``, a join's ``(symbol, numpy ufunc)``.  ``field``:
+    what it does to the receptive field (``window``: it slides one; ``whole``: it sees the whole input).
+    """
+
+    run: Callable
+    shown: bool = False
+    value: str = "computed"
+    rule: object = None
+    field: str = "same"
+
+
+def _activation(run: Callable, rule: Callable) -> Op:
+    return Op(run, shown=True, value="activation", rule=rule)
+
+
+def _join(run: Callable, symbol: str, ufunc, *, shown: bool = True) -> Op:
+    return Op(run, shown=shown, value="join", rule=(symbol, ufunc))
+
+
+OPS: dict[str, Op] = {
+    "Conv": Op(lambda node, inputs, opset: _conv(node, *inputs), shown=True, value="conv", field="window"),
+    "BatchNormalization": Op(lambda node, inputs, opset: _batch_norm(node, *inputs[:5]), shown=True),
+    "Relu": _activation(lambda node, inputs, opset: np.maximum(inputs[0], np.float32(0)),
+                        lambda x, a, extra: ("max(0, x)", max(0.0, x))),
+    "LeakyRelu": _activation(lambda node, inputs, opset: ops.leaky_relu(inputs[0], node.attrs.get("alpha", 0.01)),
+                             _leaky_rule),
+    "PRelu": _activation(
+        lambda node, inputs, opset: np.where(inputs[0] < 0, inputs[0] * inputs[1], inputs[0]).astype(np.float32),
+        _prelu_rule),
+    "Clip": _activation(lambda node, inputs, opset: _clip(node, inputs, opset), _clip_rule),
+    "Sigmoid": _activation(lambda node, inputs, opset: ops.sigmoid(inputs[0]),
+                           lambda x, a, extra: ("1 / (1 + exp(-x))", 1 / (1 + np.exp(-x)))),
+    "HardSigmoid": _activation(lambda node, inputs, opset: _hard_sigmoid(node, inputs[0]), _hard_sigmoid_rule),
+    "HardSwish": _activation(
+        lambda node, inputs, opset: (inputs[0] * np.clip(inputs[0] / 6 + 0.5, 0, 1)).astype(np.float32),
+        lambda x, a, extra: ("x * min(max(x / 6 + 1/2, 0), 1)", x * min(max(x / 6 + 0.5, 0.0), 1.0))),
+    "Tanh": _activation(lambda node, inputs, opset: ops.tanh(inputs[0]),
+                        lambda x, a, extra: ("tanh(x)", float(np.tanh(x)))),
+    "Add": _join(lambda node, inputs, opset: np.add(inputs[0], inputs[1]), " + ", np.add),
+    "Sub": _join(lambda node, inputs, opset: np.subtract(inputs[0], inputs[1]), " - ", np.subtract, shown=False),
+    "Mul": _join(lambda node, inputs, opset: np.multiply(inputs[0], inputs[1]), " * ", np.multiply),
+    "Div": _join(lambda node, inputs, opset: _divide(*inputs[:2]), " / ", np.divide, shown=False),
+    "Sum": _join(lambda node, inputs, opset: sum(inputs[1:], start=inputs[0]), " + ", np.add),
+    "Pow": Op(lambda node, inputs, opset: np.power(inputs[0], inputs[1]).astype(inputs[0].dtype)),
+    "Concat": Op(lambda node, inputs, opset: np.concatenate(inputs, axis=node.attrs["axis"]), shown=True,
+                 value="concat"),
+    "MaxPool": Op(lambda node, inputs, opset: _max_pool(node, inputs[0]), shown=True, value="pool", field="window"),
+    "AveragePool": Op(lambda node, inputs, opset: _any_average_pool(node, inputs[0]), shown=True, value="pool",
+                      field="window"),
+    "GlobalAveragePool": Op(lambda node, inputs, opset: _global_mean(inputs[0]), shown=True, value="global",
+                            field="whole"),
+    "GlobalMaxPool": Op(lambda node, inputs, opset: inputs[0].max(axis=(2, 3), keepdims=True), shown=True,
+                        value="global", field="whole"),
+    "ReduceMean": Op(lambda node, inputs, opset: _reduce(node, inputs, opset, np.mean), shown=True, value="global",
+                     field="whole"),
+    "ReduceMax": Op(lambda node, inputs, opset: _reduce(node, inputs, opset, np.max), shown=True, value="global",
+                    field="whole"),
+    "Flatten": Op(lambda node, inputs, opset: _flatten(node, inputs[0]), shown=True, value="flatten", field="whole"),
+    "Reshape": Op(lambda node, inputs, opset: _reshape(node, inputs[0], inputs[1]), field="whole"),
+    "Transpose": Op(lambda node, inputs, opset: np.transpose(inputs[0], node.attrs.get("perm"))),
+    "Squeeze": Op(lambda node, inputs, opset: _squeeze(node, inputs, opset)),
+    "Unsqueeze": Op(lambda node, inputs, opset: np.expand_dims(inputs[0], tuple(_axes(node, inputs, opset, 13)))),
+    "Gemm": Op(lambda node, inputs, opset: _gemm(node, *inputs), shown=True, value="dense", field="whole"),
+    "MatMul": Op(lambda node, inputs, opset: np.matmul(inputs[0], inputs[1]), shown=True, value="dense",
+                 field="whole"),
+    "Softmax": Op(lambda node, inputs, opset: _softmax(node, inputs[0], opset), shown=True, value="softmax",
+                  field="whole"),
+    "LRN": Op(lambda node, inputs, opset: _lrn(node, inputs[0]), shown=True),
+    "Pad": Op(lambda node, inputs, opset: _pad(node, inputs, opset)),
+    "Dropout": Op(lambda node, inputs, opset: inputs[0]),
+    "Identity": Op(lambda node, inputs, opset: inputs[0]),
+    "Constant": Op(lambda node, inputs, opset: _constant(node)),
+    "ConstantOfShape": Op(lambda node, inputs, opset: _constant_of_shape(node, inputs[0])),
+    "Shape": Op(lambda node, inputs, opset: np.array(inputs[0].shape, np.int64)),
+    "Gather": Op(lambda node, inputs, opset: _gather(node, inputs[0], inputs[1])),
 }
-SUPPORTED = tuple(sorted(RUN))
-# Ops whose outputs are worth a look as a stage: they make new maps (not shapes, constants or copies).
-SHOWN = {
-    "Conv",
-    "Relu",
-    "LeakyRelu",
-    "PRelu",
-    "Clip",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Add",
-    "Sum",
-    "Mul",
-    "Concat",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "ReduceMean",
-    "ReduceMax",
-    "Flatten",
-    "Gemm",
-    "MatMul",
-    "Softmax",
-    "LRN",
-    "BatchNormalization",
-}
-ACTIVATION_OPS = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
+SUPPORTED = tuple(sorted(OPS))
+RUN = {name: op.run for name, op in OPS.items()}  # the runner's view of the table
+SHOWN = frozenset(name for name, op in OPS.items() if op.shown)
+ACTIVATION_OPS = frozenset(name for name, op in OPS.items() if op.value == "activation")
