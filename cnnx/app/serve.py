@@ -54,6 +54,7 @@ HEAD_LIMIT = 32 << 10  # bytes of a request's line and headers together
 HEAD_SECONDS = 10.0  # time a client has to send a request's head, and to send each part of its body
 CONNECTIONS = 64  # connections served at once; more are answered 503 and closed
 TOKEN_HEADER = "X-Cnnx-Token"
+DRAIN_LIMIT = 256 << 10  # bytes of a refused request read after the answer, so it is not lost to a reset
 
 
 def _style_choices(style) -> str:
@@ -197,6 +198,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.request_version = "HTTP/1.0"  # a status line and headers even for a line too broken to name its version
         with contextlib.suppress(OSError):
             self._error(code, message or HTTPStatus(code).phrase)
+            self.wfile.flush()
+            self._drain()
+
+    def _drain(self) -> None:
+        """Read (and drop) a little of what the client is still sending before closing, so that the answer is not
+        lost to a reset; a bounded amount, in a bounded time."""
+        self.connection.shutdown(socket.SHUT_WR)
+        self.connection.settimeout(0.5)
+        left = DRAIN_LIMIT
+        while left > 0 and (chunk := self.connection.recv(min(left, 1 << 16))):
+            left -= len(chunk)
 
     def _reply(self, status: int, body: bytes, kind: str, headers: dict | None = None) -> None:
         self.send_response(status)
@@ -412,6 +424,7 @@ class _Server(ThreadingHTTPServer):
     """A thread per connection, at most ``CONNECTIONS`` at once, a backlog that holds a burst, and quiet."""
 
     daemon_threads = True
+    block_on_close = False  # closing never waits for a connection's thread (a recompute may be under way in one)
     request_queue_size = 128
 
     def __init__(self, *args, **kwargs):
