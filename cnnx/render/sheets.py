@@ -95,12 +95,7 @@ def overview(columns: list[Column], *, box: int = 128) -> Image.Image:
     titles = [[line for text in c.title for line in wrap(text, box)] for c in columns]
     labels = [[wrap(label, box, 12) for label in c.labels] for c in columns]
     top = GAP + LINE * max(len(t) for t in titles) + 4
-    rows = max(len(c.tiles) for c in columns)
-    row_heights = [
-        max((c.tiles[k].height + LINE * len(labels[j][k]) for j, c in enumerate(columns) if k < len(c.tiles)))
-        + GAP
-        for k in range(rows)
-    ]
+    row_heights = _row_heights(columns, labels)
     more = LINE if any(c.more for c in columns) else 0
     blocks = _blocks(columns)
     bars = {first: columns[first].bar((last - first + 1) * width - GAP) for first, last in blocks if columns[first].bar}
@@ -111,16 +106,29 @@ def overview(columns: list[Column], *, box: int = 128) -> Image.Image:
     for j, column in enumerate(columns):
         x = GAP + j * width
         _text(draw, (x, GAP), titles[j])
-        y = top
-        for k, tile in enumerate(column.tiles):
-            sheet.paste(tile, (x + (box - tile.width) // 2, y))
-            _text(draw, (x, y + tile.height + 2), labels[j][k], 12)
-            y += row_heights[k]
-        if column.more:
-            write(draw, (x, top + sum(row_heights)), f"+ {column.more} more", 12)
+        _column_tiles(sheet, draw, column, labels[j], (x, top), box, row_heights)
     for first, bar in bars.items():
         sheet.paste(bar, (GAP + first * width, height - GAP - bar_height))
     return sheet
+
+
+def _row_heights(columns: list[Column], labels: list[list[list[str]]]) -> list[int]:
+    """Each row's height: its tallest tile with its label, across every stage, so that rows line up."""
+    rows = max(len(c.tiles) for c in columns)
+    return [max(c.tiles[k].height + LINE * len(labels[j][k]) for j, c in enumerate(columns) if k < len(c.tiles)) + GAP
+            for k in range(rows)]
+
+
+def _column_tiles(sheet: Image.Image, draw: ImageDraw.ImageDraw, column: Column, labels: list[list[str]],
+                  corner: tuple[int, int], box: int, row_heights: list[int]) -> None:
+    """A stage's tiles down its column, each centred in its box and labelled, and how many more were left out."""
+    x, y = corner
+    for k, tile in enumerate(column.tiles):
+        sheet.paste(tile, (x + (box - tile.width) // 2, y))
+        _text(draw, (x, y + tile.height + 2), labels[k], 12)
+        y += row_heights[k]
+    if column.more:
+        write(draw, (x, corner[1] + sum(row_heights)), f"+ {column.more} more", 12)
 
 
 def _blocks(columns: list[Column]) -> list[tuple[int, int]]:
@@ -195,49 +203,53 @@ def kernel_sheet(layers: dict[str, np.ndarray], *, least: int = 48) -> Image.Ima
     A layer (out, in, kH, kW) is a grid, a row per output filter and a column
     per input channel; a layer over one channel is a row of its filters.
     """
-    table = colormap("diverging")
     blocks = []
     for name, weights in layers.items():
         weights = np.asarray(weights, np.float32)
         weights = weights[None, None] if weights.ndim == 2 else weights  # one 2-D kernel: one filter, one channel
         if weights.shape[1] == 3 and weights.shape[0] > 1:
             blocks.append(_colour_filters(name, weights, least))
-            continue
-        O, C, kh, kw = weights.shape
-        low, high = value_range(weights, "symmetric")
-        if low == 0:  # a kernel of no negative weight is still drawn on the scale of both signs: zero stays white
-            low = -high
-        rows, columns = (O, C) if C > 1 else (1, O)
-        scale = math.ceil(max(least, 192 // max(rows, columns)) / min(kh, kw))  # a lone kernel is drawn large
-        side_h, side_w = kh * scale, kw * scale
-        row_label = 44 if C > 1 and O > 1 else 0
-        head = LINE if columns > 1 else 0
-        grid_width = GAP + row_label + columns * (side_w + 6)
-        bar = colorbar(table, low, high, max(240, min(480, columns * (side_w + 6))))
-        filters = f"{O} filter{'s' if O > 1 else ''} over {C} input channel{'s' if C > 1 else ''}"
-        title = wrap(f"{name}: {filters}, {kh}x{kw}, values {weights.min():.3g} to {weights.max():.3g}",
-                     max(grid_width, 360) - GAP)
-        top = GAP + LINE * len(title) + head + 4
-        width = max(grid_width, bar.width + GAP, 360) + GAP
-        block = Image.new("RGB", (width, top + rows * (side_h + 6) + bar.height + GAP), BACKGROUND)
-        draw = ImageDraw.Draw(block)
-        _text(draw, (GAP, GAP), title)
-        for k in range(columns if columns > 1 else 0):
-            label = f"in {k}" if C > 1 else f"#{k}"
-            write(draw, (GAP + row_label + k * (side_w + 6), top - LINE), label, 12)
-        for o in range(O):
-            for c in range(C):
-                row, column = (o, c) if C > 1 else (0, o)
-                x, y = GAP + row_label + column * (side_w + 6), top + row * (side_h + 6)
-                if row_label and c == 0:
-                    write(draw, (GAP, y + side_h // 2 - 7), f"#{o}", 12)
-                tile = picture(upscale(to_index(weights[o, c], low, high), min_side=min(side_h, side_w)), table)
-                block.paste(tile.convert("RGB"), (x, y))
-        block.paste(bar, (GAP, top + rows * (side_h + 6)))
-        blocks.append(block)
+        else:
+            blocks.append(_layer_block(name, weights, least))
     sheet = Image.new("RGB", (max(b.width for b in blocks), sum(b.height for b in blocks)), BACKGROUND)
     y = 0
     for block in blocks:
         sheet.paste(block, (0, y))
         y += block.height
     return sheet
+
+
+def _layer_block(name: str, weights: np.ndarray, least: int) -> Image.Image:
+    """One layer's kernels as a grid of heat maps on the layer's symmetric range, titled, with its colour bar."""
+    table = colormap("diverging")
+    O, C, kh, kw = weights.shape
+    low, high = value_range(weights, "symmetric")
+    if low == 0:  # a kernel of no negative weight is still drawn on the scale of both signs: zero stays white
+        low = -high
+    rows, columns = (O, C) if C > 1 else (1, O)
+    scale = math.ceil(max(least, 192 // max(rows, columns)) / min(kh, kw))  # a lone kernel is drawn large
+    side_h, side_w = kh * scale, kw * scale
+    row_label = 44 if C > 1 and O > 1 else 0
+    head = LINE if columns > 1 else 0
+    grid_width = GAP + row_label + columns * (side_w + 6)
+    bar = colorbar(table, low, high, max(240, min(480, columns * (side_w + 6))))
+    filters = f"{O} filter{'s' if O > 1 else ''} over {C} input channel{'s' if C > 1 else ''}"
+    title = wrap(f"{name}: {filters}, {kh}x{kw}, values {weights.min():.3g} to {weights.max():.3g}",
+                 max(grid_width, 360) - GAP)
+    top = GAP + LINE * len(title) + head + 4
+    width = max(grid_width, bar.width + GAP, 360) + GAP
+    block = Image.new("RGB", (width, top + rows * (side_h + 6) + bar.height + GAP), BACKGROUND)
+    draw = ImageDraw.Draw(block)
+    _text(draw, (GAP, GAP), title)
+    for k in range(columns if columns > 1 else 0):
+        write(draw, (GAP + row_label + k * (side_w + 6), top - LINE), f"in {k}" if C > 1 else f"#{k}", 12)
+    for o in range(O):
+        for c in range(C):
+            row, column = (o, c) if C > 1 else (0, o)
+            x, y = GAP + row_label + column * (side_w + 6), top + row * (side_h + 6)
+            if row_label and c == 0:
+                write(draw, (GAP, y + side_h // 2 - 7), f"#{o}", 12)
+            tile = picture(upscale(to_index(weights[o, c], low, high), min_side=min(side_h, side_w)), table)
+            block.paste(tile.convert("RGB"), (x, y))
+    block.paste(bar, (GAP, top + rows * (side_h + 6)))
+    return block
