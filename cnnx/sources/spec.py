@@ -183,15 +183,7 @@ def _build(name: str, values: list[_Piece], options: dict[str, _Piece], spec: st
             )
     parsed = {key: _parse_value(kind, key, piece, spec) for key, piece in options.items()}
     if kind.many:
-        if not values:
-            where = min((p.start for p in options.values()), default=0)
-            raise SpecError(f"{name} needs at least one filter, e.g. {name}(sobel_x)", spec, where)
-        for piece in values:
-            try:
-                parse_filters(piece.text)
-            except CnnxError as error:
-                raise SpecError(str(error), spec, piece.start) from None
-        return kind.make(**{kind.value: tuple(piece.text for piece in values)}, **parsed)
+        return _build_bank(name, kind, values, options, parsed, spec)
     if values and kind.value is None:
         raise SpecError(f"{name} takes no values", spec, values[0].start)
     if len(values) > 1 or (values and kind.value in parsed):
@@ -204,6 +196,19 @@ def _build(name: str, values: list[_Piece], options: dict[str, _Piece], spec: st
     elif kind.value is not None and kind.required(kind.value):
         raise CnnxError(f"{name} needs a value, its {_VALUE_NAMES[kind.value]}")
     return kind.make(**parsed)
+
+
+def _build_bank(name: str, kind, values: list[_Piece], options: dict[str, _Piece], parsed: dict, spec: str) -> Stage:
+    """A stage of many filters (a conv): at least one, each a filter the bank can read, its error placed on it."""
+    if not values:
+        where = min((p.start for p in options.values()), default=0)
+        raise SpecError(f"{name} needs at least one filter, e.g. {name}(sobel_x)", spec, where)
+    for piece in values:
+        try:
+            parse_filters(piece.text)
+        except CnnxError as error:
+            raise SpecError(str(error), spec, piece.start) from None
+    return kind.make(**{kind.value: tuple(piece.text for piece in values)}, **parsed)
 
 
 _VALUE_NAMES = {"size": "window size", "slope": "slope", "weights": "weights"}
