@@ -171,20 +171,9 @@ def conv2d(
     """
     x, batched = _as_batch(x)
     weight = np.asarray(weight, dtype=np.float32)
-    if weight.ndim != 4:
-        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kH, kW); got shape {weight.shape}")
     N, C, H, W = x.shape
+    _check_bank(weight, C, groups)
     O, C_group, kh, kw = weight.shape
-    if not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"groups must be a positive integer; got {groups!r}")
-    if C % groups or O % groups:
-        raise ValueError(f"groups={groups} must divide input channels {C} and output channels {O}")
-    if C_group != C // groups:
-        raise ValueError(
-            f"weight expects {C_group * groups} input channels ({C_group} per group, groups={groups}); input has {C}"
-        )
-    if min(O, kh, kw) < 1:
-        raise ValueError(f"weight must have at least one kernel of at least 1x1; got shape {weight.shape}")
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {', '.join(PADDING_MODES)}; got {padding_mode!r}")
     stride = _pair(stride, "stride")
@@ -227,6 +216,22 @@ def conv2d(
     if bias is not None:
         out += bias[:, None, None]
     return out if batched else out[0]
+
+
+def _check_bank(weight: np.ndarray, channels: int, groups) -> None:
+    """A bank of kernels (O, C // groups, kH, kW) that fits ``channels`` input channels in ``groups`` groups."""
+    if weight.ndim != 4:
+        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kH, kW); got shape {weight.shape}")
+    O, C_group, kh, kw = weight.shape
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive integer; got {groups!r}")
+    if channels % groups or O % groups:
+        raise ValueError(f"groups={groups} must divide input channels {channels} and output channels {O}")
+    if C_group != channels // groups:
+        raise ValueError(f"weight expects {C_group * groups} input channels ({C_group} per group, groups={groups}); "
+                         f"input has {channels}")
+    if min(O, kh, kw) < 1:
+        raise ValueError(f"weight must have at least one kernel of at least 1x1; got shape {weight.shape}")
 
 
 def conv2d_scratch(x_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups: int = 1) -> int:
