@@ -18,6 +18,8 @@ from cnnx import __version__
 from cnnx.app import shell
 from cnnx.app.explain_cli import app as explain_app
 from cnnx.app.shell import (
+    PREPARATION,
+    STYLE,
     Cmap,
     Color,
     Config,
@@ -32,29 +34,22 @@ from cnnx.app.shell import (
     Layers,
     MaxMemory,
     MaxPixels,
-    Mean,
     MinSize,
     Model,
     NormalizeOption,
-    Order,
     OutFile,
     OutFolder,
     PaddingModeOption,
     Percentile,
     PngLevel,
-    Preprocess,
     Preset,
     PrintConfig,
     Quiet,
     Range,
     SaveRaw,
-    Scale,
     Scheduler,
-    ScopeOption,
     ShowKernel,
-    Size,
     Spec,
-    Std,
     StretchOption,
     find,
     finish_batch,
@@ -68,6 +63,7 @@ from cnnx.app.shell import (
     say,
     source_from,
     style_from,
+    with_groups,
 )
 from cnnx.base import signals
 from cnnx.base.choices import (
@@ -115,6 +111,7 @@ def _main(
 
 
 @app.command()
+@with_groups
 def pipeline(
     images: Images = None,
     spec: Spec = None,
@@ -123,24 +120,14 @@ def pipeline(
     model: Model = None,
     layers: Layers = None,
     labels: Labels = None,
-    preprocess: Preprocess = None,
-    size: Size = None,
-    mean: Mean = None,
-    std: Std = None,
-    order: Order = None,
-    scale: Scale = None,
+    preparation: dict = PREPARATION,
     color: Color = None,
     convention: ConventionOption = None,
     out_dir: OutFolder = None,
     print_config: PrintConfig = False,
     dry_run: DryRun = False,
     force: Force = False,
-    normalize: NormalizeOption = Normalize.percentile,
-    scope: ScopeOption = Scope.block,
-    cmap: Cmap = "diverging",
-    value_range: Range = None,
-    percentile: Percentile = DEFAULT_PERCENTILE,
-    stretch: StretchOption = Stretch.auto,
+    style: dict = STYLE,
     min_size: MinSize = 128,
     save_raw: SaveRaw = False,
     png_level: PngLevel = 1,
@@ -168,7 +155,7 @@ def pipeline(
 
     with reported_errors():
         source = source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
-                             preprocess=prepared(preprocess, size, mean, std, order, scale))
+                             preprocess=prepared(**preparation))
         if print_config:
             from cnnx.sources.spec import to_toml
 
@@ -182,7 +169,7 @@ def pipeline(
             raise CnnxError("give an IMAGE to run (or a folder, or a pattern), or --print-config to see the pipeline")
         settings = dict(
             source=source,
-            style=style_from(normalize, scope, cmap, percentile, value_range, stretch, min_size),
+            style=style_from(**style, min_size=min_size),
             png_level=png_level,
             save_raw=save_raw,
             frame=frame,
@@ -392,6 +379,7 @@ def _draw_kernels(output: Path, kernels: dict) -> None:
 
 
 @app.command()
+@with_groups
 def serve(
     image: Annotated[
         Path | None, typer.Argument(help="The image to explore (default: the shipped sample; others can be uploaded).")
@@ -402,20 +390,10 @@ def serve(
     model: Model = None,
     layers: Layers = None,
     labels: Labels = None,
-    preprocess: Preprocess = None,
-    size: Size = None,
-    mean: Mean = None,
-    std: Std = None,
-    order: Order = None,
-    scale: Scale = None,
+    preparation: dict = PREPARATION,
     color: Color = None,
     convention: ConventionOption = None,
-    normalize: NormalizeOption = Normalize.percentile,
-    scope: ScopeOption = Scope.block,
-    cmap: Cmap = "diverging",
-    value_range: Range = None,
-    percentile: Percentile = DEFAULT_PERCENTILE,
-    stretch: StretchOption = Stretch.auto,
+    style: dict = STYLE,
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The port (default: a free one).")] = 0,
     host: Annotated[str, typer.Option("--host", help="The address to listen on (others can reach it).")] = "127.0.0.1",
     no_browser: Annotated[bool, typer.Option("--no-browser", metavar="", help="Do not open a browser.")] = False,
@@ -439,13 +417,13 @@ def serve(
             if text is not None:
                 return source_from(text, None, None, None, color, convention)
             return source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
-                               preprocess=prepared(preprocess, size, mean, std, order, scale))
+                               preprocess=prepared(**preparation))
 
-        style = style_from(normalize, scope, cmap, percentile, value_range, stretch)
+        drawn = style_from(**style)
     session = server = stopped = None
     try:  # from the first run on, whatever stops the server (Ctrl-C at any moment included) removes the runs
         with reported_errors():
-            session = Session(image or SAMPLE, make_source, style, spec or "")
+            session = Session(image or SAMPLE, make_source, drawn, spec or "")
             session.recompute()
             if session.run is None:
                 raise CnnxError(session.error)

@@ -8,24 +8,20 @@ from typing import Annotated
 import typer
 
 from cnnx.app.shell import (
+    PREPARATION,
     Config,
     Json,
     Layers,
     MaxMemory,
-    Mean,
     Model,
-    Order,
-    Preprocess,
     Preset,
-    Scale,
-    Size,
     Spec,
-    Std,
     number_pair,
     out,
     prepared,
     reported_errors,
     source_from,
+    with_groups,
 )
 from cnnx.base.choices import PaddingMode
 from cnnx.base.errors import CnnxError
@@ -60,6 +56,7 @@ Matrix = Annotated[
 
 
 @app.command("conv")
+@with_groups
 def explain_conv(
     image: Annotated[
         Path | None, typer.Argument(help="An image to take a patch from (default: the lesson's 4x4).")
@@ -80,12 +77,7 @@ def explain_conv(
                                               help="With an IMAGE: explain a value of this model's layer.")] = None,
     layer: Annotated[str | None, typer.Option("--layer", help="With --model: the Conv node.")] = None,
     channel: Annotated[int, typer.Option("--channel", min=0, help="With --model: which of its maps.")] = 0,
-    preprocess: Preprocess = None,
-    size: Size = None,
-    mean: Mean = None,
-    std: Std = None,
-    order: Order = None,
-    scale: Scale = None,
+    preparation: dict = PREPARATION,
     max_memory: MaxMemory = None,
     as_json: Json = False,
 ) -> None:
@@ -112,7 +104,7 @@ def explain_conv(
             if model is not None:
                 if layer is None:
                     raise CnnxError("with --model, say which Conv node with --layer NAME")
-                preparation = prepared(preprocess, size, mean, std, order, scale)
+                preparation = prepared(**preparation)
                 source = source_from(None, None, None, model, None, None, preprocess=preparation)
                 if source.pipeline is not None:
                     raise CnnxError("explain conv --model takes an ONNX model (FILE.onnx)")
@@ -131,6 +123,7 @@ def explain_conv(
 
 
 @app.command("value")
+@with_groups
 def explain_value(
     image: Annotated[Path, typer.Argument(help="The image to run.")],
     stage: Annotated[int, typer.Option("--stage", min=1, help="Which stage, as the pipeline's table numbers it.")] = 1,
@@ -141,12 +134,7 @@ def explain_value(
     preset: Preset = None,
     model: Model = None,
     layers: Layers = None,
-    preprocess: Preprocess = None,
-    size: Size = None,
-    mean: Mean = None,
-    std: Std = None,
-    order: Order = None,
-    scale: Scale = None,
+    preparation: dict = PREPARATION,
     max_memory: MaxMemory = None,
     as_json: Json = False,
 ) -> None:
@@ -163,7 +151,7 @@ def explain_value(
         if at is None:
             raise CnnxError("say which value with --at ROW,COL (and --stage, --channel)")
         row, col = number_pair(at, "--at")
-        preparation = prepared(preprocess, size, mean, std, order, scale)
+        preparation = prepared(**preparation)
         source = source_from(spec, config, preset, model, None, None, layers=layers, preprocess=preparation)
         _refuse_over_budget(image, source, max_memory)
         results = explain.every_stage(source, load_image(image, color=source.color).array)

@@ -7,18 +7,22 @@ and an exit code; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 import time
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from cnnx.base.choices import Convention, Normalize, PaddingMode, Scope, Stretch
+from cnnx.base.choices import DEFAULT_PERCENTILE, Convention, Normalize, PaddingMode, Scope, Stretch
 from cnnx.base.errors import CnnxError, exit_code, is_known, message, printable
 from cnnx.base.signals import Stopped, stopped
 
@@ -204,6 +208,48 @@ KernelArgument = Annotated[
 ]
 ShowKernel = Annotated[bool, typer.Option("--show", metavar="", help="Also print the kernel card.")]
 PaddingModeOption = Annotated[PaddingMode, typer.Option("--padding-mode", help="What a kernel reads past the border.")]
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options several commands take, declared once: (name, Annotated type, default) each.
+
+    A command names a group as one parameter whose default is the group (``preparation: dict = PREPARATION``);
+    ``with_groups`` puts the group's options in the command's signature in that place, and hands the command
+    their values as one dict under the parameter's name.
+    """
+
+    options: tuple[tuple[str, object, object], ...]
+
+
+PREPARATION = OptionGroup((("preprocess", Preprocess, None), ("size", Size, None), ("mean", Mean, None),
+                           ("std", Std, None), ("order", Order, None), ("scale", Scale, None)))
+STYLE = OptionGroup((("normalize", NormalizeOption, Normalize.percentile), ("scope", ScopeOption, Scope.block),
+                     ("cmap", Cmap, "diverging"), ("value_range", Range, None),
+                     ("percentile", Percentile, DEFAULT_PERCENTILE), ("stretch", StretchOption, Stretch.auto)))
+
+
+def with_groups(command):
+    """``command`` with each parameter whose default is an ``OptionGroup`` spelled out as the group's options."""
+    hints = typing.get_type_hints(command, include_extras=True)
+    parameters, groups = [], {}
+    for parameter in inspect.signature(command).parameters.values():
+        if isinstance(parameter.default, OptionGroup):
+            groups[parameter.name] = parameter.default
+            parameters += [inspect.Parameter(name, parameter.kind, default=default, annotation=kind)
+                           for name, kind, default in parameter.default.options]
+        else:
+            parameters.append(parameter.replace(annotation=hints.get(parameter.name, parameter.annotation)))
+
+    @functools.wraps(command)
+    def run(**given):
+        for name, group in groups.items():
+            given[name] = {option: given.pop(option) for option, _, _ in group.options}
+        return command(**given)
+
+    run.__signature__ = inspect.Signature(parameters)
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    return run
 
 
 def say(text: str) -> None:
