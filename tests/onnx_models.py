@@ -88,12 +88,12 @@ def reference(path_or_bytes, x: np.ndarray, outputs=None) -> dict:
 
 def ours(graph, x: np.ndarray) -> dict:
     """cnnx's value of every node output, running the graph as the stream does."""
-    from cnnx.sources.onnx_ops import OPS
+    from cnnx.sources.onnx_ops import run_node
 
     values = {graph.input_name: x}
     for node in graph.nodes:
         inputs = [values.get(name, graph.constants.get(name)) if name else None for name in node.inputs]
-        values[node.outputs[0]] = np.asarray(OPS[node.op].run(node, inputs, graph.opset))
+        values.update(zip(node.outputs, run_node(node, inputs, graph.opset), strict=False))
     return values
 
 

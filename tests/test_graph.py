@@ -97,6 +97,13 @@ CASES = [
     ("Pad", (1, 2, 4, 4), {"pads": ("i", [0, 0, 1, 2, 0, 0, 2, 1])}, {"mode": "reflect"}),
     ("Dropout", (1, 2, 4, 4), {}, {}),
     ("Identity", (1, 2, 4, 4), {}, {}),
+    ("Erf", (1, 2, 5, 4), {}, {}),
+    ("Exp", (1, 2, 4, 4), {}, {}),
+    ("Neg", (1, 2, 4, 4), {}, {}),
+    ("Slice", (1, 3, 6, 7), {"starts": ("i", [1, 2]), "ends": ("i", [5, -1]), "axes": ("i", [2, 3]),
+                             "steps": ("i", [2, 1])}, {}),
+    ("Expand", (1, 3, 1, 1), {"shape": ("i", [1, 3, 4, 5])}, {}),
+    ("Cast", (1, 2, 4, 4), {}, {"to": 1}),
 ]
 
 
@@ -144,6 +151,11 @@ OPSET_CASES = [
     ("Gemm", 9, (1, 6), {"w": ("r", (6, 4)), "c": ("r", (4,))}, {}),
     ("Flatten", 9, (1, 3, 4, 4), {}, {}),
     ("HardSwish", 21, (1, 2, 4, 4), {}, {}),
+    ("Gelu", 20, (1, 2, 5, 4), {}, {}),
+    ("Gelu", 20, (1, 2, 5, 4), {}, {"approximate": "tanh"}),
+    ("LayerNormalization", 17, (1, 3, 4, 5), {"scale": ("r", (5,)), "bias": ("r", (5,))}, {"epsilon": 1e-5}),
+    ("LayerNormalization", 17, (1, 3, 4, 5), {"scale": ("r", (3, 4, 5))}, {"axis": 1}),
+    ("Slice", 9, (1, 3, 6, 7), {}, {"starts": [1, 0], "ends": [5, 4], "axes": [2, 3]}),
 ]
 
 
@@ -254,16 +266,16 @@ def test_bad_model_files_are_refused_in_one_line(tmp_path, content, message):
 
 def test_unsupported_ops_and_non_image_inputs_are_refused_before_any_work(tmp_path):
     """An op cnnx does not run is named with its node and the list; a model of a 1-D input is refused."""
-    node = helper.make_node("Erf", ["x"], ["y"], name="the_erf")
+    node = helper.make_node("Einsum", ["x"], ["y"], name="the_einsum", equation="nchw->nchw")
     graph = helper.make_graph(
         [node],
         "g",
         [helper.make_tensor_value_info("x", 1, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("y", 1, [1, 3, 8, 8])],
     )
-    onnx.save(helper.make_model(graph), str(tmp_path / "erf.onnx"))
-    with pytest.raises(CnnxError, match="op Erf .node the_erf. is not supported; cnnx runs .*Conv"):
-        load_graph(tmp_path / "erf.onnx")
+    onnx.save(helper.make_model(graph), str(tmp_path / "einsum.onnx"))
+    with pytest.raises(CnnxError, match="op Einsum .node the_einsum. is not supported; cnnx runs .*Conv"):
+        load_graph(tmp_path / "einsum.onnx")
     node = helper.make_node("Relu", ["x"], ["y"])
     graph = helper.make_graph(
         [node], "g", [helper.make_tensor_value_info("x", 1, [1, 16])], [helper.make_tensor_value_info("y", 1, [1, 16])]
@@ -526,3 +538,33 @@ def test_each_written_layer_of_a_network_is_drawn_on_its_own_range(tmp_path):
     for stage in stages:
         beyond = np.mean([m["clipped"]["below"] + m["clipped"]["above"] for m in stage["maps"]])
         assert beyond <= 0.01, (stage["description"], beyond)
+
+
+def test_split_shuffle_and_shape_arithmetic_run_as_onnx_runtime_runs_them():
+    """ShuffleNet's and exporters' plumbing: Split into two outputs, a channel shuffle (Reshape, Transpose,
+    Reshape), and a branch chosen by Equal/Where on shapes computed with Shape, Cast and Range."""
+    nodes = [
+        helper.make_node("Split", ["x", "sizes"], ["a", "b"], axis=1),
+        helper.make_node("Concat", ["b", "a"], ["c"], axis=1),
+        helper.make_node("Reshape", ["c", "grouped"], ["g"]),
+        helper.make_node("Transpose", ["g"], ["t"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t", "flat"], ["s"]),
+        helper.make_node("Shape", ["s"], ["shape"]),
+        helper.make_node("Cast", ["shape"], ["shape_f"], to=1),
+        helper.make_node("Range", ["zero", "four", "one"], ["r"]),
+        helper.make_node("Cast", ["r"], ["r_f"], to=1),
+        helper.make_node("Equal", ["shape_f", "r_f"], ["same"]),
+        helper.make_node("Where", ["same", "shape_f", "r_f"], ["w"]),
+        helper.make_node("ReduceMax", ["w"], ["m"], keepdims=1, axes=[0]),
+        helper.make_node("Mul", ["s", "m"], ["y"]),
+    ]
+    constants = {"sizes": np.array([2, 2], np.int64), "grouped": np.array([1, 2, 2, 5, 6], np.int64),
+                 "flat": np.array([1, 4, 5, 6], np.int64), "zero": np.array(0, np.int64),
+                 "four": np.array(4, np.int64), "one": np.array(1, np.int64)}
+    graph = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", 1, [1, 4, 5, 6])],
+                              [helper.make_tensor_value_info("y", 1, [1, 4, 5, 6])],
+                              [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    x = np.random.default_rng(9).standard_normal((1, 4, 5, 6)).astype(np.float32)
+    assert agree(np.asarray(ours(_graph_of(data, (1, 4, 5, 6)), x)["y"], np.float32), reference(data, x)["y"])
+

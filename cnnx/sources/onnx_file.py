@@ -28,7 +28,7 @@ import numpy as np
 from cnnx.base.errors import CnnxError, printable
 from cnnx.base.files import open_regular, read_regular
 from cnnx.sources.graph import Graph, Node
-from cnnx.sources.onnx_ops import OPS, SUPPORTED
+from cnnx.sources.onnx_ops import OPS, SUPPORTED, run_node
 from cnnx.sources.prepare import Preparation, preparation
 
 Shape = tuple[int, ...]
@@ -375,7 +375,7 @@ def _fold_known_values(graph: Graph, shapes: dict[str, Shape | None]) -> None:
             values = [graph.constants.get(name) if name else None for name in node.inputs]
             with np.errstate(all="ignore"):
                 try:
-                    output = np.asarray(OPS[node.op].run(node, values, graph.opset))
+                    output = run_node(node, values, graph.opset)[0]
                 except Exception as error:  # a stranger's graph: its own fault, named
                     raise CnnxError(f"{graph.path}: node {node.name or node.op} ({node.op}) cannot run: "
                                     f"{printable(error)}") from None

@@ -13,7 +13,7 @@ from cnnx.base.errors import CnnxError
 from cnnx.compute import ops
 
 __all__ = ["ACTIVATION_OPS", "OPS", "RUN", "SHOWN", "SUPPORTED", "Op", "attributes", "conv_pads", "pairs",
-           "pool_geometry"]
+           "pool_geometry", "run_node"]
 
 Shape = tuple[int, ...]
 
@@ -266,6 +266,78 @@ def _gather(node, x, indices):
     return np.take(x, np.asarray(indices, np.int64), axis=node.attrs.get("axis", 0))
 
 
+def _erf(x):
+    """The error function, elementwise, in float64 (Abramowitz and Stegun 7.1.26: within 1.5e-7 of it)."""
+    z = np.abs(np.asarray(x, np.float64))
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return (np.sign(x) * (1.0 - poly * np.exp(-z * z))).astype(np.asarray(x).dtype)
+
+
+def _gelu(node, x):
+    """GELU as opset 20 defines it: exactly, x * Phi(x), or with the tanh approximation."""
+    approximate = node.attrs.get("approximate", b"none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+    x64 = np.asarray(x, np.float64)
+    if approximate == "tanh":
+        out = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))
+    else:
+        out = 0.5 * x64 * (1 + _erf(x64 / np.sqrt(2)))
+    return out.astype(np.float32)
+
+
+def _layer_norm(node, x, scale, bias=None):
+    """LayerNormalization (opset 17): each sample normalised over the axes from ``axis`` on, then scaled and
+    shifted; computed in float64."""
+    axis = node.attrs.get("axis", -1) % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    x64 = np.asarray(x, np.float64)
+    mean = x64.mean(axis=axes, keepdims=True)
+    variance = np.square(x64 - mean).mean(axis=axes, keepdims=True)
+    out = (x64 - mean) / np.sqrt(variance + node.attrs.get("epsilon", 1e-5)) * scale
+    return (out if bias is None else out + bias).astype(np.float32)
+
+
+def _cast(node, x):
+    from onnx import helper
+
+    return np.asarray(x).astype(helper.tensor_dtype_to_np_dtype(node.attrs["to"]))
+
+
+def _slice(node, inputs, opset: int):
+    """Slice: starts, ends, axes and steps as attributes before opset 10, inputs from then on."""
+    x = inputs[0]
+    if opset >= 10:
+        starts, ends = (np.asarray(v, np.int64).tolist() for v in inputs[1:3])
+        axes = np.asarray(inputs[3], np.int64).tolist() if len(inputs) > 3 and inputs[3] is not None else None
+        steps = np.asarray(inputs[4], np.int64).tolist() if len(inputs) > 4 and inputs[4] is not None else None
+    else:
+        starts, ends, axes, steps = node.attrs["starts"], node.attrs["ends"], node.attrs.get("axes"), None
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    index = [slice(None)] * x.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        index[axis % x.ndim] = slice(*slice(start, end, step).indices(x.shape[axis % x.ndim]))
+    return x[tuple(index)]
+
+
+def _split(node, inputs, opset: int):
+    """Split along ``axis`` into the node's outputs: by the sizes given (an attribute before opset 13, an input from
+    then on), else into equal parts (the last smaller, as opset 18's num_outputs allows)."""
+    x, axis = inputs[0], node.attrs.get("axis", 0)
+    sizes = inputs[1] if opset >= 13 and len(inputs) > 1 and inputs[1] is not None else node.attrs.get("split")
+    parts = len(node.outputs)
+    if sizes is None:
+        step = -(-x.shape[axis] // parts)
+        sizes = [min(step, x.shape[axis] - k * step) for k in range(parts)]
+    bounds = np.cumsum([0, *np.asarray(sizes, np.int64).tolist()])
+    return tuple(np.take(x, range(a, b), axis=axis) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _range(start, limit, delta):
+    return np.arange(start.item(), limit.item(), delta.item()).astype(np.asarray(start).dtype)
+
+
 def _any_average_pool(node, x):
     """An average pool over two axes, or over others (PyTorch's LocalResponseNorm pools over channels too)."""
     return _average_pool(node, x) if x.ndim == 4 else _box_mean(node, x)
@@ -377,7 +449,26 @@ OPS: dict[str, Op] = {
     "ConstantOfShape": Op(lambda node, inputs, opset: _constant_of_shape(node, inputs[0])),
     "Shape": Op(lambda node, inputs, opset: np.array(inputs[0].shape, np.int64)),
     "Gather": Op(lambda node, inputs, opset: _gather(node, inputs[0], inputs[1])),
+    "Erf": Op(lambda node, inputs, opset: _erf(inputs[0])),
+    "Gelu": Op(lambda node, inputs, opset: _gelu(node, inputs[0]), shown=True),
+    "LayerNormalization": Op(lambda node, inputs, opset: _layer_norm(node, *inputs[:3]), shown=True),
+    "Cast": Op(lambda node, inputs, opset: _cast(node, inputs[0])),
+    "Slice": Op(lambda node, inputs, opset: _slice(node, inputs, opset)),
+    "Split": Op(lambda node, inputs, opset: _split(node, inputs, opset)),
+    "Equal": Op(lambda node, inputs, opset: np.equal(inputs[0], inputs[1])),
+    "Where": Op(lambda node, inputs, opset: np.where(inputs[0], inputs[1], inputs[2])),
+    "Range": Op(lambda node, inputs, opset: _range(*inputs[:3])),
+    "Expand": Op(lambda node, inputs, opset: inputs[0] * np.ones(np.asarray(inputs[1], np.int64), inputs[0].dtype)),
+    "Neg": Op(lambda node, inputs, opset: np.negative(inputs[0])),
+    "Sqrt": Op(lambda node, inputs, opset: np.sqrt(inputs[0])),
+    "Exp": Op(lambda node, inputs, opset: np.exp(inputs[0])),
 }
+def run_node(node, inputs: list, opset: int) -> list[np.ndarray]:
+    """A node's outputs, one array for each (Split makes several)."""
+    output = OPS[node.op].run(node, inputs, opset)
+    return [np.asarray(o) for o in output] if isinstance(output, tuple) else [np.asarray(output)]
+
+
 SUPPORTED = tuple(sorted(OPS))
 RUN = {name: op.run for name, op in OPS.items()}  # the runner's view of the table
 SHOWN = frozenset(name for name, op in OPS.items() if op.shown)
