@@ -69,7 +69,7 @@ def test_a_pytorch_network_through_the_command(tmp_path, answers):
     assert f"class {int(want.argmax())}" in result.output
 
 
-def test_a_pytorch_local_response_norm_runs_as_pytorch_runs_it(answers):
+def test_a_pytorch_local_response_norm_written_as_its_arithmetic_runs_as_pytorch_runs_it(answers):
     """AlexNet's first layers with PyTorch's LocalResponseNorm, which its default exporter writes as its arithmetic
     (the squares pooled over neighbouring channels as a 3-D average pool, a power, a division): PyTorch's values."""
     graph = load_graph(GOLDENS / "lrn-torch.export.onnx", layers="all")
@@ -77,13 +77,36 @@ def test_a_pytorch_local_response_norm_runs_as_pytorch_runs_it(answers):
     assert agree(np.asarray(ours(graph, answers["stem_x"])[graph.output_name], np.float32), answers["stem_y"])
 
 
-def test_a_control_flow_export_is_refused_naming_the_op():
-    """The TorchScript exporter writes LocalResponseNorm with an If (a branch on the input's rank): refused before
-    any work, naming the op cnnx does not run (the Cast, Slice and Equal beside it now run) and a node of it."""
+@pytest.mark.parametrize("exporter", ["torchscript", "torch.export"])
+def test_a_pytorch_local_response_norm_runs_as_pytorch_runs_it_from_either_exporter(answers, exporter):
+    """The TorchScript exporter writes LocalResponseNorm with an If on the input's rank and pads computed from
+    shapes (ConstantOfShape, Slice, Cast): the If is decided when the model is read and replaced by its branch,
+    and the layers give PyTorch's values, as the default exporter's do."""
+    graph = load_graph(GOLDENS / f"lrn-{exporter}.onnx", layers="all")
+    assert "If" not in {n.op for n in graph.nodes}
+    assert agree(np.asarray(ours(graph, answers["stem_x"])[graph.output_name], np.float32), answers["stem_y"])
+
+
+def test_an_if_on_the_images_values_is_refused_naming_the_node(tmp_path):
+    """An If whose condition only the image's values give cannot be decided before the image: one line naming it."""
+    from onnx import TensorProto, helper
+
     from cnnx.base.errors import CnnxError
 
-    with pytest.raises(CnnxError, match=r"op .*If \(node [^)]+\).* (is|are) not supported"):
-        load_graph(GOLDENS / "lrn-torchscript.onnx")
+    branch = {name: helper.make_graph([helper.make_node(op, ["x"], [f"{name}_out"])], name, [],
+                                      [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)])
+              for name, op in (("then", "Relu"), ("else", "Identity"))}
+    nodes = [helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
+             helper.make_node("Equal", ["top", "one"], ["same"]),
+             helper.make_node("If", ["same"], ["y"], name="on_values", then_branch=branch["then"],
+                              else_branch=branch["else"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+    path = tmp_path / "branch.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    with pytest.raises(CnnxError, match=r"node on_values \(If\) branches on values only the image gives"):
+        load_graph(path)
 
 
 @pytest.mark.slow

@@ -305,6 +305,7 @@ class _Outline:
 
 # Values worth working out at load, before any image: a shape, and the few numbers computed from shapes.
 _FOLDED_AT_MOST = 4096  # elements
+_FOLDING_ROUNDS = 8  # a chain of shape arithmetic through as many maps (exporters write one or two)
 
 
 def _shapes_before_running(graph: Graph, outline: _Outline) -> dict[str, Shape]:
@@ -314,9 +315,18 @@ def _shapes_before_running(graph: Graph, outline: _Outline) -> dict[str, Shape]:
     depend on shapes alone are computed, become constants, and shapes are inferred again.
     """
     shapes = _inferred_shapes(graph, outline)
-    if _unknown(graph, shapes) is None:
-        return shapes
-    _fold_known_values(graph, shapes)
+    for _ in range(_FOLDING_ROUNDS):  # each round computes what the shapes now known allow, and infers again
+        if _unknown(graph, shapes) is None and not any(node.op == "If" for node in graph.nodes):
+            return shapes
+        before = len(graph.nodes)
+        _fold_known_values(graph, shapes)
+        shapes = _inferred_shapes(graph, outline)
+        if len(graph.nodes) == before:
+            break
+    branch = next((node for node in graph.nodes if node.op == "If"), None)
+    if branch is not None:
+        raise CnnxError(f"{graph.path}: node {branch.name or branch.op} (If) branches on values only the image "
+                        "gives; cnnx runs an If only when its condition is known before the image (from shapes)")
     shapes = _inferred_shapes(graph, outline)
     node = _unknown(graph, shapes)
     if node is not None:
@@ -361,9 +371,16 @@ def _known_shape(value) -> Shape | None:
 
 
 def _fold_known_values(graph: Graph, shapes: dict[str, Shape | None]) -> None:
-    """Nodes whose small outputs follow from shapes and constants alone are computed now and become constants."""
+    """Nodes whose small outputs follow from shapes and constants alone are computed now and become constants;
+    an If whose condition is then known is replaced by the branch it takes."""
     kept = []
-    for node in graph.nodes:
+    pending = list(graph.nodes)
+    while pending:
+        node = pending.pop(0)
+        if node.op == "If" and node.inputs[0] in graph.constants:
+            pending[:0] = _taken_branch(node, bool(np.asarray(graph.constants[node.inputs[0]]).reshape(-1)[0]),
+                                        graph.constants)
+            continue
         inputs = [name for name in node.inputs if name]
         if node.op == "Shape" and shapes.get(node.inputs[0]) is not None:
             shaped = np.broadcast_to(np.uint8(0), shapes[node.inputs[0]])  # the shape, with no memory behind it
@@ -371,7 +388,9 @@ def _fold_known_values(graph: Graph, shapes: dict[str, Shape | None]) -> None:
             continue
         held = [graph.constants.get(name) for name in inputs]
         small = all(v is not None and v.size <= _FOLDED_AT_MOST for v in held)
-        if inputs and small and node.op not in ("ConstantOfShape",) and len(node.outputs) == 1:
+        wanted = held[0] if node.op == "ConstantOfShape" and held and held[0] is not None else None
+        filled = wanted is None or math.prod(int(d) for d in np.asarray(wanted).reshape(-1)) <= _FOLDED_AT_MOST
+        if (inputs or node.op == "Constant") and small and filled and len(node.outputs) == 1:
             values = [graph.constants.get(name) if name else None for name in node.inputs]
             with np.errstate(all="ignore"):
                 try:
@@ -384,6 +403,19 @@ def _fold_known_values(graph: Graph, shapes: dict[str, Shape | None]) -> None:
                 continue
         kept.append(node)
     graph.nodes = kept
+
+
+def _taken_branch(node: Node, condition: bool, constants: dict) -> list[Node]:
+    """The nodes of the branch an If takes, its constants among the graph's, and an Identity from each of the
+    branch's outputs to the If's (a branch reads the graph's values by name, as ONNX lets it)."""
+    from onnx import helper, numpy_helper
+
+    branch = node.attrs["then_branch" if condition else "else_branch"]
+    constants.update({t.name: numpy_helper.to_array(t) for t in branch.initializer})
+    nodes = [Node(n.op_type, printable(n.name), list(n.input), list(n.output), _own_copy(n)) for n in branch.node]
+    for made, wanted in zip(branch.output, node.outputs, strict=True):
+        nodes.append(Node("Identity", "", [made.name], [wanted], helper.make_node("Identity", [made.name], [wanted])))
+    return nodes
 
 
 def _labels(path: Path) -> list[str]:

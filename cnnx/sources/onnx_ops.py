@@ -317,7 +317,7 @@ def _slice(node, inputs, opset: int):
     steps = [1] * len(starts) if steps is None else steps
     index = [slice(None)] * x.ndim
     for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
-        index[axis % x.ndim] = slice(*slice(start, end, step).indices(x.shape[axis % x.ndim]))
+        index[axis % x.ndim] = slice(start, end, step)  # ONNX counts and clamps the ends as Python's slices do
     return x[tuple(index)]
 
 
@@ -336,6 +336,10 @@ def _split(node, inputs, opset: int):
 
 def _range(start, limit, delta):
     return np.arange(start.item(), limit.item(), delta.item()).astype(np.asarray(start).dtype)
+
+
+def _unfolded_branch(node):
+    raise CnnxError(f"node {node.name or node.op} (If): its branch is chosen when the model is read, not here")
 
 
 def _any_average_pool(node, x):
@@ -462,6 +466,9 @@ OPS: dict[str, Op] = {
     "Neg": Op(lambda node, inputs, opset: np.negative(inputs[0])),
     "Sqrt": Op(lambda node, inputs, opset: np.sqrt(inputs[0])),
     "Exp": Op(lambda node, inputs, opset: np.exp(inputs[0])),
+    # An If runs only as the branch it takes, chosen when the model is read (onnx_file folds it); one whose
+    # condition only the image gives is refused there.
+    "If": Op(lambda node, inputs, opset: _unfolded_branch(node)),
 }
 def run_node(node, inputs: list, opset: int) -> list[np.ndarray]:
     """A node's outputs, one array for each (Split makes several)."""
