@@ -19,10 +19,10 @@ from cnnx.app import shell
 from cnnx.app.explain_cli import app as explain_app
 from cnnx.app.shell import (
     PREPARATION,
+    STAGES,
     STYLE,
     Cmap,
     Color,
-    Config,
     ConventionOption,
     DryRun,
     Force,
@@ -42,14 +42,12 @@ from cnnx.app.shell import (
     PaddingModeOption,
     Percentile,
     PngLevel,
-    Preset,
     PrintConfig,
     Quiet,
     Range,
     SaveRaw,
     Scheduler,
     ShowKernel,
-    Spec,
     StretchOption,
     find,
     finish_batch,
@@ -114,10 +112,7 @@ def _main(
 @with_groups
 def pipeline(
     images: Images = None,
-    spec: Spec = None,
-    config: Config = None,
-    preset: Preset = None,
-    model: Model = None,
+    stages: dict = STAGES,
     layers: Layers = None,
     labels: Labels = None,
     preparation: dict = PREPARATION,
@@ -154,7 +149,7 @@ def pipeline(
     from cnnx.app.memory import parse_bytes
 
     with reported_errors():
-        source = source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
+        source = source_from(**stages, color=color, convention=convention, layers=layers, labels=labels,
                              preprocess=prepared(**preparation))
         if print_config:
             from cnnx.sources.spec import to_toml
@@ -384,10 +379,7 @@ def serve(
     image: Annotated[
         Path | None, typer.Argument(help="The image to explore (default: the shipped sample; others can be uploaded).")
     ] = None,
-    spec: Spec = None,
-    config: Config = None,
-    preset: Preset = None,
-    model: Model = None,
+    stages: dict = STAGES,
     layers: Layers = None,
     labels: Labels = None,
     preparation: dict = PREPARATION,
@@ -416,14 +408,14 @@ def serve(
         def make_source(text):
             if text is not None:
                 return source_from(text, None, None, None, color, convention)
-            return source_from(spec, config, preset, model, color, convention, layers=layers, labels=labels,
+            return source_from(**stages, color=color, convention=convention, layers=layers, labels=labels,
                                preprocess=prepared(**preparation))
 
         drawn = style_from(**style)
     session = server = stopped = None
     try:  # from the first run on, whatever stops the server (Ctrl-C at any moment included) removes the runs
         with reported_errors():
-            session = Session(image or SAMPLE, make_source, drawn, spec or "")
+            session = Session(image or SAMPLE, make_source, drawn, stages["spec"] or "")
             session.recompute()
             if session.run is None:
                 raise CnnxError(session.error)

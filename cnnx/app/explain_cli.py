@@ -9,13 +9,10 @@ import typer
 
 from cnnx.app.shell import (
     PREPARATION,
-    Config,
+    STAGES,
     Json,
     Layers,
     MaxMemory,
-    Model,
-    Preset,
-    Spec,
     number_pair,
     out,
     prepared,
@@ -129,10 +126,7 @@ def explain_value(
     stage: Annotated[int, typer.Option("--stage", min=1, help="Which stage, as the pipeline's table numbers it.")] = 1,
     channel: Annotated[int, typer.Option("--channel", min=0, help="Which of the stage's maps.")] = 0,
     at: Annotated[str | None, typer.Option("--at", metavar="ROW,COL", help="The value's place in its map.")] = None,
-    spec: Spec = None,
-    config: Config = None,
-    preset: Preset = None,
-    model: Model = None,
+    stages: dict = STAGES,
     layers: Layers = None,
     preparation: dict = PREPARATION,
     max_memory: MaxMemory = None,
@@ -152,7 +146,7 @@ def explain_value(
             raise CnnxError("say which value with --at ROW,COL (and --stage, --channel)")
         row, col = number_pair(at, "--at")
         preparation = prepared(**preparation)
-        source = source_from(spec, config, preset, model, None, None, layers=layers, preprocess=preparation)
+        source = source_from(**stages, layers=layers, preprocess=preparation)
         _refuse_over_budget(image, source, max_memory)
         results = explain.every_stage(source, load_image(image, color=source.color).array)
         if stage >= len(results):
@@ -167,13 +161,11 @@ def explain_value(
 
 
 @app.command("relu")
+@with_groups
 def explain_relu(
     image: Annotated[Path | None, typer.Argument(help="An image: values before and after a ReLU stage.")] = None,
     stage: Annotated[int, typer.Option("--stage", help="Which stage (a relu) to look at.")] = 2,
-    spec: Spec = None,
-    config: Config = None,
-    preset: Preset = None,
-    model: Model = None,
+    stages: dict = STAGES,
     max_memory: MaxMemory = None,
     as_json: Json = False,
 ) -> None:
@@ -189,13 +181,14 @@ def explain_relu(
         if image is None:
             data = explain.explain_relu()
         else:
-            source = source_from(spec, config, preset, model, None, None)
+            source = source_from(**stages)
             _refuse_over_budget(image, source, max_memory)
             data = explain.explain_relu_image(load_image(image, color=source.color).array, source, stage)
         show_explanation(data, None if as_json else explain_view.relu_view)
 
 
 @app.command("pool")
+@with_groups
 def explain_pool(
     image: Annotated[Path | None, typer.Argument(help="An image: measure how pooling tolerates small shifts.")] = None,
     matrix: Matrix = None,
@@ -206,10 +199,7 @@ def explain_pool(
     shifts: Annotated[
         int, typer.Option("--shifts", min=1, max=32, help="With an IMAGE: shift by 1, 2, ... pixels.")
     ] = 4,
-    spec: Spec = None,
-    config: Config = None,
-    preset: Preset = None,
-    model: Model = None,
+    stages: dict = STAGES,
     max_memory: MaxMemory = None,
     as_json: Json = False,
 ) -> None:
@@ -223,7 +213,7 @@ def explain_pool(
 
     with reported_errors():
         if image is not None:
-            source = source_from(spec, config, preset, model, None, None)
+            source = source_from(**stages)
             _refuse_over_budget(image, source, max_memory, copies=shifts + 1)
             loaded = load_image(image, color=source.color)
             data = explain.shift_tolerance(loaded.array, str(image), source, list(range(1, shifts + 1)))
@@ -234,12 +224,10 @@ def explain_pool(
 
 
 @app.command("field")
+@with_groups
 def explain_field(
     image: Annotated[Path | None, typer.Argument(help="An image whose size to use (default: 256x256).")] = None,
-    spec: Spec = None,
-    config: Config = None,
-    preset: Preset = None,
-    model: Model = None,
+    stages: dict = STAGES,
     as_json: Json = False,
 ) -> None:
     """Show how the receptive field grows stage by stage: deeper layers see larger patterns.
@@ -251,7 +239,7 @@ def explain_field(
     from cnnx.io.images import probe_image
 
     with reported_errors():
-        source = source_from(spec, config, preset, model, None, None)
+        source = source_from(**stages)
         size = probe_image(image) if image is not None else (256, 256)
         data = explain.explain_field(source, (3 if source.color else 1, *size))
         show_explanation(data, None if as_json else explain_view.field_view)

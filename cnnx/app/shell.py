@@ -222,6 +222,8 @@ class OptionGroup:
     options: tuple[tuple[str, object, object], ...]
 
 
+STAGES = OptionGroup((("spec", Spec, None), ("config", Config, None), ("preset", Preset, None),
+                      ("model", Model, None)))
 PREPARATION = OptionGroup((("preprocess", Preprocess, None), ("size", Size, None), ("mean", Mean, None),
                            ("std", Std, None), ("order", Order, None), ("scale", Scale, None)))
 STYLE = OptionGroup((("normalize", NormalizeOption, Normalize.percentile), ("scope", ScopeOption, Scope.block),
@@ -306,7 +308,8 @@ def prepared(preprocess=None, size=None, mean=None, std=None, order=None, scale=
     return preparation(preprocess, size=size, mean=mean, std=std, order=order, scale=scale)
 
 
-def source_from(spec, config, preset, model, color, convention, *, layers=None, labels=None, preprocess=None):
+def source_from(spec=None, config=None, preset=None, model=None, color=None, convention=None, *, layers=None,
+                labels=None, preprocess=None):
     """The source of stages the options ask for (``sources.choose.make_source``), its notes said on stderr."""
     from cnnx.sources.choose import make_source
 
