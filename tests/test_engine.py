@@ -202,3 +202,46 @@ def test_peak_memory_is_at_most_twice_the_output_beyond_it(call):
     x = np.random.default_rng(1).random((3, 1024, 1024), dtype=np.float32)
     peak, out = traced_peak(lambda: call(x))
     assert peak - out.nbytes <= 2 * out.nbytes
+
+
+@pytest.mark.parametrize(
+    ("C", "O", "groups", "kernel", "stride", "size"),
+    [
+        (96, 96, 96, 3, 1, (57, 61)),  # depthwise: multiply-adds per tap
+        (64, 128, 64, 5, 2, (40, 33)),  # depthwise with two kernels per channel
+        (96, 96, 12, 3, 1, (30, 30)),  # RegNet-like groups of 8: one batched product
+        (240, 240, 3, 1, 1, (28, 28)),  # ShuffleNet's grouped 1x1
+    ],
+)
+def test_grouped_paths_match_loops_across_strips(C, O, groups, kernel, stride, size, tiny_strips, threads):
+    """Every grouped layer, whichever path it takes, equals the loop with strips of one row on two threads, and
+    its one-thread answer is the same to the bit."""
+    rng = np.random.default_rng(C + O)
+    x = rng.standard_normal((1, C, *size)).astype(np.float32)
+    w = rng.standard_normal((O, C // groups, kernel, kernel)).astype(np.float32)
+    pads = ((1, 1), (1, 1))
+    want = conv2d_loops(x, w, None, (stride, stride), pads, (1, 1), groups, "zeros")[0]
+    ops.set_num_threads(2)
+    got = ops.conv2d(x[0], w, stride=stride, padding=1, groups=groups)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    ops.set_num_threads(1)
+    np.testing.assert_array_equal(ops.conv2d(x[0], w, stride=stride, padding=1, groups=groups), got)
+
+
+@pytest.mark.parametrize(
+    ("C", "O", "groups", "kernel", "size"),
+    [(1, 8, 1, 3, (300, 400)), (64, 64, 64, 3, (200, 300)), (96, 96, 12, 3, (120, 160)), (32, 64, 2, 5, (90, 90))],
+)
+def test_conv_scratch_bounds_what_conv2d_holds(C, O, groups, kernel, size):
+    """The scratch conv2d says it needs before it runs (for the memory estimate) is never below what it takes."""
+    import tracemalloc
+
+    x = np.ones((C, *size), np.float32)
+    w = np.ones((O, C // groups, kernel, kernel), np.float32)
+    out = np.empty((O, *size), np.float32)
+    said = ops.conv2d_scratch(x.shape, w.shape, padding=kernel // 2, groups=groups)
+    tracemalloc.start()
+    ops.conv2d(x, w, padding=kernel // 2, groups=groups, out=out)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak <= said + (64 << 10)  # and a few small arrays of indices and weights

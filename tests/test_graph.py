@@ -45,6 +45,44 @@ def test_light_models_agree_with_onnx_runtime_at_every_layer(tmp_path, name):
         assert agree(got[key].astype(np.float32), want[key]), key
 
 
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+@pytest.mark.slow
+def test_light_models_as_shipped_are_made_ready_at_load(name):
+    """The light models as the onnx package ships them, their weights built by ConstantOfShape: every weight is
+    computed once at load (no ConstantOfShape is left to run with the image), batch norms then fold into the
+    convolutions, and the output equals ONNX Runtime's within 1e-4 relative."""
+    from onnx_models import LIGHT
+
+    path = LIGHT / f"light_{name}.onnx"
+    graph = load_graph(path)
+    assert graph.computed > 0
+    assert not any(node.op in ("ConstantOfShape", "Constant") for node in graph.nodes)
+    made_by_conv = {node.outputs[0] for node in graph.nodes if node.op == "Conv"}
+    assert not any(node.op == "BatchNormalization" and node.inputs[0] in made_by_conv for node in graph.nodes)
+    x = np.random.default_rng(2).random((1, *graph.input_shape_), dtype=np.float32)
+    want = reference(path, x, outputs=[graph.output_name])[graph.output_name]
+    got = ours(graph, x)[graph.output_name]
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_values_past_the_load_budget_are_computed_with_the_image(monkeypatch):
+    """A graph whose constants would take more than the load budget keeps those nodes and computes them with each
+    image: the same answer, and memory at load stays within the budget."""
+    from onnx_models import LIGHT
+
+    from cnnx.sources import onnx_file
+
+    path = LIGHT / "light_squeezenet.onnx"
+    whole = load_graph(path)
+    monkeypatch.setattr(onnx_file, "FOLDED_BYTES", 4096)
+    frugal = load_graph(path)
+    assert frugal.computed < whole.computed and any(n.op == "ConstantOfShape" for n in frugal.nodes)
+    assert sum(v.nbytes for v in frugal.constants.values()) < sum(v.nbytes for v in whole.constants.values())
+    x = np.random.default_rng(3).random(whole.input_shape_, dtype=np.float32)
+    a, b = ([o for *_, o, _ in g.evaluate(x)][-1] for g in (whole, frugal))
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
 CASES = [
     ("Conv", (1, 3, 9, 11), {"w": ("r", (4, 3, 3, 3)), "b": ("r", (4,))}, {"pads": [1, 0, 2, 1], "strides": [2, 1]}),
     ("Conv", (1, 4, 9, 9), {"w": ("r", (4, 1, 3, 3))}, {"group": 4, "dilations": [2, 2], "pads": [2, 1, 2, 3]}),

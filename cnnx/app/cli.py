@@ -150,7 +150,7 @@ def pipeline(
 
     with reported_errors():
         source = source_from(**stages, color=color, convention=convention, layers=layers, labels=labels,
-                             preprocess=prepared(**preparation))
+                             preprocess=prepared(**preparation), max_memory=max_memory)
         if print_config:
             from cnnx.sources.spec import to_toml
 

@@ -102,7 +102,8 @@ def explain_conv(
                 if layer is None:
                     raise CnnxError("with --model, say which Conv node with --layer NAME")
                 preparation = prepared(**preparation)
-                source = source_from(None, None, None, model, None, None, preprocess=preparation)
+                source = source_from(None, None, None, model, None, None, preprocess=preparation,
+                                     max_memory=max_memory)
                 if source.pipeline is not None:
                     raise CnnxError("explain conv --model takes an ONNX model (FILE.onnx)")
                 _refuse_over_budget(image, source, max_memory)
@@ -146,7 +147,7 @@ def explain_value(
             raise CnnxError("say which value with --at ROW,COL (and --stage, --channel)")
         row, col = number_pair(at, "--at")
         preparation = prepared(**preparation)
-        source = source_from(**stages, layers=layers, preprocess=preparation)
+        source = source_from(**stages, layers=layers, preprocess=preparation, max_memory=max_memory)
         _refuse_over_budget(image, source, max_memory)
         results = explain.every_stage(source, load_image(image, color=source.color).array)
         if stage >= len(results):
@@ -181,7 +182,7 @@ def explain_relu(
         if image is None:
             data = explain.explain_relu()
         else:
-            source = source_from(**stages)
+            source = source_from(**stages, max_memory=max_memory)
             _refuse_over_budget(image, source, max_memory)
             data = explain.explain_relu_image(load_image(image, color=source.color).array, source, stage)
         show_explanation(data, None if as_json else explain_view.relu_view)
@@ -213,7 +214,7 @@ def explain_pool(
 
     with reported_errors():
         if image is not None:
-            source = source_from(**stages)
+            source = source_from(**stages, max_memory=max_memory)
             _refuse_over_budget(image, source, max_memory, copies=shifts + 1)
             loaded = load_image(image, color=source.color)
             data = explain.shift_tolerance(loaded.array, str(image), source, list(range(1, shifts + 1)))

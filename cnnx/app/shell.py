@@ -309,12 +309,13 @@ def prepared(preprocess=None, size=None, mean=None, std=None, order=None, scale=
 
 
 def source_from(spec=None, config=None, preset=None, model=None, color=None, convention=None, *, layers=None,
-                labels=None, preprocess=None):
+                labels=None, preprocess=None, max_memory: str | None = None):
     """The source of stages the options ask for (``sources.choose.make_source``), its notes said on stderr."""
+    from cnnx.app.memory import parse_bytes
     from cnnx.sources.choose import make_source
 
     source = make_source(spec, config, preset, model, color, convention, layers=layers, labels=labels,
-                         preprocess=preprocess)
+                         preprocess=preprocess, memory_budget=parse_bytes(max_memory) if max_memory else None)
     for note in source.notes:
         say(f"cnnx: note: {note}")
     return source

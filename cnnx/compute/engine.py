@@ -231,6 +231,84 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
     run_tasks(grid, work)
 
 
+def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilation, pads, mode: str,
+                      out: np.ndarray) -> None:
+    """A grouped convolution, every group at once: ``out[o]`` sums group ``o // (O / groups)``'s channels only.
+
+    A convolution of many small groups (depthwise: one channel each) costs a pass per group when each group is run
+    as a bank of its own; here each strip gathers every channel's rows once, then a depthwise layer is a few
+    multiply-adds over all channels per tap, and wider groups one batched BLAS product over the groups.
+    """
+    C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    Og = O // groups
+    Hout, Wout = out.shape[1:]
+    Wp = W + pads[1][0] + pads[1][1]
+    (s0, s1), (d0, d1) = stride, dilation
+    direct = grouped_is_direct(Cg, Og)
+    banks = w.reshape(groups, Og, Cg * kh * kw)
+    borders = border_columns(W, pads, mode)
+
+    def work(strip: tuple[int, int], scratch: dict) -> None:
+        r0, r1 = strip
+        R = r1 - r0
+        first, stop = r0 * s0, (r1 - 1) * s0 + d0 * (kh - 1) + 1
+        grid = gather_rows(x, first, stop, pads, mode, 0.0, borders, buffer(scratch, "input", (C, stop - first, Wp)))
+        c, r, q = grid.strides
+        taps = as_strided(grid, (groups, Cg, kh, kw, R, Wout), (Cg * c, c, d0 * r, d1 * q, s0 * r, s1 * q),
+                          writeable=False)
+        result = out[:, r0:r1].reshape(groups, Og, R, Wout)
+        if direct:
+            product = buffer(scratch, "product", (groups, R, Wout))
+            for o in range(Og):
+                terms = [(taps[:, t // (kh * kw), t // kw % kh, t % kw], banks[:, o, t, None, None])
+                         for t in range(Cg * kh * kw)]
+                _accumulate_planes(result[:, o], product, terms)
+            return
+        columns = buffer(scratch, "columns", (groups, Cg * kh * kw, R, Wout))
+        columns.reshape(taps.shape)[...] = taps
+        acc = buffer(scratch, "acc", (groups, Og, R * Wout))
+        np.matmul(banks, columns.reshape(groups, -1, R * Wout), out=acc)
+        result[...] = acc.reshape(result.shape)
+
+    row_bytes = _grouped_row_bytes(C, Wp, Wout, s0, O, Cg * kh * kw * groups, direct)
+    run_tasks(strips(Hout, row_bytes), work)
+
+
+def grouped_is_direct(Cg: int, Og: int) -> bool:
+    """Whether a grouped convolution runs as multiply-adds per tap (few channels per group) or as one batched product:
+    below about four products per pixel and group the product's overhead costs more than the passes it saves."""
+    return Cg * Og <= 4
+
+
+def _accumulate_planes(acc: np.ndarray, product: np.ndarray, terms: list) -> None:
+    """``acc = sum(view * weights for view, weights in terms)``, each group's weight broadcast over its plane."""
+    for k, (view, weights) in enumerate(terms):
+        if k == 0:
+            np.multiply(view, weights, out=acc)
+        else:
+            np.multiply(view, weights, out=product)
+            acc += product
+
+
+def _grouped_row_bytes(C: int, Wp: int, Wout: int, s0: int, O: int, taps: int, direct: bool) -> int:
+    """What one output row costs a grouped strip: its input rows, its im2col columns (or a product row) and its
+    accumulators."""
+    return 4 * (Wp * C * s0 + Wout * ((C if direct else taps) + O))
+
+
+def grouped_scratch(x_shape, w_shape, groups: int, stride, dilation, pads, out_shape, threads: int) -> int:
+    """Bytes of scratch ``correlate_grouped`` holds at most, on all threads."""
+    C, H, W = x_shape
+    O, Cg, kh, kw = w_shape
+    Wp = W + pads[1][0] + pads[1][1]
+    Hout, Wout = out_shape
+    row_bytes = _grouped_row_bytes(C, Wp, Wout, stride[0], O, Cg * kh * kw * groups, grouped_is_direct(Cg, O // groups))
+    rows = _strip_rows(Hout, row_bytes)
+    held = 4 * C * ((rows - 1) * stride[0] + dilation[0] * (kh - 1) + 1) * Wp
+    return min(threads, -(-Hout // rows)) * (held + rows * (row_bytes - 4 * Wp * C * stride[0]))
+
+
 def _taps_view(held, grid, R, Wp, Wout, kh, kw, stride, dilation, flat) -> np.ndarray:
     """Every tap's input of a strip as one strided view, (C, kh, kw, pixels) or (C, kh, kw, rows, columns), read
     in place: the im2col columns are then one copy, not a copy per tap (ResNet's 512-channel 3x3 layers have
@@ -311,10 +389,12 @@ def pool_scratch(x_shape, kernel, stride, dilation, pads, out_shape, threads: in
     Wp = W + pads[1][0] + pads[1][1]
     Hout = out_shape[0]
     padded = any(pads[0]) or any(pads[1])
-    rows = _strip_rows(Hout, _pool_row_bytes(Wp, stride[0], padded))
+    row_bytes = _pool_row_bytes(Wp, stride[0], padded)
+    rows = _strip_rows(Hout, row_bytes)
+    block = _planes_per_strip(P, Hout, row_bytes)
     held = 4 * ((rows - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1) * Wp if padded else 0
-    strips_ = P * -(-Hout // rows)
-    return min(threads, strips_) * (held + 4 * rows * Wp)
+    strips_ = -(-P // block) * -(-Hout // rows)
+    return min(threads, strips_) * block * (held + 4 * rows * Wp)
 
 
 def _factored_strip(factors, flat_rows, grid, R, Wp, Wout, stride, dilation, flat, scratch) -> np.ndarray:
@@ -427,22 +507,30 @@ def pool(x: np.ndarray, kernel, stride, dilation, pads, fill: float, reduce, out
     (kh, kw), (s0, s1), (d0, d1) = kernel, stride, dilation
     padded = top or bottom or left or right
 
-    def work(task: tuple[int, int, int], scratch: dict) -> None:
-        p, r0, r1 = task
+    def work(task: tuple[int, int, int, int], scratch: dict) -> None:
+        p0, p1, r0, r1 = task
         R = r1 - r0
         first, stop = r0 * s0, (r1 - 1) * s0 + d0 * (kh - 1) + 1
         if padded:
-            held = buffer(scratch, "input", (1, stop - first, Wp))
-            grid = gather_rows(x[p : p + 1], first, stop, pads, "zeros", fill, None, held)[0]
+            held = buffer(scratch, "input", (p1 - p0, stop - first, Wp))
+            grid = gather_rows(x[p0:p1], first, stop, pads, "zeros", fill, None, held)
         else:
-            grid = x[p, first:stop]
-        rows = [grid[i * d0 : i * d0 + s0 * (R - 1) + 1 : s0] for i in range(kh)]
-        middle = _reduce_all(rows, reduce, buffer(scratch, "middle", (R, Wp)))
-        columns = [middle[:, j * d1 : j * d1 + s1 * (Wout - 1) + 1 : s1] for j in range(kw)]
-        _reduce_all(columns, reduce, out[p, r0:r1])
+            grid = x[p0:p1, first:stop]
+        rows = [grid[:, i * d0 : i * d0 + s0 * (R - 1) + 1 : s0] for i in range(kh)]
+        middle = _reduce_all(rows, reduce, buffer(scratch, "middle", (p1 - p0, R, Wp)))
+        columns = [middle[:, :, j * d1 : j * d1 + s1 * (Wout - 1) + 1 : s1] for j in range(kw)]
+        _reduce_all(columns, reduce, out[p0:p1, r0:r1])
 
     row_bytes = _pool_row_bytes(Wp, s0, bool(padded))
-    run_tasks([(p, r0, r1) for p in range(P) for r0, r1 in strips(Hout, row_bytes)], work)
+    block = _planes_per_strip(P, Hout, row_bytes)
+    run_tasks([(p, min(p + block, P), r0, r1) for p in range(0, P, block) for r0, r1 in strips(Hout, row_bytes)],
+              work)
+
+
+def _planes_per_strip(P: int, Hout: int, row_bytes: int) -> int:
+    """Planes a pooling strip takes at once: small maps (a network's later stages) many to a strip, as the cache
+    allows, since a pass per plane would cost more in calls than in work; one when a plane fills a strip."""
+    return max(1, min(P, runtime.STRIP_BYTES // max(1, row_bytes * Hout)))
 
 
 def _pool_row_bytes(Wp: int, s0: int, padded: bool) -> int:

@@ -203,6 +203,9 @@ def conv2d(
         out = out[None]
     O_group = O // groups
     for n in range(N):
+        if groups > 1:
+            engine.correlate_grouped(x[n], weight, groups, stride, dilation, (rows, cols), padding_mode, out[n])
+            continue
         for g in range(groups):
             engine.correlate(
                 x[n, g * C_group : (g + 1) * C_group],
@@ -247,9 +250,10 @@ def conv2d_scratch(x_shape, weight_shape, *, stride=1, padding=0, dilation=1, gr
         (n + sum(p) - (d * (k - 1) + 1)) // s + 1
         for n, p, k, s, d in zip((H, W), (rows, cols), (kh, kw), stride, dilation, strict=True)
     )
-    return engine.correlate_scratch(
-        (C_group, H, W), (O // groups, C_group, kh, kw), stride, dilation, (rows, cols), out, num_threads()
-    )
+    if groups > 1:
+        return engine.grouped_scratch(x_shape[-3:], weight_shape, groups, stride, dilation, (rows, cols), out,
+                                      num_threads())
+    return engine.correlate_scratch((C, H, W), weight_shape, stride, dilation, (rows, cols), out, num_threads())
 
 
 # ---------------------------------------------------------------- pooling

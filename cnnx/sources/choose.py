@@ -13,10 +13,11 @@ __all__ = ["make_source"]
 
 def make_source(spec: str | None = None, config: Path | None = None, preset: str | None = None,
                 model: str | None = None, color: bool | None = None, convention: str | None = None, *,
-                layers: str | None = None, labels: Path | None = None, preprocess=None) -> StageSource:
+                layers: str | None = None, labels: Path | None = None, preprocess=None,
+                memory_budget: int | None = None) -> StageSource:
     """The source of stages these settings ask for: an ONNX model (``model`` ending in .onnx, with its ``layers``,
     ``labels`` and input ``preprocess``), a shipped model by name, or a chain from ``spec``, a TOML ``config`` or a
-    ``preset`` (the lesson's when none is given)."""
+    ``preset`` (the lesson's when none is given).  A model computes what it can at load within ``memory_budget``."""
     onnx = model is not None and model.lower().endswith(".onnx")
     if not onnx and (layers or labels or preprocess):
         raise CnnxError("--layers, --labels, --preprocess and the input's preparation go with an ONNX model: "
@@ -31,7 +32,8 @@ def make_source(spec: str | None = None, config: Path | None = None, preset: str
     if onnx:
         from cnnx.sources.onnx_file import load_graph
 
-        return load_graph(Path(model), layers=layers, labels=labels, preprocess=preprocess or "none")
+        return load_graph(Path(model), layers=layers, labels=labels, preprocess=preprocess or "none",
+                          memory_budget=memory_budget)
     from cnnx.sources.model import load_model
 
     return load_model(model)

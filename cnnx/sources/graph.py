@@ -66,6 +66,8 @@ class Graph:
     labels: tuple[str, ...] = ()
     preprocess: Preparation = PREPARATIONS["none"]
     folded: int = 0  # batch normalisations folded into the convolutions before them
+    computed: int = 0  # nodes computed once at load: everything they read was known before the image
+    load_bytes: int = 0  # the most memory making it ready held: the weights and every value computed at load
     notes: tuple[str, ...] = ()  # what the user should know of the model: weights that are not finite
     pipeline = None  # a network, not a chain of stages: no spec to print or edit
     accuracy = None  # not measured by cnnx
@@ -290,6 +292,7 @@ class Graph:
                 "preparation": self.preprocess.describe(self.input_shape_),
                 "layers": self.layers or "default",
                 "batch_norms_folded": self.folded,
+                "nodes_computed_at_load": self.computed,
                 "written": [self._describe(n) for n in self.chosen()],
             },
         }
@@ -311,7 +314,7 @@ def _as_stage(value: np.ndarray) -> np.ndarray:
 
 def _running_bytes(graph: Graph) -> int:
     """The weights, and the most that is held at once while the nodes run in order: every value still to be read,
-    the node's output, and a working copy of its largest input (a padded copy, say)."""
+    the node's output, and a working copy of its largest input (a padded copy, say); or what loading held, if more."""
     readers: dict[str, int] = {}
     for node in graph.nodes:
         for name in node.inputs:
@@ -332,4 +335,4 @@ def _running_bytes(graph: Graph) -> int:
             readers[name] -= 1
             if not readers[name] and name in live and name != graph.input_name:
                 del live[name]
-    return sum(value.nbytes for value in graph.constants.values()) + peak
+    return max(graph.load_bytes, sum(value.nbytes for value in graph.constants.values()) + peak)

@@ -173,10 +173,12 @@ def check_structure(model, path: Path) -> None:
 
 
 def load_graph(
-    path: Path, *, layers: str | None = None, labels: Path | None = None, preprocess: Preparation | str = "none"
+    path: Path, *, layers: str | None = None, labels: Path | None = None, preprocess: Preparation | str = "none",
+    memory_budget: int | None = None,
 ) -> Graph:
     """Read an ONNX model and make its graph ready: every op checked supported and every tensor resolved before
-    any work, shapes worked out from the input's size, batch norms folded into their convolutions."""
+    any work, shapes worked out from the input's size, what needs no image computed once (within
+    ``memory_budget`` bytes, if given), batch norms folded into their convolutions."""
     path = Path(path)
     model = _parse(path)
     from onnx import numpy_helper  # the onnx package is there: _parse said so
@@ -195,8 +197,10 @@ def load_graph(
     del model  # the weights are in ``constants`` now: the parsed model's copy goes
     result.shapes = _shapes_before_running(result, outline)
     _check_convs(result)
+    result.computed = _fold_constants(result, min(FOLDED_BYTES, memory_budget or FOLDED_BYTES))
     result.notes = _nonfinite_weights(result)
     result.folded = _fold_batch_norms(result)
+    _drop_unread(result)
     if layers and layers != "all" and not result.matching(layers):
         raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
     return result
@@ -403,6 +407,56 @@ def _fold_known_values(graph: Graph, shapes: dict[str, Shape | None]) -> None:
                 continue
         kept.append(node)
     graph.nodes = kept
+
+
+# Bytes of values computed at load beyond the model's own weights: VGG-19's weights, built by ConstantOfShape in the
+# onnx package's light models, take 548 MB; a graph asking for more gets its nodes run with the image instead.
+FOLDED_BYTES = 1 << 30
+
+
+def _fold_constants(graph: Graph, budget: int) -> int:
+    """Every node whose inputs are all known before the image (weights built by ConstantOfShape, shape arithmetic,
+    casts of weights) is computed once now, as ONNX Runtime does when it makes a session; the number folded.
+
+    Each output's size is known from shapes before it is computed, so their total stays within ``budget`` bytes.
+    """
+    spent, kept = 0, []
+    weights = sum(value.nbytes for value in graph.constants.values())
+    for node in graph.nodes:
+        inputs = [name for name in node.inputs if name]
+        known = (inputs or node.op == "Constant") and all(name in graph.constants for name in inputs)
+        sizes = [graph.shapes.get(name) for name in node.outputs]
+        cost = sum(4 * math.prod(shape) for shape in sizes if shape is not None)
+        if (not known or None in sizes or graph.output_name in node.outputs or node.op == "If"
+                or spent + cost > budget):
+            kept.append(node)
+            continue
+        values = [graph.constants.get(name) if name else None for name in node.inputs]
+        with np.errstate(all="ignore"):
+            try:
+                outputs = run_node(node, values, graph.opset)
+            except Exception as error:  # a stranger's graph: its own fault, named
+                raise CnnxError(f"{graph.path}: node {node.name or node.op} ({node.op}) cannot run: "
+                                f"{printable(error)}") from None
+        graph.constants.update(zip(node.outputs, outputs, strict=False))
+        spent += cost
+    computed = len(graph.nodes) - len(kept)
+    graph.nodes = kept
+    graph.load_bytes = weights + spent
+    return computed
+
+
+def _drop_unread(graph: Graph) -> None:
+    """Nodes whose outputs nothing reads (nor the graph gives), from the last back, and constants nothing reads."""
+    wanted = {graph.output_name}
+    kept = []
+    for node in reversed(graph.nodes):
+        if wanted & set(node.outputs):
+            kept.append(node)
+            wanted.update(node.inputs)
+    graph.nodes = kept[::-1]
+    for name in graph.constants.keys() - wanted:
+        del graph.constants[name]
 
 
 def _taken_branch(node: Node, condition: bool, constants: dict) -> list[Node]:
