@@ -47,6 +47,64 @@ def test_a_pytorch_network_runs_as_pytorch_and_onnx_runtime_run_it(answers, expo
         assert agree(np.asarray(got[key], np.float32), runtime[key]), key
 
 
+FAMILY_OPS = {"Split", "Transpose", "HardSwish", "HardSigmoid", "Sigmoid", "LayerNormalization", "MatMul", "Gelu",
+              "ReduceMean"}
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "torch.export"])
+def test_the_newer_families_run_as_pytorch_runs_them(answers, exporter):
+    """ShuffleNetV2's split and channel shuffle, MobileNetV3's and EfficientNet's inverted residuals, RegNet's grouped
+    convolutions and ConvNeXt's block (7x7 depthwise, channels last, LayerNorm, GELU, layer scale), as either
+    exporter writes them: PyTorch's answer, and ONNX Runtime's value at every node."""
+    path = GOLDENS / f"families-{exporter}.onnx"
+    graph = load_graph(path, layers="all")
+    written = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert len(written & FAMILY_OPS) >= 5, written
+    got = ours(graph, answers["families_x"])
+    assert agree(np.asarray(got[graph.output_name], np.float32), answers["families_y"])
+    runtime = reference(path, answers["families_x"])
+    for key in [key for key in runtime if key in got]:
+        assert agree(np.asarray(got[key], np.float32), runtime[key]), key
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "torch.export"])
+def test_a_network_exported_for_any_size_runs_at_the_size_it_is_given(answers, exporter):
+    """Exported with dynamic height and width (and batch), the network is made ready at each size it is given and
+    answers as PyTorch does at its own size and at another, odd one."""
+    graph = load_graph(GOLDENS / f"families-any-size-{exporter}.onnx")
+    assert graph.any_size is not None
+    for x, y in (("families_x", "families_y"), ("families_other_x", "families_other_y"), ("families_x", "families_y")):
+        image = answers[x][0]
+        assert graph.input_shape(image.shape) == image.shape
+        assert agree(np.asarray(ours(graph, image[None])[graph.output_name], np.float32), answers[y])
+    assert "the image's own size: the model takes any size" in graph.preparation_text()
+
+
+@pytest.mark.slow
+def test_a_network_of_any_size_through_the_command_keeps_the_photo_size_or_takes_size(tmp_path):
+    """cnnx pipeline on a model of any size: the input is the photo's own size, or its shorter side at --size; the
+    manifest says which and why, and --dry-run's plan agrees with the run."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cnnx.app.cli import app
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 130, 3), np.uint8)).save(photo)
+    model = str(GOLDENS / "families-any-size-torchscript.onnx")
+    for extra, size, why in (([], [90, 130], "the image's own size"), (["--size", "64"], [64, 92], "--size")):
+        out = tmp_path / f"run{len(extra)}"
+        result = CliRunner().invoke(app, ["pipeline", str(photo), "--model", model, "-o", str(out), "-q",
+                                          "--save-raw", *extra])
+        assert result.exit_code == 0, result.output
+        source = json.loads((out / "manifest.json").read_text())["model"]
+        assert source["input"] == [3, *size] and why in source["input_size"]
+        assert np.load(out / "00_input" / "stage.npy").shape == (3, *size)
+        assert not any("/blocks.5/one/" in layer for layer in source["written"])  # channels last: no map
+
+
 @pytest.mark.slow
 def test_a_pytorch_network_through_the_command(tmp_path, answers):
     """cnnx pipeline on the exported network: every layer written, the answer the model's top class."""

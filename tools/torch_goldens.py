@@ -2,7 +2,11 @@
 
 Builds, with seeded weights, a small image classifier made of every block CNNs
 are made of (residual, depthwise-separable with ReLU6, fire,
-squeeze-and-excitation, dense, pools with their options) and AlexNet's first
+squeeze-and-excitation, dense, pools with their options), one of the newer
+families' blocks (ShuffleNetV2's split and channel shuffle, MobileNetV3's and
+EfficientNet's inverted residuals with HardSwish, SiLU and squeeze-excitation,
+RegNet's grouped convolutions, ConvNeXt's 7x7 depthwise, LayerNorm, GELU and
+layer scale; also exported to take any height and width) and AlexNet's first
 layers with LocalResponseNorm; exports each with PyTorch's TorchScript exporter
 and its default torch.export-based one (onnxscript); and writes into
 tests/goldens/ the ONNX files and, in answers.npz, seeded inputs with
@@ -31,6 +35,7 @@ from torch import nn
 GOLDENS = Path(__file__).resolve().parent.parent / "tests" / "goldens"
 NETWORK_SHAPE = (1, 3, 64, 80)
 STEM_SHAPE = (1, 3, 40, 48)
+OTHER_SHAPE = (1, 3, 45, 61)  # another size, odd on both sides, for the exports of any size
 
 
 class Residual(nn.Module):
@@ -117,6 +122,72 @@ class Network(nn.Module):
         return torch.softmax(self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)), 1)
 
 
+class ShuffleV2(nn.Module):
+    """ShuffleNetV2's unit: split the channels in two, one half through 1x1, depthwise 3x3, 1x1, concatenated
+    with the other, then the channels shuffled by Reshape/Transpose."""
+    def __init__(self, c):
+        super().__init__()
+        h = c // 2
+        self.branch = nn.Sequential(nn.Conv2d(h, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU(),
+                                    nn.Conv2d(h, h, 3, 1, 1, groups=h, bias=False), nn.BatchNorm2d(h),
+                                    nn.Conv2d(h, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU())
+    def forward(self, x):
+        a, b = x.chunk(2, dim=1)
+        y = torch.cat([a, self.branch(b)], 1)
+        n, c, hh, ww = y.shape
+        return y.view(n, 2, c // 2, hh, ww).transpose(1, 2).reshape(n, c, hh, ww)
+
+class InvertedResidual(nn.Module):
+    """MobileNetV3's (HardSwish, squeeze-excitation with HardSigmoid) or EfficientNet's MBConv (SiLU, sigmoid)."""
+    def __init__(self, c, e, act, gate):
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e), act())
+        self.depth = nn.Sequential(nn.Conv2d(e, e, 5, 1, 2, groups=e, bias=False), nn.BatchNorm2d(e), act())
+        self.down, self.up, self.gate = nn.Conv2d(e, e // 4, 1), nn.Conv2d(e // 4, e, 1), gate
+        self.project = nn.Sequential(nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c))
+    def forward(self, x):
+        y = self.depth(self.expand(x))
+        s = self.gate(self.up(nn.functional.relu(self.down(nn.functional.adaptive_avg_pool2d(y, 1)))))
+        return x + self.project(y * s)
+
+class RegNetBlock(nn.Module):
+    """RegNet's X block: 1x1, grouped 3x3 (groups of 8 channels), 1x1, plus the input."""
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                                  nn.Conv2d(c, c, 3, 1, 1, groups=c // 8, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                                  nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c))
+    def forward(self, x):
+        return nn.functional.relu(x + self.body(x))
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt's block: 7x7 depthwise, channels last, LayerNorm, Linear x4, GELU, Linear, layer scale, back."""
+    def __init__(self, c):
+        super().__init__()
+        self.depth = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm, self.one, self.two = nn.LayerNorm(c, eps=1e-6), nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.scale = nn.Parameter(torch.full((c,), 0.5))
+    def forward(self, x):
+        y = self.depth(x).permute(0, 2, 3, 1)
+        y = self.scale * self.two(nn.functional.gelu(self.one(self.norm(y))))
+        return x + y.permute(0, 3, 1, 2)
+
+class Families(nn.Module):
+    """The blocks of the newer families in one small classifier: ShuffleNetV2, MobileNetV3, EfficientNet, RegNet,
+    ConvNeXt."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish())
+        self.blocks = nn.Sequential(ShuffleV2(16), InvertedResidual(16, 32, nn.Hardswish, nn.functional.hardsigmoid),
+                                    nn.Conv2d(16, 24, 3, 2, 1), InvertedResidual(24, 48, nn.SiLU, torch.sigmoid),
+                                    RegNetBlock(24), ConvNeXtBlock(24))
+        self.head = nn.Linear(24, 10)
+    def forward(self, x):
+        x = self.blocks(self.stem(x))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))  # logits, as most exports end
+
+
 def _network() -> nn.Module:
     """The network with seeded weights and batch-norm statistics far from the defaults, as after training."""
     torch.manual_seed(0)
@@ -137,11 +208,29 @@ def _alexnet_stem() -> nn.Module:
                          nn.MaxPool2d(3, 2)).eval()
 
 
-def _export(network: nn.Module, shape, path: Path, dynamo: bool) -> None:
-    """The network as an ONNX file; the exporters' own warnings and chatter are theirs, not cnnx's."""
+def _families() -> nn.Module:
+    """The newer families' blocks with seeded weights and batch-norm statistics as after training."""
+    torch.manual_seed(4)
+    network = Families()
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return network.eval()
+
+
+def _export(network: nn.Module, shape, path: Path, dynamo: bool, any_size: bool = False) -> None:
+    """The network as an ONNX file, of its fixed input size or of any height and width; the exporters' own
+    warnings and chatter are theirs, not cnnx's."""
+    sized = {}
+    if any_size and dynamo:
+        sized = {"dynamic_shapes": ({2: torch.export.Dim("height", min=32, max=4096),
+                                     3: torch.export.Dim("width", min=32, max=4096)},)}
+    elif any_size:
+        sized = {"input_names": ["x"], "dynamic_axes": {"x": {0: "batch", 2: "height", 3: "width"}}}
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(network, torch.zeros(*shape), str(path), dynamo=dynamo, external_data=False)
+        torch.onnx.export(network, torch.zeros(*shape), str(path), dynamo=dynamo, external_data=False, **sized)
 
 
 def _answers() -> dict[str, np.ndarray]:
@@ -151,11 +240,14 @@ def _answers() -> dict[str, np.ndarray]:
     # A photo as cnnx reads it for this network: RGB, each 8-bit value over 255, at the network's own size.
     photo = np.random.default_rng(3).integers(0, 256, (*NETWORK_SHAPE[2:], 3), np.uint8)
     photo_x = photo.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255)
+    other_x = np.random.default_rng(6).random(OTHER_SHAPE, dtype=np.float32)  # for the models of any size
     with torch.no_grad():
         return {
             "network_x": network_x, "network_y": _network()(torch.from_numpy(network_x)).numpy(),
             "stem_x": stem_x, "stem_y": _alexnet_stem()(torch.from_numpy(stem_x)).numpy(),
             "photo": photo, "photo_y": _network()(torch.from_numpy(photo_x)).numpy(),
+            "families_x": network_x, "families_y": _families()(torch.from_numpy(network_x)).numpy(),
+            "families_other_x": other_x, "families_other_y": _families()(torch.from_numpy(other_x)).numpy(),
         }
 
 
@@ -165,6 +257,8 @@ def write(folder: Path) -> None:
     for dynamo, name in ((False, "torchscript"), (True, "torch.export")):
         _export(_network(), NETWORK_SHAPE, folder / f"network-{name}.onnx", dynamo)
         _export(_alexnet_stem(), STEM_SHAPE, folder / f"lrn-{name}.onnx", dynamo)
+        _export(_families(), NETWORK_SHAPE, folder / f"families-{name}.onnx", dynamo)
+        _export(_families(), NETWORK_SHAPE, folder / f"families-any-size-{name}.onnx", dynamo, any_size=True)
     np.savez_compressed(folder / "answers.npz", **_answers())
 
 
@@ -178,9 +272,12 @@ def check() -> bool:
     good = all(np.allclose(stored[k], fresh[k], rtol=1e-5, atol=1e-6) for k in stored)
     with tempfile.TemporaryDirectory() as scratch:
         write(Path(scratch))
-        for kind, x, y in (("network", "network_x", "network_y"), ("lrn", "stem_x", "stem_y")):
+        checked = (("network", "network_x", "network_y"), ("lrn", "stem_x", "stem_y"),
+                   ("families", "families_x", "families_y"),
+                   ("families-any-size", "families_other_x", "families_other_y"))
+        for kind, x, y in checked:
             for folder in (GOLDENS, Path(scratch)):
-                for path in sorted(folder.glob(f"{kind}-*.onnx")):
+                for path in sorted(folder.glob(f"{kind}-t*.onnx")):
                     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                     got = session.run(None, {session.get_inputs()[0].name: stored[x]})[0]
                     same = np.allclose(got, stored[y], rtol=1e-3, atol=1e-4 * float(np.abs(stored[y]).max()))

@@ -218,10 +218,11 @@ def _run_single(job, quiet: bool) -> None:
     if outcome.answer:
         out.print(answer_table(outcome.answer, job.source.name))
     t = outcome.timings
+    ready = f"; the model made ready before it in {job.source.ready_seconds:.2f} s" if job.source.ready_seconds else ""
     print_line(
         f"wrote {outcome.maps} maps, a montage per stage, overview.png, index.html and manifest.json to "
         f"{job.destination} in {t['total']:.2f} s (load {t['load']:.2f}, compute {t['compute']:.2f}, "
-        f"render {t['render']:.2f}, write {t['write']:.2f})"
+        f"render {t['render']:.2f}, write {t['write']:.2f}{ready})"
     )
 
 

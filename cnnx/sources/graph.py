@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from cnnx.sources.source import PlannedStage, StageResult, Stats, input_labels
 __all__ = ["Graph", "Node", "stage_shape"]
 
 Shape = tuple[int, ...]
+
+
+_resizing = threading.Lock()  # a model of any size is made ready for one size at a time
 
 
 @dataclass
@@ -69,6 +73,9 @@ class Graph:
     computed: int = 0  # nodes computed once at load: everything they read was known before the image
     load_bytes: int = 0  # the most memory making it ready held: the weights and every value computed at load
     notes: tuple[str, ...] = ()  # what the user should know of the model: weights that are not finite
+    ready_seconds: float = 0.0  # reading the file and making the graph ready (for the latest size), no image's work
+    # For a model that takes any height and width: makes the graph ready again for an input shape (C, H, W).
+    any_size: Callable[[tuple[int, int, int]], None] | None = field(default=None, repr=False)
     pipeline = None  # a network, not a chain of stages: no spec to print or edit
     accuracy = None  # not measured by cnnx
 
@@ -89,11 +96,33 @@ class Graph:
         return "convolution = cross-correlation (kernels not flipped), as ONNX defines it"
 
     def input_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The model's input for a loaded image of ``shape``: its own size, or for a model of any size the size
+        ``preprocess`` gives the image (the graph is made ready at it)."""
+        if self.any_size is not None:
+            wanted = (self.input_shape_[0], *self.preprocess.any_size(shape[1:]))
+            with _resizing:
+                if wanted != self.input_shape_:
+                    self.any_size(wanted)
         return self.input_shape_
+
+    @property
+    def size_reason(self) -> str:
+        """Why the input has its size, in words, for the manifest and the page."""
+        H, W = self.input_shape_[1:]
+        if self.any_size is None:
+            return f"{H}x{W}, the model's own size"
+        return f"{H}x{W}, {self.preprocess.any_size_reason()}: the model takes any size"
+
+    def preparation_text(self) -> str:
+        """What was done to the image, and for a model of any size, why the input has its size."""
+        if self.any_size is None:
+            return self.preprocess.describe(self.input_shape_)
+        return self.preprocess.kept_whole().describe(self.input_shape_, sized=self.size_reason)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """The loaded image as the model's input: grey or RGB as it takes, sized and scaled as ``preprocess`` says."""
-        return self.preprocess.apply(image, self.input_shape_)
+        shape = self.input_shape(image.shape)
+        return (self.preprocess if self.any_size is None else self.preprocess.kept_whole()).apply(image, shape)
 
     def chosen(self) -> list[Node]:
         """The nodes written as stages, in the graph's order; the output's always among them."""
@@ -140,11 +169,15 @@ class Graph:
         sum or a concatenation, or the sum itself), else the last activation."""
         producer = {out: node for node in self.nodes for out in node.outputs}
         joins = ("Add", "Sum", "Concat")
+        # Sizes of map the windowed ops make: a 4-D value of another size is no map (ConvNeXt's channels last).
+        maps = {self.shapes.get(n.outputs[0], (0, 0))[2:] for n in self.nodes if OPS[n.op].field == "window"}
         last: dict[Shape, Node] = {}
         ends: dict[Shape, Node] = {}
         for node in shown:
             shape = self.shapes.get(node.outputs[0])
             if not shape or len(shape) != 4 or not (node.op in ACTIVATION_OPS or node.op in joins):
+                continue
+            if shape[2:] not in maps:
                 continue
             last[shape[2:]] = node
             before = producer.get(node.inputs[0])
@@ -237,7 +270,7 @@ class Graph:
         image = np.asarray(image, np.float32)
         chosen = {id(n): k for k, n in enumerate(self.chosen(), 1)}
         fields_ = self._fields()
-        prepared = self.preprocess.describe(self.input_shape_)
+        prepared = self.preparation_text()
         yield StageResult(0, "input", f"input: {prepared}", image, input_labels(image.shape[0]), 0.0, (1, 1), (1, 1),
                           Stats.of(image), image.shape, preparation=prepared)
         since = 0.0  # a stage's seconds are those of every node computed since the stage before
@@ -289,7 +322,8 @@ class Graph:
                 "opset": self.opset,
                 "input": list(self.input_shape_),
                 "preprocess": self.preprocess.name,
-                "preparation": self.preprocess.describe(self.input_shape_),
+                "preparation": self.preparation_text(),
+                "input_size": self.size_reason,
                 "layers": self.layers or "default",
                 "batch_norms_folded": self.folded,
                 "nodes_computed_at_load": self.computed,

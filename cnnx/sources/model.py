@@ -42,6 +42,7 @@ class Model:
     color = False  # the models see luma
     chained = True
     notes: tuple[str, ...] = ()
+    ready_seconds = 0.0  # its weights are read with the spec
 
     @property
     def accuracy(self) -> float | None:

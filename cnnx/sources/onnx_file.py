@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -179,6 +180,7 @@ def load_graph(
     """Read an ONNX model and make its graph ready: every op checked supported and every tensor resolved before
     any work, shapes worked out from the input's size, what needs no image computed once (within
     ``memory_budget`` bytes, if given), batch norms folded into their convolutions."""
+    start = time.perf_counter()
     path = Path(path)
     model = _parse(path)
     from onnx import numpy_helper  # the onnx package is there: _parse said so
@@ -190,20 +192,48 @@ def load_graph(
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     # Each node's own copy of its proto: a part of the model would keep all of it (and its weights) alive.
     nodes = [Node(n.op_type, printable(n.name), list(n.input), list(n.output), _own_copy(n)) for n in model.graph.node]
-    dims = tuple(d.dim_value for d in image.type.tensor_type.shape.dim[1:])
-    result = Graph(path, nodes, constants, image.name, dims, model.graph.output[0].name, opset, {}, layers,
-                   _class_names(model, labels), preparation(preprocess) if isinstance(preprocess, str) else preprocess)
+    dims = [d.dim_value for d in image.type.tensor_type.shape.dim[1:]]
+    prepared = preparation(preprocess) if isinstance(preprocess, str) else preprocess
+    result = Graph(path, nodes, constants, image.name, (dims[0], *(dims[1:] if all(dims) else ANY_SIZE_AT_LOAD)),
+                   model.graph.output[0].name, opset, {}, layers, _class_names(model, labels), prepared)
     outline = _Outline(model)
     del model  # the weights are in ``constants`` now: the parsed model's copy goes
-    result.shapes = _shapes_before_running(result, outline)
-    _check_convs(result)
-    result.computed = _fold_constants(result, min(FOLDED_BYTES, memory_budget or FOLDED_BYTES))
-    result.notes = _nonfinite_weights(result)
-    result.folded = _fold_batch_norms(result)
-    _drop_unread(result)
+    budget = min(FOLDED_BYTES, memory_budget or FOLDED_BYTES)
+    if not all(dims):  # any size: made ready again for each input size asked for
+        pristine = (_copied(nodes), dict(constants))
+        result.any_size = lambda shape: _make_ready(result, outline, budget, shape, pristine)
+        result.any_size(prepared.any_size_at_load(result.input_shape_))
+    else:
+        _make_ready(result, outline, budget)
     if layers and layers != "all" and not result.matching(layers):
         raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
+    result.ready_seconds = time.perf_counter() - start
     return result
+
+
+# The size a model that takes any size is made ready at, until an image gives its own (or --size a side).
+ANY_SIZE_AT_LOAD = (224, 224)
+
+
+def _make_ready(graph: Graph, outline: _Outline, budget: int, shape=None, pristine=None) -> None:
+    """Shapes worked out at the input's size, what needs no image computed, batch norms folded, unread nodes
+    dropped; for a model of any size, from its ``pristine`` nodes and constants at ``shape``."""
+    start = time.perf_counter()
+    if shape is not None:
+        graph.input_shape_ = tuple(shape)
+        graph.nodes, graph.constants = _copied(pristine[0]), dict(pristine[1])
+    graph.shapes = _shapes_before_running(graph, outline)
+    _check_convs(graph)
+    graph.computed = _fold_constants(graph, budget)
+    graph.notes = _nonfinite_weights(graph)
+    graph.folded = _fold_batch_norms(graph)
+    _drop_unread(graph)
+    graph.ready_seconds = time.perf_counter() - start
+
+
+def _copied(nodes: list[Node]) -> list[Node]:
+    """Nodes whose inputs and outputs can be rewired (as folding does) without touching these."""
+    return [Node(n.op, n.name, list(n.inputs), list(n.outputs), n.proto) for n in nodes]
 
 
 def _parse(path: Path):
@@ -237,11 +267,13 @@ def _image_input(graph, path: Path):
     inputs = [i for i in graph.input if i.name not in held]
     if len(inputs) != 1:
         raise CnnxError(f"{path}: cnnx runs models of one image input; this one takes {len(inputs)} inputs")
-    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or not all(dims[1:]) or dims[1] not in (1, 3):
+    declared = inputs[0].type.tensor_type.shape.dim
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in declared]
+    if len(dims) != 4 or dims[1] not in (1, 3) or bool(dims[2]) != bool(dims[3]):
+        shown = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in declared]
         raise CnnxError(
-            f"{path}: the input {inputs[0].name!r} has shape {dims}; cnnx runs models of an image "
-            "input (N, 1 or 3, H, W) with a fixed size"
+            f"{path}: the input {inputs[0].name!r} has shape {shown}; cnnx runs models of an image "
+            "input (N, 1 or 3, H, W), of a fixed size or of any height and width"
         )
     return inputs[0]
 

@@ -219,6 +219,12 @@ def _pad(node, inputs, opset: int):
     return np.pad(inputs[0], widths, mode=mode, **options)
 
 
+def _shape(node, x) -> np.ndarray:
+    """ONNX's Shape: the dimensions from ``start`` to ``end`` (opset 15), negative ones counted from the last."""
+    dims = np.array(x.shape, np.int64)
+    return dims[slice(node.attrs.get("start", 0), node.attrs.get("end"))]
+
+
 def _divide(a, b):
     """ONNX's Div: true division of floats, and of integers (shapes, say) the floor."""
     return np.divide(a, b) if np.issubdtype(np.result_type(a, b), np.floating) else np.floor_divide(a, b)
@@ -451,7 +457,7 @@ OPS: dict[str, Op] = {
     "Identity": Op(lambda node, inputs, opset: inputs[0]),
     "Constant": Op(lambda node, inputs, opset: _constant(node)),
     "ConstantOfShape": Op(lambda node, inputs, opset: _constant_of_shape(node, inputs[0])),
-    "Shape": Op(lambda node, inputs, opset: np.array(inputs[0].shape, np.int64)),
+    "Shape": Op(lambda node, inputs, opset: _shape(node, inputs[0])),
     "Gather": Op(lambda node, inputs, opset: _gather(node, inputs[0], inputs[1])),
     "Erf": Op(lambda node, inputs, opset: _erf(inputs[0])),
     "Gelu": Op(lambda node, inputs, opset: _gelu(node, inputs[0]), shown=True),

@@ -64,6 +64,25 @@ class Preparation:
             out = out / np.array(self._each(self.std, C), np.float32)[:, None, None]
         return np.ascontiguousarray(out, np.float32)
 
+    def any_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The input size for an image of ``size`` (H, W), for a model that takes any: the image's own, or with a
+        side given (``--size``) its shorter side at that many pixels, the shape kept."""
+        if self.side is None:
+            return tuple(size)
+        scale = self.side / min(size)
+        return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+    def any_size_at_load(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The shape a model of any size is made ready at before an image is seen: ``shape``, or the side given."""
+        return (shape[0], self.side, self.side) if self.side else shape
+
+    def any_size_reason(self) -> str:
+        return f"shorter side to {self.side} px (--size)" if self.side else "the image's own size"
+
+    def kept_whole(self) -> Preparation:
+        """This preparation without a crop: an input of any size takes the whole image."""
+        return replace(self, fit="stretch")
+
     @staticmethod
     def _each(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
         if len(values) == 1:
@@ -72,10 +91,12 @@ class Preparation:
             raise CnnxError(f"the model takes {channels} channels: give --mean and --std one number or {channels}")
         return values
 
-    def describe(self, shape: tuple[int, int, int]) -> str:
-        """What was done, in words, for the manifest and the page."""
+    def describe(self, shape: tuple[int, int, int], *, sized: str | None = None) -> str:
+        """What was done, in words, for the manifest and the page; ``sized`` says how the size was chosen instead."""
         C, H, W = shape
-        if self.fit == "crop":
+        if sized:
+            steps = [sized]
+        elif self.fit == "crop":
             side = self.side or round(max(H, W) * CROP_RATIO)
             steps = [f"shorter side to {side} px, the middle {H}x{W} cut out"]
         else:

@@ -127,7 +127,9 @@ class StageSource(Protocol):
     are not finite, say), one line each.  ``pipeline`` is the chain of stages
     it runs (printed by --print-config, edited in serve, explained stage by
     stage), None for a network.  ``accuracy`` is a trained model's measured
-    accuracy, None where there is none.
+    accuracy, None where there is none.  ``ready_seconds`` is what making it
+    ready took before any image (reading a model file and computing what needs
+    no image), apart from each image's compute.
     """
 
     color: bool
@@ -135,6 +137,7 @@ class StageSource(Protocol):
     notes: tuple[str, ...]
     pipeline: object | None
     accuracy: float | None
+    ready_seconds: float
     name: str
     title: str
     caption: str
