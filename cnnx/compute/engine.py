@@ -236,8 +236,11 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
     """A grouped convolution, every group at once: ``out[o]`` sums group ``o // (O / groups)``'s channels only.
 
     A convolution of many small groups (depthwise: one channel each) costs a pass per group when each group is run
-    as a bank of its own; here each strip gathers every channel's rows once, then a depthwise layer is a few
-    multiply-adds over all channels per tap, and wider groups one batched BLAS product over the groups.
+    as a bank of its own; here each strip gathers a block of groups' rows once, then a depthwise layer is a few
+    multiply-adds over all of the block's channels per tap (with stride 1 each tap one contiguous run of the
+    strip, as in ``correlate``), and wider groups one batched BLAS product over the groups.  Each thread takes a
+    block of groups (no rows gathered twice), cut into strips of rows where the block's map outgrows the cache;
+    each output value is summed the same way whatever the cut.
     """
     C, H, W = x.shape
     O, Cg, kh, kw = w.shape
@@ -246,33 +249,52 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
     Wp = W + pads[1][0] + pads[1][1]
     (s0, s1), (d0, d1) = stride, dilation
     direct = grouped_is_direct(Cg, Og)
+    flat = direct and stride == (1, 1)
     banks = w.reshape(groups, Og, Cg * kh * kw)
     borders = border_columns(W, pads, mode)
+    slack = d1 * (kw - 1) if flat else 0
 
-    def work(strip: tuple[int, int], scratch: dict) -> None:
-        r0, r1 = strip
-        R = r1 - r0
+    def work(task: tuple[int, int, int, int], scratch: dict) -> None:
+        g0, g1, r0, r1 = task
+        G, R = g1 - g0, r1 - r0
         first, stop = r0 * s0, (r1 - 1) * s0 + d0 * (kh - 1) + 1
-        grid = gather_rows(x, first, stop, pads, mode, 0.0, borders, buffer(scratch, "input", (C, stop - first, Wp)))
-        c, r, q = grid.strides
-        taps = as_strided(grid, (groups, Cg, kh, kw, R, Wout), (Cg * c, c, d0 * r, d1 * q, s0 * r, s1 * q),
-                          writeable=False)
-        result = out[:, r0:r1].reshape(groups, Og, R, Wout)
-        if direct:
-            product = buffer(scratch, "product", (groups, R, Wout))
+        held = buffer(scratch, "input", (G * Cg, (stop - first) * Wp + slack))
+        held[:, (stop - first) * Wp :] = 0
+        grid = gather_rows(x[g0 * Cg : g1 * Cg], first, stop, pads, mode, 0.0, borders,
+                           held[:, : (stop - first) * Wp].reshape(G * Cg, -1, Wp))
+        result = out[g0 * Og : g1 * Og, r0:r1].reshape(G, Og, R, Wout)
+        weights = banks[g0:g1]
+        if flat:
+            planes = held.reshape(G, Cg, -1)
+            acc = buffer(scratch, "acc", (G, R * Wp))
+            product = buffer(scratch, "product", (G, R * Wp))
             for o in range(Og):
-                terms = [(taps[:, t // (kh * kw), t // kw % kh, t % kw], banks[:, o, t, None, None])
+                terms = [(planes[:, t // (kh * kw), (t // kw % kh) * d0 * Wp + (t % kw) * d1 :][:, : R * Wp],
+                          weights[:, o, t, None]) for t in range(Cg * kh * kw)]
+                _accumulate_planes(acc, product, terms)
+                result[:, o] = acc.reshape(G, R, Wp)[:, :, :Wout]
+            return
+        c, r, q = grid.strides
+        taps = as_strided(grid, (G, Cg, kh, kw, R, Wout), (Cg * c, c, d0 * r, d1 * q, s0 * r, s1 * q),
+                          writeable=False)
+        if direct:
+            product = buffer(scratch, "product", (G, R, Wout))
+            for o in range(Og):
+                terms = [(taps[:, t // (kh * kw), t // kw % kh, t % kw], weights[:, o, t, None, None])
                          for t in range(Cg * kh * kw)]
                 _accumulate_planes(result[:, o], product, terms)
             return
-        columns = buffer(scratch, "columns", (groups, Cg * kh * kw, R, Wout))
+        columns = buffer(scratch, "columns", (G, Cg * kh * kw, R, Wout))
         columns.reshape(taps.shape)[...] = taps
-        acc = buffer(scratch, "acc", (groups, Og, R * Wout))
-        np.matmul(banks, columns.reshape(groups, -1, R * Wout), out=acc)
+        acc = buffer(scratch, "acc", (G, Og, R * Wout))
+        np.matmul(weights, columns.reshape(G, -1, R * Wout), out=acc)
         result[...] = acc.reshape(result.shape)
 
-    row_bytes = _grouped_row_bytes(C, Wp, Wout, s0, O, Cg * kh * kw * groups, direct)
-    run_tasks(strips(Hout, row_bytes), work)
+    count = min(groups, runtime.num_threads())
+    blocks = [(k * groups // count, (k + 1) * groups // count) for k in range(count)]
+    width = -(-groups // count)  # groups in the largest block
+    row_strips = strips(Hout, _grouped_row_bytes(width * Cg, Wp, Wout, s0, width * Og, Cg * kh * kw * width, direct))
+    run_tasks([(g0, g1, r0, r1) for g0, g1 in blocks for r0, r1 in row_strips], work)
 
 
 def grouped_is_direct(Cg: int, Og: int) -> bool:
@@ -294,7 +316,7 @@ def _accumulate_planes(acc: np.ndarray, product: np.ndarray, terms: list) -> Non
 def _grouped_row_bytes(C: int, Wp: int, Wout: int, s0: int, O: int, taps: int, direct: bool) -> int:
     """What one output row costs a grouped strip: its input rows, its im2col columns (or a product row) and its
     accumulators."""
-    return 4 * (Wp * C * s0 + Wout * ((C if direct else taps) + O))
+    return 4 * (Wp * C * s0 + (2 * Wp * C if direct else Wout * (taps + O)))
 
 
 def grouped_scratch(x_shape, w_shape, groups: int, stride, dilation, pads, out_shape, threads: int) -> int:
@@ -303,10 +325,13 @@ def grouped_scratch(x_shape, w_shape, groups: int, stride, dilation, pads, out_s
     O, Cg, kh, kw = w_shape
     Wp = W + pads[1][0] + pads[1][1]
     Hout, Wout = out_shape
-    row_bytes = _grouped_row_bytes(C, Wp, Wout, stride[0], O, Cg * kh * kw * groups, grouped_is_direct(Cg, O // groups))
+    count = min(groups, threads)
+    width = -(-groups // count)
+    C, O = width * Cg, width * (O // groups)
+    row_bytes = _grouped_row_bytes(C, Wp, Wout, stride[0], O, Cg * kh * kw * width, grouped_is_direct(Cg, O // width))
     rows = _strip_rows(Hout, row_bytes)
-    held = 4 * C * ((rows - 1) * stride[0] + dilation[0] * (kh - 1) + 1) * Wp
-    return min(threads, -(-Hout // rows)) * (held + rows * (row_bytes - 4 * Wp * C * stride[0]))
+    held = 4 * C * (((rows - 1) * stride[0] + dilation[0] * (kh - 1) + 1) * Wp + dilation[1] * (kw - 1))
+    return min(threads, count * -(-Hout // rows)) * (held + rows * (row_bytes - 4 * Wp * C * stride[0]))
 
 
 def _taps_view(held, grid, R, Wp, Wout, kh, kw, stride, dilation, flat) -> np.ndarray:
