@@ -11,6 +11,16 @@ from cnnx.base import runtime
 from cnnx.compute import engine, ops
 
 
+@pytest.fixture(scope="module", autouse=True)
+def passes_wherever_they_could_run():
+    """One kernel runs by passes (taps, 1-D passes, FFT) wherever the bank is not its only way: on this file's small
+    images the cost estimate would choose the bank, and the passes are what is tested here."""
+    held = engine.PASS_CALL_PIXELS
+    engine.PASS_CALL_PIXELS = 0
+    yield
+    engine.PASS_CALL_PIXELS = held
+
+
 @pytest.fixture
 def tiny_strips(monkeypatch):
     """Make every strip one row, so strip boundaries fall everywhere."""
@@ -245,3 +255,31 @@ def test_conv_scratch_bounds_what_conv2d_holds(C, O, groups, kernel, size):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak <= said + (64 << 10)  # and a few small arrays of indices and weights
+
+
+@pytest.mark.parametrize(
+    ("C", "k", "size", "kind", "passes"),
+    [(512, 3, 32, "dense", False), (3, 3, 512, "dense", False), (1, 7, 512, "dense", False),
+     (1, 7, 512, "separable", True), (1, 3, 512, "sparse", True), (1, 3, 16, "sparse", False)],
+)
+def test_one_kernel_takes_the_path_estimated_cheaper(C, k, size, kind, passes, monkeypatch):
+    """One kernel runs by passes only where they are estimated cheaper than the bank's gather and product (the
+    estimate's constants measured here): fewer passes than taps (a separable or sparse kernel) on a map large
+    enough to pay for their calls; a dense kernel, or a small map, goes to the bank.  Both paths give the loop's
+    numbers."""
+    monkeypatch.setattr(engine, "PASS_CALL_PIXELS", 8000)
+    rng = np.random.default_rng(C * k)
+    kernel = rng.standard_normal((C, k, k)).astype(np.float32)
+    if kind == "separable":
+        kernel = rank_one(rng, k, k)[None]
+    elif kind == "sparse":  # the Laplacian: five taps of nine
+        kernel = np.array([[[0, 1, 0], [1, -4, 1], [0, 1, 0]]], np.float32)
+    factors = engine.factorise(kernel[0]) if C == 1 else None
+    Wp = size + 2 * (k // 2)
+    assert engine._one_kernel_by_passes(kernel, factors, (1, 1), Wp, size, size) is passes
+    image = rng.standard_normal((C, min(size, 40), min(size, 40))).astype(np.float32)
+    want = conv2d_loops(image[None], kernel[None], None, (1, 1), ((k // 2,) * 2,) * 2, (1, 1), 1, "zeros")[0]
+    for call_pixels in (0, 10**12):  # passes; the bank
+        monkeypatch.setattr(engine, "PASS_CALL_PIXELS", call_pixels)
+        got = ops.conv2d(image, kernel[None], padding=k // 2)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

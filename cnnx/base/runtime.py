@@ -100,12 +100,14 @@ def _single_threaded_blas() -> Iterator[None]:
 
 @contextmanager
 def blas_threads() -> Iterator[None]:
-    """BLAS on as many threads as cnnx uses, for one large product run outside the strips (one thread if so set)."""
-    if num_threads() == 1:
-        with _single_threaded_blas():
+    """BLAS on as many threads as cnnx uses, for one large product run outside the strips (one thread if so set);
+    its overflow is quiet, as in the strips (``run_tasks``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if num_threads() == 1:
+            with _single_threaded_blas():
+                yield
+        else:
             yield
-    else:
-        yield
 
 
 def run_tasks(tasks: list, work: Callable[[object, dict], None]) -> None:

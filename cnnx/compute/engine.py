@@ -168,16 +168,19 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
     Wout = out.shape[2]
     s0, s1 = stride
     d0, d1 = dilation
+    factors = factorise(w[0, 0]) if O == 1 and C == 1 else None
+    bank = O > 1 or not _one_kernel_by_passes(w[0], factors, stride, Wp, Wout, out.shape[1])
+    if bank:
+        factors = None
     # Stride 1 reads each tap as one flat run of padded rows, computing the padding's columns too: a bank on a
     # narrow map (7 columns and 2 of padding) gathers just the output's columns instead.
-    flat = stride == (1, 1) and (O == 1 or Wp <= 1.1 * Wout)
-    factors = factorise(w[0, 0]) if O == 1 and C == 1 else None
+    flat = stride == (1, 1) and (not bank or Wp <= 1.1 * Wout)
     taps = [(c, i, j) for c in range(C) for i in range(kh) for j in range(kw)]
     weights = w.reshape(O, len(taps))
-    if O == 1:
+    if not bank:
         taps = [t for t in taps if w[0][t]]
     width = Wp if flat else Wout  # columns of one output row as computed
-    per_row = _correlate_row_bytes(C, Wp, width, s0, O, len(taps)) // 4
+    per_row = _correlate_row_bytes(C, Wp, width, s0, O, len(taps), bank) // 4
     borders = border_columns(W, pads, mode)
     slack = d1 * (kw - 1) if flat else 0
 
@@ -197,7 +200,7 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
 
         if factors is not None:
             result = _factored_strip(factors, held[0], grid[0], R, Wp, Wout, stride, dilation, flat, scratch)
-        elif O == 1 and flat and len(taps) > 1:
+        elif not bank and flat and len(taps) > 1:
             # All taps but the last in the flat strip; the last one's sum lands in the output directly,
             # which saves the pass that copies the strip out.
             acc = buffer(scratch, "acc", (R * Wp,))
@@ -209,7 +212,7 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
             combine = np.subtract if value == -1 else np.add
             combine(acc.reshape(R, Wp)[:, :Wout], last.reshape(R, Wp)[:, :Wout], out=out[0, r0:r1])
             return
-        elif O == 1:
+        elif not bank:
             result = buffer(scratch, "acc", (1, R * width))
             product = buffer(scratch, "product", (R * width,))
             view = (lambda a: a) if flat else (lambda a: a.reshape(R, Wout))
@@ -222,7 +225,7 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
         out[:, r0:r1] = result.reshape(O, R, width)[:, :, :Wout]
 
     grid = strips(out.shape[1], 4 * per_row)
-    if O > 1 and factors is None and 4 * per_row * out.shape[1] <= WHOLE_BYTES:
+    if bank and 4 * per_row * out.shape[1] <= WHOLE_BYTES:
         # A bank on a small map: one product over the whole map is several times faster than a product per strip
         # (BLAS runs its own threads on it), and the working set still fits the cache's neighbourhood.
         with runtime.blas_threads():
@@ -237,10 +240,10 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
 
     A convolution of many small groups (depthwise: one channel each) costs a pass per group when each group is run
     as a bank of its own; here each strip gathers a block of groups' rows once, then a depthwise layer is a few
-    multiply-adds over all of the block's channels per tap (with stride 1 each tap one contiguous run of the
-    strip, as in ``correlate``), and wider groups one batched BLAS product over the groups.  Each thread takes a
-    block of groups (no rows gathered twice), cut into strips of rows where the block's map outgrows the cache;
-    each output value is summed the same way whatever the cut.
+    multiply-adds over all of the block's channels per tap (each tap one contiguous run of the strip, as in
+    ``correlate``) where that is cheaper (``grouped_is_direct``), else one batched BLAS product over the groups.
+    Each thread takes a block of groups (no rows gathered twice), cut into strips of rows where the block's map
+    outgrows the cache; each output value is summed the same way whatever the cut.
     """
     C, H, W = x.shape
     O, Cg, kh, kw = w.shape
@@ -248,11 +251,10 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
     Hout, Wout = out.shape[1:]
     Wp = W + pads[1][0] + pads[1][1]
     (s0, s1), (d0, d1) = stride, dilation
-    direct = grouped_is_direct(Cg, Og)
-    flat = direct and stride == (1, 1)
+    direct = grouped_is_direct(Cg, Og, stride, Hout * Wout)
     banks = w.reshape(groups, Og, Cg * kh * kw)
     borders = border_columns(W, pads, mode)
-    slack = d1 * (kw - 1) if flat else 0
+    slack = d1 * (kw - 1) if direct else 0
 
     def work(task: tuple[int, int, int, int], scratch: dict) -> None:
         g0, g1, r0, r1 = task
@@ -264,7 +266,7 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
                            held[:, : (stop - first) * Wp].reshape(G * Cg, -1, Wp))
         result = out[g0 * Og : g1 * Og, r0:r1].reshape(G, Og, R, Wout)
         weights = banks[g0:g1]
-        if flat:
+        if direct:
             planes = held.reshape(G, Cg, -1)
             acc = buffer(scratch, "acc", (G, R * Wp))
             product = buffer(scratch, "product", (G, R * Wp))
@@ -277,13 +279,6 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
         c, r, q = grid.strides
         taps = as_strided(grid, (G, Cg, kh, kw, R, Wout), (Cg * c, c, d0 * r, d1 * q, s0 * r, s1 * q),
                           writeable=False)
-        if direct:
-            product = buffer(scratch, "product", (G, R, Wout))
-            for o in range(Og):
-                terms = [(taps[:, t // (kh * kw), t // kw % kh, t % kw], weights[:, o, t, None, None])
-                         for t in range(Cg * kh * kw)]
-                _accumulate_planes(result[:, o], product, terms)
-            return
         columns = buffer(scratch, "columns", (G, Cg * kh * kw, R, Wout))
         columns.reshape(taps.shape)[...] = taps
         acc = buffer(scratch, "acc", (G, Og, R * Wout))
@@ -297,10 +292,17 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
     run_tasks([(g0, g1, r0, r1) for g0, g1 in blocks for r0, r1 in row_strips], work)
 
 
-def grouped_is_direct(Cg: int, Og: int) -> bool:
-    """Whether a grouped convolution runs as multiply-adds per tap (few channels per group) or as one batched product:
-    below about four products per pixel and group the product's overhead costs more than the passes it saves."""
-    return Cg * Og <= 4
+def grouped_is_direct(Cg: int, Og: int, stride, pixels: int) -> bool:
+    """Whether a grouped convolution runs as multiply-adds per tap or as one batched product over its groups.
+
+    Measured here: the taps win only as contiguous runs (stride 1) over maps of a few thousand pixels or more, with
+    few channels a group (a depthwise 3x3 on 56x56: 0.87x the product's time); with stride 2 they took up to 1.8x,
+    and on 14x14 maps 1.1x to 1.4x.
+    """
+    return Cg * Og <= 4 and tuple(stride) == (1, 1) and pixels >= DIRECT_PIXELS
+
+
+DIRECT_PIXELS = 2048  # output pixels of a plane from which a grouped layer's taps beat the batched product
 
 
 def _accumulate_planes(acc: np.ndarray, product: np.ndarray, terms: list) -> None:
@@ -328,7 +330,8 @@ def grouped_scratch(x_shape, w_shape, groups: int, stride, dilation, pads, out_s
     count = min(groups, threads)
     width = -(-groups // count)
     C, O = width * Cg, width * (O // groups)
-    row_bytes = _grouped_row_bytes(C, Wp, Wout, stride[0], O, Cg * kh * kw * width, grouped_is_direct(Cg, O // width))
+    direct = grouped_is_direct(Cg, O // width, stride, Hout * Wout)
+    row_bytes = _grouped_row_bytes(C, Wp, Wout, stride[0], O, Cg * kh * kw * width, direct)
     rows = _strip_rows(Hout, row_bytes)
     held = 4 * C * (((rows - 1) * stride[0] + dilation[0] * (kh - 1) + 1) * Wp + dilation[1] * (kw - 1))
     return min(threads, count * -(-Hout // rows)) * (held + rows * (row_bytes - 4 * Wp * C * stride[0]))
@@ -371,9 +374,35 @@ def correlate_pointwise(x: np.ndarray, weights: np.ndarray, out: np.ndarray) -> 
 STRIP_PIXELS = 4096  # output pixels a 1x1 strip takes: enough columns for BLAS to run at speed
 
 
-def _correlate_row_bytes(C: int, Wp: int, width: int, s0: int, O: int, taps: int) -> int:
+def _correlate_row_bytes(C: int, Wp: int, width: int, s0: int, O: int, taps: int, bank: bool) -> int:
     """What one output row costs a strip, in bytes: its input rows, and its accumulators or im2col columns."""
-    return 4 * (Wp * C * s0 + width * (taps + 2 * O if O > 1 else 4))
+    return 4 * (Wp * C * s0 + width * (taps + 2 * O if bank else 4))
+
+
+# Measured here: a multiply-add pass over a pixel costs about what the bank's gather and product cost for one tap
+# of it, and a pass's call as much as 8,000 pixels of the bank's work.
+PASS_VS_BANK = 1.0
+PASS_CALL_PIXELS = 8000
+
+
+def by_passes(passes: int, taps: int, pixels: int, strips_: int) -> bool:
+    """Whether one output channel costs less as ``passes`` multiply-add passes over strips of ``pixels`` each than
+    as the bank's gather of its ``taps`` and a product: the estimated costs, in pixels of the bank's work.
+
+    So the passes win where they are fewer than the taps, on maps large enough to pay for their calls: a
+    separable or sparse kernel (Sobel's six 1-D taps for nine) on a photo; a dense kernel goes to the bank (over
+    512 channels of 32x32 its passes took 1.8x the bank's time).
+    """
+    return passes * (PASS_VS_BANK * pixels + PASS_CALL_PIXELS * strips_) <= taps * pixels
+
+
+def _one_kernel_by_passes(kernel: np.ndarray, factors, stride, Wp: int, Wout: int, Hout: int) -> bool:
+    """``by_passes`` for one kernel (C, kh, kw): its non-zero taps, or the 1-D passes of its factors."""
+    C, kh, kw = kernel.shape
+    passes = sum(np.count_nonzero(c) + np.count_nonzero(r) for c, r in factors) if factors else np.count_nonzero(kernel)
+    width = Wp if tuple(stride) == (1, 1) else Wout
+    rows = _strip_rows(Hout, _correlate_row_bytes(C, Wp, width, stride[0], 1, int(passes), False))
+    return by_passes(int(passes), C * kh * kw, rows * width, -(-Hout // rows))
 
 
 def _strip_rows(n_rows: int, row_bytes: int) -> int:
@@ -387,21 +416,28 @@ def correlate_scratch(x_shape, w_shape, stride, dilation, pads, out_shape, threa
 
     Counted for every tap, and for the FFT where a kernel could take it, so the number is never below the truth.
     """
+    if w_shape[0] == 1:  # one kernel may run by passes or as a bank, as its values decide: the larger of the two
+        return max(_correlate_scratch(x_shape, w_shape, stride, dilation, pads, out_shape, threads, bank)
+                   for bank in (False, True))
+    return _correlate_scratch(x_shape, w_shape, stride, dilation, pads, out_shape, threads, True)
+
+
+def _correlate_scratch(x_shape, w_shape, stride, dilation, pads, out_shape, threads: int, bank: bool) -> int:
     C, H, W = x_shape
     O, _, kh, kw = w_shape
     Wp = W + pads[1][0] + pads[1][1]
     Hout, Wout = out_shape
-    flat = tuple(stride) == (1, 1)
+    flat = tuple(stride) == (1, 1) and (not bank or Wp <= 1.1 * Wout)
     width = Wp if flat else Wout
-    row_bytes = _correlate_row_bytes(C, Wp, width, stride[0], O, C * kh * kw)
-    whole = O > 1 and row_bytes * Hout <= WHOLE_BYTES  # a bank on a small map: one product over all of it
+    row_bytes = _correlate_row_bytes(C, Wp, width, stride[0], O, C * kh * kw, bank)
+    whole = bank and row_bytes * Hout <= WHOLE_BYTES  # a bank on a small map: one product over all of it
     rows = Hout if whole else _strip_rows(Hout, row_bytes)
     span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
-    held = 4 * C * ((rows - 1) * stride[0] + span[0]) * Wp + 4 * dilation[1] * (kw - 1)
+    held = 4 * C * (((rows - 1) * stride[0] + span[0]) * Wp + dilation[1] * (kw - 1))
     per_thread = held + rows * (row_bytes - 4 * Wp * C * stride[0])
     if whole:
         return per_thread
-    if O == 1 and C == 1 and flat and kh * kw >= 64:
+    if not bank and C == 1 and flat and kh * kw >= 64:
         fft_rows, fft_cols = _fft_shape(span, Wp)
         spectra = 16 * fft_rows * (fft_cols // 2 + 1)  # complex128, as numpy's FFT computes
         per_thread = max(per_thread, 4 * fft_rows * Wp + 3 * spectra + 8 * fft_rows * fft_cols)
