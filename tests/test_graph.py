@@ -501,23 +501,23 @@ def test_a_model_over_the_memory_budget_is_refused_from_its_shapes(tmp_path):
 
 EXPLAINED = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add", "Sub", "Mul",
              "Div", "Sum", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
-             "ReduceMax", "Flatten", "Gemm"}
+             "ReduceMax", "Flatten", "Gemm", "MatMul", "LRN", "Gelu", "LayerNormalization"}
+EXPLAIN_CASES = [(c[0], 17, *c[1:]) for c in CASES if c[0] != "Conv" and c[1][0] == 1] + \
+    [c for c in OPSET_CASES if c[0] in ("Gelu", "LayerNormalization")]
 
 
-@pytest.mark.parametrize(
-    "op, shape, inputs, attributes",
-    [c for c in CASES if c[0] != "Conv" and c[1][0] == 1],
-    ids=[f"{c[0]}-{k}" for k, c in enumerate(CASES) if c[0] != "Conv" and c[1][0] == 1],
-)
-def test_each_op_explains_a_value_as_onnx_runtime_computes_it(op, shape, inputs, attributes):
+@pytest.mark.parametrize("op, opset, shape, inputs, attributes", EXPLAIN_CASES,
+                         ids=[f"{c[0]}-{k}" for k, c in enumerate(EXPLAIN_CASES)])
+def test_each_op_explains_a_value_as_onnx_runtime_computes_it(op, opset, shape, inputs, attributes):
     """Any written node's value, clicked in serve: its arithmetic gives ONNX Runtime's value at that place, for
-    every op it works out (activations, sums, pools, global pools, concatenation, Gemm, flattening); other ops
-    say they show the value as computed."""
+    every op it works out (activations, GELU, sums, pools, global pools, concatenation, Gemm and MatMul, flattening,
+    LRN, layer normalisation); other ops say they show the value as computed."""
     from cnnx.explain import explain_node
     from cnnx.sources.graph import stage_shape
 
     rng = np.random.default_rng(len(op) + 1)
-    data = single_op_model(op, shape, {k: _value(kind, spec, rng) for k, (kind, spec) in inputs.items()}, attributes)
+    values = {k: _value(kind, spec, rng) for k, (kind, spec) in inputs.items()}
+    data = single_op_model(op, shape, values, attributes, opset)
     x = rng.standard_normal(shape).astype(np.float32)
     want = np.asarray(reference(data, x)["y"], np.float64)
     graph = _graph_of(data, shape)

@@ -216,8 +216,9 @@ def explain_node(graph, image: np.ndarray, layer: str, index: int, channel: int,
     """One value of any written node of an ONNX graph, worked out from the node's inputs and checked against it.
 
     (channel, row, col) is the place in the stage as written (a row of values is (0, 0, k)).  A Conv's sum
-    over its input channels is ``explain_layer``'s; activations, sums and products, pools, global pools,
-    concatenations, fully connected layers, softmax and flattening are shown here; any other op says so.
+    over its input channels is ``explain_layer``'s; activations (GELU too), sums and products, pools, global pools,
+    concatenations, fully connected layers (a Linear on channels-last maps too), softmax, flattening, layer
+    normalisation and LRN are shown here; any other op says so.
     """
     from cnnx.sources.graph import stage_shape
 
@@ -260,8 +261,9 @@ def _node_rule(at: _NodeValue):
         return lambda explained, at: _pool_window(explained, at.inputs[0], at.place, at.attrs, op == "MaxPool")
     shown_here = {  # the shapes each rule reads; the rest are shown as computed
         "global": lambda: op.startswith("Global") or _over_space(at.attrs, at.inputs),
-        "dense": lambda: ndim == 2,
+        "dense": lambda: ndim == 2 or (op == "MatMul" and np.ndim(at.inputs[1]) == 2),
         "softmax": lambda: ndim == 2 and at.attrs.get("axis", -1) in (-1, 1),
+        "lrn": lambda: ndim == 4,
     }
     if kind not in _NODE_RULES or not shown_here.get(kind, lambda: True)():
         return _value_as_computed
@@ -314,7 +316,7 @@ def _dense_value(explained: ValueExplanation, at: _NodeValue) -> None:
     a, b = np.asarray(inputs[0], np.float64), np.asarray(inputs[1], np.float64)
     a = a.T if attrs.get("transA", 0) else a
     b = b.T if attrs.get("transB", 0) else b
-    products = attrs.get("alpha", 1.0) * a[place[0]] * b[:, place[1]]
+    products = attrs.get("alpha", 1.0) * a[tuple(place[:-1])] * b[:, place[-1]]  # its row (any stack) by a column
     top = np.argsort(-np.abs(products))[:8]
     explained.rule = f"the sum of all {products.size} inputs times their weights, plus the bias (the largest " \
                      f"{len(top)} shown)"
@@ -342,6 +344,33 @@ def _op_rule(op: str):
     from cnnx.sources.onnx_ops import OPS
 
     return OPS[op].rule
+
+
+def _layer_norm_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    x = at.inputs[0]
+    axis = at.attrs.get("axis", -1) % x.ndim
+    group = np.asarray(x[tuple(at.place[:axis])], np.float64)
+    mean, variance = float(group.mean()), float(group.var())
+    epsilon = at.attrs.get("epsilon", 1e-5)
+    scale = at.of(at.inputs[1])
+    bias = at.of(at.inputs[2]) if len(at.inputs) > 2 and at.inputs[2] is not None else 0.0
+    explained.rule = f"(x - mean) / sqrt(variance + {epsilon:g}) * scale + bias, the mean and variance over the " \
+                     f"{group.size} values normalised together"
+    explained.inputs = [at.of(x), mean, variance, scale]
+    explained.names = ["x =", "mean =", "variance =", "scale ="]
+    explained.bias = bias
+    explained.total = (at.of(x) - mean) / np.sqrt(variance + epsilon) * scale + bias
+
+
+def _lrn_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    x, attrs, (n, c, i, j) = at.inputs[0], at.attrs, at.place
+    size, alpha, beta, bias = attrs["size"], attrs.get("alpha", 1e-4), attrs.get("beta", 0.75), attrs.get("bias", 1.0)
+    low, high = max(0, c - (size - 1) // 2), min(x.shape[1], c + size // 2 + 1)
+    squares = float(np.square(np.asarray(x[n, low:high, i, j], np.float64)).sum())
+    explained.rule = f"x / ({bias:g} + {alpha:g} / {size} * the sum of the squares of channels {low} to {high - 1} " \
+                     f"here) ^ {beta:g}"
+    explained.inputs, explained.names = [float(x[n, c, i, j]), squares], ["x =", "sum of squares ="]
+    explained.total = float(x[n, c, i, j]) / (bias + alpha / size * squares) ** beta
 
 
 def _value_as_computed(explained: ValueExplanation, at: _NodeValue) -> None:
@@ -414,4 +443,4 @@ def explain_stage(source: StageSource, stage: int, channel: int, row: int, col: 
 # How a value of each kind of op (the op table's ``value``) is worked out.
 _NODE_RULES = {"activation": _activation_value, "join": _joined_value, "global": _global_value,
                "concat": _concatenated_value, "dense": _dense_value, "softmax": _softmax_value,
-               "flatten": _flattened_value}
+               "flatten": _flattened_value, "layer norm": _layer_norm_value, "lrn": _lrn_value}

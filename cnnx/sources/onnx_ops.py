@@ -404,6 +404,14 @@ def _hard_sigmoid_rule(x, a, extra):
     return f"min(max({alpha:g} x + {beta:g}, 0), 1)", min(max(alpha * x + beta, 0.0), 1.0)
 
 
+def _gelu_rule(x, a, extra):
+    approximate = a.get("approximate", b"none")
+    if (approximate.decode() if isinstance(approximate, bytes) else approximate) == "tanh":
+        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+        return "x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))", x / 2 * (1 + math.tanh(inner))
+    return "x * Phi(x) = x / 2 * (1 + erf(x / sqrt 2))", x / 2 * (1 + math.erf(x / math.sqrt(2)))
+
+
 @dataclass(frozen=True)
 class Op:
     """What an ONNX op means to cnnx, in one place that the runner, the loader, the explainer and the stage
@@ -480,7 +488,7 @@ OPS: dict[str, Op] = {
                  field="whole"),
     "Softmax": Op(lambda node, inputs, opset: _softmax(node, inputs[0], opset), shown=True, value="softmax",
                   field="whole"),
-    "LRN": Op(lambda node, inputs, opset: _lrn(node, inputs[0]), shown=True),
+    "LRN": Op(lambda node, inputs, opset: _lrn(node, inputs[0]), shown=True, value="lrn"),
     "Pad": Op(lambda node, inputs, opset: _pad(node, inputs, opset)),
     "Dropout": Op(lambda node, inputs, opset: inputs[0]),
     "Identity": Op(lambda node, inputs, opset: inputs[0]),
@@ -489,8 +497,9 @@ OPS: dict[str, Op] = {
     "Shape": Op(lambda node, inputs, opset: _shape(node, inputs[0])),
     "Gather": Op(lambda node, inputs, opset: _gather(node, inputs[0], inputs[1])),
     "Erf": Op(lambda node, inputs, opset: _erf(inputs[0])),
-    "Gelu": Op(lambda node, inputs, opset: _gelu(node, inputs[0]), shown=True),
-    "LayerNormalization": Op(lambda node, inputs, opset: _layer_norm(node, *inputs[:3]), shown=True),
+    "Gelu": _activation(lambda node, inputs, opset: _gelu(node, inputs[0]), _gelu_rule),
+    "LayerNormalization": Op(lambda node, inputs, opset: _layer_norm(node, *inputs[:3]), shown=True,
+                             value="layer norm"),
     "Cast": Op(lambda node, inputs, opset: _cast(node, inputs[0])),
     "Slice": Op(lambda node, inputs, opset: _slice(node, inputs, opset)),
     "Split": Op(lambda node, inputs, opset: _split(node, inputs, opset)),
