@@ -379,17 +379,19 @@ def test_serve_with_no_image_shows_the_shipped_sample(tmp_path):
     assert process.returncode == 130
 
 
-@pytest.mark.parametrize("model", ["shapes", "blocks.onnx"])
+@pytest.mark.parametrize("model", ["shapes", "blocks.onnx", "families-any-size-torch.export.onnx"])
 @pytest.mark.slow
 def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
-    """For the shipped model and an ONNX network: every stage's explained value is the stored one, a conv
-    value is a sum over every input channel of the stage before, and every op of the network has its arithmetic
-    shown."""
+    """For the shipped model and ONNX networks (the newer families' blocks too, exported for any size and run at
+    the photo's): every stage's explained value is the stored one, a conv value is a sum over every input channel
+    of the stage before, and every op of the network has its arithmetic shown."""
     pytest.importorskip("onnx")
     from onnx_models import block_model
 
-    if model.endswith(".onnx"):
+    if model == "blocks.onnx":
         model = str(block_model(tmp_path / model))
+    elif model.endswith(".onnx"):
+        model = str(Path(__file__).parent / "goldens" / model)
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 40, 3), np.uint8)).save(image)
     onnx = {"layers": "all", "preprocess": "imagenet"} if model.endswith(".onnx") else {}
@@ -416,7 +418,8 @@ def test_every_value_of_a_model_is_explained_as_it_was_stored(tmp_path, model):
             assert len(data["parts"]) == channels and "as computed" not in data["rule"]
             explained += 1
     assert explained >= 2
-    assert not model.endswith(".onnx") or {"add", "concat", "maxpool", "gemm", "softmax", "relu", "mul"} <= ops
+    assert "blocks" not in model or {"add", "concat", "maxpool", "gemm", "softmax", "relu", "mul"} <= ops
+    assert "families" not in model or {"gelu", "layernormalization", "matmul", "hardswish"} <= ops
 
 
 @pytest.mark.parametrize("model", ["shapes", "blocks.onnx"])
