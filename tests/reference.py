@@ -100,3 +100,43 @@ def avg_pool2d_loops(x, kernel, stride, pad, ceil_mode, count_include_pad):
                     in_padding += 1
         out[n, c, i, j] = total / (inside + in_padding if count_include_pad else inside)
     return out
+
+
+def conv2d_backward_loops(g, x, weight, stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1,
+                          mode="zeros"):
+    """Gradients of conv2d_loops's output, each output's gradient sent back along the products that made it:
+    to the input pixel each tap read (through the border) times the weight, and to the weight times that pixel."""
+    g, x, weight = (np.asarray(a, np.float64) for a in (g, x, weight))
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = weight.shape
+    (top, _), (left, _) = pads
+    grad_x, grad_w = np.zeros_like(x), np.zeros_like(weight)
+    per_group = O // groups
+    for n, o, i, j in np.ndindex(g.shape):
+        for c in range(Cg):
+            channel = (o // per_group) * Cg + c
+            for ki in range(kh):
+                r = border_index(i * stride[0] + ki * dilation[0] - top, H, mode)
+                for kj in range(kw):
+                    s = border_index(j * stride[1] + kj * dilation[1] - left, W, mode)
+                    if r is not None and s is not None:
+                        grad_x[n, channel, r, s] += g[n, o, i, j] * weight[o, c, ki, kj]
+                        grad_w[o, c, ki, kj] += g[n, o, i, j] * x[n, channel, r, s]
+    return grad_x, grad_w, g.sum(axis=(0, 2, 3))
+
+
+def max_pool2d_backward_loops(g, x, kernel, stride, pad, dilation, ceil_mode):
+    """Each window's gradient to the first of its largest values, scanning the window row by row."""
+    g, x = np.asarray(g, np.float64), np.asarray(x, np.float64)
+    H, W = x.shape[2:]
+    grad = np.zeros_like(x)
+    for n, c, i, j in np.ndindex(g.shape):
+        best, where = -math.inf, None
+        for ki in range(kernel[0]):
+            for kj in range(kernel[1]):
+                r, s = i * stride[0] - pad[0] + ki * dilation[0], j * stride[1] - pad[1] + kj * dilation[1]
+                if 0 <= r < H and 0 <= s < W and (where is None or x[n, c, r, s] > best):
+                    best, where = x[n, c, r, s], (r, s)
+        if where is not None:
+            grad[n, c, where[0], where[1]] += g[n, c, i, j]
+    return grad

@@ -489,6 +489,30 @@ def tanh(x, inplace: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------- the fully connected end
 
 
+def erf(x) -> np.ndarray:
+    """The error function, elementwise, in the input's float precision (float64 for integers): Abramowitz and
+    Stegun 7.1.26, within 1.5e-7 of it, in place on one working array (GELU's input holds millions of values).
+
+    >>> erf(np.array([0.0, 0.5, 3.0])).round(6)
+    array([0.      , 0.5205  , 0.999978])
+    """
+    x = np.asarray(x)
+    z = np.abs(x, dtype=x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64)
+    t = z * 0.3275911
+    t += 1
+    np.reciprocal(t, out=t)
+    poly = t * 1.061405429
+    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += coefficient
+        poly *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    poly *= z
+    np.subtract(1, poly, out=poly)
+    return np.copysign(poly, x, out=poly)
+
+
 def linear(x, weight, bias=None) -> np.ndarray:
     """``x @ weight.T + bias``, as ``torch.nn.functional.linear``: a fully connected layer.
 

@@ -272,27 +272,6 @@ def _gather(node, x, indices):
     return np.take(x, np.asarray(indices, np.int64), axis=node.attrs.get("axis", 0))
 
 
-def _erf(x):
-    """The error function, elementwise, in the input's precision (Abramowitz and Stegun 7.1.26: within 1.5e-7 of
-    it), in place on one working array: a GELU of ConvNeXt's first stage holds a million values."""
-    x = np.asarray(x)
-    kind = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
-    z = np.abs(x, dtype=kind)
-    t = z * 0.3275911
-    t += 1
-    np.reciprocal(t, out=t)
-    poly = t * 1.061405429
-    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
-        poly += coefficient
-        poly *= t
-    np.square(z, out=z)
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    poly *= z
-    np.subtract(1, poly, out=poly)
-    return np.copysign(poly, x, out=poly)
-
-
 def _gelu(node, x):
     """GELU as opset 20 defines it: exactly, x * Phi(x), or with the tanh approximation; in float32, as ONNX Runtime
     computes it."""
@@ -303,7 +282,7 @@ def _gelu(node, x):
         inner = np.float32(np.sqrt(2 / np.pi)) * (x + np.float32(0.044715) * x**3)
         out = np.tanh(inner, out=inner)
     else:
-        out = _erf(x * np.float32(1 / np.sqrt(2)))
+        out = ops.erf(x * np.float32(1 / np.sqrt(2)))
     out += 1
     out *= x
     out *= np.float32(0.5)
@@ -496,7 +475,7 @@ OPS: dict[str, Op] = {
     "ConstantOfShape": Op(lambda node, inputs, opset: _constant_of_shape(node, inputs[0])),
     "Shape": Op(lambda node, inputs, opset: _shape(node, inputs[0])),
     "Gather": Op(lambda node, inputs, opset: _gather(node, inputs[0], inputs[1])),
-    "Erf": Op(lambda node, inputs, opset: _erf(inputs[0])),
+    "Erf": Op(lambda node, inputs, opset: ops.erf(inputs[0])),
     "Gelu": _activation(lambda node, inputs, opset: _gelu(node, inputs[0]), _gelu_rule),
     "LayerNormalization": Op(lambda node, inputs, opset: _layer_norm(node, *inputs[:3]), shown=True,
                              value="layer norm"),
