@@ -1,9 +1,9 @@
 """Training the shipped shapes model with numpy alone: the lesson's exact flow, learned.
 
 conv 1->8 3x3 -> relu -> maxpool 2 -> conv 8->16 3x3 -> relu -> maxpool 2 ->
-fully connected 1024->5 -> softmax.  The forward pass is cnnx's own ops; the
-backward passes below follow from them (and are checked against finite
-differences in the tests); Adam updates the weights.
+fully connected 1024->5 -> softmax.  The forward pass is cnnx's own ops, the
+backward pass their vector-Jacobian products (``compute.grad``); Adam updates
+the weights.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-from cnnx.compute import ops
+from cnnx.compute import grad, ops
 from cnnx.sources.shapes import CLASSES, CONTENT_SIZE, INPUT_SIZE, dataset
 
 
@@ -57,52 +56,16 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.nda
     return loss, grad / n
 
 
-def linear_backward(
-    grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of ``linear`` with respect to its input, weight and bias."""
-    return grad_out @ weight, grad_out.T @ x, grad_out.sum(axis=0)
-
-
-def relu_backward(grad_out: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """ReLU passes the gradient where it passed the value."""
-    return grad_out * (output > 0)
-
-
-def max_pool2_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """2x2, stride 2 max pooling: each window's gradient goes to its (first) largest element."""
-    N, C, H, W = x.shape
-    windows = x.reshape(N, C, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(N, C, H // 2, W // 2, 4)
-    winner = windows.argmax(axis=-1)
-    grad = np.zeros_like(windows)
-    np.put_along_axis(grad, winner[..., None], grad_out[..., None], axis=-1)
-    return grad.reshape(N, C, H // 2, W // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(N, C, H, W)
-
-
-def conv_backward(grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, *, need_input: bool = True):
-    """Gradients of a stride-1, padding-1, 3x3 ``conv2d``: input, weight and bias.
-
-    The input's is a conv with the kernels turned and transposed.
-    """
-    windows = sliding_window_view(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))  # N C H W 3 3
-    grad_weight = np.einsum("nohw,nchwij->ocij", grad_out, windows, optimize=True)
-    grad_bias = grad_out.sum(axis=(0, 2, 3))
-    grad_input = None
-    if need_input:
-        turned = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-        grad_input = ops.conv2d(grad_out, turned, padding=1)
-    return grad_input, grad_weight, grad_bias
-
-
 def gradients(params: dict, x: np.ndarray, labels: np.ndarray) -> tuple[float, dict]:
+    """The mean loss of a batch and its gradient with respect to every weight, by the reverse pass."""
     logits, saved = forward(params, x)
-    loss, grad = cross_entropy(logits, labels)
-    g_flat, g_fc_w, g_fc_b = linear_backward(grad, saved["flat"], params["fc.weight"])
-    g = max_pool2_backward(g_flat.reshape(saved["p2"].shape), saved["r2"])
-    g = relu_backward(g, saved["r2"])
-    g_p1, g_c2_w, g_c2_b = conv_backward(g, saved["p1"], params["conv2.weight"])
-    g = relu_backward(max_pool2_backward(g_p1, saved["r1"]), saved["r1"])
-    _, g_c1_w, g_c1_b = conv_backward(g, saved["x"], params["conv1.weight"], need_input=False)
+    loss, g = cross_entropy(logits, labels)
+    g_flat, g_fc_w, g_fc_b = grad.linear_backward(g, saved["flat"], params["fc.weight"])
+    g = grad.max_pool2d_backward(g_flat.reshape(saved["p2"].shape), saved["r2"], 2)
+    g = grad.activation_backward("relu", g, saved["r2"])
+    g_p1, g_c2_w, g_c2_b = grad.conv2d_backward(g, saved["p1"], params["conv2.weight"], padding=1)
+    g = grad.activation_backward("relu", grad.max_pool2d_backward(g_p1, saved["r1"], 2), saved["r1"])
+    _, g_c1_w, g_c1_b = grad.conv2d_backward(g, saved["x"], params["conv1.weight"], padding=1)
     return loss, {
         "conv1.weight": g_c1_w,
         "conv1.bias": g_c1_b,
@@ -125,10 +88,10 @@ class Adam:
 
     def update(self, params: dict, grads: dict, state: dict) -> None:
         self.step += 1
-        for name, grad in grads.items():
-            m, v = state.setdefault(name, (np.zeros_like(grad), np.zeros_like(grad)))
-            m[...] = self.beta1 * m + (1 - self.beta1) * grad
-            v[...] = self.beta2 * v + (1 - self.beta2) * grad * grad
+        for name, gradient in grads.items():
+            m, v = state.setdefault(name, (np.zeros_like(gradient), np.zeros_like(gradient)))
+            m[...] = self.beta1 * m + (1 - self.beta1) * gradient
+            v[...] = self.beta2 * v + (1 - self.beta2) * gradient * gradient
             m_hat = m / (1 - self.beta1**self.step)
             v_hat = v / (1 - self.beta2**self.step)
             params[name] -= (self.rate * m_hat / (np.sqrt(v_hat) + self.epsilon)).astype(np.float32)
