@@ -10,7 +10,8 @@ layer scale; also exported to take any height and width) and AlexNet's first
 layers with LocalResponseNorm; exports each with PyTorch's TorchScript exporter
 and its default torch.export-based one (onnxscript); and writes into
 tests/goldens/ the ONNX files and, in answers.npz, seeded inputs with
-PyTorch's outputs for them.  The tests check cnnx against these answers and
+PyTorch's outputs for them and the gradients of one class's logit with
+respect to them (torch.autograd), for the reverse pass.  The tests check cnnx against these answers and
 against ONNX Runtime, so the test install needs no PyTorch.
 
     pip install ".[goldens]"
@@ -117,9 +118,12 @@ class Network(nn.Module):
                                     nn.Hardswish())
         self.head = nn.Linear(48, 10)
 
-    def forward(self, x):
+    def logits(self, x):
         x = self.blocks(self.stem(x))
-        return torch.softmax(self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)), 1)
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    def forward(self, x):
+        return torch.softmax(self.logits(x), 1)
 
 
 class ShuffleV2(nn.Module):
@@ -241,14 +245,29 @@ def _answers() -> dict[str, np.ndarray]:
     photo = np.random.default_rng(3).integers(0, 256, (*NETWORK_SHAPE[2:], 3), np.uint8)
     photo_x = photo.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255)
     other_x = np.random.default_rng(6).random(OTHER_SHAPE, dtype=np.float32)  # for the models of any size
+    answers = {
+        "network_logit_grad": _input_gradient(_network().logits, network_x),
+        "families_logit_grad": _input_gradient(_families(), network_x),
+        "families_other_logit_grad": _input_gradient(_families(), other_x),
+    }
     with torch.no_grad():
-        return {
+        return answers | {
             "network_x": network_x, "network_y": _network()(torch.from_numpy(network_x)).numpy(),
             "stem_x": stem_x, "stem_y": _alexnet_stem()(torch.from_numpy(stem_x)).numpy(),
             "photo": photo, "photo_y": _network()(torch.from_numpy(photo_x)).numpy(),
             "families_x": network_x, "families_y": _families()(torch.from_numpy(network_x)).numpy(),
             "families_other_x": other_x, "families_other_y": _families()(torch.from_numpy(other_x)).numpy(),
         }
+
+
+GRADIENT_CLASS = 3  # the class whose logit's gradient with respect to the input is stored
+
+
+def _input_gradient(logits, x: np.ndarray) -> np.ndarray:
+    """The gradient of class GRADIENT_CLASS's logit with respect to the input, by torch.autograd."""
+    tensor = torch.tensor(x, requires_grad=True)
+    logits(tensor)[0, GRADIENT_CLASS].backward()
+    return tensor.grad.numpy()
 
 
 def write(folder: Path) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 from cnnx.base.errors import CnnxError, printable
 from cnnx.sources.onnx_ops import ACTIVATION_OPS, OPS, SHOWN, attributes, conv_pads, pairs, run_node
 from cnnx.sources.prepare import PREPARATIONS, Preparation
+from cnnx.sources.reverse import Reversed, Target, reverse_graph
 from cnnx.sources.source import PlannedStage, StageResult, Stats, input_labels
 
 __all__ = ["Graph", "Node", "stage_shape"]
@@ -143,6 +144,20 @@ class Graph:
             for k, node in enumerate(n for n in self.nodes if n.op == "Conv")
             if node.inputs[1] in self.constants
         }
+
+    def reverse(self, image: np.ndarray, target: Target, keep=()) -> Reversed:
+        """The reverse pass from ``target`` to the prepared ``image``: a written stage's channel or value, or a class's
+        score, the value before the final softmax (the output itself where there is none)."""
+        chosen = self.chosen()
+        if target.label is not None:
+            last = next(n for n in self.nodes if self.output_name in n.outputs)
+            value = last.inputs[0] if last.op == "Softmax" else self.output_name
+        else:
+            if target.stage is None or not 1 <= target.stage <= len(chosen):
+                raise CnnxError(f"--stage takes 1 to {len(chosen)}, the layers written (see --layers)")
+            value = chosen[target.stage - 1].outputs[0]
+        kept = {chosen[k - 1].outputs[0]: k for k in keep if 1 <= k <= len(chosen)}
+        return reverse_graph(self, image, target, value=value, keep=kept)
 
     def run_to(self, image: np.ndarray, name: str) -> tuple[Node, list, np.ndarray]:
         """Run the graph on a prepared (C, H, W) image up to the node called ``name``: the node, its inputs, output."""

@@ -18,6 +18,7 @@ from cnnx.io.images import LUMA
 from cnnx.io.weights import read_model
 from cnnx.sources.kernels import WeightBank
 from cnnx.sources.pipeline import Chain
+from cnnx.sources.reverse import Reversed, Target, reverse_chain
 from cnnx.sources.shapes import INPUT_SIZE
 from cnnx.sources.shapes import prepare as prepare_shape
 from cnnx.sources.source import PlannedStage, StageResult
@@ -92,6 +93,21 @@ class Model:
         if values.size != len(self.classes):
             raise CnnxError(f"model {self.name}: {values.size} outputs for {len(self.classes)} classes")
         return sorted(zip(self.classes, values.tolist(), strict=True), key=lambda pair: -pair[1])
+
+    def reverse(self, image: np.ndarray, target: Target, keep=()) -> Reversed:
+        """The reverse pass from ``target`` to the prepared ``image``: a class's score is the last fully connected
+        layer's output for it (the logit, before the softmax)."""
+        stages = self.pipeline.stages
+        if target.label is not None:
+            if not 0 <= target.label < len(self.classes):
+                raise CnnxError(f"model {self.name} has classes 0 to {len(self.classes) - 1}: "
+                                f"{', '.join(self.classes)}")
+            end = max((k for k, s in enumerate(stages, 1) if s.name == "dense"), default=len(stages))
+        else:
+            if target.stage is None or not 1 <= target.stage <= len(stages):
+                raise CnnxError(f"--stage takes 1 to {len(stages)}, the model's stages")
+            end = target.stage
+        return reverse_chain(stages, image, target, end=end, keep=keep)
 
     def learned_kernels(self) -> dict[str, np.ndarray]:
         """Each conv layer's learned filters, (out, in, kH, kW), by layer name, in the order they run."""

@@ -88,27 +88,32 @@ def _max_pool(node, x):
 
 
 def _average_pool(node, x):
-    attrs = node.attrs
-    kernel, strides, dilations, pads = pool_geometry(attrs, x.shape)
+    kernel, strides, dilations, pads = pool_geometry(node.attrs, x.shape)
     if list(x.shape[-2:]) == kernel and not any(pads) and dilations == [1, 1]:  # one window: the mean of each map
         return x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
-    explicit = conv_pads(attrs, x.shape, kernel)
+    sums = _window_sums_2d(_padded(x, pads, 0.0), kernel, strides, dilations)
+    return (sums / average_pool_counts(node, x.shape)).astype(np.float32)
 
-    def window_sums(values: np.ndarray) -> np.ndarray:
-        if dilations == [1, 1]:
-            return ops.avg_pool2d(values, tuple(kernel), tuple(strides), 0) * float(np.prod(kernel))
-        # A dilated window: a sum over its taps, as a depthwise convolution by ones.
-        ones = np.ones((values.shape[1], 1, *kernel), np.float32)
-        return ops.conv2d(values, ones, None, stride=tuple(strides), dilation=tuple(dilations), groups=values.shape[1])
 
-    sums = window_sums(_padded(x, pads, 0.0))
-    # The windows count the input, and the explicit padding only with count_include_pad; ceil_mode's never.
-    ones = np.ones((1, 1, *x.shape[-2:]), np.float32)
+def _window_sums_2d(values: np.ndarray, kernel, strides, dilations) -> np.ndarray:
+    if dilations == [1, 1]:
+        return ops.avg_pool2d(values, tuple(kernel), tuple(strides), 0) * float(np.prod(kernel))
+    # A dilated window: a sum over its taps, as a depthwise convolution by ones.
+    ones = np.ones((values.shape[1], 1, *kernel), np.float32)
+    return ops.conv2d(values, ones, None, stride=tuple(strides), dilation=tuple(dilations), groups=values.shape[1])
+
+
+def average_pool_counts(node, x_shape) -> np.ndarray:
+    """How many cells each window of an AveragePool divides by: the input's, and the explicit padding's only with
+    count_include_pad; ceil_mode's extra cells never."""
+    attrs = node.attrs
+    kernel, strides, dilations, pads = pool_geometry(attrs, x_shape)
+    explicit = conv_pads(attrs, x_shape, kernel)
+    ones = np.ones((1, 1, *x_shape[-2:]), np.float32)
     counted = np.pad(ones, ((0, 0), (0, 0), (explicit[0], explicit[2]), (explicit[1], explicit[3])),
                      constant_values=1.0 if attrs.get("count_include_pad", 0) else 0.0)
     extra = (0, 0, pads[2] - explicit[2], pads[3] - explicit[3])
-    counts = window_sums(_padded(counted, extra, 0.0))
-    return (sums / counts).astype(np.float32)
+    return _window_sums_2d(_padded(counted, extra, 0.0), kernel, strides, dilations)
 
 
 def _box_mean(node, x):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnx.base.errors import CnnxError
+from cnnx.sources.reverse import Reversed, Target, reverse_chain
 from cnnx.sources.source import PlannedStage, StageResult, Stats, input_labels
 from cnnx.sources.spec import pipeline_text, stage_table, stage_text
 from cnnx.sources.stages import LESSON, Pipeline, Stage
@@ -85,6 +86,11 @@ def stream(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline, *, reuse: bo
         yield current
 
 
+def _check_stage(stage: int, count: int) -> None:
+    if not 1 <= stage <= count:
+        raise CnnxError(f"--stage takes 1 to {count}, the stages written; got {stage}")
+
+
 def run(image: np.ndarray, stages: tuple[Stage, ...] | Pipeline = LESSON) -> list[StageResult]:
     """Run a pipeline on a (C, H, W) image; one ``StageResult`` per stage, the input first."""
     return list(stream(image, stages))
@@ -146,6 +152,14 @@ class Chain:
 
     def answer(self, output: np.ndarray) -> list[tuple[str, float]] | None:
         return None
+
+    def reverse(self, image: np.ndarray, target: Target, keep=()) -> Reversed:
+        """The reverse pass from ``target`` (a stage's channel or value; a chain has no classes) to ``image``."""
+        if target.label is not None or target.stage is None:
+            raise CnnxError("a chain pipeline classifies nothing: give a --stage (and --channel) to start from")
+        _check_stage(target.stage, len(self.pipeline.stages))
+        return reverse_chain(self.pipeline.stages, image, target, end=target.stage, keep=keep,
+                             flip=self.pipeline.convention == "convolution")
 
     def about(self) -> dict:
         """The manifest's record of the pipeline: its spec, settings and TOML tables."""

@@ -4,8 +4,9 @@ Each stage is a small frozen dataclass whose fields are its options: the
 spec language and TOML files (``spec.py``) read and print them from these
 fields, so an option is declared once, here.  A stage knows its output
 shape, how it grows the receptive field, the labels of its output channels,
-what memory its op needs beyond its input and output, and how to compute
-its output from the previous stage's.
+what memory its op needs beyond its input and output, how to compute
+its output from the previous stage's, and how to take a gradient of its
+output back to its input (the reverse pass).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from cnnx.base.choices import CONVENTIONS, PADDING_MODES
 from cnnx.base.errors import CnnxError
+from cnnx.compute import grad as reverse
 from cnnx.compute import ops
 from cnnx.sources.kernels import RandomBank, WeightBank, parse_dense, parse_filters
 
@@ -255,10 +257,7 @@ class Conv(_StageBasics):
             if isinstance(source, WeightBank):
                 ops.conv2d(x, _flipped(source.weights, flip), source.bias, **options, out=part)
             elif isinstance(source, RandomBank):
-                k = source.size
-                fan_in = k * k * (1 if self.combine == "depthwise" else C)
-                shape = (C * source.count, 1, k, k) if self.combine == "depthwise" else (source.count, C, k, k)
-                weights = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+                weights = self._random_weights(source, C, rng)
                 ops.conv2d(x, weights, groups=C if self.combine == "depthwise" else 1, **options, out=part)
             elif self.combine == "average":
                 # Averaging the channels first is the same linear map, done once instead of per kernel.
@@ -274,6 +273,45 @@ class Conv(_StageBasics):
         if self.bias:
             out += np.float32(self.bias)
         return out
+
+
+    def _random_weights(self, source: RandomBank, C: int, rng: np.random.Generator) -> np.ndarray:
+        """He-initialised kernels for ``C`` input channels, drawn from ``rng`` in the stage's order."""
+        k = source.size
+        fan_in = k * k * (1 if self.combine == "depthwise" else C)
+        shape = (C * source.count, 1, k, k) if self.combine == "depthwise" else (source.count, C, k, k)
+        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+    def banks(self, C: int, *, flip: bool = False) -> list[tuple[np.ndarray, int]]:
+        """Each filter source as the bank of kernels ``ops.conv2d`` would take for it, with its groups, in the order
+        its maps are written: averaged 2-D kernels as one kernel over every channel, each weighing it by 1/C; a
+        depthwise source as one kernel a channel, grouped by channel.  The stage is these banks' convolutions
+        (and its bias), which is what its reverse pass goes back through."""
+        rng = np.random.default_rng(self.seed) if any(isinstance(s, RandomBank) for s in self.sources) else None
+        banks = []
+        for source in self.sources:
+            if isinstance(source, WeightBank):
+                banks.append((_flipped(source.weights, flip), 1))
+            elif isinstance(source, RandomBank):
+                banks.append((self._random_weights(source, C, rng), C if self.combine == "depthwise" else 1))
+            elif self.combine == "average":
+                kernels = np.stack([_flipped(k.weights, flip) for k in source])[:, None] / np.float32(C)
+                banks.append((np.ascontiguousarray(np.broadcast_to(kernels, (len(source), C, *kernels.shape[2:]))),
+                              1))
+            else:
+                kernels = np.stack([_flipped(k.weights, flip) for k in source])
+                banks.append((np.tile(kernels, (C, 1, 1))[:, None].astype(np.float32), C))
+        return banks
+
+    def backward(self, x: np.ndarray, out: np.ndarray, grad: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        """The gradient with respect to the stage's input ``x``, given its output's (``grad``)."""
+        options = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, padding_mode=self.padding_mode)
+        total, at = np.zeros(x.shape, np.float32), 0
+        for weights, groups in self.banks(x.shape[0], flip=flip):
+            part = grad[at : at + weights.shape[0]]
+            at += weights.shape[0]
+            total += reverse.conv2d_backward(part, x, weights, groups=groups, need_weight=False, **options)[0]
+        return total
 
 
 def _flipped(weights: np.ndarray, flip: bool) -> np.ndarray:
@@ -316,6 +354,9 @@ class Activation(_StageBasics):
         if self.function == "leaky_relu":
             return ops.leaky_relu(x, self.slope, inplace=inplace)
         return ACTIVATION_FUNCTIONS[self.function](x, inplace=inplace)
+
+    def backward(self, x: np.ndarray, out: np.ndarray, grad: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        return reverse.activation_backward(self.function, grad, x, out, slope=self.slope)
 
 
 @dataclass(frozen=True)
@@ -364,6 +405,11 @@ class Pool(_StageBasics):
         pool = ops.max_pool2d if self.kind == "max" else ops.avg_pool2d
         return pool(x, self.size, self.step, self.padding)
 
+    def backward(self, x: np.ndarray, out: np.ndarray, grad: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        if self.kind == "max":
+            return reverse.max_pool2d_backward(grad, x, self.size, self.step, self.padding)
+        return reverse.avg_pool2d_backward(grad, x.shape, self.size, self.step, self.padding)
+
 
 @dataclass(frozen=True)
 class GlobalAvgPool(_StageBasics):
@@ -385,6 +431,9 @@ class GlobalAvgPool(_StageBasics):
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
         return x.mean(axis=(1, 2), dtype=np.float64, keepdims=True).astype(np.float32)
 
+    def backward(self, x: np.ndarray, out: np.ndarray, grad: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        return np.broadcast_to(grad / np.float32(x.shape[1] * x.shape[2]), x.shape).astype(np.float32)
+
 
 @dataclass(frozen=True)
 class Flatten(_StageBasics):
@@ -400,6 +449,9 @@ class Flatten(_StageBasics):
 
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
         return np.ascontiguousarray(x).reshape(1, 1, -1)
+
+    def backward(self, x: np.ndarray, out: np.ndarray, grad: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        return grad.reshape(x.shape)
 
 
 @dataclass(frozen=True)
@@ -429,6 +481,9 @@ class Dense(_StageBasics):
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
         return ops.linear(x.reshape(1, -1), self.source.weights, self.source.bias).reshape(1, 1, -1)
 
+    def backward(self, x: np.ndarray, out: np.ndarray, grad: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        return (grad.reshape(1, -1) @ self.source.weights).reshape(x.shape)
+
 
 @dataclass(frozen=True)
 class Softmax(_StageBasics):
@@ -444,6 +499,9 @@ class Softmax(_StageBasics):
 
     def apply(self, x: np.ndarray, *, flip: bool = False) -> np.ndarray:
         return ops.softmax(x.reshape(-1)).reshape(1, 1, -1)
+
+    def backward(self, x: np.ndarray, out: np.ndarray, grad: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        return reverse.softmax_backward(grad.reshape(-1), out.reshape(-1)).reshape(x.shape)
 
 
 Stage = Conv | Activation | Pool | GlobalAvgPool | Flatten | Dense | Softmax

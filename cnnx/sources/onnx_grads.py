@@ -1,0 +1,285 @@
+"""The reverse pass of each ONNX op cnnx runs: its inputs' gradients from its outputs', with ONNX's attributes read
+as the forward op reads them (``onnx_ops``), the arithmetic in ``compute.grad``.
+
+``GRADS[op](node, inputs, outputs, grads, opset)`` gives one gradient per input (None for an input nothing flows
+to: weights, shapes, axes).  Ops that only move values (Reshape, Transpose, Slice, Gather, Expand, Pad, ...) share
+one rule: the op is run on the positions of its input's values, which says where each output value came from,
+and each output's gradient is added back there.  Ops whose values never depend on the image (Shape, Constant,
+ConstantOfShape, Range, Equal) pass nothing back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cnnx.base.errors import CnnxError
+from cnnx.compute import grad as reverse
+from cnnx.sources.onnx_ops import OPS, average_pool_counts, conv_pads, pairs, pool_geometry, run_node
+
+
+def _moved(node, inputs, outputs, grads, opset):
+    """An op that moves values (none computed): traced on its input's positions, its gradient scattered back."""
+    x = np.asarray(inputs[0])
+    positions = np.arange(x.size, dtype=np.float64).reshape(x.shape)
+    traced = run_node(node, [positions, *inputs[1:]], opset)
+    total = np.zeros(x.size, np.float64)
+    for where, g in zip(traced, grads, strict=True):
+        if g is not None:
+            np.add.at(total, where.astype(np.int64).ravel(), np.asarray(g, np.float64).ravel())
+    return [total.reshape(x.shape).astype(np.float32)] + [None] * (len(inputs) - 1)
+
+
+def _conv(node, inputs, outputs, grads, opset):
+    x, w = inputs[0], inputs[1]
+    attrs = node.attrs
+    top, left, bottom, right = conv_pads(attrs, x.shape, w.shape[2:])
+    grad_x = reverse.conv2d_backward(
+        grads[0], np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))), w,
+        stride=tuple(pairs(attrs, "strides", 1)), dilation=tuple(pairs(attrs, "dilations", 1)),
+        groups=attrs.get("group", 1), need_weight=False)[0]
+    return [reverse.fold_padding(grad_x, ((top, bottom), (left, right)))] + [None] * (len(inputs) - 1)
+
+
+def _batch_norm(node, inputs, outputs, grads, opset):
+    x, scale, _, _, var = inputs[:5]
+    factor = (scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))).astype(np.float32)
+    return [grads[0] * factor.reshape((1, -1) + (1,) * (x.ndim - 2))] + [None] * (len(inputs) - 1)
+
+
+def _activation(function: str, **read):
+    """An elementwise activation's rule, its options read from the node: ``name=(attribute, default)``."""
+    def backward(node, inputs, outputs, grads, opset):
+        options = {key: node.attrs.get(attribute, default) for key, (attribute, default) in read.items()}
+        if "approximate" in options and isinstance(options["approximate"], bytes):
+            options["approximate"] = options["approximate"].decode()
+        return [reverse.activation_backward(function, grads[0], inputs[0], outputs[0], **options)] + \
+            [None] * (len(inputs) - 1)
+    return backward
+
+
+def _clip(node, inputs, outputs, grads, opset):
+    if opset >= 11:
+        low = float(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else -np.inf
+        high = float(inputs[2]) if len(inputs) > 2 and inputs[2] is not None else np.inf
+    else:
+        low, high = node.attrs.get("min", -np.inf), node.attrs.get("max", np.inf)
+    return [reverse.activation_backward("clip", grads[0], inputs[0], low=low, high=high)] + [None] * (len(inputs) - 1)
+
+
+def _prelu(node, inputs, outputs, grads, opset):
+    x, slope = inputs
+    return [np.where(x > 0, grads[0], grads[0] * slope).astype(np.float32), None]
+
+
+def _elementwise(partials):
+    """A broadcasting op of two or more operands: each operand's gradient is ``partials(k, inputs, output)`` times
+    the output's, summed back to the operand's shape."""
+    def backward(node, inputs, outputs, grads, opset):
+        return [reverse.unbroadcast(grads[0] * partials(k, inputs, outputs[0]), np.shape(x))
+                for k, x in enumerate(inputs)]
+    return backward
+
+
+def _max_pool(node, inputs, outputs, grads, opset):
+    x = inputs[0]
+    kernel, strides, dilations, (top, left, bottom, right) = pool_geometry(node.attrs, x.shape)
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=-np.inf)
+    grad = reverse.max_windows_backward(grads[0], padded, kernel, strides, dilations)
+    return [reverse.fold_padding(grad, ((top, bottom), (left, right)))]
+
+
+def _average_pool(node, inputs, outputs, grads, opset):
+    x = inputs[0]
+    if x.ndim != 4:
+        raise CnnxError(f"node {node.name or node.op}: the reverse pass goes through average pools over two axes")
+    kernel, strides, dilations, (top, left, bottom, right) = pool_geometry(node.attrs, x.shape)
+    share = grads[0] / average_pool_counts(node, x.shape)
+    shape = (*x.shape[:2], x.shape[2] + top + bottom, x.shape[3] + left + right)
+    if list(x.shape[-2:]) == kernel and not (top or left or bottom or right):  # one window: the map's mean
+        shape = x.shape
+    grad = reverse.spread_windows(share.astype(np.float32), shape, kernel, strides, dilations)
+    return [reverse.fold_padding(grad, ((top, bottom), (left, right)))]
+
+
+def _reduced(node, inputs, outputs, grads, opset, axes):
+    """The output's gradient with the reduced axes put back (size 1), for broadcasting over the input."""
+    g = grads[0]
+    if not node.attrs.get("keepdims", 1):
+        for axis in sorted(a % inputs[0].ndim for a in axes):
+            g = np.expand_dims(g, axis)
+    return g
+
+
+def _reduce_axes(node, inputs, opset):
+    from cnnx.sources.onnx_ops import _axes
+
+    axes = _axes(node, inputs, opset, 18)
+    return list(range(inputs[0].ndim)) if axes is None else list(axes)
+
+
+def _reduce_mean(node, inputs, outputs, grads, opset):
+    axes = _reduce_axes(node, inputs, opset)
+    count = math.prod(inputs[0].shape[a] for a in axes)
+    g = _reduced(node, inputs, outputs, grads, opset, axes)
+    return [np.broadcast_to(g / np.float32(count), inputs[0].shape).astype(np.float32)] + [None] * (len(inputs) - 1)
+
+
+def _reduce_max(node, inputs, outputs, grads, opset, axes=None):
+    """Each reduction's gradient to the first of its largest values."""
+    x = inputs[0]
+    axes = sorted(a % x.ndim for a in (axes if axes is not None else _reduce_axes(node, inputs, opset)))
+    g = _reduced(node, inputs, outputs, grads, opset, axes)
+    ends = list(range(x.ndim - len(axes), x.ndim))
+    moved = np.moveaxis(x, axes, ends)
+    lead = moved.shape[: x.ndim - len(axes)]
+    flat = moved.reshape(*lead, -1)
+    first = np.zeros(flat.shape, np.float32)
+    np.put_along_axis(first, flat.argmax(axis=-1)[..., None], np.moveaxis(g, axes, ends).reshape(*lead, 1), axis=-1)
+    return [np.moveaxis(first.reshape(moved.shape), ends, axes)] + [None] * (len(inputs) - 1)
+
+
+def _gemm(node, inputs, outputs, grads, opset):
+    attrs = node.attrs
+    a, b = inputs[0], inputs[1]
+    alpha, g = attrs.get("alpha", 1.0), grads[0]
+    a_used = a.T if attrs.get("transA", 0) else a
+    b_used = b.T if attrs.get("transB", 0) else b
+    grad_a = alpha * (g @ b_used.T)
+    grad_b = alpha * (a_used.T @ g)
+    result = [grad_a.T if attrs.get("transA", 0) else grad_a, grad_b.T if attrs.get("transB", 0) else grad_b]
+    if len(inputs) > 2:
+        result.append(reverse.unbroadcast(attrs.get("beta", 1.0) * g, np.shape(inputs[2])))
+    return [np.asarray(r, np.float32) for r in result]
+
+
+def _matmul(node, inputs, outputs, grads, opset):
+    a, b, g = inputs[0], inputs[1], grads[0]
+    grad_a = np.matmul(g, np.swapaxes(b, -1, -2))
+    if b.ndim == 2:
+        grad_b = a.reshape(-1, a.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+    else:
+        grad_b = reverse.unbroadcast(np.matmul(np.swapaxes(a, -1, -2), g), b.shape)
+    return [reverse.unbroadcast(grad_a, a.shape), np.asarray(grad_b, np.float32)]
+
+
+def _softmax(node, inputs, outputs, grads, opset):
+    x = inputs[0]
+    axis = node.attrs.get("axis", -1 if opset >= 13 else 1)
+    if opset < 13:
+        flat = (math.prod(x.shape[:axis]), -1)
+        back = reverse.softmax_backward(grads[0].reshape(flat), outputs[0].reshape(flat), axis=-1)
+        return [back.reshape(x.shape)]
+    return [reverse.softmax_backward(grads[0], outputs[0], axis=axis)]
+
+
+def _concat(node, inputs, outputs, grads, opset):
+    axis = node.attrs["axis"] % inputs[0].ndim
+    bounds = np.cumsum([0, *(x.shape[axis] for x in inputs)])
+    return [np.take(grads[0], range(a, b), axis=axis) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _split(node, inputs, outputs, grads, opset):
+    axis = node.attrs.get("axis", 0)
+    parts = [g if g is not None else np.zeros_like(o) for g, o in zip(grads, outputs, strict=True)]
+    return [np.concatenate(parts, axis=axis).astype(np.float32)] + [None] * (len(inputs) - 1)
+
+
+def _lrn(node, inputs, outputs, grads, opset):
+    """y = x * s^-beta, s = bias + alpha / size * (the sum of x^2 over ``size`` neighbouring channels)."""
+    x = np.asarray(inputs[0], np.float64)
+    g = np.asarray(grads[0], np.float64)
+    attrs = node.attrs
+    size, alpha, beta, bias = attrs["size"], attrs.get("alpha", 1e-4), attrs.get("beta", 0.75), attrs.get("bias", 1.0)
+    s = bias + alpha / size * _channel_window_sums(x * x, (size - 1) // 2, size // 2)
+    # Channel k's square is in the sums of the channels whose window reaches it: the window turned round.
+    t = g * x * s ** (-beta - 1)
+    back = g * s**-beta - 2 * alpha * beta / size * x * _channel_window_sums(t, size // 2, (size - 1) // 2)
+    return [back.astype(np.float32)]
+
+
+def _channel_window_sums(values: np.ndarray, before: int, after: int) -> np.ndarray:
+    padded = np.pad(values, ((0, 0), (before, after), (0, 0), (0, 0)))
+    running = np.cumsum(np.pad(padded, ((0, 0), (1, 0), (0, 0), (0, 0))), axis=1)
+    return running[:, before + after + 1 :] - running[:, : -(before + after + 1)]
+
+
+def _layer_norm(node, inputs, outputs, grads, opset):
+    x = np.asarray(inputs[0], np.float64)
+    axis = node.attrs.get("axis", -1) % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    spread = 1 / np.sqrt(x.var(axis=axes, keepdims=True) + node.attrs.get("epsilon", 1e-5))
+    normed = (x - mean) * spread
+    g = np.asarray(grads[0], np.float64) * inputs[1]
+    back = spread * (g - g.mean(axis=axes, keepdims=True) - normed * (g * normed).mean(axis=axes, keepdims=True))
+    return [back.astype(np.float32)] + [None] * (len(inputs) - 1)
+
+
+def _global_mean(node, inputs, outputs, grads, opset):
+    x = inputs[0]
+    return [np.broadcast_to(grads[0] / np.float32(x.shape[2] * x.shape[3]), x.shape).astype(np.float32)]
+
+
+def _nothing(node, inputs, outputs, grads, opset):
+    return [None] * len(inputs)
+
+
+def _pad(node, inputs, outputs, grads, opset):
+    mode = node.attrs.get("mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        return _moved(node, inputs, outputs, grads, opset)
+    pads = [int(p) for p in (inputs[1] if opset >= 11 else node.attrs["pads"])]
+    n = inputs[0].ndim
+    inside = tuple(slice(a, a + size) for a, size in zip(pads[:n], inputs[0].shape, strict=True))
+    return [np.ascontiguousarray(grads[0][inside])] + [None] * (len(inputs) - 1)
+
+
+GRADS = {
+    "Conv": _conv,
+    "BatchNormalization": _batch_norm,
+    "Relu": _activation("relu"),
+    "LeakyRelu": _activation("leaky_relu", slope=("alpha", 0.01)),
+    "PRelu": _prelu,
+    "Clip": _clip,
+    "Sigmoid": _activation("sigmoid"),
+    "HardSigmoid": _activation("hard_sigmoid", alpha=("alpha", 0.2), beta=("beta", 0.5)),
+    "HardSwish": _activation("hard_swish"),
+    "Tanh": _activation("tanh"),
+    "Gelu": _activation("gelu", approximate=("approximate", "none")),
+    "Exp": _activation("exp"),
+    "Add": _elementwise(lambda k, x, y: 1.0),
+    "Sum": _elementwise(lambda k, x, y: 1.0),
+    "Sub": _elementwise(lambda k, x, y: 1.0 if k == 0 else -1.0),
+    "Mul": _elementwise(lambda k, x, y: x[1 - k]),
+    "Div": _elementwise(lambda k, x, y: 1 / x[1] if k == 0 else -y / x[1]),
+    "Pow": _elementwise(lambda k, x, y: x[1] * np.power(x[0], x[1] - 1) if k == 0 else 0.0),  # exponents are fixed
+    "Neg": _elementwise(lambda k, x, y: -1.0),
+    "Sqrt": _elementwise(lambda k, x, y: 0.5 / y),
+    "Erf": _elementwise(lambda k, x, y: 2 / math.sqrt(math.pi) * np.exp(-np.square(x[0]))),
+    "Where": lambda node, inputs, outputs, grads, opset: [
+        None, reverse.unbroadcast(np.where(inputs[0], grads[0], 0), np.shape(inputs[1])),
+        reverse.unbroadcast(np.where(inputs[0], 0, grads[0]), np.shape(inputs[2]))],
+    "Cast": lambda node, inputs, outputs, grads, opset: [np.asarray(grads[0], np.float32)],
+    "Concat": _concat,
+    "Split": _split,
+    "MaxPool": _max_pool,
+    "AveragePool": _average_pool,
+    "GlobalAveragePool": _global_mean,
+    "GlobalMaxPool": lambda node, inputs, outputs, grads, opset: _reduce_max(node, inputs, outputs, grads, opset,
+                                                                             axes=[2, 3]),
+    "ReduceMean": _reduce_mean,
+    "ReduceMax": _reduce_max,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Softmax": _softmax,
+    "LRN": _lrn,
+    "LayerNormalization": _layer_norm,
+    "Pad": _pad,
+    **{op: _moved for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Expand",
+                             "Identity", "Dropout")},
+    **{op: _nothing for op in ("Shape", "Constant", "ConstantOfShape", "Range", "Equal", "If")},
+}
+
+assert set(GRADS) == set(OPS), set(OPS) ^ set(GRADS)  # every op cnnx runs goes backwards too
