@@ -45,7 +45,7 @@ def test_each_ops_gradient_is_its_directional_derivative(op, opset, shape, input
     h = 1e-3 if op in SMOOTH else 1e-4  # kinks (ReLU, max) are met by no step this small on random values
 
     def along(t):
-        return sum(float(np.sum(np.asarray(o, np.float64) * g)) for o, g in zip(run((x + t * v))[1], grads,
+        return sum(float(np.sum(np.asarray(o, np.float64) * g)) for o, g in zip(run(x + t * v)[1], grads,
                                                                                  strict=True))
     x = x.astype(np.float64)
     numeric = (along(h) - along(-h)) / (2 * h)

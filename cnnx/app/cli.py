@@ -63,6 +63,7 @@ from cnnx.app.shell import (
     style_from,
     with_groups,
 )
+from cnnx.app.why_cli import why
 from cnnx.base import signals
 from cnnx.base.choices import (
     DEFAULT_PERCENTILE,
@@ -443,6 +444,7 @@ def serve(
 
 
 app.add_typer(explain_app)
+app.command("why")(why)
 
 
 def main() -> None:

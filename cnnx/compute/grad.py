@@ -21,14 +21,14 @@ import numpy as np
 
 from cnnx.compute import engine
 from cnnx.compute.ops import (
-    _as_batch,
-    _pair,
-    _pool_geometry,
-    _pool_pads,
-    _window_counts,
+    as_batch,
+    as_pair,
     conv2d,
     conv_padding,
     erf,
+    pool_geometry,
+    pool_pads,
+    window_counts,
 )
 
 __all__ = [
@@ -66,12 +66,12 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     >>> float(grad_b[0]), float(grad_w[0, 0, 0, 0])  # four outputs; the top-left taps read 0, 1, 4 and 5
     (4.0, 10.0)
     """
-    x, batched = _as_batch(x)
-    g, _ = _as_batch(grad_out, "grad_out")
+    x, batched = as_batch(x)
+    g, _ = as_batch(grad_out, "grad_out")
     weight = np.asarray(weight, np.float32)
     N, C, H, W = x.shape
     O, Cg, kh, kw = weight.shape
-    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    stride, dilation = as_pair(stride, "stride"), as_pair(dilation, "dilation")
     pads = conv_padding(padding, (kh, kw), dilation, stride)
     padded_shape = (H + sum(pads[0]), W + sum(pads[1]))
     grad_padded = _input_gradient(g, weight, groups, stride, dilation, padded_shape)
@@ -167,10 +167,10 @@ def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, dilati
     array([[[0., 1.],
             [0., 0.]]], dtype=float32)
     """
-    x, batched = _as_batch(x)
-    g, _ = _as_batch(grad_out, "grad_out")
-    kernel, stride, dilation, pad, size = _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
-    pads = _pool_pads(x.shape[-2:], kernel, stride, dilation, pad, size)
+    x, batched = as_batch(x)
+    g, _ = as_batch(grad_out, "grad_out")
+    kernel, stride, dilation, pad, size = pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    pads = pool_pads(x.shape[-2:], kernel, stride, dilation, pad, size)
     padded = np.pad(x, ((0, 0), (0, 0), *pads), constant_values=-np.inf)
     grad = max_windows_backward(g, padded, kernel, stride, dilation)
     grad = fold_padding(grad, pads)
@@ -208,14 +208,14 @@ def avg_pool2d_backward(grad_out, x_shape, kernel_size, stride=None, padding=0, 
     array([[[1., 1.],
             [1., 1.]]], dtype=float32)
     """
-    g, batched = _as_batch(grad_out, "grad_out")
+    g, batched = as_batch(grad_out, "grad_out")
     shape = tuple(x_shape) if len(x_shape) == 4 else (1, *x_shape)
     H, W = shape[-2:]
     sides = np.broadcast_to(np.float32(0), (H, W))
-    kernel, stride, _, pad, size = _pool_geometry(sides, kernel_size, stride, padding, 1, ceil_mode)
-    pads = _pool_pads((H, W), kernel, stride, (1, 1), pad, size)
-    rows = _window_counts(H, kernel[0], stride[0], pad[0], size[0], count_include_pad)
-    cols = _window_counts(W, kernel[1], stride[1], pad[1], size[1], count_include_pad)
+    kernel, stride, _, pad, size = pool_geometry(sides, kernel_size, stride, padding, 1, ceil_mode)
+    pads = pool_pads((H, W), kernel, stride, (1, 1), pad, size)
+    rows = window_counts(H, kernel[0], stride[0], pad[0], size[0], count_include_pad)
+    cols = window_counts(W, kernel[1], stride[1], pad[1], size[1], count_include_pad)
     share = (g / np.outer(rows, cols)).astype(np.float32)
     padded = (*g.shape[:2], H + sum(pads[0]), W + sum(pads[1]))
     grad = fold_padding(spread_windows(share, padded, kernel, stride, (1, 1)), pads)

@@ -43,7 +43,7 @@ __all__ = [
 # ---------------------------------------------------------------- argument checks
 
 
-def _as_batch(x, name: str = "x") -> tuple[np.ndarray, bool]:
+def as_batch(x, name: str = "x") -> tuple[np.ndarray, bool]:
     """Return ``x`` as a float32 (N, C, H, W) array and whether it came batched."""
     x = np.asarray(x)
     if x.ndim not in (3, 4):
@@ -54,7 +54,7 @@ def _as_batch(x, name: str = "x") -> tuple[np.ndarray, bool]:
     return (x, True) if x.ndim == 4 else (x[None], False)
 
 
-def _pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
+def as_pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
     """An int or a pair of ints, as torch accepts for sizes, strides and dilations."""
     pair = (value, value) if np.isscalar(value) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
@@ -100,7 +100,7 @@ def conv_padding(padding, kernel, dilation, stride) -> tuple[tuple[int, int], tu
                 raise ValueError(f"padding='same' needs stride 1, as in torch; got stride {stride}")
             return _same_padding(kernel[0], dilation[0]), _same_padding(kernel[1], dilation[1])
         raise ValueError(f"padding must be an int, a pair, 'valid' or 'same'; got {padding!r}")
-    ph, pw = _pair(padding, "padding", minimum=0)
+    ph, pw = as_pair(padding, "padding", minimum=0)
     return (ph, ph), (pw, pw)
 
 
@@ -169,15 +169,15 @@ def conv2d(
     array([[[-1.,  1.],
             [-1., -3.]]], dtype=float32)
     """
-    x, batched = _as_batch(x)
+    x, batched = as_batch(x)
     weight = np.asarray(weight, dtype=np.float32)
     N, C, H, W = x.shape
     _check_bank(weight, C, groups)
     O, C_group, kh, kw = weight.shape
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {', '.join(PADDING_MODES)}; got {padding_mode!r}")
-    stride = _pair(stride, "stride")
-    dilation = _pair(dilation, "dilation")
+    stride = as_pair(stride, "stride")
+    dilation = as_pair(dilation, "dilation")
     rows, cols = conv_padding(padding, (kh, kw), dilation, stride)
     span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
     padded = (H + sum(rows), W + sum(cols))
@@ -244,7 +244,7 @@ def conv2d_scratch(x_shape, weight_shape, *, stride=1, padding=0, dilation=1, gr
     """
     C, H, W = x_shape[-3:]
     O, C_group, kh, kw = weight_shape
-    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    stride, dilation = as_pair(stride, "stride"), as_pair(dilation, "dilation")
     rows, cols = conv_padding(padding, (kh, kw), dilation, stride)
     out = tuple(
         (n + sum(p) - (d * (k - 1) + 1)) // s + 1
@@ -259,12 +259,12 @@ def conv2d_scratch(x_shape, weight_shape, *, stride=1, padding=0, dilation=1, gr
 # ---------------------------------------------------------------- pooling
 
 
-def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode):
+def pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode):
     """Check pooling arguments as torch does; return kernel, stride, dilation, padding and output size."""
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or (not np.isscalar(stride) and len(stride) == 0) else _pair(stride, "stride")
-    dilation = _pair(dilation, "dilation")
-    pad = _pair(padding, "padding", minimum=0)
+    kernel = as_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None or (not np.isscalar(stride) and len(stride) == 0) else as_pair(stride, "stride")
+    dilation = as_pair(dilation, "dilation")
+    pad = as_pair(padding, "padding", minimum=0)
     if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
         raise ValueError(f"padding must be at most half of kernel_size {kernel}; got {pad}")
     H, W = x.shape[-2:]
@@ -280,7 +280,7 @@ def _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode):
     return kernel, stride, dilation, pad, size
 
 
-def _pool_pads(sides, kernel, stride, dilation, pad, size) -> tuple[tuple[int, int], tuple[int, int]]:
+def pool_pads(sides, kernel, stride, dilation, pad, size) -> tuple[tuple[int, int], tuple[int, int]]:
     """The padding the windows reach: ``pad`` before, and after whatever the last window (ceil_mode's) needs."""
     reach = zip(sides, kernel, stride, dilation, pad, size, strict=True)
     after = [(m - 1) * s + d * (k - 1) + 1 - n - p for n, k, s, d, p, m in reach]
@@ -290,7 +290,7 @@ def _pool_pads(sides, kernel, stride, dilation, pad, size) -> tuple[tuple[int, i
 def _pool(x: np.ndarray, kernel, stride, dilation, pad, size, reduce, fill: float) -> np.ndarray:
     """Reduce every window; cells in the padding or past the input (ceil_mode's last window) hold ``fill``."""
     N, C, H, W = x.shape
-    pads = _pool_pads((H, W), kernel, stride, dilation, pad, size)
+    pads = pool_pads((H, W), kernel, stride, dilation, pad, size)
     out = np.empty((N * C, *size), np.float32)
     planes = np.ascontiguousarray(x).reshape(N * C, H, W)
     engine.pool(planes, kernel, stride, dilation, pads, fill, reduce, out)
@@ -301,8 +301,8 @@ def pool2d_scratch(x_shape, kernel_size, stride=None, padding=0, dilation=1, cei
     """Bytes ``max_pool2d`` or ``avg_pool2d`` holds beyond its input and output for these shapes, at most."""
     planes, (H, W) = int(np.prod(x_shape[:-2])), x_shape[-2:]
     sides = np.broadcast_to(np.float32(0), (H, W))  # the checks read the shape alone
-    kernel, stride, dilation, pad, size = _pool_geometry(sides, kernel_size, stride, padding, dilation, ceil_mode)
-    pads = _pool_pads((H, W), kernel, stride, dilation, pad, size)
+    kernel, stride, dilation, pad, size = pool_geometry(sides, kernel_size, stride, padding, dilation, ceil_mode)
+    pads = pool_pads((H, W), kernel, stride, dilation, pad, size)
     return engine.pool_scratch((planes, H, W), kernel, stride, dilation, pads, size, num_threads())
 
 
@@ -336,8 +336,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bo
     array([[[2., 3.],
             [2., 2.]]], dtype=float32)
     """
-    x, batched = _as_batch(x)
-    kernel, stride, dilation, pad, size = _pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    x, batched = as_batch(x)
+    kernel, stride, dilation, pad, size = pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
     out = _pool(x, kernel, stride, dilation, pad, size, np.maximum, -np.inf)
     return out if batched else out[0]
 
@@ -367,12 +367,12 @@ def avg_pool2d(
     array([[[1. , 1.5],
             [1. , 1. ]]], dtype=float32)
     """
-    x, batched = _as_batch(x)
-    kernel, stride, _, pad, size = _pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
+    x, batched = as_batch(x)
+    kernel, stride, _, pad, size = pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
     out = _pool(x, kernel, stride, (1, 1), pad, size, np.add, 0.0)
     H, W = x.shape[-2:]
-    rows = _window_counts(H, kernel[0], stride[0], pad[0], size[0], count_include_pad)
-    cols = _window_counts(W, kernel[1], stride[1], pad[1], size[1], count_include_pad)
+    rows = window_counts(H, kernel[0], stride[0], pad[0], size[0], count_include_pad)
+    cols = window_counts(W, kernel[1], stride[1], pad[1], size[1], count_include_pad)
     if rows.min() == rows.max() and cols.min() == cols.max():
         out *= np.float32(1.0 / (rows[0] * cols[0]))
     else:
@@ -380,7 +380,7 @@ def avg_pool2d(
     return out if batched else out[0]
 
 
-def _window_counts(n: int, kernel: int, stride: int, pad: int, size: int, include_pad: bool) -> np.ndarray:
+def window_counts(n: int, kernel: int, stride: int, pad: int, size: int, include_pad: bool) -> np.ndarray:
     """How many elements each window along one axis averages over (torch's AvgPool2d rule)."""
     start = np.arange(size) * stride - pad
     end = np.minimum(start + kernel, n + pad)

@@ -102,9 +102,14 @@ def _written_by_cnnx(folder: Path) -> set[Path] | None:
             files.update([stage["colorbar"]] if stage.get("colorbar") else [])
             files.update(stage.get("montages", []))
             files.update([stage["raw"]] if stage.get("raw") else [])
+        files.update(record.get("files", []))
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
     paths = {Path(f) for f in files if isinstance(f, str)}
+    for inner in (p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and (p / MANIFEST).is_file()):
+        nested = _written_by_cnnx(inner)  # a run of its own inside this one (``cnnx why``'s why/)
+        if nested is not None:
+            paths |= {Path(inner.name)} | {Path(inner.name) / p for p in nested}
     return paths | {parent for p in paths for parent in p.parents if parent != Path(".")}
 
 

@@ -145,7 +145,7 @@ class Graph:
             if node.inputs[1] in self.constants
         }
 
-    def reverse(self, image: np.ndarray, target: Target, keep=()) -> Reversed:
+    def reverse(self, image: np.ndarray, target: Target, keep=(), gradient: bool = True) -> Reversed:
         """The reverse pass from ``target`` to the prepared ``image``: a written stage's channel or value, or a class's
         score, the value before the final softmax (the output itself where there is none)."""
         chosen = self.chosen()
@@ -157,7 +157,7 @@ class Graph:
                 raise CnnxError(f"--stage takes 1 to {len(chosen)}, the layers written (see --layers)")
             value = chosen[target.stage - 1].outputs[0]
         kept = {chosen[k - 1].outputs[0]: k for k in keep if 1 <= k <= len(chosen)}
-        return reverse_graph(self, image, target, value=value, keep=kept)
+        return reverse_graph(self, image, target, value=value, keep=kept, gradient=gradient)
 
     def run_to(self, image: np.ndarray, name: str) -> tuple[Node, list, np.ndarray]:
         """Run the graph on a prepared (C, H, W) image up to the node called ``name``: the node, its inputs, output."""

@@ -94,7 +94,7 @@ class Model:
             raise CnnxError(f"model {self.name}: {values.size} outputs for {len(self.classes)} classes")
         return sorted(zip(self.classes, values.tolist(), strict=True), key=lambda pair: -pair[1])
 
-    def reverse(self, image: np.ndarray, target: Target, keep=()) -> Reversed:
+    def reverse(self, image: np.ndarray, target: Target, keep=(), gradient: bool = True) -> Reversed:
         """The reverse pass from ``target`` to the prepared ``image``: a class's score is the last fully connected
         layer's output for it (the logit, before the softmax)."""
         stages = self.pipeline.stages
@@ -107,7 +107,7 @@ class Model:
             if target.stage is None or not 1 <= target.stage <= len(stages):
                 raise CnnxError(f"--stage takes 1 to {len(stages)}, the model's stages")
             end = target.stage
-        return reverse_chain(stages, image, target, end=end, keep=keep)
+        return reverse_chain(stages, image, target, end=end, keep=keep, gradient=gradient)
 
     def learned_kernels(self) -> dict[str, np.ndarray]:
         """Each conv layer's learned filters, (out, in, kH, kW), by layer name, in the order they run."""

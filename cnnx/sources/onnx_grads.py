@@ -16,7 +16,15 @@ import numpy as np
 
 from cnnx.base.errors import CnnxError
 from cnnx.compute import grad as reverse
-from cnnx.sources.onnx_ops import OPS, average_pool_counts, conv_pads, pairs, pool_geometry, run_node
+from cnnx.sources.onnx_ops import (
+    OPS,
+    average_pool_counts,
+    axes_of,
+    conv_pads,
+    pairs,
+    pool_geometry,
+    run_node,
+)
 
 
 def _moved(node, inputs, outputs, grads, opset):
@@ -113,9 +121,7 @@ def _reduced(node, inputs, outputs, grads, opset, axes):
 
 
 def _reduce_axes(node, inputs, opset):
-    from cnnx.sources.onnx_ops import _axes
-
-    axes = _axes(node, inputs, opset, 18)
+    axes = axes_of(node, inputs, opset, 18)
     return list(range(inputs[0].ndim)) if axes is None else list(axes)
 
 

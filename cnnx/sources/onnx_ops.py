@@ -186,7 +186,7 @@ def _reshape(node, x, shape):
     return x.reshape(shape)
 
 
-def _axes(node, inputs, opset: int, since: int) -> list[int] | None:
+def axes_of(node, inputs, opset: int, since: int) -> list[int] | None:
     """An op's axes: an attribute before opset ``since``, its second input from then on."""
     if opset >= since and len(inputs) > 1 and inputs[1] is not None:
         return [int(a) for a in inputs[1]]
@@ -195,7 +195,7 @@ def _axes(node, inputs, opset: int, since: int) -> list[int] | None:
 
 
 def _reduce(node, inputs, opset: int, reducer):
-    axes = _axes(node, inputs, opset, 18)
+    axes = axes_of(node, inputs, opset, 18)
     keep = bool(node.attrs.get("keepdims", 1))
     return reducer(inputs[0], axis=None if axes is None else tuple(axes), keepdims=keep).astype(np.float32)
 
@@ -269,7 +269,7 @@ def _flatten(node, x):
 
 
 def _squeeze(node, inputs, opset: int):
-    axes = _axes(node, inputs, opset, 13)
+    axes = axes_of(node, inputs, opset, 13)
     return np.squeeze(inputs[0], axis=None if axes is None else tuple(axes))
 
 
@@ -466,7 +466,7 @@ OPS: dict[str, Op] = {
     "Reshape": Op(lambda node, inputs, opset: _reshape(node, inputs[0], inputs[1]), field="whole"),
     "Transpose": Op(lambda node, inputs, opset: np.transpose(inputs[0], node.attrs.get("perm"))),
     "Squeeze": Op(lambda node, inputs, opset: _squeeze(node, inputs, opset)),
-    "Unsqueeze": Op(lambda node, inputs, opset: np.expand_dims(inputs[0], tuple(_axes(node, inputs, opset, 13)))),
+    "Unsqueeze": Op(lambda node, inputs, opset: np.expand_dims(inputs[0], tuple(axes_of(node, inputs, opset, 13)))),
     "Gemm": Op(lambda node, inputs, opset: _gemm(node, *inputs), shown=True, value="dense", field="whole"),
     "MatMul": Op(lambda node, inputs, opset: _matmul(inputs[0], inputs[1]), shown=True, value="dense",
                  field="whole"),

@@ -153,13 +153,13 @@ class Chain:
     def answer(self, output: np.ndarray) -> list[tuple[str, float]] | None:
         return None
 
-    def reverse(self, image: np.ndarray, target: Target, keep=()) -> Reversed:
+    def reverse(self, image: np.ndarray, target: Target, keep=(), gradient: bool = True) -> Reversed:
         """The reverse pass from ``target`` (a stage's channel or value; a chain has no classes) to ``image``."""
         if target.label is not None or target.stage is None:
             raise CnnxError("a chain pipeline classifies nothing: give a --stage (and --channel) to start from")
         _check_stage(target.stage, len(self.pipeline.stages))
         return reverse_chain(self.pipeline.stages, image, target, end=target.stage, keep=keep,
-                             flip=self.pipeline.convention == "convolution")
+                             flip=self.pipeline.convention == "convolution", gradient=gradient)
 
     def about(self) -> dict:
         """The manifest's record of the pipeline: its spec, settings and TOML tables."""

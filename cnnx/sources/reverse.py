@@ -57,17 +57,21 @@ class Reversed:
     of each stage kept, by stage index."""
 
     score: float
-    gradient: np.ndarray
+    gradient: np.ndarray | None
     stages: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-def reverse_chain(stages, image: np.ndarray, target: Target, *, end: int, keep=(), flip: bool = False) -> Reversed:
-    """Through a chain's ``stages`` (each with ``apply`` and ``backward``), from ``target`` at stage ``end``."""
+def reverse_chain(stages, image: np.ndarray, target: Target, *, end: int, keep=(), flip: bool = False,
+                  gradient: bool = True) -> Reversed:
+    """Through a chain's ``stages`` (each with ``apply`` and ``backward``), from ``target`` at stage ``end``;
+    without ``gradient`` the forward pass alone, for the score."""
     values = [np.asarray(image, np.float32)]
     for stage in stages[:end]:
         values.append(stage.apply(values[-1], flip=flip))
     seed = target.seed(values[end])
     score = float(np.sum(seed * values[end], dtype=np.float64))
+    if not gradient:
+        return Reversed(score, None)
     kept, g = {}, seed
     for index in range(end, 0, -1):
         if index in keep:
@@ -76,7 +80,8 @@ def reverse_chain(stages, image: np.ndarray, target: Target, *, end: int, keep=(
     return Reversed(score, np.asarray(g, np.float32), kept)
 
 
-def reverse_graph(graph, image: np.ndarray, target: Target, *, value: str, keep: dict[str, int]) -> Reversed:
+def reverse_graph(graph, image: np.ndarray, target: Target, *, value: str, keep: dict[str, int],
+                  gradient: bool = True) -> Reversed:
     """Through a graph's nodes, from ``target`` at the value called ``value``; ``keep`` names the values kept (by
     name, with their stage index).  The forward pass stops once ``value`` is made."""
     from cnnx.sources.graph import stage_shape
@@ -96,6 +101,8 @@ def reverse_graph(graph, image: np.ndarray, target: Target, *, value: str, keep:
         as_written = made.reshape(stage_shape(made.shape))
         seed = target.seed(as_written).reshape(made.shape)
         score = float(np.sum(seed * made, dtype=np.float64))
+        if not gradient:
+            return Reversed(score, None)
         grads: dict[str, np.ndarray] = {value: seed}
         kept = {}
         for node, inputs in reversed(ran):

@@ -1,0 +1,139 @@
+"""``cnnx why``: what in an image drove a network's answer, or a stage's value, drawn over the image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnx.app.shell import (
+    PREPARATION,
+    STAGES,
+    Force,
+    Layers,
+    MaxMemory,
+    OutFolder,
+    number_pair,
+    prepared,
+    print_line,
+    reported_errors,
+    source_from,
+    with_groups,
+)
+from cnnx.base.errors import CnnxError
+
+Method = Annotated[str, typer.Option("--method", help="gradcam, gradcam++, gradient, input-x-gradient, "
+                                                      "integrated-gradients, smoothgrad, occlusion; several with "
+                                                      "commas, or all.")]
+
+
+@with_groups
+def why(
+    images: Annotated[list[str], typer.Argument(help="Images, folders or patterns to explain.", show_default=False)],
+    stages: dict = STAGES,
+    layers: Layers = None,
+    preparation: dict = PREPARATION,
+    method: Method = "gradcam",
+    label: Annotated[str | None, typer.Option("--class", help="The class to explain, by name or index (default: "
+                                                              "the top class).")] = None,
+    stage: Annotated[int | None, typer.Option("--stage", min=1, help="Start from this stage instead of a class "
+                                                                     "(as the pipeline's table numbers it).")] = None,
+    channel: Annotated[int, typer.Option("--channel", min=0, help="With --stage: which of its maps.")] = 0,
+    at: Annotated[str | None, typer.Option("--at", metavar="ROW,COL", help="With --stage: one value of the map "
+                                                                          "(default: the map's sum).")] = None,
+    cam_stage: Annotated[int | None, typer.Option("--cam-stage", min=1, help="Grad-CAM's stage (default: the last "
+                                                                             "with a map).")] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Integrated gradients' steps.")] = 32,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="SmoothGrad's noisy copies.")] = 16,
+    noise: Annotated[float, typer.Option("--noise", min=0, help="SmoothGrad's noise, a share of the input's "
+                                                                "range.")] = 0.15,
+    patch: Annotated[int | None, typer.Option("--patch", min=1, help="Occlusion's square, in pixels (default: an "
+                                                                     "eighth of the shorter side).")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="SmoothGrad's noise.")] = 0,
+    out_dir: OutFolder = None,
+    save_raw: Annotated[bool, typer.Option("--save-raw", metavar="", help="Also write the map and the gradient as "
+                                                                          ".npy (float32).")] = False,
+    force: Force = False,
+    max_memory: MaxMemory = None,
+) -> None:
+    """Show what in the image drove a network's answer (or a stage's value), as a map over the image.
+
+    For a classifier (--model shapes, an ONNX network) the top class by
+    default, or --class; for any pipeline a --stage's --channel (its sum, or
+    one value --at ROW,COL: for a chain, the value's effective receptive
+    field).  Writes OUT/NAME/why/ (replacing it): for each --method,
+    METHOD-overlay.png (the map over the image as the model saw it, with a
+    colour bar and the answer in words) and METHOD.png (the map alone; the
+    gradient method's files are named saliency);
+    manifest.json; with --save-raw METHOD.npy and gradient.npy (with respect
+    to the prepared input).
+
+    Example: cnnx why samples/star.png --model shapes --method integrated-gradients
+    """
+    from cnnx.app.inputs import batch_destinations, default_destination
+    from cnnx.app.shell import find
+    from cnnx.explain.why import METHODS, WhySettings
+
+    with reported_errors():
+        names = list(METHODS) if method == "all" else [m.strip() for m in method.split(",") if m.strip()]
+        settings = [WhySettings(name, cam_stage, steps, samples, noise, patch, seed) for name in dict.fromkeys(names)]
+        if not settings:
+            raise CnnxError("--method names no method")
+        place = number_pair(at, "--at")
+        if (at is not None or channel) and stage is None:
+            raise CnnxError("--channel and --at go with --stage")
+        if stage is not None and label is not None:
+            raise CnnxError("give --class or --stage, not both")
+        source = source_from(**stages, layers=layers, preprocess=prepared(**preparation), max_memory=max_memory)
+        root = out_dir if out_dir is not None else Path("cnnx-out")
+        paths = find(images, skip=root)
+        if not paths:
+            raise CnnxError("give an IMAGE to explain (or a folder, or a pattern)")
+        if len(paths) == 1 and not Path(images[0]).is_dir():
+            folders = [out_dir if out_dir is not None else default_destination(paths[0], root)[0]]
+        else:
+            folders = batch_destinations(paths, root)
+        for path, folder in zip(paths, folders, strict=True):
+            _explain_one(source, path, folder / "why", settings, (label, stage, channel, place), save_raw, force)
+
+
+def _explain_one(source, path: Path, folder: Path, methods, wanted, save_raw: bool, force: bool) -> None:
+    """One image's maps, one for each method, written into ``folder`` whole or not at all."""
+    import numpy as np
+
+    from cnnx.explain.why import class_target, explain_why, stage_target, why_lines
+    from cnnx.io.images import load_image
+    from cnnx.io.output import staged_folder
+    from cnnx.io.png import write_png
+    from cnnx.render.why import display_image, map_picture, overlay_picture
+
+    label, stage, channel, place = wanted
+    image = source.prepare(load_image(path, color=source.color).array)
+    target, what = stage_target(stage, channel, place) if stage is not None else class_target(source, image, label)
+    results = [explain_why(source, image, target, settings, what) for settings in methods]
+    files, records = [], []
+    with staged_folder(folder, force=force) as temporary:
+        for result in results:
+            name = "saliency" if result.method == "gradient" else result.method  # gradient.npy is the raw gradient
+            write_png(temporary / f"{name}-overlay.png", overlay_picture(display_image(image), result.map,
+                                                                         result.signed, why_lines(result)),
+                      atomic=False)
+            write_png(temporary / f"{name}.png", map_picture(result.map, result.signed)[0], atomic=False)
+            files += [f"{name}-overlay.png", f"{name}.png"]
+            if save_raw:
+                np.save(temporary / f"{name}.npy", result.map.astype(np.float32))
+                files.append(f"{name}.npy")
+            records.append({"method": result.method, "files": [f"{name}-overlay.png", f"{name}.png"],
+                            "score": result.score, "stage": result.stage, "signed": result.signed,
+                            "parameters": result.parameters, "check": result.check})
+        gradient = next((r.gradient for r in results if r.gradient is not None), None)
+        if save_raw and gradient is not None:
+            np.save(temporary / "gradient.npy", gradient.astype(np.float32))
+            files.append("gradient.npy")
+        record = {"tool": "cnnx", "input": {"path": str(path), "shape": list(image.shape)}, "files": files,
+                  "why": {"target": what, "methods": records}}
+        (temporary / "manifest.json").write_text(json.dumps(record, indent=2))
+    print_line(f"why {what}: score {results[0].score:.4g}")
+    print_line(f"wrote {', '.join(f for f in files if f.endswith('overlay.png'))} and the maps alone to {folder}")

@@ -1,0 +1,170 @@
+"""cnnx why: each method's map, tested as the field tests saliency (CAM's identity, integrated gradients'
+completeness, the pointing game, deletion), and the command's files read back."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from cnnx.app.cli import app
+from cnnx.explain.why import METHODS, WhySettings, explain_why
+from cnnx.sources.reverse import Target
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    from cnnx.sources.model import load_model
+    from cnnx.sources.shapes import dataset
+
+    images, labels = dataset(40, 11)
+    return load_model("shapes"), images, labels
+
+
+def test_grad_cam_is_cam_for_a_network_ending_in_global_pooling_and_one_linear_layer(tmp_path):
+    """For conv -> relu -> global average pool -> dense, Grad-CAM's map at the ReLU is the class activation map
+    (Zhou et al. 2016): the maps weighed by the dense layer's row for the class, kept where positive, over the
+    map's size."""
+    from cnnx.sources.pipeline import Chain
+    from cnnx.sources.spec import load_pipeline
+
+    weights = np.random.default_rng(1).standard_normal((3, 6)).astype(np.float32)
+    np.savez(tmp_path / "head.npz", weights=weights, bias=np.zeros(3, np.float32))
+    chain = Chain(load_pipeline(spec=f"conv(random:6, seed=2) -> relu -> global_avgpool -> flatten -> "
+                                     f"dense({tmp_path / 'head.npz'})"))
+    image = np.random.default_rng(3).random((1, 20, 24), dtype=np.float32)
+    maps = list(chain.stream(image))[2].array.astype(np.float64)
+    for k in range(3):
+        why = explain_why(chain, image, Target(stage=5, channel=0, place=(0, k)), WhySettings("gradcam", stage=2), "")
+        cam = np.maximum(np.tensordot(weights[k], maps, axes=1), 0) / (20 * 24)
+        np.testing.assert_allclose(why.map, cam, rtol=1e-4, atol=1e-7)
+
+
+def test_integrated_gradients_sum_to_the_scores_change(shapes):
+    """Completeness: the attributions add up to the class score less the baseline's, to 1% with 64 steps."""
+    model, images, labels = shapes
+    for image, label in zip(images[:5], labels[:5], strict=True):
+        why = explain_why(model, image, Target(label=int(label)), WhySettings("integrated-gradients", steps=64), "")
+        baseline = model.reverse(np.zeros_like(image), Target(label=int(label)), gradient=False).score
+        assert float(why.map.sum()) == pytest.approx(why.score - baseline, rel=1e-2)
+
+
+# The pointing game on the shapes model, measured: input x gradient and integrated gradients 100%, occlusion 75%,
+# Grad-CAM 28% (its channel weights average the gradient over the map, which suits networks that end in global
+# average pooling; the shapes model ends in a dense layer over every place).
+@pytest.mark.parametrize("method", ["input-x-gradient", "integrated-gradients"])
+def test_the_pointing_game(shapes, method):
+    """The map's peak lies on the shape's ink in at least 90% of freshly drawn shapes."""
+    model, images, labels = shapes
+    hits = 0
+    for image, label in zip(images, labels, strict=True):
+        why = explain_why(model, image, Target(label=int(label)), WhySettings(method, steps=16), "")
+        hits += bool(image[0][np.unravel_index(np.argmax(why.map), why.map.shape)] > 0.3)
+    assert hits >= 0.9 * len(images)
+
+
+@pytest.mark.parametrize("method", ["gradient", "input-x-gradient", "integrated-gradients",
+                                    pytest.param("occlusion", marks=pytest.mark.slow)])
+def test_deleting_pixels_in_the_maps_order_lowers_the_score_faster_than_at_random(shapes, method):
+    """The fifth of the pixels the map ranks highest, set to zero, lower the class score more than a random fifth:
+    on average, and for at least 85% of the shapes (measured: 87% to 100%)."""
+    model, images, labels = shapes
+    faster, falls = 0, []
+    rng = np.random.default_rng(0)
+    for image, label in zip(images, labels, strict=True):
+        target = Target(label=int(label))
+        why = explain_why(model, image, target, WhySettings(method, steps=16, patch=4), "")
+        count = image.size // 5
+        by_map, at_random = image.copy().reshape(-1), image.copy().reshape(-1)
+        by_map[np.argsort(-why.map.ravel())[:count]] = 0
+        at_random[rng.permutation(image.size)[:count]] = 0
+        scores = [model.reverse(v.reshape(image.shape), target, gradient=False).score for v in (by_map, at_random)]
+        faster += scores[0] < scores[1]
+        falls.append(scores[1] - scores[0])
+    assert faster >= 0.85 * len(images) and np.mean(falls) > 0
+
+
+def test_occlusion_of_a_chain_value_is_zero_where_no_square_meets_its_field():
+    """Hiding pixels outside a value's receptive field cannot change it: occlusion's map is zero wherever every
+    square covering the pixel lies outside the field."""
+    from cnnx.sources.pipeline import Chain
+    from cnnx.sources.spec import load_pipeline
+
+    chain = Chain(load_pipeline())
+    image = np.random.default_rng(4).random((1, 48, 48), dtype=np.float32)
+    planned = chain.plan(image.shape)
+    C, H, W = planned[-1].shape
+    why = explain_why(chain, image, Target(stage=len(planned), channel=0, place=(H // 2, W // 2)),
+                      WhySettings("occlusion", patch=4), "")
+    rows, cols = np.nonzero(why.map)
+    reach = planned[-1].receptive_field[0] + 2 * 4
+    assert rows.size and rows.max() - rows.min() < reach and cols.max() - cols.min() < reach
+
+
+def _star(path: Path) -> Path:
+    image = Image.new("RGB", (120, 100), "white")
+    points = [(60 + r * np.sin(k * np.pi / 5), 50 - r * np.cos(k * np.pi / 5))
+              for k, r in zip(range(10), [40, 16] * 5, strict=True)]
+    ImageDraw.Draw(image).polygon(points, fill="black")
+    image.save(path)
+    return path
+
+
+def test_why_through_the_command_writes_each_methods_pictures_and_numbers(tmp_path):
+    """cnnx why --model shapes --method all --save-raw: an overlay (with colour) and a map for each method, the
+    maps and the gradient as .npy at the model's input size, a manifest naming the class and each method; a
+    second run replaces the folder, and a pipeline run of the same image may replace the folder that holds it."""
+    star = _star(tmp_path / "star.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["why", str(star), "--model", "shapes", "--method", "all", "--save-raw", "-o",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    assert "class star" in result.stdout
+    folder = out / "why"
+    record = json.loads((folder / "manifest.json").read_text())
+    assert [m["method"] for m in record["why"]["methods"]] == list(METHODS)
+    assert "star" in record["why"]["target"]
+    for method in METHODS:
+        name = "saliency" if method == "gradient" else method
+        with Image.open(folder / f"{name}-overlay.png") as picture:
+            overlay = np.asarray(picture.convert("RGB")).astype(int)
+        assert (np.abs(overlay[..., 0] - overlay[..., 2]) > 60).any()  # coloured, not only grey
+        assert np.load(folder / f"{name}.npy").shape == (32, 32)
+        with Image.open(folder / f"{name}.png") as picture:
+            assert picture.size == (32, 32)
+    assert np.load(folder / "gradient.npy").shape == (1, 32, 32)
+    again = runner.invoke(app, ["why", str(star), "--model", "shapes", "--method", "occlusion", "-o", str(out)])
+    assert again.exit_code == 0 and sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json", "occlusion-overlay.png", "occlusion.png"]
+    piped = runner.invoke(app, ["pipeline", str(star), "--model", "shapes", "-o", str(out.parent / "run")])
+    assert piped.exit_code == 0
+    inside = runner.invoke(app, ["why", str(star), "--model", "shapes", "-o", str(out.parent / "run")])
+    assert inside.exit_code == 0 and (out.parent / "run" / "why" / "gradcam.png").exists()
+    rerun = runner.invoke(app, ["pipeline", str(star), "--model", "shapes", "-o", str(out.parent / "run")])
+    assert rerun.exit_code == 0, rerun.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "magic"], "--method takes"),
+    (["--class", "hexagon"], "--class 'hexagon' names no class"),
+    (["--class", "9"], "--class takes 0 to 4"),
+    (["--at", "3,4"], "--channel and --at go with --stage"),
+    (["--stage", "2", "--class", "star"], "give --class or --stage, not both"),
+    (["--stage", "99"], "--stage takes 1 to 9"),
+    (["--stage", "1", "--channel", "50"], "channels 0 to 7"),
+])
+def test_bad_requests_are_one_line(tmp_path, args, message):
+    star = _star(tmp_path / "star.png")
+    result = runner.invoke(app, ["why", str(star), "--model", "shapes", "-o", str(tmp_path / "o"), *args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+def test_a_chain_has_no_class_to_explain(tmp_path):
+    star = _star(tmp_path / "star.png")
+    result = runner.invoke(app, ["why", str(star), "-o", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "classifies nothing" in result.output, result.output
