@@ -1,7 +1,10 @@
-"""Write samples/stripes.png: square-wave stripes in four directions around a disc.
+"""Write samples/stripes.png and samples/star.png.
 
-Each quadrant holds stripes of one direction, so every edge filter of the
-bank lights up in its own quadrant. Run from the repository root:
+stripes.png: square-wave stripes in four directions around a disc; each
+quadrant holds stripes of one direction, so every edge filter of the bank
+lights up in its own quadrant.  star.png: a five-pointed star drawn with a
+pen on off-white paper, a little askew and uneven, for the shapes model and
+``cnnx why``.  Run from the repository root:
 
     python tools/make_samples.py
 """
@@ -35,7 +38,23 @@ def make_stripes() -> np.ndarray:
     return np.round(image * 255).astype(np.uint8)
 
 
+def make_star() -> Image.Image:
+    """An outlined star, 3 px pen, turned 8 degrees, its points of slightly different lengths, on paper with grain."""
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(5)
+    paper = (242 + rng.normal(0, 3, (200, 240))).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(paper).convert("RGB")
+    turn = np.deg2rad(8)
+    radii = [78, 31, 74, 29, 80, 33, 72, 30, 76, 32]
+    points = [(122 + r * np.sin(turn + k * np.pi / 5), 104 - r * np.cos(turn + k * np.pi / 5))
+              for k, r in enumerate(radii)]
+    ImageDraw.Draw(image).line([*points, points[0]], fill=(38, 44, 70), width=4, joint="curve")
+    return image.filter(ImageFilter.GaussianBlur(0.6))
+
+
 if __name__ == "__main__":
-    path = Path(__file__).resolve().parent.parent / "samples" / "stripes.png"
-    Image.fromarray(make_stripes()).save(path, optimize=True)
-    print(f"wrote {path}")
+    folder = Path(__file__).resolve().parent.parent / "samples"
+    Image.fromarray(make_stripes()).save(folder / "stripes.png", optimize=True)
+    make_star().save(folder / "star.png", optimize=True)
+    print(f"wrote {folder / 'stripes.png'} and {folder / 'star.png'}")

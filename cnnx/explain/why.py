@@ -233,4 +233,7 @@ def why_lines(why: Why) -> list[str]:
                      "red: hiding it lowered the score; blue: hiding it raised the score")
     if why.check:
         lines.append(why.check)
+    if not np.any(why.map):
+        lines.append("the map is zero everywhere: nothing in the image raised the score by this method"
+                     + (" (Grad-CAM keeps only where the weighed maps sum above zero)" if why.stage else ""))
     return lines

@@ -127,7 +127,9 @@ class StageSource(Protocol):
     are not finite, say), one line each.  ``pipeline`` is the chain of stages
     it runs (printed by --print-config, edited in serve, explained stage by
     stage), None for a network.  ``accuracy`` is a trained model's measured
-    accuracy, None where there is none.  ``ready_seconds`` is what making it
+    accuracy, None where there is none.  ``reverse`` runs the reverse pass
+    from a target (``sources.reverse.Target``: a stage's value or channel, a
+    class's logit) back to the prepared image.  ``ready_seconds`` is what making it
     ready took before any image (reading a model file and computing what needs
     no image), apart from each image's compute.
     """
@@ -151,5 +153,7 @@ class StageSource(Protocol):
     def stream(self, image: np.ndarray, *, reuse: bool = False) -> Iterator[StageResult]: ...
 
     def answer(self, output: np.ndarray) -> list[tuple[str, float]] | None: ...
+
+    def reverse(self, image: np.ndarray, target, keep=(), gradient: bool = True): ...
 
     def about(self) -> dict: ...

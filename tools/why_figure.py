@@ -1,0 +1,58 @@
+"""Make the pictures of docs/why.md from real runs of `cnnx why` on the shipped samples.
+
+Run from the repository root after `pip install .`:
+
+    python tools/why_figure.py
+
+docs/why-methods.png: every method's overlay for the shapes model's answer on
+samples/star.png, side by side.  docs/why-field.png: a value of the default
+pipeline's last stage on samples/chelsea.png and the input pixels that drove
+it (input x gradient): its effective receptive field.
+"""
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+METHODS = ["gradcam", "gradcam++", "saliency", "input-x-gradient", "integrated-gradients", "smoothgrad", "occlusion"]
+
+
+def cnnx(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "cnnx", *args], check=True, capture_output=True)
+
+
+def grid(pictures: list[Image.Image], columns: int, width: int) -> Image.Image:
+    """The pictures scaled to ``width`` each, ``columns`` to a row, on white."""
+    scaled = [p.resize((width, round(p.height * width / p.width)), Image.Resampling.LANCZOS) for p in pictures]
+    rows = [scaled[k : k + columns] for k in range(0, len(scaled), columns)]
+    heights = [max(p.height for p in row) for row in rows]
+    sheet = Image.new("RGB", (columns * width + (columns - 1) * 8, sum(heights) + 8 * (len(rows) - 1)), "white")
+    y = 0
+    for row, height in zip(rows, heights, strict=True):
+        for k, picture in enumerate(row):
+            sheet.paste(picture, (k * (width + 8), y))
+        y += height + 8
+    return sheet
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        cnnx("why", str(ROOT / "samples" / "star.png"), "--model", "shapes", "--method", "all", "-o", str(out / "s"))
+        pictures = [Image.open(out / "s" / "why" / f"{m}-overlay.png").convert("RGB") for m in METHODS]
+        grid(pictures, 4, 420).save(DOCS / "why-methods.png", optimize=True)
+        cnnx("why", str(ROOT / "samples" / "chelsea.png"), "--stage", "6", "--channel", "1", "--at", "40,61",
+             "--method", "input-x-gradient", "-o", str(out / "c"))
+        field = Image.open(out / "c" / "why" / "input-x-gradient-overlay.png").convert("RGB")
+        field.resize((900, round(field.height * 900 / field.width)), Image.Resampling.LANCZOS).save(
+            DOCS / "why-field.png", optimize=True)
+    print(f"wrote {DOCS / 'why-methods.png'} and {DOCS / 'why-field.png'}")
+
+
+if __name__ == "__main__":
+    main()
