@@ -7,8 +7,9 @@ interleaved run.
 The models: the nine light model-zoo graphs that ship inside the onnx package,
 as shipped (their weights built by ConstantOfShape, which cnnx and ONNX
 Runtime both compute once when the model is read); ResNet-50 with seeded
-random weights; and, where PyTorch is installed, MobileNetV2, EfficientNet-B0
-and a ConvNeXt-Tiny-like network built here with random weights and exported
+random weights (PyTorch eager's time beside it, where installed); and, where
+PyTorch is installed, MobileNetV2, EfficientNet-B0 and a ConvNeXt-Tiny-like
+network built here with random weights and exported
 by its TorchScript exporter. All at batch 1 and their own sizes. Each round
 runs every candidate once, so a noisy machine slows them alike; the table
 shows medians and the ratio the targets are stated in: cnnx's compute at
@@ -63,6 +64,38 @@ def flops(graph) -> float:
             a = graph.shapes.get(node.inputs[0]) or graph.constants[node.inputs[0]].shape
             total += 2 * math.prod(out) * a[-1]
     return total
+
+
+def torch_resnet50():
+    """ResNet-50 in plain PyTorch (random weights, eval mode), or None where PyTorch is not installed: torch's
+    eager CPU time, printed beside the others."""
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return None
+
+    class Bottleneck(nn.Module):
+        def __init__(self, inputs: int, width: int, stride: int):
+            super().__init__()
+            out = 4 * width
+            self.body = nn.Sequential(
+                nn.Conv2d(inputs, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out))
+            self.skip = (nn.Sequential(nn.Conv2d(inputs, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                         if stride != 1 or inputs != out else nn.Identity())
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.skip(x))
+
+    layers, inputs = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)], 64
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for k in range(blocks):
+            layers.append(Bottleneck(inputs, width, stride if k == 0 else 1))
+            inputs = 4 * width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000), nn.Softmax(1)]
+    return nn.Sequential(*layers).eval()
 
 
 def torch_networks(folder: Path) -> dict[str, Path]:
@@ -170,10 +203,22 @@ def main() -> None:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        medians = interleaved_medians({
+        candidates = {
             "cnnx": lambda graph=graph, x=x: [None for _ in graph.evaluate(x[0])],
             "ort": lambda session=session, graph=graph, x=x: session.run(None, {graph.input_name: x}),
-        }, arguments.rounds)
+        }
+        eager = torch_resnet50() if name.startswith("resnet50 (random") else None
+        if eager is not None:
+            import torch
+
+            def run_eager(eager=eager, x=x):
+                with torch.no_grad():
+                    return eager(torch.from_numpy(x))
+
+            candidates["torch"] = run_eager
+        medians = interleaved_medians(candidates, arguments.rounds)
+        if "torch" in medians:
+            print(f"  (PyTorch eager, the same network with its own random weights: {medians['torch'] * 1000:.1f} ms)")
         ratios[name] = medians["cnnx"] / medians["ort"]
         speed = flops(graph) / medians["cnnx"] / 1e9
         print(f"{name:28s} {medians['cnnx'] * 1000:7.1f}ms {medians['ort'] * 1000:7.1f}ms {ratios[name]:5.2f}x "

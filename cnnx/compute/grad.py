@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnx.base.runtime import blas_threads, strips
 from cnnx.compute import engine
 from cnnx.compute.ops import (
     as_batch,
     as_pair,
-    conv2d,
     conv_padding,
     erf,
     pool_geometry,
@@ -85,20 +85,31 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
 
 
 def _input_gradient(g, weight, groups, stride, dilation, padded_shape) -> np.ndarray:
-    """The gradient of the padded input: the output's gradient spread by the stride, padded by the kernel's span
-    less one, correlated with each group's kernels turned by 180 degrees and transposed."""
+    """The gradient of the padded input: each output pixel's gradient times the kernels (one product, every tap's
+    columns at once: the transpose of the forward op's gathered taps), added back at the pixels each tap read.
+
+    Done a strip of output rows at a time, so the columns stay in cache and a large photo needs no more memory
+    than a strip; a stride costs nothing extra (the taps read every ``stride``-th pixel, as the forward op did).
+    """
     N, O, Hout, Wout = g.shape
     _, Cg, kh, kw = weight.shape
     (s0, s1), (d0, d1) = stride, dilation
-    span = (d0 * (kh - 1), d1 * (kw - 1))
-    spread = np.zeros((N, O, (Hout - 1) * s0 + 1 + 2 * span[0], (Wout - 1) * s1 + 1 + 2 * span[1]), np.float32)
-    spread[:, :, span[0] : span[0] + (Hout - 1) * s0 + 1 : s0, span[1] : span[1] + (Wout - 1) * s1 + 1 : s1] = g
-    # Rows and columns a stride leaves over at the bottom and right were read by no window: their gradient is 0.
-    left_over = (padded_shape[0] - (Hout - 1) * s0 - span[0] - 1, padded_shape[1] - (Wout - 1) * s1 - span[1] - 1)
-    spread = np.pad(spread, ((0, 0), (0, 0), (0, left_over[0]), (0, left_over[1])))
-    turned = weight.reshape(groups, O // groups, Cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    turned = np.ascontiguousarray(turned.reshape(groups * Cg, O // groups, kh, kw))
-    return conv2d(spread, turned, dilation=dilation, groups=groups)
+    C = Cg * groups
+    banks = weight.reshape(groups, O // groups, Cg * kh * kw).transpose(0, 2, 1)  # BLAS reads it transposed
+    out = np.zeros((N, C, *padded_shape), np.float32)
+    row_bytes = 4 * N * Wout * (C * kh * kw + O)
+    for r0, r1 in strips(Hout, row_bytes):
+        R = r1 - r0
+        rows = np.ascontiguousarray(g[:, :, r0:r1].reshape(N, groups, O // groups, R * Wout).transpose(1, 2, 0, 3))
+        with blas_threads():
+            columns = np.matmul(banks, rows.reshape(groups, O // groups, N * R * Wout))  # (groups, Cg*kh*kw, N*R*Wout)
+        columns = columns.reshape(groups, Cg, kh, kw, N, R, Wout)
+        for i in range(kh):
+            for j in range(kw):
+                top, left = r0 * s0 + i * d0, j * d1
+                at = out[:, :, top : top + (R - 1) * s0 + 1 : s0, left : left + (Wout - 1) * s1 + 1 : s1]
+                at += columns[:, :, i, j].reshape(C, N, R, Wout).transpose(1, 0, 2, 3)
+    return out
 
 
 def _weight_gradient(g, padded, shape, groups, stride, dilation) -> np.ndarray:
