@@ -17,6 +17,7 @@ import typer
 from cnnx import __version__
 from cnnx.app import shell
 from cnnx.app.explain_cli import app as explain_app
+from cnnx.app.features_cli import features
 from cnnx.app.shell import (
     PREPARATION,
     STAGES,
@@ -445,6 +446,7 @@ def serve(
 
 app.add_typer(explain_app)
 app.command("why")(why)
+app.command("features")(features)
 
 
 def main() -> None:

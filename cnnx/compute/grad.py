@@ -24,6 +24,7 @@ from cnnx.compute import engine
 from cnnx.compute.ops import (
     as_batch,
     as_pair,
+    bilinear_corners,
     conv_padding,
     erf,
     pool_geometry,
@@ -39,6 +40,7 @@ __all__ = [
     "linear_backward",
     "log_softmax_backward",
     "max_pool2d_backward",
+    "resample_backward",
     "softmax_backward",
     "spread_windows",
     "unbroadcast",
@@ -293,6 +295,18 @@ def log_softmax_backward(grad_out, output, axis: int = -1) -> np.ndarray:
     """Gradient of a log-softmax with respect to its scores, from its output: ``g - exp(y) * sum(g)``."""
     g, y = np.asarray(grad_out, np.float64), np.asarray(output, np.float64)
     return (g - np.exp(y) * g.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def resample_backward(grad_out, shape, rows, cols) -> np.ndarray:
+    """Gradient of ``ops.resample(x, rows, cols)`` with respect to ``x`` of ``shape`` (C, H, W): each sample's
+    gradient shared among its four neighbours by their weights."""
+    g = np.asarray(grad_out, np.float64)
+    (r0, c0), (r1, c1), (wr, wc) = bilinear_corners(shape[1:], rows, cols)
+    out = np.zeros(shape, np.float64)
+    for r, c, weight in ((r0, c0, (1 - wr) * (1 - wc)), (r0, c1, (1 - wr) * wc), (r1, c0, wr * (1 - wc)),
+                         (r1, c1, wr * wc)):
+        np.add.at(out, (slice(None), r, c), g * weight)
+    return out.astype(np.float32)
 
 
 def unbroadcast(grad: np.ndarray, shape) -> np.ndarray:

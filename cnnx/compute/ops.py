@@ -489,6 +489,30 @@ def tanh(x, inplace: bool = False) -> np.ndarray:
 # ---------------------------------------------------------------- the fully connected end
 
 
+def resample(x, rows, cols) -> np.ndarray:
+    """Bilinear samples of each plane of ``x`` (C, H, W) at the real coordinates ``rows`` and ``cols`` (any shape,
+    alike), the border repeated beyond the edges: a shifted, scaled or turned copy of an image.
+
+    >>> resample(np.array([[[0.0, 2.0], [4.0, 6.0]]]), np.array([[0.5]]), np.array([[0.25]]))
+    array([[[2.5]]], dtype=float32)
+    """
+    x = np.asarray(x, np.float32)
+    (r0, c0), (r1, c1), (wr, wc) = bilinear_corners(x.shape[1:], rows, cols)
+    top = x[:, r0, c0] * (1 - wc) + x[:, r0, c1] * wc
+    bottom = x[:, r1, c0] * (1 - wc) + x[:, r1, c1] * wc
+    return (top * (1 - wr) + bottom * wr).astype(np.float32)
+
+
+def bilinear_corners(size, rows, cols):
+    """The four neighbours of each coordinate (clamped into the image) and the weights of the second ones."""
+    H, W = size
+    rows = np.clip(np.asarray(rows, np.float64), 0, H - 1)
+    cols = np.clip(np.asarray(cols, np.float64), 0, W - 1)
+    r0, c0 = np.floor(rows).astype(np.intp), np.floor(cols).astype(np.intp)
+    r1, c1 = np.minimum(r0 + 1, H - 1), np.minimum(c0 + 1, W - 1)
+    return (r0, c0), (r1, c1), ((rows - r0).astype(np.float32), (cols - c0).astype(np.float32))
+
+
 def erf(x) -> np.ndarray:
     """The error function, elementwise, in the input's float precision (float64 for integers): Abramowitz and
     Stegun 7.1.26, within 1.5e-7 of it, in place on one working array (GELU's input holds millions of values).

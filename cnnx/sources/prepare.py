@@ -54,15 +54,27 @@ class Preparation:
         planes = [np.asarray(Image.fromarray(p).resize(size, Image.Resampling.BILINEAR)) for p in image[:C]]
         out = np.stack(planes).astype(np.float32)
         top, left = (out.shape[1] - H) // 2, (out.shape[2] - W) // 2
-        out = out[:, top : top + H, left : left + W]
-        if self.order == "bgr" and C == 3:
-            out = out[::-1]
+        return self.values(out[:, top : top + H, left : left + W])
+
+    def values(self, pixels: np.ndarray) -> np.ndarray:
+        """Pixels (C, H, W) in 0..1, already of the input's size and channels, as the model takes them: in its
+        channels' order, scaled, less the mean, over the spread."""
+        C = pixels.shape[0]
+        out = pixels[::-1] if self.order == "bgr" and C == 3 else pixels
         out = out * np.float32(self.scale)
         if self.mean:
             out = out - np.array(self._each(self.mean, C), np.float32)[:, None, None]
         if self.std:
             out = out / np.array(self._each(self.std, C), np.float32)[:, None, None]
         return np.ascontiguousarray(out, np.float32)
+
+    def values_backward(self, grad: np.ndarray) -> np.ndarray:
+        """The gradient with respect to the pixels given one with respect to ``values(pixels)``."""
+        C = grad.shape[0]
+        out = grad * np.float32(self.scale)
+        if self.std:
+            out = out / np.array(self._each(self.std, C), np.float32)[:, None, None]
+        return np.ascontiguousarray(out[::-1] if self.order == "bgr" and C == 3 else out, np.float32)
 
     def any_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """The input size for an image of ``size`` (H, W), for a model that takes any: the image's own, or with a

@@ -1,0 +1,190 @@
+"""``cnnx features``: what each unit looks for, as the image that excites it most, or its top patches in photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnx.app.shell import (
+    PREPARATION,
+    STAGES,
+    Force,
+    Layers,
+    MaxMemory,
+    OutFolder,
+    prepared,
+    print_line,
+    reported_errors,
+    source_from,
+    with_groups,
+)
+from cnnx.base.errors import CnnxError
+
+
+@with_groups
+def features(
+    images: Annotated[list[str] | None, typer.Argument(help="Photos (or folders, patterns) to find each unit's top "
+                                                            "patches in; none: draw what each unit looks for.",
+                                                       show_default=False)] = None,
+    stages: dict = STAGES,
+    layers: Layers = None,
+    preparation: dict = PREPARATION,
+    stage: Annotated[int | None, typer.Option("--stage", min=1, help="The stage whose channels to show (default: "
+                                                                     "a classifier's classes).")] = None,
+    channels: Annotated[str | None, typer.Option("--channels", metavar="LIST", help="Which channels (or classes): "
+                                                 "0,3,5 or 0-7 (default: the first 16, or every class).")] = None,
+    top: Annotated[int, typer.Option("--top", min=1, max=64, help="With IMAGES: patches per unit.")] = 9,
+    side: Annotated[int | None, typer.Option("--side", min=8, max=1024, help="The image's side for a pipeline or "
+                                                                             "a model of any size.")] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps of gradient ascent.")] = 256,
+    rate: Annotated[float, typer.Option("--rate", min=0.0, help="Adam's step size.")] = 0.05,
+    jitter: Annotated[int | None, typer.Option("--jitter", min=0, help="Pixels the image may shift each step "
+                                                                       "(default: a sixteenth of its side).")] = None,
+    rotate: Annotated[float, typer.Option("--rotate", min=0.0, help="Degrees it may turn each step.")] = 5.0,
+    tv: Annotated[float, typer.Option("--tv", min=0.0, help="Total-variation penalty.")] = 0.0,
+    plain: Annotated[bool, typer.Option("--plain", metavar="", help="Pixels as they are: no Fourier or "
+                                                                    "decorrelated-colour parameterisation.")] = False,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="The starting noise and the transformations.")] = 0,
+    out_dir: OutFolder = None,
+    save_raw: Annotated[bool, typer.Option("--save-raw", metavar="", help="Also write each image as .npy.")] = False,
+    force: Force = False,
+    max_memory: MaxMemory = None,
+) -> None:
+    """Show what each unit of a network looks for.
+
+    Without IMAGES: for each chosen channel of --stage (or each class of a
+    classifier), the image that excites it most, found by gradient ascent
+    from noise with the safeguards that keep it readable (a Fourier and
+    decorrelated-colour parameterisation, random shifts, scales and turns).
+    With IMAGES: each channel's top patches among them, cut to the receptive
+    field.  Writes OUT (default cnnx-out/features): sheet.png, one PNG per
+    unit and manifest.json with every setting.
+
+    Example: cnnx features --model shapes --steps 128
+    """
+    from cnnx.explain.features import FeatureSettings
+
+    with reported_errors():
+        chosen = _units(channels, None)
+        settings = FeatureSettings(steps=steps, rate=rate, jitter=jitter, rotate=rotate, fourier=not plain,
+                                   decorrelate=not plain, tv=tv, seed=seed)
+        source = source_from(**stages, layers=layers, preprocess=prepared(**preparation), max_memory=max_memory)
+        folder = out_dir if out_dir is not None else Path("cnnx-out") / "features"
+        if images:
+            _top_patches(source, images, stage, chosen, top, folder, force)
+        else:
+            _visualised(source, stage, chosen, side, settings, folder, save_raw, force)
+
+
+def _units(text: str | None, default: list[int] | None) -> list[int] | None:
+    """``0,3,5`` or ``0-7`` (or both, ``0-3,9``) as a list of indices; ``default`` where none is given."""
+    if text is None:
+        return default
+    units: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            units += list(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise CnnxError(f"--channels takes indices and ranges, e.g. 0,3,5 or 0-7; got {text!r}") from None
+    if not units or min(units) < 0:
+        raise CnnxError(f"--channels takes indices and ranges, e.g. 0,3,5 or 0-7; got {text!r}")
+    return list(dict.fromkeys(units))
+
+
+def _visualised(source, stage, channels, side, settings, folder: Path, save_raw: bool, force: bool) -> None:
+    import numpy as np
+
+    from cnnx.explain.features import visualise
+    from cnnx.io.output import safe_name, staged_folder
+    from cnnx.io.png import write_png
+    from cnnx.render.features import feature_sheet, tile
+    from cnnx.sources.reverse import Target
+
+    shape = source.input_shape((3 if source.color else 1, side or 128, side or 128))
+    classes = list(getattr(source, "classes", ()) or getattr(source, "labels", ()))
+    planned = source.plan(shape)
+    if stage is None:
+        last = planned[-1].shape
+        if not (hasattr(source, "classes") or (source.pipeline is None and last[:2] == (1, 1) and last[2] > 1)):
+            raise CnnxError(f"the {source.name} classifies nothing: give a --stage (and --channels)")
+        count = int(np.prod(last))
+        names = classes if len(classes) == count else [f"class {k}" for k in range(count)]
+        units = channels or (list(range(count)) if count <= 64 else list(range(16)))
+        if max(units) >= count:
+            raise CnnxError(f"--channels takes classes 0 to {count - 1} here")
+        targets = [(Target(label=u), names[u]) for u in units]
+    else:
+        if not 1 <= stage <= len(planned):
+            raise CnnxError(f"--stage takes 1 to {len(planned)}, the stages written")
+        count = planned[stage - 1].shape[0]
+        units = channels or list(range(min(16, count)))
+        if max(units) >= count:
+            raise CnnxError(f"stage {stage} has channels 0 to {count - 1}")
+        targets = [(Target(stage=stage, channel=u), f"stage {stage} channel {u}") for u in units]
+    preparation = getattr(source, "preprocess", None)
+    values = (preparation.values, preparation.values_backward) if preparation is not None else None
+    found = [(name, visualise(source, target, shape, settings, values)) for target, name in targets]
+    records = []
+    with staged_folder(folder, force=force) as temporary:
+        for k, (name, feature) in enumerate(found):
+            file = f"{k:02d}_{safe_name(name)}"
+            write_png(temporary / f"{file}.png", tile(feature.image), atomic=False)
+            if save_raw:
+                np.save(temporary / f"{file}.npy", feature.image)
+            records.append({"unit": name, "file": f"{file}.png", "reached": feature.reached,
+                            "start": feature.history[0], **({"raw": f"{file}.npy"} if save_raw else {})})
+        captions = [[name, f"reached {feature.reached:.4g}{_probability(source, feature, target, values)}"]
+                    for (name, feature), (target, _) in zip(found, targets, strict=True)]
+        write_png(temporary / "sheet.png", feature_sheet([f.image for _, f in found], captions), atomic=False)
+        files = ["sheet.png", *(r["file"] for r in records), *(r["raw"] for r in records if "raw" in r)]
+        manifest = {"tool": "cnnx", "files": files, "features": {"source": source.title, "shape": list(shape),
+                                                                 "settings": found[0][1].settings, "units": records}}
+        (temporary / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    for record in records:
+        print_line(f"{record['unit']}: from {record['start']:.4g} to {record['reached']:.4g}")
+    print_line(f"wrote sheet.png and {len(records)} images to {folder}")
+
+
+def _probability(source, feature, target, values) -> str:
+    """For a class: the probability the model gives it on the image found, in words; else nothing."""
+    import numpy as np
+
+    if target.label is None:
+        return ""
+    image = values[0](feature.image) if values else feature.image
+    output = np.asarray(list(source.stream(image))[-1].array, np.float64).ravel()
+    if not (np.all(output >= 0) and abs(output.sum() - 1) < 1e-3):
+        output = np.exp(output - output.max()) / np.exp(output - output.max()).sum()
+    return f", p {output[target.label]:.0%}"
+
+
+def _top_patches(source, images, stage, channels, count: int, folder: Path, force: bool) -> None:
+    from cnnx.app.shell import find
+    from cnnx.explain.features import dataset_examples
+    from cnnx.io.images import load_image
+    from cnnx.io.output import staged_folder
+    from cnnx.io.png import write_png
+    from cnnx.render.features import patch_sheet
+
+    if stage is None:
+        raise CnnxError("with IMAGES, say whose channels with --stage")
+    paths = find(images, skip=folder)
+    if not paths:
+        raise CnnxError("no images found among the IMAGES given")
+    prepared_images = ((str(p), source.prepare(load_image(p, color=source.color).array)) for p in paths)
+    examples = dataset_examples(source, prepared_images, stage, channels or list(range(8)), count)
+    names = [f"channel {u}" for u in examples.units]
+    with staged_folder(folder, force=force) as temporary:
+        write_png(temporary / "sheet.png", patch_sheet([[e[3] for e in row] for row in examples.top], names),
+                  atomic=False)
+        units = [{"channel": u, "top": [{"value": v, "image": n, "box": list(b)} for v, n, b, _ in row]}
+                 for u, row in zip(examples.units, examples.top, strict=True)]
+        manifest = {"tool": "cnnx", "files": ["sheet.png"], "features": {"source": source.title, "stage": stage,
+                                                                         "images": len(paths), "units": units}}
+        (temporary / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    print_line(f"the top {count} patches of {len(examples.units)} channels of stage {stage} over {len(paths)} "
+               f"images: sheet.png in {folder}")
