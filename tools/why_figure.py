@@ -1,4 +1,4 @@
-"""Make the pictures of docs/why.md from real runs of `cnnx why` on the shipped samples.
+"""Make the pictures of docs/why.md and docs/features.md from real runs of `cnnx why` and `cnnx features`.
 
 Run from the repository root after `pip install .`:
 
@@ -7,7 +7,9 @@ Run from the repository root after `pip install .`:
 docs/why-methods.png: every method's overlay for the shapes model's answer on
 samples/star.png, side by side.  docs/why-field.png: a value of the default
 pipeline's last stage on samples/chelsea.png and the input pixels that drove
-it (input x gradient): its effective receptive field.
+it (input x gradient): its effective receptive field.  docs/features-classes.png
+and docs/features-channels.png: what each class of the shapes model, and
+eight channels of its second convolution, look for.
 """
 
 import subprocess
@@ -51,7 +53,11 @@ def main() -> None:
         field = Image.open(out / "c" / "why" / "input-x-gradient-overlay.png").convert("RGB")
         field.resize((900, round(field.height * 900 / field.width)), Image.Resampling.LANCZOS).save(
             DOCS / "why-field.png", optimize=True)
-    print(f"wrote {DOCS / 'why-methods.png'} and {DOCS / 'why-field.png'}")
+        cnnx("features", "--model", "shapes", "-o", str(out / "f"))
+        Image.open(out / "f" / "sheet.png").save(DOCS / "features-classes.png", optimize=True)
+        cnnx("features", "--model", "shapes", "--stage", "4", "--channels", "0-7", "-o", str(out / "g"))
+        Image.open(out / "g" / "sheet.png").save(DOCS / "features-channels.png", optimize=True)
+    print(f"wrote {DOCS / 'why-methods.png'}, {DOCS / 'why-field.png'} and the features sheets")
 
 
 if __name__ == "__main__":
