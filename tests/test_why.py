@@ -168,3 +168,43 @@ def test_a_chain_has_no_class_to_explain(tmp_path):
     star = _star(tmp_path / "star.png")
     result = runner.invoke(app, ["why", str(star), "-o", str(tmp_path / "o")])
     assert result.exit_code != 0 and "classifies nothing" in result.output, result.output
+
+
+def test_serve_draws_why_for_a_models_answer_and_a_chain_value(tmp_path):
+    """The live page's why: /api/why for the shapes model's answer (any method, any class) and for a clicked
+    value of the lesson's chain (its effective receptive field), drawn into the run; a bad method is a 400."""
+    import threading
+
+    from served import request
+
+    from cnnx.app.serve import make_server
+    from cnnx.app.session import Session
+    from cnnx.app.shell import source_from
+    from cnnx.render.draw import Style
+
+    star = _star(tmp_path / "star.png")
+    for model in ("shapes", None):
+        session = Session(star, lambda text, model=model: source_from(text, None, None, model, None, None),
+                          Style(), folder=tmp_path / f"session-{model}")
+        session.recompute()
+        server, url = make_server(session)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port, token = server.server_address[1], url.partition("token=")[2]
+        try:
+            if model:
+                status, _, body = request(port, "/api/why?method=integrated-gradients&class=circle", token=token)
+                data = json.loads(body)
+                assert status == 200 and "class circle" in data["lines"][0]
+            else:
+                status, _, body = request(port, "/api/why?method=input-x-gradient&stage=6&channel=1&row=10&col=12",
+                                          token=token)
+                data = json.loads(body)
+                assert status == 200 and "stage 6, channel 1 at row 10, column 12" in data["lines"][0]
+            status, _, picture = request(port, f"/run/{data['image']}", token=token)
+            assert status == 200 and picture.startswith(b"\x89PNG")
+            status, _, body = request(port, "/api/why?method=magic", token=token)
+            assert status == 400 and "method takes" in json.loads(body)["error"]
+        finally:
+            server.shutdown()
+            server.server_close()
+            session.close()

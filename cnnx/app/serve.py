@@ -329,10 +329,29 @@ class _Handler(BaseHTTPRequestHandler):
             answer = self.session.value if path == "/api/value" else self.session.explain
             self._json(HTTPStatus.OK, answer(query["stage"], query["channel"], query["row"], query["col"],
                                              query.get("run")))
+        elif path == "/api/why":
+            self._json(HTTPStatus.OK, self._why())
         elif path == "/favicon.ico":
             self._reply(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         else:
             self._error(HTTPStatus.NOT_FOUND, "no such page")
+
+    def _why(self) -> dict:
+        """``/api/why?method=M`` for the run's answer (``&class=NAME``), or with stage, channel, row and col for a
+        value."""
+        from cnnx.explain.why import METHODS
+
+        query = {key: values[0] for key, values in parse_qs(urlsplit(self.path).query).items()}
+        method = query.get("method", "gradcam")
+        if method not in METHODS:
+            raise CnnxError(f"method takes {', '.join(METHODS)}")
+        label = query.get("class", "")[:200] or None
+        numbers = self._query()
+        place = None
+        if "stage" in query:
+            numbers = self._query("stage", "channel", "row", "col")
+            place = (numbers["stage"], numbers["channel"], numbers["row"], numbers["col"])
+        return self.session.why(method, place, label, numbers.get("run"))
 
     def _page(self) -> None:
         session = self.session

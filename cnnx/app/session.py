@@ -291,6 +291,34 @@ class Session:
             )
         return data
 
+    def why(self, method: str, place: tuple[int, int, int, int] | None = None, label: str | None = None,
+            number: int | None = None) -> dict:
+        """What in the run's input drove its answer (``label``, by default the top class) or a stage's value at
+        ``place`` (stage, channel, row, column), by ``method``: the overlay written into the run as ``why/``, and
+        its words."""
+        from cnnx.explain.why import WhySettings, class_target, explain_why, stage_target, why_lines
+        from cnnx.io.png import write_png
+        from cnnx.render.why import display_image, overlay_picture
+
+        shown = self.shown(number)
+        entries = _stages(shown.folder)
+        if place is not None:
+            _value_at(shown.folder, entries, *place)  # checks the place
+        image = np.load(shown.folder / entries[0]["raw"], allow_pickle=False)
+        if place is not None:
+            target, what = stage_target(place[0], place[1], place[2:])
+        else:
+            target, what = class_target(shown.source, image, label or None)
+        with self.computing:  # one heavy computation at a time, as runs are
+            result = explain_why(shown.source, image, target, WhySettings(method, steps=16, samples=8), what)
+        lines = why_lines(result)
+        name = "-".join(str(v) for v in (method, *(place or ()), target.label if target.label is not None else ""))
+        folder = shown.folder / "why"
+        folder.mkdir(exist_ok=True)
+        write_png(folder / f"{name.rstrip('-')}.png", overlay_picture(display_image(image), result.map,
+                                                                      result.signed, lines))
+        return {"image": f"why/{name.rstrip('-')}.png", "lines": lines, "score": result.score}
+
     def value(self, stage: int, channel: int, row: int, col: int, number: int | None = None) -> dict:
         """The exact value under the pointer, from the run's raw arrays."""
         run = self.shown(number).folder

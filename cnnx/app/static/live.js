@@ -76,10 +76,34 @@ const reloadOr = async answer => { if (answer.ok) location.reload(); else await 
       if (inputs.length) text += `<p>from ${inputs.join(", ")}</p>`;
       text += `<p id="cnnx-total">${data.bias ? "plus bias " + shown(data.bias) + ": " : ""}` +
         `= <b>${shown(data.total)}</b></p>`;
+      if (!manifest.model) text += `<p><button type="button" id="cnnx-field">which input pixels drove it?` +
+        `</button></p>`;
       panel.innerHTML = text;
       document.getElementById("cnnx-close").addEventListener("click", () => { panel.innerHTML = ""; });
+      const field = document.getElementById("cnnx-field");
+      if (field) field.addEventListener("click", () => showWhy(`method=input-x-gradient&${query}`));
     });
   });
+  // What drove the answer, or a value: the server draws the map over the input, and says how in words.
+  const showWhy = async query => {
+    const panel = document.getElementById("cnnx-explain");
+    panel.innerHTML = "<p>computing...</p>";
+    const answer = await api(`/api/why?${query}&run=${RUN}`);
+    const data = await answer.json();
+    if (!answer.ok) { panel.textContent = data.error; return; }
+    panel.innerHTML = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
+      `<img src="${escape(data.image)}" alt="${escape(data.lines.join(". "))}" ` +
+      `style="max-width:100%;max-height:min(42vh,22rem);width:auto">`;
+    document.getElementById("cnnx-close").addEventListener("click", () => { panel.innerHTML = ""; });
+  };
+  if (manifest.model && manifest.model.answer) {
+    document.getElementById("cnnx-why").hidden = false;
+    const classes = document.getElementById("cnnx-why-class");
+    Object.keys(manifest.model.answer).forEach(name => classes.add(new Option(name, name)));
+    document.getElementById("cnnx-why-show").addEventListener("click", () => showWhy(
+      `method=${encodeURIComponent(document.getElementById("cnnx-why-method").value)}` +
+      `&class=${encodeURIComponent(classes.value)}`));
+  }
   if (manifest.model && manifest.model.answer) drawingPad(manifest.model.answer);
   document.querySelectorAll("#cnnx-style select").forEach(choice => choice.addEventListener("change", async () => {
     await reloadOr(await jsonPost("/api/style", {[choice.name]: choice.value}));
