@@ -78,6 +78,12 @@ def test_a_network_exported_for_any_size_runs_at_the_size_it_is_given(answers, e
         assert graph.input_shape(image.shape) == image.shape
         assert agree(np.asarray(ours(graph, image[None])[graph.output_name], np.float32), answers[y])
     assert "the image's own size: the model takes any size" in graph.preparation_text()
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(graph))  # as a batch sends it to its worker processes
+    image = answers["families_other_x"][0]
+    copy.input_shape(image.shape)
+    assert agree(np.asarray(ours(copy, image[None])[copy.output_name], np.float32), answers["families_other_y"])
 
 
 @pytest.mark.slow

@@ -200,8 +200,7 @@ def load_graph(
     del model  # the weights are in ``constants`` now: the parsed model's copy goes
     budget = min(FOLDED_BYTES, memory_budget or FOLDED_BYTES)
     if not all(dims):  # any size: made ready again for each input size asked for
-        pristine = (_copied(nodes), dict(constants))
-        result.any_size = lambda shape: _make_ready(result, outline, budget, shape, pristine)
+        result.any_size = _Remake(result, outline, budget, (_copied(nodes), dict(constants)))
         result.any_size(prepared.any_size_at_load(result.input_shape_))
     else:
         _make_ready(result, outline, budget)
@@ -229,6 +228,20 @@ def _make_ready(graph: Graph, outline: _Outline, budget: int, shape=None, pristi
     graph.folded = _fold_batch_norms(graph)
     _drop_unread(graph)
     graph.ready_seconds = time.perf_counter() - start
+
+
+@dataclass
+class _Remake:
+    """Makes a model of any size ready again at an input shape, from its pristine nodes and constants; a class, not
+    a closure, so that the graph goes to worker processes as any other."""
+
+    graph: Graph
+    outline: _Outline
+    budget: int
+    pristine: tuple
+
+    def __call__(self, shape) -> None:
+        _make_ready(self.graph, self.outline, self.budget, shape, self.pristine)
 
 
 def _copied(nodes: list[Node]) -> list[Node]:
