@@ -255,3 +255,20 @@ def test_maps_change_when_the_models_layers_are_randomised(shapes, method):
             correlation = spearmanr(np.abs(trained), np.abs(other)).correlation if other.any() and trained.any() else 0
             correlations.append(correlation)
         assert np.mean(correlations) < 0.5, layers
+
+
+@pytest.mark.slow
+def test_why_on_a_folder_runs_as_a_batch_on_worker_processes(tmp_path):
+    """A folder: one why/ per image, on two worker processes, a table of them, and a broken file listed."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _star(photos / "a.png")
+    _star(photos / "b.png")
+    (photos / "broken.png").write_text("not a picture")
+    result = runner.invoke(app, ["why", str(photos), "--model", "shapes", "--method", "gradient,occlusion",
+                                 "-o", str(tmp_path / "out"), "-j", "2"])
+    assert result.exit_code == 1 and "2 of 3 images done" in result.stdout, result.output
+    for name in ("a", "b"):
+        record = json.loads((tmp_path / "out" / name / "why" / "manifest.json").read_text())
+        assert [m["method"] for m in record["why"]["methods"]] == ["gradient", "occlusion"]
+    assert "broken.png" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +13,13 @@ from cnnx.app.shell import (
     PREPARATION,
     STAGES,
     Force,
+    Jobs,
     Layers,
     MaxMemory,
     OutFolder,
+    Quiet,
+    Scheduler,
+    finish_batch,
     number_pair,
     prepared,
     print_line,
@@ -57,6 +62,9 @@ def why(
                                                                           ".npy (float32).")] = False,
     force: Force = False,
     max_memory: MaxMemory = None,
+    jobs: Jobs = None,
+    scheduler: Scheduler = None,
+    quiet: Quiet = False,
 ) -> None:
     """Show what in the image drove a network's answer (or a stage's value), as a map over the image.
 
@@ -91,16 +99,64 @@ def why(
         paths = find(images, skip=root)
         if not paths:
             raise CnnxError("give an IMAGE to explain (or a folder, or a pattern)")
+        wanted = (label, stage, channel, place)
         if len(paths) == 1 and not Path(images[0]).is_dir():
-            folders = [out_dir if out_dir is not None else default_destination(paths[0], root)[0]]
-        else:
-            folders = batch_destinations(paths, root)
-        for path, folder in zip(paths, folders, strict=True):
-            _explain_one(source, path, folder / "why", settings, (label, stage, channel, place), save_raw, force)
+            folder = out_dir if out_dir is not None else default_destination(paths[0], root)[0]
+            outcome = run_why(WhyJob(paths[0], folder / "why", source, tuple(settings), wanted, save_raw, force))
+            if outcome.error:
+                raise CnnxError(outcome.error)
+            for line in outcome.lines:
+                print_line(line)
+            return
+        batch = [WhyJob(path, folder / "why", source, tuple(settings), wanted, save_raw, force)
+                 for path, folder in zip(paths, batch_destinations(paths, root), strict=True)]
+    finish_batch(batch, root, jobs, scheduler, quiet, run_why, "why")
 
 
-def _explain_one(source, path: Path, folder: Path, methods, wanted, save_raw: bool, force: bool) -> None:
-    """One image's maps, one for each method, written into ``folder`` whole or not at all."""
+@dataclass(frozen=True)
+class WhyJob:
+    """One image's ``cnnx why``: where it goes, the source, the methods and the target asked for."""
+
+    image: Path
+    destination: Path
+    source: object
+    methods: tuple
+    wanted: tuple
+    save_raw: bool = False
+    force: bool = False
+
+
+@dataclass
+class WhyOutcome:
+    job: WhyJob
+    lines: list = field(default_factory=list)
+    maps: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return {"total": self.seconds}
+
+
+def run_why(job: WhyJob) -> WhyOutcome:
+    """One image's maps (a batch's work, in this process or a worker); a failure is the outcome's error."""
+    import time
+
+    from cnnx.base.errors import about
+
+    start = time.perf_counter()
+    try:
+        lines, maps = _explain_one(job.source, job.image, job.destination, job.methods, job.wanted, job.save_raw,
+                                   job.force)
+    except Exception as error:  # a batch lists every failure and goes on
+        return WhyOutcome(job, error=about(job.image, error))
+    return WhyOutcome(job, lines, maps, time.perf_counter() - start)
+
+
+def _explain_one(source, path: Path, folder: Path, methods, wanted, save_raw: bool, force: bool):
+    """One image's maps, one for each method, written into ``folder`` whole or not at all; the lines that say so,
+    and how many pictures."""
     import numpy as np
 
     from cnnx.explain.why import class_target, explain_why, stage_target, why_lines
@@ -135,5 +191,6 @@ def _explain_one(source, path: Path, folder: Path, methods, wanted, save_raw: bo
         record = {"tool": "cnnx", "input": {"path": str(path), "shape": list(image.shape)}, "files": files,
                   "why": {"target": what, "methods": records}}
         (temporary / "manifest.json").write_text(json.dumps(record, indent=2))
-    print_line(f"why {what}: score {results[0].score:.4g}")
-    print_line(f"wrote {', '.join(f for f in files if f.endswith('overlay.png'))} and the maps alone to {folder}")
+    overlays = ", ".join(f for f in files if f.endswith("overlay.png"))
+    return [f"why {what}: score {results[0].score:.4g}", f"wrote {overlays} and the maps alone to {folder}"], \
+        sum(f.endswith(".png") for f in files)
