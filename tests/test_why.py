@@ -204,6 +204,12 @@ def test_serve_draws_why_for_a_models_answer_and_a_chain_value(tmp_path):
             assert status == 200 and picture.startswith(b"\x89PNG")
             status, _, body = request(port, "/api/why?method=magic", token=token)
             assert status == 400 and "method takes" in json.loads(body)["error"]
+            status, _, body = request(port, "/api/looks-for?stage=4&channel=2", token=token)
+            looked = json.loads(body)
+            assert status == 200 and looked["reached"] > looked["start"], looked
+            assert request(port, f"/run/{looked['image']}", token=token)[2].startswith(b"\x89PNG")
+            status, _, body = request(port, "/api/looks-for?stage=4&channel=99", token=token)
+            assert status == 400 and "no channel 99" in json.loads(body)["error"]
         finally:
             server.shutdown()
             server.server_close()

@@ -329,6 +329,9 @@ class _Handler(BaseHTTPRequestHandler):
             answer = self.session.value if path == "/api/value" else self.session.explain
             self._json(HTTPStatus.OK, answer(query["stage"], query["channel"], query["row"], query["col"],
                                              query.get("run")))
+        elif path == "/api/looks-for":
+            query = self._query("stage", "channel")
+            self._json(HTTPStatus.OK, self.session.looks_for(query["stage"], query["channel"], query.get("run")))
         elif path == "/api/why":
             self._json(HTTPStatus.OK, self._why())
         elif path == "/favicon.ico":

@@ -63,6 +63,7 @@ class Session:
     closing: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     computing: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    looked: dict = field(default_factory=dict, repr=False)  # what each channel looks for, found once a source
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -319,10 +320,49 @@ class Session:
                                                                       result.signed, lines))
         return {"image": f"why/{name.rstrip('-')}.png", "lines": lines, "score": result.score}
 
+    def looks_for(self, stage: int, channel: int, number: int | None = None) -> dict:
+        """What a channel of the run's stage looks for: the image that excites it most (``cnnx features``), found
+        once for each source and kept for the session."""
+        from cnnx.explain.features import FeatureSettings, visualise
+        from cnnx.io.png import write_png
+        from cnnx.render.features import tile
+        from cnnx.sources.reverse import Target
+
+        shown = self.shown(number)
+        entries = _stages(shown.folder)
+        if not 1 <= stage < len(entries) or not 0 <= channel < entries[stage]["shape"][0]:
+            raise CnnxError(f"no channel {channel} of stage {stage} in this run")
+        image = np.load(shown.folder / entries[0]["raw"], allow_pickle=False)
+        key = (id(shown.source), stage, channel)
+        with self.lock:
+            found = self.looked.get(key)
+        if found is None:
+            preparation = getattr(shown.source, "preprocess", None)
+            values = (preparation.values, preparation.values_backward) if preparation is not None else None
+            side = min(LOOKS_FOR_SIDE, *image.shape[1:])  # a chain's unit looks at a patch: a small image will do
+            shape = image.shape if getattr(shown.source, "any_size", None) else \
+                shown.source.input_shape((image.shape[0], side, side))  # (a model of any size stays at its size)
+            with self.computing:
+                feature = visualise(shown.source, Target(stage=stage, channel=channel), shape,
+                                    FeatureSettings(steps=LOOKS_FOR_STEPS), values)
+            found = {"reached": feature.reached, "start": feature.history[0], "pixels": tile(feature.image)}
+            with self.lock:
+                self.looked[key] = found
+        folder = shown.folder / "features"
+        folder.mkdir(exist_ok=True)
+        name = f"stage{stage}-channel{channel}.png"
+        write_png(folder / name, found["pixels"])
+        return {"image": f"features/{name}", "reached": found["reached"], "start": found["start"],
+                "steps": LOOKS_FOR_STEPS}
+
     def value(self, stage: int, channel: int, row: int, col: int, number: int | None = None) -> dict:
         """The exact value under the pointer, from the run's raw arrays."""
         run = self.shown(number).folder
         return _value_at(run, _stages(run), stage, channel, row, col)
+
+
+LOOKS_FOR_STEPS = 96  # steps of ascent the page's "what it looks for" takes: a second or two on a small network
+LOOKS_FOR_SIDE = 96  # pixels a side of the image it finds for a chain
 
 
 def _grid(weights) -> list[list[float]]:

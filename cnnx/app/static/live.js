@@ -76,12 +76,13 @@ const reloadOr = async answer => { if (answer.ok) location.reload(); else await 
       if (inputs.length) text += `<p>from ${inputs.join(", ")}</p>`;
       text += `<p id="cnnx-total">${data.bias ? "plus bias " + shown(data.bias) + ": " : ""}` +
         `= <b>${shown(data.total)}</b></p>`;
-      if (!manifest.model) text += `<p><button type="button" id="cnnx-field">which input pixels drove it?` +
-        `</button></p>`;
+      text += `<p>${manifest.model ? "" : `<button type="button" id="cnnx-field">which input pixels drove it?` +
+        `</button> `}<button type="button" id="cnnx-looks">what does map ${entry.channel} look for?</button></p>`;
       panel.innerHTML = text;
       document.getElementById("cnnx-close").addEventListener("click", () => { panel.innerHTML = ""; });
       const field = document.getElementById("cnnx-field");
       if (field) field.addEventListener("click", () => showWhy(`method=input-x-gradient&${query}`));
+      document.getElementById("cnnx-looks").addEventListener("click", () => looksFor(stage, entry.channel));
     });
   });
   // What drove the answer, or a value: the server draws the map over the input, and says how in words.
@@ -94,6 +95,20 @@ const reloadOr = async answer => { if (answer.ok) location.reload(); else await 
     panel.innerHTML = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
       `<img src="${escape(data.image)}" alt="${escape(data.lines.join(". "))}" ` +
       `style="max-width:100%;max-height:min(42vh,22rem);width:auto">`;
+    document.getElementById("cnnx-close").addEventListener("click", () => { panel.innerHTML = ""; });
+  };
+  // The image that excites a map's channel most, found on the server by gradient ascent (cnnx features).
+  const looksFor = async (stage, channel) => {
+    const panel = document.getElementById("cnnx-explain");
+    panel.innerHTML = "<p>finding what it looks for...</p>";
+    const answer = await api(`/api/looks-for?stage=${stage}&channel=${channel}&run=${RUN}`);
+    const data = await answer.json();
+    if (!answer.ok) { panel.textContent = data.error; return; }
+    panel.innerHTML = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
+      `<p>What map ${channel} of stage ${stage} looks for: the image that raises its sum most, from ` +
+      `${shown(data.start)} to ${shown(data.reached)} in ${data.steps} steps (cnnx features).</p>` +
+      `<img src="${escape(data.image)}" alt="what map ${channel} of stage ${stage} looks for" ` +
+      `style="max-height:min(36vh,18rem);image-rendering:pixelated">`;
     document.getElementById("cnnx-close").addEventListener("click", () => { panel.innerHTML = ""; });
   };
   if (manifest.model && manifest.model.answer) {
