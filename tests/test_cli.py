@@ -358,3 +358,13 @@ def test_filter_batch(tmp_path):
         "i2_laplacian.png",
     ]
     assert "cnnx filter -> " in result.stdout and "3 of 4 images done" in result.stdout
+
+
+def test_a_large_kernels_card_prints_every_number_at_80_columns():
+    """An 11x11 difference of Gaussians: every weight printed whole (a common power of ten named under it),
+    none cut to an ellipsis, in an 80-column terminal."""
+    result = runner.invoke(app, ["filters", "dog:sigma=1"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    matrix = result.stdout.split("matrix", 1)[1]
+    assert "…" not in matrix and "each times 1e-2" in matrix
+    assert "9.7" in matrix  # the centre, 0.097

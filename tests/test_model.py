@@ -235,3 +235,19 @@ def test_dense_stage_in_specs_and_toml(tmp_path):
 
     with pytest.raises(CnnxError, match="takes 32 inputs; the stage before gives 128"):
         check(stages, (1, 16, 16))
+
+
+def test_the_answer_says_what_the_model_was_trained_on_and_its_title_stays_one_line(tmp_path):
+    """The shapes model's answer is followed by what it was trained on (drawings, not photos); a model's title
+    line is never wrapped into the narrow table under it."""
+    from rich.console import Console
+
+    from cnnx.base.choices import SAMPLES
+    from cnnx.render.report import answer_table
+
+    result = CliRunner().invoke(app, ["pipeline", str(SAMPLES / "chelsea.png"), "--model", "shapes", "-o",
+                                      str(tmp_path / "p")])
+    assert result.exit_code == 0 and "trained on drawings of one shape" in " ".join(result.stdout.split())
+    console = Console(width=150, record=True)
+    console.print(answer_table([("class 6", 0.4), ("class 1", 0.3)], "small_legacy.onnx"))
+    assert "model small_legacy.onnx: class 6" in console.export_text().splitlines()[0]

@@ -240,3 +240,14 @@ def test_only_one_source_of_stages():
     """--spec, --config and --preset exclude each other."""
     with pytest.raises(CnnxError, match="only one of"):
         load_pipeline(spec="relu", preset_name="edges")
+
+
+def test_a_random_filters_seed_is_always_printed_back():
+    """conv(random:8; seed=0) keeps its seed in the table's text and --print-config's TOML: the filters are its
+    draw, so the spec printed must make the same ones (the default seed included)."""
+    from cnnx.sources.spec import parse_spec, stage_table, stage_text
+
+    stage = parse_spec("conv(random:8; seed=0)")[0]
+    assert stage_text(stage) == "conv(random:8; seed=0)" and stage_table(stage)["seed"] == 0
+    assert parse_spec(stage_text(stage))[0] == stage
+    assert stage_text(parse_spec("conv(sobel_x)")[0]) == "conv(sobel_x)"  # no random filter: no seed to say

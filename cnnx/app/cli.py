@@ -218,7 +218,7 @@ def _run_single(job, quiet: bool) -> None:
     note_frames(outcome.source)
     out.print(summary_table([s.result for s in outcome.stages], job.destination, job.source.caption))
     if outcome.answer:
-        out.print(answer_table(outcome.answer, job.source.name))
+        out.print(answer_table(outcome.answer, job.source.name, getattr(job.source, "caution", None)))
     t = outcome.timings
     ready = f"; the model made ready before it in {job.source.ready_seconds:.2f} s" if job.source.ready_seconds else ""
     print_line(

@@ -110,16 +110,26 @@ def kernel_facts(weights: np.ndarray) -> dict[str, object]:
 
 
 def kernel_matrix(weights: np.ndarray) -> Table:
-    """The kernel as a grid, negative weights red, positive green, zeros dim."""
-    table = Table(show_header=False, box=None, pad_edge=False)
+    """The kernel as a grid, negative weights red, positive green, zeros dim.
+
+    Whole numbers print as they are; others with as many decimals as the width allows (4 up to 5 columns, 2 up to
+    9, 1 beyond), after a common power of ten where the weights are all small, which the caption names: an 11x11
+    difference of Gaussians fits 80 columns.
+    """
+    largest = float(np.abs(weights).max()) if weights.size else 0.0
+    whole = np.array_equal(weights, np.round(weights))
+    power = 0 if whole or largest == 0 or largest >= 0.1 else int(np.floor(np.log10(largest)))
+    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 0, 0, 1),
+                  caption=f"each times 1e{power}" if power else None, caption_justify="left")
     for _ in range(weights.shape[1]):
         table.add_column(justify="right")
-    decimals = 0 if np.array_equal(weights, np.round(weights)) else 4
+    decimals = 0 if whole else 4 if weights.shape[1] <= 5 else 2 if weights.shape[1] <= 9 else 1
     for row in weights:
         cells = []
         for value in row:
             style = "red" if value < 0 else "green" if value > 0 else "dim"
-            cells.append(Text(f"{value:.{decimals}f}", style=style))
+            shown = round(value / 10.0**power, decimals)
+            cells.append(Text(f"{shown:.{decimals}f}" if shown else "0", style=style if shown else "dim"))
         table.add_row(*cells)
     return table
 
@@ -144,15 +154,19 @@ def kernel_card(kernel: Kernel) -> Table:
     return card
 
 
-def answer_table(answer: list[tuple[str, float]], model: str) -> Table:
-    """A model's answer: each class with its probability, as a bar chart."""
-    table = Table(title=f"model {model}: {answer[0][0]}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+def answer_table(answer: list[tuple[str, float]], model: str, caution: str | None = None):
+    """A model's answer: its top class in a line of its own (never wrapped into the table's width), then each class
+    with its probability as a bar chart, and what the model's answers are worth where it says."""
+    from rich.console import Group
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("class", style="bold")
     table.add_column("probability", justify="right")
     table.add_column("", no_wrap=True)
     for name, p in answer:
         table.add_row(name, f"{p:.1%}", Text("#" * round(40 * p), style="red"))
-    return table
+    lines = [Text(f"model {model}: {answer[0][0]}", style="bold"), table]
+    return Group(*lines, *([Text(caution, style="italic")] if caution else []))
 
 
 def plan_table(image: Path, shape: tuple[int, int, int], planned: list[PlannedStage]) -> Table:

@@ -25,6 +25,11 @@ from cnnx.sources.source import PlannedStage, StageResult
 from cnnx.sources.spec import parse_spec
 from cnnx.sources.stages import Conv, Pipeline
 
+# What each model's answers are worth, said under them: what it was trained on.
+CAUTIONS = {
+    "shapes": "The shapes model was trained on drawings of one shape, dark ink on light paper: on a photo its "
+              "answer says little.",
+}
 # How each model's inputs are prepared, by the name in its metadata, and the (C, H, W) they make.
 PREPARERS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], tuple[int, int, int]]] = {
     "shapes": (prepare_shape, (1, INPUT_SIZE, INPUT_SIZE)),
@@ -49,6 +54,10 @@ class Model:
     def accuracy(self) -> float | None:
         """The share of its test set the model classifies right, as measured when it was trained."""
         return self.meta.get("test", {}).get("accuracy")
+
+    @property
+    def caution(self) -> str | None:
+        return CAUTIONS.get(self.meta.get("preparation", self.name))
 
     @property
     def chain(self) -> Chain:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cnnx.base.errors import CnnxError
 from cnnx.base.files import read_regular
-from cnnx.sources.kernels import parse_filters
+from cnnx.sources.kernels import RandomBank, parse_filters
 from cnnx.sources.stages import KINDS, LESSON, Kind, Pipeline, Stage
 
 __all__ = [
@@ -218,11 +218,14 @@ _VALUE_NAMES = {"size": "window size", "slope": "slope", "weights": "weights"}
 
 
 def _changed(stage: Stage, kind: Kind) -> dict:
-    """The stage's options (its value field first) that differ from their defaults, or have none."""
+    """The stage's options (its value field first) that differ from their defaults, or have none; and a random
+    filter's seed always, since the filters are its draw."""
+    random = any(isinstance(source, RandomBank) for source in getattr(stage, "sources", ()))
     out = {}
     for f in fields(stage):
         if f.name in kind.options and (
             f.name == kind.value or f.default is MISSING or getattr(stage, f.name) != f.default
+            or (f.name == "seed" and random)
         ):
             out[f.name] = getattr(stage, f.name)
     if kind.value in out:
