@@ -217,10 +217,10 @@ def test_peak_memory_is_at_most_twice_the_output_beyond_it(call):
 @pytest.mark.parametrize(
     ("C", "O", "groups", "kernel", "stride", "size"),
     [
-        (96, 96, 96, 3, 1, (57, 61)),  # depthwise: multiply-adds per tap
+        (24, 24, 24, 3, 1, (50, 53)),  # depthwise: multiply-adds per tap (a map of over 2048 pixels)
         (64, 128, 64, 5, 2, (40, 33)),  # depthwise with two kernels per channel
-        (96, 96, 12, 3, 1, (30, 30)),  # RegNet-like groups of 8: one batched product
-        (240, 240, 3, 1, 1, (28, 28)),  # ShuffleNet's grouped 1x1
+        (48, 48, 6, 3, 1, (20, 21)),  # RegNet-like groups of 8: one batched product
+        (60, 60, 3, 1, 1, (14, 14)),  # ShuffleNet's grouped 1x1
     ],
 )
 def test_grouped_paths_match_loops_across_strips(C, O, groups, kernel, stride, size, tiny_strips, threads):
@@ -277,6 +277,8 @@ def test_one_kernel_takes_the_path_estimated_cheaper(C, k, size, kind, passes, m
     factors = engine.factorise(kernel[0]) if C == 1 else None
     Wp = size + 2 * (k // 2)
     assert engine._one_kernel_by_passes(kernel, factors, (1, 1), Wp, size, size) is passes
+    if C > 64:
+        return  # the loops would take seconds: the choice alone is checked
     image = rng.standard_normal((C, min(size, 40), min(size, 40))).astype(np.float32)
     want = conv2d_loops(image[None], kernel[None], None, (1, 1), ((k // 2,) * 2,) * 2, (1, 1), 1, "zeros")[0]
     for call_pixels in (0, 10**12):  # passes; the bank
