@@ -249,3 +249,19 @@ def test_explain_value_gives_every_stage_value_as_the_pipeline_stored_it(tmp_pat
     beyond = CliRunner().invoke(app, ["explain", "value", str(image), "--stage", str(len(stages)), "--at", "0,0",
                                       *options])
     assert beyond.exit_code != 0 and len(beyond.output.strip().splitlines()) == 1
+
+
+def test_a_values_11x11_window_prints_its_arithmetic_at_80_columns():
+    """cnnx explain value of the lesson's second conv (an 11x11 difference of Gaussians): the window, the kernel
+    and the products print as grids that fit 80 columns, not only a pointer to --json."""
+    from typer.testing import CliRunner
+
+    from cnnx.app.cli import app
+    from cnnx.base.choices import SAMPLES
+
+    result = CliRunner().invoke(app, ["explain", "value", str(SAMPLES / "chelsea.png"), "--stage", "4", "--channel",
+                                      "0", "--at", "20,30"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0 and "--json" not in result.stdout
+    for title in ("window", "kernel", "products"):
+        assert title in result.stdout
+    assert "…" not in result.stdout and max(len(line) for line in result.stdout.splitlines()) <= 80

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from rich import box
 from rich.columns import Columns
 from rich.console import Group, RenderableType
@@ -27,14 +28,18 @@ from cnnx.explain import (
 )
 
 
+def _heat(value: float, scale: float) -> str:
+    """A background whose hue says the value's sign and whose strength its size (none for zero)."""
+    if not value:
+        return ""
+    shade = int(60 + 140 * (min(1.0, abs(value) / scale) if scale else 0.0))
+    return f"on rgb({shade},40,40)" if value > 0 else f"on rgb(40,60,{shade})"
+
+
 def _cell(value: float, scale: float, *, highlight: bool = False, digits: int = 3) -> Text:
     """A number on a background whose hue says its sign and whose strength its size."""
     text = f"{value:.{digits}g}" if not float(value).is_integer() or abs(value) >= 1e6 else f"{int(value)}"
-    level = min(1.0, abs(value) / scale) if scale else 0.0
-    style = ""
-    if value:
-        shade = int(60 + 140 * level)
-        style = f"on rgb({shade},40,40)" if value > 0 else f"on rgb(40,60,{shade})"
+    style = _heat(value, scale)
     if highlight:
         # Brackets mark the window where colour is off (a pipe, NO_COLOR); reverse video where it is on.
         return Text(f"[{text}]", style=(style + " bold reverse").strip())
@@ -56,6 +61,34 @@ def matrix(
                 window is not None and window[0] <= r < window[0] + window[2] and window[1] <= c < window[1] + window[3]
             )
             cells.append(_cell(value, scale, highlight=inside, digits=digits))
+        grid.add_row(*cells)
+    return grid
+
+
+def compact_matrix(values, title: str | None = None, *, signs: bool = False) -> Table:
+    """A grid too wide for boxed cells, borderless: whole numbers as they are, others with as many decimals as
+    the width allows (4 up to 5 columns, 2 up to 9, 1 beyond) after a common power of ten where all are below 1,
+    named in the caption; an 11-wide grid fits 80 columns.  Cells are heat colours, or with ``signs`` red below
+    zero and green above."""
+    array = np.asarray(values, np.float64)
+    array = np.where(np.isfinite(array), array, 0.0)
+    largest = float(np.abs(array).max()) if array.size else 0.0
+    whole = np.array_equal(array, np.round(array))
+    power = 0 if whole or largest == 0 or largest >= 1 else int(np.floor(np.log10(largest)))
+    grid = Table(title=title, show_header=False, box=None, pad_edge=False, padding=(0, 0, 0, 1),
+                 title_style="bold", caption=f"each times 1e{power}" if power else None, caption_justify="left")
+    for _ in range(array.shape[1]):
+        grid.add_column(justify="right")
+    decimals = 0 if whole else 4 if array.shape[1] <= 5 else 2 if array.shape[1] <= 9 else 1
+    for row in array:
+        cells = []
+        for value in row:
+            shown = round(value / 10.0**power, decimals)
+            text = f"{shown:.{decimals}f}" if shown else "0"
+            if signs:
+                cells.append(Text(text, style="red" if shown < 0 else "green" if shown > 0 else "dim"))
+            else:
+                cells.append(Text(text, style=_heat(value, largest) if shown else "dim"))
         grid.add_row(*cells)
     return grid
 
@@ -97,7 +130,8 @@ def conv_view(e: ConvExplanation) -> Group:
         parts.append(Text(w.written))
     parts.append(Text(""))
     parts.append(
-        _side_by_side(matrix(e.result, "result"), matrix(e.convolution, "kernel flipped"), matrix(e.relu, "after ReLU"))
+        _side_by_side(matrix(e.result, "result"), matrix(e.convolution, "true convolution"),
+                      matrix(e.relu, "after ReLU"))
     )
     if e.lesson:
         parts.append(Padding(Text(e.lesson["correction"], style="bold yellow"), (1, 0, 0, 0)))
@@ -272,9 +306,12 @@ def value_view(e: ValueExplanation) -> Group:
     shown = [part for part in e.parts if part.values is not None]
     for part in shown[:4]:
         height, width = len(part.values), len(part.values[0])
-        if width > 7:  # wider than a terminal's line can hold as numbers
-            parts.append(Text(f"input channel {part.channel}: {part.total:.6g} (a {height}x{width} window: its "
-                              "numbers are in --json)"))
+        if width > 7:  # wider than boxed cells can hold in a line: borderless grids, one under another
+            parts.append(Text(f"input channel {part.channel}: {part.total:.6g} (a {height}x{width} window)"))
+            grids = [compact_matrix(part.values, "window")]
+            if part.weights is not None:
+                grids += [compact_matrix(part.weights, "kernel"), compact_matrix(part.products, "products")]
+            parts.append(Group(*grids))
             continue
         grids = [matrix([[v if v == v else 0.0 for v in row] for row in part.values], "window")]
         if part.weights is not None:

@@ -110,28 +110,10 @@ def kernel_facts(weights: np.ndarray) -> dict[str, object]:
 
 
 def kernel_matrix(weights: np.ndarray) -> Table:
-    """The kernel as a grid, negative weights red, positive green, zeros dim.
+    """The kernel as a grid, negative weights red, positive green, zeros dim; an 11x11 one fits 80 columns."""
+    from cnnx.explain.views import compact_matrix
 
-    Whole numbers print as they are; others with as many decimals as the width allows (4 up to 5 columns, 2 up to
-    9, 1 beyond), after a common power of ten where the weights are all small, which the caption names: an 11x11
-    difference of Gaussians fits 80 columns.
-    """
-    largest = float(np.abs(weights).max()) if weights.size else 0.0
-    whole = np.array_equal(weights, np.round(weights))
-    power = 0 if whole or largest == 0 or largest >= 0.1 else int(np.floor(np.log10(largest)))
-    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 0, 0, 1),
-                  caption=f"each times 1e{power}" if power else None, caption_justify="left")
-    for _ in range(weights.shape[1]):
-        table.add_column(justify="right")
-    decimals = 0 if whole else 4 if weights.shape[1] <= 5 else 2 if weights.shape[1] <= 9 else 1
-    for row in weights:
-        cells = []
-        for value in row:
-            style = "red" if value < 0 else "green" if value > 0 else "dim"
-            shown = round(value / 10.0**power, decimals)
-            cells.append(Text(f"{shown:.{decimals}f}" if shown else "0", style=style if shown else "dim"))
-        table.add_row(*cells)
-    return table
+    return compact_matrix(weights, signs=True)
 
 
 def kernel_card(kernel: Kernel) -> Table:
