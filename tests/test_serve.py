@@ -636,3 +636,40 @@ def test_memory_and_disk_stay_bounded_over_a_thousand_recomputes(tmp_path):
     # A leak of a path per run (what this caught) is ~300 bytes a run: 150 kB a window.
     assert held[2] - held[1] < 40_000, f"{held}: growing with every recompute"
     assert len(list(session.folder.iterdir())) <= KEPT_RUNS
+
+
+def test_the_pages_links_hints_errors_and_pool_windows_read_right(served, browser):
+    """In headless Chromium: a stage link scrolls the page (no JSON error from the run's folder); the hint says
+    a click shows the arithmetic; a pooled value's window ends in "=", not "sum"; a bad spec's caret stands under
+    its fault, and the typed text stays."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    port, token, session = served
+    driver = browser
+    try:
+        _first_map(driver, port, token)
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.find_element(By.CSS_SELECTOR, 'nav a[href="#stage-3"]').click()
+        WebDriverWait(driver, 5).until(lambda d: d.execute_script("return window.scrollY") > 100)
+        assert "no such file" not in driver.find_element(By.TAG_NAME, "body").text
+        assert "click it to see how it was computed" in driver.find_element(By.ID, "click-hint").text
+        pooled = next(img for img in driver.find_elements(By.CSS_SELECTOR, "#stage-3 figure img"))
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", pooled)
+        ActionChains(driver).move_to_element(pooled).click().perform()
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-total"))
+        panel = driver.find_element(By.ID, "cnnx-explain").text
+        assert "largest" in panel and "sum" not in panel
+        driver.execute_script("window.scrollTo(0, 0)")
+        box = driver.find_element(By.ID, "cnnx-spec")
+        box.clear()
+        box.send_keys("conv(sobel_x) -> reluu")
+        driver.find_element(By.CSS_SELECTOR, "#cnnx-form button[type=submit]").click()
+        WebDriverWait(driver, 10).until(lambda d: "reluu" in d.find_element(By.ID, "cnnx-error").text)
+        lines = driver.find_element(By.ID, "cnnx-error").text.splitlines()
+        code, caret = next(line for line in lines if "reluu" in line and "->" in line), lines[-1]
+        assert caret.strip() == "^" and caret.index("^") == code.index("reluu")
+        assert box.get_attribute("value") == "conv(sobel_x) -> reluu"
+    finally:
+        driver.quit()

@@ -307,7 +307,9 @@ def _concatenated_value(explained: ValueExplanation, at: _NodeValue) -> None:
         offset, which = offset - at.inputs[which].shape[axis], which + 1
     source = list(at.place)
     source[axis] = offset
-    explained.rule = f"copied from [{at.node.inputs[which]}], its {'channel' if axis == 1 else 'place'} {offset}"
+    part = "channel" if axis == 1 else "place"
+    explained.rule = (f"copied from the concatenation's input {which + 1} of {len(at.inputs)} (the value named "
+                      f"{at.node.inputs[which]}), its {part} {offset}")
     explained.total = float(at.inputs[which][tuple(source)])
 
 

@@ -189,8 +189,8 @@ def gallery(
 <h1>What each stage does to {escape(image.path.name)}</h1>
 <p class="spec">{escape(source.title)}</p>
 <p>{escape(source.caption.capitalize())}. Colours: blue below zero, white at zero, red above (values never
-below zero go from white to red); each stage's colour bar gives the numbers{_scale_words(stages)}. Click a map to
-see it at full size;
+below zero go from white to red); each stage's colour bar gives the numbers{_scale_words(stages)}.
+<span id="click-hint">Click a map to see it at full size;</span>
 <a href="manifest.json">manifest.json</a> has every number, and <a href="overview.png">overview.png</a> shows all
 stages side by side.</p>
 <nav aria-label="stages"><ol>{"".join(links)}{'<li><a href="#answer">answer</a></li>' if answer else ""}</ol></nav>

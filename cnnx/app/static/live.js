@@ -15,6 +15,22 @@ const fail = async answer => {
 };
 const reloadOr = async answer => { if (answer.ok) location.reload(); else await fail(answer); };
 (async () => {
+  // The page's base is its run's folder, so a link to a part of the page is scrolled to here, not fetched.
+  // (This script runs at the top of the body, before the rest is read: the clicks are caught on the document.)
+  document.addEventListener("click", event => {
+    const link = event.target.closest && event.target.closest('a[href^="#"]');
+    const target = link && document.getElementById(link.getAttribute("href").slice(1));
+    if (!target) return;
+    event.preventDefault();
+    target.scrollIntoView();
+    history.replaceState(null, "", `${location.pathname}${location.search}${link.getAttribute("href")}`);
+  });
+  const ready = new Promise(done => document.readyState === "loading" ?
+    document.addEventListener("DOMContentLoaded", done) : done());
+  ready.then(() => {
+    const hint = document.getElementById("click-hint");
+    if (hint) hint.textContent = "Point at a map to read a value; click it to see how it was computed;";
+  });
   const manifest = await (await fetch(`/run/${RUN}/manifest.json`)).json();
   const show = document.getElementById("cnnx-value");
   const escape = text => String(text).replace(/[&<>"']/g, c => `&#${c.charCodeAt(0)};`);
@@ -68,7 +84,7 @@ const reloadOr = async answer => { if (answer.ok) location.reload(); else await 
       for (const part of (data.parts || []).filter(p => p.values).slice(0, 4)) {
         text += `<div>input channel ${part.channel}: ` + grid(part.values, "window") +
           (part.weights ? grid(part.weights, "weights") + grid(part.products, "products") : "") +
-          `<span style="white-space:nowrap">sum ${shown(part.total)}</span></div>`;
+          `<span style="white-space:nowrap">${part.weights ? "sum " : "= "}${shown(part.total)}</span></div>`;
       }
       if ((data.parts || []).length > 4) text += `<p>... ${data.parts.length} input channels in all</p>`;
       const inputs = (data.inputs || []).map((v, k) =>
