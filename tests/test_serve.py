@@ -673,3 +673,33 @@ def test_the_pages_links_hints_errors_and_pool_windows_read_right(served, browse
         assert box.get_attribute("value") == "conv(sobel_x) -> reluu"
     finally:
         driver.quit()
+
+
+@pytest.mark.parametrize("width", [1400, 700])
+def test_the_arithmetic_panel_never_covers_the_map_clicked(served, browser, width):
+    """In headless Chromium at 1400 and 700 px: the clicked value's arithmetic opens beside the maps (wide) or
+    under them (narrow), the page makes room, and the map clicked stays in view, clear of the panel and the bar."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    port, token, session = served
+    driver = browser
+    try:
+        driver.set_window_size(width, 900)
+        tile = _first_map(driver, port, token)
+        ActionChains(driver).move_to_element(tile).click().perform()
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-total"))
+        time.sleep(0.3)
+        boxes = driver.execute_script(
+            "const r = e => e.getBoundingClientRect(); const m = r(arguments[0]);"
+            "const p = r(document.getElementById('cnnx-explain')); const b = r(document.getElementById('cnnx-live'));"
+            "return [[m.left, m.top, m.right, m.bottom], [p.left, p.top, p.right, p.bottom], b.bottom,"
+            " window.innerHeight]", tile)
+        (ml, mt, mr, mb), (pl, pt, pr, pb), bar, height = boxes
+        assert mr <= pl or ml >= pr or mb <= pt or mt >= pb, boxes  # no overlap with the panel
+        assert mt >= bar - 1 and mb <= height + 1, boxes  # in view, below the bar
+        driver.find_element(By.ID, "cnnx-close").click()
+        assert "cnnx-panel" not in driver.find_element(By.TAG_NAME, "body").get_attribute("class")
+    finally:
+        driver.quit()

@@ -14,6 +14,26 @@ const fail = async answer => {
   document.getElementById("cnnx-error").textContent = text;
 };
 const reloadOr = async answer => { if (answer.ok) location.reload(); else await fail(answer); };
+// The side (or bottom) panel: the page makes room for it while it is open, and the map clicked stays in view.
+const panelOpen = (html, near) => {
+  const panel = document.getElementById("cnnx-explain");
+  panel.innerHTML = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
+    html;
+  document.body.classList.add("cnnx-panel");
+  document.getElementById("cnnx-close").addEventListener("click", () => {
+    panel.innerHTML = "";
+    document.body.classList.remove("cnnx-panel");
+  });
+  if (near) {  // the page made room, which moved the map: bring it back between the bar and a sheet below
+    const map = near.getBoundingClientRect(), sheet = panel.getBoundingClientRect();
+    const top = document.getElementById("cnnx-live").getBoundingClientRect().bottom + 2;
+    const beside = Math.min(map.right, sheet.right) <= Math.max(map.left, sheet.left);
+    const bottom = (beside ? window.innerHeight : sheet.top) - 2;
+    if (map.top < top) window.scrollBy(0, map.top - top);
+    else if (map.bottom > bottom) window.scrollBy(0, Math.min(map.bottom - bottom, map.top - top));
+  }
+  return panel;
+};
 (async () => {
   // The page's base is its run's folder, so a link to a part of the page is scrolled to here, not fetched.
   // (This script runs at the top of the body, before the rest is read: the clicks are caught on the document.)
@@ -77,10 +97,9 @@ const reloadOr = async answer => { if (answer.ok) location.reload(); else await 
       event.preventDefault();
       const [row, col, query] = place(event);
       const answer = await api(`/api/explain?${query}`);
-      const data = await answer.json(), panel = document.getElementById("cnnx-explain");
-      if (!answer.ok) { panel.textContent = data.error; return; }
-      let text = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
-        `<p><b>stage ${stage}, map ${entry.channel}, row ${row}, column ${col}</b>: ${escape(data.rule)}</p>`;
+      const data = await answer.json();
+      if (!answer.ok) { panelOpen(`<p>${escape(data.error)}</p>`, img); return; }
+      let text = `<p><b>stage ${stage}, map ${entry.channel}, row ${row}, column ${col}</b>: ${escape(data.rule)}</p>`;
       for (const part of (data.parts || []).filter(p => p.values).slice(0, 4)) {
         text += `<div>input channel ${part.channel}: ` + grid(part.values, "window") +
           (part.weights ? grid(part.weights, "weights") + grid(part.products, "products") : "") +
@@ -94,8 +113,7 @@ const reloadOr = async answer => { if (answer.ok) location.reload(); else await 
         `= <b>${shown(data.total)}</b></p>`;
       text += `<p>${manifest.model ? "" : `<button type="button" id="cnnx-field">which input pixels drove it?` +
         `</button> `}<button type="button" id="cnnx-looks">what does map ${entry.channel} look for?</button></p>`;
-      panel.innerHTML = text;
-      document.getElementById("cnnx-close").addEventListener("click", () => { panel.innerHTML = ""; });
+      panelOpen(text, img);
       const field = document.getElementById("cnnx-field");
       if (field) field.addEventListener("click", () => showWhy(`method=input-x-gradient&${query}`));
       document.getElementById("cnnx-looks").addEventListener("click", () => looksFor(stage, entry.channel));
@@ -103,29 +121,22 @@ const reloadOr = async answer => { if (answer.ok) location.reload(); else await 
   });
   // What drove the answer, or a value: the server draws the map over the input, and says how in words.
   const showWhy = async query => {
-    const panel = document.getElementById("cnnx-explain");
-    panel.innerHTML = "<p>computing...</p>";
+    panelOpen("<p>computing...</p>");
     const answer = await api(`/api/why?${query}&run=${RUN}`);
     const data = await answer.json();
-    if (!answer.ok) { panel.textContent = data.error; return; }
-    panel.innerHTML = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
-      `<img src="${escape(data.image)}" alt="${escape(data.lines.join(". "))}" ` +
-      `style="max-width:100%;max-height:min(42vh,22rem);width:auto">`;
-    document.getElementById("cnnx-close").addEventListener("click", () => { panel.innerHTML = ""; });
+    if (!answer.ok) { panelOpen(`<p>${escape(data.error)}</p>`); return; }
+    panelOpen(`<img src="${escape(data.image)}" alt="${escape(data.lines.join(". "))}" style="max-width:100%">`);
   };
   // The image that excites a map's channel most, found on the server by gradient ascent (cnnx features).
   const looksFor = async (stage, channel) => {
-    const panel = document.getElementById("cnnx-explain");
-    panel.innerHTML = "<p>finding what it looks for...</p>";
+    panelOpen("<p>finding what it looks for...</p>");
     const answer = await api(`/api/looks-for?stage=${stage}&channel=${channel}&run=${RUN}`);
     const data = await answer.json();
-    if (!answer.ok) { panel.textContent = data.error; return; }
-    panel.innerHTML = `<button type="button" id="cnnx-close" style="float:right" aria-label="close">close</button>` +
-      `<p>What map ${channel} of stage ${stage} looks for: the image that raises its sum most, from ` +
+    if (!answer.ok) { panelOpen(`<p>${escape(data.error)}</p>`); return; }
+    panelOpen(`<p>What map ${channel} of stage ${stage} looks for: the image that raises its sum most, from ` +
       `${shown(data.start)} to ${shown(data.reached)} in ${data.steps} steps (cnnx features).</p>` +
       `<img src="${escape(data.image)}" alt="what map ${channel} of stage ${stage} looks for" ` +
-      `style="max-height:min(36vh,18rem);image-rendering:pixelated">`;
-    document.getElementById("cnnx-close").addEventListener("click", () => { panel.innerHTML = ""; });
+      `style="max-width:100%;image-rendering:pixelated">`);
   };
   if (manifest.model && manifest.model.answer) {
     document.getElementById("cnnx-why").hidden = false;
@@ -135,7 +146,10 @@ const reloadOr = async answer => { if (answer.ok) location.reload(); else await 
       `method=${encodeURIComponent(document.getElementById("cnnx-why-method").value)}` +
       `&class=${encodeURIComponent(classes.value)}`));
   }
-  if (manifest.model && manifest.model.answer) drawingPad(manifest.model.answer);
+  // The drawing pad is for the model trained on drawings, not for a photo classifier.
+  if (manifest.model && manifest.model.answer && manifest.model.preparation === "shapes") {
+    drawingPad(manifest.model.answer);
+  }
   document.querySelectorAll("#cnnx-style select").forEach(choice => choice.addEventListener("change", async () => {
     await reloadOr(await jsonPost("/api/style", {[choice.name]: choice.value}));
   }));
