@@ -26,7 +26,10 @@ _HOMES = {
     "Activation": "cnnx.sources.stages",
     "Pool": "cnnx.sources.stages",
     "Chain": "cnnx.sources.pipeline",
-    "run": "cnnx.sources.pipeline",
+    "run": "cnnx.render.notebook",
+    "Run": "cnnx.render.notebook",
+    "load_model": "cnnx.sources.model",
+    "load_graph": "cnnx.sources.onnx_file",
     "stream": "cnnx.sources.pipeline",
     "parse_spec": "cnnx.sources.spec",
 }
