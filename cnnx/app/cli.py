@@ -64,6 +64,7 @@ from cnnx.app.shell import (
     style_from,
     with_groups,
 )
+from cnnx.app.train_cli import train
 from cnnx.app.why_cli import why
 from cnnx.base import signals
 from cnnx.base.choices import (
@@ -447,6 +448,7 @@ def serve(
 app.add_typer(explain_app)
 app.command("why")(why)
 app.command("features")(features)
+app.command("train")(train)
 
 
 def main() -> None:

@@ -253,6 +253,7 @@ GRADS = {
     "HardSigmoid": _activation("hard_sigmoid", alpha=("alpha", 0.2), beta=("beta", 0.5)),
     "HardSwish": _activation("hard_swish"),
     "Tanh": _activation("tanh"),
+    "Abs": _activation("abs"),
     "Gelu": _activation("gelu", approximate=("approximate", "none")),
     "Exp": _activation("exp"),
     "Add": _elementwise(lambda k, x, y: 1.0),

@@ -441,6 +441,8 @@ OPS: dict[str, Op] = {
     "HardSwish": _activation(
         lambda node, inputs, opset: (inputs[0] * np.clip(inputs[0] / 6 + 0.5, 0, 1)).astype(np.float32),
         lambda x, a, extra: ("x * min(max(x / 6 + 1/2, 0), 1)", x * min(max(x / 6 + 0.5, 0.0), 1.0))),
+    "Abs": _activation(lambda node, inputs, opset: ops.absolute(inputs[0]),
+                       lambda x, a, extra: ("|x|", abs(x))),
     "Tanh": _activation(lambda node, inputs, opset: ops.tanh(inputs[0]),
                         lambda x, a, extra: ("tanh(x)", float(np.tanh(x)))),
     "Add": _join(lambda node, inputs, opset: np.add(inputs[0], inputs[1]), " + ", np.add),

@@ -1,0 +1,69 @@
+"""The pictures of ``cnnx train``'s report: the learning curves, and the first layer's kernels epoch by epoch (how
+a learner sees filters being learned)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from cnnx.render.colours import colormap
+from cnnx.render.labels import BACKGROUND, INK, write
+
+WIDTH, HEIGHT, MARGIN = 640, 220, 48
+
+
+def curves_picture(history) -> np.ndarray:
+    """Loss (left) and accuracy (right) against the epoch, training solid and validation dashed; (H, W, 3)."""
+    sheet = Image.new("RGB", (2 * WIDTH + 24, HEIGHT + 2 * MARGIN), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    epochs = [e.number for e in history]
+    for k, (title, pairs, top) in enumerate((
+        ("loss", [(e.loss, e.val_loss) for e in history], None),
+        ("accuracy", [(e.accuracy, e.val_accuracy) for e in history], 1.0),
+    )):
+        left = k * (WIDTH + 24) + MARGIN
+        values = [v for pair in pairs for v in pair if np.isfinite(v)]
+        high = top if top is not None else max(values, default=1.0) * 1.05 or 1.0
+        low = 0.0
+        draw.rectangle([left, MARGIN, left + WIDTH - 2 * MARGIN, MARGIN + HEIGHT], outline=INK)
+        write(draw, (left, 12), f"{title}: training (red), validation (blue)", 13)
+        write(draw, (left - 40, MARGIN - 6), f"{high:.3g}", 11)
+        write(draw, (left - 40, MARGIN + HEIGHT - 8), f"{low:.3g}", 11)
+        write(draw, (left, MARGIN + HEIGHT + 6), f"epoch 1 to {epochs[-1] if epochs else 0}", 11)
+        for series, colour in ((0, (178, 24, 43)), (1, (33, 102, 172))):
+            points = [(left + (WIDTH - 2 * MARGIN) * (n - 1) / max(1, len(epochs) - 1),
+                       MARGIN + HEIGHT * (1 - (pair[series] - low) / (high - low)))
+                      for n, pair in zip(epochs, pairs, strict=True) if np.isfinite(pair[series])]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=2)
+            for x, y in points:
+                draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+    return np.asarray(sheet)
+
+
+def kernels_picture(epochs: list[np.ndarray], rows_at_most: int = 12) -> np.ndarray:
+    """A row per epoch (at most ``rows_at_most``, spread evenly, the last always), each kernel of the first
+    convolution a square (its first input channel, or its colours where it reads three), on one range."""
+    picked = sorted({round(k) for k in np.linspace(0, len(epochs) - 1, min(rows_at_most, len(epochs)))})
+    chosen = [epochs[k] for k in picked]
+    O, C, kh, kw = chosen[0].shape
+    cell = max(6, 48 // max(kh, kw))
+    bound = max(float(np.abs(w).max()) for w in chosen) or 1.0
+    table = colormap("diverging")
+    label = 70
+    sheet = Image.new("RGB", (label + O * (kw * cell + 4) + 8, len(chosen) * (kh * cell + 6) + 8), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for r, (epoch, weights) in enumerate(zip(picked, chosen, strict=True)):
+        y = 6 + r * (kh * cell + 6)
+        write(draw, (6, y + kh * cell // 2 - 7), f"epoch {epoch + 1}", 11)
+        for o in range(O):
+            if C == 3:
+                rgb = weights[o].transpose(1, 2, 0) / (2 * bound) + 0.5  # mid grey is zero, as the AlexNet figure
+                pixels = (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+            else:
+                index = np.clip((weights[o, 0] / bound + 1) / 2 * 255, 0, 255).astype(np.uint8)
+                pixels = table[index]
+            square = Image.fromarray(np.ascontiguousarray(pixels)).resize((kw * cell, kh * cell),
+                                                                          Image.Resampling.NEAREST)
+            sheet.paste(square, (label + o * (kw * cell + 4), y))
+    return np.asarray(sheet)
