@@ -133,3 +133,27 @@ def test_the_default_network_learns_the_shapes_to_98_percent_of_fresh_drawings(t
     images, labels = dataset(1000, 1234)
     named = [graph.labels[int(np.argmax([o for *_, o, _ in graph.evaluate(1 - image)][-1]))] for image in images]
     assert np.mean([n == CLASSES[k] for n, k in zip(named, labels, strict=True)]) >= 0.98
+
+
+def test_a_stop_while_learning_keeps_the_best_model_so_far_written_whole(tmp_path, monkeypatch):
+    """Ctrl-C in the second epoch: the best model of the first is written whole (cnnx runs it), the command says
+    so and exits 130."""
+    from cnnx.sources import learn
+    from cnnx.sources.onnx_file import load_graph
+
+    folder = _drawings(tmp_path / "drawings", 60, 5)
+    calls = {"n": 0}
+    original = learn.Network.gradients
+
+    def interrupted(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second epoch's first batch
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(learn.Network, "gradients", interrupted)
+    model = tmp_path / "m.onnx"
+    result = runner.invoke(app, ["train", str(folder), "--batch", "32", "--epochs", "5", "-o", str(model)])
+    assert result.exit_code == 130, result.output
+    assert "best model of the 1 epochs done was written whole" in result.stderr
+    assert load_graph(model).labels == tuple(sorted(CLASSES))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cnnx.app.shell import Force, Quiet, print_line, reported_errors, say
+from cnnx.app.shell import Force, Quiet, print_line, report_stop, reported_errors, say
 from cnnx.base.errors import CnnxError
 
 if TYPE_CHECKING:  # numpy is imported where the work is, so that ``cnnx --help`` starts without it
@@ -86,6 +86,9 @@ def train(
         write_report(report, network, history, val_set, temperature, settings)
         loss, accuracy = evaluate(network, *val_set)
         print_line(f"wrote {out} (validation accuracy {accuracy:.1%}, loss {loss:.3f}) and {report}/")
+        if network.stopped is not None:
+            raise typer.Exit(report_stop(network.stopped, f"the best model of the {len(history)} epochs done was "
+                                                          f"written whole to {out}"))
 
 
 def _say_epoch(epoch) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnnx.base.errors import CnnxError
+from cnnx.base.signals import Stopped
 from cnnx.compute import grad as reverse
 from cnnx.compute import ops
 from cnnx.sources.stages import Activation, Conv, Dense, Flatten, GlobalAvgPool, Pool, Softmax
@@ -31,6 +32,7 @@ class Network:
     classes: tuple[str, ...]
     params: dict[str, np.ndarray] = field(repr=False)
     flip: bool = False
+    stopped: BaseException | None = field(default=None, repr=False)  # a stop that came while it learned
     mean: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32), repr=False)  # of each input channel
     std: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32), repr=False)  # taken off, divided by
 
@@ -64,8 +66,8 @@ class Network:
         if images is not None and len(images):
             mean = images.mean(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)
             std = np.maximum(images.std(axis=(0, 2, 3), dtype=np.float64), 1e-3).astype(np.float32)
-        return cls(stages, tuple(input_shape), tuple(classes), params, pipeline.convention == "convolution", mean,
-                   std)
+        return cls(stages, tuple(input_shape), tuple(classes), params, pipeline.convention == "convolution",
+                   mean=mean, std=std)
 
     def logits(self, x: np.ndarray) -> tuple[np.ndarray, list]:
         """Scores (N, classes) for a batch (N, C, H, W), and what the backward pass needs."""
@@ -147,12 +149,26 @@ class Epoch:
 def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
         settings: TrainSettings, report: Callable[[Epoch], None] | None = None) -> tuple[dict, list[Epoch]]:
     """Adam on shuffled batches (flipped and shifted at random where ``augment``), weight decay on the weights,
-    early stopping on the validation loss; the best parameters and every epoch.  Deterministic for a seed."""
+    early stopping on the validation loss; the best parameters and every epoch.  Deterministic for a seed.
+
+    Stopped (Ctrl-C, SIGTERM) between or within epochs, it returns what it has, and ``network.stopped`` holds the
+    stop to raise once the best parameters are written."""
     images, labels = train
     rng = np.random.default_rng(settings.seed)
     optimizer, state = Adam(settings.rate), {}
-    best, best_loss, since, history = dict(network.params), math.inf, 0, []
+    history: list[Epoch] = []
+    best_of: dict = {"params": None}
     first_conv = next((name for name in network.params if name.startswith("conv")), None)
+    try:
+        _epochs(network, images, labels, val, settings, report, rng, optimizer, state, first_conv, history, best_of)
+    except (KeyboardInterrupt, Stopped) as stop:
+        network.stopped = stop
+    return best_of["params"] or dict(network.params), history
+
+
+def _epochs(network, images, labels, val, settings, report, rng, optimizer, state, first_conv, history,
+            best_of) -> None:
+    best_loss, since = math.inf, 0
     for number in range(1, settings.epochs + 1):
         start, total, right = time.perf_counter(), 0.0, 0
         order = rng.permutation(len(images))
@@ -173,13 +189,12 @@ def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         history.append(epoch)
         if report:
             report(epoch)
-        if val_loss < best_loss - 1e-6:
-            best, best_loss, since = {k: v.copy() for k, v in network.params.items()}, val_loss, 0
+        if val_loss < best_loss - 1e-6 or math.isnan(val_loss):
+            best_of["params"], best_loss, since = {k: v.copy() for k, v in network.params.items()}, val_loss, 0
         else:
             since += 1
             if since >= settings.patience:
                 break
-    return best, history
 
 
 def evaluate(network: Network, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
