@@ -12,22 +12,33 @@ from test_ops import conv_cases, torch_pads
 from cnnx.compute import grad, ops
 
 
+def _conv_case(case, batch: int):
+    """A drawn conv2d case's input, weights, an output gradient and its padding as (top, bottom), (left, right);
+    None where the forward op refuses the case."""
+    groups, C, O, kernel, (H, W), batched, stride, dilation, padding, mode, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, C, H, W)).astype(np.float32)
+    weight = rng.standard_normal((O, C // groups, *kernel)).astype(np.float32)
+    try:
+        out = ops.conv2d(x, weight, None, stride, padding, dilation, groups, mode)
+    except ValueError:
+        return None
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    pads = torch_pads(padding, kernel, dilation) if padding == "same" else ops.conv_padding(padding, kernel,
+                                                                                             dilation, stride)
+    return x, weight, g, pads
+
+
 @settings(max_examples=80, deadline=None)
 @given(conv_cases())
 def test_conv_gradients_equal_the_loops(case):
     """The input's, weights' and bias's gradients of conv2d equal the loops', for every option: stride, padding,
     dilation, groups and every border (whose cells send their gradient to the pixel they copied)."""
-    groups, C, O, kernel, (H, W), batched, stride, dilation, padding, mode, seed = case
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((2, C, H, W)).astype(np.float32)
-    weight = rng.standard_normal((O, C // groups, *kernel)).astype(np.float32)
-    try:
-        out = ops.conv2d(x, weight, None, stride, padding, dilation, groups, mode)
-    except ValueError:
+    made = _conv_case(case, batch=2)
+    if made is None:
         return  # the forward op refuses it: nothing to differentiate
-    g = rng.standard_normal(out.shape).astype(np.float32)
-    pads = torch_pads(padding, kernel, dilation) if padding == "same" else ops.conv_padding(padding, kernel,
-                                                                                             dilation, stride)
+    x, weight, g, pads = made
+    groups, C, O, kernel, (H, W), batched, stride, dilation, padding, mode, seed = case
     want = conv2d_backward_loops(g, x, weight, stride, pads, dilation, groups, mode)
     got = grad.conv2d_backward(g, x, weight, stride, padding, dilation, groups, mode)
     for a, b in zip(got, want, strict=True):
@@ -142,18 +153,12 @@ def test_unbroadcast_sums_back_to_the_operands_shape():
 def test_conv_gradients_are_torch_autograds(case):
     """Where PyTorch is installed: the same gradients as torch.autograd for conv2d with every option."""
     torch = pytest.importorskip("torch")
-    groups, C, O, kernel, (H, W), batched, stride, dilation, padding, mode, seed = case
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((1, C, H, W)).astype(np.float32)
-    weight = rng.standard_normal((O, C // groups, *kernel)).astype(np.float32)
-    try:
-        out = ops.conv2d(x, weight, None, stride, padding, dilation, groups, mode)
-    except ValueError:
+    made = _conv_case(case, batch=1)
+    if made is None:
         return
-    g = rng.standard_normal(out.shape).astype(np.float32)
+    x, weight, g, pads = made
+    groups, C, O, kernel, (H, W), batched, stride, dilation, padding, mode, seed = case
     tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(weight, requires_grad=True)
-    pads = torch_pads(padding, kernel, dilation) if padding == "same" else ops.conv_padding(padding, kernel,
-                                                                                             dilation, stride)
     padded = torch.nn.functional.pad(tx, (*pads[1], *pads[0]), mode={"zeros": "constant"}.get(mode, mode))
     torch.nn.functional.conv2d(padded, tw, None, stride, 0, dilation, groups).backward(torch.tensor(g))
     got = grad.conv2d_backward(g, x, weight, stride, padding, dilation, groups, mode)

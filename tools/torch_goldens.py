@@ -192,10 +192,9 @@ class Families(nn.Module):
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))  # logits, as most exports end
 
 
-def _network() -> nn.Module:
-    """The network with seeded weights and batch-norm statistics far from the defaults, as after training."""
-    torch.manual_seed(0)
-    network = Network()
+def _trained_looking(network: nn.Module, seed: int) -> nn.Module:
+    """``network`` in eval mode with batch-norm statistics and scales far from the defaults, as after training
+    (its weights were drawn after ``torch.manual_seed(seed)``)."""
     for module in network.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -203,6 +202,12 @@ def _network() -> nn.Module:
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.2, 0.2)
     return network.eval()
+
+
+def _network() -> nn.Module:
+    """The network of every common block, seeded."""
+    torch.manual_seed(0)
+    return _trained_looking(Network(), 0)
 
 
 def _alexnet_stem() -> nn.Module:
@@ -213,14 +218,9 @@ def _alexnet_stem() -> nn.Module:
 
 
 def _families() -> nn.Module:
-    """The newer families' blocks with seeded weights and batch-norm statistics as after training."""
+    """The newer families' blocks, seeded."""
     torch.manual_seed(4)
-    network = Families()
-    for module in network.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    return network.eval()
+    return _trained_looking(Families(), 4)
 
 
 def _export(network: nn.Module, shape, path: Path, dynamo: bool, any_size: bool = False) -> None:
