@@ -234,6 +234,35 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
     run_tasks(grid, work)
 
 
+def batch_fits(x_shape, w_shape, out_shape) -> bool:
+    """Whether a batch of images is small enough to run as one product over all of them (the gathered taps of
+    every image within ``WHOLE_BYTES``): a training batch of small images, where a product per image would cost
+    more in calls than in work."""
+    N, C = x_shape[:2]
+    O, _, kh, kw = w_shape
+    return 4 * N * out_shape[-2] * out_shape[-1] * (C * kh * kw + O) <= WHOLE_BYTES
+
+
+def correlate_batch(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, out: np.ndarray) -> None:
+    """A bank of kernels over a batch (N, C, H, W) at once: every image's taps gathered side by side, one BLAS
+    product, the result laid out per image."""
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    Hout, Wout = out.shape[2:]
+    (s0, s1), (d0, d1) = stride, dilation
+    (top, bottom), (left, right) = pads
+    padded = x
+    if top or bottom or left or right:
+        numpy_mode = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+        padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=numpy_mode)
+    n, c, r, q = padded.strides
+    taps = as_strided(padded, (C, kh, kw, N, Hout, Wout), (c, d0 * r, d1 * q, n, s0 * r, s1 * q), writeable=False)
+    columns = np.ascontiguousarray(taps).reshape(C * kh * kw, N * Hout * Wout)
+    with runtime.blas_threads():
+        result = np.matmul(w.reshape(O, -1), columns)
+    out[...] = result.reshape(O, N, Hout, Wout).transpose(1, 0, 2, 3)
+
+
 def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilation, pads, mode: str,
                       out: np.ndarray) -> None:
     """A grouped convolution, every group at once: ``out[o]`` sums group ``o // (O / groups)``'s channels only.

@@ -51,11 +51,12 @@ __all__ = [
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups: int = 1,
-                    padding_mode: str = "zeros", *, need_weight: bool = True):
+                    padding_mode: str = "zeros", *, need_weight: bool = True, need_input: bool = True):
     """Gradients of ``ops.conv2d(x, weight, bias, stride, padding, dilation, groups, padding_mode)``: with respect
     to ``x`` (its shape), ``weight`` and the bias, given ``grad_out`` (the output's shape).
 
-    ``need_weight=False`` skips the weights' and bias's (None), for a gradient with respect to the image alone.
+    ``need_weight=False`` skips the weights' and bias's (None), for a gradient with respect to the image alone;
+    ``need_input=False`` the input's, for a network's first layer in training.
 
     >>> image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
     >>> kernel = np.ones((1, 1, 3, 3), np.float32)
@@ -76,14 +77,16 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     stride, dilation = as_pair(stride, "stride"), as_pair(dilation, "dilation")
     pads = conv_padding(padding, (kh, kw), dilation, stride)
     padded_shape = (H + sum(pads[0]), W + sum(pads[1]))
-    grad_padded = _input_gradient(g, weight, groups, stride, dilation, padded_shape)
-    grad_x = fold_padding(grad_padded, pads, padding_mode)
+    grad_x = None
+    if need_input:
+        grad_padded = _input_gradient(g, weight, groups, stride, dilation, padded_shape)
+        grad_x = fold_padding(grad_padded, pads, padding_mode)
     grad_w = grad_b = None
     if need_weight:
         padded = _padded(x, pads, padding_mode)
         grad_w = _weight_gradient(g, padded, (O, Cg, kh, kw), groups, stride, dilation)
         grad_b = g.sum(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)
-    return (grad_x if batched else grad_x[0]), grad_w, grad_b
+    return (grad_x if batched or grad_x is None else grad_x[0]), grad_w, grad_b
 
 
 def _input_gradient(g, weight, groups, stride, dilation, padded_shape) -> np.ndarray:
@@ -121,7 +124,7 @@ def _weight_gradient(g, padded, shape, groups, stride, dilation) -> np.ndarray:
     N, Hout, Wout = g.shape[0], g.shape[2], g.shape[3]
     (s0, s1), (d0, d1) = stride, dilation
     by_group = np.ascontiguousarray(g.reshape(N, groups, O // groups, Hout * Wout).transpose(1, 2, 0, 3))
-    by_group = by_group.reshape(groups, O // groups, N * Hout * Wout).astype(np.float64)
+    by_group = by_group.reshape(groups, O // groups, N * Hout * Wout)
     grad = np.empty(shape, np.float32)
     for i in range(kh):
         for j in range(kw):
@@ -183,11 +186,32 @@ def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, dilati
     x, batched = as_batch(x)
     g, _ = as_batch(grad_out, "grad_out")
     kernel, stride, dilation, pad, size = pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    if _tiles(x.shape, kernel, stride, dilation, pad, size):
+        grad = _tiled_max_backward(g, x, kernel, size)
+        return grad if batched else grad[0]
     pads = pool_pads(x.shape[-2:], kernel, stride, dilation, pad, size)
     padded = np.pad(x, ((0, 0), (0, 0), *pads), constant_values=-np.inf)
     grad = max_windows_backward(g, padded, kernel, stride, dilation)
     grad = fold_padding(grad, pads)
     return grad if batched else grad[0]
+
+
+def _tiles(shape, kernel, stride, dilation, pad, size) -> bool:
+    """Whether the windows tile the image exactly: no overlap, no gap, no padding, nothing left over."""
+    return (tuple(kernel) == tuple(stride) and tuple(dilation) == (1, 1) and not any(pad)
+            and all(n == k * m for n, k, m in zip(shape[-2:], kernel, size, strict=True)))
+
+
+def _tiled_max_backward(g: np.ndarray, x: np.ndarray, kernel, size) -> np.ndarray:
+    """Windows that tile the image (a 2x2 pool of stride 2): each window's values side by side, the gradient put
+    at the first largest in one pass."""
+    N, C = x.shape[:2]
+    (kh, kw), (Hout, Wout) = kernel, size
+    windows = x.reshape(N, C, Hout, kh, Wout, kw).transpose(0, 1, 2, 4, 3, 5).reshape(N, C, Hout, Wout, kh * kw)
+    winner = np.argmax(windows, axis=-1)  # the first largest, in the window's row order (NaN counts as largest)
+    grad = np.zeros(windows.shape, np.float32)
+    np.put_along_axis(grad, winner[..., None], np.asarray(g, np.float32)[..., None], axis=-1)
+    return grad.reshape(N, C, Hout, Wout, kh, kw).transpose(0, 1, 2, 4, 3, 5).reshape(x.shape)
 
 
 def max_windows_backward(g: np.ndarray, padded: np.ndarray, kernel, stride, dilation) -> np.ndarray:
@@ -244,8 +268,10 @@ def activation_backward(function: str, grad_out, x, output=None, **options) -> n
     ``beta``), hard_swish, silu, gelu (``approximate``: "none" or "tanh"), clip (``low``, ``high``), exp."""
     g = np.asarray(grad_out, np.float32)
     x = np.asarray(x, np.float32)
-    if function in ("relu", "relu6", "clip"):
-        low, high = {"relu": (0, np.inf), "relu6": (0, 6)}.get(function, (options.get("low"), options.get("high")))
+    if function == "relu":
+        return np.where(x > 0, g, np.float32(0))
+    if function in ("relu6", "clip"):
+        low, high = (0, 6) if function == "relu6" else (options.get("low"), options.get("high"))
         inside = (x > low) & (x < high)  # torch passes nothing at the bounds themselves
         return np.where(inside, g, np.float32(0))
     if function == "leaky_relu":

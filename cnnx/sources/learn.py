@@ -108,7 +108,7 @@ class Network:
             if isinstance(stage, Conv):
                 g_input, grads[f"conv{k}.weight"], grads[f"conv{k}.bias"] = reverse.conv2d_backward(
                     g, before, self.params[f"conv{k}.weight"], stage.stride, stage.padding, stage.dilation,
-                    padding_mode=stage.padding_mode)
+                    padding_mode=stage.padding_mode, need_input=k > 0)  # the image itself needs no gradient
                 g = g_input
             elif isinstance(stage, GlobalAvgPool):
                 g = np.broadcast_to(g / np.float32(before.shape[2] * before.shape[3]), before.shape).astype(np.float32)

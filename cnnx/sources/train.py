@@ -65,7 +65,7 @@ def gradients(params: dict, x: np.ndarray, labels: np.ndarray) -> tuple[float, d
     g = grad.activation_backward("relu", g, saved["r2"])
     g_p1, g_c2_w, g_c2_b = grad.conv2d_backward(g, saved["p1"], params["conv2.weight"], padding=1)
     g = grad.activation_backward("relu", grad.max_pool2d_backward(g_p1, saved["r1"], 2), saved["r1"])
-    _, g_c1_w, g_c1_b = grad.conv2d_backward(g, saved["x"], params["conv1.weight"], padding=1)
+    _, g_c1_w, g_c1_b = grad.conv2d_backward(g, saved["x"], params["conv1.weight"], padding=1, need_input=False)
     return loss, {
         "conv1.weight": g_c1_w,
         "conv1.bias": g_c1_b,
