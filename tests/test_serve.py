@@ -703,3 +703,55 @@ def test_the_arithmetic_panel_never_covers_the_map_clicked(served, browser, widt
         assert "cnnx-panel" not in driver.find_element(By.TAG_NAME, "body").get_attribute("class")
     finally:
         driver.quit()
+
+
+def _serious_violations(driver) -> list[str]:
+    """axe-core's serious and critical findings on the page as it stands."""
+    from axe_selenium_python import Axe
+
+    axe = Axe(driver)
+    axe.inject()
+    return [f"{v['impact']} {v['id']}: {v['help']} ({len(v['nodes'])})" for v in axe.run()["violations"]
+            if v["impact"] in ("serious", "critical")]
+
+
+def test_the_page_passes_axe_core_in_every_state(tmp_path, browser):
+    """axe-core finds no serious or critical accessibility violation on the first view, a clicked value's
+    arithmetic (its heat-map cells' text black or white, whichever stands out), an error, and a model's page
+    with its drawing pad and why controls."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 64, 3), np.uint8)).save(image)
+    driver = browser
+    try:
+        for model in (None, "shapes"):
+            session = Session(image, lambda text, model=model: source_from(text, None, None, model, None, None),
+                              Style(), folder=tmp_path / f"session-{model}")
+            session.recompute()
+            server, url = make_server(session)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            try:
+                driver.get(url)
+                WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#stage-1 figure img"))
+                assert _serious_violations(driver) == [], "first view"
+                tile = driver.find_element(By.CSS_SELECTOR, "#stage-1 figure img")
+                driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
+                ActionChains(driver).move_to_element(tile).click().perform()
+                WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-total"))
+                assert _serious_violations(driver) == [], "a clicked value"
+                if model is None:
+                    box = driver.find_element(By.ID, "cnnx-spec")
+                    box.clear()
+                    box.send_keys("conv(x) -> reluu")
+                    driver.find_element(By.CSS_SELECTOR, "#cnnx-form button[type=submit]").click()
+                    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "cnnx-error").text)
+                    assert _serious_violations(driver) == [], "an error"
+            finally:
+                server.shutdown()
+                server.server_close()
+                session.close()
+    finally:
+        driver.quit()

@@ -59,8 +59,14 @@ const panelOpen = (html, near) => {
     const cells = rows.map(r => "<tr>" + r.map(v => {
       if (v === null) return "<td style='color:var(--muted)'>pad</td>";
       if (!isFinite(v)) return `<td style="padding:1px 4px;text-align:right">${String(v)}</td>`;
-      const a = Math.min(1, Math.abs(v) / scale), colour = v < 0 ? `rgba(33,102,172,${a})` : `rgba(178,24,43,${a})`;
-      return `<td style="background:${colour};padding:1px 4px;text-align:right">${Number(v).toPrecision(3)}</td>`;
+      const a = Math.min(1, Math.abs(v) / scale), hue = v < 0 ? [33, 102, 172] : [178, 24, 43];
+      // The text black or white, whichever stands out more from the cell's colour over the page's white.
+      const linear = hue.map(c => { const s = (255 * (1 - a) + c * a) / 255;
+        return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4; });
+      const light = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
+      const ink = (light + 0.05) / 0.05 >= 1.05 / (light + 0.05) ? "#000" : "#fff";
+      return `<td style="background:rgba(${hue.join(",")},${a});color:${ink};padding:1px 4px;text-align:right">` +
+        `${Number(v).toPrecision(3)}</td>`;
     }).join("") + "</tr>").join("");
     return `<table style="border-collapse:collapse;font-size:.8rem;display:inline-table;margin:0 .6rem .4rem 0">` +
       `<caption style="text-align:left">${title}</caption>${cells}</table>`;
