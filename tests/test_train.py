@@ -157,3 +157,38 @@ def test_a_stop_while_learning_keeps_the_best_model_so_far_written_whole(tmp_pat
     assert result.exit_code == 130, result.output
     assert "best model of the 1 epochs done was written whole" in result.stderr
     assert load_graph(model).labels == tuple(sorted(CLASSES))
+
+
+def test_resume_after_a_stop_learns_exactly_what_one_run_learns(tmp_path, monkeypatch):
+    """Stopped in the third epoch, then --resume: the same weights, to the bit, as four epochs in one run (the
+    checkpoint holds the parameters, the optimizer's and the random generator's state); and SGD is a choice."""
+    from onnx import load, numpy_helper
+
+    from cnnx.sources import learn
+
+    folder = _drawings(tmp_path / "drawings", 80, 5)
+    straight, resumed = tmp_path / "straight.onnx", tmp_path / "resumed.onnx"
+    common = ["--epochs", "4", "--patience", "10", "-q", "--spec", SPEC]
+    assert runner.invoke(app, ["train", str(folder), *common, "-o", str(straight)]).exit_code == 0
+    calls, original = {"n": 0}, learn.Network.gradients
+
+    def interrupted(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 2 * 2 + 1:  # two batches an epoch: the third epoch's first
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(learn.Network, "gradients", interrupted)
+    assert runner.invoke(app, ["train", str(folder), *common, "-o", str(resumed)]).exit_code == 130
+    assert (tmp_path / "resumed.onnx.checkpoint.npz").is_file()
+    monkeypatch.setattr(learn.Network, "gradients", original)
+    again = runner.invoke(app, ["train", str(folder), *common, "-o", str(resumed), "--resume"])
+    assert again.exit_code == 0, again.output
+    assert not (tmp_path / "resumed.onnx.checkpoint.npz").exists()
+    weights = [{t.name: numpy_helper.to_array(t) for t in load(str(p)).graph.initializer} for p in (straight, resumed)]
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=name)
+    sgd = runner.invoke(app, ["train", str(folder), "--epochs", "1", "--optimizer", "sgd", "-q", "-o",
+                              str(tmp_path / "sgd.onnx")])
+    assert sgd.exit_code == 0, sgd.output

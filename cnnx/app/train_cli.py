@@ -29,7 +29,8 @@ def train(
                                                                      "resized.")] = 32,
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=10000)] = 20,
     batch: Annotated[int, typer.Option("--batch", min=1, max=4096)] = 32,
-    rate: Annotated[float, typer.Option("--rate", min=1e-6, max=1.0, help="Adam's step size.")] = 3e-3,
+    rate: Annotated[float, typer.Option("--rate", min=1e-6, max=1.0, help="The step size.")] = 3e-3,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adam, or sgd (with momentum 0.9).")] = "adam",
     val: Annotated[float, typer.Option("--val", min=0.0, max=0.9, help="The share held out for validation (where "
                                                                        "there is no val/ folder).")] = 0.2,
     patience: Annotated[int, typer.Option("--patience", min=1, help="Epochs without a better validation loss "
@@ -40,6 +41,8 @@ def train(
                                                                       "cannot read (by default skipped and "
                                                                       "counted).")] = False,
     seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="Go on from the checkpoint an interrupted "
+                                                                      "run left beside the model.")] = False,
     out: Annotated[Path, typer.Option("-o", "--out", help="The model file to write.")] = Path("cnnx-model.onnx"),
     force: Force = False,
     quiet: Quiet = False,
@@ -52,7 +55,8 @@ def train(
     augmentation and early stopping on the validation loss.  Writes the model
     (--out, with its class names, for cnnx pipeline, why, serve and ONNX
     Runtime) and a report folder beside it: learning curves, the confusion
-    matrix, the first layer's kernels at every epoch.
+    matrix, the first layer's kernels at every epoch.  Stopped, it keeps the
+    best model so far and a checkpoint that --resume goes on from.
 
     Example: cnnx train photos/ --size 64 --epochs 30 -o mynet.onnx
     """
@@ -64,7 +68,10 @@ def train(
         out = Path(out)
         if out.suffix.lower() != ".onnx":
             raise CnnxError(f"{out}: the model is written as ONNX: give a name ending in .onnx")
-        if out.exists() and not force:
+        if optimizer not in ("adam", "sgd"):
+            raise CnnxError(f"--optimizer takes adam or sgd; got {optimizer!r}")
+        checkpoint = out.with_name(out.name + ".checkpoint.npz")
+        if out.exists() and not force and not resume:
             raise CnnxError(f"{out}: exists; use --force to replace it")
         if not out.parent.is_dir():
             raise CnnxError(f"{out.parent}: no such folder")
@@ -74,11 +81,12 @@ def train(
             say(f"cnnx: note: {len(skipped)} files could not be read and were skipped, e.g. {skipped[0]}")
         network = Network.of(pipeline, train_set[0].shape[1:], classes, seed, train_set[0])
         settings = TrainSettings(epochs=epochs, batch=batch, rate=rate, patience=patience, augment=augment,
-                                 seed=seed)
+                                 seed=seed, optimizer=optimizer)
         if not quiet:
             print_line(f"cnnx train: {len(train_set[0])} images to learn from, {len(val_set[0])} to validate, "
                        f"{len(classes)} classes ({', '.join(classes)})")
-        best, history = fit(network, train_set, val_set, settings, None if quiet else _say_epoch)
+        best, history = fit(network, train_set, val_set, settings, None if quiet else _say_epoch,
+                            checkpoint=checkpoint, resume=resume)
         network.params = best
         temperature = calibrate(network, *val_set)
         write_onnx(network, out)
@@ -88,7 +96,8 @@ def train(
         print_line(f"wrote {out} (validation accuracy {accuracy:.1%}, loss {loss:.3f}) and {report}/")
         if network.stopped is not None:
             raise typer.Exit(report_stop(network.stopped, f"the best model of the {len(history)} epochs done was "
-                                                          f"written whole to {out}"))
+                                                          f"written whole to {out}; --resume goes on"))
+        checkpoint.unlink(missing_ok=True)
 
 
 def _say_epoch(epoch) -> None:

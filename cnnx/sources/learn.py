@@ -8,10 +8,14 @@ fully connected layer to one score per class, and softmax.  ``fit`` trains it on
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -133,6 +137,7 @@ class TrainSettings:
     patience: int = 5  # epochs without a better validation loss before stopping
     augment: bool = True
     seed: int = 0
+    optimizer: str = "adam"  # or "sgd", with momentum
 
 
 @dataclass
@@ -147,29 +152,35 @@ class Epoch:
 
 
 def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-        settings: TrainSettings, report: Callable[[Epoch], None] | None = None) -> tuple[dict, list[Epoch]]:
-    """Adam on shuffled batches (flipped and shifted at random where ``augment``), weight decay on the weights,
-    early stopping on the validation loss; the best parameters and every epoch.  Deterministic for a seed.
+        settings: TrainSettings, report: Callable[[Epoch], None] | None = None, *,
+        checkpoint: Path | None = None, resume: bool = False) -> tuple[dict, list[Epoch]]:
+    """Adam (or SGD with momentum) on shuffled batches (flipped and shifted at random where ``augment``), weight
+    decay on the weights, early stopping on the validation loss; the best parameters and every epoch.
+    Deterministic for a seed.
 
-    Stopped (Ctrl-C, SIGTERM) between or within epochs, it returns what it has, and ``network.stopped`` holds the
-    stop to raise once the best parameters are written."""
-    images, labels = train
+    After each epoch everything needed to go on is saved to ``checkpoint`` (whole); ``resume`` goes on from it,
+    as if never stopped.  Stopped (Ctrl-C, SIGTERM) between or within epochs, it returns what it has, and
+    ``network.stopped`` holds the stop to raise once the best parameters are written."""
+    progress = Progress.load(checkpoint, network) if resume else Progress(dict(network.params))
+    network.params = progress.params
     rng = np.random.default_rng(settings.seed)
-    optimizer, state = Adam(settings.rate), {}
-    history: list[Epoch] = []
-    best_of: dict = {"params": None}
-    first_conv = next((name for name in network.params if name.startswith("conv")), None)
+    if progress.rng_state is not None:
+        rng.bit_generator.state = progress.rng_state
+    optimizer = (Adam(settings.rate) if settings.optimizer == "adam" else SGD(settings.rate))
+    optimizer.step = progress.step
     try:
-        _epochs(network, images, labels, val, settings, report, rng, optimizer, state, first_conv, history, best_of)
+        _epochs(network, train, val, settings, report, rng, optimizer, progress, checkpoint)
     except (KeyboardInterrupt, Stopped) as stop:
         network.stopped = stop
-    return best_of["params"] or dict(network.params), history
+    return progress.best or dict(network.params), progress.history
 
 
-def _epochs(network, images, labels, val, settings, report, rng, optimizer, state, first_conv, history,
-            best_of) -> None:
-    best_loss, since = math.inf, 0
-    for number in range(1, settings.epochs + 1):
+def _epochs(network, train, val, settings, report, rng, optimizer, progress: Progress, checkpoint) -> None:
+    images, labels = train
+    first_conv = next((name for name in network.params if name.startswith("conv")), None)
+    for number in range(len(progress.history) + 1, settings.epochs + 1):
+        if progress.since >= settings.patience:
+            break
         start, total, right = time.perf_counter(), 0.0, 0
         order = rng.permutation(len(images))
         for k in range(0, len(images), settings.batch):
@@ -179,22 +190,91 @@ def _epochs(network, images, labels, val, settings, report, rng, optimizer, stat
             for name, g in grads.items():
                 if name.endswith("weight") and settings.weight_decay:
                     g += np.float32(settings.weight_decay) * network.params[name]
-            optimizer.update(network.params, grads, state)
+            optimizer.update(network.params, grads, progress.state)
             total += loss * len(chosen)
             right += int((scores.argmax(axis=1) == labels[chosen]).sum())
         val_loss, val_accuracy = evaluate(network, *val)
         epoch = Epoch(number, total / len(images), right / len(images), val_loss, val_accuracy,
                       time.perf_counter() - start,
                       network.params[first_conv].copy() if first_conv else None)
-        history.append(epoch)
+        progress.history.append(epoch)
+        if val_loss < progress.best_loss - 1e-6 or math.isnan(val_loss):
+            progress.best, progress.best_loss, progress.since = {k: v.copy() for k, v in network.params.items()}, \
+                val_loss, 0
+        else:
+            progress.since += 1
+        progress.step, progress.rng_state = optimizer.step, rng.bit_generator.state
+        if checkpoint is not None:
+            progress.save(checkpoint)
         if report:
             report(epoch)
-        if val_loss < best_loss - 1e-6 or math.isnan(val_loss):
-            best_of["params"], best_loss, since = {k: v.copy() for k, v in network.params.items()}, val_loss, 0
-        else:
-            since += 1
-            if since >= settings.patience:
-                break
+
+
+@dataclass
+class SGD:
+    """Stochastic gradient descent with momentum (Polyak), the classic alternative to Adam."""
+
+    rate: float = 0.01
+    momentum: float = 0.9
+    step: int = 0
+
+    def update(self, params: dict, grads: dict, state: dict) -> None:
+        self.step += 1
+        for name, gradient in grads.items():
+            velocity, unused = state.setdefault(name, (np.zeros_like(gradient), np.zeros(0, np.float32)))
+            velocity[...] = self.momentum * velocity + gradient
+            params[name] -= (self.rate * velocity).astype(np.float32)
+
+
+@dataclass
+class Progress:
+    """Where learning stands after an epoch: the parameters, the best so far, the optimizer's state and the random
+    generator's, and every epoch; saved whole and read back by ``--resume``."""
+
+    params: dict
+    best: dict | None = None
+    best_loss: float = math.inf
+    since: int = 0
+    step: int = 0
+    state: dict = field(default_factory=dict)
+    rng_state: dict | None = None
+    history: list = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        arrays = {f"params/{k}": v for k, v in self.params.items()}
+        arrays.update({f"best/{k}": v for k, v in (self.best or {}).items()})
+        for name, (first, second) in self.state.items():
+            arrays[f"first/{name}"], arrays[f"second/{name}"] = first, second
+        arrays.update({f"kernels/{e.number}": e.kernels for e in self.history if e.kernels is not None})
+        epochs = [{k: getattr(e, k) for k in ("number", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")}
+                  for e in self.history]
+        meta = {"best_loss": self.best_loss, "since": self.since, "step": self.step, "rng": self.rng_state,
+                "epochs": epochs}
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, meta=np.array(json.dumps(meta)), **arrays)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path | None, network: Network) -> Progress:
+        if path is None or not Path(path).is_file():
+            raise CnnxError(f"{path}: no checkpoint to resume from (one is written after every epoch)")
+        try:
+            with np.load(path, allow_pickle=False) as held:
+                meta = json.loads(str(held["meta"]))
+                part = {prefix: {k.split("/", 1)[1]: held[k] for k in held.files if k.startswith(prefix + "/")}
+                        for prefix in ("params", "best", "first", "second", "kernels")}
+        except (OSError, ValueError, KeyError) as error:
+            raise CnnxError(f"{path}: not a checkpoint cnnx wrote ({error})") from None
+        if {k: v.shape for k, v in part["params"].items()} != {k: v.shape for k, v in network.params.items()}:
+            raise CnnxError(f"{path}: a checkpoint of another network (its stages, size or classes differ)")
+        history = [Epoch(**{**e, "kernels": part["kernels"].get(str(e["number"]))}) for e in meta["epochs"]]
+        return cls(part["params"], part["best"] or None, meta["best_loss"], meta["since"], meta["step"],
+                   {k: (part["first"][k], part["second"][k]) for k in part["first"]}, meta["rng"], history)
 
 
 def evaluate(network: Network, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
