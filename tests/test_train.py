@@ -79,6 +79,10 @@ def test_train_writes_a_model_onnx_runtime_and_cnnx_run_alike(tmp_path):
     assert len(report["epochs"]) == 5 and np.sum(report["confusion"]) == 200  # a fifth held out
     with Image.open(tmp_path / "shapes-report" / "kernels.png") as kernels:
         assert kernels.height > 4 * 18
+    with Image.open(tmp_path / "shapes-report" / "kernels.gif") as animation:
+        assert animation.n_frames == 5  # an epoch a frame
+    if report["misclassified"]:
+        assert (tmp_path / "shapes-report" / "misclassified.png").is_file()
     again = runner.invoke(app, ["train", str(folder), "--spec", SPEC, "--epochs", "1", "-o", str(model)])
     assert again.exit_code == 2 and "use --force" in again.output
 

@@ -337,7 +337,14 @@ def progress_bar(quiet: bool, what: str):
     if quiet or not err.is_terminal:
         yield lambda done, total, note="": None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (
         TextColumn(f"[bold]{what}"),
@@ -345,6 +352,7 @@ def progress_bar(quiet: bool, what: str):
         MofNCompleteColumn(),
         TextColumn("{task.fields[note]}"),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(what, total=None, note="")

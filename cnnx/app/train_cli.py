@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cnnx.app.shell import Force, Quiet, print_line, report_stop, reported_errors, say
+from cnnx.app.shell import Force, Quiet, print_line, progress_bar, report_stop, reported_errors, say
 from cnnx.base.errors import CnnxError
 
 if TYPE_CHECKING:  # numpy is imported where the work is, so that ``cnnx --help`` starts without it
     import numpy as np
 
+MISCLASSIFIED_SHOWN = 36  # validation images the report draws among those the model got wrong
 DEFAULT_SPEC = "conv(random:8, padding=1) -> relu -> maxpool(2) -> conv(random:16, padding=1) -> relu -> maxpool(2)"
 
 
@@ -55,7 +56,8 @@ def train(
     augmentation and early stopping on the validation loss.  Writes the model
     (--out, with its class names, for cnnx pipeline, why, serve and ONNX
     Runtime) and a report folder beside it: learning curves, the confusion
-    matrix, the first layer's kernels at every epoch.  Stopped, it keeps the
+    matrix, the first layer's kernels at every epoch (and as an animation),
+    the validation images it got wrong.  Stopped, it keeps the
     best model so far and a checkpoint that --resume goes on from.
 
     Example: cnnx train photos/ --size 64 --epochs 30 -o mynet.onnx
@@ -85,8 +87,13 @@ def train(
         if not quiet:
             print_line(f"cnnx train: {len(train_set[0])} images to learn from, {len(val_set[0])} to validate, "
                        f"{len(classes)} classes ({', '.join(classes)})")
-        best, history = fit(network, train_set, val_set, settings, None if quiet else _say_epoch,
-                            checkpoint=checkpoint, resume=resume)
+        with progress_bar(quiet, "epochs") as advance:
+            def told(epoch) -> None:
+                _say_epoch(epoch)
+                advance(epoch.number, epochs, f"validation {epoch.val_accuracy:.1%}")
+
+            best, history = fit(network, train_set, val_set, settings, None if quiet else told,
+                                checkpoint=checkpoint, resume=resume)
         network.params = best
         temperature = calibrate(network, *val_set)
         write_onnx(network, out)
@@ -178,7 +185,8 @@ def write_report(folder: Path, network, history, val_set, temperature: float, se
 
     from cnnx.io.output import staged_folder
     from cnnx.io.png import write_png
-    from cnnx.render.training import curves_picture, kernels_picture
+    from cnnx.render.features import feature_sheet
+    from cnnx.render.training import curves_picture, kernels_frames, kernels_picture
 
     images, labels = val_set
     predicted = network.probabilities(images).argmax(axis=1) if len(images) else np.array([], int)
@@ -201,5 +209,14 @@ def write_report(folder: Path, network, history, val_set, temperature: float, se
         kernels = [e.kernels for e in history if e.kernels is not None]
         if kernels:
             write_png(temporary / "kernels.png", kernels_picture(kernels), atomic=False)
-            record["files"].append("kernels.png")
+            frames = kernels_frames(kernels)
+            frames[0].save(temporary / "kernels.gif", save_all=True, append_images=frames[1:], duration=500, loop=0)
+            record["files"] += ["kernels.png", "kernels.gif"]
+        wrong = np.nonzero(predicted != labels)[0][:MISCLASSIFIED_SHOWN]
+        if len(wrong):
+            captions = [[f"#{k}: a {network.classes[labels[k]]}", f"taken for {network.classes[predicted[k]]}"]
+                        for k in wrong]
+            write_png(temporary / "misclassified.png", feature_sheet([images[k] for k in wrong], captions, 6),
+                      atomic=False)
+            record["files"].append("misclassified.png")
         (temporary / "report.json").write_text(json.dumps(record, indent=2))

@@ -67,3 +67,18 @@ def kernels_picture(epochs: list[np.ndarray], rows_at_most: int = 12) -> np.ndar
                                                                           Image.Resampling.NEAREST)
             sheet.paste(square, (label + o * (kw * cell + 4), y))
     return np.asarray(sheet)
+
+
+def kernels_frames(epochs: list[np.ndarray]) -> list[Image.Image]:
+    """One frame per epoch, the first convolution's kernels large and labelled: the animation of them learning."""
+    bound = max(float(np.abs(w).max()) for w in epochs) or 1.0
+    frames = []
+    for number, weights in enumerate(epochs, 1):
+        row = kernels_picture([weights], rows_at_most=1)[:, 70:]  # the squares, without the row's label
+        enlarged = Image.fromarray(np.ascontiguousarray(row)).resize((row.shape[1] * 3 // 2, row.shape[0] * 3 // 2),
+                                                                      Image.Resampling.NEAREST)
+        frame = Image.new("RGB", (max(enlarged.width, 200), enlarged.height + 28), BACKGROUND)
+        frame.paste(enlarged, (0, 24))
+        write(ImageDraw.Draw(frame), (6, 4), f"epoch {number} of {len(epochs)} (range ±{bound:.3g})", 12)
+        frames.append(frame)
+    return frames
