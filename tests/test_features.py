@@ -136,3 +136,21 @@ def test_bad_requests_are_one_line(tmp_path, args, message):
     result = runner.invoke(app, ["features", "-o", str(tmp_path / "f"), *args])
     assert result.exit_code != 0 and message in result.output, result.output
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.slow
+def test_top_patches_on_worker_processes_are_the_same_as_in_one(tmp_path):
+    """-j 2 finds the same patches, in the same order, as -j 1; a broken file is listed and the rest go on."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted(SAMPLES.glob("*.png")):
+        (photos / path.name).write_bytes(path.read_bytes())
+    (photos / "broken.png").write_text("not a picture")
+    records = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"p{jobs}"
+        result = runner.invoke(app, ["features", str(photos), "--stage", "3", "--channels", "0-3", "--top", "3",
+                                     "-o", str(out), "-j", jobs])
+        assert result.exit_code == 0 and "broken.png" in result.stderr, result.output
+        records.append(json.loads((out / "manifest.json").read_text())["features"]["units"])
+    assert records[0] == records[1]

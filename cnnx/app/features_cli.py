@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +13,12 @@ from cnnx.app.shell import (
     PREPARATION,
     STAGES,
     Force,
+    Jobs,
     Layers,
     MaxMemory,
     OutFolder,
+    Quiet,
+    Scheduler,
     prepared,
     print_line,
     reported_errors,
@@ -52,6 +56,9 @@ def features(
     save_raw: Annotated[bool, typer.Option("--save-raw", metavar="", help="Also write each image as .npy.")] = False,
     force: Force = False,
     max_memory: MaxMemory = None,
+    jobs: Jobs = None,
+    scheduler: Scheduler = None,
+    quiet: Quiet = False,
 ) -> None:
     """Show what each unit of a network looks for.
 
@@ -74,7 +81,7 @@ def features(
         source = source_from(**stages, layers=layers, preprocess=prepared(**preparation), max_memory=max_memory)
         folder = out_dir if out_dir is not None else Path("cnnx-out") / "features"
         if images:
-            _top_patches(source, images, stage, chosen, top, folder, force)
+            _top_patches(source, images, stage, chosen, top, folder, force, jobs, scheduler, quiet)
         else:
             _visualised(source, stage, chosen, side, settings, folder, save_raw, force)
 
@@ -162,10 +169,47 @@ def _probability(source, feature, target, values) -> str:
     return f", p {output[target.label]:.0%}"
 
 
-def _top_patches(source, images, stage, channels, count: int, folder: Path, force: bool) -> None:
-    from cnnx.app.shell import find
-    from cnnx.explain.features import dataset_examples
+@dataclass(frozen=True)
+class PatchJob:
+    """One image's share of ``cnnx features IMAGES``: its strongest places for each unit."""
+
+    image: Path
+    source: object
+    stage: int
+    units: tuple
+    count: int
+
+    @property
+    def destination(self) -> Path:
+        return self.image
+
+
+@dataclass
+class PatchOutcome:
+    job: PatchJob
+    found: list = field(default_factory=list)
+    error: str | None = None
+
+
+def run_patches(job: PatchJob) -> PatchOutcome:
+    """One image's entries (a batch's work, in this process or a worker); a failure is the outcome's error."""
+    from cnnx.base.errors import about
+    from cnnx.explain.features import image_examples
     from cnnx.io.images import load_image
+
+    try:
+        image = job.source.prepare(load_image(job.image, color=job.source.color).array)
+        return PatchOutcome(job, image_examples(job.source, str(job.image), image, job.stage, list(job.units),
+                                                job.count))
+    except Exception as error:  # a batch lists every failure and goes on
+        return PatchOutcome(job, error=about(job.image, error))
+
+
+def _top_patches(source, images, stage, channels, count: int, folder: Path, force: bool, jobs, scheduler,
+                 quiet: bool) -> None:
+    from cnnx.app.batches import run_batch
+    from cnnx.app.shell import find, progress_bar, say
+    from cnnx.explain.features import merged_examples
     from cnnx.io.output import staged_folder
     from cnnx.io.png import write_png
     from cnnx.render.features import patch_sheet
@@ -175,16 +219,27 @@ def _top_patches(source, images, stage, channels, count: int, folder: Path, forc
     paths = find(images, skip=folder)
     if not paths:
         raise CnnxError("no images found among the IMAGES given")
-    prepared_images = ((str(p), source.prepare(load_image(p, color=source.color).array)) for p in paths)
-    examples = dataset_examples(source, prepared_images, stage, channels or list(range(8)), count)
+    units = tuple(channels or range(8))
+    batch = [PatchJob(path, source, stage, units, count) for path in paths]
+    with progress_bar(quiet, "images") as advance:
+        ended: list = []
+        outcomes = run_batch(batch, processes=jobs, scheduler=scheduler, work=run_patches,
+                             done=lambda outcome: (ended.append(outcome), advance(len(ended), len(batch))))
+    failed = [o for o in outcomes if o.error]
+    for outcome in failed:
+        say(f"cnnx: error: {outcome.error}")
+    if len(failed) == len(outcomes):
+        raise CnnxError("no image could be read: no patches to show")
+    examples = merged_examples(list(units), (o.found for o in outcomes if not o.error), count)
     names = [f"channel {u}" for u in examples.units]
     with staged_folder(folder, force=force) as temporary:
         write_png(temporary / "sheet.png", patch_sheet([[e[3] for e in row] for row in examples.top], names),
                   atomic=False)
-        units = [{"channel": u, "top": [{"value": v, "image": n, "box": list(b)} for v, n, b, _ in row]}
-                 for u, row in zip(examples.units, examples.top, strict=True)]
+        units_ = [{"channel": u, "top": [{"value": v, "image": n, "box": list(b)} for v, n, b, _ in row]}
+                  for u, row in zip(examples.units, examples.top, strict=True)]
         manifest = {"tool": "cnnx", "files": ["sheet.png"], "features": {"source": source.title, "stage": stage,
-                                                                         "images": len(paths), "units": units}}
+                                                                         "images": len(paths) - len(failed),
+                                                                         "units": units_}}
         (temporary / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    print_line(f"the top {count} patches of {len(examples.units)} channels of stage {stage} over {len(paths)} "
-               f"images: sheet.png in {folder}")
+    print_line(f"the top {count} patches of {len(examples.units)} channels of stage {stage} over "
+               f"{len(paths) - len(failed)} images: sheet.png in {folder}")

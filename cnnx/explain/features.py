@@ -181,24 +181,38 @@ class Examples:
 def dataset_examples(source, images, stage: int, units: list[int], count: int) -> Examples:
     """Over ``images`` ((name, prepared input) pairs, read lazily), the ``count`` places whose value excites each
     unit of ``stage`` most, each cut out of its input as the receptive field there (clamped to the image)."""
+    return merged_examples(units, (image_examples(source, name, image, stage, units, count)
+                                   for name, image in images), count)
+
+
+def image_examples(source, name: str, image: np.ndarray, stage: int, units: list[int], count: int) -> list[list]:
+    """One image's ``count`` strongest places for each unit: (value, name, box, patch) entries, strongest first."""
+    results = list(source.stream(image))
+    if not 1 <= stage < len(results):
+        raise CnnxError(f"--stage takes 1 to {len(results) - 1}, the stages written")
+    result = results[stage]
+    values = np.asarray(result.array, np.float32).reshape(result.shape)
+    field_, jump = result.receptive_field or image.shape[1:], result.jump or (1, 1)
+    found = []
+    for unit in units:
+        if unit >= values.shape[0]:
+            raise CnnxError(f"stage {stage} has channels 0 to {values.shape[0] - 1}; got {unit}")
+        plane = values[unit].ravel()
+        entries = []
+        for flat in np.argsort(-plane, kind="stable")[:count]:  # an image may hold several of the top places
+            row, col = np.unravel_index(int(flat), values.shape[1:])
+            box = _field_box(row, col, field_, jump, image.shape[1:])
+            entries.append((float(plane[flat]), name, box, image[:, box[0] : box[2], box[1] : box[3]].copy()))
+        found.append(entries)
+    return found
+
+
+def merged_examples(units: list[int], per_image, count: int) -> Examples:
+    """The images' entries for each unit, the ``count`` strongest kept (ties in the images' order)."""
     top: list[list] = [[] for _ in units]
-    for name, image in images:
-        results = list(source.stream(image))
-        if not 1 <= stage < len(results):
-            raise CnnxError(f"--stage takes 1 to {len(results) - 1}, the stages written")
-        result = results[stage]
-        values = np.asarray(result.array, np.float32).reshape(result.shape)
-        field, jump = result.receptive_field or image.shape[1:], result.jump or (1, 1)
-        for slot, unit in enumerate(units):
-            if unit >= values.shape[0]:
-                raise CnnxError(f"stage {stage} has channels 0 to {values.shape[0] - 1}; got {unit}")
-            plane = values[unit].ravel()
-            best = np.argsort(-plane, kind="stable")[:count]  # an image may hold several of the top places
-            for flat in best:
-                row, col = np.unravel_index(int(flat), values.shape[1:])
-                box = _field_box(row, col, field, jump, image.shape[1:])
-                top[slot].append((float(plane[flat]), name, box, image[:, box[0] : box[2], box[1] : box[3]]))
-            top[slot] = sorted(top[slot], key=lambda entry: -entry[0])[:count]
+    for found in per_image:
+        for slot, entries in enumerate(found):
+            top[slot] = sorted(top[slot] + entries, key=lambda entry: -entry[0])[:count]
     return Examples(units, top)
 
 
