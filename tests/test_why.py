@@ -2,6 +2,7 @@
 completeness, the pointing game, deletion), and the command's files read back."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -204,9 +205,15 @@ def test_serve_draws_why_for_a_models_answer_and_a_chain_value(tmp_path):
             assert status == 200 and picture.startswith(b"\x89PNG")
             status, _, body = request(port, "/api/why?method=magic", token=token)
             assert status == 400 and "method takes" in json.loads(body)["error"]
-            status, _, body = request(port, "/api/looks-for?stage=4&channel=2", token=token)
-            looked = json.loads(body)
+            for _ in range(200):  # found in the background: asked again until it is there
+                status, _, body = request(port, "/api/looks-for?stage=4&channel=2", token=token)
+                looked = json.loads(body)
+                if status != 200 or not looked["busy"]:
+                    break
+                assert 0 <= looked["done"] <= looked["steps"]
+                time.sleep(0.05)
             assert status == 200 and looked["reached"] > looked["start"], looked
+            assert looked["seen"] == 1 and request(port, f"/run/{looked['patches']}", token=token)[0] == 200
             assert request(port, f"/run/{looked['image']}", token=token)[2].startswith(b"\x89PNG")
             status, _, body = request(port, "/api/looks-for?stage=4&channel=99", token=token)
             assert status == 400 and "no channel 99" in json.loads(body)["error"]

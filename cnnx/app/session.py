@@ -64,6 +64,7 @@ class Session:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     computing: threading.Lock = field(default_factory=threading.Lock, repr=False)
     looked: dict = field(default_factory=dict, repr=False)  # what each channel looks for, found once a source
+    seen: list = field(default_factory=list, repr=False)  # the images shown, newest last (at most SEEN_KEPT)
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -82,6 +83,8 @@ class Session:
         if self._attempt(run):
             with self.lock:
                 before, self.spec, self.image = self.image, spec, image
+                if image not in self.seen:
+                    self.seen = [*self.seen, image][-SEEN_KEPT:]
             if before != image and before.parent.name.startswith("upload-") and before.parent.parent == self.folder:
                 shutil.rmtree(before.parent, ignore_errors=True)  # the upload shown before is shown no more
 
@@ -321,39 +324,88 @@ class Session:
         return {"image": f"why/{name.rstrip('-')}.png", "lines": lines, "score": result.score}
 
     def looks_for(self, stage: int, channel: int, number: int | None = None) -> dict:
-        """What a channel of the run's stage looks for: the image that excites it most (``cnnx features``), found
-        once for each source and kept for the session."""
-        from cnnx.explain.features import FeatureSettings, visualise
-        from cnnx.io.png import write_png
-        from cnnx.render.features import tile
-        from cnnx.sources.reverse import Target
-
+        """What a channel of the run's stage looks for: the image that excites it most (``cnnx features``) and its
+        strongest patches among the images this session has shown.  Found in the background, once for each
+        source and channel: until then the answer says how far it has come (``busy``, ``done`` of ``steps``)."""
         shown = self.shown(number)
         entries = _stages(shown.folder)
         if not 1 <= stage < len(entries) or not 0 <= channel < entries[stage]["shape"][0]:
             raise CnnxError(f"no channel {channel} of stage {stage} in this run")
-        image = np.load(shown.folder / entries[0]["raw"], allow_pickle=False)
         key = (id(shown.source), stage, channel)
         with self.lock:
-            found = self.looked.get(key)
-        if found is None:
-            preparation = getattr(shown.source, "preprocess", None)
-            values = (preparation.values, preparation.values_backward) if preparation is not None else None
-            side = min(LOOKS_FOR_SIDE, *image.shape[1:])  # a chain's unit looks at a patch: a small image will do
-            shape = image.shape if getattr(shown.source, "any_size", None) else \
-                shown.source.input_shape((image.shape[0], side, side))  # (a model of any size stays at its size)
-            with self.computing:
-                feature = visualise(shown.source, Target(stage=stage, channel=channel), shape,
-                                    FeatureSettings(steps=LOOKS_FOR_STEPS), values)
-            found = {"reached": feature.reached, "start": feature.history[0], "pixels": tile(feature.image)}
+            entry = self.looked.get(key)
+            if entry is None:
+                entry = self.looked[key] = {"busy": True, "done": 0, "steps": LOOKS_FOR_STEPS}
+                threading.Thread(target=self._look, args=(shown, entries, stage, channel, entry), daemon=True).start()
+            answer = {k: v for k, v in entry.items() if k not in ("pixels", "patches")}
+        if entry.get("error"):
             with self.lock:
-                self.looked[key] = found
-        folder = shown.folder / "features"
-        folder.mkdir(exist_ok=True)
-        name = f"stage{stage}-channel{channel}.png"
-        write_png(folder / name, found["pixels"])
-        return {"image": f"features/{name}", "reached": found["reached"], "start": found["start"],
-                "steps": LOOKS_FOR_STEPS}
+                del self.looked[key]  # asked again, it is tried again
+            raise CnnxError(entry["error"])
+        if not answer["busy"]:
+            from cnnx.io.png import write_png
+
+            folder = shown.folder / "features"
+            folder.mkdir(exist_ok=True)
+            name = f"stage{stage}-channel{channel}"
+            write_png(folder / f"{name}.png", entry["pixels"])
+            answer["image"] = f"features/{name}.png"
+            if entry.get("patches") is not None:
+                write_png(folder / f"{name}-patches.png", entry["patches"])
+                answer["patches"] = f"features/{name}-patches.png"
+        return answer
+
+    def _look(self, shown: Run, entries: list, stage: int, channel: int, entry: dict) -> None:
+        """The background work of ``looks_for``: the ascent, then the patches, one computation at a time."""
+        from cnnx.explain.features import FeatureSettings, visualise
+        from cnnx.render.features import tile
+        from cnnx.sources.reverse import Target
+
+        source = shown.source
+        image = np.load(shown.folder / entries[0]["raw"], allow_pickle=False)
+        preparation = getattr(source, "preprocess", None)
+        values = (preparation.values, preparation.values_backward) if preparation is not None else None
+        side = min(LOOKS_FOR_SIDE, *image.shape[1:])  # a chain's unit looks at a patch: a small image will do
+        try:
+            with self.computing:
+                shape = image.shape if getattr(source, "any_size", None) else \
+                    source.input_shape((image.shape[0], side, side))  # (a model of any size stays at its size)
+
+                def step(done: int) -> None:
+                    with self.lock:
+                        entry["done"] = done
+
+                feature = visualise(source, Target(stage=stage, channel=channel), shape,
+                                    FeatureSettings(steps=LOOKS_FOR_STEPS), values, step)
+                patches = self._patches(source, stage, channel)
+                source.input_shape(image.shape)  # a model of any size made ready again for the run shown
+            with self.lock:
+                entry.update(busy=False, reached=feature.reached, start=feature.history[0],
+                             pixels=tile(feature.image), patches=patches, seen=len(self.seen))
+        except Exception as error:  # said to the page when it asks again
+            with self.lock:
+                entry.update(busy=False, error=message(error) if is_known(error) else
+                             f"finding what it looks for failed ({type(error).__name__})")
+
+    def _patches(self, source, stage: int, channel: int):
+        """The channel's strongest places among the images the session has shown, as a row of patches (or None)."""
+        from cnnx.explain.features import image_examples, merged_examples
+        from cnnx.io.images import load_image
+        from cnnx.render.features import patch_sheet
+
+        with self.lock:
+            seen = [path for path in self.seen if path.is_file()]
+        found = []
+        for path in seen:
+            try:
+                prepared = source.prepare(load_image(path, color=source.color).array)
+                found.append(image_examples(source, path.name, prepared, stage, [channel], LOOKS_FOR_PATCHES))
+            except CnnxError:
+                continue  # an image that no longer reads is passed over
+        if not found:
+            return None
+        examples = merged_examples([channel], found, LOOKS_FOR_PATCHES)
+        return patch_sheet([[e[3] for e in examples.top[0]]], [f"map {channel}"])
 
     def value(self, stage: int, channel: int, row: int, col: int, number: int | None = None) -> dict:
         """The exact value under the pointer, from the run's raw arrays."""
@@ -361,8 +413,10 @@ class Session:
         return _value_at(run, _stages(run), stage, channel, row, col)
 
 
+SEEN_KEPT = 32
 LOOKS_FOR_STEPS = 96  # steps of ascent the page's "what it looks for" takes: a second or two on a small network
 LOOKS_FOR_SIDE = 96  # pixels a side of the image it finds for a chain
+LOOKS_FOR_PATCHES = 6  # the strongest patches shown among the images the session has shown
 
 
 def _grid(weights) -> list[list[float]]:

@@ -140,11 +140,12 @@ def _total_variation(pixels: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def visualise(source, target: Target, shape: tuple[int, int, int], settings: FeatureSettings,
-              values=None) -> Feature:
+              values=None, progress=None) -> Feature:
     """The image of ``shape`` (C, H, W, pixels in 0..1) that excites ``target`` most.
 
     ``values`` makes pixels the source's input and takes a gradient back (``Preparation.values`` and
-    ``values_backward`` for an ONNX model); by default the pixels are the input.
+    ``values_backward`` for an ONNX model); by default the pixels are the input.  ``progress(step)`` is told
+    after each step.
     """
     forward, backward = values or (lambda p: p, lambda g: g)
     rng = np.random.default_rng(settings.seed)
@@ -165,6 +166,8 @@ def visualise(source, target: Target, shape: tuple[int, int, int], settings: Fea
         second = 0.999 * second + 0.001 * g * g
         step_size = settings.rate * np.sqrt(1 - 0.999**step) / (1 - 0.9**step)
         image.params += (step_size * first / (np.sqrt(second) + 1e-8)).astype(np.float32)
+        if progress:
+            progress(step)
     pixels = image.pixels()
     reached = source.reverse(forward(pixels), target, gradient=False).score
     return Feature(pixels, reached, history, asdict(settings))

@@ -134,15 +134,29 @@ const panelOpen = (html, near) => {
     panelOpen(`<img src="${escape(data.image)}" alt="${escape(data.lines.join(". "))}" style="max-width:100%">`);
   };
   // The image that excites a map's channel most, found on the server by gradient ascent (cnnx features).
+  // Found in the background: asked again every half second, the panel says how far it has come.
   const looksFor = async (stage, channel) => {
     panelOpen("<p>finding what it looks for...</p>");
-    const answer = await api(`/api/looks-for?stage=${stage}&channel=${channel}&run=${RUN}`);
-    const data = await answer.json();
-    if (!answer.ok) { panelOpen(`<p>${escape(data.error)}</p>`); return; }
-    panelOpen(`<p>What map ${channel} of stage ${stage} looks for: the image that raises its sum most, from ` +
-      `${shown(data.start)} to ${shown(data.reached)} in ${data.steps} steps (cnnx features).</p>` +
-      `<img src="${escape(data.image)}" alt="what map ${channel} of stage ${stage} looks for" ` +
-      `style="max-width:100%;image-rendering:pixelated">`);
+    for (;;) {
+      const answer = await api(`/api/looks-for?stage=${stage}&channel=${channel}&run=${RUN}`);
+      const data = await answer.json();
+      if (!answer.ok) { panelOpen(`<p>${escape(data.error)}</p>`); return; }
+      if (data.busy) {
+        const note = document.querySelector("#cnnx-explain p");
+        if (note) note.textContent = `finding what map ${channel} of stage ${stage} looks for: step ` +
+          `${data.done} of ${data.steps}`;
+        await new Promise(done => setTimeout(done, 500));
+        continue;
+      }
+      panelOpen(`<p>What map ${channel} of stage ${stage} looks for: the image that raises its sum most, from ` +
+        `${shown(data.start)} to ${shown(data.reached)} in ${data.steps} steps (cnnx features).</p>` +
+        `<img src="${escape(data.image)}" alt="what map ${channel} of stage ${stage} looks for" ` +
+        `style="max-width:100%;image-rendering:pixelated">` +
+        (data.patches ? `<p>Its strongest places among the ${data.seen === 1 ? "image" : `${data.seen} images`} ` +
+          `this session has shown:</p>` +
+          `<img src="${escape(data.patches)}" alt="its strongest patches" style="max-width:100%">` : ""));
+      return;
+    }
   };
   if (manifest.model && manifest.model.answer) {
     document.getElementById("cnnx-why").hidden = false;
