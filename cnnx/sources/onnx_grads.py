@@ -43,10 +43,10 @@ def _conv(node, inputs, outputs, grads, opset):
     x, w = inputs[0], inputs[1]
     attrs = node.attrs
     top, left, bottom, right = conv_pads(attrs, x.shape, w.shape[2:])
-    grad_x = reverse.conv2d_backward(
-        grads[0], np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))), w,
-        stride=tuple(pairs(attrs, "strides", 1)), dilation=tuple(pairs(attrs, "dilations", 1)),
-        groups=attrs.get("group", 1), need_weight=False)[0]
+    padded = np.broadcast_to(np.float32(0), (*x.shape[:2], x.shape[2] + top + bottom, x.shape[3] + left + right))
+    grad_x = reverse.conv2d_backward(  # the input's gradient reads its shape alone
+        grads[0], padded, w, stride=tuple(pairs(attrs, "strides", 1)),
+        dilation=tuple(pairs(attrs, "dilations", 1)), groups=attrs.get("group", 1), need_weight=False)[0]
     return [reverse.fold_padding(grad_x, ((top, bottom), (left, right)))] + [None] * (len(inputs) - 1)
 
 
@@ -245,7 +245,7 @@ def _pad(node, inputs, outputs, grads, opset):
 GRADS = {
     "Conv": _conv,
     "BatchNormalization": _batch_norm,
-    "Relu": _activation("relu"),
+    "Relu": lambda node, inputs, outputs, grads, opset: [np.where(outputs[0] > 0, grads[0], np.float32(0))],
     "LeakyRelu": _activation("leaky_relu", slope=("alpha", 0.01)),
     "PRelu": _prelu,
     "Clip": _clip,
@@ -290,3 +290,17 @@ GRADS = {
 }
 
 assert set(GRADS) == set(OPS), set(OPS) ^ set(GRADS)  # every op cnnx runs goes backwards too
+
+# Ops whose reverse pass reads no value of their inputs or outputs, only shapes (and constants): the values they
+# take need not be kept for the reverse pass on their account.
+SHAPES_ONLY = frozenset({
+    "Conv", "BatchNormalization", "Add", "Sum", "Sub", "Neg", "Cast", "Concat", "Split", "AveragePool",
+    "GlobalAveragePool", "ReduceMean", "Pad", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice",
+    "Gather", "Expand", "Identity", "Dropout", "Shape", "Constant", "ConstantOfShape", "Range", "Equal", "If",
+})
+# Of those, the ones whose every input is a map of the same kind (a sum's terms, a concatenation's parts): none of
+# their values is read; the others read their inputs after the first (a Reshape's shape, a Slice's ends, axes).
+ADDED = frozenset({"Add", "Sum", "Sub", "Concat", "Conv", "BatchNormalization"})
+# Ops whose reverse pass reads their own output: those that read it alone, then those that read their inputs too.
+OUTPUT_ONLY = frozenset({"Relu", "Sigmoid", "Tanh", "Exp", "Softmax", "Sqrt"})
+READS_OUTPUT = OUTPUT_ONLY | {"Div"}

@@ -90,6 +90,11 @@ def reverse_graph(graph, image: np.ndarray, target: Target, *, value: str, keep:
 
     values = {graph.input_name: np.asarray(image, np.float32)[None]}
     ran = []
+    kept = _values_kept(graph, value, keep)
+    waiting: dict[str, int] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            waiting[name] = waiting.get(name, 0) + 1
     with np.errstate(over="ignore", invalid="ignore"):
         for node in graph.nodes:
             inputs = [values.get(n, graph.constants.get(n)) if n else None for n in node.inputs]
@@ -97,6 +102,10 @@ def reverse_graph(graph, image: np.ndarray, target: Target, *, value: str, keep:
             ran.append((node, inputs))
             if value in node.outputs:
                 break
+            for k, name in enumerate(node.inputs):  # a value read by no reverse step is let go, its shape kept
+                waiting[name] -= 1
+                if not waiting[name] and name in values and name not in kept:
+                    values[name] = inputs[k] = _shape_of(values[name])
         made = values[value]
         as_written = made.reshape(stage_shape(made.shape))
         seed = target.seed(as_written).reshape(made.shape)
@@ -104,7 +113,7 @@ def reverse_graph(graph, image: np.ndarray, target: Target, *, value: str, keep:
         if not gradient:
             return Reversed(score, None)
         grads: dict[str, np.ndarray] = {value: seed}
-        kept = {}
+        kept = {}  # now the stages kept for the caller
         for node, inputs in reversed(ran):
             outgoing = [grads.get(name) for name in node.outputs]
             if all(g is None for g in outgoing):
@@ -125,3 +134,26 @@ def reverse_graph(graph, image: np.ndarray, target: Target, *, value: str, keep:
     if graph.input_name not in grads:
         raise CnnxError(f"{graph.path.name}: the target does not depend on the image")
     return Reversed(score, grads[graph.input_name][0].astype(np.float32), kept)
+
+
+def _values_kept(graph, target: str, keep: dict[str, int]) -> set[str]:
+    """The values the reverse pass reads: the target, the stages asked for, the inputs of every node whose
+    reverse step reads them, and the outputs of those that read their own; the rest need only their shapes."""
+    from cnnx.sources.onnx_grads import ADDED, OUTPUT_ONLY, READS_OUTPUT, SHAPES_ONLY
+
+    kept = {target, graph.input_name, *keep}
+    for node in graph.nodes:
+        if node.op in READS_OUTPUT:
+            kept.update(node.outputs)
+        if node.op in OUTPUT_ONLY:
+            continue
+        if node.op not in SHAPES_ONLY:
+            kept.update(node.inputs)
+        elif node.op not in ADDED:  # it reads its other inputs' values (a Reshape's shape, a Slice's ends)
+            kept.update(node.inputs[1:])
+    return kept
+
+
+def _shape_of(value: np.ndarray) -> np.ndarray:
+    """An array of ``value``'s shape and type that holds no memory (its values are not read)."""
+    return np.broadcast_to(np.zeros((), value.dtype), value.shape)
