@@ -755,3 +755,32 @@ def test_the_page_passes_axe_core_in_every_state(tmp_path, browser):
                 session.close()
     finally:
         driver.quit()
+
+
+def test_the_keyboard_reads_values_and_explains_one(served, browser):
+    """Tab reaches a map; the arrows move a cursor over its values (Shift: ten at a time), each read out; Enter
+    shows how the value under the cursor was computed, as a click does."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    port, token, session = served
+    driver = browser
+    try:
+        tile = _first_map(driver, port, token)
+        assert tile.get_attribute("tabindex") == "0" and "arrow keys" in tile.get_attribute("aria-label")
+        driver.execute_script("arguments[0].focus()", tile)
+        value = driver.find_element(By.ID, "cnnx-value")
+        WebDriverWait(driver, 10).until(lambda d: "row 24, column 32" in value.text)  # the middle of 48x64
+        tile.send_keys(Keys.ARROW_RIGHT)
+        WebDriverWait(driver, 10).until(lambda d: "row 24, column 33" in value.text)
+        tile.send_keys(Keys.SHIFT, Keys.ARROW_UP)
+        WebDriverWait(driver, 10).until(lambda d: "row 14, column 33" in value.text)
+        raw = np.load(session.run / "01_conv" / "stage.npy")
+        tile.send_keys(Keys.ENTER)
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-total"))
+        assert "row 14, column 33" in driver.find_element(By.ID, "cnnx-explain").text
+        shown = float(driver.find_element(By.ID, "cnnx-total").text.split("=")[-1])
+        assert shown == pytest.approx(float(raw[0, 14, 33]), rel=1e-4, abs=1e-6)
+    finally:
+        driver.quit()

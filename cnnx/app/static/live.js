@@ -77,15 +77,14 @@ const panelOpen = (html, near) => {
     if (stage < 0) return;
     const entry = manifest.stages[stage].maps.find(m => m.tile === src);
     const [C, H, W] = manifest.stages[stage].shape;
-    // The value under the pointer: its row and column in the map, and the query that names it.
+    // The value under the pointer (or the keyboard's cursor): its row and column in the map, and its query.
+    const at = (row, col) => [row, col, `stage=${stage}&channel=${entry.channel}&row=${row}&col=${col}&run=${RUN}`];
     const place = event => {
       const box = img.getBoundingClientRect();
-      const row = Math.min(H - 1, Math.floor((event.clientY - box.top) / box.height * H));
-      const col = Math.min(W - 1, Math.floor((event.clientX - box.left) / box.width * W));
-      return [row, col, `stage=${stage}&channel=${entry.channel}&row=${row}&col=${col}&run=${RUN}`];
+      return at(Math.min(H - 1, Math.floor((event.clientY - box.top) / box.height * H)),
+                Math.min(W - 1, Math.floor((event.clientX - box.left) / box.width * W)));
     };
-    img.addEventListener("mousemove", async event => {
-      const [row, col, query] = place(event);
+    const read = async ([row, col, query]) => {
       const answer = await api(`/api/value?${query}`);
       const data = await answer.json();
       show.textContent = answer.ok ? `stage ${stage}, map ${entry.channel} (${entry.label}), row ${row}, ` +
@@ -98,10 +97,29 @@ const panelOpen = (html, near) => {
         square.setAttribute("x", (col + 0.5) * jw - rw / 2);
         square.setAttribute("y", (row + 0.5) * jh - rh / 2);
       }
+    };
+    img.addEventListener("mousemove", event => read(place(event)));
+    // The keyboard: a map takes the focus; the arrows move a cursor over its values, Enter explains the one there.
+    let cursor = [Math.floor(H / 2), Math.floor(W / 2)];
+    img.tabIndex = 0;
+    img.setAttribute("aria-label", `${img.getAttribute("alt") || "a map"}: the arrow keys read its values, ` +
+      "Enter shows how one was computed");
+    img.addEventListener("focus", () => read(at(...cursor)));
+    img.addEventListener("keydown", event => {
+      const step = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]}[event.key];
+      if (step) {
+        event.preventDefault();
+        const jump = event.shiftKey ? 10 : 1;
+        cursor = [Math.max(0, Math.min(H - 1, cursor[0] + step[0] * jump)),
+                  Math.max(0, Math.min(W - 1, cursor[1] + step[1] * jump))];
+        read(at(...cursor));
+      } else if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        explain(at(...cursor));
+      }
     });
-    img.addEventListener("click", async event => {
-      event.preventDefault();
-      const [row, col, query] = place(event);
+    img.addEventListener("click", event => { event.preventDefault(); explain(place(event)); });
+    const explain = async ([row, col, query]) => {
       const answer = await api(`/api/explain?${query}`);
       const data = await answer.json();
       if (!answer.ok) { panelOpen(`<p>${escape(data.error)}</p>`, img); return; }
@@ -123,7 +141,7 @@ const panelOpen = (html, near) => {
       const field = document.getElementById("cnnx-field");
       if (field) field.addEventListener("click", () => showWhy(`method=input-x-gradient&${query}`));
       document.getElementById("cnnx-looks").addEventListener("click", () => looksFor(stage, entry.channel));
-    });
+    };
   });
   // What drove the answer, or a value: the server draws the map over the input, and says how in words.
   const showWhy = async query => {
