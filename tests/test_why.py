@@ -285,3 +285,17 @@ def test_why_on_a_folder_runs_as_a_batch_on_worker_processes(tmp_path):
         record = json.loads((tmp_path / "out" / name / "why" / "manifest.json").read_text())
         assert [m["method"] for m in record["why"]["methods"]] == ["gradient", "occlusion"]
     assert "broken.png" in result.stderr
+
+
+def test_the_default_method_suits_the_network():
+    """Grad-CAM for a network that pools its maps globally (as it assumes), integrated gradients for the shapes
+    model's dense head and for a chain."""
+    from pathlib import Path
+
+    from cnnx.explain.why import default_method
+    from cnnx.sources.choose import make_source
+
+    goldens = Path(__file__).parent / "goldens"
+    assert default_method(make_source(model="shapes")) == "integrated-gradients"
+    assert default_method(make_source()) == "integrated-gradients"
+    assert default_method(make_source(model=str(goldens / "network-torchscript.onnx"))) == "gradcam"

@@ -29,9 +29,10 @@ from cnnx.app.shell import (
 )
 from cnnx.base.errors import CnnxError
 
-Method = Annotated[str, typer.Option("--method", help="gradcam, gradcam++, gradient, input-x-gradient, "
-                                                      "integrated-gradients, smoothgrad, occlusion; several with "
-                                                      "commas, or all.")]
+Method = Annotated[str | None, typer.Option("--method", help="gradcam, gradcam++, gradient, input-x-gradient, "
+                                                             "integrated-gradients, smoothgrad, occlusion; several "
+                                                             "with commas, or all (default: gradcam for a network "
+                                                             "that pools globally, else integrated-gradients).")]
 
 
 @with_groups
@@ -40,7 +41,7 @@ def why(
     stages: dict = STAGES,
     layers: Layers = None,
     preparation: dict = PREPARATION,
-    method: Method = "gradcam",
+    method: Method = None,
     label: Annotated[str | None, typer.Option("--class", help="The class to explain, by name or index (default: "
                                                               "the top class).")] = None,
     stage: Annotated[int | None, typer.Option("--stage", min=1, help="Start from this stage instead of a class "
@@ -82,19 +83,23 @@ def why(
     """
     from cnnx.app.inputs import batch_destinations, default_destination
     from cnnx.app.shell import find
-    from cnnx.explain.why import METHODS, WhySettings
+    from cnnx.explain.why import METHODS, WhySettings, default_method
 
     with reported_errors():
-        names = list(METHODS) if method == "all" else [m.strip() for m in method.split(",") if m.strip()]
-        settings = [WhySettings(name, cam_stage, steps, samples, noise, patch, seed) for name in dict.fromkeys(names)]
-        if not settings:
-            raise CnnxError("--method names no method")
         place = number_pair(at, "--at")
         if (at is not None or channel) and stage is None:
             raise CnnxError("--channel and --at go with --stage")
         if stage is not None and label is not None:
             raise CnnxError("give --class or --stage, not both")
+        if method is not None and method != "all":  # checked before the model is read
+            for name in method.split(","):
+                WhySettings(name.strip())
         source = source_from(**stages, layers=layers, preprocess=prepared(**preparation), max_memory=max_memory)
+        method = method or default_method(source)
+        names = list(METHODS) if method == "all" else [m.strip() for m in method.split(",") if m.strip()]
+        settings = [WhySettings(name, cam_stage, steps, samples, noise, patch, seed) for name in dict.fromkeys(names)]
+        if not settings:
+            raise CnnxError("--method names no method")
         root = out_dir if out_dir is not None else Path("cnnx-out")
         paths = find(images, skip=root)
         if not paths:

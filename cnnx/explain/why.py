@@ -118,6 +118,17 @@ def _smoothed(source, image, target, settings: WhySettings) -> np.ndarray:
     return total / settings.samples
 
 
+def default_method(source) -> str:
+    """Grad-CAM where the network pools its maps globally before its answer (ResNet, MobileNet, ...), as
+    Grad-CAM assumes; integrated gradients elsewhere (a dense layer over every place, as the shapes model's, or a
+    chain), which passes the pointing game there."""
+    from cnnx.sources.stages import GlobalAvgPool
+
+    pooled = any(isinstance(stage, GlobalAvgPool) for stage in getattr(source.pipeline, "stages", ())) or any(
+        node.op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean") for node in getattr(source, "nodes", ()))
+    return "gradcam" if pooled else "integrated-gradients"
+
+
 def default_cam_stage(source, shape, end: int | None = None) -> int:
     """The last written stage (up to ``end``) whose maps have more than one value: Grad-CAM's usual choice, the
     last convolutional block."""
