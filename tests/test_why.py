@@ -144,7 +144,7 @@ def test_why_through_the_command_writes_each_methods_pictures_and_numbers(tmp_pa
     piped = runner.invoke(app, ["pipeline", str(star), "--model", "shapes", "-o", str(out.parent / "run")])
     assert piped.exit_code == 0
     inside = runner.invoke(app, ["why", str(star), "--model", "shapes", "-o", str(out.parent / "run")])
-    assert inside.exit_code == 0 and (out.parent / "run" / "why" / "gradcam.png").exists()
+    assert inside.exit_code == 0 and (out.parent / "run" / "why" / "integrated-gradients.png").exists()
     rerun = runner.invoke(app, ["pipeline", str(star), "--model", "shapes", "-o", str(out.parent / "run")])
     assert rerun.exit_code == 0, rerun.output
 
