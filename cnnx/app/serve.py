@@ -345,8 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
         from cnnx.explain.why import METHODS
 
         query = {key: values[0] for key, values in parse_qs(urlsplit(self.path).query).items()}
-        method = query.get("method", "gradcam")
-        if method not in METHODS:
+        method = query.get("method") or None
+        if method is not None and method not in METHODS:
             raise CnnxError(f"method takes {', '.join(METHODS)}")
         label = query.get("class", "")[:200] or None
         numbers = self._query()

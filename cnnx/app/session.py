@@ -295,16 +295,17 @@ class Session:
             )
         return data
 
-    def why(self, method: str, place: tuple[int, int, int, int] | None = None, label: str | None = None,
+    def why(self, method: str | None, place: tuple[int, int, int, int] | None = None, label: str | None = None,
             number: int | None = None) -> dict:
         """What in the run's input drove its answer (``label``, by default the top class) or a stage's value at
         ``place`` (stage, channel, row, column), by ``method``: the overlay written into the run as ``why/``, and
         its words."""
-        from cnnx.explain.why import WhySettings, class_target, explain_why, stage_target, why_lines
+        from cnnx.explain.why import WhySettings, class_target, default_method, explain_why, stage_target, why_lines
         from cnnx.io.png import write_png
         from cnnx.render.why import display_image, overlay_picture
 
         shown = self.shown(number)
+        method = method or default_method(shown.source)
         entries = _stages(shown.folder)
         if place is not None:
             _value_at(shown.folder, entries, *place)  # checks the place
