@@ -282,7 +282,7 @@ def evaluate(network: Network, images: np.ndarray, labels: np.ndarray) -> tuple[
     if not len(images):
         return math.nan, math.nan
     p = network.probabilities(images)
-    loss = -float(np.log(np.maximum(p[np.arange(len(labels)), labels], 1e-12)).mean())
+    loss = max(0.0, -float(np.log(np.maximum(p[np.arange(len(labels)), labels], 1e-12)).mean()))  # no -0.000
     return loss, float((p.argmax(axis=1) == labels).mean())
 
 
