@@ -43,6 +43,41 @@ def _shapes_drawing(tmp_path) -> Path:
     return path
 
 
+def test_the_flow_shows_every_stage_small_and_links_to_its_card(tmp_path):
+    """The page opens with the network at a glance: the input, each stage (its first 16 maps' tiles, at most) and
+    the model's answer, in order, each a link to its card on the page."""
+    from html.parser import HTMLParser
+
+    out = _run(tmp_path, _shapes_drawing(tmp_path), "--model", "shapes")
+    manifest = json.loads((out / "manifest.json").read_text())
+
+    class Flow(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.inside, self.steps, self.ids = False, [], set()
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self.ids.add(attrs.get("id"))
+            if tag == "nav" and "flow" in (attrs.get("class") or ""):
+                self.inside = True
+            elif self.inside and tag == "a":
+                self.steps.append([attrs["href"], []])
+            elif self.inside and tag == "img":
+                self.steps[-1][1].append(attrs["src"])
+
+        def handle_endtag(self, tag):
+            self.inside = self.inside and tag != "nav"
+
+    page = Flow()
+    page.feed((out / "index.html").read_text())
+    stages = manifest["stages"]
+    assert [href for href, _ in page.steps] == [f"#stage-{k}" for k in range(len(stages))] + ["#answer"]
+    assert all(href[1:] in page.ids for href, _ in page.steps)
+    for (_, tiles), stage in zip(page.steps, stages, strict=False):
+        assert len(tiles) == min(16, len(stage["maps"])) and all((out / tile).is_file() for tile in tiles)
+
+
 @pytest.mark.parametrize("case", ["chelsea", "model"])
 @pytest.mark.parametrize("width", [1400, 700])
 @pytest.mark.slow
@@ -67,7 +102,9 @@ def test_index_html_reads_well_at_every_width(tmp_path, case, width, browser):
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]);"
         )
         maps = sum(len(stage["maps"]) for stage in manifest["stages"])
-        assert len(images) == maps + len(manifest["stages"])  # every map's tile, and every stage's colour bar
+        small = sum(min(16, len(stage["maps"])) for stage in manifest["stages"])
+        # every map's tile, every stage's colour bar, and up to 16 maps of each stage again, small, in the flow
+        assert len(images) == maps + len(manifest["stages"]) + small
         assert all(complete and width > 0 for _, complete, width in images), images
         overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, overflow
@@ -82,6 +119,11 @@ def test_index_html_reads_well_at_every_width(tmp_path, case, width, browser):
             assert "star" in answer and "circle" in answer
         errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
         assert errors == []
+        if width == 1400:  # the whole network at a glance: every step of the flow on the first screen of 1400x900
+            driver.set_window_size(1400, 900)
+            lowest = driver.execute_script("return Math.max(...Array.from(document.querySelectorAll('.flow a'))"
+                                           ".map(a => a.getBoundingClientRect().bottom)) - window.innerHeight")
+            assert lowest <= 0, lowest
         ARTIFACTS.mkdir(exist_ok=True)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(width, min(height, 8000))

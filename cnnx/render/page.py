@@ -1,6 +1,10 @@
-"""index.html: the page a run writes: the input, then each stage's maps large, in words and numbers.
+"""index.html: the page a run writes: the whole network at a glance, then each stage's maps large, in words and
+numbers.
 
-The page works offline from the folder (no script, no network), fits any
+At the top a flow shows the input, every stage's first maps small and the
+answer, left to right, so the whole network fits one screen (a long one
+scrolls within the flow); each step links to its stage's card below.  The page
+works offline from the folder (no script, no network), fits any
 window width (the maps flow in a grid), follows the system's light or dark
 mode, and is read with the keyboard as well as the mouse: every map is a
 link to itself at full size.
@@ -8,6 +12,7 @@ link to itself at full size.
 
 from __future__ import annotations
 
+import math
 from html import escape
 from pathlib import Path
 
@@ -31,7 +36,6 @@ h1 { font-size: 1.5rem; margin: 0.4rem 0; }
 h2 { font-size: 1.15rem; margin: 0 0 0.3rem; }
 .muted, .spec { color: var(--muted); }
 .spec { font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
-nav ol { display: flex; flex-wrap: wrap; gap: 0.3rem 1rem; padding: 0; list-style: none; }
 a { color: var(--focus); }
 a:focus-visible { outline: 3px solid var(--focus); outline-offset: 2px; }
 .stage { border: 1px solid var(--line); border-radius: 10px; padding: 1rem 1.25rem; margin: 1rem 0;
@@ -53,7 +57,21 @@ figcaption { font-size: 0.85rem; overflow-wrap: anywhere; margin-top: 0.2rem; }
 .answer td { padding: 0.1rem 0.6rem 0.1rem 0; }
 .answer .p { height: 0.9em; background: var(--accent); }
 .arrow { text-align: center; font-size: 1.4rem; color: var(--muted); }
+.flow ol { display: flex; flex-wrap: wrap; gap: 0.5rem 0; margin: 0.6rem 0; padding: 0; list-style: none;
+           max-height: 24rem; overflow-y: auto; }
+.flow li { display: flex; align-items: center; flex: 1 1 8rem; max-width: 12rem; }
+.flow li + li::before { content: "→"; color: var(--muted); font-size: 1.2rem; padding: 0 0.25rem; }
+.flow a { flex: 1; display: flex; flex-direction: column; gap: 0.25rem; min-width: 0; height: 100%; padding: 0.4rem;
+          border: 1px solid var(--line); border-radius: 8px; background: var(--card); color: inherit;
+          text-decoration: none; font-size: 0.8rem; }
+.flow a:hover { border-color: var(--focus); }
+.flow b { font-size: 0.85rem; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.thumbs { display: grid; grid-template-columns: repeat(var(--columns), 1fr); gap: 2px; }
+.thumbs img { width: 100%; height: auto; display: block; image-rendering: pixelated; background: #fff; }
+.flow .p { height: 0.5em; background: var(--accent); }
 """
+
+FLOW_MAPS = 16  # a stage's maps drawn small in the flow; its card has every one
 
 
 def _field(result, input_tile: str, shape) -> str:
@@ -138,6 +156,33 @@ def _answer(answer: list[tuple[str, float]] | None) -> str:
     )
 
 
+def _flow(stages: list[StageFiles], root: Path, answer: list[tuple[str, float]] | None) -> str:
+    """The network at a glance: the input and each stage's first maps small, left to right, then the answer; each
+    step a link to its card."""
+    steps = []
+    for s in stages:
+        r = s.result
+        shown = s.maps[:FLOW_MAPS]
+        thumbs = "".join(
+            f'<img src="{escape((m.tile or m.path).relative_to(root).as_posix())}" alt="" width="{r.shape[2]}" '
+            f'height="{r.shape[1]}">'
+            for m in shown
+        )
+        title = "input" if r.index == 0 else f"{r.index}. {r.name}"
+        steps.append(
+            f'<li><a href="#stage-{r.index}"><b>{escape(title)}</b><span class="thumbs" style="--columns:'
+            f'{math.ceil(math.sqrt(len(shown)))}">{thumbs}</span><span class="muted">{escape(shape_text(r.shape))}'
+            "</span></a></li>"
+        )
+    if answer:
+        name, p = answer[0]
+        steps.append(
+            f'<li><a href="#answer"><b>answer</b><span>{escape(name)}</span><span class="muted">{p:.1%}</span>'
+            f'<div class="p" style="width:{p * 100:.1f}%"></div></a></li>'
+        )
+    return f'<nav class="flow" aria-label="the network at a glance"><ol>{"".join(steps)}</ol></nav>'
+
+
 def gallery(
     image: LoadedImage,
     source: StageSource,
@@ -148,12 +193,11 @@ def gallery(
     """index.html of a run: every stage with its maps, its numbers, what it did in words, and what a value sees."""
     shape = stages[0].result.shape
     input_tile = (stages[0].maps[0].tile or stages[0].maps[0].path).relative_to(root).as_posix()
-    cards, links, before = [], [], None
+    cards, before = [], None
     for s in stages:
         r = s.result
         title = "input" if r.index == 0 else f"{r.index}. {r.name}"
         anchor = f"stage-{r.index}"
-        links.append(f'<li><a href="#{anchor}">{escape(title)}</a></li>')
         spec = "" if r.index == 0 else f'<p class="spec">{escape(r.description)}</p>'
         bar = (
             ""
@@ -188,12 +232,12 @@ def gallery(
 <header>
 <h1>What each stage does to {escape(image.path.name)}</h1>
 <p class="spec">{escape(source.title)}</p>
+{_flow(stages, root, answer)}
 <p>{escape(source.caption.capitalize())}. Colours: blue below zero, white at zero, red above (values never
 below zero go from white to red); each stage's colour bar gives the numbers{_scale_words(stages)}.
-<span id="click-hint">Click a map to see it at full size;</span>
+Click a step above to go to its stage; <span id="click-hint">click a map to see it at full size;</span>
 <a href="manifest.json">manifest.json</a> has every number, and <a href="overview.png">overview.png</a> shows all
 stages side by side.</p>
-<nav aria-label="stages"><ol>{"".join(links)}{'<li><a href="#answer">answer</a></li>' if answer else ""}</ol></nav>
 </header>
 <main>
 {flow}

@@ -49,7 +49,7 @@ const panelOpen = (html, near) => {
     document.addEventListener("DOMContentLoaded", done) : done());
   ready.then(() => {
     const hint = document.getElementById("click-hint");
-    if (hint) hint.textContent = "Point at a map to read a value; click it to see how it was computed;";
+    if (hint) hint.textContent = "point at a map to read a value, click it to see how it was computed;";
   });
   const manifest = await (await fetch(`/run/${RUN}/manifest.json`)).json();
   const show = document.getElementById("cnnx-value");
