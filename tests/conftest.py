@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def start_browser():
+def start_browser(*flags: str):
     """A headless Chromium driven by chromedriver, or a skip (a failure when CNNX_REQUIRE_BROWSER=1); its profile
     folder goes when it quits."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,6 +34,7 @@ def start_browser():
     for flag in (
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1200,2400",
+        *flags,
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -61,10 +62,19 @@ def browser():
         driver.quit()
 
 
+@pytest.fixture
+def camera_browser():
+    """A headless Chromium whose camera is Chromium's synthetic test stream, allowed without asking."""
+    driver = start_browser("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    yield driver
+    with contextlib.suppress(Exception):
+        driver.quit()
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """What needs Chromium is slow (a browser takes a second or two to start): it leaves the fast loop."""
     for item in items:
-        if "browser" in getattr(item, "fixturenames", ()):
+        if any(name.endswith("browser") for name in getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.slow)
 

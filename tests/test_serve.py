@@ -784,3 +784,74 @@ def test_the_keyboard_reads_values_and_explains_one(served, browser):
         assert shown == pytest.approx(float(raw[0, 14, 33]), rel=1e-4, abs=1e-6)
     finally:
         driver.quit()
+
+
+def _files(folder: Path) -> set:
+    return {(p.relative_to(folder), p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_a_camera_frame_runs_in_memory_and_writes_nothing(served):
+    """A frame posted to /api/frame comes back as each stage's shape and first maps (PNG data), the lesson's shapes
+    for 256x256 worked by hand; the input's tile shows the frame (dark left, light right); no file is written."""
+    import base64
+    import io
+
+    port, token, session = served
+    frame = np.zeros((256, 256, 3), np.uint8)
+    frame[:, 128:] = 230
+    sent = io.BytesIO()
+    Image.fromarray(frame).save(sent, format="JPEG", quality=92)
+    before = _files(session.folder)
+    status, _, body = request(port, "/api/frame", method="POST", token=token, body=sent.getvalue(),
+                              headers={"Content-Type": "image/jpeg"})
+    assert status == 200, body
+    data = json.loads(body)
+    assert [stage["shape"] for stage in data["stages"]] == [
+        "1x256x256", "4x256x256", "4x256x256", "4x128x128", "4x128x128", "4x128x128", "4x64x64"]
+    assert [len(stage["tiles"]) for stage in data["stages"]] == [1, 4, 4, 4, 4, 4, 4]
+    tile = np.asarray(Image.open(io.BytesIO(base64.b64decode(data["stages"][0]["tiles"][0].partition(",")[2]))))
+    grey = tile if tile.ndim == 2 else tile[..., 0]
+    assert grey[:, : grey.shape[1] // 3].max() < 40 and grey[:, -grey.shape[1] // 3 :].min() > 200
+    assert _files(session.folder) == before and data["answer"] == []
+
+
+@pytest.mark.parametrize("case", ["not an image", "too large"])
+def test_a_bad_camera_frame_is_one_line_and_changes_nothing(served, case):
+    import io
+
+    port, token, session = served
+    body = b"not a picture"
+    if case == "too large":
+        sent = io.BytesIO()
+        Image.new("L", (1100, 1000)).save(sent, format="PNG")
+        body = sent.getvalue()
+    before = _files(session.folder)
+    status, _, answer = request(port, "/api/frame", method="POST", token=token, body=body)
+    error = json.loads(answer)["error"]
+    assert status == 400 and "\n" not in error and "camera frame" in error
+    assert _files(session.folder) == before
+
+
+def test_the_camera_streams_through_the_stages_and_a_frame_can_be_run(served, camera_browser):
+    """In headless Chromium with its synthetic camera: the camera button streams frames through the stages (the
+    flow of their maps drawn, a rate said), and "run this frame" makes the frame the page's image."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    port, token, session = served
+    driver = camera_browser
+    try:
+        _first_map(driver, port, token)
+        driver.find_element(By.ID, "cnnx-camera-start").click()
+        WebDriverWait(driver, 30).until(
+            lambda d: int(d.find_element(By.ID, "cnnx-camera").get_attribute("data-frames") or 0) >= 5)
+        steps = driver.find_elements(By.CSS_SELECTOR, "#cnnx-camera-flow li")
+        assert len(steps) == 7 and "4x64x64" in steps[-1].text
+        assert "frames a second" in driver.find_element(By.ID, "cnnx-camera-rate").text
+        save = driver.find_element(By.ID, "cnnx-camera-save")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", save)
+        save.click()
+        WebDriverWait(driver, 30).until(lambda d: "1x256x256" in d.find_element(By.ID, "stage-0").text)
+    finally:
+        driver.quit()
+    assert session.image.name == "camera.png"

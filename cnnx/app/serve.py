@@ -409,11 +409,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post(self) -> None:
         path = urlsplit(self.path).path
-        if path not in ("/api/spec", "/api/image", "/api/sample", "/api/filter", "/api/style"):
+        if path not in ("/api/spec", "/api/image", "/api/sample", "/api/filter", "/api/style", "/api/frame"):
             self._error(HTTPStatus.NOT_FOUND, "no such action")
             return
         body = self._body()
         if body is None:
+            return
+        if path == "/api/frame":
+            self._json(HTTPStatus.OK, self.session.frame(body))
             return
         if path == "/api/image":
             self.session.upload(body, unquote(self.headers.get("X-File-Name", ""))[:255])

@@ -29,6 +29,7 @@ from cnnx.io.output import safe_name
 __all__ = ["KEPT_RUNS", "Run", "Session", "shipped_samples"]
 
 KEPT_RUNS = 4  # runs kept on disk: the newest, and those pages in other tabs may still be showing
+FRAME_PIXELS = 1024 * 1024  # a camera frame's pixels, at most: the page sends 256x256
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Session:
     closing: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     computing: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    framing: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one camera frame at a time
     looked: dict = field(default_factory=dict, repr=False)  # what each channel looks for, found once a source
     seen: list = field(default_factory=list, repr=False)  # the images shown, newest last (at most SEEN_KEPT)
 
@@ -242,6 +244,18 @@ class Session:
             if not shown:  # refused, failed or replaced: only the upload shown is kept
                 shutil.rmtree(holder, ignore_errors=True)
         self.raise_error()
+
+    def frame(self, data: bytes) -> dict:
+        """The shown run's stages on one camera frame, computed and drawn in memory (a frame is never written; the
+        page saves one as an upload), as ``frame_view`` gives them."""
+        from cnnx.io.images import decode_image
+        from cnnx.render.notebook import frame_view
+
+        source = self.shown().source
+        with self.framing:
+            image = decode_image(data, Path("the camera frame"), color=source.color, max_pixels=FRAME_PIXELS)
+            records = list(source.stream(source.prepare(image.array)))
+            return frame_view(records, source.answer(records[-1].array))
 
     def show_sample(self, name: str) -> None:
         """Run one of the pictures shipped with cnnx, named as the page lists them (never a path)."""

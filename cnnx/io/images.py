@@ -26,7 +26,7 @@ from cnnx.base.errors import CnnxError
 from cnnx.base.files import open_regular, read_regular
 from cnnx.base.runtime import run_tasks
 
-__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "load_image", "probe_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "decode_image", "load_image", "probe_image"]
 
 # Pillow's own guard against decompression bombs: about 89.5 million pixels.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
@@ -59,6 +59,14 @@ def load_image(
     """
     path = Path(path)
     data = read_regular(path, "an image file", limit=_file_limit(max_pixels))
+    return decode_image(data, path, color=color, max_pixels=max_pixels, frame=frame)
+
+
+def decode_image(
+    data: bytes, path: Path, *, color: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, frame: int = 0
+) -> LoadedImage:
+    """An image file's bytes, decoded as ``load_image`` decodes a file (a camera frame never touches the disk);
+    ``path`` names it in errors."""
     # Warnings are caught to be told as notes; the filters they swap are the process's, so one load at a time.
     with _pillow(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -70,12 +70,28 @@ def _row(record) -> str:
 
 
 def _tile(array, channel: int, *, grey: bool = False) -> str:
-    """One map as an inline PNG, ranged as a single map is drawn (the input in grey, from its least to its most)."""
+    return f"<img src='{tile_data(array, channel, grey=grey)}' alt='map {channel}' style='margin-right:4px'>"
+
+
+def tile_data(array, channel: int, *, grey: bool = False, size: int = TILE) -> str:
+    """One map as a PNG data URL, ranged as a single map is drawn (the input in grey, from its least to its most),
+    made in memory."""
     plane = np.asarray(array, np.float32).reshape(-1, *array.shape[-2:])[channel]
     low, high = value_range(plane, "minmax" if grey else "percentile")
     table = None if grey else colormap("positive" if low >= 0 else "diverging")
-    picture = thumbnail(to_index(plane, low, high), table, TILE, within=True)
+    picture = thumbnail(to_index(plane, low, high), table, size, within=True)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    data = base64.b64encode(buffer.getvalue()).decode()
-    return f"<img src='data:image/png;base64,{data}' alt='map {channel}' style='margin-right:4px'>"
+    picture.save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def frame_view(records, answer=None) -> dict:
+    """A camera frame's run for the served page: each stage's title, shape and first maps as PNG data URLs, and
+    the answer's first five classes."""
+    return {
+        "stages": [{"index": r.index, "title": "input" if r.index == 0 else f"{r.index}. {r.name}",
+                    "shape": shape_text(r.shape),
+                    "tiles": [tile_data(r.array, k, grey=r.index == 0) for k in range(min(MAPS_SHOWN, r.shape[0]))]}
+                   for r in records],
+        "answer": [[name, float(share)] for name, share in (answer or [])[:5]],
+    }

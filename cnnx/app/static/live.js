@@ -195,6 +195,7 @@ const panelOpen = (html, near) => {
   if (editable.filters.length) filterEditor(editable);
   const sendImage = async file => reloadOr(await api("/api/image",
     {method: "POST", body: file, headers: {"X-File-Name": encodeURIComponent(file.name)}}));
+  cameraView(sendImage);
   document.getElementById("cnnx-upload").addEventListener("change", event => sendImage(event.target.files[0]));
   document.getElementById("cnnx-sample").addEventListener("change", async event => reloadOr(
     await jsonPost("/api/sample", {name: event.target.value})));
@@ -288,4 +289,65 @@ function drawingPad(answer) {
   canvas.addEventListener("pointerleave", send);
   document.getElementById("cnnx-clear").addEventListener("click", () => {
     sessionStorage.removeItem("cnnx-drawing"); blank(); });
+}
+// The camera: each frame, cut square and made 256x256, goes through the stages on the server in memory, and the
+// flow of its maps is drawn here; the next frame is sent when the answer comes, so a slow machine drops frames
+// rather than queueing them.  "run this frame" makes it the page's image, as an upload.
+function cameraView(sendImage) {
+  const start = document.getElementById("cnnx-camera-start");
+  if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) return;  // no camera API (not localhost)
+  start.hidden = false;
+  const panel = document.getElementById("cnnx-camera"), video = document.getElementById("cnnx-camera-video");
+  const flow = document.querySelector("#cnnx-camera-flow ol"), rate = document.getElementById("cnnx-camera-rate");
+  const canvas = Object.assign(document.createElement("canvas"), {width: 256, height: 256});
+  const context = canvas.getContext("2d");
+  const escape = text => String(text).replace(/[&<>"']/g, c => `&#${c.charCodeAt(0)};`);
+  let stream = null;
+  const stop = () => {
+    if (stream) stream.getTracks().forEach(track => track.stop());
+    stream = null;
+    panel.hidden = true;
+    start.textContent = "camera";
+  };
+  const draw = data => {
+    flow.innerHTML = data.stages.map(stage => `<li><a href="#stage-${Number(stage.index)}"><b>` +
+      `${escape(stage.title)}</b><span class="thumbs" style="--columns:` +
+      `${Math.ceil(Math.sqrt(stage.tiles.length))}">` + stage.tiles.map(tile => `<img src="${tile}" alt="">`).join("") +
+      `</span><span class="muted">${escape(stage.shape)}</span></a></li>`).join("") +
+      (data.answer.length ? `<li><a href="#answer"><b>answer</b><span>${escape(data.answer[0][0])}</span>` +
+        `<span class="muted">${(100 * data.answer[0][1]).toFixed(1)}%</span></a></li>` : "");
+  };
+  start.addEventListener("click", async () => {
+    if (stream) return stop();
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({video: true, audio: false});
+    } catch (error) {
+      document.getElementById("cnnx-error").textContent = `the camera could not be opened (${error.name})`;
+      return;
+    }
+    video.srcObject = stream;
+    await video.play();
+    panel.hidden = false;
+    start.textContent = "stop the camera";
+    const times = [];
+    while (stream) {
+      const side = Math.min(video.videoWidth, video.videoHeight);
+      if (!side) { await new Promise(done => setTimeout(done, 50)); continue; }
+      context.drawImage(video, (video.videoWidth - side) / 2, (video.videoHeight - side) / 2, side, side, 0, 0,
+        256, 256);
+      const frame = await new Promise(done => canvas.toBlob(done, "image/jpeg", 0.92));
+      const answer = await api("/api/frame", {method: "POST", body: frame, headers: {"Content-Type": "image/jpeg"}});
+      if (!answer.ok) { await fail(answer); stop(); return; }
+      if (!stream) return;
+      draw(await answer.json());
+      times.push(performance.now());
+      const now = performance.now(), span = Math.min(2000, now - times[0]);
+      if (span > 0) {
+        rate.textContent = `${(1000 * times.filter(time => time > now - span).length / span).toFixed(1)} frames a second`;
+      }
+      panel.dataset.frames = times.length;
+    }
+  });
+  document.getElementById("cnnx-camera-save").addEventListener("click", () => canvas.toBlob(
+    blob => { stop(); sendImage(new File([blob], "camera.png", {type: "image/png"})); }, "image/png"));
 }
