@@ -855,3 +855,51 @@ def test_the_camera_streams_through_the_stages_and_a_frame_can_be_run(served, ca
     finally:
         driver.quit()
     assert session.image.name == "camera.png"
+
+
+def test_the_stage_editor_moves_removes_and_adds_stages_and_keeps_a_bad_edit(served, browser):
+    """In headless Chromium: the stage list shows the spec's stages; a stage moved by the keyboard keeps the
+    focus; a stage removed, a pool and a conv with a bank filter picked by its picture added, and run: the page
+    shows those stages.  A stage that cannot be read is said, and the list keeps the text typed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    port, token, session = served
+    driver = browser
+
+    def texts():
+        return [i.get_attribute("value") for i in driver.find_elements(By.CSS_SELECTOR, "#cnnx-stage-list input")]
+
+    try:
+        _first_map(driver, port, token)
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.find_element(By.CSS_SELECTOR, "#cnnx-stages summary").click()
+        first = texts()
+        assert len(first) == 6 and first[1] == "relu" and first[2] == "maxpool(2)"
+        down = driver.find_element(By.CSS_SELECTOR, 'button[aria-label="move stage 2 down"]')
+        down.send_keys(Keys.ENTER)
+        assert texts()[1:3] == ["maxpool(2)", "relu"]
+        assert driver.switch_to.active_element.get_attribute("aria-label") == "move stage 3 down"
+        driver.find_element(By.CSS_SELECTOR, 'button[aria-label="remove stage 6"]').click()
+        kind = driver.find_element(By.ID, "cnnx-add-kind")
+        kind.send_keys("avgpool")
+        driver.find_element(By.ID, "cnnx-add").click()
+        kind.send_keys("conv")
+        driver.find_element(By.CSS_SELECTOR, '#cnnx-bank-picker button[title="sobel_x"]').click()
+        driver.find_element(By.ID, "cnnx-add").click()
+        wanted = [first[0], "maxpool(2)", "relu", first[3], first[4], "avgpool(2)", "conv(sobel_x)"]
+        assert texts() == wanted
+        driver.find_element(By.ID, "cnnx-run-stages").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "stage-7"))
+        assert "conv(sobel_x)" in driver.find_element(By.ID, "stage-7").text
+        assert session.spec == " -> ".join(wanted)
+        driver.find_element(By.CSS_SELECTOR, "#cnnx-stages summary").click()
+        last = driver.find_elements(By.CSS_SELECTOR, "#cnnx-stage-list input")[-1]
+        last.clear()
+        last.send_keys("maxpool(0)")
+        driver.find_element(By.ID, "cnnx-run-stages").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "cnnx-error").text)
+        assert texts()[-1] == "maxpool(0)" and session.spec == " -> ".join(wanted)
+    finally:
+        driver.quit()

@@ -29,6 +29,9 @@ from cnnx.io.output import safe_name
 __all__ = ["KEPT_RUNS", "Run", "Session", "shipped_samples"]
 
 KEPT_RUNS = 4  # runs kept on disk: the newest, and those pages in other tabs may still be showing
+# The stages the page's editor adds, as each new one starts (a conv's filters are picked from the bank).
+NEW_STAGES = {"conv": "conv", "relu": "relu", "leaky_relu": "leaky_relu(0.1)", "sigmoid": "sigmoid", "tanh": "tanh",
+              "abs": "abs", "maxpool": "maxpool(2)", "avgpool": "avgpool(2)", "global_avgpool": "global_avgpool"}
 FRAME_PIXELS = 1024 * 1024  # a camera frame's pixels, at most: the page sends 256x256
 
 
@@ -183,8 +186,11 @@ class Session:
         return chosen
 
     def filters(self) -> dict:
-        """The 2-D kernels of the run's conv stages, as numbers to edit, and the bank's, to pick from."""
+        """What the page's editors edit: the 2-D kernels of the run's conv stages, as numbers, and the bank's, to
+        pick from; for a chain, each stage's spec text and the kinds of stage that can be added."""
         from cnnx.sources.kernels import BANK
+        from cnnx.sources.pipeline import Chain
+        from cnnx.sources.spec import stage_text
 
         pipeline = self.source.pipeline
         editable = [
@@ -194,7 +200,10 @@ class Session:
             for index, kernels in enumerate(conv.sources)
             if isinstance(kernels, tuple)
         ]
-        return {"filters": editable, "bank": {name: entry.kernel().tolist() for name, entry in BANK.items()}}
+        chain = isinstance(self.source, Chain)
+        return {"filters": editable, "bank": {name: entry.kernel().tolist() for name, entry in BANK.items()},
+                "stages": [stage_text(stage) for stage in pipeline.stages] if chain else [],
+                "kinds": NEW_STAGES if chain else {}}
 
     def set_filter(self, stage: int, index: int, weights: list) -> None:
         """Stage ``stage``'s filter ``index`` becomes the kernel ``weights``, and every map is computed again."""

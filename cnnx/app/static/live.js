@@ -193,6 +193,7 @@ const panelOpen = (html, near) => {
   }));
   const editable = await (await api("/api/filters")).json();
   if (editable.filters.length) filterEditor(editable);
+  if (editable.stages.length) stageEditor(editable);
   const sendImage = async file => reloadOr(await api("/api/image",
     {method: "POST", body: file, headers: {"X-File-Name": encodeURIComponent(file.name)}}));
   cameraView(sendImage);
@@ -350,4 +351,95 @@ function cameraView(sendImage) {
   });
   document.getElementById("cnnx-camera-save").addEventListener("click", () => canvas.toBlob(
     blob => { stop(); sendImage(new File([blob], "camera.png", {type: "image/png"})); }, "image/png"));
+}
+// A kernel as a small picture: each weight a cell, blue below zero, white at zero, red above.
+function kernelPicture(weights, side = 36) {
+  const canvas = Object.assign(document.createElement("canvas"), {width: side, height: side});
+  const context = canvas.getContext("2d");
+  const rows = weights.length, cols = weights[0].length;
+  const largest = Math.max(...weights.flat().map(Math.abs)) || 1;
+  weights.forEach((row, i) => row.forEach((value, j) => {
+    const t = Math.min(1, Math.abs(value) / largest), fade = Math.round(255 * (1 - t));
+    context.fillStyle = value >= 0 ? `rgb(255,${fade},${fade})` : `rgb(${fade},${fade},255)`;
+    context.fillRect(Math.floor(j * side / cols), Math.floor(i * side / rows), Math.ceil(side / cols),
+      Math.ceil(side / rows));
+  }));
+  return canvas;
+}
+// The stages as a list: each one's text, moved up or down or removed; a stage added from a kind (a conv's filters
+// picked from the bank by their pictures); run sends the joined text as the spec box would.  A spec the server
+// cannot read is said under the toolbar and the list is kept as it is.
+function stageEditor({stages, kinds, bank}) {
+  const box = document.getElementById("cnnx-stages"), list = document.getElementById("cnnx-stage-list");
+  const kind = document.getElementById("cnnx-add-kind"), picker = document.getElementById("cnnx-bank-picker");
+  box.hidden = false;
+  const texts = [...stages];
+  const picked = new Set();
+  const button = (label, name, act) => {
+    const made = Object.assign(document.createElement("button"), {type: "button", textContent: label});
+    made.setAttribute("aria-label", name);
+    made.addEventListener("click", act);
+    return made;
+  };
+  const draw = (focus = null) => {
+    list.replaceChildren(...texts.map((text, k) => {
+      const item = document.createElement("li");
+      const input = Object.assign(document.createElement("input"), {value: text, spellcheck: false});
+      input.setAttribute("aria-label", `stage ${k + 1}`);
+      input.style.cssText = "font-family:ui-monospace,monospace;width:min(36rem,60vw);line-height:1.6;padding:.1em .3em";
+      input.addEventListener("input", () => { texts[k] = input.value; });
+      const move = (to, key) => button(key === "up" ? "\u2191" : "\u2193", `move stage ${k + 1} ${key}`, () => {
+        [texts[k], texts[to]] = [texts[to], texts[k]];
+        draw(`${to}-${key}`);
+      });
+      item.append(input, " ");
+      if (k > 0) item.append(move(k - 1, "up"));
+      if (k < texts.length - 1) item.append(move(k + 1, "down"));
+      if (texts.length > 1) item.append(button("remove", `remove stage ${k + 1}`, () => {
+        texts.splice(k, 1);
+        draw();
+      }));
+      return item;
+    }));
+    if (focus) {  // the moved stage keeps the keyboard's place
+      const [at, key] = focus.split("-");
+      const again = list.children[Number(at)].querySelector(`button[aria-label$="${key}"]`) ||
+        list.children[Number(at)].querySelector("input");
+      again.focus();
+    }
+  };
+  Object.keys(kinds).forEach(name => kind.add(new Option(name, name)));
+  const showPicker = () => { picker.hidden = kind.value !== "conv"; };
+  Object.entries(bank).forEach(([name, weights]) => {
+    const choice = Object.assign(document.createElement("button"), {type: "button", title: name});
+    choice.setAttribute("aria-pressed", "false");
+    choice.style.cssText = "display:flex;flex-direction:column;align-items:center;font-size:.7rem;padding:.2rem";
+    choice.append(kernelPicture(weights), name);
+    choice.addEventListener("click", () => {
+      if (picked.has(name)) picked.delete(name); else picked.add(name);
+      choice.setAttribute("aria-pressed", String(picked.has(name)));
+      choice.style.outline = picked.has(name) ? "3px solid var(--accent)" : "";
+    });
+    picker.append(choice);
+  });
+  kind.addEventListener("change", showPicker);
+  showPicker();
+  document.getElementById("cnnx-add").addEventListener("click", () => {
+    if (kind.value === "conv") {
+      if (!picked.size) {
+        document.getElementById("cnnx-error").textContent = "pick one or more filters for the new conv stage";
+        return;
+      }
+      texts.push(`conv(${[...picked].join(", ")})`);
+    } else {
+      texts.push(kinds[kind.value]);
+    }
+    draw();
+  });
+  document.getElementById("cnnx-run-stages").addEventListener("click", async () => {
+    const spec = texts.join(" -> ");
+    document.getElementById("cnnx-spec").value = spec;
+    await reloadOr(await jsonPost("/api/spec", {spec}));
+  });
+  draw();
 }
