@@ -265,3 +265,52 @@ def test_a_values_11x11_window_prints_its_arithmetic_at_80_columns():
     for title in ("window", "kernel", "products"):
         assert title in result.stdout
     assert "…" not in result.stdout and max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def _maxpool2(maps: np.ndarray) -> np.ndarray:
+    C, H, W = maps.shape
+    return maps[:, : H // 2 * 2, : W // 2 * 2].reshape(C, H // 2, 2, W // 2, 2).max(axis=(2, 4))
+
+
+def test_the_lesson_tour_works_its_steps_out_on_the_image():
+    """The six steps on a real photo through conv -> relu -> maxpool: the worked example's sums are the hand-worked
+    ones, the window to work out is the strongest of map 0 (a loop's), ReLU's zero share and pooling's measured
+    shift likeness are computed again here with loops and numpy's correlation."""
+    from scipy.signal import correlate2d
+
+    from cnnx.explain.lesson import lesson_tour
+
+    image = load_image("samples/chelsea.png").array[:, 100:164, 150:230]
+    chain = Chain(Pipeline(parse_spec("conv(sobel_x; padding=0) -> relu -> maxpool(2)")))
+    steps = lesson_tour(chain, image)
+    assert [s["title"][0] for s in steps] == list("123456") and [s["stage"] for s in steps[:4]] == [0, 1, 2, 3]
+    example = steps[1]["example"]
+    assert example["result"] == [[LESSON_WINDOWS[(r, c)][2] for c in range(2)] for r in range(2)]
+    assert example["stated"] == [[3, 1], [2, 0]] and "not 3" in example["correction"]
+    weights = parse_kernel("sobel_x").weights.astype(np.float64)
+
+    def stages(x):
+        conv = correlate2d(x[0].astype(np.float64), weights, mode="valid")[None]
+        return conv, np.maximum(conv, 0), _maxpool2(np.maximum(conv, 0))
+
+    conv, relu, pooled = stages(image)
+    window = steps[1]["window"]
+    assert (window["row"], window["col"]) == np.unravel_index(np.argmax(conv[0]), conv[0].shape)
+    assert f"{np.mean(relu == 0):.0%}" in steps[2]["text"][1]
+    shifted = np.concatenate([image[..., :1], image[..., :-1]], axis=-1)
+    _, relu_moved, pooled_moved = stages(shifted)
+    likeness = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in ((relu, relu_moved), (pooled, pooled_moved))]
+    assert f"correlation of {likeness[1]:.2f}" in steps[3]["text"][1] and f"{likeness[0]:.2f}." in steps[3]["text"][1]
+    assert steps[5]["stage"] is None and "--model shapes" in steps[5]["text"][1]
+
+
+def test_the_lesson_tour_of_the_shapes_model_ends_in_its_answer():
+    from cnnx.explain.lesson import lesson_tour
+    from cnnx.sources.model import load_model
+
+    model = load_model("shapes")
+    image = load_image("samples/star.png").array
+    steps = lesson_tour(model, image)
+    answer = model.answer(list(model.stream(model.prepare(image)))[-1].array)
+    assert steps[5]["answer"][0][0] == answer[0][0] == "star" and steps[5]["stage"] == 8
+    assert steps[4]["stage"] == 6  # the last stage with a map: the second pool

@@ -717,8 +717,8 @@ def _serious_violations(driver) -> list[str]:
 
 def test_the_page_passes_axe_core_in_every_state(tmp_path, browser):
     """axe-core finds no serious or critical accessibility violation on the first view, a clicked value's
-    arithmetic (its heat-map cells' text black or white, whichever stands out), an error, and a model's page
-    with its drawing pad and why controls."""
+    arithmetic (its heat-map cells' text black or white, whichever stands out), the lesson's worked window, an
+    error, and a model's page with its drawing pad and why controls."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
@@ -742,6 +742,12 @@ def test_the_page_passes_axe_core_in_every_state(tmp_path, browser):
                 ActionChains(driver).move_to_element(tile).click().perform()
                 WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-total"))
                 assert _serious_violations(driver) == [], "a clicked value"
+                driver.find_element(By.ID, "cnnx-lesson").click()
+                WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "cnnx-lesson-next"))
+                driver.find_element(By.ID, "cnnx-lesson-next").click()
+                WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "cnnx-lesson-window").text)
+                assert _serious_violations(driver) == [], "the lesson"
+                driver.find_element(By.ID, "cnnx-close").click()
                 if model is None:
                     box = driver.find_element(By.ID, "cnnx-spec")
                     box.clear()
@@ -901,5 +907,39 @@ def test_the_stage_editor_moves_removes_and_adds_stages_and_keeps_a_bad_edit(ser
         driver.find_element(By.ID, "cnnx-run-stages").click()
         WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "cnnx-error").text)
         assert texts()[-1] == "maxpool(0)" and session.spec == " -> ".join(wanted)
+    finally:
+        driver.quit()
+
+
+def test_the_lesson_walks_its_six_steps_pointing_at_the_live_stages(served, browser):
+    """In headless Chromium: "the lesson" opens its first step in the panel; next walks the six, each outlining
+    its stage's card; the convolution step works out the window its text names, to the stored value."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    port, token, session = served
+    driver = browser
+    try:
+        _first_map(driver, port, token)
+        driver.find_element(By.ID, "cnnx-lesson").click()
+        titles, pointed = [], []
+        for k in range(6):
+            WebDriverWait(driver, 20).until(lambda d, k=k: f"step {k + 1} of 6" in d.find_element(
+                By.ID, "cnnx-explain").text)
+            titles.append(driver.find_element(By.CSS_SELECTOR, "#cnnx-explain b").text)
+            pointed.append([e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, ".cnnx-pointed")])
+            if k == 1:
+                WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "cnnx-lesson-window").text)
+                worked = driver.find_element(By.ID, "cnnx-lesson-window").text
+                window = json.loads(request(port, "/api/lesson", token=token)[2])["steps"][1]["window"]
+                value = json.loads(request(port, f"/api/value?stage=1&channel=0&row={window['row']}&col="
+                                                 f"{window['col']}", token=token)[2])["value"]
+                assert f"row {window['row']}, column {window['col']}" in worked
+                assert worked.endswith(f"{value:.6g}") or f"{value:.6g}" in worked
+            if k < 5:
+                driver.find_element(By.ID, "cnnx-lesson-next").click()
+        assert [t.split(".")[0] for t in titles] == list("123456")
+        assert pointed[:5] == [["stage-0"], ["stage-1"], ["stage-2"], ["stage-3"], ["stage-6"]] and pointed[5] == []
+        assert driver.find_element(By.ID, "cnnx-lesson-next").get_attribute("disabled")
     finally:
         driver.quit()

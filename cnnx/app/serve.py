@@ -334,6 +334,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.OK, self.session.looks_for(query["stage"], query["channel"], query.get("run")))
         elif path == "/api/why":
             self._json(HTTPStatus.OK, self._why())
+        elif path == "/api/lesson":
+            self._json(HTTPStatus.OK, self.session.lesson(self._query().get("run")))
         elif path == "/favicon.ico":
             self._reply(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         else:

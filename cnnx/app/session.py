@@ -318,6 +318,14 @@ class Session:
             )
         return data
 
+    def lesson(self, number: int | None = None) -> dict:
+        """The lesson's six steps on the shown run's image and stages (``lesson_tour``)."""
+        from cnnx.explain.lesson import lesson_tour
+        from cnnx.io.images import load_image
+
+        shown = self.shown(number)
+        return {"steps": lesson_tour(shown.source, load_image(shown.image, color=shown.source.color).array)}
+
     def why(self, method: str | None, place: tuple[int, int, int, int] | None = None, label: str | None = None,
             number: int | None = None) -> dict:
         """What in the run's input drove its answer (``label``, by default the top class) or a stage's value at

@@ -249,3 +249,95 @@ def explain_pool(matrix: np.ndarray, size: int = 2, stride: int | None = None) -
     max_result = np.array([w.max for w in windows]).reshape(rows, cols)
     mean_result = np.array([w.mean for w in windows]).reshape(rows, cols)
     return PoolExplanation(matrix.tolist(), size, stride, windows, max_result.tolist(), mean_result.tolist())
+
+
+
+def lesson_tour(source: StageSource, image: np.ndarray) -> list[dict]:
+    """The lesson's six steps on a loaded image, through ``source``'s stages: each step's title, its paragraphs,
+    the stage it points at (None where the stages have no such step), and the numbers it shows (the lesson's worked
+    example and its correction, the strongest value of the first conv's first map to work out, ReLU's zeroed
+    share, pooling's measured tolerance of a one-pixel shift, the receptive field reached, the answer)."""
+    prepared = source.prepare(image)
+    records = list(source.stream(prepared))
+    first = {}
+    for record in records[1:]:
+        first.setdefault(record.name, record)
+    conv, relu = first.get("conv"), first.get("relu")
+    pool = first.get("maxpool") or first.get("avgpool")
+    last = records[-1]
+    answer = source.answer(last.array)
+    C, H, W = records[0].shape
+    steps = [{"title": "1. The input", "stage": 0, "text": [
+        f"The image as the network sees it: {H}x{W} numbers in {C} channel{'s' if C > 1 else ''}, each from 0 "
+        "(dark) to 1 (light). Every stage computes new numbers from the ones before it."]}]
+    example = explain_conv(lesson_input(), parse_kernel(LESSON_KERNEL))
+    step = {"title": "2. Convolution", "stage": conv and conv.index, "example": {
+        "input": example.input, "kernel": example.weights, "result": example.result,
+        "stated": LESSON_STATED_RESULT, "correction": example.lesson["correction"]}, "text": [
+        "A filter, a small grid of weights, slides over the image; at each place the window under it is multiplied "
+        "by the weights and the products are added up: one number of the new map. The lesson works one example "
+        "by hand (below), with a slip cnnx corrects."]}
+    if conv is not None:
+        fmap = conv.array[0]
+        row, col = np.unravel_index(int(np.argmax(fmap)), fmap.shape)
+        step["window"] = {"stage": conv.index, "channel": 0, "row": int(row), "col": int(col)}
+        step["text"].append(f"On your image, stage {conv.index} made {conv.shape[0]} maps; its map 0 is strongest "
+                            f"at row {row}, column {col} ({fmap[row, col]:.4g}): its window is worked out below.")
+    else:
+        step["text"].append("These stages have no convolution of their own (conv) to point at.")
+    steps.append(step)
+    step = {"title": "3. ReLU", "stage": relu and relu.index, "text": [
+        "ReLU keeps each positive number and sets each negative one to zero: max(0, x). What is left says where a "
+        "filter found its pattern, and the network stops being a sum of sums (it can learn more than straight "
+        "lines)."]}
+    if relu is not None:
+        zeroed = float(np.count_nonzero(relu.array == 0) / relu.array.size)
+        step["text"].append(f"On your image, stage {relu.index} is zero in {zeroed:.0%} of its values.")
+    steps.append(step)
+    step = {"title": "4. Pooling", "stage": pool and pool.index, "text": [
+        "Pooling keeps one number of each small window (the largest, for max pooling): the maps shrink, the next "
+        "stages cost less, and a pattern moved by a pixel or two still gives much the same numbers."]}
+    if pool is not None:
+        before, pooled = _shift_likeness(source, prepared, pool.index)
+        step["text"].append(
+            f"Measured on your image: shifted one pixel to the right, stage {pool.index}'s pooled maps keep a "
+            f"correlation of {pooled:.2f} with themselves unshifted, the maps of the stage before it "
+            f"({records[pool.index - 1].name}) {before:.2f}.")
+    steps.append(step)
+    maps = [r for r in records if r.receptive_field and r.shape[1] > 1 and r.shape[2] > 1]
+    deepest = max(maps, key=lambda r: r.receptive_field[0], default=last)
+    repeated = [r for r in records if r.name == "conv"][1:]
+    steps.append({"title": "5. Again and again", "stage": deepest.index, "text": [
+        "Conv, ReLU and pooling repeat, each time on the maps before: each value then sees a larger square of the "
+        "input and can stand for a larger, more abstract pattern (edges first, then textures, then parts)."] + (
+        [f"Here the stages repeat {len(repeated)} more time{'s' if len(repeated) > 1 else ''}; a value of stage "
+         f"{deepest.index} sees {deepest.receptive_field[0]}x{deepest.receptive_field[1]} input pixels."]
+        if repeated and deepest.receptive_field else [])})
+    dense = first.get("dense")
+    step = {"title": "6. Fully connected, and the answer", "stage": dense.index if dense else None, "text": [
+        "A fully connected layer weighs every value of the last maps into one score per class, and softmax turns "
+        "the scores into probabilities that add up to 1: the network's answer."]}
+    if answer:
+        step["stage"] = step["stage"] or last.index
+        step["answer"] = [[name, float(p)] for name, p in answer[:5]]
+        step["text"].append(f"Here: {answer[0][0]}, {answer[0][1]:.1%}.")
+    else:
+        step["text"].append("These stages stop before a fully connected layer; `cnnx serve --model shapes` shows a "
+                            "network that ends in one, trained on drawings.")
+    steps.append(step)
+    return steps
+
+
+def _shift_likeness(source: StageSource, prepared: np.ndarray, stage: int) -> tuple[float, float]:
+    """How alike the maps of the stage before ``stage`` and of ``stage`` stay when the prepared image moves one
+    pixel to the right (its left column repeated): each one's correlation with itself unshifted."""
+    shifted = np.concatenate([prepared[..., :1], prepared[..., :-1]], axis=-1)
+    before, after = list(source.stream(prepared)), list(source.stream(shifted))
+
+    def likeness(k: int) -> float:
+        a, b = (np.asarray(r[k].array, np.float64).ravel() for r in (before, after))
+        if a.std() == 0 or b.std() == 0:
+            return 1.0 if np.array_equal(a, b) else 0.0
+        return float(np.corrcoef(a, b)[0, 1])
+
+    return likeness(stage - 1), likeness(stage)

@@ -176,6 +176,57 @@ const panelOpen = (html, near) => {
       return;
     }
   };
+  // The lesson's six steps on this image, in the panel: each points at its stage (outlined, brought into view), with
+  // the lesson's worked example and its correction, and a window of this image worked out.
+  let lesson = null;
+  const lessonStep = async k => {
+    if (!lesson) {
+      panelOpen("<p>reading the stages...</p>");
+      const answer = await api(`/api/lesson?run=${RUN}`);
+      const data = await answer.json();
+      if (!answer.ok) { panelOpen(`<p>${escape(data.error)}</p>`); return; }
+      lesson = data.steps;
+    }
+    const step = lesson[k];
+    document.querySelectorAll(".cnnx-pointed").forEach(card => card.classList.remove("cnnx-pointed"));
+    const card = step.stage === null ? null : document.getElementById(`stage-${step.stage}`);
+    if (card) card.classList.add("cnnx-pointed");
+    let text = `<p><b>${escape(step.title)}</b> <span class="muted">(step ${k + 1} of ${lesson.length})</span></p>` +
+      step.text.map(line => `<p>${escape(line)}</p>`).join("");
+    if (step.example) {
+      const e = step.example;
+      text += "<div>" + grid(e.input, "the lesson's input") + grid(e.kernel, "its filter") +
+        grid(e.result, "the sums, as cnnx computes them") + grid(e.stated, "as the lesson prints them") + "</div>" +
+        `<p class="muted">${escape(e.correction)}</p>`;
+    }
+    if (step.answer) {
+      text += "<p>" + step.answer.map(([name, p]) => `${escape(name)} ${(100 * p).toFixed(1)}%`).join(", ") + "</p>";
+    }
+    text += `<p id="cnnx-lesson-window"></p><p><button type="button" id="cnnx-lesson-back"` +
+      `${k ? "" : " disabled"}>back</button> <button type="button" id="cnnx-lesson-next"` +
+      `${k + 1 < lesson.length ? "" : " disabled"}>next</button></p>`;
+    panelOpen(text, card && card.querySelector("figure img"));
+    if (card && !card.querySelector("figure img")) card.scrollIntoView({block: "nearest"});
+    document.getElementById("cnnx-lesson-back").addEventListener("click", () => lessonStep(k - 1));
+    document.getElementById("cnnx-lesson-next").addEventListener("click", () => lessonStep(k + 1));
+    document.getElementById(k + 1 < lesson.length ? "cnnx-lesson-next" : "cnnx-lesson-back").focus();
+    if (step.window) {
+      const w = step.window;
+      const answer = await api(`/api/explain?stage=${w.stage}&channel=${w.channel}&row=${w.row}&col=${w.col}` +
+        `&run=${RUN}`);
+      const data = await answer.json();
+      const part = answer.ok && (data.parts || []).find(p => p.values);
+      const place = document.getElementById("cnnx-lesson-window");
+      if (part && place) {
+        place.innerHTML = `Its window, row ${w.row}, column ${w.col}, input channel ${part.channel}: ` +
+          grid(part.values, "window") + (part.weights ? grid(part.weights, "weights") +
+          grid(part.products, "products") : "") + ` sum ${shown(part.total)}` +
+          (data.parts.length > 1 ? `, and so on for ${data.parts.length} input channels` : "") +
+          `: <b>${shown(data.total)}</b>`;
+      }
+    }
+  };
+  document.getElementById("cnnx-lesson").addEventListener("click", () => lessonStep(0));
   if (manifest.model && manifest.model.answer) {
     document.getElementById("cnnx-why").hidden = false;
     const classes = document.getElementById("cnnx-why-class");
