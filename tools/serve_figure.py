@@ -1,12 +1,17 @@
-"""Photograph a real `cnnx serve` session for the README: a conv value clicked, its arithmetic shown.
+"""Photograph a real `cnnx serve` session for the docs: the first view, a clicked value's arithmetic, the stage
+editor, the lesson and the camera.
 
 Run from the repository root after `pip install -e ".[test]"`, with Debian's chromium and chromium-driver:
 
     python tools/serve_figure.py
 
 It starts `cnnx serve` on the shipped photo, opens the printed address in
-headless Chromium 1000 px wide, clicks the middle of the first conv stage's
-first map, and saves the top of the page as docs/serve-click.png.
+headless Chromium (its camera the synthetic test stream) and saves into docs/:
+serve-first.png (1400 px wide: the whole network at a glance), serve-click.png
+(1000 px: the middle of the first conv stage's first map clicked),
+serve-editor.png (the stage editor with a bank filter picked), serve-lesson.png
+(the lesson's convolution step) and serve-camera.png (the camera's frames
+through the stages).
 """
 
 import shutil
@@ -24,16 +29,33 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = ROOT / "docs" / "serve-click.png"
+DOCS = ROOT / "docs"
 
 
 def chromium() -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,900",
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                  f"--user-data-dir={tempfile.mkdtemp(prefix='cnnx-chromium-')}"):
         options.add_argument(flag)
     return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+
+
+def opened(driver, url: str, width: int):
+    driver.set_window_size(width, 900)
+    driver.get(url)
+    tile = WebDriverWait(driver, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "#stage-1 figure img"))
+    time.sleep(1)  # the page's script has read the manifest
+    return tile
+
+
+def save(driver, name: str) -> None:
+    target = DOCS / name
+    driver.save_screenshot(str(target))
+    with Image.open(target) as shot:
+        shot.convert("RGB").save(target, optimize=True)
+    print(f"wrote {target.relative_to(ROOT)}")
 
 
 def main() -> None:
@@ -43,23 +65,36 @@ def main() -> None:
     try:
         url = server.stdout.readline().split()[3]
         driver = chromium()
-        driver.get(url)
-        tile = WebDriverWait(driver, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "#stage-1 figure img"))
+        opened(driver, url, 1400)
+        save(driver, "serve-first.png")
+        tile = opened(driver, url, 1000)
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
-        time.sleep(1)  # the page's script has read the manifest
         ActionChains(driver).move_to_element(tile).click().perform()
         WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-total"))
         driver.execute_script("arguments[0].scrollIntoView({block: 'end'})", tile)  # the maps below the panel
         time.sleep(0.5)
-        driver.save_screenshot(str(TARGET))
-        with Image.open(TARGET) as shot:
-            shot.convert("RGB").save(TARGET, optimize=True)
+        save(driver, "serve-click.png")
+        opened(driver, url, 1000)
+        driver.find_element(By.CSS_SELECTOR, "#cnnx-stages summary").click()
+        driver.find_element(By.ID, "cnnx-add-kind").send_keys("conv")
+        driver.find_element(By.CSS_SELECTOR, '#cnnx-bank-picker button[title="sobel_x"]').click()
+        save(driver, "serve-editor.png")
+        opened(driver, url, 1000)
+        driver.find_element(By.ID, "cnnx-lesson").click()
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "cnnx-lesson-next"))
+        driver.find_element(By.ID, "cnnx-lesson-next").click()
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "cnnx-lesson-window").text)
+        save(driver, "serve-lesson.png")
+        opened(driver, url, 1000)
+        driver.find_element(By.ID, "cnnx-camera-start").click()
+        WebDriverWait(driver, 30).until(
+            lambda d: int(d.find_element(By.ID, "cnnx-camera").get_attribute("data-frames") or 0) >= 20)
+        save(driver, "serve-camera.png")
     finally:
         if driver is not None:
             driver.quit()
         server.terminate()
         server.wait(timeout=30)
-    print(f"wrote {TARGET.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

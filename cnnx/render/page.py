@@ -59,7 +59,7 @@ figcaption { font-size: 0.85rem; overflow-wrap: anywhere; margin-top: 0.2rem; }
 .arrow { text-align: center; font-size: 1.4rem; color: var(--muted); }
 .flow ol { display: flex; flex-wrap: wrap; gap: 0.5rem 0; margin: 0.6rem 0; padding: 0; list-style: none;
            max-height: 24rem; overflow-y: auto; }
-.flow li { display: flex; align-items: center; flex: 1 1 8rem; max-width: 12rem; }
+.flow li { display: flex; align-items: center; flex: 1 1 5.5rem; max-width: 12rem; }
 .flow li + li::before { content: "→"; color: var(--muted); font-size: 1.2rem; padding: 0 0.25rem; }
 .flow a { flex: 1; display: flex; flex-direction: column; gap: 0.25rem; min-width: 0; height: 100%; padding: 0.4rem;
           border: 1px solid var(--line); border-radius: 8px; background: var(--card); color: inherit;

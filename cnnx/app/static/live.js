@@ -307,13 +307,14 @@ function filterEditor({filters, bank}) {
 // The drawing is kept in the tab's session storage, so it survives the reload and the next stroke adds to it.
 function drawingPad(answer) {
   const [best, share] = Object.entries(answer).sort((a, b) => b[1] - a[1])[0];
-  const pad = document.createElement("div");
+  const pad = Object.assign(document.createElement("div"), {id: "cnnx-pad"});
   pad.innerHTML = `<p style="margin:.3rem 0">Draw on the square in dark ink; the model answers each stroke: ` +
     `<b id="cnnx-answer"></b> ` +
     `<button type="button" id="cnnx-clear">clear</button></p>` +
     `<canvas id="cnnx-canvas" width="192" height="192" style="border:1px solid var(--line);touch-action:none;` +
-    `cursor:crosshair"></canvas>`;
-  document.getElementById("cnnx-live").appendChild(pad);
+    `cursor:crosshair;width:160px;height:160px;display:block"></canvas>`;
+  const live = document.getElementById("cnnx-live");
+  live.insertBefore(pad, document.getElementById("cnnx-form"));  // beside the controls on a wide screen
   document.getElementById("cnnx-answer").textContent = `${best} ${(share * 100).toFixed(1)}%`;
   const canvas = document.getElementById("cnnx-canvas"), pen = canvas.getContext("2d");
   const blank = () => { pen.fillStyle = "#fff"; pen.fillRect(0, 0, canvas.width, canvas.height); };
