@@ -851,8 +851,10 @@ def test_the_camera_streams_through_the_stages_and_a_frame_can_be_run(served, ca
         driver.find_element(By.ID, "cnnx-camera-start").click()
         WebDriverWait(driver, 30).until(
             lambda d: int(d.find_element(By.ID, "cnnx-camera").get_attribute("data-frames") or 0) >= 5)
-        steps = driver.find_elements(By.CSS_SELECTOR, "#cnnx-camera-flow li")
-        assert len(steps) == 7 and "4x64x64" in steps[-1].text
+        # The flow is drawn again with every frame: read it by script, in one go.
+        steps = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#cnnx-camera-flow li')).map(li => li.textContent)")
+        assert len(steps) == 7 and "4x64x64" in steps[-1]
         assert "frames a second" in driver.find_element(By.ID, "cnnx-camera-rate").text
         save = driver.find_element(By.ID, "cnnx-camera-save")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", save)

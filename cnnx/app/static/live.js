@@ -211,13 +211,12 @@ const panelOpen = (html, near) => {
     document.getElementById("cnnx-lesson-next").addEventListener("click", () => lessonStep(k + 1));
     document.getElementById(k + 1 < lesson.length ? "cnnx-lesson-next" : "cnnx-lesson-back").focus();
     if (step.window) {
-      const w = step.window;
+      const w = step.window, place = document.getElementById("cnnx-lesson-window");
       const answer = await api(`/api/explain?stage=${w.stage}&channel=${w.channel}&row=${w.row}&col=${w.col}` +
         `&run=${RUN}`);
       const data = await answer.json();
       const part = answer.ok && (data.parts || []).find(p => p.values);
-      const place = document.getElementById("cnnx-lesson-window");
-      if (part && place) {
+      if (part && place.isConnected) {  // still this step's panel
         place.innerHTML = `Its window, row ${w.row}, column ${w.col}, input channel ${part.channel}: ` +
           grid(part.values, "window") + (part.weights ? grid(part.weights, "weights") +
           grid(part.products, "products") : "") + ` sum ${shown(part.total)}` +
