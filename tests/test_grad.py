@@ -60,6 +60,24 @@ def test_max_pool_gradient_goes_to_the_first_largest_value(kh, kw, stride, pad, 
     want = max_pool2d_backward_loops(g, x, (kh, kw), (stride,) * 2, (pad, pad), (dilation,) * 2, ceil_mode)
     got = grad.max_pool2d_backward(g, x, (kh, kw), stride, pad, dilation, ceil_mode)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    given_output = grad.max_pool2d_backward(g, x, (kh, kw), stride, pad, dilation, ceil_mode, output=out)
+    np.testing.assert_array_equal(given_output, got)  # the pool's own result, handed over, changes nothing
+
+
+def test_a_tiled_max_pools_gradient_with_nan_and_ties_is_the_loops():
+    """2x2 windows tiling the map, with ties and a NaN (which counts as largest, as in the forward op): the same
+    gradient as the loops', whether the pool's result is handed over or not."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, (2, 3, 8, 6)).astype(np.float32)
+    x[0, 1, 2, 3] = np.nan
+    out = ops.max_pool2d(x, 2)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    want = max_pool2d_backward_loops(g, np.nan_to_num(x, nan=np.inf), (2, 2), (2, 2), (0, 0), (1, 1), False)
+    for output in (None, out):
+        np.testing.assert_array_equal(grad.max_pool2d_backward(g, x, 2, output=output), want)
+    g[1, 2, 3, 1] = np.nan  # a gradient that is not finite still goes to its window's largest value alone
+    got = grad.max_pool2d_backward(g, x, 2, output=out)
+    assert np.isnan(got).sum() == 1 and np.isnan(got[1, 2, 6:8, 2:4]).sum() == 1
 
 
 @settings(max_examples=60, deadline=None)

@@ -196,3 +196,19 @@ def test_resume_after_a_stop_learns_exactly_what_one_run_learns(tmp_path, monkey
     sgd = runner.invoke(app, ["train", str(folder), "--epochs", "1", "--optimizer", "sgd", "-q", "-o",
                               str(tmp_path / "sgd.onnx")])
     assert sgd.exit_code == 0, sgd.output
+
+
+def test_a_relu_before_a_max_pool_is_computed_after_it_with_the_same_numbers():
+    """The network computes relu -> maxpool as maxpool -> relu (a quarter of the values): its last maps equal the
+    stages applied in their written order, exactly, and its gradients are checked against central differences
+    above."""
+    pipeline = load_pipeline(spec="conv(random:4, padding=1) -> relu -> maxpool(2) -> conv(random:6, padding=1) -> "
+                                  "leaky_relu(0.1) -> maxpool(2)")
+    images = np.random.default_rng(3).standard_normal((5, 1, 16, 16)).astype(np.float32)
+    network = Network.of(pipeline, (1, 16, 16), ("a", "b"), seed=1)
+    assert network.run_order() == [0, 2, 1, 3, 5, 4]
+    _, saved = network.logits(images)
+    x = (images - network.mean[:, None, None]) / network.std[:, None, None]
+    for k, stage in enumerate(network.stages):
+        x = network._apply(k, stage, x)
+    np.testing.assert_array_equal(saved[-1], x)

@@ -132,20 +132,35 @@ def _input_gradient(g, weight, groups, stride, dilation, padded_shape) -> np.nda
     return out
 
 
+GATHERED_BYTES = 32 << 20  # the weights' gradient gathers every tap's inputs at once up to this size
+
+
 def _weight_gradient(g, padded, shape, groups, stride, dilation) -> np.ndarray:
     """``grad_w[o, c, i, j]``: the sum over the batch and the output's pixels of the output's gradient times the
-    input the tap (i, j) read there; one product per tap, every group's at once."""
+    input the tap (i, j) read there.  Every tap's inputs gathered side by side make it one product (a training
+    batch of small images); past ``GATHERED_BYTES``, one product per tap, every group's at once."""
     O, Cg, kh, kw = shape
     N, Hout, Wout = g.shape[0], g.shape[2], g.shape[3]
     (s0, s1), (d0, d1) = stride, dilation
     by_group = np.ascontiguousarray(g.reshape(N, groups, O // groups, Hout * Wout).transpose(1, 2, 0, 3))
     by_group = by_group.reshape(groups, O // groups, N * Hout * Wout)
+
+    def read(i: int, j: int) -> np.ndarray:  # what tap (i, j) read at every output pixel: (N, C, Hout, Wout)
+        return padded[:, :, i * d0 : i * d0 + (Hout - 1) * s0 + 1 : s0, j * d1 : j * d1 + (Wout - 1) * s1 + 1 : s1]
+
+    if 4 * Cg * groups * kh * kw * N * Hout * Wout <= GATHERED_BYTES:
+        taps = np.empty((groups * Cg, kh, kw, N, Hout, Wout), np.float32)  # each tap's inputs, copied once
+        for i in range(kh):
+            for j in range(kw):
+                taps[:, i, j] = read(i, j).transpose(1, 0, 2, 3)
+        with blas_threads():
+            product = np.matmul(by_group, taps.reshape(groups, Cg * kh * kw, N * Hout * Wout).transpose(0, 2, 1))
+        return np.ascontiguousarray(product.reshape(O, Cg, kh, kw))
     grad = np.empty(shape, np.float32)
     for i in range(kh):
         for j in range(kw):
-            read = padded[:, :, i * d0 : i * d0 + (Hout - 1) * s0 + 1 : s0, j * d1 : j * d1 + (Wout - 1) * s1 + 1 : s1]
-            read = read.reshape(N, groups, Cg, Hout * Wout).transpose(1, 2, 0, 3).reshape(groups, Cg, -1)
-            grad[:, :, i, j] = np.matmul(by_group, read.transpose(0, 2, 1)).reshape(O, Cg)
+            taps = read(i, j).reshape(N, groups, Cg, Hout * Wout).transpose(1, 2, 0, 3).reshape(groups, Cg, -1)
+            grad[:, :, i, j] = np.matmul(by_group, taps.transpose(0, 2, 1)).reshape(O, Cg)
     return grad
 
 
@@ -196,9 +211,10 @@ def spread_windows(grad, padded_shape, kernel, stride, dilation, taps=None) -> n
 
 
 def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, dilation=1,
-                        ceil_mode: bool = False) -> np.ndarray:
+                        ceil_mode: bool = False, output=None) -> np.ndarray:
     """Gradient of ``ops.max_pool2d`` with respect to ``x``: each window's to its largest value (the first in
-    the window's row order where several tie, as torch does).
+    the window's row order where several tie, as torch does).  ``output``, the pool's own result where the caller
+    kept it, saves finding each window's largest again.
 
     >>> max_pool2d_backward([[[1.0]]], [[[1, 3], [3, 2]]], 2)
     array([[[0., 1.],
@@ -208,7 +224,8 @@ def max_pool2d_backward(grad_out, x, kernel_size, stride=None, padding=0, dilati
     g, _ = as_batch(grad_out, "grad_out")
     kernel, stride, dilation, pad, size = pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
     if _tiles(x.shape, kernel, stride, dilation, pad, size):
-        grad = _tiled_max_backward(g, x, kernel, size)
+        largest = None if output is None else as_batch(output, "output")[0]
+        grad = _tiled_max_backward(g, x, kernel, largest)
         return grad if batched else grad[0]
     pads = pool_pads(x.shape[-2:], kernel, stride, dilation, pad, size)
     padded = np.pad(x, ((0, 0), (0, 0), *pads), constant_values=-np.inf)
@@ -223,16 +240,37 @@ def _tiles(shape, kernel, stride, dilation, pad, size) -> bool:
             and all(n == k * m for n, k, m in zip(shape[-2:], kernel, size, strict=True)))
 
 
-def _tiled_max_backward(g: np.ndarray, x: np.ndarray, kernel, size) -> np.ndarray:
-    """Windows that tile the image (a 2x2 pool of stride 2): each window's values side by side, the gradient put
-    at the first largest in one pass."""
-    N, C = x.shape[:2]
-    (kh, kw), (Hout, Wout) = kernel, size
-    windows = x.reshape(N, C, Hout, kh, Wout, kw).transpose(0, 1, 2, 4, 3, 5).reshape(N, C, Hout, Wout, kh * kw)
-    winner = np.argmax(windows, axis=-1)  # the first largest, in the window's row order (NaN counts as largest)
-    grad = np.zeros(windows.shape, np.float32)
-    np.put_along_axis(grad, winner[..., None], np.asarray(g, np.float32)[..., None], axis=-1)
-    return grad.reshape(N, C, Hout, Wout, kh, kw).transpose(0, 1, 2, 4, 3, 5).reshape(x.shape)
+def _tiled_max_backward(g: np.ndarray, x: np.ndarray, kernel, largest: np.ndarray | None = None) -> np.ndarray:
+    """Windows that tile the image (a 2x2 pool of stride 2): tap by tap, each window's gradient put at its first
+    largest value (NaN counts as largest, as in the forward op), read in place, nothing transposed."""
+    kh, kw = kernel
+    taps = [(i, j) for i in range(kh) for j in range(kw)]
+
+    def tap(a: np.ndarray, i: int, j: int) -> np.ndarray:
+        return a[..., i::kh, j::kw]
+
+    if largest is None or largest.shape != g.shape:
+        largest = tap(x, 0, 0).copy()
+        for i, j in taps[1:]:
+            np.maximum(largest, tap(x, i, j), out=largest)
+    nan = bool(np.isnan(largest).any())  # a window holding NaN has NaN as its largest
+    finite = bool(np.isfinite(g).all())  # then g times a mask is g or 0 (NaN times 0 would be NaN)
+    grad = np.empty(x.shape, np.float32) if finite else np.zeros(x.shape, np.float32)
+    open_ = np.ones(g.shape, bool)  # windows whose largest value has not been met yet
+    for i, j in taps:
+        if (i, j) == taps[-1]:
+            hit = open_  # every window still open has its largest here
+        else:
+            hit = tap(x, i, j) == largest
+            if nan:
+                hit |= np.isnan(tap(x, i, j))
+            hit &= open_
+            open_ ^= hit
+        if finite:  # every place written once, in one pass
+            np.multiply(g, hit, out=tap(grad, i, j))
+        else:
+            np.copyto(tap(grad, i, j), g, where=hit)
+    return grad
 
 
 def max_windows_backward(g: np.ndarray, padded: np.ndarray, kernel, stride, dilation) -> np.ndarray:

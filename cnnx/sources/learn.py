@@ -73,13 +73,29 @@ class Network:
         return cls(stages, tuple(input_shape), tuple(classes), params, pipeline.convention == "convolution",
                    mean=mean, std=std)
 
+    def run_order(self) -> list[int]:
+        """The stages' indices in the order they are computed: a ReLU (or leaky ReLU) followed by a max pool is
+        computed after it, on a quarter of the values.  The two commute exactly, in floating point too (the
+        largest of f(x) is f of the largest where f is x, 0 or a positive multiple of x), and so do their
+        gradients: where f rises the same value is the largest, and where ReLU is flat its gradient is zero
+        whichever value the pool picked."""
+        order = list(range(len(self.stages)))
+        for k in range(len(self.stages) - 1):
+            first, then = self.stages[k], self.stages[k + 1]
+            rising = isinstance(first, Activation) and (first.function == "relu" or
+                                                        (first.function == "leaky_relu" and first.slope >= 0))
+            if rising and isinstance(then, Pool) and then.kind == "max" and order[k] == k:
+                order[k], order[k + 1] = k + 1, k
+        return order
+
     def logits(self, x: np.ndarray) -> tuple[np.ndarray, list]:
-        """Scores (N, classes) for a batch (N, C, H, W), and what the backward pass needs."""
+        """Scores (N, classes) for a batch (N, C, H, W), and what the backward pass needs: the input of each stage
+        in ``run_order``, then the last output."""
         saved = []
         x = (x - self.mean[:, None, None]) / self.std[:, None, None]
-        for k, stage in enumerate(self.stages):
+        for k in self.run_order():
             saved.append(x)
-            x = self._apply(k, stage, x)
+            x = self._apply(k, self.stages[k], x)
         saved.append(x)
         return ops.linear(x.reshape(len(x), -1), self.params["fc.weight"], self.params["fc.bias"]), saved
 
@@ -107,8 +123,10 @@ class Network:
         flat = saved[-1].reshape(n, -1)
         g_flat, grads["fc.weight"], grads["fc.bias"] = reverse.linear_backward(g, flat, self.params["fc.weight"])
         g = g_flat.reshape(saved[-1].shape)
-        for k in range(len(self.stages) - 1, -1, -1):
-            stage, before, after = self.stages[k], saved[k], saved[k + 1]
+        order = self.run_order()
+        for place in range(len(order) - 1, -1, -1):
+            k = order[place]
+            stage, before, after = self.stages[k], saved[place], saved[place + 1]
             if isinstance(stage, Conv):
                 g_input, grads[f"conv{k}.weight"], grads[f"conv{k}.bias"] = reverse.conv2d_backward(
                     g, before, self.params[f"conv{k}.weight"], stage.stride, stage.padding, stage.dilation,
@@ -117,7 +135,7 @@ class Network:
             elif isinstance(stage, GlobalAvgPool):
                 g = np.broadcast_to(g / np.float32(before.shape[2] * before.shape[3]), before.shape).astype(np.float32)
             elif isinstance(stage, Pool):
-                g = (reverse.max_pool2d_backward(g, before, stage.size, stage.step, stage.padding)
+                g = (reverse.max_pool2d_backward(g, before, stage.size, stage.step, stage.padding, output=after)
                      if stage.kind == "max" else
                      reverse.avg_pool2d_backward(g, before.shape, stage.size, stage.step, stage.padding))
             else:

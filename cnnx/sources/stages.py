@@ -407,7 +407,7 @@ class Pool(_StageBasics):
 
     def backward(self, x: np.ndarray, out: np.ndarray, grad: np.ndarray, *, flip: bool = False) -> np.ndarray:
         if self.kind == "max":
-            return reverse.max_pool2d_backward(grad, x, self.size, self.step, self.padding)
+            return reverse.max_pool2d_backward(grad, x, self.size, self.step, self.padding, output=out)
         return reverse.avg_pool2d_backward(grad, x.shape, self.size, self.step, self.padding)
 
 
