@@ -711,8 +711,8 @@ def _serious_violations(driver) -> list[str]:
 
     axe = Axe(driver)
     axe.inject()
-    return [f"{v['impact']} {v['id']}: {v['help']} ({len(v['nodes'])})" for v in axe.run()["violations"]
-            if v["impact"] in ("serious", "critical")]
+    return [f"{v['impact']} {v['id']}: {v['help']} {[(n['target'], n['failureSummary'][:300]) for n in v['nodes']]}"
+            for v in axe.run()["violations"] if v["impact"] in ("serious", "critical")]
 
 
 def test_the_page_passes_axe_core_in_every_state(tmp_path, browser):

@@ -46,10 +46,10 @@ def test_grad_cam_is_cam_for_a_network_ending_in_global_pooling_and_one_linear_l
 
 
 def test_integrated_gradients_sum_to_the_scores_change(shapes):
-    """Completeness: the attributions add up to the class score less the baseline's, to 1% with 64 steps."""
+    """Completeness: the attributions add up to the class score less the baseline's, to 1% with 128 steps."""
     model, images, labels = shapes
     for image, label in zip(images[:5], labels[:5], strict=True):
-        why = explain_why(model, image, Target(label=int(label)), WhySettings("integrated-gradients", steps=64), "")
+        why = explain_why(model, image, Target(label=int(label)), WhySettings("integrated-gradients", steps=128), "")
         baseline = model.reverse(np.zeros_like(image), Target(label=int(label)), gradient=False).score
         assert float(why.map.sum()) == pytest.approx(why.score - baseline, rel=1e-2)
 

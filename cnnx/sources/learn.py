@@ -24,7 +24,6 @@ from cnnx.base.signals import Stopped
 from cnnx.compute import grad as reverse
 from cnnx.compute import ops
 from cnnx.sources.stages import Activation, Conv, Dense, Flatten, GlobalAvgPool, Pool, Softmax
-from cnnx.sources.train import Adam
 
 
 @dataclass
@@ -226,6 +225,27 @@ def _epochs(network, train, val, settings, report, rng, optimizer, progress: Pro
             progress.save(checkpoint)
         if report:
             report(epoch)
+
+
+@dataclass
+class Adam:
+    """Adam (Kingma & Ba 2015) with its usual constants."""
+
+    rate: float = 3e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    step: int = 0
+
+    def update(self, params: dict, grads: dict, state: dict) -> None:
+        self.step += 1
+        for name, gradient in grads.items():
+            m, v = state.setdefault(name, (np.zeros_like(gradient), np.zeros_like(gradient)))
+            m[...] = self.beta1 * m + (1 - self.beta1) * gradient
+            v[...] = self.beta2 * v + (1 - self.beta2) * gradient * gradient
+            m_hat = m / (1 - self.beta1**self.step)
+            v_hat = v / (1 - self.beta2**self.step)
+            params[name] -= (self.rate * m_hat / (np.sqrt(v_hat) + self.epsilon)).astype(np.float32)
 
 
 @dataclass

@@ -60,12 +60,14 @@ const panelOpen = (html, near) => {
       if (v === null) return "<td style='color:var(--muted)'>pad</td>";
       if (!isFinite(v)) return `<td style="padding:1px 4px;text-align:right">${String(v)}</td>`;
       const a = Math.min(1, Math.abs(v) / scale), hue = v < 0 ? [33, 102, 172] : [178, 24, 43];
-      // The text black or white, whichever stands out more from the cell's colour over the page's white.
-      const linear = hue.map(c => { const s = (255 * (1 - a) + c * a) / 255;
+      // The cell's colour mixed with white and painted opaque, so the text (black or white, whichever stands
+      // out more) is judged against the colour shown, whatever panel the table sits on.
+      const paint = hue.map(c => Math.round(255 * (1 - a) + c * a));
+      const linear = paint.map(c => { const s = c / 255;
         return s <= 0.04045 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4; });
       const light = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
       const ink = (light + 0.05) / 0.05 >= 1.05 / (light + 0.05) ? "#000" : "#fff";
-      return `<td style="background:rgba(${hue.join(",")},${a});color:${ink};padding:1px 4px;text-align:right">` +
+      return `<td style="background:rgb(${paint.join(",")});color:${ink};padding:1px 4px;text-align:right">` +
         `${Number(v).toPrecision(3)}</td>`;
     }).join("") + "</tr>").join("");
     return `<table style="border-collapse:collapse;font-size:.8rem;display:inline-table;margin:0 .6rem .4rem 0">` +
