@@ -78,6 +78,48 @@ def test_the_flow_shows_every_stage_small_and_links_to_its_card(tmp_path):
         assert len(tiles) == min(16, len(stage["maps"])) and all((out / tile).is_file() for tile in tiles)
 
 
+def test_a_deep_networks_flow_is_in_blocks_of_one_map_size(tmp_path):
+    """Past twelve steps the flow is shown in blocks, each the run of stages whose maps share a size, labelled with
+    that size and its count of stages; every stage is still a step, in order, and a short flow has no blocks."""
+    from html.parser import HTMLParser
+
+    round_ = "conv(random:2, padding=1) -> relu -> conv(random:2, padding=1) -> relu -> maxpool(2)"
+    from PIL import Image
+
+    with Image.open(SAMPLES / "stripes.png") as stripes:
+        stripes.resize((32, 32)).save(tmp_path / "small.png")
+    out = _run(tmp_path, tmp_path / "small.png", "--spec", " -> ".join([round_] * 3))
+
+    class Blocks(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.blocks, self.label = [], False
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "li" and attrs.get("class") == "block":
+                self.blocks.append(["", []])
+                self.label = True
+            elif tag == "a" and self.blocks and attrs["href"].startswith("#stage-"):
+                self.blocks[-1][1].append(int(attrs["href"].removeprefix("#stage-")))
+
+        def handle_data(self, data):
+            if self.label:
+                self.blocks[-1][0] += data
+
+        def handle_endtag(self, tag):
+            self.label = self.label and tag != "span"
+
+    page = Blocks()
+    page.feed((out / "index.html").read_text())
+    # input and two convs with their ReLUs at 32, the pool and the next round at 16, then 8, then the last pool's 4
+    assert page.blocks == [["32x32 maps, 5 stages", [0, 1, 2, 3, 4]], ["16x16 maps, 5 stages", [5, 6, 7, 8, 9]],
+                           ["8x8 maps, 5 stages", [10, 11, 12, 13, 14]], ["4x4 maps, 1 stage", [15]]]
+    short = Blocks()
+    short.feed((_run(tmp_path / "short", SAMPLES / "stripes.png") / "index.html").read_text())
+    assert short.blocks == []
+
+
 @pytest.mark.parametrize("case", ["chelsea", "model"])
 @pytest.mark.parametrize("width", [1400, 700])
 @pytest.mark.slow

@@ -982,3 +982,68 @@ def test_the_whole_network_is_on_the_served_pages_first_screen(tmp_path, model, 
         server.shutdown()
         server.server_close()
         session.close()
+
+
+@pytest.mark.parametrize("width", [1400, 700])
+def test_a_step_of_the_flow_opens_its_stage_under_the_flow(tmp_path, width, browser):
+    """A click on a step of the flow (a stage's name or one of its small maps) opens that stage's card right under
+    the flow, now one strip, in sight with the step clicked (not under the bar) and its top in the upper two thirds
+    of the window: its maps large, its numbers, story and receptive field. Another step swaps it; closing puts the
+    card back in its place in the list, and an edit's reload opens the same stage again. At 1400 and 700 px, for
+    the lesson's stages on a 512x512 photo."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    from cnnx.base.choices import SAMPLE
+
+    image = tmp_path / "photo.png"
+    with Image.open(SAMPLE) as sample:
+        sample.convert("RGB").resize((512, 512)).save(image)
+    session = Session(image, lambda text: source_from(text, None, None, None, None, None), Style(),
+                      folder=tmp_path / "session")
+    session.recompute()
+    server, url = make_server(session)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    driver = browser
+    geometry = ("const box = e => e.getBoundingClientRect(), view = document.getElementById('cnnx-stage-view');"
+                "const step = document.querySelector('header .flow a[aria-current]');"
+                "return view && {card: view.querySelector('.stage').id, step: step.getAttribute('href'),"
+                "stepBottom: box(step).bottom, stepTop: box(step).top, viewTop: box(view).top,"
+                "flowBottom: box(document.querySelector('header .flow')).bottom,"
+                "bar: box(document.getElementById('cnnx-live')).bottom, height: window.innerHeight,"
+                "maps: view.querySelectorAll('.maps figure img').length, mapWidth: box(view.querySelector("
+                "'.maps figure img')).width, field: !!view.querySelector('.field svg'),"
+                "facts: view.querySelector('table.facts').textContent, story: view.querySelector('.story').textContent,"
+                "list: Array.from(document.querySelectorAll('main > section.stage')).map(s => s.id),"
+                "focused: document.activeElement.id}")
+    try:
+        driver.set_window_size(width, 900)
+        driver.get(url)
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "header .flow a"))
+        stages = len(json.loads((session.run / "manifest.json").read_text())["stages"])
+        driver.find_element(By.CSS_SELECTOR, 'header .flow a[href="#stage-2"] .thumbs img').click()
+        seen = WebDriverWait(driver, 10).until(lambda d: d.execute_script(geometry))
+        assert seen["card"] == "stage-2" and seen["step"] == "#stage-2" and seen["focused"] == "stage-2"
+        assert seen["bar"] - 1 <= seen["stepTop"] and seen["stepBottom"] <= seen["viewTop"], seen
+        assert seen["flowBottom"] <= seen["viewTop"] + 1 and seen["viewTop"] <= 2 / 3 * seen["height"], seen
+        assert seen["maps"] >= 1 and seen["mapWidth"] >= 200 and seen["field"], seen
+        assert "receptive field" in seen["facts"] and seen["story"]
+        assert seen["list"] == [f"stage-{k}" for k in range(stages) if k != 2]
+        driver.find_element(By.CSS_SELECTOR, 'header .flow a[href="#stage-4"] b').click()
+        seen = WebDriverWait(driver, 10).until(lambda d: d.execute_script(geometry)["card"] == "stage-4"
+                                               and d.execute_script(geometry))
+        assert seen["list"] == [f"stage-{k}" for k in range(stages) if k != 4]
+        assert len(driver.find_elements(By.CSS_SELECTOR, "header .flow a[aria-current]")) == 1
+        driver.refresh()  # as an edit reloads the page
+        seen = WebDriverWait(driver, 20).until(lambda d: d.execute_script(geometry))
+        assert seen["card"] == "stage-4" and seen["step"] == "#stage-4"
+        driver.find_element(By.ID, "cnnx-stage-close").click()
+        assert driver.execute_script(geometry) is None
+        assert driver.execute_script("return Array.from(document.querySelectorAll('main > section.stage'))"
+                                     ".map(s => s.id)") == [f"stage-{k}" for k in range(stages)]
+        assert driver.execute_script("return document.activeElement.getAttribute('href')") == "#stage-4"
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
+        session.close()

@@ -1,5 +1,5 @@
-"""Photograph a real `cnnx serve` session for the docs: the first view, a clicked value's arithmetic, the stage
-editor, the lesson and the camera.
+"""Photograph a real `cnnx serve` session for the docs: the first view, a stage opened from the flow, a clicked
+value's arithmetic, the stage editor, the lesson and the camera.
 
 Run from the repository root after `pip install -e ".[test]"`, with Debian's chromium and chromium-driver:
 
@@ -7,7 +7,8 @@ Run from the repository root after `pip install -e ".[test]"`, with Debian's chr
 
 It starts `cnnx serve` on the shipped photo, opens the printed address in
 headless Chromium (its camera the synthetic test stream) and saves into docs/:
-serve-first.png (1400 px wide: the whole network at a glance), serve-click.png
+serve-first.png (1400 px wide: the whole network at a glance), serve-stage.png
+(the flow's second step clicked: its stage opened under the flow), serve-click.png
 (1000 px: the middle of the first conv stage's first map clicked),
 serve-editor.png (the stage editor with a bank filter picked), serve-lesson.png
 (the lesson's convolution step) and serve-camera.png (the camera's frames
@@ -67,6 +68,9 @@ def main() -> None:
         driver = chromium()
         opened(driver, url, 1400)
         save(driver, "serve-first.png")
+        driver.find_element(By.CSS_SELECTOR, 'header .flow a[href="#stage-2"]').click()
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-stage-view"))
+        save(driver, "serve-stage.png")
         tile = opened(driver, url, 1000)
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
         ActionChains(driver).move_to_element(tile).click().perform()

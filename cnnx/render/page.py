@@ -65,13 +65,19 @@ figcaption { font-size: 0.85rem; overflow-wrap: anywhere; margin-top: 0.2rem; }
           border: 1px solid var(--line); border-radius: 8px; background: var(--card); color: inherit;
           text-decoration: none; font-size: 0.8rem; }
 .flow a:hover { border-color: var(--focus); }
+.flow a[aria-current] { border: 2px solid var(--accent); }
 .flow b { font-size: 0.85rem; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .thumbs { display: grid; grid-template-columns: repeat(var(--columns), 1fr); gap: 2px; }
 .thumbs img { width: 100%; height: auto; display: block; image-rendering: pixelated; background: #fff; }
 .flow .p { height: 0.5em; background: var(--accent); }
+.flow li.block { flex: 1 1 100%; max-width: none; display: block; padding-left: 0.5rem;
+                 border-left: 3px solid var(--line); }
+.flow li.block::before { content: none; }
+.flow li.block > ol { margin: 0.1rem 0 0.3rem; max-height: none; overflow: visible; }
 """
 
 FLOW_MAPS = 16  # a stage's maps drawn small in the flow; its card has every one
+FLOW_UNGROUPED = 12  # steps a flow shows in one row; a longer one is shown in blocks
 
 
 def _field(result, input_tile: str, shape) -> str:
@@ -156,24 +162,50 @@ def _answer(answer: list[tuple[str, float]] | None) -> str:
     )
 
 
-def _flow(stages: list[StageFiles], root: Path, answer: list[tuple[str, float]] | None) -> str:
-    """The network at a glance: the input and each stage's first maps small, left to right, then the answer; each
-    step a link to its card."""
-    steps = []
+def _step(s: StageFiles, root: Path) -> str:
+    """One step of the flow: the stage's name, its first maps small and its shape, a link to its card."""
+    r = s.result
+    shown = s.maps[:FLOW_MAPS]
+    thumbs = "".join(
+        f'<img src="{escape((m.tile or m.path).relative_to(root).as_posix())}" alt="" width="{r.shape[2]}" '
+        f'height="{r.shape[1]}">'
+        for m in shown
+    )
+    title = "input" if r.index == 0 else f"{r.index}. {r.name}"
+    return (
+        f'<li><a href="#stage-{r.index}"><b>{escape(title)}</b><span class="thumbs" style="--columns:'
+        f'{math.ceil(math.sqrt(len(shown)))}">{thumbs}</span><span class="muted">{escape(shape_text(r.shape))}'
+        "</span></a></li>"
+    )
+
+
+def _blocks(stages: list[StageFiles]) -> list[list[StageFiles]]:
+    """A deep network's stages in blocks: each run of stages whose maps have one size (a ResNet's layer1 to layer4,
+    a chain between its pools); a short network is one block."""
+    if len(stages) <= FLOW_UNGROUPED:
+        return [stages]
+    blocks: list[list[StageFiles]] = []
     for s in stages:
-        r = s.result
-        shown = s.maps[:FLOW_MAPS]
-        thumbs = "".join(
-            f'<img src="{escape((m.tile or m.path).relative_to(root).as_posix())}" alt="" width="{r.shape[2]}" '
-            f'height="{r.shape[1]}">'
-            for m in shown
-        )
-        title = "input" if r.index == 0 else f"{r.index}. {r.name}"
-        steps.append(
-            f'<li><a href="#stage-{r.index}"><b>{escape(title)}</b><span class="thumbs" style="--columns:'
-            f'{math.ceil(math.sqrt(len(shown)))}">{thumbs}</span><span class="muted">{escape(shape_text(r.shape))}'
-            "</span></a></li>"
-        )
+        if blocks and blocks[-1][-1].result.shape[1:] == s.result.shape[1:]:
+            blocks[-1].append(s)
+        else:
+            blocks.append([s])
+    return blocks
+
+
+def _flow(stages: list[StageFiles], root: Path, answer: list[tuple[str, float]] | None) -> str:
+    """The network at a glance: the input and each stage's first maps small, left to right (a deep network's in
+    blocks of one map size, scrolling within the flow), then the answer; each step a link to its card."""
+    blocks = _blocks(stages)
+    if len(blocks) == 1:
+        steps = [_step(s, root) for s in stages]
+    else:
+        steps = [
+            f'<li class="block"><span class="muted">{escape(shape_text(block[0].result.shape[1:]))} maps, '
+            f'{len(block)} stage{"s" if len(block) > 1 else ""}</span><ol>{"".join(_step(s, root) for s in block)}'
+            "</ol></li>"
+            for block in blocks
+        ]
     if answer:
         name, p = answer[0]
         steps.append(
@@ -235,7 +267,8 @@ def gallery(
 {_flow(stages, root, answer)}
 <p>{escape(source.caption.capitalize())}. Colours: blue below zero, white at zero, red above (values never
 below zero go from white to red); each stage's colour bar gives the numbers{_scale_words(stages)}.
-Click a step above to go to its stage; <span id="click-hint">click a map to see it at full size;</span>
+<span id="flow-hint">Click a step above to go to its stage;</span>
+<span id="click-hint">click a map to see it at full size;</span>
 <a href="manifest.json">manifest.json</a> has every number, and <a href="overview.png">overview.png</a> shows all
 stages side by side.</p>
 </header>

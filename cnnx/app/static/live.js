@@ -34,6 +34,43 @@ const panelOpen = (html, near) => {
   }
   return panel;
 };
+// A step of the flow opens its stage's card just under the flow, large, with its maps, numbers, story and
+// receptive field, the flow still in sight; the card goes back to its place in the list when it is closed.
+const stageView = (() => {
+  let card = null, place = null, opener = null;
+  const close = () => {
+    if (!card) return;
+    place.replaceWith(card);
+    document.getElementById("cnnx-stage-view").remove();
+    document.body.classList.remove("cnnx-viewing");
+    opener.removeAttribute("aria-current");
+    card = null;
+  };
+  const open = (target, link) => {
+    close();
+    [card, opener] = [target, link];
+    const flow = link.closest("nav.flow"), view = document.createElement("div");
+    view.id = "cnnx-stage-view";
+    view.innerHTML = `<button type="button" id="cnnx-stage-close">close</button>`;
+    place = document.createElement("p");
+    place.className = "muted";
+    place.textContent = `(${target.querySelector("h2").firstChild.textContent.trim()} is open under the flow)`;
+    target.replaceWith(place);
+    view.append(target);
+    flow.after(view);
+    link.setAttribute("aria-current", "step");
+    view.querySelector("button").addEventListener("click", () => { const back = opener; close(); back.focus(); });
+    // The flow becomes one strip (scrolled sideways to the step clicked) with the card under it, just under the bar.
+    document.body.classList.add("cnnx-viewing");
+    const strip = flow.querySelector("ol"), step = link.getBoundingClientRect(), box = strip.getBoundingClientRect();
+    strip.scrollLeft += step.left - box.left - (box.width - step.width) / 2;
+    const bar = document.getElementById("cnnx-live").getBoundingClientRect().bottom;
+    window.scrollBy(0, flow.getBoundingClientRect().top - bar - 4);
+    target.setAttribute("tabindex", "-1");
+    target.focus({preventScroll: true});
+  };
+  return {open};
+})();
 (async () => {
   // The page's base is its run's folder, so a link to a part of the page is scrolled to here, not fetched.
   // (This script runs at the top of the body, before the rest is read: the clicks are caught on the document.)
@@ -42,7 +79,8 @@ const panelOpen = (html, near) => {
     const target = link && document.getElementById(link.getAttribute("href").slice(1));
     if (!target) return;
     event.preventDefault();
-    target.scrollIntoView();
+    if (link.closest("header nav.flow")) stageView.open(target, link);
+    else target.scrollIntoView();
     history.replaceState(null, "", `${location.pathname}${location.search}${link.getAttribute("href")}`);
   });
   const ready = new Promise(done => document.readyState === "loading" ?
@@ -50,6 +88,12 @@ const panelOpen = (html, near) => {
   ready.then(() => {
     const hint = document.getElementById("click-hint");
     if (hint) hint.textContent = "point at a map to read a value, click it to see how it was computed;";
+    const steps = document.getElementById("flow-hint");
+    if (steps) steps.textContent = "Click a step above to open its stage under the flow;";
+    // After an edit the page comes again: the stage that was open opens again.
+    const link = location.hash && document.querySelector(`header nav.flow a[href="${CSS.escape(location.hash)}"]`);
+    const target = link && document.getElementById(location.hash.slice(1));
+    if (target) stageView.open(target, link);
   });
   const manifest = await (await fetch(`/run/${RUN}/manifest.json`)).json();
   const show = document.getElementById("cnnx-value");
