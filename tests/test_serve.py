@@ -765,7 +765,8 @@ def test_the_page_passes_axe_core_in_every_state(tmp_path, browser):
 
 def test_the_keyboard_reads_values_and_explains_one(served, browser):
     """Tab reaches a map; the arrows move a cursor over its values (Shift: ten at a time), each read out; Enter
-    shows how the value under the cursor was computed, as a click does."""
+    shows how the value under the cursor was computed, as a click does; pushed past a map's edge the cursor goes
+    on into the next map (or back into the one before), at the same row."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.wait import WebDriverWait
@@ -788,6 +789,16 @@ def test_the_keyboard_reads_values_and_explains_one(served, browser):
         assert "row 14, column 33" in driver.find_element(By.ID, "cnnx-explain").text
         shown = float(driver.find_element(By.ID, "cnnx-total").text.split("=")[-1])
         assert shown == pytest.approx(float(raw[0, 14, 33]), rel=1e-4, abs=1e-6)
+        driver.find_element(By.ID, "cnnx-close").click()
+        driver.execute_script("arguments[0].focus()", tile)
+        for _ in range(4):  # to the last column, then past it
+            driver.switch_to.active_element.send_keys(Keys.SHIFT, Keys.ARROW_RIGHT)
+        WebDriverWait(driver, 10).until(lambda d: "map 1" in value.text and "row 14, column 0" in value.text)
+        maps = driver.find_elements(By.CSS_SELECTOR, "figure img[tabindex]")
+        assert driver.switch_to.active_element == maps[maps.index(tile) + 1]
+        driver.switch_to.active_element.send_keys(Keys.ARROW_LEFT)  # and back, at the last column
+        WebDriverWait(driver, 10).until(lambda d: "map 0" in value.text and "row 14, column 63" in value.text)
+        assert driver.switch_to.active_element == tile
     finally:
         driver.quit()
 

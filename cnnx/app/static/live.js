@@ -145,16 +145,30 @@ const stageView = (() => {
       }
     };
     img.addEventListener("mousemove", event => read(place(event)));
-    // The keyboard: a map takes the focus; the arrows move a cursor over its values, Enter explains the one there.
+    // The keyboard: a map takes the focus; the arrows move a cursor over its values (and on to the next map),
+    // Enter explains the one there.
     let cursor = [Math.floor(H / 2), Math.floor(W / 2)];
     img.tabIndex = 0;
     img.setAttribute("aria-label", `${img.getAttribute("alt") || "a map"}: the arrow keys read its values, ` +
       "Enter shows how one was computed");
     img.addEventListener("focus", () => read(at(...cursor)));
+    img.addEventListener("cnnx-enter", event => {  // from the map beside it, at the same height
+      cursor = [Math.min(H - 1, Math.floor(event.detail.height * H)), event.detail.right ? W - 1 : 0];
+      img.focus();
+    });
     img.addEventListener("keydown", event => {
       const step = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]}[event.key];
       if (step) {
         event.preventDefault();
+        // Pushed past a map's left or right edge, the cursor goes on into the map before or after it.
+        const edge = step[1] && cursor[1] === (step[1] > 0 ? W - 1 : 0);
+        const maps = edge ? [...document.querySelectorAll("figure img[tabindex]")] : [];
+        const next = maps[maps.indexOf(img) + step[1]];
+        if (next) {
+          const detail = {height: (cursor[0] + 0.5) / H, right: step[1] < 0};
+          next.dispatchEvent(new CustomEvent("cnnx-enter", {detail}));
+          return;
+        }
         const jump = event.shiftKey ? 10 : 1;
         cursor = [Math.max(0, Math.min(H - 1, cursor[0] + step[0] * jump)),
                   Math.max(0, Math.min(W - 1, cursor[1] + step[1] * jump))];
