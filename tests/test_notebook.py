@@ -57,3 +57,32 @@ def test_the_notebook_view_draws_in_a_browser(tmp_path, browser):
 @pytest.mark.parametrize("name", ["run", "Run", "load_model", "load_graph"])
 def test_the_notebook_names_are_public(name):
     assert name in dir(cnnx) and getattr(cnnx, name) is not None
+
+
+@pytest.mark.slow
+def test_a_notebook_runs_and_nbconvert_shows_the_run(tmp_path):
+    """A real notebook, executed by nbclient in an IPython kernel and converted by nbconvert: the cell that ends in
+    ``cnnx.run(...)`` displays the run as HTML (not its repr), with the input and each stage's maps as PNGs whose
+    pixels are the maps (the first ReLU's drawn white to red), and the shapes model's run names its answer."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nbconvert = pytest.importorskip("nbconvert")
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import cnnx"),
+        nbformat.v4.new_code_cell(f"cnnx.run(cnnx.load_image({str(SAMPLES / 'chelsea.png')!r}).array)"),
+        nbformat.v4.new_code_cell(f"cnnx.run(cnnx.load_image({str(SAMPLES / 'star.png')!r}, color=False).array, "
+                                  "cnnx.load_model('shapes'))"),
+    ])
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+                            ).execute()
+    chain, model = (cell.outputs[0]["data"] for cell in notebook.cells[1:])
+    assert "text/html" in chain and "text/html" in model
+    page, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
+    pictures = _pictures(chain["text/html"])
+    assert len(pictures) == 1 + 4 * 6
+    shown = re.findall(r"data:image/png;base64,[A-Za-z0-9+/=]+", chain["text/html"] + model["text/html"])
+    assert all(picture in page for picture in shown)
+    assert page.count("cnnx-run") >= 2  # both runs' HTML, as the notebook shows it
+    relu = pictures[1 + 4 * 1]
+    assert relu.min() < 200 and (relu[..., 0].astype(int) - relu[..., 2] >= 0).all()
+    assert "<b>answer</b>: star" in model["text/html"]
