@@ -81,10 +81,33 @@ def test_train_writes_a_model_onnx_runtime_and_cnnx_run_alike(tmp_path):
         assert kernels.height > 4 * 18
     with Image.open(tmp_path / "shapes-report" / "kernels.gif") as animation:
         assert animation.n_frames == 5  # an epoch a frame
+    sheets = [f"kernels/epoch-{k}.png" for k in range(1, 6)]  # every convolution after each epoch
+    assert all(name in json.loads((tmp_path / "shapes-report" / "report.json").read_text())["files"] for name in sheets)
+    first, last = (np.asarray(Image.open(tmp_path / "shapes-report" / name)) for name in (sheets[0], sheets[-1]))
+    assert first.shape == last.shape and not np.array_equal(first, last)  # learned between them
     if report["misclassified"]:
         assert (tmp_path / "shapes-report" / "misclassified.png").is_file()
     again = runner.invoke(app, ["train", str(folder), "--spec", SPEC, "--epochs", "1", "-o", str(model)])
     assert again.exit_code == 2 and "use --force" in again.output
+
+
+def test_an_epochs_sheet_draws_each_kernel_of_each_layer_in_its_place():
+    """A layer reading several channels: a column per kernel, a row per channel read; the weight at the range's top
+    is drawn red, at its bottom blue, each in the cell of its kernel and channel, and zero white."""
+    from cnnx.render.training import epoch_sheet
+
+    weights = np.zeros((3, 4, 3, 3), np.float32)
+    weights[2, 1] = 0.5  # kernel 2, channel 1: the top of the range
+    weights[0, 3] = -0.5  # kernel 0, channel 3: the bottom
+    sheet = epoch_sheet({"conv": weights}, {"conv": 0.5}, 1, 1).astype(int)
+    red = np.argwhere((sheet[..., 0] - sheet[..., 2] > 50) & (sheet[..., 1] < 60))  # the dark red end
+    blue = np.argwhere((sheet[..., 2] - sheet[..., 0] > 50) & (sheet[..., 1] < 60))  # the dark blue end
+    assert len(red) and len(blue)
+    assert red[:, 1].min() > blue[:, 1].max()  # kernel 2's column right of kernel 0's
+    assert red[:, 0].max() < blue[:, 0].min()  # channel 1's row above channel 3's
+    assert np.ptp(red[:, 0]) == np.ptp(blue[:, 0]) and np.ptp(red[:, 1]) == np.ptp(blue[:, 1])  # one cell each
+    top, left = red.min(axis=0)
+    assert (sheet[top - 2 * np.ptp(red[:, 0]) + 4 : top - 4, left + 2] > 230).all()  # channel 0 of kernel 2: zero
 
 
 @pytest.mark.parametrize("layout, message", [

@@ -57,7 +57,8 @@ def train(
     (--out, with its class names, for cnnx pipeline, why, serve and ONNX
     Runtime) and a report folder beside it: learning curves, the confusion
     matrix, the first layer's kernels at every epoch (and as an animation),
-    the validation images it got wrong.  Stopped, it keeps the
+    every layer's kernels after each epoch, the validation images it got
+    wrong.  Stopped, it keeps the
     best model so far and a checkpoint that --resume goes on from.
 
     Example: cnnx train photos/ --size 64 --epochs 30 -o mynet.onnx
@@ -178,9 +179,28 @@ def _square(image: np.ndarray, size: int) -> np.ndarray:
     return np.stack(planes)
 
 
+def _epoch_sheets(folder: Path, history) -> list[str]:
+    """kernels/epoch-NN.png: every convolution's kernels after each epoch, each layer on one range throughout."""
+    from cnnx.io.png import write_png
+    from cnnx.render.training import epoch_sheet
+
+    kept = [e for e in history if e.kernels]
+    (folder / "kernels").mkdir()
+    bounds = {name: max(float(abs(e.kernels[name]).max()) for e in kept) or 1.0 for name in kept[0].kernels}
+    titled = {name: f"{name.removesuffix('.weight')} (stage {int(name[4:].split('.')[0]) + 1})" for name in bounds}
+    names = []
+    for epoch in kept:
+        names.append(f"kernels/epoch-{epoch.number:0{len(str(len(history)))}d}.png")
+        sheet = epoch_sheet({titled[k]: w for k, w in epoch.kernels.items()}, {titled[k]: b for k, b in bounds.items()},
+                            epoch.number, len(history))
+        write_png(folder / names[-1], sheet, atomic=False)
+    return names
+
+
 def write_report(folder: Path, network, history, val_set, temperature: float, settings) -> None:
-    """The report beside the model: curves.png, kernels.png (the first convolution at every epoch),
-    report.json (every epoch, the confusion matrix, the misclassified validation images)."""
+    """The report beside the model: curves.png, kernels.png (the first convolution at every epoch) and its
+    animation, kernels/epoch-NN.png (every convolution after each epoch), report.json (every epoch, the confusion
+    matrix, the misclassified validation images)."""
     import numpy as np
 
     from cnnx.io.output import staged_folder
@@ -206,12 +226,13 @@ def write_report(folder: Path, network, history, val_set, temperature: float, se
     }
     with staged_folder(folder, force=True) as temporary:
         write_png(temporary / "curves.png", curves_picture(history), atomic=False)
-        kernels = [e.kernels for e in history if e.kernels is not None]
-        if kernels:
-            write_png(temporary / "kernels.png", kernels_picture(kernels), atomic=False)
-            frames = kernels_frames(kernels)
+        first = [next(iter(e.kernels.values())) for e in history if e.kernels]
+        if first:
+            write_png(temporary / "kernels.png", kernels_picture(first), atomic=False)
+            frames = kernels_frames(first)
             frames[0].save(temporary / "kernels.gif", save_all=True, append_images=frames[1:], duration=500, loop=0)
             record["files"] += ["kernels.png", "kernels.gif"]
+            record["files"] += _epoch_sheets(temporary, history)
         wrong = np.nonzero(predicted != labels)[0][:MISCLASSIFIED_SHOWN]
         if len(wrong):
             captions = [[f"#{k}: a {network.classes[labels[k]]}", f"taken for {network.classes[predicted[k]]}"]

@@ -1,5 +1,5 @@
-"""The pictures of ``cnnx train``'s report: the learning curves, and the first layer's kernels epoch by epoch (how
-a learner sees filters being learned)."""
+"""The pictures of ``cnnx train``'s report: the learning curves, the first layer's kernels epoch by epoch (how
+a learner sees filters being learned), and every convolution's kernels after each epoch."""
 
 from __future__ import annotations
 
@@ -57,15 +57,54 @@ def kernels_picture(epochs: list[np.ndarray], rows_at_most: int = 12) -> np.ndar
         y = 6 + r * (kh * cell + 6)
         write(draw, (6, y + kh * cell // 2 - 7), f"epoch {epoch + 1}", 11)
         for o in range(O):
-            if C == 3:
-                rgb = weights[o].transpose(1, 2, 0) / (2 * bound) + 0.5  # mid grey is zero, as the AlexNet figure
-                pixels = (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-            else:
-                index = np.clip((weights[o, 0] / bound + 1) / 2 * 255, 0, 255).astype(np.uint8)
-                pixels = table[index]
-            square = Image.fromarray(np.ascontiguousarray(pixels)).resize((kw * cell, kh * cell),
-                                                                          Image.Resampling.NEAREST)
-            sheet.paste(square, (label + o * (kw * cell + 4), y))
+            sheet.paste(_square(weights[o] if C == 3 else weights[o, :1], bound, cell, table),
+                        (label + o * (kw * cell + 4), y))
+    return np.asarray(sheet)
+
+
+def _square(kernel: np.ndarray, bound: float, cell: int, table: np.ndarray) -> Image.Image:
+    """One kernel enlarged: its colours where it reads three channels (mid grey is zero, as the AlexNet figure),
+    else its one plane in the diverging colours (white is zero), ``bound`` at the ends."""
+    if kernel.shape[0] == 3:
+        pixels = (np.clip(kernel.transpose(1, 2, 0) / (2 * bound) + 0.5, 0, 1) * 255).astype(np.uint8)
+    else:
+        pixels = table[np.clip((kernel[0] / bound + 1) / 2 * 255, 0, 255).astype(np.uint8)]
+    kh, kw = kernel.shape[1:]
+    return Image.fromarray(np.ascontiguousarray(pixels)).resize((kw * cell, kh * cell), Image.Resampling.NEAREST)
+
+
+SHOWN_KERNELS, SHOWN_INPUTS = 32, 16  # a layer's kernels and input channels an epoch's sheet draws at most
+
+
+def epoch_sheet(layers: dict[str, np.ndarray], bounds: dict[str, float], number: int, epochs: int) -> np.ndarray:
+    """Every convolution's kernels after one epoch, a block per layer: a column per kernel, a row per input channel
+    it reads (one row of colour squares where it reads three colours), each layer on its own range over every
+    epoch (``bounds``), so the sheets of two epochs compare."""
+    table = colormap("diverging")
+    blocks = []
+    for name, weights in layers.items():
+        O, C, kh, kw = weights.shape
+        cell = max(4, 36 // max(kh, kw))
+        colour = C == 3
+        rows, columns = (1 if colour else min(C, SHOWN_INPUTS)), min(O, SHOWN_KERNELS)
+        shown = "" if (columns, rows) == (O, 1 if colour else C) else f", the first {columns} x {rows} drawn"
+        reads = "colour" if colour else "1 channel" if C == 1 else f"{C} channels (a row each)"
+        title = f"{name}: {O} kernels of {kh}x{kw} reading {reads}{shown}, range ±{bounds[name]:.3g}"
+        block = Image.new("RGB", (max(columns * (kw * cell + 3) + 3, 7 * len(title)), rows * (kh * cell + 3) + 24),
+                          BACKGROUND)
+        write(ImageDraw.Draw(block), (0, 2), title, 11)
+        for o in range(columns):
+            for c in range(rows):
+                part = weights[o] if colour else weights[o, c : c + 1]
+                block.paste(_square(part, bounds[name], cell, table), (o * (kw * cell + 3), 22 + c * (kh * cell + 3)))
+        blocks.append(block)
+    width = max([b.width for b in blocks] + [240]) + 12
+    sheet = Image.new("RGB", (width, sum(b.height + 10 for b in blocks) + 30), BACKGROUND)
+    write(ImageDraw.Draw(sheet), (6, 6), f"after epoch {number} of {epochs}", 12)
+    y = 28
+    for block in blocks:
+        sheet.paste(block, (6, y))
+        y += block.height + 10
     return np.asarray(sheet)
 
 

@@ -165,7 +165,7 @@ class Epoch:
     val_loss: float
     val_accuracy: float
     seconds: float
-    kernels: np.ndarray | None = field(default=None, repr=False)  # the first convolution's, after the epoch
+    kernels: dict = field(default_factory=dict, repr=False)  # each convolution's weights after the epoch, by name
 
 
 def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
@@ -194,7 +194,7 @@ def fit(network: Network, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
 
 def _epochs(network, train, val, settings, report, rng, optimizer, progress: Progress, checkpoint) -> None:
     images, labels = train
-    first_conv = next((name for name in network.params if name.startswith("conv")), None)
+    convs = [name for name in network.params if name.startswith("conv") and name.endswith("weight")]
     for number in range(len(progress.history) + 1, settings.epochs + 1):
         if progress.since >= settings.patience:
             break
@@ -212,8 +212,7 @@ def _epochs(network, train, val, settings, report, rng, optimizer, progress: Pro
             right += int((scores.argmax(axis=1) == labels[chosen]).sum())
         val_loss, val_accuracy = evaluate(network, *val)
         epoch = Epoch(number, total / len(images), right / len(images), val_loss, val_accuracy,
-                      time.perf_counter() - start,
-                      network.params[first_conv].copy() if first_conv else None)
+                      time.perf_counter() - start, {name: network.params[name].copy() for name in convs})
         progress.history.append(epoch)
         if val_loss < progress.best_loss - 1e-6 or math.isnan(val_loss):
             progress.best, progress.best_loss, progress.since = {k: v.copy() for k, v in network.params.items()}, \
@@ -283,7 +282,7 @@ class Progress:
         arrays.update({f"best/{k}": v for k, v in (self.best or {}).items()})
         for name, (first, second) in self.state.items():
             arrays[f"first/{name}"], arrays[f"second/{name}"] = first, second
-        arrays.update({f"kernels/{e.number}": e.kernels for e in self.history if e.kernels is not None})
+        arrays.update({f"kernels/{e.number}/{name}": w for e in self.history for name, w in e.kernels.items()})
         epochs = [{k: getattr(e, k) for k in ("number", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")}
                   for e in self.history]
         meta = {"best_loss": self.best_loss, "since": self.since, "step": self.step, "rng": self.rng_state,
@@ -310,7 +309,11 @@ class Progress:
             raise CnnxError(f"{path}: not a checkpoint cnnx wrote ({error})") from None
         if {k: v.shape for k, v in part["params"].items()} != {k: v.shape for k, v in network.params.items()}:
             raise CnnxError(f"{path}: a checkpoint of another network (its stages, size or classes differ)")
-        history = [Epoch(**{**e, "kernels": part["kernels"].get(str(e["number"]))}) for e in meta["epochs"]]
+        kernels: dict[str, dict] = {}
+        for key, weights in part["kernels"].items():
+            number, _, name = key.partition("/")
+            kernels.setdefault(number, {})[name] = weights
+        history = [Epoch(**{**e, "kernels": kernels.get(str(e["number"]), {})}) for e in meta["epochs"]]
         return cls(part["params"], part["best"] or None, meta["best_loss"], meta["since"], meta["step"],
                    {k: (part["first"][k], part["second"][k]) for k in part["first"]}, meta["rng"], history)
 
