@@ -211,6 +211,42 @@ def test_ctrl_c_on_a_batch_stops_its_workers_and_tells_the_truth(big, tmp_path):
     assert not debris(tmp_path)
 
 
+@pytest.mark.parametrize("worker", [False, True])
+def test_a_second_signal_does_not_cut_a_stops_cleanup_short(tmp_path, worker):
+    """A stop's cleanup runs whole even when more signals come while it runs (a second Ctrl-C, or the SIGTERM a
+    process pool sends each worker when one ends): the process then ends with the first signal's code."""
+    script = f"""
+import os, signal, sys, time
+from pathlib import Path
+from cnnx.base import signals
+signals.install(worker={worker})
+folder = Path({str(tmp_path)!r})
+try:
+    with signals.job():
+        try:
+            (folder / "started").touch()
+            time.sleep(30)
+        finally:
+            (folder / "cleaning").touch()
+            time.sleep(1.5)  # the cleanup, during which the second signal comes
+            (folder / "cleaned").touch()
+except signals.Stopped as stop:
+    sys.exit(stop.exit_code)
+"""
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    while not (tmp_path / "cleaning").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGHUP)
+    stderr = process.communicate(timeout=30)[1]
+    assert (tmp_path / "cleaned").exists(), stderr
+    assert process.returncode == 143, stderr
+
+
 # ---------------------------------------------------------------- special files
 
 

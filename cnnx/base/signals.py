@@ -4,7 +4,8 @@ By default SIGTERM and SIGHUP end a process on the spot, with no cleanup;
 once ``install()`` has run all three raise ``Stopped``, so the ``finally``
 and ``except BaseException`` blocks that remove temporary files run.
 Inside ``deferred()`` (moving a finished run into place) a signal is held
-and raised when the block ends, so a replacement is never left half done.
+and raised when the block ends, so a replacement is never left half done;
+once a stop unwinds, further signals are ignored so its cleanup runs whole.
 Before ``install()`` (while the command's modules import) and after
 ``uninstall()`` (its work done), a signal ends the process at once with the
 stop line and ``128 + signal``: there is nothing to clean up then.
@@ -27,6 +28,7 @@ _pending: list[int] = []
 _depth = 0  # how many deferred() blocks the main thread is in
 _worker = False  # a worker process: between jobs a signal just ends it
 _busy = 0  # how many jobs the worker is running
+_stopping = False  # a stop is unwinding: a second signal must not cut its cleanup short
 
 
 class Stopped(BaseException):
@@ -52,6 +54,8 @@ def stopped(error: BaseException) -> Stopped:
 
 
 def _raise(signum: int) -> None:
+    global _stopping
+    _stopping = True
     raise Stopped(signum)
 
 
@@ -77,6 +81,10 @@ def end_at_once(note: str = "") -> None:
 
 
 def _handler(signum: int, frame) -> None:
+    # Once a stop unwinds, another signal (a second Ctrl-C, or the SIGTERM a pool sends every worker when one
+    # ends) would interrupt the cleanup it runs and leave half-written files: the process is ending already.
+    if _stopping:
+        return
     if _depth:
         _pending.append(signum)
         return
