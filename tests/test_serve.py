@@ -1,5 +1,6 @@
 """cnnx serve: a real server on a loopback port, its promises checked over HTTP and in headless Chromium."""
 
+import contextlib
 import json
 import os
 import signal
@@ -960,13 +961,9 @@ def test_the_lesson_walks_its_six_steps_pointing_at_the_live_stages(served, brow
         driver.quit()
 
 
-@pytest.mark.parametrize("model", [None, "shapes"])
-def test_the_whole_network_is_on_the_served_pages_first_screen(tmp_path, model, browser):
-    """At 1400x900, below the toolbar: every step of the flow (the input, each stage, the shapes model's answer)
-    lies within the first screen, for the lesson's stages on a 512x512 photo and for the shapes model."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.wait import WebDriverWait
-
+@contextlib.contextmanager
+def _photo_served(tmp_path, model):
+    """A server for the sample photo at 512x512 and the lesson's stages (or ``model``): its session and address."""
     from cnnx.base.choices import SAMPLE
 
     image = tmp_path / "photo.png"
@@ -977,22 +974,35 @@ def test_the_whole_network_is_on_the_served_pages_first_screen(tmp_path, model, 
     session.recompute()
     server, url = make_server(session)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    driver = browser
     try:
-        driver.set_window_size(1400, 900)
-        driver.get(url)
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".flow a"))
-        steps = driver.execute_script("return Array.from(document.querySelectorAll('header .flow a')).map(a => "
-                                      "[a.textContent, a.getBoundingClientRect().bottom, a.getBoundingClientRect()"
-                                      ".right]).concat([[null, window.innerHeight, window.innerWidth]])")
-        *steps, (_, height, width) = steps
-        assert len(steps) == len(json.loads((session.run / "manifest.json").read_text())["stages"]) + bool(model)
-        assert all(bottom <= height and right <= width for _, bottom, right in steps), steps
+        yield session, url
     finally:
-        driver.quit()
         server.shutdown()
         server.server_close()
         session.close()
+
+
+@pytest.mark.parametrize("model", [None, "shapes"])
+def test_the_whole_network_is_on_the_served_pages_first_screen(tmp_path, model, browser):
+    """At 1400x900, below the toolbar: every step of the flow (the input, each stage, the shapes model's answer)
+    lies within the first screen, for the lesson's stages on a 512x512 photo and for the shapes model."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    driver = browser
+    with _photo_served(tmp_path, model) as (session, url):
+        try:
+            driver.set_window_size(1400, 900)
+            driver.get(url)
+            WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".flow a"))
+            steps = driver.execute_script("return Array.from(document.querySelectorAll('header .flow a')).map(a => "
+                                          "[a.textContent, a.getBoundingClientRect().bottom, a.getBoundingClientRect()"
+                                          ".right]).concat([[null, window.innerHeight, window.innerWidth]])")
+            *steps, (_, height, width) = steps
+            assert len(steps) == len(json.loads((session.run / "manifest.json").read_text())["stages"]) + bool(model)
+            assert all(bottom <= height and right <= width for _, bottom, right in steps), steps
+        finally:
+            driver.quit()
 
 
 @pytest.mark.parametrize("width", [1400, 700])
@@ -1005,16 +1015,6 @@ def test_a_step_of_the_flow_opens_its_stage_under_the_flow(tmp_path, width, brow
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
-    from cnnx.base.choices import SAMPLE
-
-    image = tmp_path / "photo.png"
-    with Image.open(SAMPLE) as sample:
-        sample.convert("RGB").resize((512, 512)).save(image)
-    session = Session(image, lambda text: source_from(text, None, None, None, None, None), Style(),
-                      folder=tmp_path / "session")
-    session.recompute()
-    server, url = make_server(session)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     driver = browser
     geometry = ("const box = e => e.getBoundingClientRect(), view = document.getElementById('cnnx-stage-view');"
                 "const step = document.querySelector('header .flow a[aria-current]');"
@@ -1027,34 +1027,32 @@ def test_a_step_of_the_flow_opens_its_stage_under_the_flow(tmp_path, width, brow
                 "facts: view.querySelector('table.facts').textContent, story: view.querySelector('.story').textContent,"
                 "list: Array.from(document.querySelectorAll('main > section.stage')).map(s => s.id),"
                 "focused: document.activeElement.id}")
-    try:
-        driver.set_window_size(width, 900)
-        driver.get(url)
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "header .flow a"))
-        stages = len(json.loads((session.run / "manifest.json").read_text())["stages"])
-        driver.find_element(By.CSS_SELECTOR, 'header .flow a[href="#stage-2"] .thumbs img').click()
-        seen = WebDriverWait(driver, 10).until(lambda d: d.execute_script(geometry))
-        assert seen["card"] == "stage-2" and seen["step"] == "#stage-2" and seen["focused"] == "stage-2"
-        assert seen["bar"] - 1 <= seen["stepTop"] and seen["stepBottom"] <= seen["viewTop"], seen
-        assert seen["flowBottom"] <= seen["viewTop"] + 1 and seen["viewTop"] <= 2 / 3 * seen["height"], seen
-        assert seen["maps"] >= 1 and seen["mapWidth"] >= 200 and seen["field"], seen
-        assert "receptive field" in seen["facts"] and seen["story"]
-        assert seen["list"] == [f"stage-{k}" for k in range(stages) if k != 2]
-        driver.find_element(By.CSS_SELECTOR, 'header .flow a[href="#stage-4"] b').click()
-        seen = WebDriverWait(driver, 10).until(lambda d: d.execute_script(geometry)["card"] == "stage-4"
-                                               and d.execute_script(geometry))
-        assert seen["list"] == [f"stage-{k}" for k in range(stages) if k != 4]
-        assert len(driver.find_elements(By.CSS_SELECTOR, "header .flow a[aria-current]")) == 1
-        driver.refresh()  # as an edit reloads the page
-        seen = WebDriverWait(driver, 20).until(lambda d: d.execute_script(geometry))
-        assert seen["card"] == "stage-4" and seen["step"] == "#stage-4"
-        driver.find_element(By.ID, "cnnx-stage-close").click()
-        assert driver.execute_script(geometry) is None
-        assert driver.execute_script("return Array.from(document.querySelectorAll('main > section.stage'))"
-                                     ".map(s => s.id)") == [f"stage-{k}" for k in range(stages)]
-        assert driver.execute_script("return document.activeElement.getAttribute('href')") == "#stage-4"
-    finally:
-        driver.quit()
-        server.shutdown()
-        server.server_close()
-        session.close()
+    with _photo_served(tmp_path, None) as (session, url):
+        try:
+            driver.set_window_size(width, 900)
+            driver.get(url)
+            WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "header .flow a"))
+            stages = len(json.loads((session.run / "manifest.json").read_text())["stages"])
+            driver.find_element(By.CSS_SELECTOR, 'header .flow a[href="#stage-2"] .thumbs img').click()
+            seen = WebDriverWait(driver, 10).until(lambda d: d.execute_script(geometry))
+            assert seen["card"] == "stage-2" and seen["step"] == "#stage-2" and seen["focused"] == "stage-2"
+            assert seen["bar"] - 1 <= seen["stepTop"] and seen["stepBottom"] <= seen["viewTop"], seen
+            assert seen["flowBottom"] <= seen["viewTop"] + 1 and seen["viewTop"] <= 2 / 3 * seen["height"], seen
+            assert seen["maps"] >= 1 and seen["mapWidth"] >= 200 and seen["field"], seen
+            assert "receptive field" in seen["facts"] and seen["story"]
+            assert seen["list"] == [f"stage-{k}" for k in range(stages) if k != 2]
+            driver.find_element(By.CSS_SELECTOR, 'header .flow a[href="#stage-4"] b').click()
+            seen = WebDriverWait(driver, 10).until(lambda d: d.execute_script(geometry)["card"] == "stage-4"
+                                                   and d.execute_script(geometry))
+            assert seen["list"] == [f"stage-{k}" for k in range(stages) if k != 4]
+            assert len(driver.find_elements(By.CSS_SELECTOR, "header .flow a[aria-current]")) == 1
+            driver.refresh()  # as an edit reloads the page
+            seen = WebDriverWait(driver, 20).until(lambda d: d.execute_script(geometry))
+            assert seen["card"] == "stage-4" and seen["step"] == "#stage-4"
+            driver.find_element(By.ID, "cnnx-stage-close").click()
+            assert driver.execute_script(geometry) is None
+            assert driver.execute_script("return Array.from(document.querySelectorAll('main > section.stage'))"
+                                         ".map(s => s.id)") == [f"stage-{k}" for k in range(stages)]
+            assert driver.execute_script("return document.activeElement.getAttribute('href')") == "#stage-4"
+        finally:
+            driver.quit()
