@@ -1056,3 +1056,59 @@ def test_a_step_of_the_flow_opens_its_stage_under_the_flow(tmp_path, width, brow
             assert driver.execute_script("return document.activeElement.getAttribute('href')") == "#stage-4"
         finally:
             driver.quit()
+
+
+@pytest.mark.parametrize("width", [1400, 700])
+def test_every_state_of_the_page_reads_at_1400_and_700_px(tmp_path, width, camera_browser):
+    """Screenshots of the first view, a clicked value, the structured editor, the lesson and the camera (Chromium's
+    synthetic stream), at 1400 and 700 px (kept in test-artifacts/): in each the page never scrolls sideways, and
+    what the state opened lies within the window, beside or under the bar rather than behind it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    driver = camera_browser
+    artifacts = Path(os.environ.get("CNNX_ARTIFACTS", "test-artifacts"))
+    artifacts.mkdir(exist_ok=True)
+    seen = ("const shown = document.querySelector(arguments[0]), box = shown.getBoundingClientRect();"
+            "const live = document.getElementById('cnnx-live'), bar = live.getBoundingClientRect();"
+            "const fixed = getComputedStyle(shown).position === 'fixed' || live.contains(shown);"
+            "return {sideways: document.documentElement.scrollWidth - window.innerWidth, left: box.left,"
+            "right: box.right, top: box.top, height: box.height, width: window.innerWidth, tall: window.innerHeight,"
+            "under: fixed || box.top >= bar.bottom - 1 || bar.bottom <= 0 || box.bottom <= bar.top};")
+
+    def check(state: str, selector: str) -> None:
+        driver.save_screenshot(str(artifacts / f"serve-{state}-{width}.png"))
+        at = driver.execute_script(seen, selector)
+        assert at["sideways"] <= 1, (state, at)
+        assert at["height"] > 0 and at["left"] >= -1 and at["right"] <= at["width"] + 1, (state, at)
+        assert at["top"] < at["tall"] and at["under"], (state, at)
+
+    with _photo_served(tmp_path, None) as (_, url):
+        driver.set_window_size(width, 900)
+        driver.get(url)
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#stage-1 figure img"))
+        time.sleep(0.5)  # the page's script has read the manifest
+        check("first", "header .flow")
+        tile = driver.find_element(By.CSS_SELECTOR, "#stage-1 figure img")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
+        ActionChains(driver).move_to_element(tile).click().perform()
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-total"))
+        check("click", "#cnnx-explain")
+        driver.find_element(By.ID, "cnnx-close").click()
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.find_element(By.CSS_SELECTOR, "#cnnx-stages summary").click()
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#cnnx-stage-list li"))
+        check("editor", "#cnnx-stage-list")
+        driver.find_element(By.CSS_SELECTOR, "#cnnx-stages summary").click()
+        driver.find_element(By.ID, "cnnx-lesson").click()
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "cnnx-lesson-next"))
+        driver.find_element(By.ID, "cnnx-lesson-next").click()
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "cnnx-lesson-window").text)
+        check("lesson", "#cnnx-explain")
+        driver.find_element(By.ID, "cnnx-close").click()
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.find_element(By.ID, "cnnx-camera-start").click()
+        WebDriverWait(driver, 30).until(
+            lambda d: int(d.find_element(By.ID, "cnnx-camera").get_attribute("data-frames") or 0) >= 3)
+        check("camera", "#cnnx-camera-flow")

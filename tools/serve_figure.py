@@ -11,10 +11,12 @@ serve-first.png (1400 px wide: the whole network at a glance), serve-stage.png
 (the flow's second step clicked: its stage opened under the flow), serve-click.png
 (1000 px: the middle of the first conv stage's first map clicked),
 serve-editor.png (the stage editor with a bank filter picked), serve-lesson.png
-(the lesson's convolution step) and serve-camera.png (the camera's frames
-through the stages).
+(the lesson's convolution step), serve-camera.png (the camera's frames
+through the stages) and serve-700.png (at 700 px: a clicked value's sheet
+under the map, and the lesson).
 """
 
+import io
 import shutil
 import subprocess
 import sys
@@ -59,6 +61,18 @@ def save(driver, name: str) -> None:
     print(f"wrote {target.relative_to(ROOT)}")
 
 
+def side_by_side(shots: list[Image.Image], target: Path) -> None:
+    """Screenshots in a row on white, 16 px apart."""
+    sheet = Image.new("RGB", (sum(s.width for s in shots) + 16 * (len(shots) - 1), max(s.height for s in shots)),
+                      "white")
+    x = 0
+    for shot in shots:
+        sheet.paste(shot.convert("RGB"), (x, 0))
+        x += shot.width + 16
+    sheet.save(target, optimize=True)
+    print(f"wrote {target.relative_to(ROOT)}")
+
+
 def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "cnnx", "serve", str(ROOT / "samples" / "chelsea.png"),
                                "--no-browser"], stdout=subprocess.PIPE, text=True)
@@ -94,6 +108,20 @@ def main() -> None:
         WebDriverWait(driver, 30).until(
             lambda d: int(d.find_element(By.ID, "cnnx-camera").get_attribute("data-frames") or 0) >= 20)
         save(driver, "serve-camera.png")
+        narrow = []
+        tile = opened(driver, url, 700)
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
+        ActionChains(driver).move_to_element(tile).click().perform()
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-total"))
+        time.sleep(0.5)
+        narrow.append(Image.open(io.BytesIO(driver.get_screenshot_as_png())))
+        opened(driver, url, 700)
+        driver.find_element(By.ID, "cnnx-lesson").click()
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "cnnx-lesson-next"))
+        driver.find_element(By.ID, "cnnx-lesson-next").click()
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "cnnx-lesson-window").text)
+        narrow.append(Image.open(io.BytesIO(driver.get_screenshot_as_png())))
+        side_by_side(narrow, DOCS / "serve-700.png")
     finally:
         if driver is not None:
             driver.quit()
