@@ -70,10 +70,11 @@ figcaption { font-size: 0.85rem; overflow-wrap: anywhere; margin-top: 0.2rem; }
 .thumbs { display: grid; grid-template-columns: repeat(var(--columns), 1fr); gap: 2px; }
 .thumbs img { width: 100%; height: auto; display: block; image-rendering: pixelated; background: #fff; }
 .flow .p { height: 0.5em; background: var(--accent); }
-.flow li.block { flex: 1 1 100%; max-width: none; display: block; padding-left: 0.5rem;
+.flow li.block { flex: 0 1 auto; max-width: 100%; display: block; padding: 0 0.4rem;
                  border-left: 3px solid var(--line); }
 .flow li.block::before { content: none; }
 .flow li.block > ol { margin: 0.1rem 0 0.3rem; max-height: none; overflow: visible; }
+.flow li.block li { flex: 0 0 6.5rem; }
 """
 
 FLOW_MAPS = 16  # a stage's maps drawn small in the flow; its card has every one
