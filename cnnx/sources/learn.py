@@ -312,7 +312,8 @@ class Progress:
         kernels: dict[str, dict] = {}
         for key, weights in part["kernels"].items():
             number, _, name = key.partition("/")
-            kernels.setdefault(number, {})[name] = weights
+            if name:  # a checkpoint of an older cnnx kept the first layer's alone, unnamed: its sheets are not drawn
+                kernels.setdefault(number, {})[name] = weights
         history = [Epoch(**{**e, "kernels": kernels.get(str(e["number"]), {})}) for e in meta["epochs"]]
         return cls(part["params"], part["best"] or None, meta["best_loss"], meta["since"], meta["step"],
                    {k: (part["first"][k], part["second"][k]) for k in part["first"]}, meta["rng"], history)
