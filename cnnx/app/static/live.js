@@ -269,7 +269,9 @@ const stageView = (() => {
     if (card && !card.querySelector("figure img")) card.scrollIntoView({block: "nearest"});
     document.getElementById("cnnx-lesson-back").addEventListener("click", () => lessonStep(k - 1));
     document.getElementById("cnnx-lesson-next").addEventListener("click", () => lessonStep(k + 1));
-    document.getElementById(k + 1 < lesson.length ? "cnnx-lesson-next" : "cnnx-lesson-back").focus();
+    // The keyboard stays on next (or back), but the panel shows the step from its title.
+    document.getElementById(k + 1 < lesson.length ? "cnnx-lesson-next" : "cnnx-lesson-back").focus({preventScroll: true});
+    document.getElementById("cnnx-explain").scrollTop = 0;
     if (step.window) {
       const w = step.window, place = document.getElementById("cnnx-lesson-window");
       const answer = await api(`/api/explain?stage=${w.stage}&channel=${w.channel}&row=${w.row}&col=${w.col}` +
