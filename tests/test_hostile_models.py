@@ -234,15 +234,17 @@ def test_weights_that_are_not_finite_run_and_are_named(scene):
         assert "not finite" in result.stderr and "'w'" in result.stderr, (args, result.stderr)
 
 
-def test_names_from_a_model_reach_the_terminal_and_page_as_text(scene):
-    """Node names, labels and metadata holding ESC, BEL and CR are printed escaped, never raw."""
+@pytest.mark.parametrize("labels", ["a\x1b[31mred,b\x07,c\r,d", '["a\\u001b[31mred", "b\\u0007", "c\\r", "d"]'])
+def test_names_from_a_model_reach_the_terminal_and_page_as_text(scene, labels):
+    """Node names, labels (separated by commas, or a JSON list as cnnx train writes) and metadata holding ESC, BEL
+    and CR are printed escaped, never raw."""
     hostile = "conv\x1b[2J\x07\rX\u202e"
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name=hostile),
              helper.make_node("Relu", ["c"], ["r"], name="relu\x1b]0;owned\x07"),
              helper.make_node("GlobalAveragePool", ["r"], ["g"]),
              helper.make_node("Flatten", ["g"], ["y"])]
     model = _model(nodes, [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")], output=("y", [1, 4]))
-    model.metadata_props.add(key="labels", value="a\x1b[31mred,b\x07,c\r,d")
+    model.metadata_props.add(key="labels", value=labels)
     path = scene / "models" / "names.onnx"
     onnx.save(model, str(path))
     result = _run(["pipeline", "photo.png", "--model", str(path), "-o", "out", "--layers", "all"])

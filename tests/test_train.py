@@ -91,6 +91,24 @@ def test_train_writes_a_model_onnx_runtime_and_cnnx_run_alike(tmp_path):
     assert again.exit_code == 2 and "use --force" in again.output
 
 
+def test_class_names_with_commas_survive_the_model_file(tmp_path):
+    """A class folder named "red, warm" is one class in the written model, read back by cnnx and named in the
+    answer of a run."""
+    from cnnx.sources.onnx_file import load_graph
+
+    rng = np.random.default_rng(0)
+    for name, tint in (("red, warm", [255, 60, 60]), ("blue", [60, 60, 255])):
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        for k in range(6):
+            Image.fromarray((rng.random((16, 16, 3)) * tint).astype(np.uint8)).save(folder / f"{k}.png")
+    model = tmp_path / "tint.onnx"
+    result = runner.invoke(app, ["train", str(tmp_path / "data"), "--color", "--size", "16", "--epochs", "1", "-q",
+                                 "-o", str(model)])
+    assert result.exit_code == 0, result.output
+    assert load_graph(model).labels == ("blue", "red, warm")
+
+
 def test_an_epochs_sheet_draws_each_kernel_of_each_layer_in_its_place():
     """A layer reading several channels: a column per kernel, a row per channel read; the weight at the range's top
     is drawn red, at its bottom blue, each in the cell of its kernel and channel, and zero white."""
@@ -193,7 +211,7 @@ def test_real_photos_of_two_kinds_are_learned_and_the_first_kernels_become_edges
     assert result.exit_code == 0, result.output
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     written = onnx.load(model)
-    classes = next(prop.value for prop in written.metadata_props if prop.key == "labels").split(",")
+    classes = json.loads(next(prop.value for prop in written.metadata_props if prop.key == "labels"))
     right = []
     for kind_folder in sorted((folder / "val").iterdir()):
         for path in sorted(kind_folder.glob("*.png")):

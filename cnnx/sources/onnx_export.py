@@ -3,6 +3,7 @@ itself run, its class names in the ``labels`` metadata."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -59,7 +60,8 @@ def write_onnx(network, path: Path) -> None:
                               [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
                                                              [1, len(network.classes)])], weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnnx")
-    helper.set_model_props(model, {"labels": ",".join(network.classes)})
+    # A JSON list, so that a class named with a comma ("red, warm") stays one name.
+    helper.set_model_props(model, {"labels": json.dumps(list(network.classes))})
     onnx.checker.check_model(model)
     _write_whole(path, model.SerializeToString())
 

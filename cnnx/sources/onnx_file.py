@@ -17,6 +17,7 @@ folds each batch normalisation that follows a convolution into its weights.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -292,11 +293,18 @@ def _image_input(graph, path: Path):
 
 
 def _class_names(model, labels: Path | None) -> tuple[str, ...]:
-    """The output's class names: from a labels file, else the model's own ``labels`` metadata (comma-separated)."""
+    """The output's class names: from a labels file, else the model's own ``labels`` metadata (a JSON list of
+    names, as ``cnnx train`` writes it, or names separated by commas)."""
     if labels:
         return tuple(_labels(labels))
     stored = next((p.value for p in model.metadata_props if p.key == "labels"), "")
-    return tuple(printable(n.strip()) for n in stored.split(",") if n.strip())
+    try:
+        names = json.loads(stored)
+    except ValueError:
+        names = None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        names = stored.split(",")
+    return tuple(printable(n.strip()) for n in names if n.strip())
 
 
 def _nonfinite_weights(graph: Graph) -> tuple[str, ...]:
