@@ -40,6 +40,8 @@ a { color: var(--focus); }
 a:focus-visible { outline: 3px solid var(--focus); outline-offset: 2px; }
 .stage { border: 1px solid var(--line); border-radius: 10px; padding: 1rem 1.25rem; margin: 1rem 0;
          background: var(--card); }
+.stage:target { outline: 3px solid var(--focus); outline-offset: 2px; }
+.stage { scroll-margin-top: 0.6rem; }
 .about { display: flex; flex-wrap: wrap; gap: 1rem 1.5rem; align-items: flex-start; }
 .story { flex: 1 1 28rem; max-width: 60rem; margin: 0; }
 .field { flex: 0 0 auto; width: min(100%, 220px); }
