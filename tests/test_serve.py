@@ -717,9 +717,9 @@ def _serious_violations(driver) -> list[str]:
 
 
 def test_the_page_passes_axe_core_in_every_state(tmp_path, browser):
-    """axe-core finds no serious or critical accessibility violation on the first view, a clicked value's
-    arithmetic (its heat-map cells' text black or white, whichever stands out), the lesson's worked window, an
-    error, and a model's page with its drawing pad and why controls."""
+    """axe-core finds no serious or critical accessibility violation on the first view, a stage opened from the
+    flow, a clicked value's arithmetic (its heat-map cells' text black or white, whichever stands out), the
+    lesson's worked window, an error, and a model's page with its drawing pad and why controls."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
@@ -738,6 +738,11 @@ def test_the_page_passes_axe_core_in_every_state(tmp_path, browser):
                 driver.get(url)
                 WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#stage-1 figure img"))
                 assert _serious_violations(driver) == [], "first view"
+                step = driver.find_element(By.CSS_SELECTOR, 'header .flow a[href="#stage-1"]')
+                driver.execute_script("arguments[0].click()", step)  # wherever axe left the page scrolled
+                WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "cnnx-stage-view"))
+                assert _serious_violations(driver) == [], "a stage opened from the flow"
+                driver.execute_script("document.getElementById('cnnx-stage-close').click()")
                 tile = driver.find_element(By.CSS_SELECTOR, "#stage-1 figure img")
                 driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", tile)
                 ActionChains(driver).move_to_element(tile).click().perform()
