@@ -455,9 +455,18 @@ def main() -> None:
     """Run the command line: signals unwind the stack, so nothing is left half-written."""
     signals.install()
     try:
-        app(prog_name="cnnx")
-    except (KeyboardInterrupt, signals.Stopped) as stop:  # while the options were read, before a command's own report
-        raise SystemExit(shell.report_stop(stop)) from None
+        try:
+            app(prog_name="cnnx")
+        except (KeyboardInterrupt, signals.Stopped) as stop:  # while the options were read, before a command's report
+            raise SystemExit(shell.report_stop(stop)) from None
+    except SystemExit as done:
+        if signals.stopping():
+            # Stopped and cleaned up as the stack unwound, and said so: end now. Waiting at exit for the work's
+            # threads could wait for ever on one the interruption left holding a lock.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.code if isinstance(done.code, int) else 0 if done.code is None else 1)
+        raise
     finally:
         signals.uninstall()
 

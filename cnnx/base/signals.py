@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 __all__ = ["Stopped", "children_ignore_interrupt", "deferred", "end_at_once", "install", "job", "stopped",
-           "uninstall"]
+           "stopping", "uninstall"]
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -51,6 +51,11 @@ class Stopped(BaseException):
 def stopped(error: BaseException) -> Stopped:
     """A KeyboardInterrupt or Stopped as a Stopped: the one place a stop becomes its line and exit code."""
     return error if isinstance(error, Stopped) else Stopped(signal.SIGINT)
+
+
+def stopping() -> bool:
+    """Whether a signal has stopped the work: its cleanup ran as the stack unwound."""
+    return _stopping
 
 
 def _raise(signum: int) -> None:
