@@ -91,15 +91,16 @@ def why(
             raise CnnxError("--channel and --at go with --stage")
         if stage is not None and label is not None:
             raise CnnxError("give --class or --stage, not both")
-        if method is not None and method != "all":  # checked before the model is read
-            for name in method.split(","):
-                WhySettings(name.strip())
+
+        def chosen(methods: str) -> list[WhySettings]:
+            names = list(METHODS) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+            if not names:
+                raise CnnxError("--method names no method")
+            return [WhySettings(name, cam_stage, steps, samples, noise, patch, seed) for name in dict.fromkeys(names)]
+
+        settings = chosen(method) if method is not None else None  # checked before the model is read
         source = source_from(**stages, layers=layers, preprocess=prepared(**preparation), max_memory=max_memory)
-        method = method or default_method(source)
-        names = list(METHODS) if method == "all" else [m.strip() for m in method.split(",") if m.strip()]
-        settings = [WhySettings(name, cam_stage, steps, samples, noise, patch, seed) for name in dict.fromkeys(names)]
-        if not settings:
-            raise CnnxError("--method names no method")
+        settings = settings or chosen(default_method(source))
         root = out_dir if out_dir is not None else Path("cnnx-out")
         paths = find(images, skip=root)
         if not paths:
