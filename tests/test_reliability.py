@@ -571,7 +571,7 @@ def test_concurrent_loads_keep_pillows_limit_and_blas_threads(tmp_path):
 
 def test_umask_is_read_without_changing_it():
     """Reading the file-creation mask leaves it as it was, for every thread."""
-    from cnnx.io.png import umask
+    from cnnx.base.files import umask
 
     old = os.umask(0o027)
     try:
@@ -624,6 +624,50 @@ def test_linear_broadcasts_a_row_bias_as_torch_does():
     np.testing.assert_array_equal(ops.linear(x, w, [[10, 20]]), [[10, 21], [13, 24]])
     with pytest.raises(ValueError, match="broadcast"):
         ops.linear(x, w, np.zeros((3, 2)))
+
+
+STOP_AFTER = """
+import os, signal, sys, fcntl, pathlib, tempfile
+owner, name = {call!r}.rsplit(".", 1)
+holder = {{"tempfile": tempfile, "fcntl": fcntl, "os": os, "pathlib.Path": pathlib.Path}}[owner]
+real = getattr(holder, name)
+
+def made(*args, **kwargs):
+    result = real(*args, **kwargs)
+    if not made.done:
+        made.done = True
+        os.kill(os.getpid(), signal.SIGINT)  # handled at the next instant Python may run a handler: the caller's
+    return result
+
+made.done = False
+setattr(holder, name, made)
+sys.argv = ["cnnx", *{arguments!r}]
+from cnnx.app.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("call, arguments", [
+    ("tempfile.mkdtemp", ["pipeline", "in.png", "-o", "deep/er/out"]),
+    ("pathlib.Path.mkdir", ["pipeline", "in.png", "-o", "deep/er/out"]),
+    ("fcntl.flock", ["pipeline", "in.png", "-o", "out"]),
+    ("tempfile.mkstemp", ["filter", "in.png", "sobel_x", "-o", "f.png"]),
+    ("os.replace", ["filter", "in.png", "sobel_x", "-o", "f.png"]),
+])
+def test_a_stop_the_instant_a_file_is_made_leaves_nothing(tmp_path, call, arguments):
+    """Ctrl-C landing the moment after cnnx made a temporary folder, a lock, a parent folder or a temporary file
+    (before its name was kept) still leaves nothing behind: each is made and recorded with signals held."""
+    noise(tmp_path / "in.png")
+    process = subprocess.run([sys.executable, "-c", STOP_AFTER.format(call=call, arguments=arguments)], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert process.returncode == 130 and process.stderr.startswith("cnnx: interrupted"), process.stderr
+    assert "Traceback" not in process.stderr and process.stderr.count("\n") == 1, process.stderr
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    whole = ["f.png", "in.png"] if call == "os.replace" else ["in.png"]  # a file in place is whole; nothing else
+    assert left == whole, left
+    if call == "os.replace":
+        with Image.open(tmp_path / "f.png") as written:
+            assert written.size == (48, 48)
 
 
 @pytest.mark.slow

@@ -419,7 +419,8 @@ def serve(
     session = server = stopped = None
     try:  # from the first run on, whatever stops the server (Ctrl-C at any moment included) removes the runs
         with reported_errors():
-            session = Session(image or SAMPLE, make_source, drawn, stages["spec"] or "")
+            with signals.deferred():  # made and kept as one step: a stop always finds its folder to remove
+                session = Session(image or SAMPLE, make_source, drawn, stages["spec"] or "")
             session.recompute()
             if session.run is None:
                 raise CnnxError(session.error)

@@ -1,21 +1,31 @@
-"""Opening the files a user names: regular files only, and never more bytes than a limit.
+"""Opening the files a user names (regular files only, never more bytes than a limit), and writing files whole.
 
 A FIFO, a device or a socket given as an image, a pipeline file or a
 weight file would block a read forever or never end it; they are refused
 before a byte is read.  The file is opened without blocking and checked on
 the open descriptor, so what is read is what was checked.
+
+A file cnnx writes goes to a hidden temporary file beside it, renamed over
+it once complete.  The temporary file is made and recorded with signals
+held (``signals.deferred``): a stop arriving just after the call that made
+it, before its name was kept, would leave it behind.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from cnnx.base import signals
 from cnnx.base.errors import CnnxError
 
-__all__ = ["open_regular", "read_regular", "refuse_special"]
+__all__ = ["open_regular", "read_regular", "refuse_special", "umask", "written_whole"]
 
 
 def _kind(mode: int) -> str:
@@ -74,3 +84,47 @@ def refuse_special(path: Path) -> None:
         raise _cannot(path, error, "a file") from None
     if not stat.S_ISREG(mode):
         raise CnnxError(f"{path}: is {_kind(mode)}; give the name of a file to write")
+
+
+@contextmanager
+def written_whole(path: Path, mode: int = 0o666) -> Iterator[BinaryIO]:
+    """A binary stream whose bytes replace ``path`` when the block ends, or leave no trace if it fails or is stopped.
+
+    ``mode`` is the new file's permissions before the umask (mkstemp makes the file private).
+    """
+    path = Path(path)
+    temporary = None
+    try:
+        with signals.deferred():
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+            stream = os.fdopen(handle, "wb")
+        with stream:
+            yield stream
+        os.chmod(temporary, mode & ~umask())
+        with signals.deferred():
+            os.replace(temporary, path)
+            temporary = None
+    except BaseException:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def umask() -> int:
+    """The process's file-creation mask, read without changing it where Linux tells it in /proc."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _umask_by_setting()
+
+
+@functools.cache
+def _umask_by_setting() -> int:
+    """Elsewhere reading the mask means setting it: done once, and set straight back."""
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask

@@ -26,8 +26,7 @@ from PIL import Image
 
 from cnnx.base import signals
 from cnnx.base.errors import CnnxError, printable
-from cnnx.base.files import refuse_special
-from cnnx.io.png import umask
+from cnnx.base.files import refuse_special, umask
 
 MANIFEST = "manifest.json"
 
@@ -157,21 +156,24 @@ def staged_folder(destination: Path, *, force: bool = False) -> Iterator[Path]:
     unless ``force``; another run writing the same destination is refused.
     """
     given, destination = destination, checked_destination(destination, force=force)
-    created = _make_parents(destination.parent)
+    created: list[Path] = []  # parent folders this run made, removed again if it fails
     try:
+        _make_parents(destination.parent, created)
         with _locked(destination, given):
+            temporary = None
             try:
-                temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.tmp-"))
-            except OSError as error:
-                raise CnnxError(f"{destination.parent}: cannot write here ({error.strerror or error})") from None
-            try:
+                with signals.deferred():  # made and named as one step: a stop then always finds it to remove
+                    temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.tmp-"))
                 yield temporary
                 _replace(temporary, destination, given, force=force)
             except OSError as error:  # a full disk, say: the folder it could not write is named, nothing left of it
+                if temporary is None:
+                    raise CnnxError(f"{destination.parent}: cannot write here ({error.strerror or error})") from None
                 shutil.rmtree(temporary, ignore_errors=True)
                 raise _naming_folder(error, temporary, given) from None
             except BaseException:
-                shutil.rmtree(temporary, ignore_errors=True)
+                if temporary is not None:
+                    shutil.rmtree(temporary, ignore_errors=True)
                 raise
     except BaseException:
         for folder in created:
@@ -183,26 +185,28 @@ def staged_folder(destination: Path, *, force: bool = False) -> Iterator[Path]:
 def _locked(destination: Path, given: Path) -> Iterator[None]:
     """Hold ``.NAME.lock`` beside the destination, so two runs never write it at once; the lock file goes after."""
     lock = destination.parent / f".{destination.name}.lock"
+    handle, held = None, False
     try:
-        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as error:
-        raise CnnxError(f"{destination.parent}: cannot write here ({error.strerror or error})") from None
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CnnxError(f"{given}: another cnnx run is writing this folder; wait, or choose another") from None
-        try:
-            yield
-        finally:
+        with signals.deferred():  # made, opened and held as one step, so a stop always finds it to let go
+            try:
+                handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                raise CnnxError(f"{given}: another cnnx run is writing this folder; wait, or choose another") from None
+            except OSError as error:
+                raise CnnxError(f"{destination.parent}: cannot write here ({error.strerror or error})") from None
+        yield
+    finally:
+        if held:  # another run's lock file is left to it
             with contextlib.suppress(OSError):
                 os.unlink(lock)
-    finally:
-        os.close(handle)
+        if handle is not None:
+            os.close(handle)
 
 
-def _make_parents(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; return the ones this call created, deepest first.
+def _make_parents(folder: Path, created: list[Path]) -> None:
+    """Create ``folder`` and its missing parents, adding each one made to ``created``, deepest first.
 
     Another process of a batch may create the same parent at the same moment: that is no error.
     """
@@ -210,18 +214,17 @@ def _make_parents(folder: Path) -> list[Path]:
     while not folder.exists():
         missing.append(folder)
         folder = folder.parent
-    created = []
     try:
         for path in reversed(missing):
             try:
-                path.mkdir()
-                created.append(path)
+                with signals.deferred():  # made and recorded as one step
+                    path.mkdir()
+                    created.insert(0, path)
             except FileExistsError:
                 if not path.is_dir():
                     raise
     except OSError as error:
         raise CnnxError(f"{missing[0]}: cannot create the folder ({error.strerror or error})") from None
-    return created[::-1]
 
 
 def _remove_if_empty(folder: Path) -> None:

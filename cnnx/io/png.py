@@ -13,21 +13,20 @@ photos, None suits maps with long runs of one colour.
 
 from __future__ import annotations
 
-import functools
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from cnnx.base.files import written_whole
 
 try:
     from isal import isal_zlib
 except ImportError:  # no wheel for this platform: zlib does the same work, more slowly
     isal_zlib = None
 
-__all__ = ["LEVELS", "encode_png", "umask", "write_png"]
+__all__ = ["LEVELS", "encode_png", "write_png"]
 
 LEVELS = range(10)
 FAST_LEVELS = (1, 2, 3)  # ISA-L's own levels
@@ -155,42 +154,11 @@ def _chunk(stream, kind: bytes, data: bytes) -> None:
     stream.write(struct.pack(">I", _crc32(data, _crc32(kind))))
 
 
-def umask() -> int:
-    """The process's file-creation mask, read without changing it where Linux tells it in /proc."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return _umask_by_setting()
-
-
-@functools.cache
-def _umask_by_setting() -> int:
-    """Elsewhere reading the mask means setting it: done once, and set straight back."""
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
-
-
 def write_png(path: Path, pixels: np.ndarray, *, palette: np.ndarray | None = None, level: int = 1,
               text: dict[str, str] | None = None, atomic: bool = True) -> None:
     """Write a PNG (see ``encode_png``) atomically: a temporary file in the same folder, then a rename.
 
     ``atomic=False`` writes in place, for a folder that is itself moved into place only when complete.
     """
-    if not atomic:
-        with open(path, "wb") as stream:
-            encode_png(stream, pixels, palette=palette, level=level, text=text)
-        return
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            encode_png(stream, pixels, palette=palette, level=level, text=text)
-        os.chmod(temporary, 0o666 & ~umask())  # mkstemp makes the file private; give it the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with written_whole(path) if atomic else open(path, "wb") as stream:
+        encode_png(stream, pixels, palette=palette, level=level, text=text)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnx.base.errors import CnnxError
+from cnnx.base.files import written_whole
 from cnnx.base.signals import Stopped
 from cnnx.compute import grad as reverse
 from cnnx.compute import ops
@@ -287,14 +286,8 @@ class Progress:
                   for e in self.history]
         meta = {"best_loss": self.best_loss, "since": self.since, "step": self.step, "rng": self.rng_state,
                 "epochs": epochs}
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, meta=np.array(json.dumps(meta)), **arrays)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with written_whole(path) as stream:
+            np.savez(stream, meta=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
     def load(cls, path: Path | None, network: Network) -> Progress:

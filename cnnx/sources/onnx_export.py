@@ -4,13 +4,12 @@ itself run, its class names in the ``labels`` metadata."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from cnnx.base.errors import CnnxError
+from cnnx.base.files import written_whole
 from cnnx.compute import ops
 from cnnx.sources.stages import Activation, Conv, GlobalAvgPool, Pool
 
@@ -63,7 +62,8 @@ def write_onnx(network, path: Path) -> None:
     # A JSON list, so that a class named with a comma ("red, warm") stays one name.
     helper.set_model_props(model, {"labels": json.dumps(list(network.classes))})
     onnx.checker.check_model(model)
-    _write_whole(path, model.SerializeToString())
+    with written_whole(path) as stream:
+        stream.write(model.SerializeToString())
 
 
 def _conv(k, stage, network, value, made, nodes, weights, helper, numpy_helper) -> str:
@@ -87,14 +87,3 @@ def _conv(k, stage, network, value, made, nodes, weights, helper, numpy_helper) 
     return made
 
 
-def _write_whole(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` by a temporary file beside it and a rename: whole, or not at all."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
