@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -299,6 +300,20 @@ def test_every_command_help_has_an_example(command):
     """Each command's --help says what it does and shows an example."""
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Example: cnnx " in result.stdout
+
+
+COMMANDS = [["pipeline"], ["filter"], ["filters"], ["presets"], ["why"], ["features"], ["train"], ["serve"],
+            ["explain", "conv"], ["explain", "value"], ["explain", "relu"], ["explain", "pool"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_usage_line_names_its_arguments_in_capitals_once(command):
+    """The usage line every error repeats reads ``cnnx why [OPTIONS] {IMAGES}...``: each argument once, in capitals,
+    marked required or optional once, never a Python name or doubled brackets and dots."""
+    usage = runner.invoke(app, [*command, "--help"], prog_name="cnnx").stdout.splitlines()[0]
+    assert usage.startswith(f"Usage: cnnx {' '.join(command)} [OPTIONS]"), usage
+    for word in usage.split()[3 + len(command):]:
+        assert re.fullmatch(r"[{\[][A-Z]+[}\]](\.\.\.)?", word), usage
 
 
 @pytest.mark.slow

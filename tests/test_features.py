@@ -127,6 +127,10 @@ def test_top_patches_of_a_chain_stage_over_the_samples(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--channels", "a-b"], "--channels takes"),
+    (["--channels", "1-"], "--channels takes"),
+    (["--channels", "0,3-1"], "--channels takes"),
+    (["--channels", "-2"], "--channels takes"),
+    (["--channels", "0-99999999999999"], "more than 100,000 units"),
     (["--stage", "99", "--model", "shapes"], "--stage takes 1 to 9"),
     ([], "classifies nothing"),
     (["--stage", "1", "--channels", "40"], "channels 0 to 3"),

@@ -148,6 +148,14 @@ def test_bad_folders_are_one_line(tmp_path, layout, message):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.parametrize("make, message", [(lambda p: None, "no such folder"),
+                                           (lambda p: p.write_bytes(b"x"), "is a file, not a folder")])
+def test_a_folder_that_is_not_there_or_not_a_folder_is_named_so(tmp_path, make, message):
+    make(tmp_path / "data")
+    result = runner.invoke(app, ["train", str(tmp_path / "data"), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and f"data: {message}" in result.output, result.output
+
+
 def test_an_unreadable_image_is_skipped_and_counted_and_a_spec_too_deep_is_refused(tmp_path):
     folder = tmp_path / "data"
     for name in ("a", "b"):

@@ -319,7 +319,7 @@ def filter_(
 
 @app.command()
 def filters(
-    name: Annotated[str | None, typer.Argument(metavar="[KERNEL]", show_default=False, help="Show one kernel in full.")]
+    name: Annotated[str | None, typer.Argument(metavar="KERNEL", show_default=False, help="Show one kernel in full.")]
     = None,
     model: Model = None,
     layer: Annotated[str | None, typer.Option("--layer", help="With --model: which conv layer to print.")] = None,
@@ -381,7 +381,8 @@ def _draw_kernels(output: Path, kernels: dict) -> None:
 @with_groups
 def serve(
     image: Annotated[
-        Path | None, typer.Argument(help="The image to explore (default: the shipped sample; others can be uploaded).")
+        Path | None, typer.Argument(
+                metavar="IMAGE", help="The image to explore (default: the shipped sample; others can be uploaded).")
     ] = None,
     stages: dict = STAGES,
     layers: Layers = None,

@@ -56,7 +56,7 @@ Matrix = Annotated[
 @with_groups
 def explain_conv(
     image: Annotated[
-        Path | None, typer.Argument(help="An image to take a patch from (default: the lesson's 4x4).")
+        Path | None, typer.Argument(metavar="IMAGE", help="An image to take a patch from (default: the lesson's 4x4).")
     ] = None,
     matrix: Matrix = None,
     kernel_spec: Annotated[
@@ -123,7 +123,7 @@ def explain_conv(
 @app.command("value")
 @with_groups
 def explain_value(
-    image: Annotated[Path, typer.Argument(help="The image to run.")],
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="The image to run.")],
     stage: Annotated[int, typer.Option("--stage", min=1, help="Which stage, as the pipeline's table numbers it.")] = 1,
     channel: Annotated[int, typer.Option("--channel", min=0, help="Which of the stage's maps.")] = 0,
     at: Annotated[str | None, typer.Option("--at", metavar="ROW,COL", help="The value's place in its map.")] = None,
@@ -164,7 +164,8 @@ def explain_value(
 @app.command("relu")
 @with_groups
 def explain_relu(
-    image: Annotated[Path | None, typer.Argument(help="An image: values before and after a ReLU stage.")] = None,
+    image: Annotated[Path | None, typer.Argument(
+            metavar="IMAGE", help="An image: values before and after a ReLU stage.")] = None,
     stage: Annotated[int, typer.Option("--stage", help="Which stage (a relu) to look at.")] = 2,
     stages: dict = STAGES,
     max_memory: MaxMemory = None,
@@ -191,7 +192,8 @@ def explain_relu(
 @app.command("pool")
 @with_groups
 def explain_pool(
-    image: Annotated[Path | None, typer.Argument(help="An image: measure how pooling tolerates small shifts.")] = None,
+    image: Annotated[Path | None, typer.Argument(
+            metavar="IMAGE", help="An image: measure how pooling tolerates small shifts.")] = None,
     matrix: Matrix = None,
     size: Annotated[int, typer.Option("--size", min=1, help="Window size.")] = 2,
     stride: Annotated[
@@ -227,7 +229,8 @@ def explain_pool(
 @app.command("field")
 @with_groups
 def explain_field(
-    image: Annotated[Path | None, typer.Argument(help="An image whose size to use (default: 256x256).")] = None,
+    image: Annotated[Path | None, typer.Argument(
+            metavar="IMAGE", help="An image whose size to use (default: 256x256).")] = None,
     stages: dict = STAGES,
     as_json: Json = False,
 ) -> None:

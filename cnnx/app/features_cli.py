@@ -30,9 +30,9 @@ from cnnx.base.errors import CnnxError
 
 @with_groups
 def features(
-    images: Annotated[list[str] | None, typer.Argument(help="Photos (or folders, patterns) to find each unit's top "
-                                                            "patches in; none: draw what each unit looks for.",
-                                                       show_default=False)] = None,
+    images: Annotated[list[str] | None, typer.Argument(
+            metavar="IMAGES", help="Photos (or folders, patterns) to find each unit's top patches in; none: draw "
+                                   "what each unit looks for.", show_default=False)] = None,
     stages: dict = STAGES,
     layers: Layers = None,
     preparation: dict = PREPARATION,
@@ -91,15 +91,17 @@ def _units(text: str | None, default: list[int] | None) -> list[int] | None:
     if text is None:
         return default
     units: list[int] = []
-    try:
-        for part in text.split(","):
-            first, _, last = part.strip().partition("-")
-            units += list(range(int(first), int(last or first) + 1))
-    except ValueError:
-        raise CnnxError(f"--channels takes indices and ranges, e.g. 0,3,5 or 0-7; got {text!r}") from None
-    if not units or min(units) < 0:
-        raise CnnxError(f"--channels takes indices and ranges, e.g. 0,3,5 or 0-7; got {text!r}")
+    for part in text.split(","):
+        first, dash, last = (side.strip() for side in part.partition("-"))
+        if not (first.isdecimal() and (last.isdecimal() if dash else not last)) or int(last or first) < int(first):
+            raise CnnxError(f"--channels takes indices and ranges, e.g. 0,3,5 or 0-7; got {text!r}")
+        if len(units) + int(last or first) - int(first) >= UNITS_AT_MOST:  # before a list of them is made
+            raise CnnxError(f"--channels names more than {UNITS_AT_MOST:,} units; got {text!r}")
+        units += range(int(first), int(last or first) + 1)
     return list(dict.fromkeys(units))
+
+
+UNITS_AT_MOST = 100_000  # more channels than any stage or classifier has
 
 
 def _visualised(source, stage, channels, side, settings, folder: Path, save_raw: bool, force: bool) -> None:

@@ -40,7 +40,7 @@ out = _Output()
 err = Console(stderr=True)
 debug = False  # set by --debug: known failures show their traceback too
 
-Images = Annotated[list[str], typer.Argument(metavar="IMAGES...", show_default=False,
+Images = Annotated[list[str], typer.Argument(metavar="IMAGES", show_default=False,
                    help="Images, folders or glob patterns (PNG, JPEG, GIF, BMP, TIFF, WebP, ...).")]
 Spec = Annotated[
     str | None,

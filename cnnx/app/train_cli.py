@@ -21,8 +21,9 @@ DEFAULT_SPEC = "conv(random:8, padding=1) -> relu -> maxpool(2) -> conv(random:1
 
 
 def train(
-    folder: Annotated[Path, typer.Argument(help="A folder with one subfolder of images per class (and optionally "
-                                                "train/ and val/ folders laid out so).", show_default=False)],
+    folder: Annotated[Path, typer.Argument(
+            metavar="FOLDER", help="A folder with one subfolder of images per class (and optionally train/ and val/ "
+                                   "folders laid out so).", show_default=False)],
     spec: Annotated[str, typer.Option("--spec", "-s", help="The stages to learn, before the fully connected layer "
                                                            "and softmax cnnx adds.")] = DEFAULT_SPEC,
     color: Annotated[bool, typer.Option("--color/--gray", help="Learn from colour or grey images.")] = False,
@@ -121,7 +122,8 @@ def read_folder(folder: Path, size: int, color: bool, val: float, seed: int, str
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise CnnxError(f"{folder}: no such folder")
+        what = "is a file, not a folder of class subfolders" if folder.exists() else "no such folder"
+        raise CnnxError(f"{folder}: {what}")
     if (folder / "train").is_dir() and (folder / "val").is_dir():
         classes, train_set, skipped = _read_classes(folder / "train", size, color, strict)
         val_classes, val_set, more = _read_classes(folder / "val", size, color, strict)

@@ -37,7 +37,8 @@ Method = Annotated[str | None, typer.Option("--method", help="gradcam, gradcam++
 
 @with_groups
 def why(
-    images: Annotated[list[str], typer.Argument(help="Images, folders or patterns to explain.", show_default=False)],
+    images: Annotated[list[str], typer.Argument(
+            metavar="IMAGES", help="Images, folders or patterns to explain.", show_default=False)],
     stages: dict = STAGES,
     layers: Layers = None,
     preparation: dict = PREPARATION,
