@@ -75,14 +75,15 @@ def test_train_writes_a_model_onnx_runtime_and_cnnx_run_alike(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
         right += graph.labels[int(np.argmax(got))] == CLASSES[label]
     assert right >= 0.85 * len(labels)
-    report = json.loads((tmp_path / "shapes-report" / "report.json").read_text())["training"]
+    report = json.loads((tmp_path / "shapes-report" / "manifest.json").read_text())["training"]
     assert len(report["epochs"]) == 5 and np.sum(report["confusion"]) == 200  # a fifth held out
     with Image.open(tmp_path / "shapes-report" / "kernels.png") as kernels:
         assert kernels.height > 4 * 18
     with Image.open(tmp_path / "shapes-report" / "kernels.gif") as animation:
         assert animation.n_frames == 5  # an epoch a frame
     sheets = [f"kernels/epoch-{k}.png" for k in range(1, 6)]  # every convolution after each epoch
-    assert all(name in json.loads((tmp_path / "shapes-report" / "report.json").read_text())["files"] for name in sheets)
+    listed = json.loads((tmp_path / "shapes-report" / "manifest.json").read_text())["files"]
+    assert all(name in listed for name in sheets)
     first, last = (np.asarray(Image.open(tmp_path / "shapes-report" / name)) for name in (sheets[0], sheets[-1]))
     assert first.shape == last.shape and not np.array_equal(first, last)  # learned between them
     if report["misclassified"]:
@@ -146,6 +147,41 @@ def test_bad_folders_are_one_line(tmp_path, layout, message):
     result = runner.invoke(app, ["train", str(folder), "--strict", "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_report_folder_of_the_users_is_refused_before_training_and_an_earlier_report_replaced(tmp_path):
+    """NAME-report/ holding a file of the user's stops cnnx train before it trains (the file kept, no model); a
+    report cnnx wrote is replaced by the next run's (--force for the model)."""
+    folder = tmp_path / "data"
+    for name, shade in (("dark", 40), ("light", 220)):
+        (folder / name).mkdir(parents=True)
+        for k in range(5):
+            Image.new("L", (12, 12), shade + k).save(folder / name / f"{k}.png")
+    (tmp_path / "m-report").mkdir()
+    (tmp_path / "m-report" / "notes.txt").write_text("mine")
+    command = ["train", str(folder), "--epochs", "1", "-o", str(tmp_path / "m.onnx")]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2 and "notes.txt, which cnnx did not write" in result.output, result.output
+    assert "epoch" not in result.output and not (tmp_path / "m.onnx").exists()
+    assert (tmp_path / "m-report" / "notes.txt").read_text() == "mine"
+    (tmp_path / "m-report" / "notes.txt").unlink()
+    assert runner.invoke(app, command).exit_code == 0
+    (tmp_path / "m-report" / "curves.png").unlink()  # the next run's report must bring it back
+    result = runner.invoke(app, [*command, "--force"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m-report" / "curves.png").is_file()
+
+
+def test_no_validation_images_is_said_in_words(tmp_path):
+    """--val 0 trains on every image and says there is no validation, rather than printing nan."""
+    folder = tmp_path / "data"
+    for name, shade in (("dark", 40), ("light", 220)):
+        (folder / name).mkdir(parents=True)
+        for k in range(3):
+            Image.new("L", (12, 12), shade + k).save(folder / name / f"{k}.png")
+    result = runner.invoke(app, ["train", str(folder), "--val", "0", "--epochs", "2", "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0 and "nan" not in result.output, result.output
+    assert "0 to validate" in result.output and "no validation images: the last epoch kept" in result.output
 
 
 @pytest.mark.parametrize("make, message", [(lambda p: None, "no such folder"),

@@ -64,6 +64,7 @@ def train(
 
     Example: cnnx train photos/ --size 64 --epochs 30 -o mynet.onnx
     """
+    from cnnx.io.output import checked_destination
     from cnnx.sources.learn import Network, TrainSettings, calibrate, evaluate, fit
     from cnnx.sources.onnx_export import write_onnx
     from cnnx.sources.spec import load_pipeline
@@ -79,6 +80,8 @@ def train(
             raise CnnxError(f"{out}: exists; use --force to replace it")
         if not out.parent.is_dir():
             raise CnnxError(f"{out.parent}: no such folder")
+        report = out.with_name(out.stem + "-report")
+        checked_destination(report, force=force)  # before any training: a folder of the user's is never replaced
         pipeline = load_pipeline(spec=spec, color=color)
         classes, (train_set, val_set), skipped = read_folder(folder, size, color, val, seed, strict)
         if skipped:
@@ -92,17 +95,17 @@ def train(
         with progress_bar(quiet, "epochs") as advance:
             def told(epoch) -> None:
                 _say_epoch(epoch)
-                advance(epoch.number, epochs, f"validation {epoch.val_accuracy:.1%}")
+                advance(epoch.number, epochs, _validated(epoch.val_accuracy))
 
             best, history = fit(network, train_set, val_set, settings, None if quiet else told,
                                 checkpoint=checkpoint, resume=resume)
         network.params = best
         temperature = calibrate(network, *val_set)
         write_onnx(network, out)
-        report = out.with_name(out.stem + "-report")
-        write_report(report, network, history, val_set, temperature, settings)
+        write_report(report, network, history, val_set, temperature, settings, force=force)
         loss, accuracy = evaluate(network, *val_set)
-        print_line(f"wrote {out} (validation accuracy {accuracy:.1%}, loss {loss:.3f}) and {report}/")
+        kept = ": the last epoch kept, uncalibrated" if math.isnan(accuracy) else ""
+        print_line(f"wrote {out} ({_validated(accuracy, loss)}{kept}) and {report}/")
         if network.stopped is not None:
             raise typer.Exit(report_stop(network.stopped, f"the best model of the {len(history)} epochs done was "
                                                           f"written whole to {out}; --resume goes on"))
@@ -110,8 +113,15 @@ def train(
 
 
 def _say_epoch(epoch) -> None:
-    print_line(f"epoch {epoch.number}: loss {epoch.loss:.4f}, accuracy {epoch.accuracy:.1%}; validation loss "
-               f"{epoch.val_loss:.4f}, accuracy {epoch.val_accuracy:.1%} ({epoch.seconds:.1f} s)")
+    print_line(f"epoch {epoch.number}: loss {epoch.loss:.4f}, accuracy {epoch.accuracy:.1%}; "
+               f"{_validated(epoch.val_accuracy, epoch.val_loss)} ({epoch.seconds:.1f} s)")
+
+
+def _validated(accuracy: float, loss: float | None = None) -> str:
+    """The validation accuracy (and loss) in words; with no image held out (--val 0, or too few images), so."""
+    if math.isnan(accuracy):
+        return "no validation images"
+    return f"validation accuracy {accuracy:.1%}" + ("" if loss is None else f", loss {loss:.4f}")
 
 
 def read_folder(folder: Path, size: int, color: bool, val: float, seed: int, strict: bool):
@@ -199,13 +209,14 @@ def _epoch_sheets(folder: Path, history) -> list[str]:
     return names
 
 
-def write_report(folder: Path, network, history, val_set, temperature: float, settings) -> None:
+def write_report(folder: Path, network, history, val_set, temperature: float, settings, *,
+                 force: bool = False) -> None:
     """The report beside the model: curves.png, kernels.png (the first convolution at every epoch) and its
-    animation, kernels/epoch-NN.png (every convolution after each epoch), report.json (every epoch, the confusion
-    matrix, the misclassified validation images)."""
+    animation, kernels/epoch-NN.png (every convolution after each epoch), manifest.json (every epoch, the confusion
+    matrix, the misclassified validation images).  An earlier report is replaced; another folder only if ``force``."""
     import numpy as np
 
-    from cnnx.io.output import staged_folder
+    from cnnx.io.output import MANIFEST, staged_folder
     from cnnx.io.png import write_png
     from cnnx.render.features import feature_sheet
     from cnnx.render.training import curves_picture, kernels_frames, kernels_picture
@@ -215,7 +226,7 @@ def write_report(folder: Path, network, history, val_set, temperature: float, se
     confusion = np.zeros((len(network.classes),) * 2, int)
     np.add.at(confusion, (labels, predicted), 1)
     record = {
-        "tool": "cnnx", "files": ["curves.png", "report.json"],
+        "tool": "cnnx", "files": ["curves.png", MANIFEST],
         "training": {"classes": list(network.classes), "input": list(network.input_shape),
                      "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
                      "temperature": temperature,
@@ -226,7 +237,7 @@ def write_report(folder: Path, network, history, val_set, temperature: float, se
                      "confusion": confusion.tolist(),
                      "misclassified": [int(k) for k in np.nonzero(predicted != labels)[0]]},
     }
-    with staged_folder(folder, force=True) as temporary:
+    with staged_folder(folder, force=force) as temporary:
         write_png(temporary / "curves.png", curves_picture(history), atomic=False)
         first = [next(iter(e.kernels.values())) for e in history if e.kernels]
         if first:
@@ -242,4 +253,4 @@ def write_report(folder: Path, network, history, val_set, temperature: float, se
             write_png(temporary / "misclassified.png", feature_sheet([images[k] for k in wrong], captions, 6),
                       atomic=False)
             record["files"].append("misclassified.png")
-        (temporary / "report.json").write_text(json.dumps(record, indent=2))
+        (temporary / MANIFEST).write_text(json.dumps(record, indent=2))
