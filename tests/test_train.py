@@ -149,14 +149,19 @@ def test_bad_folders_are_one_line(tmp_path, layout, message):
     assert not (tmp_path / "m.onnx").exists()
 
 
+def _two_shades(folder: Path, count: int) -> Path:
+    """A folder of two classes, dark and light squares, ``count`` of each."""
+    for name, shade in (("dark", 40), ("light", 220)):
+        (folder / name).mkdir(parents=True)
+        for k in range(count):
+            Image.new("L", (12, 12), shade + k).save(folder / name / f"{k}.png")
+    return folder
+
+
 def test_a_report_folder_of_the_users_is_refused_before_training_and_an_earlier_report_replaced(tmp_path):
     """NAME-report/ holding a file of the user's stops cnnx train before it trains (the file kept, no model); a
     report cnnx wrote is replaced by the next run's (--force for the model)."""
-    folder = tmp_path / "data"
-    for name, shade in (("dark", 40), ("light", 220)):
-        (folder / name).mkdir(parents=True)
-        for k in range(5):
-            Image.new("L", (12, 12), shade + k).save(folder / name / f"{k}.png")
+    folder = _two_shades(tmp_path / "data", 5)
     (tmp_path / "m-report").mkdir()
     (tmp_path / "m-report" / "notes.txt").write_text("mine")
     command = ["train", str(folder), "--epochs", "1", "-o", str(tmp_path / "m.onnx")]
@@ -172,13 +177,17 @@ def test_a_report_folder_of_the_users_is_refused_before_training_and_an_earlier_
     assert (tmp_path / "m-report" / "curves.png").is_file()
 
 
+def test_a_file_where_the_checkpoint_goes_is_not_replaced_without_resume_or_force(tmp_path):
+    folder = _two_shades(tmp_path / "data", 3)
+    (tmp_path / "m.onnx.checkpoint.npz").write_text("mine")
+    result = runner.invoke(app, ["train", str(folder), "--epochs", "1", "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "--resume goes on from it" in result.output, result.output
+    assert (tmp_path / "m.onnx.checkpoint.npz").read_text() == "mine" and not (tmp_path / "m.onnx").exists()
+
+
 def test_no_validation_images_is_said_in_words(tmp_path):
     """--val 0 trains on every image and says there is no validation, rather than printing nan."""
-    folder = tmp_path / "data"
-    for name, shade in (("dark", 40), ("light", 220)):
-        (folder / name).mkdir(parents=True)
-        for k in range(3):
-            Image.new("L", (12, 12), shade + k).save(folder / name / f"{k}.png")
+    folder = _two_shades(tmp_path / "data", 3)
     result = runner.invoke(app, ["train", str(folder), "--val", "0", "--epochs", "2", "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0 and "nan" not in result.output, result.output
     assert "0 to validate" in result.output and "no validation images: the last epoch kept" in result.output

@@ -78,6 +78,9 @@ def train(
         checkpoint = out.with_name(out.name + ".checkpoint.npz")
         if out.exists() and not force and not resume:
             raise CnnxError(f"{out}: exists; use --force to replace it")
+        if checkpoint.exists() and not force and not resume:
+            raise CnnxError(f"{checkpoint}: exists (a stopped run's checkpoint?); --resume goes on from it, --force "
+                            "starts again")
         if not out.parent.is_dir():
             raise CnnxError(f"{out.parent}: no such folder")
         report = out.with_name(out.stem + "-report")
