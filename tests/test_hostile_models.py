@@ -145,6 +145,18 @@ def _flatten(axis):
     return _model([helper.make_node("Flatten", ["x"], ["y"], axis=axis)], output=("y", [1, 192]))
 
 
+def _untyped(model):
+    """The first attribute's kind left unset, as a file may hold it."""
+    model.graph.node[0].attribute[0].type = 0
+    return model
+
+
+def _branch(**attributes):
+    """An If branch: a 1x1 max pool of the image, with ``attributes`` on it."""
+    pool = helper.make_node("MaxPool", ["x"], ["z"], **{"kernel_shape": [1, 1], **attributes})
+    return helper.make_graph([pool], "branch", [], [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+
+
 MALFORMED = {
     "an output no node makes": (lambda: _model([helper.make_node("Relu", ["x"], ["r"])]), ["'y'", "no node"]),
     "no outputs": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], output=None), ["no output"]),
@@ -177,6 +189,16 @@ MALFORMED = {
     "a conv of wrong channels": (lambda: _model(
         [helper.make_node("Conv", ["x", "w"], ["y"])], [numpy_helper.from_array(np.ones((4, 5, 3, 3), np.float32),
                                                                                "w")]), ["Conv"]),
+    "a group given as a string": (lambda: _model([helper.make_node("Conv", ["x", "w"], ["y"], group="3")],
+                                                 [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")]),
+                                  ["Conv", "group", "string", "int"]),
+    "an attribute the op does not take": (lambda: _model([helper.make_node("Relu", ["x"], ["y"], axis=1)]),
+                                          ["Relu", "no attribute 'axis'"]),
+    "an attribute of no kind": (lambda: _untyped(_model([helper.make_node("Flatten", ["x"], ["y"], axis=1)],
+                                                        output=("y", [1, 192]))), ["Flatten", "axis", "undefined"]),
+    "a wrong kind in a branch": (lambda: _model([helper.make_node(
+        "If", ["c"], ["y"], then_branch=_branch(kernel_shape="3"), else_branch=_branch())],
+        [numpy_helper.from_array(np.array(True), "c")]), ["MaxPool", "kernel_shape", "string"]),
     "an opset from the future": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=99),
                                  ["opset 99", "7 to 21"]),
     "an opset from the past": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=1), ["opset 1"]),

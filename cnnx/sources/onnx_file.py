@@ -35,8 +35,8 @@ from cnnx.sources.prepare import Preparation, preparation
 
 Shape = tuple[int, ...]
 
-__all__ = ["MODEL_LIMIT", "OPSETS", "check_opset", "check_structure", "external_bytes", "load_graph",
-           "resolve_tensors"]
+__all__ = ["MODEL_LIMIT", "OPSETS", "check_attributes", "check_opset", "check_structure", "external_bytes",
+           "load_graph", "resolve_tensors"]
 
 MODEL_LIMIT = 2 << 30  # bytes a model file, and all the weight files it names, may take
 OPSETS = range(7, 22)  # the ONNX opsets cnnx's ops were checked against (tests: 9 to 21; the light models: 9)
@@ -189,6 +189,7 @@ def load_graph(
     _refuse_unsupported(model.graph, path)
     image = _image_input(model.graph, path)
     opset = check_opset(model, path)
+    check_attributes(model.graph, opset, path)
     resolve_tensors(model, path)  # from here nothing of the model can name another file
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     # Each node's own copy of its proto: a part of the model would keep all of it (and its weights) alive.
@@ -273,6 +274,29 @@ def _refuse_unsupported(graph, path: Path) -> None:
         named = ", ".join(f"{op} (node {name})" for op, name in unsupported.items())
         verb = "is" if len(unsupported) == 1 else "are"
         raise CnnxError(f"{path}: op {named} {verb} not supported; cnnx runs {', '.join(SUPPORTED)}")
+
+
+def check_attributes(graph, opset: int, path: Path) -> None:
+    """Each node's attributes (branches' nodes too) are ones its op takes at the model's opset, of the kind it
+    takes, as onnx's checker requires: a string where Conv reads its group would otherwise fail deep in an op."""
+    from onnx import AttributeProto, defs
+
+    for node in graph.node:
+        where = f"{path}: node {printable(node.name or node.op_type)} ({printable(node.op_type)})"
+        try:
+            schema = defs.get_schema(node.op_type, opset, node.domain)
+        except defs.SchemaError:
+            raise CnnxError(f"{where}: ONNX opset {opset} has no such op") from None
+        for attribute in node.attribute:
+            kind = AttributeProto.AttributeType.Name(attribute.type).lower()
+            expected = schema.attributes.get(attribute.name)
+            if expected is None:
+                raise CnnxError(f"{where}: {printable(node.op_type)} takes no attribute {printable(attribute.name)!r}")
+            if attribute.type != int(expected.type):
+                raise CnnxError(f"{where}: its {printable(attribute.name)} is of kind {kind}; {node.op_type} takes "
+                                f"{expected.type.name.lower()}")
+            for branch in (attribute.g,) if attribute.type == AttributeProto.GRAPH else attribute.graphs:
+                check_attributes(branch, opset, path)
 
 
 def _image_input(graph, path: Path):
