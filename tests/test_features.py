@@ -144,7 +144,8 @@ def test_bad_requests_are_one_line(tmp_path, args, message):
 
 @pytest.mark.slow
 def test_top_patches_on_worker_processes_are_the_same_as_in_one(tmp_path):
-    """-j 2 finds the same patches, in the same order, as -j 1; a broken file is listed and the rest go on."""
+    """-j 2 finds the same patches, in the same order, as -j 1; a broken file is listed, the rest go on, and the
+    exit code says one failed."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for path in sorted(SAMPLES.glob("*.png")):
@@ -155,6 +156,7 @@ def test_top_patches_on_worker_processes_are_the_same_as_in_one(tmp_path):
         out = tmp_path / f"p{jobs}"
         result = runner.invoke(app, ["features", str(photos), "--stage", "3", "--channels", "0-3", "--top", "3",
                                      "-o", str(out), "-j", jobs])
-        assert result.exit_code == 0 and "broken.png" in result.stderr, result.output
+        assert result.exit_code == 1 and "broken.png" in result.stderr, result.output  # as any batch with a failure
+        assert "1 of 4 images failed" in result.stderr
         records.append(json.loads((out / "manifest.json").read_text())["features"]["units"])
     assert records[0] == records[1]

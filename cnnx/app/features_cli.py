@@ -245,3 +245,6 @@ def _top_patches(source, images, stage, channels, count: int, folder: Path, forc
         (temporary / "manifest.json").write_text(json.dumps(manifest, indent=2))
     print_line(f"the top {count} patches of {len(examples.units)} channels of stage {stage} over "
                f"{len(paths) - len(failed)} images: sheet.png in {folder}")
+    if failed:  # as for any batch: the rest are written, and the exit code says not all were
+        say(f"cnnx: {len(failed)} of {len(paths)} images failed")
+        raise typer.Exit(1)
