@@ -151,6 +151,13 @@ def _untyped(model):
     return model
 
 
+def _twice(model):
+    """The first attribute given again, as a file may hold it."""
+    node = model.graph.node[0]
+    node.attribute.append(node.attribute[0])
+    return model
+
+
 def _branch(**attributes):
     """An If branch: a 1x1 max pool of the image, with ``attributes`` on it."""
     pool = helper.make_node("MaxPool", ["x"], ["z"], **{"kernel_shape": [1, 1], **attributes})
@@ -199,6 +206,12 @@ MALFORMED = {
     "a wrong kind in a branch": (lambda: _model([helper.make_node(
         "If", ["c"], ["y"], then_branch=_branch(kernel_shape="3"), else_branch=_branch())],
         [numpy_helper.from_array(np.array(True), "c")]), ["MaxPool", "kernel_shape", "string"]),
+    "a batch norm with one input": (lambda: _model([helper.make_node("BatchNormalization", ["x"], ["y"])]),
+                                    ["BatchNormalization", "has 1 inputs", "takes 5"]),
+    "an attribute given twice": (lambda: _twice(_model([helper.make_node("Flatten", ["x"], ["y"], axis=1)],
+                                                       output=("y", [1, 192]))), ["axis", "given 2 times"]),
+    "a max pool without its window": (lambda: _model([helper.make_node("MaxPool", ["x"], ["y"])]),
+                                      ["MaxPool", "lacks its kernel_shape"]),
     "an opset from the future": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=99),
                                  ["opset 99", "7 to 21"]),
     "an opset from the past": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=1), ["opset 1"]),

@@ -35,7 +35,7 @@ from cnnx.sources.prepare import Preparation, preparation
 
 Shape = tuple[int, ...]
 
-__all__ = ["MODEL_LIMIT", "OPSETS", "check_attributes", "check_opset", "check_structure", "external_bytes",
+__all__ = ["MODEL_LIMIT", "OPSETS", "check_nodes", "check_opset", "check_structure", "external_bytes",
            "load_graph", "resolve_tensors"]
 
 MODEL_LIMIT = 2 << 30  # bytes a model file, and all the weight files it names, may take
@@ -189,7 +189,7 @@ def load_graph(
     _refuse_unsupported(model.graph, path)
     image = _image_input(model.graph, path)
     opset = check_opset(model, path)
-    check_attributes(model.graph, opset, path)
+    check_nodes(model.graph, opset, path)
     resolve_tensors(model, path)  # from here nothing of the model can name another file
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     # Each node's own copy of its proto: a part of the model would keep all of it (and its weights) alive.
@@ -276,9 +276,10 @@ def _refuse_unsupported(graph, path: Path) -> None:
         raise CnnxError(f"{path}: op {named} {verb} not supported; cnnx runs {', '.join(SUPPORTED)}")
 
 
-def check_attributes(graph, opset: int, path: Path) -> None:
-    """Each node's attributes (branches' nodes too) are ones its op takes at the model's opset, of the kind it
-    takes, as onnx's checker requires: a string where Conv reads its group would otherwise fail deep in an op."""
+def check_nodes(graph, opset: int, path: Path) -> None:
+    """Each node (branches' nodes too) as its op's schema at the model's opset has it, as onnx's checker requires:
+    inputs and outputs in number, attributes it takes, each once and of the kind it takes, the required ones there.
+    A string where Conv reads its group, or a batch norm with one input, would otherwise fail deep in an op."""
     from onnx import AttributeProto, defs
 
     for node in graph.node:
@@ -287,16 +288,27 @@ def check_attributes(graph, opset: int, path: Path) -> None:
             schema = defs.get_schema(node.op_type, opset, node.domain)
         except defs.SchemaError:
             raise CnnxError(f"{where}: ONNX opset {opset} has no such op") from None
+        for kind, count, least, most in (("inputs", len(node.input), schema.min_input, schema.max_input),
+                                         ("outputs", len(node.output), schema.min_output, schema.max_output)):
+            if not least <= count <= most:
+                takes = least if least == most else f"{least} to {most}" if most < 1 << 20 else f"{least} or more"
+                raise CnnxError(f"{where}: has {count} {kind}; {printable(node.op_type)} takes {takes}")
+        given = [attribute.name for attribute in node.attribute]
         for attribute in node.attribute:
-            kind = AttributeProto.AttributeType.Name(attribute.type).lower()
-            expected = schema.attributes.get(attribute.name)
+            name, expected = printable(attribute.name), schema.attributes.get(attribute.name)
             if expected is None:
-                raise CnnxError(f"{where}: {printable(node.op_type)} takes no attribute {printable(attribute.name)!r}")
+                raise CnnxError(f"{where}: {printable(node.op_type)} takes no attribute {name!r}")
+            if given.count(attribute.name) > 1:
+                raise CnnxError(f"{where}: its {name} is given {given.count(attribute.name)} times")
             if attribute.type != int(expected.type):
-                raise CnnxError(f"{where}: its {printable(attribute.name)} is of kind {kind}; {node.op_type} takes "
+                kind = AttributeProto.AttributeType.Name(attribute.type).lower()
+                raise CnnxError(f"{where}: its {name} is of kind {kind}; {node.op_type} takes "
                                 f"{expected.type.name.lower()}")
             for branch in (attribute.g,) if attribute.type == AttributeProto.GRAPH else attribute.graphs:
-                check_attributes(branch, opset, path)
+                check_nodes(branch, opset, path)
+        missing = [name for name, attribute in schema.attributes.items() if attribute.required and name not in given]
+        if missing:
+            raise CnnxError(f"{where}: lacks its {', '.join(missing)}")
 
 
 def _image_input(graph, path: Path):
