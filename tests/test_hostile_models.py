@@ -231,6 +231,23 @@ def test_a_malformed_graph_is_one_line_naming_the_fault(scene, case):
     assert dry.exit_code == 2 and "Traceback" not in dry.output
 
 
+@pytest.mark.parametrize("command", [
+    ["pipeline", "photo.png", "-o", "out"],
+    ["why", "photo.png", "--stage", "2", "--method", "gradient", "-o", "out"],
+    ["features", "--stage", "2", "--steps", "2", "-o", "out"],
+])
+def test_a_node_that_cannot_run_is_one_line_forward_or_backward(scene, command):
+    """A 3x3 max pool over a map one pixel wide passes shape inference and fails when it runs: on the way to a
+    stage, to a reverse pass (why) or to a visualisation (features), one line names the node."""
+    path = scene / "models" / "thin.onnx"
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["y"], name="pool", kernel_shape=[3, 3])]
+    thin = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 1])]
+    onnx.save(_model(nodes, inputs=thin, output=("y", None)), str(path))
+    _refused(_run([*command, "--model", str(path), "--layers", "all"]), "thin.onnx", "node pool (MaxPool) cannot run")
+    assert not Path("out").exists()
+
+
 def test_a_conv_with_no_channels_is_refused_by_filters(scene):
     """cnnx filters --model on a conv of 0 output channels: one line, not a crash."""
     path = scene / "models" / "empty.onnx"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnx.base.errors import CnnxError, printable
-from cnnx.sources.onnx_ops import ACTIVATION_OPS, OPS, SHOWN, attributes, conv_pads, pairs, run_node
+from cnnx.base.errors import CnnxError
+from cnnx.sources.onnx_ops import ACTIVATION_OPS, OPS, SHOWN, attributes, conv_pads, pairs, run_checked, run_node
 from cnnx.sources.prepare import PREPARATIONS, Preparation
 from cnnx.sources.reverse import Reversed, Target, reverse_graph
 from cnnx.sources.source import PlannedStage, StageResult, Stats, input_labels
@@ -264,14 +264,7 @@ class Graph:
         for node in self.nodes:
             start = time.perf_counter()
             inputs = [values.get(name, self.constants.get(name)) if name else None for name in node.inputs]
-            try:
-                with np.errstate(all="ignore"):  # NaN and overflow are counted in the stage's statistics
-                    made = run_node(node, inputs, self.opset)
-            except MemoryError:
-                raise
-            except Exception as error:  # a node of a stranger's graph that cannot run as written is bad input
-                raise CnnxError(f"{self.path.name}: node {node.name or node.op} ({node.op}) cannot run: "
-                                f"{printable(error)}") from None
+            made = run_checked(self.path, node, run_node, node, inputs, self.opset)
             values.update(zip(node.outputs, made, strict=False))
             output = made[0]
             yield node, inputs, output, time.perf_counter() - start

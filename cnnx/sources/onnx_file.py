@@ -30,7 +30,7 @@ import numpy as np
 from cnnx.base.errors import CnnxError, printable
 from cnnx.base.files import open_regular, read_regular
 from cnnx.sources.graph import Graph, Node
-from cnnx.sources.onnx_ops import OPS, SUPPORTED, run_node
+from cnnx.sources.onnx_ops import OPS, SUPPORTED, run_checked, run_node
 from cnnx.sources.prepare import Preparation, preparation
 
 Shape = tuple[int, ...]
@@ -485,12 +485,7 @@ def _fold_known_values(graph: Graph, shapes: dict[str, Shape | None]) -> None:
         filled = wanted is None or math.prod(int(d) for d in np.asarray(wanted).reshape(-1)) <= _FOLDED_AT_MOST
         if (inputs or node.op == "Constant") and small and filled and len(node.outputs) == 1:
             values = [graph.constants.get(name) if name else None for name in node.inputs]
-            with np.errstate(all="ignore"):
-                try:
-                    output = run_node(node, values, graph.opset)[0]
-                except Exception as error:  # a stranger's graph: its own fault, named
-                    raise CnnxError(f"{graph.path}: node {node.name or node.op} ({node.op}) cannot run: "
-                                    f"{printable(error)}") from None
+            output = run_checked(graph.path, node, run_node, node, values, graph.opset)[0]
             if output.size <= _FOLDED_AT_MOST:
                 graph.constants[node.outputs[0]] = output
                 continue
@@ -521,12 +516,7 @@ def _fold_constants(graph: Graph, budget: int) -> int:
             kept.append(node)
             continue
         values = [graph.constants.get(name) if name else None for name in node.inputs]
-        with np.errstate(all="ignore"):
-            try:
-                outputs = run_node(node, values, graph.opset)
-            except Exception as error:  # a stranger's graph: its own fault, named
-                raise CnnxError(f"{graph.path}: node {node.name or node.op} ({node.op}) cannot run: "
-                                f"{printable(error)}") from None
+        outputs = run_checked(graph.path, node, run_node, node, values, graph.opset)
         graph.constants.update(zip(node.outputs, outputs, strict=False))
         spent += cost
     computed = len(graph.nodes) - len(kept)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnx.base.errors import CnnxError
+from cnnx.base.errors import CnnxError, printable
 from cnnx.compute import ops
 
 __all__ = ["ACTIVATION_OPS", "OPS", "RUN", "SHOWN", "SUPPORTED", "Op", "attributes", "conv_pads", "pairs",
-           "pool_geometry", "run_node"]
+           "pool_geometry", "run_checked", "run_node"]
 
 Shape = tuple[int, ...]
 
@@ -504,6 +504,20 @@ def run_node(node, inputs: list, opset: int) -> list[np.ndarray]:
     """A node's outputs, one array for each (Split makes several)."""
     output = OPS[node.op].run(node, inputs, opset)
     return [np.asarray(o) for o in output] if isinstance(output, tuple) else [np.asarray(output)]
+
+
+def run_checked(model, node, step: Callable[..., list], *arguments) -> list:
+    """``step(*arguments)``, one node's work in a stranger's graph (forward or backward): NaN and overflow are left
+    to the statistics, and a node that cannot run as written is bad input, named with its ``model`` file (a
+    MemoryError stays one, and cnnx's own errors say what they say)."""
+    try:
+        with np.errstate(all="ignore"):
+            return step(*arguments)
+    except (MemoryError, CnnxError):
+        raise
+    except Exception as error:
+        raise CnnxError(f"{getattr(model, 'name', None) or 'the model'}: node {node.name or node.op} ({node.op}) "
+                        f"cannot run: {printable(error)}") from None
 
 
 SUPPORTED = tuple(sorted(OPS))

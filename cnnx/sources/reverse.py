@@ -86,7 +86,7 @@ def reverse_graph(graph, image: np.ndarray, target: Target, *, value: str, keep:
     name, with their stage index).  The forward pass stops once ``value`` is made."""
     from cnnx.sources.graph import stage_shape
     from cnnx.sources.onnx_grads import GRADS
-    from cnnx.sources.onnx_ops import run_node
+    from cnnx.sources.onnx_ops import run_checked, run_node
 
     values = {graph.input_name: np.asarray(image, np.float32)[None]}
     ran = []
@@ -98,7 +98,8 @@ def reverse_graph(graph, image: np.ndarray, target: Target, *, value: str, keep:
     with np.errstate(over="ignore", invalid="ignore"):
         for node in graph.nodes:
             inputs = [values.get(n, graph.constants.get(n)) if n else None for n in node.inputs]
-            values.update(zip(node.outputs, run_node(node, inputs, graph.opset), strict=False))
+            made = run_checked(graph.path, node, run_node, node, inputs, graph.opset)
+            values.update(zip(node.outputs, made, strict=False))
             ran.append((node, inputs))
             if value in node.outputs:
                 break
@@ -126,8 +127,9 @@ def reverse_graph(graph, image: np.ndarray, target: Target, *, value: str, keep:
                 outgoing = [g if g is not None else np.zeros_like(values[n]) for g, n in zip(outgoing, node.outputs,
                                                                                           strict=True)]
             outputs = [values[name] for name in node.outputs]
-            for name, g in zip(node.inputs, GRADS[node.op](node, inputs, outputs, outgoing, graph.opset),
-                               strict=False):
+            back = run_checked(graph.path, node, GRADS[node.op], node, inputs, outputs, outgoing,
+                               graph.opset)
+            for name, g in zip(node.inputs, back, strict=False):
                 if g is None or not name or name in graph.constants:
                     continue
                 grads[name] = g if name not in grads else grads[name] + g
