@@ -212,6 +212,9 @@ MALFORMED = {
                                                        output=("y", [1, 192]))), ["axis", "given 2 times"]),
     "a max pool without its window": (lambda: _model([helper.make_node("MaxPool", ["x"], ["y"])]),
                                       ["MaxPool", "lacks its kernel_shape"]),
+    "a split into fewer parts than outputs": (lambda: _model(
+        [helper.make_node("Split", ["x"], ["y", "z"], axis=1, num_outputs=1)], opset=18),
+        ["Split", "1 parts", "2 outputs"]),
     "an opset from the future": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=99),
                                  ["opset 99", "7 to 21"]),
     "an opset from the past": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=1), ["opset 1"]),

@@ -309,6 +309,10 @@ def check_nodes(graph, opset: int, path: Path) -> None:
         missing = [name for name, attribute in schema.attributes.items() if attribute.required and name not in given]
         if missing:
             raise CnnxError(f"{where}: lacks its {', '.join(missing)}")
+        parts = next((attribute.i for attribute in node.attribute if attribute.name == "num_outputs"), None)
+        if node.op_type == "Split" and parts is not None and parts != len(node.output):
+            # onnx's shape inference aborts the process on fewer parts than outputs
+            raise CnnxError(f"{where}: splits into {parts} parts but has {len(node.output)} outputs")
 
 
 def _image_input(graph, path: Path):
