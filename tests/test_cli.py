@@ -303,7 +303,7 @@ def test_every_command_help_has_an_example(command):
 
 
 COMMANDS = [["pipeline"], ["filter"], ["filters"], ["presets"], ["why"], ["features"], ["train"], ["serve"],
-            ["explain", "conv"], ["explain", "value"], ["explain", "relu"], ["explain", "pool"]]
+            ["explain", "conv"], ["explain", "value"], ["explain", "relu"], ["explain", "pool"], ["explain", "field"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -314,6 +314,30 @@ def test_every_usage_line_names_its_arguments_in_capitals_once(command):
     assert usage.startswith(f"Usage: cnnx {' '.join(command)} [OPTIONS]"), usage
     for word in usage.split()[3 + len(command):]:
         assert re.fullmatch(r"[{\[][A-Z]+[}\]](\.\.\.)?", word), usage
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c not in (["filters"], ["presets"])], ids=" ".join)
+def test_every_command_that_reads_images_takes_the_max_pixels_its_refusal_names(command):
+    """An image over the pixel limit is refused with 'raise --max-pixels to load it': every command that reads
+    images takes that option."""
+    assert "--max-pixels" in runner.invoke(app, [*command, "--help"], prog_name="cnnx").stdout
+
+
+@pytest.mark.parametrize("command", [
+    ["why", "{image}", "--model", "shapes"],
+    ["features", "{image}", "--model", "shapes", "--stage", "2"],
+    ["explain", "value", "{image}", "--stage", "1", "--at", "1,1"],
+    ["explain", "conv", "{image}", "--at", "1,1"],
+])
+def test_max_pixels_is_the_limit_each_command_loads_images_by(tmp_path, command):
+    """A 20x20 image is refused under --max-pixels 100 and runs under 400, whichever command reads it."""
+    image = tmp_path / "in.png"
+    Image.new("L", (20, 20), 128).save(image)
+    args = [str(image) if a == "{image}" else a for a in command] + ["-o", str(tmp_path / "out")] * (
+        command[0] in ("why", "features"))
+    refused = invoke(*args, "--max-pixels", "100")
+    assert refused.exit_code != 0 and "larger than the limit of 100 pixels" in refused.stderr, refused.output
+    assert invoke(*args, "--max-pixels", "400").exit_code == 0
 
 
 @pytest.mark.slow

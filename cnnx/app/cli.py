@@ -394,6 +394,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The port (default: a free one).")] = 0,
     host: Annotated[str, typer.Option("--host", help="The address to listen on (others can reach it).")] = "127.0.0.1",
     no_browser: Annotated[bool, typer.Option("--no-browser", metavar="", help="Do not open a browser.")] = False,
+    max_pixels: MaxPixels = 0,
 ) -> None:
     """Explore a run in the browser, live: any value and its arithmetic, stages and filters edited, images uploaded.
 
@@ -421,7 +422,7 @@ def serve(
     try:  # from the first run on, whatever stops the server (Ctrl-C at any moment included) removes the runs
         with reported_errors():
             with signals.deferred():  # made and kept as one step: a stop always finds its folder to remove
-                session = Session(image or SAMPLE, make_source, drawn, stages["spec"] or "")
+                session = Session(image or SAMPLE, make_source, drawn, stages["spec"] or "", max_pixels)
             session.recompute()
             if session.run is None:
                 raise CnnxError(session.error)

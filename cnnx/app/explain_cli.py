@@ -13,8 +13,10 @@ from cnnx.app.shell import (
     Json,
     Layers,
     MaxMemory,
+    MaxPixels,
     number_pair,
     out,
+    pixel_limit,
     prepared,
     reported_errors,
     source_from,
@@ -76,6 +78,7 @@ def explain_conv(
     channel: Annotated[int, typer.Option("--channel", min=0, help="With --model: which of its maps.")] = 0,
     preparation: dict = PREPARATION,
     max_memory: MaxMemory = None,
+    max_pixels: MaxPixels = 0,
     as_json: Json = False,
 ) -> None:
     """Replay a convolution window by window: the values under the kernel, the products, the sum.
@@ -106,13 +109,14 @@ def explain_conv(
                                      max_memory=max_memory)
                 if source.pipeline is not None:
                     raise CnnxError("explain conv --model takes an ONNX model (FILE.onnx)")
-                _refuse_over_budget(image, source, max_memory)
-                model_input = source.prepare(load_image(image, color=source.color).array)
+                _refuse_over_budget(image, source, max_memory, max_pixels)
+                model_input = source.prepare(load_image(image, color=source.color, **pixel_limit(max_pixels)).array)
                 data = explain.explain_layer(source, model_input, layer, channel, row, col)
                 show_explanation(data, None if as_json else explain_view.layer_view)
                 return
-            _refuse_over_budget(image, None, max_memory)
-            data = explain.explain_patch(load_image(image).array, str(image), kernel, row, col, padding_mode)
+            _refuse_over_budget(image, None, max_memory, max_pixels)
+            patch = load_image(image, **pixel_limit(max_pixels)).array
+            data = explain.explain_patch(patch, str(image), kernel, row, col, padding_mode)
             show_explanation(data, None if as_json else explain_view.patch_view)
             return
         values = explain.parse_matrix(matrix) if matrix else explain.lesson_input()
@@ -131,6 +135,7 @@ def explain_value(
     layers: Layers = None,
     preparation: dict = PREPARATION,
     max_memory: MaxMemory = None,
+    max_pixels: MaxPixels = 0,
     as_json: Json = False,
 ) -> None:
     """Show how any one value of any stage was computed, from the stage before (or, in an ONNX network, from the
@@ -148,8 +153,8 @@ def explain_value(
         row, col = number_pair(at, "--at")
         preparation = prepared(**preparation)
         source = source_from(**stages, layers=layers, preprocess=preparation, max_memory=max_memory)
-        _refuse_over_budget(image, source, max_memory)
-        results = explain.every_stage(source, load_image(image, color=source.color).array)
+        _refuse_over_budget(image, source, max_memory, max_pixels)
+        results = explain.every_stage(source, load_image(image, color=source.color, **pixel_limit(max_pixels)).array)
         if stage >= len(results):
             raise CnnxError(f"there are stages 1 to {len(results) - 1}; got --stage {stage}")
         shape = results[stage].shape
@@ -169,6 +174,7 @@ def explain_relu(
     stage: Annotated[int, typer.Option("--stage", help="Which stage (a relu) to look at.")] = 2,
     stages: dict = STAGES,
     max_memory: MaxMemory = None,
+    max_pixels: MaxPixels = 0,
     as_json: Json = False,
 ) -> None:
     """Show ReLU, max(0, x): on the lesson's -10..10, or on a real image's feature maps as a histogram.
@@ -184,8 +190,9 @@ def explain_relu(
             data = explain.explain_relu()
         else:
             source = source_from(**stages, max_memory=max_memory)
-            _refuse_over_budget(image, source, max_memory)
-            data = explain.explain_relu_image(load_image(image, color=source.color).array, source, stage)
+            _refuse_over_budget(image, source, max_memory, max_pixels)
+            loaded = load_image(image, color=source.color, **pixel_limit(max_pixels)).array
+            data = explain.explain_relu_image(loaded, source, stage)
         show_explanation(data, None if as_json else explain_view.relu_view)
 
 
@@ -204,6 +211,7 @@ def explain_pool(
     ] = 4,
     stages: dict = STAGES,
     max_memory: MaxMemory = None,
+    max_pixels: MaxPixels = 0,
     as_json: Json = False,
 ) -> None:
     """Show pooling window by window, or measure on an image how much each stage tolerates a small shift.
@@ -217,8 +225,8 @@ def explain_pool(
     with reported_errors():
         if image is not None:
             source = source_from(**stages, max_memory=max_memory)
-            _refuse_over_budget(image, source, max_memory, copies=shifts + 1)
-            loaded = load_image(image, color=source.color)
+            _refuse_over_budget(image, source, max_memory, max_pixels, copies=shifts + 1)
+            loaded = load_image(image, color=source.color, **pixel_limit(max_pixels))
             data = explain.shift_tolerance(loaded.array, str(image), source, list(range(1, shifts + 1)))
             show_explanation(data, None if as_json else explain_view.shift_view)
             return
@@ -232,6 +240,7 @@ def explain_field(
     image: Annotated[Path | None, typer.Argument(
             metavar="IMAGE", help="An image whose size to use (default: 256x256).")] = None,
     stages: dict = STAGES,
+    max_pixels: MaxPixels = 0,
     as_json: Json = False,
 ) -> None:
     """Show how the receptive field grows stage by stage: deeper layers see larger patterns.
@@ -244,18 +253,19 @@ def explain_field(
 
     with reported_errors():
         source = source_from(**stages)
-        size = probe_image(image) if image is not None else (256, 256)
+        size = probe_image(image, **pixel_limit(max_pixels)) if image is not None else (256, 256)
         data = explain.explain_field(source, (3 if source.color else 1, *size))
         show_explanation(data, None if as_json else explain_view.field_view)
 
 
-def _refuse_over_budget(image: Path, source, max_memory: str | None, *, copies: int = 1) -> None:
-    """Refuse, from the header alone, an explanation that would need more memory than the budget."""
+def _refuse_over_budget(image: Path, source, max_memory: str | None, max_pixels: int, *, copies: int = 1) -> None:
+    """Refuse, from the header alone, an image over the pixel limit or an explanation that would need more memory
+    than the budget."""
     from cnnx.app.memory import memory_to_keep_all, parse_bytes, refuse_over_budget
     from cnnx.base.errors import about
 
     budget = parse_bytes(max_memory) if max_memory else None
     try:
-        refuse_over_budget(memory_to_keep_all(image, source, copies=copies), budget)
+        refuse_over_budget(memory_to_keep_all(image, source, copies=copies, **pixel_limit(max_pixels)), budget)
     except CnnxError as error:
         raise CnnxError(about(image, error)) from None

@@ -16,9 +16,11 @@ from cnnx.app.shell import (
     Jobs,
     Layers,
     MaxMemory,
+    MaxPixels,
     OutFolder,
     Quiet,
     Scheduler,
+    pixel_limit,
     prepared,
     print_line,
     reported_errors,
@@ -56,6 +58,7 @@ def features(
     save_raw: Annotated[bool, typer.Option("--save-raw", metavar="", help="Also write each image as .npy.")] = False,
     force: Force = False,
     max_memory: MaxMemory = None,
+    max_pixels: MaxPixels = 0,
     jobs: Jobs = None,
     scheduler: Scheduler = None,
     quiet: Quiet = False,
@@ -81,7 +84,7 @@ def features(
         source = source_from(**stages, layers=layers, preprocess=prepared(**preparation), max_memory=max_memory)
         folder = out_dir if out_dir is not None else Path("cnnx-out") / "features"
         if images:
-            _top_patches(source, images, stage, chosen, top, folder, force, jobs, scheduler, quiet)
+            _top_patches(source, images, stage, chosen, top, folder, force, jobs, scheduler, quiet, max_pixels)
         else:
             _visualised(source, stage, chosen, side, settings, folder, save_raw, force)
 
@@ -180,6 +183,7 @@ class PatchJob:
     stage: int
     units: tuple
     count: int
+    max_pixels: int = 0  # 0: the default limit
 
     @property
     def destination(self) -> Path:
@@ -200,7 +204,7 @@ def run_patches(job: PatchJob) -> PatchOutcome:
     from cnnx.io.images import load_image
 
     try:
-        image = job.source.prepare(load_image(job.image, color=job.source.color).array)
+        image = job.source.prepare(load_image(job.image, color=job.source.color, **pixel_limit(job.max_pixels)).array)
         return PatchOutcome(job, image_examples(job.source, str(job.image), image, job.stage, list(job.units),
                                                 job.count))
     except Exception as error:  # a batch lists every failure and goes on
@@ -208,7 +212,7 @@ def run_patches(job: PatchJob) -> PatchOutcome:
 
 
 def _top_patches(source, images, stage, channels, count: int, folder: Path, force: bool, jobs, scheduler,
-                 quiet: bool) -> None:
+                 quiet: bool, max_pixels: int) -> None:
     from cnnx.app.batches import run_batch
     from cnnx.app.shell import find, progress_bar, say
     from cnnx.explain.features import merged_examples
@@ -222,7 +226,7 @@ def _top_patches(source, images, stage, channels, count: int, folder: Path, forc
     if not paths:
         raise CnnxError("no images found among the IMAGES given")
     units = tuple(channels or range(8))
-    batch = [PatchJob(path, source, stage, units, count) for path in paths]
+    batch = [PatchJob(path, source, stage, units, count, max_pixels) for path in paths]
     with progress_bar(quiet, "images") as advance:
         ended: list = []
         outcomes = run_batch(batch, processes=jobs, scheduler=scheduler, work=run_patches,

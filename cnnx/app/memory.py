@@ -128,12 +128,13 @@ def refuse_over_budget(needed: int, budget: int | None = None) -> None:
         )
 
 
-def memory_to_keep_all(image: Path, source: StageSource | None, *, copies: int = 1) -> int:
+def memory_to_keep_all(image: Path, source: StageSource | None, *, copies: int = 1, **limit) -> int:
     """Memory to load ``image`` and run ``source`` on it ``copies`` times keeping every stage (as ``explain`` does).
 
-    From the header and the shapes alone; with no source, the loading alone.
+    From the header and the shapes alone (an image over the pixel ``limit``, ``max_pixels``, refused); with no
+    source, the loading alone.
     """
-    height, width = probe_image(image)
+    height, width = probe_image(image, **limit)
     if source is None:
         return load_bytes((1, height, width))
     loaded = (3 if source.color else 1, height, width)

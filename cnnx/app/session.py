@@ -58,6 +58,7 @@ class Session:
     make_source: object  # spec text (or None for the options given) -> source of stages
     style: object
     spec: str = ""
+    max_pixels: int = 0  # images with more pixels are refused (0: the default limit)
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnnx-serve-")))
     outcome: object = None  # the newest run's stages and answer, to draw it again
     kept: dict = field(default_factory=dict)  # run number -> Run, the newest last
@@ -74,6 +75,10 @@ class Session:
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def _limit(self) -> dict:
+        return {"max_pixels": self.max_pixels} if self.max_pixels else {}
+
     def recompute(self, *, spec: str | None = None, image: Path | None = None) -> None:
         """A new run with new stages or a new image; a failure keeps the run before and says why."""
         with self.lock:
@@ -83,7 +88,8 @@ class Session:
 
         def run(target: Path, cancelled) -> object:
             source = self.make_source(spec or None)
-            return run_job(Job(image, target, source, style, save_raw=True, force=True), cancelled=cancelled)
+            return run_job(Job(image, target, source, style, save_raw=True, force=True, **self._limit),
+                           cancelled=cancelled)
 
         if self._attempt(run):
             with self.lock:
@@ -324,7 +330,8 @@ class Session:
         from cnnx.io.images import load_image
 
         shown = self.shown(number)
-        return {"steps": lesson_tour(shown.source, load_image(shown.image, color=shown.source.color).array)}
+        loaded = load_image(shown.image, color=shown.source.color, **self._limit)
+        return {"steps": lesson_tour(shown.source, loaded.array)}
 
     def why(self, method: str | None, place: tuple[int, int, int, int] | None = None, label: str | None = None,
             number: int | None = None) -> dict:
@@ -430,7 +437,7 @@ class Session:
         found = []
         for path in seen:
             try:
-                prepared = source.prepare(load_image(path, color=source.color).array)
+                prepared = source.prepare(load_image(path, color=source.color, **self._limit).array)
                 found.append(image_examples(source, path.name, prepared, stage, [channel], LOOKS_FOR_PATCHES))
             except CnnxError:
                 continue  # an image that no longer reads is passed over

@@ -10,8 +10,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cnnx.app.shell import Force, Quiet, print_line, progress_bar, report_stop, reported_errors, say
-from cnnx.base.errors import CnnxError
+from cnnx.app.shell import (
+    Force,
+    MaxPixels,
+    Quiet,
+    pixel_limit,
+    print_line,
+    progress_bar,
+    report_stop,
+    reported_errors,
+    say,
+)
+from cnnx.base.errors import CnnxError, about
 
 if TYPE_CHECKING:  # numpy is imported where the work is, so that ``cnnx --help`` starts without it
     import numpy as np
@@ -42,6 +52,7 @@ def train(
     strict: Annotated[bool, typer.Option("--strict", metavar="", help="Refuse a folder holding an image cnnx "
                                                                       "cannot read (by default skipped and "
                                                                       "counted).")] = False,
+    max_pixels: MaxPixels = 0,
     seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="Go on from the checkpoint an interrupted "
                                                                       "run left beside the model.")] = False,
@@ -86,7 +97,7 @@ def train(
         report = out.with_name(out.stem + "-report")
         checked_destination(report, force=force)  # before any training: a folder of the user's is never replaced
         pipeline = load_pipeline(spec=spec, color=color)
-        classes, (train_set, val_set), skipped = read_folder(folder, size, color, val, seed, strict)
+        classes, (train_set, val_set), skipped = read_folder(folder, size, color, val, seed, strict, max_pixels)
         if skipped:
             say(f"cnnx: note: {len(skipped)} files could not be read and were skipped, e.g. {skipped[0]}")
         network = Network.of(pipeline, train_set[0].shape[1:], classes, seed, train_set[0])
@@ -127,7 +138,7 @@ def _validated(accuracy: float, loss: float | None = None) -> str:
     return f"validation accuracy {accuracy:.1%}" + ("" if loss is None else f", loss {loss:.4f}")
 
 
-def read_folder(folder: Path, size: int, color: bool, val: float, seed: int, strict: bool):
+def read_folder(folder: Path, size: int, color: bool, val: float, seed: int, strict: bool, max_pixels: int = 0):
     """The class names (its subfolders), the training and validation images (N, C, size, size) with their labels,
     and the files skipped.  A ``train/`` and ``val/`` pair of folders is used as it is; otherwise a seeded share
     ``val`` of each class is held out."""
@@ -138,12 +149,12 @@ def read_folder(folder: Path, size: int, color: bool, val: float, seed: int, str
         what = "is a file, not a folder of class subfolders" if folder.exists() else "no such folder"
         raise CnnxError(f"{folder}: {what}")
     if (folder / "train").is_dir() and (folder / "val").is_dir():
-        classes, train_set, skipped = _read_classes(folder / "train", size, color, strict)
-        val_classes, val_set, more = _read_classes(folder / "val", size, color, strict)
+        classes, train_set, skipped = _read_classes(folder / "train", size, color, strict, max_pixels)
+        val_classes, val_set, more = _read_classes(folder / "val", size, color, strict, max_pixels)
         if val_classes != classes:
             raise CnnxError(f"{folder}: train/ and val/ hold different classes")
         return classes, (train_set, val_set), skipped + more
-    classes, (images, labels), skipped = _read_classes(folder, size, color, strict)
+    classes, (images, labels), skipped = _read_classes(folder, size, color, strict, max_pixels)
     order = np.random.default_rng(seed).permutation(len(images))
     held = np.zeros(len(images), bool)
     for label in range(len(classes)):
@@ -152,7 +163,7 @@ def read_folder(folder: Path, size: int, color: bool, val: float, seed: int, str
     return classes, ((images[~held], labels[~held]), (images[held], labels[held])), skipped
 
 
-def _read_classes(folder: Path, size: int, color: bool, strict: bool):
+def _read_classes(folder: Path, size: int, color: bool, strict: bool, max_pixels: int):
     import numpy as np
 
     from cnnx.app.inputs import IMAGE_SUFFIXES
@@ -168,10 +179,10 @@ def _read_classes(folder: Path, size: int, color: bool, strict: bool):
         count = 0
         for path in files:
             try:
-                images.append(_square(load_image(path, color=color).array, size))
+                images.append(_square(load_image(path, color=color, **pixel_limit(max_pixels)).array, size))
             except CnnxError as error:
                 if strict:
-                    raise CnnxError(f"{path}: {error} (without --strict it is skipped)") from None
+                    raise CnnxError(f"{about(path, error)} (without --strict it is skipped)") from None
                 skipped.append(str(path))
                 continue
             labels.append(label)

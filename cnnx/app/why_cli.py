@@ -16,11 +16,13 @@ from cnnx.app.shell import (
     Jobs,
     Layers,
     MaxMemory,
+    MaxPixels,
     OutFolder,
     Quiet,
     Scheduler,
     finish_batch,
     number_pair,
+    pixel_limit,
     prepared,
     print_line,
     reported_errors,
@@ -64,6 +66,7 @@ def why(
                                                                           ".npy (float32).")] = False,
     force: Force = False,
     max_memory: MaxMemory = None,
+    max_pixels: MaxPixels = 0,
     jobs: Jobs = None,
     scheduler: Scheduler = None,
     quiet: Quiet = False,
@@ -109,13 +112,14 @@ def why(
         wanted = (label, stage, channel, place)
         if len(paths) == 1 and not Path(images[0]).is_dir():
             folder = out_dir if out_dir is not None else default_destination(paths[0], root)[0]
-            outcome = run_why(WhyJob(paths[0], folder / "why", source, tuple(settings), wanted, save_raw, force))
+            outcome = run_why(WhyJob(paths[0], folder / "why", source, tuple(settings), wanted, save_raw, force,
+                                     max_pixels))
             if outcome.error:
                 raise CnnxError(outcome.error)
             for line in outcome.lines:
                 print_line(line)
             return
-        batch = [WhyJob(path, folder / "why", source, tuple(settings), wanted, save_raw, force)
+        batch = [WhyJob(path, folder / "why", source, tuple(settings), wanted, save_raw, force, max_pixels)
                  for path, folder in zip(paths, batch_destinations(paths, root), strict=True)]
     finish_batch(batch, root, jobs, scheduler, quiet, run_why, "why")
 
@@ -131,6 +135,7 @@ class WhyJob:
     wanted: tuple
     save_raw: bool = False
     force: bool = False
+    max_pixels: int = 0  # 0: the default limit
 
 
 @dataclass
@@ -154,15 +159,14 @@ def run_why(job: WhyJob) -> WhyOutcome:
 
     start = time.perf_counter()
     try:
-        lines, maps = _explain_one(job.source, job.image, job.destination, job.methods, job.wanted, job.save_raw,
-                                   job.force)
+        lines, maps = _explain_one(job)
     except Exception as error:  # a batch lists every failure and goes on
         return WhyOutcome(job, error=about(job.image, error))
     return WhyOutcome(job, lines, maps, time.perf_counter() - start)
 
 
-def _explain_one(source, path: Path, folder: Path, methods, wanted, save_raw: bool, force: bool):
-    """One image's maps, one for each method, written into ``folder`` whole or not at all; the lines that say so,
+def _explain_one(job: WhyJob):
+    """One image's maps, one for each method, written into its folder whole or not at all; the lines that say so,
     and how many pictures."""
     import numpy as np
 
@@ -172,8 +176,10 @@ def _explain_one(source, path: Path, folder: Path, methods, wanted, save_raw: bo
     from cnnx.io.png import write_png
     from cnnx.render.why import display_image, map_picture, overlay_picture
 
-    label, stage, channel, place = wanted
-    image = source.prepare(load_image(path, color=source.color).array)
+    source, path, folder, methods, save_raw, force = (job.source, job.image, job.destination, job.methods,
+                                                      job.save_raw, job.force)
+    label, stage, channel, place = job.wanted
+    image = source.prepare(load_image(path, color=source.color, **pixel_limit(job.max_pixels)).array)
     target, what = stage_target(stage, channel, place) if stage is not None else class_target(source, image, label)
     results = [explain_why(source, image, target, settings, what) for settings in methods]
     files, records = [], []
