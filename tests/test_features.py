@@ -142,6 +142,20 @@ def test_bad_requests_are_one_line(tmp_path, args, message):
     assert not (tmp_path / "f").exists()
 
 
+def test_a_stage_of_fewer_than_eight_channels_shows_them_all_and_a_bad_request_is_said_once(tmp_path):
+    """Top patches of the default pipeline's stage 3 (four channels) show its four, not a refusal per image; a stage
+    or channel it does not have is one line, whatever the number of images."""
+    photos = [SAMPLES / name for name in ("chelsea.png", "star.png", "stripes.png")]
+    result = runner.invoke(app, ["features", *map(str, photos), "--stage", "3", "-o", str(tmp_path / "f")])
+    assert result.exit_code == 0, result.output
+    units = json.loads((tmp_path / "f" / "manifest.json").read_text())["features"]["units"]
+    assert [unit["channel"] for unit in units] == [0, 1, 2, 3]
+    for wrong, words in ((["--stage", "9"], "--stage takes 1 to 6"), (["--stage", "2", "--channels", "5"],
+                                                                       "channels 0 to 3")):
+        result = runner.invoke(app, ["features", *map(str, photos), *wrong, "-o", str(tmp_path / "g")])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and words in result.stderr, result.output
+
+
 @pytest.mark.slow
 def test_top_patches_on_worker_processes_are_the_same_as_in_one(tmp_path):
     """-j 2 finds the same patches, in the same order, as -j 1; a broken file is listed, the rest go on, and the

@@ -130,12 +130,7 @@ def _visualised(source, stage, channels, side, settings, folder: Path, save_raw:
             raise CnnxError(f"--channels takes classes 0 to {count - 1} here")
         targets = [(Target(label=u), names[u]) for u in units]
     else:
-        if not 1 <= stage <= len(planned):
-            raise CnnxError(f"--stage takes 1 to {len(planned)}, the stages written")
-        count = planned[stage - 1].shape[0]
-        units = channels or list(range(min(16, count)))
-        if max(units) >= count:
-            raise CnnxError(f"stage {stage} has channels 0 to {count - 1}")
+        units = _stage_units(planned, stage, channels, 16)
         targets = [(Target(stage=stage, channel=u), f"stage {stage} channel {u}") for u in units]
     preparation = getattr(source, "preprocess", None)
     values = (preparation.values, preparation.values_backward) if preparation is not None else None
@@ -211,11 +206,23 @@ def run_patches(job: PatchJob) -> PatchOutcome:
         return PatchOutcome(job, error=about(job.image, error))
 
 
+def _stage_units(planned, stage: int, channels: list[int] | None, default: int) -> list[int]:
+    """The channels of ``stage`` asked for (by default its first ``default``), checked against what it has."""
+    if not 1 <= stage <= len(planned):
+        raise CnnxError(f"--stage takes 1 to {len(planned)}, the stages written")
+    count = planned[stage - 1].shape[0]
+    units = channels or list(range(min(default, count)))
+    if max(units) >= count:
+        raise CnnxError(f"stage {stage} has channels 0 to {count - 1}; got --channels {max(units)}")
+    return units
+
+
 def _top_patches(source, images, stage, channels, count: int, folder: Path, force: bool, jobs, scheduler,
                  quiet: bool, max_pixels: int) -> None:
     from cnnx.app.batches import run_batch
     from cnnx.app.shell import find, progress_bar, say
     from cnnx.explain.features import merged_examples
+    from cnnx.io.images import probe_image
     from cnnx.io.output import staged_folder
     from cnnx.io.png import write_png
     from cnnx.render.features import patch_sheet
@@ -225,7 +232,13 @@ def _top_patches(source, images, stage, channels, count: int, folder: Path, forc
     paths = find(images, skip=folder)
     if not paths:
         raise CnnxError("no images found among the IMAGES given")
-    units = tuple(channels or range(8))
+    # The stage and channels asked for are checked once, at the first image's size, not refused for every image.
+    try:
+        size = probe_image(paths[0], **pixel_limit(max_pixels))
+    except CnnxError:
+        size = (128, 128)  # the first image is listed with the failures; the stages count the same at any size
+    planned = source.plan(source.input_shape((3 if source.color else 1, *size)))
+    units = tuple(_stage_units(planned, stage, channels, 8))
     batch = [PatchJob(path, source, stage, units, count, max_pixels) for path in paths]
     with progress_bar(quiet, "images") as advance:
         ended: list = []
