@@ -287,6 +287,24 @@ def test_why_on_a_folder_runs_as_a_batch_on_worker_processes(tmp_path):
     assert "broken.png" in result.stderr
 
 
+def test_a_request_every_image_of_a_batch_fails_the_same_way_is_said_once(tmp_path):
+    """--stage 99 over three images is one error line (not one per image), then the count; different failures are
+    each listed with their image."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b", "c"):
+        _star(photos / f"{name}.png")
+    result = runner.invoke(app, ["why", str(photos), "--stage", "99", "-o", str(tmp_path / "out"), "-j", "1"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("cnnx: error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "--stage takes 1 to 6" in errors[0] and "each of the 3 images" in errors[0]
+    assert "3 of 3 images failed" in result.stderr
+    (photos / "broken.png").write_text("not a picture")
+    result = runner.invoke(app, ["why", str(photos), "--stage", "99", "-o", str(tmp_path / "out"), "-j", "1"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("cnnx: error:")]
+    assert len(errors) == 4 and any("broken.png" in line for line in errors), result.output
+
+
 def test_the_default_method_suits_the_network():
     """Grad-CAM for a network that pools its maps globally (as it assumes), integrated gradients for the shapes
     model's dense head and for a chain."""

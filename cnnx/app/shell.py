@@ -438,8 +438,12 @@ def finish_batch(batch: list, root: Path, jobs: int | None, scheduler: str | Non
     with reported_errors():
         out.print(batch_table(outcomes, root, command))
     failed = [o for o in outcomes if o.error]
-    for outcome in failed:
-        say(f"cnnx: error: {outcome.error}")
+    causes = {outcome.error.removeprefix(f"{outcome.job.image}: ") for outcome in failed}
+    if len(failed) == len(outcomes) > 1 and len(causes) == 1:  # the request, not the images: said once
+        say(f"cnnx: error: {causes.pop()} (each of the {len(failed)} images)")
+    else:
+        for outcome in failed:
+            say(f"cnnx: error: {outcome.error}")
     if failed:
         say(f"cnnx: {len(failed)} of {len(outcomes)} images failed")
         raise typer.Exit(RUNTIME_FAILURE)
