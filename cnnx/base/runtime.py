@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-import select
-import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,8 +22,7 @@ from threadpoolctl import ThreadpoolController
 from cnnx.base.choices import threads_from_environment
 
 __all__ = [
-    "STRIP_BYTES", "ChildDied", "background", "blas_threads", "buffer", "in_child", "num_threads", "run_tasks",
-    "set_num_threads", "strips",
+    "STRIP_BYTES", "background", "blas_threads", "buffer", "num_threads", "run_tasks", "set_num_threads", "strips",
 ]
 
 # Bytes a strip's buffers may take.  Measured on a 2-core EPYC (2 MiB L2 per
@@ -167,56 +163,3 @@ def strips(n_rows: int, row_bytes: int) -> list[tuple[int, int]]:
     """The fixed grid of ``(first, stop)`` row strips for rows costing ``row_bytes`` each."""
     step = max(1, min(n_rows, STRIP_BYTES // max(1, row_bytes)))
     return [(r, min(r + step, n_rows)) for r in range(0, n_rows, step)]
-
-
-class ChildDied(Exception):
-    """Work run in a child process ended it (a library's C++ assertion, say) instead of returning."""
-
-
-def in_child(work: Callable[[], bytes], seconds: float = 120.0) -> bytes:
-    """``work()`` run in a forked copy of this process, its bytes returned; an exception it raises comes back as
-    a ``ValueError`` with its message, and a child that dies (a library aborting on input it was never meant to
-    meet) or gives no answer within ``seconds`` raises ``ChildDied`` here instead of ending cnnx or hanging it.
-    The child writes nothing to the terminal."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: it never returns, and never runs the parent's cleanup
-        code = 0
-        try:
-            os.close(read)
-            quiet = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(quiet, 1)
-            os.dup2(quiet, 2)
-            try:
-                answer = b"+" + work()
-            except Exception as error:  # any failure goes back to the parent as words
-                answer = b"-" + str(error).encode("utf-8", "replace")
-            with os.fdopen(write, "wb") as stream:
-                stream.write(answer)
-        except BaseException:  # a signal, say: the parent sees the child end without an answer
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write)
-    chunks, deadline = [], time.monotonic() + seconds
-    try:
-        with os.fdopen(read, "rb", buffering=0) as stream:
-            while select.select([stream], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                chunk = stream.read(1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            else:
-                raise ChildDied(f"no answer in {seconds:g} s")
-        _, status = os.waitpid(pid, 0)
-        pid = 0
-    finally:
-        if pid:  # stopped, or out of time, while it waited: the child goes too
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    answer = b"".join(chunks)
-    if not answer:
-        raise ChildDied(f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}")
-    if answer[:1] == b"-":
-        raise ValueError(answer[1:].decode("utf-8", "replace"))
-    return answer[1:]
