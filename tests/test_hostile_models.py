@@ -215,6 +215,11 @@ MALFORMED = {
     "a split into fewer parts than outputs": (lambda: _model(
         [helper.make_node("Split", ["x"], ["y", "z"], axis=1, num_outputs=1)], opset=18),
         ["Split", "1 parts", "2 outputs"]),
+    "an op cnnx does not run, in a branch": (lambda: _model([helper.make_node(
+        "If", ["c"], ["y"], then_branch=helper.make_graph(
+            [helper.make_node("Unique", ["x"], ["z"])], "branch", [],
+            [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)]), else_branch=_branch())],
+        [numpy_helper.from_array(np.array(True), "c")]), ["Unique", "not supported"]),
     "an opset from the future": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=99),
                                  ["opset 99", "7 to 21"]),
     "an opset from the past": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=1), ["opset 1"]),

@@ -265,9 +265,10 @@ def _parse(path: Path):
 
 
 def _refuse_unsupported(graph, path: Path) -> None:
-    """Every op cnnx does not run, named with its first node, before any work."""
+    """Every op cnnx does not run, named with its first node, before any work; in an If's branches too, so that
+    onnx's shape inference only ever meets the ops cnnx runs."""
     unsupported: dict[str, str] = {}
-    for node in graph.node:
+    for node in _every_node(graph):
         if node.op_type not in OPS or node.domain not in ("", "ai.onnx"):
             unsupported.setdefault(printable(node.op_type), printable(node.name or "?"))
     if unsupported:
@@ -276,13 +277,24 @@ def _refuse_unsupported(graph, path: Path) -> None:
         raise CnnxError(f"{path}: op {named} {verb} not supported; cnnx runs {', '.join(SUPPORTED)}")
 
 
+def _every_node(graph):
+    """The graph's nodes, and those of every branch inside them, outer first."""
+    from onnx import AttributeProto
+
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for branch in (attribute.g,) if attribute.type == AttributeProto.GRAPH else attribute.graphs:
+                yield from _every_node(branch)
+
+
 def check_nodes(graph, opset: int, path: Path) -> None:
     """Each node (branches' nodes too) as its op's schema at the model's opset has it, as onnx's checker requires:
     inputs and outputs in number, attributes it takes, each once and of the kind it takes, the required ones there.
     A string where Conv reads its group, or a batch norm with one input, would otherwise fail deep in an op."""
     from onnx import AttributeProto, defs
 
-    for node in graph.node:
+    for node in _every_node(graph):  # a node before its branches, whose attributes are then known to be graphs
         where = f"{path}: node {printable(node.name or node.op_type)} ({printable(node.op_type)})"
         try:
             schema = defs.get_schema(node.op_type, opset, node.domain)
@@ -304,8 +316,6 @@ def check_nodes(graph, opset: int, path: Path) -> None:
                 kind = AttributeProto.AttributeType.Name(attribute.type).lower()
                 raise CnnxError(f"{where}: its {name} is of kind {kind}; {node.op_type} takes "
                                 f"{expected.type.name.lower()}")
-            for branch in (attribute.g,) if attribute.type == AttributeProto.GRAPH else attribute.graphs:
-                check_nodes(branch, opset, path)
         missing = [name for name, attribute in schema.attributes.items() if attribute.required and name not in given]
         if missing:
             raise CnnxError(f"{where}: lacks its {', '.join(missing)}")
