@@ -206,6 +206,18 @@ def run_patches(job: PatchJob) -> PatchOutcome:
         return PatchOutcome(job, error=about(job.image, error))
 
 
+def _planned(source, image: Path, max_pixels: int) -> list:
+    """The source's stages at ``image``'s size; at 256x256 where that image cannot be read or is too small for
+    them (it is listed with the failures): the stages and their channels are the same at any size that runs."""
+    from cnnx.io.images import probe_image
+
+    channels = 3 if source.color else 1
+    try:
+        return source.plan(source.input_shape((channels, *probe_image(image, **pixel_limit(max_pixels)))))
+    except CnnxError:
+        return source.plan(source.input_shape((channels, 256, 256)))
+
+
 def _stage_units(planned, stage: int, channels: list[int] | None, default: int) -> list[int]:
     """The channels of ``stage`` asked for (by default its first ``default``), checked against what it has."""
     if not 1 <= stage <= len(planned):
@@ -222,7 +234,6 @@ def _top_patches(source, images, stage, channels, count: int, folder: Path, forc
     from cnnx.app.batches import run_batch
     from cnnx.app.shell import find, progress_bar, say
     from cnnx.explain.features import merged_examples
-    from cnnx.io.images import probe_image
     from cnnx.io.output import staged_folder
     from cnnx.io.png import write_png
     from cnnx.render.features import patch_sheet
@@ -233,12 +244,7 @@ def _top_patches(source, images, stage, channels, count: int, folder: Path, forc
     if not paths:
         raise CnnxError("no images found among the IMAGES given")
     # The stage and channels asked for are checked once, at the first image's size, not refused for every image.
-    try:
-        size = probe_image(paths[0], **pixel_limit(max_pixels))
-    except CnnxError:
-        size = (128, 128)  # the first image is listed with the failures; the stages count the same at any size
-    planned = source.plan(source.input_shape((3 if source.color else 1, *size)))
-    units = tuple(_stage_units(planned, stage, channels, 8))
+    units = tuple(_stage_units(_planned(source, paths[0], max_pixels), stage, channels, 8))
     batch = [PatchJob(path, source, stage, units, count, max_pixels) for path in paths]
     with progress_bar(quiet, "images") as advance:
         ended: list = []
