@@ -220,6 +220,10 @@ MALFORMED = {
             [helper.make_node("Unique", ["x"], ["z"])], "branch", [],
             [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)]), else_branch=_branch())],
         [numpy_helper.from_array(np.array(True), "c")]), ["Unique", "not supported"]),
+    "a dilation that leaves a negative width": (lambda: _model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], dilations=[1, 10**9])],
+        [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")], output=("y", None)),
+        ["'y'", "comes out of size", "does not fit"]),
     "an opset from the future": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=99),
                                  ["opset 99", "7 to 21"]),
     "an opset from the past": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=1), ["opset 1"]),
@@ -239,20 +243,42 @@ def test_a_malformed_graph_is_one_line_naming_the_fault(scene, case):
     assert dry.exit_code == 2 and "Traceback" not in dry.output
 
 
-@pytest.mark.parametrize("command", [
-    ["pipeline", "photo.png", "-o", "out"],
-    ["why", "photo.png", "--stage", "2", "--method", "gradient", "-o", "out"],
-    ["features", "--stage", "2", "--steps", "2", "-o", "out"],
-])
-def test_a_node_that_cannot_run_is_one_line_forward_or_backward(scene, command):
-    """A 3x3 max pool over a map one pixel wide passes shape inference and fails when it runs: on the way to a
-    stage, to a reverse pass (why) or to a visualisation (features), one line names the node."""
+def test_a_node_that_makes_a_negative_size_is_refused_at_load(scene):
+    """A 3x3 max pool over a map one pixel wide: shape inference gives it width -1, and the load says so (before,
+    it passed and failed when it ran)."""
     path = scene / "models" / "thin.onnx"
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
              helper.make_node("MaxPool", ["r"], ["y"], name="pool", kernel_shape=[3, 3])]
     thin = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 1])]
     onnx.save(_model(nodes, inputs=thin, output=("y", None)), str(path))
-    _refused(_run([*command, "--model", str(path), "--layers", "all"]), "thin.onnx", "node pool (MaxPool) cannot run")
+    _refused(_run(["pipeline", "photo.png", "--model", str(path), "-o", "out"]), "thin.onnx", "[1, 3, 6, -1]")
+    assert not Path("out").exists()
+
+
+@pytest.mark.parametrize("command, way", [
+    (["pipeline", "photo.png", "-o", "out"], "forward"),
+    (["why", "photo.png", "--stage", "2", "--method", "gradient", "-o", "out"], "forward"),
+    (["why", "photo.png", "--stage", "2", "--method", "gradient", "-o", "out"], "backward"),
+    (["features", "--stage", "2", "--steps", "2", "-o", "out"], "backward"),
+])
+def test_a_node_that_cannot_run_is_one_line_forward_or_backward(scene, monkeypatch, command, way):
+    """An op that fails as it runs (here Relu, made to), on the way to a stage, or back through it in a reverse
+    pass (why, features): one line names the node, nothing is written."""
+    from cnnx.sources import onnx_grads, onnx_ops
+
+    def fails(*arguments):
+        raise ValueError("operands could not be broadcast together")
+
+    if way == "forward":
+        monkeypatch.setitem(onnx_ops.OPS, "Relu", onnx_ops.Op(fails))
+    else:
+        monkeypatch.setitem(onnx_grads.GRADS, "Relu", fails)
+    path = scene / "models" / "m.onnx"
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["y"], name="pool", kernel_shape=[3, 3])]
+    onnx.save(_model(nodes, output=("y", None)), str(path))
+    _refused(_run([*command, "--model", str(path), "--layers", "all"]), "m.onnx", "node relu (Relu) cannot run",
+             "could not be broadcast")
     assert not Path("out").exists()
 
 

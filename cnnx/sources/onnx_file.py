@@ -465,6 +465,10 @@ def _inferred_shapes(graph: Graph, outline: _Outline) -> dict[str, Shape | None]
         raise CnnxError(f"{graph.path}: {_first_line(error)}") from None
     values = [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
     shapes = {v.name: _known_shape(v) for v in values}
+    for name, shape in shapes.items():
+        if shape is not None and min(shape, default=0) < 0:  # inference ran a malformed node's arithmetic through
+            raise CnnxError(f"{graph.path}: value {printable(name)!r} comes out of size {list(shape)}: its node "
+                            "does not fit its input")
     shapes.update({k: v.shape for k, v in graph.constants.items()})
     return shapes
 
