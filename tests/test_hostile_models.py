@@ -282,6 +282,21 @@ def test_a_node_that_cannot_run_is_one_line_forward_or_backward(scene, monkeypat
     assert not Path("out").exists()
 
 
+def test_a_value_of_a_batch_of_two_is_written_with_its_batch_folded_into_its_maps(scene):
+    """A stranger's graph may stack the image with itself (a batch of two): its layer is written as 2 x 3 maps
+    (it was a ValueError traceback), and explained."""
+    path = scene / "models" / "two.onnx"
+    nodes = [helper.make_node("Concat", ["x", "x"], ["pair"], name="pair", axis=0),
+             helper.make_node("Relu", ["pair"], ["y"], name="relu")]
+    onnx.save(_model(nodes, output=("y", [2, 3, 8, 8])), str(path))
+    result = _run(["pipeline", "photo.png", "--model", str(path), "-o", "out", "--layers", "relu"])
+    assert result.exit_code == 0, result.output
+    assert len(list(Path("out").glob("01_*/ch*.png"))) == 6
+    explained = _run(["explain", "value", "photo.png", "--model", str(path), "--layers", "relu", "--stage", "1",
+                      "--channel", "4", "--at", "2,3"])
+    assert explained.exit_code == 0, explained.output
+
+
 def test_a_conv_with_no_channels_is_refused_by_filters(scene):
     """cnnx filters --model on a conv of 0 output channels: one line, not a crash."""
     path = scene / "models" / "empty.onnx"

@@ -341,9 +341,11 @@ class Graph:
 
 
 def stage_shape(shape: Shape) -> tuple[int, int, int]:
-    """An ONNX value's shape as a stage's (C, H, W): the batch of one dropped; a row of values, or maps of one
-    value each (a global pool's), as (1, 1, N)."""
-    shape = tuple(int(s) for s in shape[1:]) if len(shape) > 1 else tuple(int(s) for s in shape)
+    """An ONNX value's shape as a stage's (C, H, W): the batch of one dropped (a value whose first axis is longer,
+    which a stranger's graph can make, has it folded into the next); a row of values, or maps of one value each
+    (a global pool's), as (1, 1, N)."""
+    shape = tuple(int(s) for s in shape)
+    shape = (shape[0] * shape[1], *shape[2:]) if len(shape) > 1 else shape
     if len(shape) == 3 and shape[1] * shape[2] > 1:
         return shape
     return (1, 1, math.prod(shape) if shape else 1)
