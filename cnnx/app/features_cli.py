@@ -27,7 +27,7 @@ from cnnx.app.shell import (
     source_from,
     with_groups,
 )
-from cnnx.base.errors import CnnxError
+from cnnx.base.errors import RUNTIME_FAILURE, CnnxError
 
 
 @with_groups
@@ -270,4 +270,4 @@ def _top_patches(source, images, stage, channels, count: int, folder: Path, forc
                f"{len(paths) - len(failed)} images: sheet.png in {folder}")
     if failed:  # as for any batch: the rest are written, and the exit code says not all were
         say(f"cnnx: {len(failed)} of {len(paths)} images failed")
-        raise typer.Exit(1)
+        raise typer.Exit(RUNTIME_FAILURE)

@@ -23,6 +23,7 @@ import numpy as np
 
 from cnnx.app.inputs import IMAGE_SUFFIXES
 from cnnx.app.jobs import Job, redraw_job, run_job
+from cnnx.app.shell import pixel_limit
 from cnnx.base.errors import Cancelled, CnnxError, is_known, message
 from cnnx.io.output import safe_name
 
@@ -75,10 +76,6 @@ class Session:
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    @property
-    def _limit(self) -> dict:
-        return {"max_pixels": self.max_pixels} if self.max_pixels else {}
-
     def recompute(self, *, spec: str | None = None, image: Path | None = None) -> None:
         """A new run with new stages or a new image; a failure keeps the run before and says why."""
         with self.lock:
@@ -88,8 +85,8 @@ class Session:
 
         def run(target: Path, cancelled) -> object:
             source = self.make_source(spec or None)
-            return run_job(Job(image, target, source, style, save_raw=True, force=True, **self._limit),
-                           cancelled=cancelled)
+            limit = pixel_limit(self.max_pixels)
+            return run_job(Job(image, target, source, style, save_raw=True, force=True, **limit), cancelled=cancelled)
 
         if self._attempt(run):
             with self.lock:
@@ -330,7 +327,7 @@ class Session:
         from cnnx.io.images import load_image
 
         shown = self.shown(number)
-        loaded = load_image(shown.image, color=shown.source.color, **self._limit)
+        loaded = load_image(shown.image, color=shown.source.color, **pixel_limit(self.max_pixels))
         return {"steps": lesson_tour(shown.source, loaded.array)}
 
     def why(self, method: str | None, place: tuple[int, int, int, int] | None = None, label: str | None = None,
@@ -437,7 +434,8 @@ class Session:
         found = []
         for path in seen:
             try:
-                prepared = source.prepare(load_image(path, color=source.color, **self._limit).array)
+                loaded = load_image(path, color=source.color, **pixel_limit(self.max_pixels))
+                prepared = source.prepare(loaded.array)
                 found.append(image_examples(source, path.name, prepared, stage, [channel], LOOKS_FOR_PATCHES))
             except CnnxError:
                 continue  # an image that no longer reads is passed over
