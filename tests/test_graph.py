@@ -242,6 +242,72 @@ def test_batch_norm_is_folded_into_the_conv_before_it(tmp_path):
     assert agree(ours(loaded, x)["y"], reference(path, x)["y"])
 
 
+def _saved(tmp_path, nodes, constants, out_shape, name="affine"):
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("x", 1, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", 1, out_shape)],
+        [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_scales_and_shifts_per_channel_fold_into_the_conv_or_norm_before_them(tmp_path):
+    """A model-zoo batch norm written as Mul and Add after a Conv, the constant on either side, Sub and Div, a
+    scalar, and a Mul and Add after a batch norm that reads a Relu: all folded, ONNX Runtime's numbers kept."""
+    rng = np.random.default_rng(5)
+    c = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "b0": rng.standard_normal(4).astype(np.float32),
+         **{k: rng.uniform(0.5, 1.5, (4, 1, 1)).astype(np.float32) for k in ("m1", "a1", "s1", "d1", "m2", "a2")},
+         **{k: rng.uniform(0.5, 1.5, 4).astype(np.float32) for k in ("s", "bb", "mm", "v")},
+         "two": np.array(2.0, np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b0"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "m1"], ["c1"]),
+        helper.make_node("Add", ["a1", "c1"], ["c2"]),
+        helper.make_node("Sub", ["c2", "s1"], ["c3"]),
+        helper.make_node("Div", ["c3", "d1"], ["c4"]),
+        helper.make_node("Mul", ["two", "c4"], ["c5"]),
+        helper.make_node("Relu", ["c5"], ["r"]),
+        helper.make_node("BatchNormalization", ["r", "s", "bb", "mm", "v"], ["n"]),
+        helper.make_node("Mul", ["n", "m2"], ["n1"]),
+        helper.make_node("Add", ["n1", "a2"], ["y"]),
+    ]
+    path = _saved(tmp_path, nodes, c, [1, 4, 8, 8])
+    loaded = load_graph(path)
+    assert loaded.folded == 7 and [n.op for n in loaded.nodes] == ["Conv", "Relu", "BatchNormalization"]
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    assert agree(ours(loaded, x)["y"], reference(path, x)["y"])
+
+
+@pytest.mark.parametrize("case", ["two readers", "varies along a row", "divides by zero", "infinite", "the output"])
+def test_a_scale_that_is_not_one_per_channel_or_not_alone_stays_as_it_is(tmp_path, case):
+    """Nothing folds where it would change a number: a Conv's output read twice, a constant that varies across the
+    map, a Div by zero or a scale of infinity (whose NaNs and infinities must stay where they fall), or a Conv
+    whose own output is the graph's."""
+    rng = np.random.default_rng(6)
+    scale = {"varies along a row": rng.uniform(0.5, 1.5, (1, 8)), "divides by zero": np.array([1, 0, 2, 3.0]),
+             "infinite": np.array([1, np.inf, 2, 3.0])}.get(case, rng.uniform(0.5, 1.5, 4))
+    scale = scale.reshape(scale.shape if scale.ndim == 2 else (4, 1, 1)).astype(np.float32)
+    c = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "k": scale}
+    op = "Div" if case == "divides by zero" else "Mul"
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node(op, ["c", "k"], ["m"])]
+    nodes.append(helper.make_node("Add", ["m", "c"] if case == "two readers" else ["m", "m"],
+                                  ["y" if case != "the output" else "z"]))
+    path = _saved(tmp_path, nodes, c, [1, 4, 8, 8])
+    if case == "the output":  # the Mul's input is what the graph gives
+        model = onnx.load(str(path))
+        model.graph.output[0].name = "c"
+        model.graph.node[1].output[0] = "m"
+        onnx.save(model, str(path))
+    loaded = load_graph(path)
+    assert loaded.folded == 0 and [n.op for n in loaded.nodes][:2] == ["Conv", op][: 1 if case == "the output" else 2]
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    want = reference(path, x)[loaded.output_name]
+    with np.errstate(all="ignore"):
+        got = ours(loaded, x)[loaded.output_name]
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and agree(np.nan_to_num(got), np.nan_to_num(want))
+
+
 @pytest.mark.slow
 def test_pipeline_runs_a_model_and_answers_with_labels(tmp_path):
     """cnnx pipeline IMAGE --model net.onnx writes the input, the chosen layers and the output, and answers."""

@@ -292,11 +292,21 @@ def pool_pads(sides, kernel, stride, dilation, pad, size) -> tuple[tuple[int, in
 
 def _pool(x: np.ndarray, kernel, stride, dilation, pad, size, reduce, fill: float) -> np.ndarray:
     """Reduce every window; cells in the padding or past the input (ceil_mode's last window) hold ``fill``."""
+    return window_reduce(x, kernel, stride, dilation, pool_pads(x.shape[-2:], kernel, stride, dilation, pad, size),
+                         reduce, fill)
+
+
+def window_reduce(x: np.ndarray, kernel, stride, dilation, pads, reduce, fill: float) -> np.ndarray:
+    """Every window of each map of ``x`` (N, C, H, W) reduced by the ufunc ``reduce`` (``np.maximum``, ``np.add``),
+    the padding ``((top, bottom), (left, right))`` (either side may differ) holding ``fill``: no padded copy."""
     N, C, H, W = x.shape
-    pads = pool_pads((H, W), kernel, stride, dilation, pad, size)
+    size = [(n + a + b - d * (k - 1) - 1) // s + 1
+            for n, (a, b), k, s, d in zip((H, W), pads, kernel, stride, dilation, strict=True)]
+    if min(size) < 1:
+        raise ValueError(f"window {tuple(kernel)} does not fit the padded {H}x{W} input")
     out = np.empty((N * C, *size), np.float32)
-    planes = np.ascontiguousarray(x).reshape(N * C, H, W)
-    engine.pool(planes, kernel, stride, dilation, pads, fill, reduce, out)
+    planes = np.ascontiguousarray(x, np.float32).reshape(N * C, H, W)
+    engine.pool(planes, tuple(kernel), tuple(stride), tuple(dilation), pads, fill, reduce, out)
     return out.reshape(N, C, *size)
 
 

@@ -333,7 +333,7 @@ class Graph:
                 "preparation": self.preparation_text(),
                 "input_size": self.size_reason,
                 "layers": self.layers or "default",
-                "batch_norms_folded": self.folded,
+                "nodes_folded": self.folded,
                 "nodes_computed_at_load": self.computed,
                 "written": [self._describe(n) for n in self.chosen()],
             },

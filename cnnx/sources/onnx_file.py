@@ -1,5 +1,5 @@
 """Reading an ONNX file from a stranger and making its graph ready: tensors from its own folder only, every size
-checked before use, shapes worked out before any image, batch norms folded into convolutions.
+checked before use, shapes worked out before any image, scales and shifts folded into convolutions.
 
 A model file is untrusted input.  Every tensor it holds (initializers,
 sparse initializers, ``Constant`` values and any other tensor attribute, in
@@ -12,7 +12,8 @@ anything is allocated.  After this, nothing that reads the model (the onnx
 package's helpers included) can reach another file.  ``load_graph`` then
 checks the graph, works out every value's shape from the input's fixed size
 (the small values that depend on shapes alone are computed once, here), and
-folds each batch normalisation that follows a convolution into its weights.
+folds each batch normalisation (or constant scale and shift per channel) that
+follows a convolution into its weights.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ def load_graph(
 ) -> Graph:
     """Read an ONNX model and make its graph ready: every op checked supported and every tensor resolved before
     any work, shapes worked out from the input's size, what needs no image computed once (within
-    ``memory_budget`` bytes, if given), batch norms folded into their convolutions."""
+    ``memory_budget`` bytes, if given), batch norms and scales folded into their convolutions."""
     start = time.perf_counter()
     path = Path(path)
     model = _parse(path)
@@ -217,7 +218,7 @@ ANY_SIZE_AT_LOAD = (224, 224)
 
 
 def _make_ready(graph: Graph, outline: _Outline, budget: int, shape=None, pristine=None) -> None:
-    """Shapes worked out at the input's size, what needs no image computed, batch norms folded, unread nodes
+    """Shapes worked out at the input's size, what needs no image computed, scales and shifts folded, unread nodes
     dropped; for a model of any size, from its ``pristine`` nodes and constants at ``shape``."""
     start = time.perf_counter()
     if shape is not None:
@@ -227,7 +228,7 @@ def _make_ready(graph: Graph, outline: _Outline, budget: int, shape=None, pristi
     _check_convs(graph)
     graph.computed = _fold_constants(graph, budget)
     graph.notes = _nonfinite_weights(graph)
-    graph.folded = _fold_batch_norms(graph)
+    graph.folded = _fold_scales_and_shifts(graph)
     _drop_unread(graph)
     graph.ready_seconds = time.perf_counter() - start
 
@@ -574,8 +575,11 @@ def _labels(path: Path) -> list[str]:
     return [printable(line.strip()) for line in text.splitlines() if line.strip()]
 
 
-def _fold_batch_norms(graph: Graph) -> int:
-    """A BatchNormalization read only by itself after a Conv with constant weights becomes part of the Conv."""
+def _fold_scales_and_shifts(graph: Graph) -> int:
+    """Each batch norm, and each Mul, Add, Sub or Div by a constant per channel, that alone reads a Conv's output
+    becomes part of the Conv's weights and bias, and one that alone reads a batch norm's becomes part of the norm's
+    scale and bias, as ONNX Runtime fuses them: a pass over the map each, saved (model-zoo graphs write a batch
+    norm as a Mul and an Add after every convolution). The number of nodes folded."""
     readers: dict[str, int] = {}
     for node in graph.nodes:
         for name in node.inputs:
@@ -583,9 +587,13 @@ def _fold_batch_norms(graph: Graph) -> int:
     producer = {out: node for node in graph.nodes for out in node.outputs}
     kept = []
     for node in graph.nodes:
-        conv = producer.get(node.inputs[0]) if node.op == "BatchNormalization" else None
-        if conv is not None and _foldable(conv, node, readers, graph.constants):
-            _fold(conv, node, readers, graph.constants)
+        affine = _per_channel(node, graph)
+        source = producer.get(affine[0]) if affine else None
+        if (source is not None and _takes_scale(source, graph) and readers.get(affine[0]) == 1
+                and affine[0] != graph.output_name and _scale_and_shift(source, *affine[1:], graph.constants)):
+            source.outputs = list(node.outputs)
+            source.name = source.name or node.name
+            producer.update(dict.fromkeys(node.outputs, source))
         else:
             kept.append(node)
     folded = len(graph.nodes) - len(kept)
@@ -593,27 +601,79 @@ def _fold_batch_norms(graph: Graph) -> int:
     return folded
 
 
-def _foldable(conv: Node, norm: Node, readers: dict[str, int], constants: dict) -> bool:
-    """A Conv whose output only the batch norm reads, with constant weights (and bias), and a constant norm."""
-    return (conv.op == "Conv" and readers.get(conv.outputs[0]) == 1 and conv.inputs[1] in constants
-            and all(i in constants for i in norm.inputs[1:5])
-            and (len(conv.inputs) < 3 or conv.inputs[2] in constants))
+def _takes_scale(node: Node, graph: Graph) -> bool:
+    """A Conv with constant weights (and bias), or a batch norm with constant parameters, of one output."""
+    constant = graph.constants.keys()
+    if len(node.outputs) != 1:
+        return False
+    if node.op == "Conv":
+        return node.inputs[1] in constant and (len(node.inputs) < 3 or not node.inputs[2] or node.inputs[2] in constant)
+    return node.op == "BatchNormalization" and all(i in constant for i in node.inputs[1:5])
 
 
-def _fold(conv: Node, norm: Node, readers: dict[str, int], constants: dict) -> None:
-    """The batch norm's scale and shift taken into the Conv's weights and bias (in float64); the Conv now makes the
-    norm's output, and weights nothing else reads go."""
-    scale, bias, mean, var = (constants[i].astype(np.float64) for i in norm.inputs[1:5])
-    factor = scale / np.sqrt(var + norm.attrs.get("epsilon", 1e-5))
-    weight = constants[conv.inputs[1]].astype(np.float64) * factor[:, None, None, None]
-    old_bias = constants[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] else 0
-    new_w, new_b = f"{conv.inputs[1]}__folded", f"{conv.inputs[1]}__folded_bias"
-    constants[new_w] = weight.astype(np.float32)
-    constants[new_b] = ((old_bias - mean) * factor + bias).astype(np.float32)
-    for name in {*conv.inputs[1:], *norm.inputs[1:5]} & constants.keys():
-        readers[name] -= 1
-        if not readers[name]:
-            del constants[name]
-    conv.inputs = [conv.inputs[0], new_w, new_b]
-    conv.outputs = list(norm.outputs)
-    conv.name = conv.name or norm.name
+def _per_channel(node: Node, graph: Graph) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """``(x, factor, shift)`` when ``node`` computes ``x * factor + shift`` of its input ``x`` with constants of one
+    number a channel (float64), leaving the shape as it is; else None."""
+    if node.op == "BatchNormalization":
+        if len(node.outputs) != 1 or not _takes_scale(node, graph):
+            return None
+        scale, bias, mean, var = params = [graph.constants[i].astype(np.float64) for i in node.inputs[1:5]]
+        if scale.ndim != 1 or len({p.shape for p in params}) != 1:  # a malformed model's: left to fail as it runs
+            return None
+        with np.errstate(all="ignore"):
+            factor = scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))
+            return _finite(node.inputs[0], factor, bias - mean * factor)
+    if node.op not in ("Mul", "Add", "Sub", "Div") or len(node.inputs) != 2:
+        return None
+    x, constant = node.inputs
+    if x in graph.constants and node.op in ("Mul", "Add"):  # c * x and c + x alike
+        x, constant = constant, x
+    vector = _channel_vector(graph.constants.get(constant), graph.shapes.get(x))
+    if vector is None or x in graph.constants or (node.op == "Div" and not vector.all()):
+        return None
+    ones, zeros = np.ones_like(vector), np.zeros_like(vector)
+    factor, shift = {"Mul": (vector, zeros), "Add": (ones, vector), "Sub": (ones, -vector),
+                     "Div": (1 / vector, zeros)}[node.op]
+    return _finite(x, factor, shift)
+
+
+def _finite(x: str, factor: np.ndarray, shift: np.ndarray) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """The scale and shift, where they are finite: an infinite one, folded into weights, would turn the infinities
+    the node makes into NaN."""
+    return (x, factor, shift) if np.isfinite(factor).all() and np.isfinite(shift).all() else None
+
+
+def _channel_vector(value: np.ndarray | None, shape: Shape | None) -> np.ndarray | None:
+    """``value`` as one number for each channel of a value of ``shape`` (N, C, ...), where broadcasting it there
+    varies along the channel axis only (float64); else None."""
+    if value is None or not shape or len(shape) < 2 or value.dtype != np.float32 or value.ndim > len(shape):
+        return None
+    aligned = (1,) * (len(shape) - value.ndim) + value.shape
+    if any(size != 1 for k, size in enumerate(aligned) if k != 1) or aligned[1] not in (1, shape[1]):
+        return None
+    return np.broadcast_to(value.reshape(aligned[1]).astype(np.float64), (shape[1],))
+
+
+def _scale_and_shift(node: Node, factor: np.ndarray, shift: np.ndarray, constants: dict) -> bool:
+    """``node``'s output made ``output * factor + shift`` per channel: a Conv's weights and bias, or a batch norm's
+    scale and bias (both inputs 1 and 2), replaced by new ones computed in float64 (the old ones may be read
+    elsewhere). False, changing nothing, where they are not one number a channel (a malformed model's)."""
+    inputs = node.inputs + [""] * (3 - len(node.inputs))
+    weight = constants[inputs[1]].astype(np.float64)
+    bias = constants[inputs[2]].astype(np.float64) if inputs[2] else np.zeros_like(factor)
+    if weight.ndim < 1 or weight.shape[0] != len(factor) or bias.shape != factor.shape:
+        return False
+    scaled = weight * factor.reshape((-1,) + (1,) * (weight.ndim - 1))
+    inputs[2] = _fresh(constants, f"{inputs[1]}__folded_bias", bias * factor + shift)
+    inputs[1] = _fresh(constants, f"{inputs[1]}__folded", scaled)
+    node.inputs = inputs
+    return True
+
+
+def _fresh(constants: dict, name: str, value: np.ndarray) -> str:
+    """``value`` (as float32) kept under ``name``, or a name made from it that no other constant has."""
+    taken, k = name, 1
+    while taken in constants:
+        taken, k = f"{name}{k}", k + 1
+    constants[taken] = value.astype(np.float32)
+    return taken

@@ -84,23 +84,21 @@ def pool_geometry(attrs: dict, x_shape: Shape):
 
 def _max_pool(node, x):
     kernel, strides, dilations, pads = pool_geometry(node.attrs, x.shape)
-    return ops.max_pool2d(_padded(x, pads, -np.inf), tuple(kernel), tuple(strides), 0, tuple(dilations))
+    return ops.window_reduce(x, kernel, strides, dilations, _pairs(pads), np.maximum, -np.inf)
 
 
 def _average_pool(node, x):
     kernel, strides, dilations, pads = pool_geometry(node.attrs, x.shape)
     if list(x.shape[-2:]) == kernel and not any(pads) and dilations == [1, 1]:  # one window: the mean of each map
         return x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
-    sums = _window_sums_2d(_padded(x, pads, 0.0), kernel, strides, dilations)
-    return (sums / average_pool_counts(node, x.shape)).astype(np.float32)
+    sums = ops.window_reduce(x, kernel, strides, dilations, _pairs(pads), np.add, 0.0)
+    return np.divide(sums, average_pool_counts(node, x.shape), out=sums)
 
 
-def _window_sums_2d(values: np.ndarray, kernel, strides, dilations) -> np.ndarray:
-    if dilations == [1, 1]:
-        return ops.avg_pool2d(values, tuple(kernel), tuple(strides), 0) * float(np.prod(kernel))
-    # A dilated window: a sum over its taps, as a depthwise convolution by ones.
-    ones = np.ones((values.shape[1], 1, *kernel), np.float32)
-    return ops.conv2d(values, ones, None, stride=tuple(strides), dilation=tuple(dilations), groups=values.shape[1])
+def _pairs(pads) -> tuple[tuple[int, int], tuple[int, int]]:
+    """ONNX's (top, left, bottom, right) as ((top, bottom), (left, right))."""
+    top, left, bottom, right = pads
+    return (top, bottom), (left, right)
 
 
 def average_pool_counts(node, x_shape) -> np.ndarray:
@@ -113,7 +111,7 @@ def average_pool_counts(node, x_shape) -> np.ndarray:
     counted = np.pad(ones, ((0, 0), (0, 0), (explicit[0], explicit[2]), (explicit[1], explicit[3])),
                      constant_values=1.0 if attrs.get("count_include_pad", 0) else 0.0)
     extra = (0, 0, pads[2] - explicit[2], pads[3] - explicit[3])
-    return _window_sums_2d(_padded(counted, extra, 0.0), kernel, strides, dilations)
+    return ops.window_reduce(counted, kernel, strides, dilations, _pairs(extra), np.add, 0.0)
 
 
 def _box_mean(node, x):
@@ -147,7 +145,9 @@ def _batch_norm(node, x, scale, bias, mean, var):
     eps = node.attrs.get("epsilon", 1e-5)
     factor = (scale / np.sqrt(var + eps)).astype(np.float32)
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    return (x * factor.reshape(shape) + (bias - mean * factor).reshape(shape)).astype(np.float32)
+    out = np.multiply(x, factor.reshape(shape), dtype=np.float32)  # two passes over the map, no copies
+    out += (bias - mean * factor).astype(np.float32).reshape(shape)
+    return out
 
 
 def _gemm(node, a, b, c=None):
