@@ -238,9 +238,43 @@ def test_grouped_paths_match_loops_across_strips(C, O, groups, kernel, stride, s
     np.testing.assert_array_equal(ops.conv2d(x[0], w, stride=stride, padding=1, groups=groups), got)
 
 
+@pytest.mark.parametrize(("O", "C", "kernel", "dilation"), [(8, 32, (3, 3), 1), (4, 24, (5, 3), 2), (6, 24, (3, 5), 1)])
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_a_product_per_kernel_row_matches_loops(O, C, kernel, dilation, mode, threads, monkeypatch):
+    """A bank with fewer outputs than its channels (DenseNet's 32 of 128) runs as a BLAS product per kernel row over
+    shifted copies of the strip: it gives the loop's numbers on one-row strips and on one strip, dilated, padded
+    by reflection, and the same bits on one thread as on two."""
+    assert engine.by_kernel_rows(O, C, *kernel, (1, 1))
+    rng = np.random.default_rng(O + C)
+    x = rng.standard_normal((1, C, 13, 17)).astype(np.float32)
+    w = rng.standard_normal((O, C, *kernel)).astype(np.float32)
+    pads = tuple((dilation * (k // 2),) * 2 for k in kernel)
+    want = conv2d_loops(x, w, None, (1, 1), pads, (dilation,) * 2, 1, mode)[0]
+    for strip_bytes in (1, 1 << 40):
+        monkeypatch.setattr(runtime, "STRIP_BYTES", strip_bytes)
+        answers = []
+        for count in (2, 1):
+            ops.set_num_threads(count)
+            answers.append(ops.conv2d(x[0], w, padding=tuple(p for p, _ in pads), dilation=dilation,
+                                      padding_mode=mode))
+        np.testing.assert_allclose(answers[0], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+        np.testing.assert_array_equal(answers[1], answers[0])
+
+
+def test_a_bank_takes_a_product_per_kernel_row_only_where_it_writes_less():
+    """By the memory each way writes: few outputs of many channels (DenseNet's 3x3, 32 of 128) take the product per
+    kernel row; as many outputs as channels (ResNet's), more outputs than channels, a strided layer and a 1x1 take
+    im2col's one product."""
+    assert engine.by_kernel_rows(32, 128, 3, 3, (1, 1))
+    assert not engine.by_kernel_rows(256, 256, 3, 3, (1, 1))
+    assert not engine.by_kernel_rows(192, 64, 3, 3, (1, 1))
+    assert not engine.by_kernel_rows(32, 128, 3, 3, (2, 2))
+    assert not engine.by_kernel_rows(32, 128, 1, 1, (1, 1))
+
+
 @pytest.mark.parametrize(
     ("C", "O", "groups", "kernel", "size"),
-    [(1, 8, 1, 3, (300, 400)), (64, 64, 64, 3, (200, 300)), (96, 96, 12, 3, (120, 160)), (32, 64, 2, 5, (90, 90))],
+    [(1, 8, 1, 3, (300, 400)), (64, 16, 1, 3, (200, 300)), (64, 64, 64, 3, (200, 300)), (96, 96, 12, 3, (120, 160)), (32, 64, 2, 5, (90, 90))],
 )
 def test_conv_scratch_bounds_what_conv2d_holds(C, O, groups, kernel, size):
     """The scratch conv2d says it needs before it runs (for the memory estimate) is never below what it takes."""
