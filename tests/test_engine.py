@@ -274,7 +274,8 @@ def test_a_bank_takes_a_product_per_kernel_row_only_where_it_writes_less():
 
 @pytest.mark.parametrize(
     ("C", "O", "groups", "kernel", "size"),
-    [(1, 8, 1, 3, (300, 400)), (64, 16, 1, 3, (200, 300)), (64, 64, 64, 3, (200, 300)), (96, 96, 12, 3, (120, 160)), (32, 64, 2, 5, (90, 90))],
+    [(1, 8, 1, 3, (300, 400)), (64, 16, 1, 3, (200, 300)), (64, 64, 64, 3, (200, 300)), (96, 96, 12, 3, (120, 160)),
+     (32, 64, 2, 5, (90, 90))],
 )
 def test_conv_scratch_bounds_what_conv2d_holds(C, O, groups, kernel, size):
     """The scratch conv2d says it needs before it runs (for the memory estimate) is never below what it takes."""
