@@ -20,6 +20,10 @@ Parts (each prints medians and the ratio its target is stated in):
 
 from __future__ import annotations
 
+# isort: off
+import cnnx  # noqa: F401  (first, as in the command: it sets OpenBLAS's idle-thread timeout before numpy loads it)
+# isort: on
+
 import argparse
 import os
 import resource

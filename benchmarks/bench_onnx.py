@@ -23,6 +23,10 @@ same run. The last line times the whole command,
 
 from __future__ import annotations
 
+# isort: off
+import cnnx  # noqa: F401  (first, as in the command: it sets OpenBLAS's idle-thread timeout before numpy loads it)
+# isort: on
+
 import argparse
 import math
 import subprocess

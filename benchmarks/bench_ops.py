@@ -23,6 +23,10 @@ reading the input and writing as much, the least any op must do.
 
 from __future__ import annotations
 
+# isort: off
+import cnnx  # noqa: F401  (first, as in the command: it sets OpenBLAS's idle-thread timeout before numpy loads it)
+# isort: on
+
 import argparse
 import contextlib
 import os

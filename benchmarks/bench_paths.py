@@ -13,6 +13,10 @@ the ratio. Target: no shape slower than 1.2x the bank.
 
 from __future__ import annotations
 
+# isort: off
+import cnnx  # noqa: F401  (first, as in the command: it sets OpenBLAS's idle-thread timeout before numpy loads it)
+# isort: on
+
 import argparse
 from contextlib import contextmanager
 

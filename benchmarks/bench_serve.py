@@ -20,6 +20,10 @@ loaded: the target is under 1 s.
 
 from __future__ import annotations
 
+# isort: off
+import cnnx  # noqa: F401  (first, as in the command: it sets OpenBLAS's idle-thread timeout before numpy loads it)
+# isort: on
+
 import argparse
 import http.client
 import io

@@ -11,6 +11,10 @@ alike. Target: cnnx's epoch at most 1.5x PyTorch's.
 
 from __future__ import annotations
 
+# isort: off
+import cnnx  # noqa: F401  (first, as in the command: it sets OpenBLAS's idle-thread timeout before numpy loads it)
+# isort: on
+
 import argparse
 
 import numpy as np

@@ -14,6 +14,10 @@ of the input's side) at 128x128 in under 60 s, the forward stopping there.
 
 from __future__ import annotations
 
+# isort: off
+import cnnx  # noqa: F401  (first, as in the command: it sets OpenBLAS's idle-thread timeout before numpy loads it)
+# isort: on
+
 import argparse
 import sys
 import tempfile
