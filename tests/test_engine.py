@@ -215,27 +215,28 @@ def test_peak_memory_is_at_most_twice_the_output_beyond_it(call):
 
 
 @pytest.mark.parametrize(
-    ("C", "O", "groups", "kernel", "stride", "size"),
+    ("C", "O", "groups", "kernel", "stride", "padding", "size"),
     [
-        (24, 24, 24, 3, 1, (50, 53)),  # depthwise: multiply-adds per tap (a map of over 2048 pixels)
-        (64, 128, 64, 5, 2, (40, 33)),  # depthwise with two kernels per channel
-        (48, 48, 6, 3, 1, (20, 21)),  # RegNet-like groups of 8: one batched product
-        (60, 60, 3, 1, 1, (14, 14)),  # ShuffleNet's grouped 1x1
+        (24, 24, 24, 3, 1, 1, (50, 53)),  # depthwise: multiply-adds per tap (a map of over 2048 pixels)
+        (64, 128, 64, 5, 2, 1, (40, 33)),  # depthwise with two kernels per channel
+        (48, 48, 6, 3, 1, 1, (20, 21)),  # RegNet-like groups of 8: one batched product
+        (60, 60, 3, 1, 1, 1, (14, 14)),  # a grouped 1x1, padded: columns gathered
+        (68, 68, 4, 1, 1, 0, (14, 15)),  # ShuffleNet's grouped 1x1: one batched product over the input in place
     ],
 )
-def test_grouped_paths_match_loops_across_strips(C, O, groups, kernel, stride, size, tiny_strips, threads):
+def test_grouped_paths_match_loops_across_strips(C, O, groups, kernel, stride, padding, size, tiny_strips, threads):
     """Every grouped layer, whichever path it takes, equals the loop with strips of one row on two threads, and
     its one-thread answer is the same to the bit."""
     rng = np.random.default_rng(C + O)
     x = rng.standard_normal((1, C, *size)).astype(np.float32)
     w = rng.standard_normal((O, C // groups, kernel, kernel)).astype(np.float32)
-    pads = ((1, 1), (1, 1))
+    pads = ((padding, padding), (padding, padding))
     want = conv2d_loops(x, w, None, (stride, stride), pads, (1, 1), groups, "zeros")[0]
     ops.set_num_threads(2)
-    got = ops.conv2d(x[0], w, stride=stride, padding=1, groups=groups)
+    got = ops.conv2d(x[0], w, stride=stride, padding=padding, groups=groups)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     ops.set_num_threads(1)
-    np.testing.assert_array_equal(ops.conv2d(x[0], w, stride=stride, padding=1, groups=groups), got)
+    np.testing.assert_array_equal(ops.conv2d(x[0], w, stride=stride, padding=padding, groups=groups), got)
 
 
 @pytest.mark.parametrize(("O", "C", "kernel", "dilation"), [(8, 32, (3, 3), 1), (4, 24, (5, 3), 2), (6, 24, (3, 5), 1)])
