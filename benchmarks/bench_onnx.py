@@ -11,8 +11,9 @@ random weights (PyTorch eager's time beside it, where installed); and, where
 PyTorch is installed, MobileNetV2, EfficientNet-B0 and a ConvNeXt-Tiny-like
 network built here with random weights and exported
 by its TorchScript exporter. All at batch 1 and their own sizes. Each round
-runs every candidate once, so a noisy machine slows them alike; the table
-shows medians and the ratio the targets are stated in: cnnx's compute at
+runs every candidate three times in a row, the fastest counting (the first
+run after another candidate's is slowed by the threads it left spinning),
+so a noisy machine slows them alike; the table shows medians and the ratio the targets are stated in: cnnx's compute at
 most 1.5x ONNX Runtime's InferenceSession.run (default options) for each
 model, at most 1.0x in the geometric mean, ResNet-50 at most 0.9x. The
 GFLOP/s column is the model's multiply-adds (twice, for convolutions and
@@ -220,7 +221,7 @@ def main() -> None:
                     return eager(torch.from_numpy(x))
 
             candidates["torch"] = run_eager
-        medians = interleaved_medians(candidates, arguments.rounds)
+        medians = interleaved_medians(candidates, arguments.rounds, repeat=3)
         if "torch" in medians:
             print(f"  (PyTorch eager, the same network with its own random weights: {medians['torch'] * 1000:.1f} ms)")
         ratios[name] = medians["cnnx"] / medians["ort"]

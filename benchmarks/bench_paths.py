@@ -64,7 +64,7 @@ def main() -> None:
             with bank_forced():
                 return ops.conv2d(x, w, padding=k // 2, groups=groups)
 
-        medians = interleaved_medians({"chosen": chosen, "bank": bank}, rounds)
+        medians = interleaved_medians({"chosen": chosen, "bank": bank}, rounds, repeat=3)
         ratio = medians["chosen"] / medians["bank"]
         worst = max(worst, ratio)
         print(f"{C:5d} {O:4d} {groups:6d} {k:3d} {side:5d} {medians['chosen'] * 1000:7.2f}ms "

@@ -6,22 +6,25 @@ import statistics
 import time
 from collections.abc import Callable
 
-# Seconds between two runs: the threads a run leaves spinning (ONNX Runtime's pool, OpenBLAS's) go to sleep before the
-# next candidate starts, so that on two cores neither is timed with the other's idle threads on a core (measured: a
-# run right after ONNX Runtime's took 1.4x its time alone, and ONNX Runtime's right after cnnx's up to 3x).
-PAUSE = 0.1
 
+def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int, repeat: int = 1) -> dict[str, float]:
+    """Each candidate warmed up once, then in each of ``rounds`` rounds run ``repeat`` times in a row, the fastest of
+    those counting; the median over the rounds of each.
 
-def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Each candidate warmed up once, then run once a round for ``rounds`` rounds, apart by ``PAUSE``; the median
-    seconds of each."""
+    Runs of milliseconds want ``repeat`` of 2 or more: on two cores the first run after another candidate's is slowed
+    by what that one left behind (ONNX Runtime's spinning threads, OpenBLAS's) and by cores gone idle. Measured:
+    MobileNetV2 took 68 ms on cnnx run by turns with ONNX Runtime, 33 ms from the second run of a block on; ONNX
+    Runtime's ResNet-50 took up to 3x its time alone right after cnnx's.
+    """
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for run in candidates.values():
         run()  # warm up
     for _ in range(rounds):
         for name, run in candidates.items():
-            time.sleep(PAUSE)
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
+            block = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                run()
+                block.append(time.perf_counter() - start)
+            times[name].append(min(block))
     return {name: statistics.median(values) for name, values in times.items()}
