@@ -5,7 +5,8 @@
 
 The engine picks, by estimated cost, how a convolution runs: one kernel by
 multiply-add passes over its taps (or 1-D passes of its factors, or the FFT),
-or as a bank (the taps gathered, one BLAS product); a grouped convolution by
+or as a bank (the taps gathered, one BLAS product; or, with few kernels over
+many channels, a product per kernel row); a grouped convolution by
 multiply-adds per tap or one batched product over its groups. For each shape
 below this times the path chosen and the bank forced, interleaved, and prints
 the ratio. Target: no shape slower than 1.2x the bank.
@@ -31,19 +32,20 @@ SHAPES = [
     (1, 1, 1, 3, 1024), (1, 1, 1, 7, 1024), (1, 1, 1, 15, 512), (3, 1, 1, 3, 1024), (8, 1, 1, 3, 256),
     (64, 1, 1, 3, 128), (64, 1, 1, 3, 32), (512, 1, 1, 3, 32), (512, 1, 1, 3, 14), (2048, 1, 1, 1, 7),
     (96, 96, 96, 3, 112), (144, 144, 144, 3, 56), (240, 240, 240, 5, 28), (672, 672, 672, 5, 14),
-    (96, 96, 12, 3, 56), (240, 240, 3, 1, 28),
+    (96, 96, 12, 3, 56), (240, 240, 3, 1, 28), (128, 32, 1, 3, 56), (128, 32, 1, 3, 14), (64, 16, 1, 3, 112),
 ]
 
 
 @contextmanager
 def bank_forced():
-    """One kernel always as a bank, and grouped layers always as a batched product."""
-    call, direct = engine.PASS_CALL_PIXELS, engine.grouped_is_direct
-    engine.PASS_CALL_PIXELS, engine.grouped_is_direct = 10**15, lambda *shape: False
+    """One kernel always as a bank, a bank always by im2col, and grouped layers always as a batched product."""
+    call, direct, rows = engine.PASS_CALL_PIXELS, engine.grouped_is_direct, engine.by_kernel_rows
+    never = lambda *shape: False  # noqa: E731
+    engine.PASS_CALL_PIXELS, engine.grouped_is_direct, engine.by_kernel_rows = 10**15, never, never
     try:
         yield
     finally:
-        engine.PASS_CALL_PIXELS, engine.grouped_is_direct = call, direct
+        engine.PASS_CALL_PIXELS, engine.grouped_is_direct, engine.by_kernel_rows = call, direct, rows
 
 
 def main() -> None:
