@@ -21,6 +21,16 @@ def passes_wherever_they_could_run():
     engine.PASS_CALL_PIXELS = held
 
 
+@pytest.fixture(scope="module", autouse=True)
+def threads_however_small_the_work():
+    """Every op's tasks go to the threads, however little work they hold: this file's images are small, and the
+    threads are what is tested here."""
+    held = runtime.SERIAL_WORK
+    runtime.SERIAL_WORK = 0
+    yield
+    runtime.SERIAL_WORK = held
+
+
 @pytest.fixture
 def tiny_strips(monkeypatch):
     """Make every strip one row, so strip boundaries fall everywhere."""
@@ -110,6 +120,19 @@ def test_results_identical_for_any_thread_count(n, threads, tiny_strips):
     ops.set_num_threads(n)
     for call, want in zip(calls, reference, strict=True):
         np.testing.assert_array_equal(call(), want)
+
+
+def test_an_op_of_little_work_stays_on_the_calling_thread(monkeypatch, threads):
+    """Under ``SERIAL_WORK`` element operations every task runs on the calling thread (a handoff would cost more
+    than it saves); from it on, the tasks are shared with the pool."""
+    import threading
+
+    monkeypatch.setattr(runtime, "SERIAL_WORK", 1000)
+    ops.set_num_threads(2)
+    for operations, want in ((999, 1), (1000, 2)):
+        seen = set()
+        runtime.run_tasks([1, 2, 3, 4], lambda task, scratch, seen=seen: seen.add(threading.get_ident()), operations)
+        assert len(seen) == want and threading.get_ident() in seen
 
 
 @pytest.mark.parametrize("shape", [(16, 20, 30), (3, 7, 9), (1, 1, 5)])

@@ -110,9 +110,20 @@ def blas_threads() -> Iterator[None]:
             yield
 
 
-def run_tasks(tasks: list, work: Callable[[object, dict], None]) -> None:
-    """Call ``work(task, scratch)`` for every task; each thread runs a contiguous run of tasks with its own scratch."""
-    threads = min(num_threads(), len(tasks))
+# Element operations (multiply-adds, comparisons) below which an op's tasks all run on the calling thread. Handing
+# work to another thread costs about 0.1 ms here (more when the other core has gone idle, as on a virtual machine),
+# and a depthwise layer or pool of under a million operations took no longer on one thread than on two.
+SERIAL_WORK = 1_000_000
+
+
+def run_tasks(tasks: list, work: Callable[[object, dict], None], operations: int | None = None) -> None:
+    """Call ``work(task, scratch)`` for every task; each thread runs a contiguous run of tasks with its own scratch.
+
+    ``operations``, the whole work's element operations where the caller knows them: under ``SERIAL_WORK`` every
+    task runs here, on the calling thread.
+    """
+    small = operations is not None and operations < SERIAL_WORK
+    threads = 1 if small else min(num_threads(), len(tasks))
     runs = [tasks[k * len(tasks) // threads : (k + 1) * len(tasks) // threads] for k in range(max(threads, 1))]
 
     def run(chunk: list) -> None:

@@ -362,7 +362,7 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
     blocks = [(k * groups // count, (k + 1) * groups // count) for k in range(count)]
     width = -(-groups // count)  # groups in the largest block
     row_strips = strips(Hout, _grouped_row_bytes(width * Cg, Wp, Wout, s0, width * Og, Cg * kh * kw * width, direct))
-    run_tasks([(g0, g1, r0, r1) for g0, g1 in blocks for r0, r1 in row_strips], work)
+    run_tasks([(g0, g1, r0, r1) for g0, g1 in blocks for r0, r1 in row_strips], work, O * Hout * Wout * Cg * kh * kw)
 
 
 def grouped_is_direct(Cg: int, Og: int, stride, pixels: int) -> bool:
@@ -661,7 +661,7 @@ def pool(x: np.ndarray, kernel, stride, dilation, pads, fill: float, reduce, out
     row_bytes = _pool_row_bytes(Wp, s0, bool(padded))
     block = _planes_per_strip(P, Hout, row_bytes)
     run_tasks([(p, min(p + block, P), r0, r1) for p in range(0, P, block) for r0, r1 in strips(Hout, row_bytes)],
-              work)
+              work, P * Hout * Wout * kh * kw)
 
 
 def _planes_per_strip(P: int, Hout: int, row_bytes: int) -> int:
