@@ -49,12 +49,17 @@ def torch_forward_backward():
 
 
 def any_size_copy(path: Path) -> Path:
-    """The model with its input's height and width left open, so it runs at 128x128."""
+    """The model with its input's height and width left open and its last pool global (as torchvision's ResNet-50
+    exports its adaptive pool), so it runs at 128x128."""
     import onnx
+    from onnx import helper
 
     model = onnx.load(str(path))
     dims = model.graph.input[0].type.tensor_type.shape.dim
     dims[2].dim_param, dims[3].dim_param = "height", "width"
+    for k, node in enumerate(model.graph.node):
+        if node.op_type == "AveragePool":
+            model.graph.node[k].CopyFrom(helper.make_node("GlobalAveragePool", node.input, node.output, node.name))
     del model.graph.value_info[:]
     copy = path.with_name("resnet50-any-size.onnx")
     onnx.save(model, str(copy))

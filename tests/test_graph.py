@@ -311,6 +311,29 @@ def test_a_scale_that_is_not_one_per_channel_or_not_alone_stays_as_it_is(tmp_pat
     assert np.array_equal(np.isnan(got), np.isnan(want)) and agree(np.nan_to_num(got), np.nan_to_num(want))
 
 
+def test_a_model_of_any_size_that_does_not_fit_the_photo_says_so_and_a_larger_size_runs(tmp_path):
+    """A model of any size ending in a fixed 8x8 pool, on a 6x6 photo: one line naming the size and --size, exit
+    non-zero, nothing written; with --size 16 it runs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[8, 8])]
+    graph = helper.make_graph(
+        nodes, "tail", [helper.make_tensor_value_info("x", 1, [1, 3, "height", "width"])],
+        [helper.make_tensor_value_info("y", 1, None)],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")])
+    model = tmp_path / "tail.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(model))
+    Image.fromarray(rng.integers(0, 256, (6, 6, 3), np.uint8)).save(tmp_path / "p.png")
+    result = invoke("pipeline", tmp_path / "p.png", "--model", model, "-o", tmp_path / "run")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code != 0 and len(lines) == 1 and "6x6" in lines[0] and "--size" in lines[0], result.output
+    assert not (tmp_path / "run").exists()
+    assert invoke("pipeline", tmp_path / "p.png", "--model", model, "-o", tmp_path / "run", "--size", "16",
+                  "-q").exit_code == 0
+
+
 @pytest.mark.slow
 def test_pipeline_runs_a_model_and_answers_with_labels(tmp_path):
     """cnnx pipeline IMAGE --model net.onnx writes the input, the chosen layers and the output, and answers."""

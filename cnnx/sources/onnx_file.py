@@ -460,16 +460,19 @@ def _inferred_shapes(graph: Graph, outline: _Outline) -> dict[str, Shape | None]
     light = helper.make_graph([n.proto for n in graph.nodes], outline.name, [image, *declared], outline.outputs,
                               small)
     model = helper.make_model(light, opset_imports=outline.opsets, ir_version=outline.ir_version)
+    # A model of any size may not fit a size asked for (a fixed 7x7 pool at its end, on a 128x128 image).
+    at_size = (f" at the input size {graph.input_shape_[1]}x{graph.input_shape_[2]} (the model takes any size; a "
+               "larger --size may fit)") if graph.any_size else ""
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as error:  # onnx names the node and what is wrong with it
-        raise CnnxError(f"{graph.path}: {_first_line(error)}") from None
+        raise CnnxError(f"{graph.path}: {_first_line(error)}{at_size}") from None
     values = [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
     shapes = {v.name: _known_shape(v) for v in values}
     for name, shape in shapes.items():
         if shape is not None and min(shape, default=0) < 0:  # inference ran a malformed node's arithmetic through
             raise CnnxError(f"{graph.path}: value {printable(name)!r} comes out of size {list(shape)}: its node "
-                            "does not fit its input")
+                            f"does not fit its input{at_size}")
     shapes.update({k: v.shape for k, v in graph.constants.items()})
     return shapes
 
