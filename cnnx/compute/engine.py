@@ -156,7 +156,8 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
     One kernel on one plane runs as 1-D passes when it is (nearly) separable,
     by FFT when it is large and dense, else as a multiply-accumulate over its
     non-zero taps; a bank of kernels gathers the taps (im2col) for one BLAS
-    product per strip.
+    product per strip, or, with few kernels over many channels, takes a
+    product per kernel row over shifted copies of the strip.
     """
     O, C, kh, kw = w.shape
     if O == 1 and C == 1 and stride == (1, 1) and fft_is_faster(w[0, 0], out.shape[1:]):
@@ -248,11 +249,11 @@ def _product_per_kernel_row(copies: np.ndarray, row_weights: list, n: int, pixel
     The strip is copied into ``copies[j]`` shifted by kernel column j; then kernel row i's taps over every channel
     are one matrix read in place, ``i`` rows further on: kw copies of the input where im2col makes kh*kw.
     """
-    kw, C, stride = copies.shape
+    kw, C, length = copies.shape
     d0, d1 = dilation
     for j in range(1, kw):
         copies[j, :, :n] = copies[0, :, j * d1 : j * d1 + n]
-    matrix = copies.reshape(kw * C, stride)
+    matrix = copies.reshape(kw * C, length)
     O = row_weights[0].shape[0]
     acc = np.matmul(row_weights[0], matrix[:, :pixels], out=buffer(scratch, "acc", (O, pixels)))
     product = buffer(scratch, "product", (O, pixels))
@@ -266,8 +267,9 @@ def by_kernel_rows(O: int, C: int, kh: int, kw: int, stride) -> bool:
     im2col's gather and one product: by the memory each writes, the input kw times and kh - 1 sums of the output
     (two passes each), against the input kh*kw times, with a margin for the products' smaller inner size.
 
-    Measured here (3x3): 32 outputs of 128 channels (DenseNet's), 0.57x to 0.73x of im2col's time; as many outputs
-    as channels, 0.85x at 64 to 1.8x at 512 channels on 7x7 maps; more outputs than channels, 1.1x.
+    Measured here (3x3): 32 outputs of 128 channels (DenseNet's), 0.65x to 0.95x of im2col's time from 112x112 to
+    7x7 maps, 16 of 64 on 112x112 0.5x; as many outputs as channels, 0.9x at 64 to 1.8x at 512 channels on 7x7
+    maps; more outputs than channels, 1.1x.
     """
     return tuple(stride) == (1, 1) and kh > 1 and kw * C + 4 * (kh - 1) * O < 0.75 * kh * kw * C
 
