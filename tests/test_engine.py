@@ -285,6 +285,42 @@ def test_a_product_per_kernel_row_matches_loops(O, C, kernel, dilation, mode, th
         np.testing.assert_array_equal(answers[1], answers[0])
 
 
+@pytest.mark.parametrize(
+    ("case", "N", "C", "O", "groups", "kernel", "size", "whole_bytes"),
+    [
+        ("one dense kernel, tap by tap", 1, 1, 1, 1, "dense3", 33, None),
+        ("one separable kernel, 1-D passes", 1, 1, 1, 1, "sobel", 33, None),
+        ("one large kernel, FFT", 1, 1, 1, 1, "dense9", 40, None),
+        ("a bank, one product", 1, 3, 8, 1, "dense3", 21, None),
+        ("a bank, by strips", 1, 3, 8, 1, "dense3", 21, 0),
+        ("a product per kernel row", 1, 24, 4, 1, "dense3", 17, None),
+        ("a 1x1, one product", 1, 6, 8, 1, "dense1", 19, None),
+        ("a 1x1, by strips", 1, 6, 8, 1, "dense1", 70, 0),
+        ("grouped", 1, 8, 4, 2, "dense3", 19, None),
+        ("a batch, one product", 3, 3, 5, 1, "dense3", 9, None),
+    ],
+)
+def test_the_bias_is_added_on_every_path(case, N, C, O, groups, kernel, size, whole_bytes, tiny_strips, monkeypatch):
+    """Whichever path a convolution takes, each output channel gets its bias once (added as a strip is stored, or
+    after): the loop's numbers plus the bias."""
+    from cnnx.sources.kernels import SOBEL_X
+
+    rng = np.random.default_rng(len(case))
+    side = int(kernel[5:]) if kernel.startswith("dense") else 3
+    w = (SOBEL_X[None, None] if kernel == "sobel" else rng.standard_normal((O, C // groups, side, side))).astype(
+        np.float32)
+    if case.endswith("FFT"):
+        assert engine.fft_is_faster(w[0, 0], (size, size))
+    if whole_bytes is not None:
+        monkeypatch.setattr(engine, "WHOLE_BYTES", whole_bytes)
+    x = rng.standard_normal((N, C, size, size)).astype(np.float32)
+    bias = rng.standard_normal(O).astype(np.float32)
+    pad = w.shape[-1] // 2
+    got = ops.conv2d(x, w, bias, padding=pad, groups=groups)
+    want = conv2d_loops(x, w, bias, (1, 1), ((pad, pad),) * 2, (1, 1), groups, "zeros")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 def test_a_bank_takes_a_product_per_kernel_row_only_where_it_writes_less():
     """By the memory each way writes: few outputs of many channels (DenseNet's 3x3, 32 of 128) take the product per
     kernel row; as many outputs as channels (ResNet's), more outputs than channels, a strided layer and a 1x1 take

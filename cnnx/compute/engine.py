@@ -150,8 +150,10 @@ def _accumulate(acc: np.ndarray, scratch: np.ndarray, terms: list, *, add: bool 
             acc += scratch
 
 
-def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, out: np.ndarray) -> None:
-    """``out[o] = sum over (c, i, j) of w[o, c, i, j] * padded x[c]`` shifted by the tap, for one group.
+def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, out: np.ndarray,
+              bias: np.ndarray | None = None) -> None:
+    """``out[o] = sum over (c, i, j) of w[o, c, i, j] * padded x[c]`` shifted by the tap, plus ``bias[o]`` if given,
+    for one group. The bias is added as each strip is stored, where a strip is stored, not in a pass of its own.
 
     One kernel on one plane runs as 1-D passes when it is (nearly) separable,
     by FFT when it is large and dense, else as a multiply-accumulate over its
@@ -161,9 +163,11 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
     """
     O, C, kh, kw = w.shape
     if O == 1 and C == 1 and stride == (1, 1) and fft_is_faster(w[0, 0], out.shape[1:]):
-        return correlate_fft(x, w[0, 0], dilation, pads, mode, out)
+        correlate_fft(x, w[0, 0], dilation, pads, mode, out)
+        return add_bias(out, bias)
     if (kh, kw) == (1, 1) and stride == (1, 1) and not any(pads[0] + pads[1]) and C > 1:
-        return correlate_pointwise(x, w.reshape(O, C), out)
+        return correlate_pointwise(x, w.reshape(O, C), out, bias)
+    column = None if bias is None else bias.reshape(O, 1, 1)
     W = x.shape[2]
     Wp = W + pads[1][0] + pads[1][1]
     Wout = out.shape[2]
@@ -218,6 +222,7 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
                 last = np.multiply(last, value, out=product)
             combine = np.subtract if value == -1 else np.add
             combine(acc.reshape(R, Wp)[:, :Wout], last.reshape(R, Wp)[:, :Wout], out=out[0, r0:r1])
+            add_bias(out[:, r0:r1], bias)
             return
         elif not bank:
             result = buffer(scratch, "acc", (1, R * width))
@@ -231,7 +236,11 @@ def correlate(x: np.ndarray, w: np.ndarray, stride, dilation, pads, mode: str, o
             view = _taps_view(held, grid, R, Wp, Wout, kh, kw, stride, dilation, flat)
             columns.reshape(view.shape)[...] = view
             result = np.matmul(weights, columns, out=buffer(scratch, "acc", (O, R * width)))
-        out[:, r0:r1] = result.reshape(O, R, width)[:, :, :Wout]
+        stored = result.reshape(O, R, width)[:, :, :Wout]
+        if column is None:
+            out[:, r0:r1] = stored
+        else:
+            np.add(stored, column, out=out[:, r0:r1])
 
     grid = strips(out.shape[1], 4 * per_row)
     if bank and 4 * per_row * out.shape[1] <= WHOLE_BYTES:
@@ -430,21 +439,29 @@ def _taps_view(held, grid, R, Wp, Wout, kh, kw, stride, dilation, flat) -> np.nd
 WHOLE_BYTES = 1 << 25
 
 
-def correlate_pointwise(x: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:
+def correlate_pointwise(x: np.ndarray, weights: np.ndarray, out: np.ndarray, bias: np.ndarray | None = None) -> None:
     """A 1x1 convolution: each strip of output pixels one BLAS product of the weights (O, C) and the input's
-    columns there, read where they lie (no gathered copy)."""
+    columns there, read where they lie (no gathered copy), and the bias added while the strip is in the cache."""
     C, H, W = x.shape
     planes, result = x.reshape(C, H * W), out.reshape(out.shape[0], H * W)
     step = max(W, (STRIP_PIXELS // W) * W)
 
     def work(first: int, scratch: dict) -> None:
-        np.matmul(weights, planes[:, first : first + step], out=result[:, first : first + step])
+        add_bias(np.matmul(weights, planes[:, first : first + step], out=result[:, first : first + step]), bias)
 
     if 4 * (C + out.shape[0]) * H * W <= WHOLE_BYTES:  # small: one product, BLAS's own threads on it
         with runtime.blas_threads():
             np.matmul(weights, planes, out=result)
+        add_bias(out, bias)
         return
     run_tasks(list(range(0, H * W, step)), work)
+
+
+def add_bias(out: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``out[o] += bias[o]`` over each output channel's map (the first axis), where there is a bias."""
+    if bias is not None:
+        out += bias.reshape((-1,) + (1,) * (out.ndim - 1))
+    return out
 
 
 STRIP_PIXELS = 4096  # output pixels a 1x1 strip takes: enough columns for BLAS to run at speed

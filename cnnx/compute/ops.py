@@ -201,26 +201,16 @@ def conv2d(
         raise ValueError(f"out must be a float32 array of shape {wanted}; got {out.dtype} {out.shape}")
     elif not batched:
         out = out[None]
-    O_group = O // groups
     if groups == 1 and N > 1 and engine.batch_fits(x.shape, weight.shape, out.shape):
         engine.correlate_batch(x, weight, stride, dilation, (rows, cols), padding_mode, out)
         N = 0  # done: a batch of small images is one product
+        engine.add_bias(out.transpose(1, 0, 2, 3), bias)
     for n in range(N):
         if groups > 1:
             engine.correlate_grouped(x[n], weight, groups, stride, dilation, (rows, cols), padding_mode, out[n])
-            continue
-        for g in range(groups):
-            engine.correlate(
-                x[n, g * C_group : (g + 1) * C_group],
-                weight[g * O_group : (g + 1) * O_group],
-                stride,
-                dilation,
-                (rows, cols),
-                padding_mode,
-                out[n, g * O_group : (g + 1) * O_group],
-            )
-    if bias is not None:
-        out += bias[:, None, None]
+            engine.add_bias(out[n], bias)
+        else:  # the bias added as each strip is stored
+            engine.correlate(x[n], weight, stride, dilation, (rows, cols), padding_mode, out[n], bias)
     return out if batched else out[0]
 
 
