@@ -238,28 +238,33 @@ def test_peak_memory_is_at_most_twice_the_output_beyond_it(call):
 
 
 @pytest.mark.parametrize(
-    ("C", "O", "groups", "kernel", "stride", "padding", "size"),
+    ("C", "O", "groups", "kernel", "stride", "padding", "size", "dilation"),
     [
-        (24, 24, 24, 3, 1, 1, (50, 53)),  # depthwise: multiply-adds per tap (a map of over 2048 pixels)
-        (64, 128, 64, 5, 2, 1, (40, 33)),  # depthwise with two kernels per channel
-        (48, 48, 6, 3, 1, 1, (20, 21)),  # RegNet-like groups of 8: one batched product
-        (60, 60, 3, 1, 1, 1, (14, 14)),  # a grouped 1x1, padded: columns gathered
-        (68, 68, 4, 1, 1, 0, (14, 15)),  # ShuffleNet's grouped 1x1: one batched product over the input in place
+        (24, 24, 24, 3, 1, 1, (50, 53), 1),  # depthwise: multiply-adds per tap (a map of over 2048 pixels)
+        (64, 128, 64, 5, 2, 1, (40, 33), 1),  # depthwise with two kernels per channel
+        (48, 48, 6, 3, 1, 1, (20, 21), 1),  # RegNet-like groups of 8: one batched product over flat runs of rows
+        (40, 40, 40, 3, 1, 1, (14, 13), 1),  # depthwise on a small map: the same
+        (40, 40, 40, 3, 2, 1, (14, 13), 1),  # depthwise, stride 2: the output's columns gathered
+        (24, 24, 6, 3, 1, 2, (15, 16), 2),  # dilated groups: runs of rows two apart
+        (60, 60, 3, 1, 1, 1, (14, 14), 1),  # a grouped 1x1, padded: columns gathered
+        (68, 68, 4, 1, 1, 0, (14, 15), 1),  # ShuffleNet's grouped 1x1: one batched product over the input in place
     ],
 )
-def test_grouped_paths_match_loops_across_strips(C, O, groups, kernel, stride, padding, size, tiny_strips, threads):
+def test_grouped_paths_match_loops_across_strips(C, O, groups, kernel, stride, padding, size, dilation, tiny_strips,
+                                                threads):
     """Every grouped layer, whichever path it takes, equals the loop with strips of one row on two threads, and
     its one-thread answer is the same to the bit."""
     rng = np.random.default_rng(C + O)
     x = rng.standard_normal((1, C, *size)).astype(np.float32)
     w = rng.standard_normal((O, C // groups, kernel, kernel)).astype(np.float32)
     pads = ((padding, padding), (padding, padding))
-    want = conv2d_loops(x, w, None, (stride, stride), pads, (1, 1), groups, "zeros")[0]
+    want = conv2d_loops(x, w, None, (stride, stride), pads, (dilation, dilation), groups, "zeros")[0]
     ops.set_num_threads(2)
-    got = ops.conv2d(x[0], w, stride=stride, padding=padding, groups=groups)
+    got = ops.conv2d(x[0], w, stride=stride, padding=padding, groups=groups, dilation=dilation)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     ops.set_num_threads(1)
-    np.testing.assert_array_equal(ops.conv2d(x[0], w, stride=stride, padding=padding, groups=groups), got)
+    np.testing.assert_array_equal(ops.conv2d(x[0], w, stride=stride, padding=padding, groups=groups,
+                                             dilation=dilation), got)
 
 
 @pytest.mark.parametrize(("O", "C", "kernel", "dilation"), [(8, 32, (3, 3), 1), (4, 24, (5, 3), 2), (6, 24, (3, 5), 1)])
@@ -335,7 +340,7 @@ def test_a_bank_takes_a_product_per_kernel_row_only_where_it_writes_less():
 @pytest.mark.parametrize(
     ("C", "O", "groups", "kernel", "size"),
     [(1, 8, 1, 3, (300, 400)), (64, 16, 1, 3, (200, 300)), (64, 64, 64, 3, (200, 300)), (96, 96, 12, 3, (120, 160)),
-     (32, 64, 2, 5, (90, 90))],
+     (32, 64, 2, 5, (90, 90)), (384, 384, 384, 3, (14, 14))],
 )
 def test_conv_scratch_bounds_what_conv2d_holds(C, O, groups, kernel, size):
     """The scratch conv2d says it needs before it runs (for the memory estimate) is never below what it takes."""

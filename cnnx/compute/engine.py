@@ -339,7 +339,11 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
             np.matmul(banks, x.reshape(groups, Cg, H * W), out=out.reshape(groups, Og, H * W))
         return
     borders = border_columns(W, pads, mode)
-    slack = d1 * (kw - 1) if direct else 0
+    # Stride 1 reads each tap as one flat run of padded rows (as correlate does): long runs to copy, where a 14x14
+    # map's rows of 14 made the gather cost several times the product.
+    flat = tuple(stride) == (1, 1)
+    row_width = Wp if flat else Wout  # columns of one output row as computed
+    slack = d1 * (kw - 1) if flat else 0
 
     def work(task: tuple[int, int, int, int], scratch: dict) -> None:
         g0, g1, r0, r1 = task
@@ -361,19 +365,24 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
                 _accumulate_planes(acc, product, terms)
                 result[:, o] = acc.reshape(G, R, Wp)[:, :, :Wout]
             return
-        c, r, q = grid.strides
-        taps = as_strided(grid, (G, Cg, kh, kw, R, Wout), (Cg * c, c, d0 * r, d1 * q, s0 * r, s1 * q),
-                          writeable=False)
-        columns = buffer(scratch, "columns", (G, Cg * kh * kw, R, Wout))
+        if flat:  # each tap a contiguous run of the strip's padded rows, its wrapped columns dropped at the end
+            c, q = held.strides
+            taps = as_strided(held, (G, Cg, kh, kw, R * Wp), (Cg * c, c, d0 * Wp * q, d1 * q, q), writeable=False)
+        else:
+            c, r, q = grid.strides
+            taps = as_strided(grid, (G, Cg, kh, kw, R, Wout), (Cg * c, c, d0 * r, d1 * q, s0 * r, s1 * q),
+                              writeable=False)
+        columns = buffer(scratch, "columns", (G, Cg * kh * kw, R * row_width))
         columns.reshape(taps.shape)[...] = taps
-        acc = buffer(scratch, "acc", (G, Og, R * Wout))
-        np.matmul(weights, columns.reshape(G, -1, R * Wout), out=acc)
-        result[...] = acc.reshape(result.shape)
+        acc = buffer(scratch, "acc", (G, Og, R * row_width))
+        np.matmul(weights, columns, out=acc)
+        result[...] = acc.reshape(G, Og, R, row_width)[..., :Wout]
 
     count = min(groups, runtime.num_threads())
     blocks = [(k * groups // count, (k + 1) * groups // count) for k in range(count)]
     width = -(-groups // count)  # groups in the largest block
-    row_strips = strips(Hout, _grouped_row_bytes(width * Cg, Wp, Wout, s0, width * Og, Cg * kh * kw * width, direct))
+    row_strips = strips(Hout, _grouped_row_bytes(width * Cg, Wp, row_width, s0, width * Og, Cg * kh * kw * width,
+                                                 direct))
     run_tasks([(g0, g1, r0, r1) for g0, g1 in blocks for r0, r1 in row_strips], work, O * Hout * Wout * Cg * kh * kw)
 
 
@@ -400,10 +409,10 @@ def _accumulate_planes(acc: np.ndarray, product: np.ndarray, terms: list) -> Non
             acc += product
 
 
-def _grouped_row_bytes(C: int, Wp: int, Wout: int, s0: int, O: int, taps: int, direct: bool) -> int:
+def _grouped_row_bytes(C: int, Wp: int, row_width: int, s0: int, O: int, taps: int, direct: bool) -> int:
     """What one output row costs a grouped strip: its input rows, its im2col columns (or a product row) and its
     accumulators."""
-    return 4 * (Wp * C * s0 + (2 * Wp * C if direct else Wout * (taps + O)))
+    return 4 * (Wp * C * s0 + (2 * Wp * C if direct else row_width * (taps + O)))
 
 
 def grouped_scratch(x_shape, w_shape, groups: int, stride, dilation, pads, out_shape, threads: int) -> int:
@@ -416,7 +425,8 @@ def grouped_scratch(x_shape, w_shape, groups: int, stride, dilation, pads, out_s
     width = -(-groups // count)
     C, O = width * Cg, width * (O // groups)
     direct = grouped_is_direct(Cg, O // width, stride, Hout * Wout)
-    row_bytes = _grouped_row_bytes(C, Wp, Wout, stride[0], O, Cg * kh * kw * width, direct)
+    row_width = Wp if tuple(stride) == (1, 1) else Wout
+    row_bytes = _grouped_row_bytes(C, Wp, row_width, stride[0], O, Cg * kh * kw * width, direct)
     rows = _strip_rows(Hout, row_bytes)
     held = 4 * C * (((rows - 1) * stride[0] + dilation[0] * (kh - 1) + 1) * Wp + dilation[1] * (kw - 1))
     return min(threads, count * -(-Hout // rows)) * (held + rows * (row_bytes - 4 * Wp * C * stride[0]))
