@@ -241,6 +241,7 @@ def test_peak_memory_is_at_most_twice_the_output_beyond_it(call):
     ("C", "O", "groups", "kernel", "stride", "padding", "size", "dilation"),
     [
         (24, 24, 24, 3, 1, 1, (50, 53), 1),  # depthwise: multiply-adds per tap (a map of over 2048 pixels)
+        (8, 8, 8, 7, 1, 3, (46, 47), 1),  # ConvNeXt's 7x7 depthwise: the same, each tap a flat run
         (64, 128, 64, 5, 2, 1, (40, 33), 1),  # depthwise with two kernels per channel
         (48, 48, 6, 3, 1, 1, (20, 21), 1),  # RegNet-like groups of 8: one batched product over flat runs of rows
         (40, 40, 40, 3, 1, 1, (14, 13), 1),  # depthwise on a small map: the same

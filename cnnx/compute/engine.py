@@ -341,7 +341,7 @@ def correlate_grouped(x: np.ndarray, w: np.ndarray, groups: int, stride, dilatio
     borders = border_columns(W, pads, mode)
     flat = _grouped_flat(stride, kw)
     row_width = Wp if flat else Wout  # columns of one output row as computed
-    slack = d1 * (kw - 1) if flat else 0
+    slack = d1 * (kw - 1) if flat or direct else 0  # the last flat run reaches past the strip's rows
 
     def work(task: tuple[int, int, int, int], scratch: dict) -> None:
         g0, g1, r0, r1 = task
