@@ -618,7 +618,7 @@ def _per_channel(node: Node, graph: Graph) -> tuple[str, np.ndarray, np.ndarray]
     """``(x, factor, shift)`` when ``node`` computes ``x * factor + shift`` of its input ``x`` with constants of one
     number a channel (float64), leaving the shape as it is; else None."""
     if node.op == "BatchNormalization":
-        if len(node.outputs) != 1 or not _takes_scale(node, graph):
+        if not _takes_scale(node, graph):  # constant parameters, one output
             return None
         scale, bias, mean, var = params = [graph.constants[i].astype(np.float64) for i in node.inputs[1:5]]
         if scale.ndim != 1 or len({p.shape for p in params}) != 1:  # a malformed model's: left to fail as it runs
