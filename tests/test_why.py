@@ -45,6 +45,47 @@ def test_grad_cam_is_cam_for_a_network_ending_in_global_pooling_and_one_linear_l
         np.testing.assert_allclose(why.map, cam, rtol=1e-4, atol=1e-7)
 
 
+def test_grad_cam_says_how_much_of_the_weighed_maps_its_map_shows(tmp_path):
+    """Grad-CAM's ReLU drops the weighed maps' part below zero; the words say what the maps summed to and the share
+    of their magnitude the map shows, computed here from CAM's weights, and call a sliver of them too little."""
+    import re
+
+    from cnnx.sources.pipeline import Chain
+    from cnnx.sources.spec import load_pipeline
+
+    weights = np.random.default_rng(5).standard_normal((4, 6)).astype(np.float32)
+    np.savez(tmp_path / "head.npz", weights=weights, bias=np.zeros(4, np.float32))
+    chain = Chain(load_pipeline(spec=f"conv(random:6, seed=2) -> relu -> global_avgpool -> flatten -> "
+                                     f"dense({tmp_path / 'head.npz'})"))
+    image = np.random.default_rng(6).random((1, 12, 10), dtype=np.float32)
+    maps = list(chain.stream(image))[2].array.astype(np.float64)
+    told = 0
+    for k in range(4):
+        weighed = np.tensordot(weights[k], maps, axes=1) / maps[0].size
+        why = explain_why(chain, image, Target(stage=5, channel=0, place=(0, k)), WhySettings("gradcam", stage=2), "")
+        if weighed.min() >= 0:
+            assert why.check == ""
+            continue
+        told += 1
+        said = re.fullmatch(r"the weighed maps sum to (\S+); the map shows their part above zero, (\S+)% of their "
+                            r"magnitude(: too little to say much.*)?", why.check)
+        share = np.maximum(weighed, 0).sum() / np.abs(weighed).sum()
+        assert float(said[1]) == pytest.approx(weighed.sum(), rel=1e-3)
+        assert float(said[2]) == pytest.approx(100 * share, abs=0.051)
+        assert bool(said[3]) == (share < 0.05)
+    assert told
+
+
+def test_grad_cam_on_the_shapes_model_says_its_map_shows_a_sliver(shapes):
+    """The shapes model's dense layer weighs each place on its own: for a star, Grad-CAM's weighed maps lie almost
+    all below zero (measured: under 0.1% above), and the words under its map say so."""
+    model, images, labels = shapes
+    stars = [image for image, label in zip(images, labels, strict=True) if label == 4]
+    for image in stars[:3]:
+        why = explain_why(model, image, Target(label=4), WhySettings("gradcam"), "")
+        assert "too little to say much about this answer" in why.check
+
+
 def test_integrated_gradients_sum_to_the_scores_change(shapes):
     """Completeness: the attributions add up to the class score less the baseline's, to 1% with 128 steps."""
     model, images, labels = shapes

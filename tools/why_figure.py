@@ -28,16 +28,22 @@ def cnnx(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "cnnx", *args], check=True, capture_output=True)
 
 
-def grid(pictures: list[Image.Image], columns: int, width: int) -> Image.Image:
-    """The pictures scaled to ``width`` each, ``columns`` to a row, on white."""
-    scaled = [p.resize((width, round(p.height * width / p.width)), Image.Resampling.LANCZOS) for p in pictures]
-    rows = [scaled[k : k + columns] for k in range(0, len(scaled), columns)]
+def flow(pictures: list[Image.Image], width: int) -> Image.Image:
+    """The pictures at their own size (so every line of words stays readable), left to right in rows of at most
+    ``width`` pixels, on white."""
+    rows: list[list[Image.Image]] = [[]]
+    for picture in pictures:
+        if rows[-1] and sum(p.width + 8 for p in rows[-1]) + picture.width > width:
+            rows.append([])
+        rows[-1].append(picture)
     heights = [max(p.height for p in row) for row in rows]
-    sheet = Image.new("RGB", (columns * width + (columns - 1) * 8, sum(heights) + 8 * (len(rows) - 1)), "white")
+    sheet = Image.new("RGB", (width, sum(heights) + 8 * (len(rows) - 1)), "white")
     y = 0
     for row, height in zip(rows, heights, strict=True):
-        for k, picture in enumerate(row):
-            sheet.paste(picture, (k * (width + 8), y))
+        x = 0
+        for picture in row:
+            sheet.paste(picture, (x, y))
+            x += picture.width + 8
         y += height + 8
     return sheet
 
@@ -47,7 +53,7 @@ def main() -> None:
         out = Path(scratch)
         cnnx("why", str(ROOT / "samples" / "star.png"), "--model", "shapes", "--method", "all", "-o", str(out / "s"))
         pictures = [Image.open(out / "s" / "why" / f"{m}-overlay.png").convert("RGB") for m in METHODS]
-        grid(pictures, 4, 420).save(DOCS / "why-methods.png", optimize=True)
+        flow(pictures, 4 * 420 + 3 * 8).save(DOCS / "why-methods.png", optimize=True)
         cnnx("why", str(ROOT / "samples" / "chelsea.png"), "--stage", "6", "--channel", "1", "--at", "40,61",
              "--method", "input-x-gradient", "-o", str(out / "c"))
         field = Image.open(out / "c" / "why" / "input-x-gradient-overlay.png").convert("RGB")

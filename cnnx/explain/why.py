@@ -70,7 +70,8 @@ class Why:
     gradient: np.ndarray | None = None  # the raw gradient with respect to the prepared input, (C, H, W)
     stage: int | None = None  # the stage Grad-CAM read
     parameters: dict = field(default_factory=dict)
-    check: str = ""  # a line the method's own arithmetic lets be checked (integrated gradients' completeness)
+    # A line the method's own arithmetic lets be checked: integrated gradients' completeness, what Grad-CAM kept.
+    check: str = ""
 
 
 def explain_why(source, image: np.ndarray, target: Target, settings: WhySettings, what: str) -> Why:
@@ -153,9 +154,28 @@ def _cam(source, image, target, settings: WhySettings, what: str) -> Why:
         denominator = 2 * squared + maps.sum(axis=(1, 2), keepdims=True) * cubed
         alphas = np.where(denominator != 0, squared / np.where(denominator != 0, denominator, 1), 0)
         weights = (alphas * np.maximum(grads, 0)).sum(axis=(1, 2))
-    cam = np.maximum(np.tensordot(weights, maps, axes=1), 0)
-    return Why(settings.method, what, result.score, _enlarged(cam, image.shape[1:]), False, result.gradient, stage,
-               {"stage": stage})
+    weighed = np.tensordot(weights, maps, axes=1)
+    return Why(settings.method, what, result.score, _enlarged(np.maximum(weighed, 0), image.shape[1:]), False,
+               result.gradient, stage, {"stage": stage}, _kept(weighed))
+
+
+# The share of the weighed maps' magnitude above zero under which Grad-CAM's map is said to say little.
+LITTLE = 0.05
+
+
+def _kept(weighed: np.ndarray) -> str:
+    """What Grad-CAM's ReLU kept of the weighed maps, in words, where it cut any: the map shows only their part above
+    zero, which can be a sliver of them (on the shapes model, whose dense layer weighs each place on its own, well
+    under 0.1%)."""
+    magnitude = float(np.abs(weighed).sum())
+    if magnitude == 0 or weighed.min() >= 0:  # nothing cut (Grad-CAM++'s weights and maps are never below zero)
+        return ""
+    kept = float(np.maximum(weighed, 0).sum()) / magnitude
+    line = (f"the weighed maps sum to {weighed.sum():.4g}; the map shows their part above zero, "
+            f"{f'{kept:.1%}' if kept >= 0.001 else 'under 0.1%'} of their magnitude")
+    if kept < LITTLE:
+        line += ": too little to say much about this answer; read input x gradient or integrated gradients beside it"
+    return line
 
 
 def _enlarged(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
