@@ -698,3 +698,73 @@ def test_split_shuffle_and_shape_arithmetic_run_as_onnx_runtime_runs_them():
     x = np.random.default_rng(9).standard_normal((1, 4, 5, 6)).astype(np.float32)
     assert agree(np.asarray(ours(_graph_of(data, (1, 4, 5, 6)), x)["y"], np.float32), reference(data, x)["y"])
 
+
+
+def _in_precision(source, path, kind: int, *, keep_io: bool = False):
+    """``source``'s model with its float32 weights and constants held as ``kind`` (float16, bfloat16 or float64), its
+    input and output too unless ``keep_io`` (then Casts to ``kind`` after the input and back before the output, as
+    mixed-precision converters write it); and its float32 twin with the same weights rounded through ``kind``."""
+    from onnx import TensorProto
+
+    model, twin = onnx.load(str(source)), onnx.load(str(source))
+    dtype = helper.tensor_dtype_to_np_dtype(kind)
+    for tensor, rounded in zip(model.graph.initializer, twin.graph.initializer, strict=True):
+        if tensor.data_type == TensorProto.FLOAT:
+            values = numpy_helper.to_array(tensor).astype(dtype)
+            tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+            rounded.CopyFrom(numpy_helper.from_array(values.astype(np.float32), tensor.name))
+    graph = model.graph
+    if keep_io:
+        graph.node.insert(0, helper.make_node("Cast", ["x"], ["x_low"], to=kind))
+        for node in graph.node[1:]:
+            node.input[:] = ["x_low" if name == "x" else name for name in node.input]
+        graph.node[-1].output[0] = "y_low"
+        graph.node.append(helper.make_node("Cast", ["y_low"], ["y"], to=TensorProto.FLOAT))
+    else:
+        for value in (*graph.input, *graph.output):
+            value.type.tensor_type.elem_type = kind
+    onnx.save(model, str(path))
+    onnx.save(twin, str(path.with_suffix(".twin.onnx")))
+    return path, path.with_suffix(".twin.onnx")
+
+
+@pytest.mark.parametrize("kind, keep_io", [(10, False), (10, True), (16, False), (11, False)],
+                         ids=["float16", "float16-inside", "bfloat16", "float64"])
+def test_a_model_in_another_float_precision_runs_in_float32_and_says_so(tmp_path, kind, keep_io):
+    """A model exported in half precision (or in float64) runs as cnnx runs everything, in float32: its values equal
+    ONNX Runtime's on the float32 model of the same (rounded) weights, and a note says what was done."""
+    path, twin = _in_precision(block_model(tmp_path / "blocks.onnx"), tmp_path / "low.onnx", kind, keep_io=keep_io)
+    graph = load_graph(path)
+    x = np.random.default_rng(3).random((1, 3, 16, 16), dtype=np.float32)
+    assert agree(np.asarray(ours(graph, x)["y"], np.float32), reference(twin, x)["y"])
+    name = {10: "float16", 16: "bfloat16", 11: "float64"}[kind]
+    assert any(f"its {name} values are computed in float32" in note for note in graph.notes)
+    result = invoke("pipeline", _photo(tmp_path), "--model", path, "-o", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert f"{name} values are computed in float32" in result.output
+
+
+def _photo(tmp_path):
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(4).random((20, 24, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    return tmp_path / "p.png"
+
+
+def test_a_model_that_ends_in_a_map_gives_no_answer_and_why_asks_for_a_stage(tmp_path):
+    """A backbone's output is a map, not a row of class scores: no class is named for it, and ``why`` asks for a
+    stage to start from rather than calling a pixel of the map a class."""
+    w = numpy_helper.from_array(np.random.default_rng(5).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "backbone",
+                              [helper.make_tensor_value_info("x", 1, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", 1, [1, 4, 16, 16])], [w])
+    path = tmp_path / "backbone.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    photo = _photo(tmp_path)
+    result = invoke("pipeline", photo, "--model", path, "-o", tmp_path / "o")
+    assert result.exit_code == 0 and "class" not in result.output and "probability" not in result.output
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert "model" in manifest and "answer" not in manifest["model"]
+    result = invoke("why", photo, "--model", path, "-o", tmp_path / "w")
+    assert result.exit_code != 0 and "classifies nothing" in result.output and "--stage" in result.output
+    assert invoke("why", photo, "--model", path, "--stage", 1, "--channel", 2, "-o", tmp_path / "w").exit_code == 0

@@ -207,8 +207,9 @@ def _occlusion(source, image, target, settings: WhySettings, what: str) -> Why:
 def class_target(source, image: np.ndarray, wanted: str | None) -> tuple[Target, str]:
     """The target for a classifier's class ``wanted`` (an index or a name, any case; by default the top class), and
     its description with the probability the model gives it."""
-    output = np.asarray(list(source.stream(image))[-1].array, np.float64).ravel()
-    answer = source.answer(output)
+    last = np.asarray(list(source.stream(image))[-1].array, np.float64)
+    answer = source.answer(last)
+    output = last.ravel()
     if not answer:
         raise CnnxError(f"the {source.name} classifies nothing (its output is no row of class scores): give a "
                         "--stage (and --channel, --at) to start from")

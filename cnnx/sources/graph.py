@@ -73,7 +73,8 @@ class Graph:
     folded: int = 0  # batch normalisations folded into the convolutions before them
     computed: int = 0  # nodes computed once at load: everything they read was known before the image
     load_bytes: int = 0  # the most memory making it ready held: the weights and every value computed at load
-    notes: tuple[str, ...] = ()  # what the user should know of the model: weights that are not finite
+    notes: tuple[str, ...] = ()  # what the user should know of the model: weights that are not finite, its precision
+    loaded_notes: tuple[str, ...] = ()  # those known from reading the file, whatever the input size
     ready_seconds: float = 0.0  # reading the file and making the graph ready (for the latest size), no image's work
     # For a model that takes any height and width: makes the graph ready again for an input shape (C, H, W).
     any_size: Callable[[tuple[int, int, int]], None] | None = field(default=None, repr=False)
@@ -310,9 +311,11 @@ class Graph:
                            names)
 
     def answer(self, output: np.ndarray) -> list[tuple[str, float]] | None:
-        """The top five classes by probability, where the output is one row of them."""
-        values = np.asarray(output, np.float64).ravel()
-        if values.size < 2 or not np.isfinite(values).all():  # no classes, or no answer to rank them by
+        """The top five classes by probability, where the output is one row of them (a map, as a backbone or a
+        segmentation network gives, is no answer)."""
+        output = np.asarray(output, np.float64)
+        values = output.ravel()
+        if sum(side > 1 for side in output.shape) != 1 or not np.isfinite(values).all():  # no row, or no ranking
             return None
         if not (np.all(values >= 0) and abs(values.sum() - 1) < 1e-3):  # scores, not probabilities
             shifted = np.exp(values - values.max())

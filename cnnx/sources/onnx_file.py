@@ -192,6 +192,7 @@ def load_graph(
     opset = check_opset(model, path)
     check_nodes(model.graph, opset, path)
     resolve_tensors(model, path)  # from here nothing of the model can name another file
+    precision = in_float32(model, path)
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     # Each node's own copy of its proto: a part of the model would keep all of it (and its weights) alive.
     nodes = [Node(n.op_type, printable(n.name), list(n.input), list(n.output), _own_copy(n)) for n in model.graph.node]
@@ -207,6 +208,8 @@ def load_graph(
         result.any_size(prepared.any_size_at_load(result.input_shape_))
     else:
         _make_ready(result, outline, budget)
+    result.loaded_notes = precision
+    result.notes = (*precision, *result.notes)
     if layers and layers != "all" and not result.matching(layers):
         raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
     result.ready_seconds = time.perf_counter() - start
@@ -227,7 +230,7 @@ def _make_ready(graph: Graph, outline: _Outline, budget: int, shape=None, pristi
     graph.shapes = _shapes_before_running(graph, outline)
     _check_convs(graph)
     graph.computed = _fold_constants(graph, budget)
-    graph.notes = _nonfinite_weights(graph)
+    graph.notes = (*graph.loaded_notes, *_nonfinite_weights(graph))
     graph.folded = _fold_scales_and_shifts(graph)
     _drop_unread(graph)
     graph.ready_seconds = time.perf_counter() - start
@@ -356,6 +359,54 @@ def _class_names(model, labels: Path | None) -> tuple[str, ...]:
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         names = stored.split(",")
     return tuple(printable(n.strip()) for n in names if n.strip())
+
+
+# Floating-point types a model may hold, computed in float32 as everything in cnnx is (onnx.TensorProto's numbers).
+_OTHER_FLOATS = {10: "float16", 16: "bfloat16", 11: "float64"}
+
+
+def in_float32(model, path: Path) -> tuple[str, ...]:
+    """The model's float16, bfloat16 and float64 values made float32 in place, in every tensor, declaration and Cast
+    (branches too), as cnnx computes everything; a note saying so, if there were any.  Half-precision weights
+    become float32 exactly; float64 ones are rounded."""
+    from onnx import AttributeProto, TensorProto, numpy_helper
+
+    found: set[int] = set()
+
+    def tensor(t) -> None:
+        if t.data_type in _OTHER_FLOATS:
+            found.add(t.data_type)
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+
+    def declared(value) -> None:
+        kind = value.type.tensor_type
+        if kind.elem_type in _OTHER_FLOATS:
+            found.add(kind.elem_type)
+            kind.elem_type = TensorProto.FLOAT
+
+    def graph(g) -> None:
+        for t in g.initializer:
+            tensor(t)
+        for value in (*g.input, *g.output, *g.value_info):
+            declared(value)
+        for node in g.node:
+            for a in node.attribute:
+                if a.type == AttributeProto.TENSOR:
+                    tensor(a.t)
+                for t in a.tensors:
+                    tensor(t)
+                for branch in (a.g,) if a.type == AttributeProto.GRAPH else a.graphs:
+                    graph(branch)
+                if node.op_type == "Cast" and a.name == "to" and a.i in _OTHER_FLOATS:
+                    found.add(a.i)
+                    a.i = TensorProto.FLOAT
+
+    graph(model.graph)
+    if not found:
+        return ()
+    kinds = " and ".join(_OTHER_FLOATS[k] for k in sorted(found, key=list(_OTHER_FLOATS).index))
+    rounded = "; its float64 values rounded to float32" if 11 in found else ""
+    return (f"{path.name}: its {kinds} values are computed in float32, as cnnx computes everything{rounded}",)
 
 
 def _nonfinite_weights(graph: Graph) -> tuple[str, ...]:
