@@ -170,7 +170,7 @@ def test_each_op_agrees_with_onnx_runtime(op, shape, inputs, attributes):
     assert agree(np.asarray(got, np.float32), want)
 
 
-# Ops whose form changed between opsets 9 and 21 (attributes becoming inputs, new defaults), in each form.
+# Ops whose form changed between opsets 9 and 23 (attributes becoming inputs, new defaults), in each form.
 OPSET_CASES = [
     ("Clip", 9, (1, 2, 4, 4), {}, {"min": 0.0, "max": 0.5}),
     ("Clip", 21, (1, 2, 4, 4), {"lo": ("c", -0.25), "hi": ("c", 0.5)}, {}),
@@ -197,13 +197,30 @@ OPSET_CASES = [
     ("LayerNormalization", 17, (1, 3, 4, 5), {"scale": ("r", (5,)), "bias": ("r", (5,))}, {"epsilon": 1e-5}),
     ("LayerNormalization", 17, (1, 3, 4, 5), {"scale": ("r", (3, 4, 5))}, {"axis": 1}),
     ("Slice", 9, (1, 3, 6, 7), {}, {"starts": [1, 0], "ends": [5, 4], "axes": [2, 3]}),
+    # Opsets 22 and 23 gave these ops new types (bfloat16, 4-bit) and no new forms: each at the opset that did.
+    ("Conv", 22, (1, 2, 6, 7), {"w": ("r", (3, 2, 3, 3))}, {"pads": [1, 1, 1, 1], "strides": [2, 1]}),
+    ("MaxPool", 22, (1, 2, 9, 9), {}, {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ("AveragePool", 22, (1, 2, 9, 10), {}, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    ("GlobalAveragePool", 22, (1, 3, 5, 4), {}, {}),
+    ("GlobalMaxPool", 22, (1, 3, 5, 4), {}, {}),
+    ("HardSigmoid", 22, (1, 2, 4, 4), {}, {"alpha": 0.25}),
+    ("HardSwish", 22, (1, 2, 4, 4), {}, {}),
+    ("Dropout", 22, (1, 2, 4, 4), {}, {}),
+    ("Pad", 23, (1, 2, 4, 4), {"pads": ("i", [0, 0, 1, 2, 0, 0, 2, 1])}, {"mode": "reflect"}),
+    ("Reshape", 23, (1, 3, 4, 4), {"shape": ("i", [1, -1, 8])}, {}),
+    ("Squeeze", 23, (1, 3, 1, 5), {"axes": ("i", [2])}, {}),
+    ("Unsqueeze", 23, (1, 3, 4), {"axes": ("i", [1])}, {}),
+    ("Transpose", 23, (1, 3, 4, 5), {}, {"perm": [0, 2, 3, 1]}),
+    ("Flatten", 23, (1, 3, 4, 4), {}, {"axis": 2}),
+    ("Identity", 23, (1, 3, 4, 4), {}, {}),
+    ("Cast", 23, (1, 3, 4, 4), {}, {"to": 1}),
 ]
 
 
 @pytest.mark.parametrize("op, opset, shape, inputs, attributes", OPSET_CASES,
                          ids=[f"{c[0]}-{c[1]}" for c in OPSET_CASES])
-def test_ops_in_the_forms_of_opsets_9_to_21(op, opset, shape, inputs, attributes):
-    """Each op as an opset from 9 to 21 writes it gives ONNX Runtime's numbers."""
+def test_ops_in_the_forms_of_opsets_9_to_23(op, opset, shape, inputs, attributes):
+    """Each op as an opset from 9 to 23 writes it gives ONNX Runtime's numbers."""
     rng = np.random.default_rng(opset)
     data = single_op_model(op, shape, {k: _value(kind, spec, rng) for k, (kind, spec) in inputs.items()}, attributes,
                            opset=opset)

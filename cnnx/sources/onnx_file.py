@@ -40,7 +40,7 @@ __all__ = ["MODEL_LIMIT", "OPSETS", "check_nodes", "check_opset", "check_structu
            "load_graph", "resolve_tensors"]
 
 MODEL_LIMIT = 2 << 30  # bytes a model file, and all the weight files it names, may take
-OPSETS = range(7, 22)  # the ONNX opsets cnnx's ops were checked against (tests: 9 to 21; the light models: 9)
+OPSETS = range(7, 24)  # the ONNX opsets cnnx's ops were checked against (tests: 9 to 23; the light models: 9)
 
 
 def every_tensor(graph) -> Iterator[tuple[str, object]]:
