@@ -430,6 +430,12 @@ def test_unsupported_ops_and_non_image_inputs_are_refused_before_any_work(tmp_pa
     onnx.save(helper.make_model(graph), str(tmp_path / "flat.onnx"))
     with pytest.raises(CnnxError, match="image input"):
         load_graph(tmp_path / "flat.onnx")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, [8, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", 1, [8, 3, 16, 16])])
+    onnx.save(helper.make_model(graph), str(tmp_path / "batch.onnx"))
+    with pytest.raises(CnnxError, match="takes a batch of 8 images; cnnx runs one image at a time: export the model "
+                                        "with a batch of 1 or a dynamic batch"):
+        load_graph(tmp_path / "batch.onnx")
 
 
 def test_external_weights_are_read_only_from_the_models_folder(tmp_path):

@@ -343,6 +343,9 @@ def _image_input(graph, path: Path):
             f"{path}: the input {inputs[0].name!r} has shape {shown}; cnnx runs models of an image "
             "input (N, 1 or 3, H, W), of a fixed size or of any height and width"
         )
+    if dims[0] > 1:  # its exporter wrote the batch into the graph (a Reshape to (N, -1), say): one image cannot run
+        raise CnnxError(f"{path}: the input {printable(inputs[0].name)!r} takes a batch of {dims[0]} images; cnnx runs "
+                        "one image at a time: export the model with a batch of 1 or a dynamic batch")
     return inputs[0]
 
 
