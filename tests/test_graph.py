@@ -791,3 +791,48 @@ def test_a_model_that_ends_in_a_map_gives_no_answer_and_why_asks_for_a_stage(tmp
     result = invoke("why", photo, "--model", path, "-o", tmp_path / "w")
     assert result.exit_code != 0 and "classifies nothing" in result.output and "--stage" in result.output
     assert invoke("why", photo, "--model", path, "--stage", 1, "--channel", 2, "-o", tmp_path / "w").exit_code == 0
+
+
+def _channels_last_model(path, height, width, *, twin: bool = False):
+    """A network taking its image channels last (N, H, W, 3) with a Transpose to channels first, as TensorFlow's
+    exporter writes it; or its ``twin`` taking channels first, without the Transpose."""
+    rng = np.random.default_rng(6)
+    init = [numpy_helper.from_array((rng.standard_normal((6, 3, 3, 3)) * 0.3).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal((4, 6)).astype(np.float32), "fc")]
+    n = helper.make_node
+    nodes = [n("Conv", ["t", "w"], ["c"], pads=[1, 1, 1, 1]), n("Relu", ["c"], ["r"]),
+             n("GlobalAveragePool", ["r"], ["g"]), n("Flatten", ["g"], ["f"]), n("Gemm", ["f", "fc"], ["l"], transB=1),
+             n("Softmax", ["l"], ["y"])]
+    if twin:
+        image = helper.make_tensor_value_info("t", 1, ["unk__1", 3, height, width])
+    else:
+        nodes.insert(0, n("Transpose", ["input_1:0"], ["t"], perm=[0, 3, 1, 2]))
+        image = helper.make_tensor_value_info("input_1:0", 1, ["unk__1", height, width, 3])
+    graph = helper.make_graph(nodes, "channels_last", [image], [helper.make_tensor_value_info("y", 1, ["unk__1", 4])],
+                              init)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("height, width", [(20, 24), ("h", "w")], ids=["fixed size", "any size"])
+def test_a_model_taking_its_image_channels_last_runs_as_onnx_runtime_runs_it(tmp_path, height, width):
+    """A model of input (N, H, W, 3), as TensorFlow's exports take it, is given the image channels last: its values
+    are ONNX Runtime's on the image so laid out, its input gradient is its channels-first twin's, and the command
+    runs it at a fixed size or at the photo's own size."""
+    from cnnx.sources.reverse import Target
+
+    path = _channels_last_model(tmp_path / "last.onnx", height, width)
+    graph = load_graph(path, layers="all")
+    x = np.random.default_rng(7).random((1, 3, 20, 24), dtype=np.float32)
+    if graph.any_size:
+        graph.any_size((3, 20, 24))
+    assert graph.input_shape_ == (3, 20, 24)
+    got, want = ours(graph, x), reference(path, x.transpose(0, 2, 3, 1))
+    assert agree(np.asarray(got["y"], np.float32), want["y"])
+    twin = load_graph(_channels_last_model(tmp_path / "twin.onnx", 20, 24, twin=True))
+    gradient = graph.reverse(x[0], Target(label=2)).gradient
+    np.testing.assert_allclose(gradient, twin.reverse(x[0], Target(label=2)).gradient, rtol=1e-5, atol=1e-7)
+    result = invoke("pipeline", _photo(tmp_path), "--model", path, "-o", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["model"]["input"] == [3, 20, 24]  # the photo's own size, for the model of any size

@@ -330,23 +330,51 @@ def check_nodes(graph, opset: int, path: Path) -> None:
 
 
 def _image_input(graph, path: Path):
-    """The graph's one input that is no initializer: an image (N, 1 or 3, H, W) of a fixed size."""
+    """The graph's one input that is no initializer: an image (N, 1 or 3, H, W) of a fixed size, or of any height
+    and width. An image taken channels last (N, H, W, 1 or 3), as TensorFlow's exports take it, is given a Transpose
+    from channels first in front, so that cnnx gives every model its image the same way."""
     held = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in held]
     if len(inputs) != 1:
         raise CnnxError(f"{path}: cnnx runs models of one image input; this one takes {len(inputs)} inputs")
     declared = inputs[0].type.tensor_type.shape.dim
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in declared]
-    if len(dims) != 4 or dims[1] not in (1, 3) or bool(dims[2]) != bool(dims[3]):
+    last = len(dims) == 4 and dims[1] not in (1, 3) and dims[3] in (1, 3) and bool(dims[1]) == bool(dims[2])
+    if len(dims) != 4 or not (last or dims[1] in (1, 3) and bool(dims[2]) == bool(dims[3])):
         shown = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in declared]
         raise CnnxError(
             f"{path}: the input {inputs[0].name!r} has shape {shown}; cnnx runs models of an image "
-            "input (N, 1 or 3, H, W), of a fixed size or of any height and width"
+            "input (N, 1 or 3, H, W) or (N, H, W, 1 or 3), of a fixed size or of any height and width"
         )
     if dims[0] > 1:  # its exporter wrote the batch into the graph (a Reshape to (N, -1), say): one image cannot run
         raise CnnxError(f"{path}: the input {printable(inputs[0].name)!r} takes a batch of {dims[0]} images; cnnx runs "
                         "one image at a time: export the model with a batch of 1 or a dynamic batch")
-    return inputs[0]
+    return _channels_first(graph, inputs[0]) if last else inputs[0]
+
+
+def _channels_first(graph, image):
+    """A new input (N, C, H, W) in front of the channels-last ``image``, through a Transpose named for what it does;
+    the input the graph now takes."""
+    from onnx import helper
+
+    taken = {v.name for v in (*graph.input, *graph.initializer)} | {o for n in graph.node for o in n.output}
+    name = next(f"{image.name}.channels_first{k or ''}" for k in range(len(taken) + 1)
+                if f"{image.name}.channels_first{k or ''}" not in taken)
+    ahead = helper.make_node("Transpose", [name], [image.name], name="channels last, as the model takes it",
+                             perm=[0, 2, 3, 1])
+    graph.node.insert(0, ahead)
+    given = graph.input.add()
+    given.CopyFrom(image)
+    given.name = name
+    dims = given.type.tensor_type.shape.dim
+    order = [dims[0], dims[3], dims[1], dims[2]]
+    copies = [type(d)() for d in order]
+    for copy, d in zip(copies, order, strict=True):
+        copy.CopyFrom(d)
+    for k, copy in enumerate(copies):
+        dims[k].CopyFrom(copy)
+    graph.input.remove(image)
+    return given
 
 
 def _class_names(model, labels: Path | None) -> tuple[str, ...]:
