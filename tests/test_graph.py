@@ -145,6 +145,17 @@ CASES = [
                              "steps": ("i", [2, 1])}, {}),
     ("Expand", (1, 3, 1, 1), {"shape": ("i", [1, 3, 4, 5])}, {}),
     ("Cast", (1, 2, 4, 4), {}, {"to": 1}),
+    ("Elu", (1, 2, 4, 4), {}, {"alpha": 0.7}),
+    ("Selu", (1, 2, 4, 4), {}, {}),
+    ("Selu", (1, 2, 4, 4), {}, {"alpha": 1.5, "gamma": 0.9}),
+    ("Celu", (1, 2, 4, 4), {}, {"alpha": 2.0}),
+    ("Softplus", (1, 2, 4, 4), {}, {}),
+    ("Softsign", (1, 2, 4, 4), {}, {}),
+    ("ThresholdedRelu", (1, 2, 4, 4), {}, {"alpha": 0.3}),
+    ("Max", (1, 2, 4, 4), {"y2": ("r", (2, 1, 1))}, {}),
+    ("Min", (1, 2, 4, 4), {"y2": ("r", (1, 2, 4, 4)), "y3": ("r", (4,))}, {}),
+    ("LogSoftmax", (1, 3, 4, 5), {}, {"axis": 1}),
+    ("LogSoftmax", (1, 10), {}, {}),
 ]
 
 
@@ -214,6 +225,9 @@ OPSET_CASES = [
     ("Flatten", 23, (1, 3, 4, 4), {}, {"axis": 2}),
     ("Identity", 23, (1, 3, 4, 4), {}, {}),
     ("Cast", 23, (1, 3, 4, 4), {}, {"to": 1}),
+    ("Mish", 18, (1, 2, 4, 5), {}, {}),
+    ("LogSoftmax", 11, (1, 3, 2, 5), {}, {"axis": 2}),
+    ("LogSoftmax", 13, (1, 3, 2, 5), {}, {}),
 ]
 
 
@@ -616,9 +630,10 @@ def test_a_model_over_the_memory_budget_is_refused_from_its_shapes(tmp_path):
 
 EXPLAINED = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add", "Sub", "Mul",
              "Div", "Sum", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
-             "ReduceMax", "Flatten", "Gemm", "MatMul", "LRN", "Gelu", "LayerNormalization"}
+             "ReduceMax", "Flatten", "Gemm", "MatMul", "LRN", "Gelu", "LayerNormalization", "Elu", "Selu", "Celu",
+             "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Max", "Min"}
 EXPLAIN_CASES = [(c[0], 17, *c[1:]) for c in CASES if c[0] != "Conv" and c[1][0] == 1] + \
-    [c for c in OPSET_CASES if c[0] in ("Gelu", "LayerNormalization")]
+    [c for c in OPSET_CASES if c[0] in ("Gelu", "LayerNormalization", "Mish")]
 
 
 @pytest.mark.parametrize("op, opset, shape, inputs, attributes", EXPLAIN_CASES,
@@ -836,3 +851,28 @@ def test_a_model_taking_its_image_channels_last_runs_as_onnx_runtime_runs_it(tmp
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["model"]["input"] == [3, 20, 24]  # the photo's own size, for the model of any size
+
+
+def test_a_class_score_is_read_before_a_final_log_softmax(tmp_path):
+    """A classifier ending in LogSoftmax (as PyTorch's MNIST example does): its answer's probabilities are the
+    exponentials of its output, and a class's score for ``why`` is the value before the log-softmax, its logit."""
+    from cnnx.sources.reverse import Target
+
+    rng = np.random.default_rng(8)
+    fc = rng.standard_normal((5, 3 * 8 * 8)).astype(np.float32) * 0.1
+    n = helper.make_node
+    graph = helper.make_graph(
+        [n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "fc"], ["logits"], transB=1), n("LogSoftmax", ["logits"], ["y"])],
+        "mnist_like", [helper.make_tensor_value_info("x", 1, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", 1, [1, 5])], [numpy_helper.from_array(fc, "fc")])
+    path = tmp_path / "log_softmax.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    model = load_graph(path)
+    x = rng.random((1, 3, 8, 8), dtype=np.float32)
+    logits = fc.astype(np.float64) @ x.reshape(-1)
+    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    answer = model.answer(reference(path, x)["y"][0])
+    assert answer[0] == (f"class {int(np.argmax(logits))}", pytest.approx(probabilities.max(), rel=1e-5))
+    back = model.reverse(x[0], Target(label=3))
+    assert back.score == pytest.approx(logits[3], rel=1e-5)
+    np.testing.assert_allclose(back.gradient.reshape(-1), fc[3], rtol=1e-5)

@@ -17,7 +17,8 @@ from cnnx.sources.onnx_grads import GRADS  # noqa: E402
 from cnnx.sources.onnx_ops import run_node  # noqa: E402
 
 GOLDENS = Path(__file__).parent / "goldens"
-SMOOTH = {"Sigmoid", "Tanh", "Gelu", "LayerNormalization", "Softmax", "Exp", "Erf", "Sqrt", "LRN", "Div", "Pow"}
+SMOOTH = {"Sigmoid", "Tanh", "Gelu", "LayerNormalization", "Softmax", "Exp", "Erf", "Sqrt", "LRN", "Div", "Pow",
+          "Softplus", "Softsign", "Mish", "LogSoftmax"}
 GRAD_CASES = [(c[0], 17, *c[1:]) for c in CASES] + [c for c in OPSET_CASES if c[0] not in ("Range", "Equal", "Where")]
 
 

@@ -148,11 +148,11 @@ class Graph:
 
     def reverse(self, image: np.ndarray, target: Target, keep=(), gradient: bool = True) -> Reversed:
         """The reverse pass from ``target`` to the prepared ``image``: a written stage's channel or value, or a class's
-        score, the value before the final softmax (the output itself where there is none)."""
+        score, the value before the final softmax or log-softmax (the output itself where there is none)."""
         chosen = self.chosen()
         if target.label is not None:
             last = next(n for n in self.nodes if self.output_name in n.outputs)
-            value = last.inputs[0] if last.op == "Softmax" else self.output_name
+            value = last.inputs[0] if last.op in ("Softmax", "LogSoftmax") else self.output_name
         else:
             if target.stage is None or not 1 <= target.stage <= len(chosen):
                 raise CnnxError(f"--stage takes 1 to {len(chosen)}, the layers written (see --layers)")

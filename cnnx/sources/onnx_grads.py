@@ -18,6 +18,7 @@ from cnnx.base.errors import CnnxError
 from cnnx.compute import grad as reverse
 from cnnx.sources.onnx_ops import (
     OPS,
+    SELU,
     average_pool_counts,
     axes_of,
     conv_pads,
@@ -180,6 +181,53 @@ def _softmax(node, inputs, outputs, grads, opset):
     return [reverse.softmax_backward(grads[0], outputs[0], axis=axis)]
 
 
+def _log_softmax(node, inputs, outputs, grads, opset):
+    x = inputs[0]
+    axis = node.attrs.get("axis", -1 if opset >= 13 else 1)
+    if opset < 13:
+        flat = (math.prod(x.shape[:axis]), -1)
+        back = reverse.log_softmax_backward(grads[0].reshape(flat), outputs[0].reshape(flat), axis=-1)
+        return [back.reshape(x.shape)]
+    return [reverse.log_softmax_backward(grads[0], outputs[0], axis=axis)]
+
+
+def _extreme(node, inputs, outputs, grads, opset):
+    """Max and Min: each operand's gradient where it is the output, shared among the operands that tie there (as
+    torch shares it)."""
+    held = [np.broadcast_to(x, outputs[0].shape) == outputs[0] for x in inputs]
+    ties = np.maximum(sum(h.astype(np.float32) for h in held), 1)
+    return [reverse.unbroadcast(np.where(h, grads[0] / ties, np.float32(0)), np.shape(x))
+            for h, x in zip(held, inputs, strict=True)]
+
+
+def _exponential_linear(alpha: float, gamma: float = 1.0, celu: bool = False):
+    """ELU, SELU and CELU: ``gamma`` above zero, ``gamma * alpha * exp(x / inner) / inner`` below (``inner`` alpha for
+    CELU, else 1), their attributes read from the node."""
+    def partial(node, x):
+        a, g = node.attrs.get("alpha", alpha), node.attrs.get("gamma", gamma)
+        inner = a if celu else 1.0
+        below = g * a / inner * np.exp(np.minimum(x.astype(np.float64), 0) / inner)
+        return np.where(x > 0, g, below)
+    return _unary(partial)
+
+
+def _unary(partial):
+    """An elementwise op of one input whose derivative ``partial(node, x)`` reads its attributes."""
+    def backward(node, inputs, outputs, grads, opset):
+        return [(grads[0] * partial(node, inputs[0])).astype(np.float32)] + [None] * (len(inputs) - 1)
+    return backward
+
+
+def _sigmoid64(x):
+    return 1 / (1 + np.exp(-np.asarray(x, np.float64)))
+
+
+def _mish_partial(node, x):
+    x = np.asarray(x, np.float64)
+    t = np.tanh(np.logaddexp(0, x))
+    return t + x * (1 - t * t) * _sigmoid64(x)
+
+
 def _concat(node, inputs, outputs, grads, opset):
     axis = node.attrs["axis"] % inputs[0].ndim
     bounds = np.cumsum([0, *(x.shape[axis] for x in inputs)])
@@ -256,6 +304,16 @@ GRADS = {
     "Abs": _activation("abs"),
     "Gelu": _activation("gelu", approximate=("approximate", "none")),
     "Exp": _activation("exp"),
+    "Elu": _exponential_linear(1.0),
+    "Selu": _exponential_linear(*SELU),
+    "Celu": _exponential_linear(1.0, celu=True),
+    "Softplus": _unary(lambda node, x: _sigmoid64(x)),
+    "Softsign": _unary(lambda node, x: 1 / np.square(1 + np.abs(np.asarray(x, np.float64)))),
+    "Mish": _unary(_mish_partial),
+    "ThresholdedRelu": _unary(lambda node, x: (x > node.attrs.get("alpha", 1.0)).astype(np.float32)),
+    "Max": _extreme,
+    "Min": _extreme,
+    "LogSoftmax": _log_softmax,
     "Add": _elementwise(lambda k, x, y: 1.0),
     "Sum": _elementwise(lambda k, x, y: 1.0),
     "Sub": _elementwise(lambda k, x, y: 1.0 if k == 0 else -1.0),
@@ -302,5 +360,5 @@ SHAPES_ONLY = frozenset({
 # their values is read; the others read their inputs after the first (a Reshape's shape, a Slice's ends, axes).
 ADDED = frozenset({"Add", "Sum", "Sub", "Concat", "Conv", "BatchNormalization"})
 # Ops whose reverse pass reads their own output: those that read it alone, then those that read their inputs too.
-OUTPUT_ONLY = frozenset({"Relu", "Sigmoid", "Tanh", "Exp", "Softmax", "Sqrt"})
+OUTPUT_ONLY = frozenset({"Relu", "Sigmoid", "Tanh", "Exp", "Softmax", "LogSoftmax", "Sqrt"})
 READS_OUTPUT = OUTPUT_ONLY | {"Div"}

@@ -3,6 +3,7 @@ numpy ops; which ops make maps worth showing as stages; and the geometry helpers
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,6 +168,35 @@ def _softmax(node, x, opset: int):
         flat = x.reshape(math.prod(shape[:axis]), -1)
         return ops.softmax(flat, dim=-1).reshape(shape)
     return ops.softmax(x, dim=axis)
+
+
+def _log_softmax(node, x, opset: int):
+    """LogSoftmax, its axis read as Softmax's (flattened to 2-D from ``axis`` on before opset 13)."""
+    axis = node.attrs.get("axis", -1 if opset >= 13 else 1)
+    if opset < 13:
+        return ops.log_softmax(x.reshape(math.prod(x.shape[:axis]), -1), dim=-1).reshape(x.shape)
+    return ops.log_softmax(x, dim=axis)
+
+
+# The exponential activations, as ONNX defines them (alpha, gamma: their attributes with ONNX's defaults), in float32.
+SELU = (1.67326319217681884765625, 1.05070102214813232421875)
+
+
+def _exponential_linear(x, alpha: float, gamma: float = 1.0, inner: float = 1.0):
+    """``gamma * x`` above zero, ``gamma * alpha * (exp(x / inner) - 1)`` at or below: ELU (gamma 1, inner 1), SELU
+    (its constants), CELU (inner alpha)."""
+    x = np.asarray(x, np.float32)
+    below = np.float32(alpha) * np.expm1(np.minimum(x, 0) / np.float32(inner))
+    return (np.float32(gamma) * np.where(x > 0, x, below)).astype(np.float32)
+
+
+def _softplus(x):
+    return np.logaddexp(np.float32(0), np.asarray(x, np.float32))
+
+
+def _mish(x):
+    x = np.asarray(x, np.float32)
+    return x * np.tanh(_softplus(x))
 
 
 def _lrn(node, x):
@@ -401,6 +431,31 @@ def _hard_sigmoid_rule(x, a, extra):
     return f"min(max({alpha:g} x + {beta:g}, 0), 1)", min(max(alpha * x + beta, 0.0), 1.0)
 
 
+def _elu_rule(x, a, extra):
+    alpha = a.get("alpha", 1.0)
+    return f"x if x > 0 else {alpha:g} (exp(x) - 1)", x if x > 0 else alpha * math.expm1(x)
+
+
+def _selu_rule(x, a, extra):
+    alpha, gamma = a.get("alpha", SELU[0]), a.get("gamma", SELU[1])
+    return (f"{gamma:.6g} x if x > 0 else {gamma:.6g} * {alpha:.6g} (exp(x) - 1)",
+            gamma * (x if x > 0 else alpha * math.expm1(x)))
+
+
+def _celu_rule(x, a, extra):
+    alpha = a.get("alpha", 1.0)
+    return f"x if x > 0 else {alpha:g} (exp(x / {alpha:g}) - 1)", x if x > 0 else alpha * math.expm1(x / alpha)
+
+
+def _softplus_value(x: float) -> float:
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def _thresholded_rule(x, a, extra):
+    alpha = a.get("alpha", 1.0)
+    return f"x if x > {alpha:g} else 0", x if x > alpha else 0.0
+
+
 def _gelu_rule(x, a, extra):
     approximate = a.get("approximate", b"none")
     if (approximate.decode() if isinstance(approximate, bytes) else approximate) == "tanh":
@@ -454,6 +509,21 @@ OPS: dict[str, Op] = {
     "HardSwish": _activation(
         lambda node, inputs, opset: (inputs[0] * np.clip(inputs[0] / 6 + 0.5, 0, 1)).astype(np.float32),
         lambda x, a, extra: ("x * min(max(x / 6 + 1/2, 0), 1)", x * min(max(x / 6 + 0.5, 0.0), 1.0))),
+    "Elu": _activation(lambda node, inputs, opset: _exponential_linear(inputs[0], node.attrs.get("alpha", 1.0)),
+                       _elu_rule),
+    "Selu": _activation(lambda node, inputs, opset: _exponential_linear(
+        inputs[0], node.attrs.get("alpha", SELU[0]), node.attrs.get("gamma", SELU[1])), _selu_rule),
+    "Celu": _activation(lambda node, inputs, opset: _exponential_linear(
+        inputs[0], node.attrs.get("alpha", 1.0), inner=node.attrs.get("alpha", 1.0)), _celu_rule),
+    "Softplus": _activation(lambda node, inputs, opset: _softplus(inputs[0]),
+                            lambda x, a, extra: ("log(1 + exp(x))", _softplus_value(x))),
+    "Softsign": _activation(lambda node, inputs, opset: inputs[0] / (np.float32(1) + np.abs(inputs[0])),
+                            lambda x, a, extra: ("x / (1 + |x|)", x / (1 + abs(x)))),
+    "Mish": _activation(lambda node, inputs, opset: _mish(inputs[0]),
+                        lambda x, a, extra: ("x * tanh(log(1 + exp(x)))", x * math.tanh(_softplus_value(x)))),
+    "ThresholdedRelu": _activation(
+        lambda node, inputs, opset: np.where(inputs[0] > node.attrs.get("alpha", 1.0), inputs[0], np.float32(0)),
+        _thresholded_rule),
     "Abs": _activation(lambda node, inputs, opset: ops.absolute(inputs[0]),
                        lambda x, a, extra: ("|x|", abs(x))),
     "Tanh": _activation(lambda node, inputs, opset: ops.tanh(inputs[0]),
@@ -463,6 +533,8 @@ OPS: dict[str, Op] = {
     "Mul": _join(lambda node, inputs, opset: np.multiply(inputs[0], inputs[1]), " * ", np.multiply),
     "Div": _join(lambda node, inputs, opset: _divide(*inputs[:2]), " / ", np.divide, shown=False),
     "Sum": _join(lambda node, inputs, opset: sum(inputs[1:], start=inputs[0]), " + ", np.add),
+    "Max": _join(lambda node, inputs, opset: functools.reduce(np.maximum, inputs), " max ", np.maximum),
+    "Min": _join(lambda node, inputs, opset: functools.reduce(np.minimum, inputs), " min ", np.minimum),
     "Pow": Op(lambda node, inputs, opset: np.power(inputs[0], inputs[1]).astype(inputs[0].dtype)),
     "Concat": Op(lambda node, inputs, opset: np.concatenate(inputs, axis=node.attrs["axis"]), shown=True,
                  value="concat"),
@@ -487,6 +559,7 @@ OPS: dict[str, Op] = {
                  field="whole"),
     "Softmax": Op(lambda node, inputs, opset: _softmax(node, inputs[0], opset), shown=True, value="softmax",
                   field="whole"),
+    "LogSoftmax": Op(lambda node, inputs, opset: _log_softmax(node, inputs[0], opset), shown=True, field="whole"),
     "LRN": Op(lambda node, inputs, opset: _lrn(node, inputs[0]), shown=True, value="lrn"),
     "Pad": Op(lambda node, inputs, opset: _pad(node, inputs, opset)),
     "Dropout": Op(lambda node, inputs, opset: inputs[0]),
