@@ -876,3 +876,115 @@ def test_a_class_score_is_read_before_a_final_log_softmax(tmp_path):
     back = model.reverse(x[0], Target(label=3))
     assert back.score == pytest.approx(logits[3], rel=1e-5)
     np.testing.assert_allclose(back.gradient.reshape(-1), fc[3], rtol=1e-5)
+
+
+# Resize in the forms exporters write: (opset, op, attributes, scales, sizes); Upsample before opset 10.
+RESIZE_CASES = [
+    (13, "Resize", {"mode": "nearest"}, [1, 1, 2, 2], None),
+    (13, "Resize", {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+     [1, 1, 1.7, 0.6], None),
+    (13, "Resize", {"mode": "nearest", "nearest_mode": "round_prefer_ceil"}, [1, 1, 1.5, 2.5], None),
+    (13, "Resize", {"mode": "nearest", "nearest_mode": "ceil", "coordinate_transformation_mode": "align_corners"},
+     None, [1, 2, 9, 4]),
+    (13, "Resize", {"mode": "nearest", "coordinate_transformation_mode": "tf_half_pixel_for_nn"}, [1, 1, 2, 0.5],
+     None),
+    (13, "Resize", {"mode": "linear"}, [1, 1, 2, 3], None),
+    (13, "Resize", {"mode": "linear", "coordinate_transformation_mode": "align_corners"}, None, [1, 2, 9, 7]),
+    (13, "Resize", {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}, None, [1, 2, 1, 7]),
+    (13, "Resize", {"mode": "linear", "coordinate_transformation_mode": "asymmetric"}, [1, 1, 0.5, 1.7], None),
+    (13, "Resize", {"mode": "cubic"}, [1, 1, 1.5, 2], None),
+    (13, "Resize", {"mode": "cubic", "cubic_coeff_a": -0.5, "exclude_outside": 1,
+                    "coordinate_transformation_mode": "asymmetric"}, [1, 1, 2, 2], None),
+    (13, "Resize", {"mode": "cubic", "coordinate_transformation_mode": "align_corners"}, None, [1, 2, 3, 11]),
+    (11, "Resize", {"mode": "linear", "coordinate_transformation_mode": "asymmetric"}, [1, 1, 2, 2], None),
+    (11, "Resize", {"mode": "nearest"}, None, [1, 2, 10, 3]),
+    (10, "Resize", {"mode": "nearest"}, [1, 1, 1.6, 2], None),
+    (10, "Resize", {"mode": "linear"}, [1, 1, 1.5, 1.5], None),
+    (9, "Upsample", {"mode": "nearest"}, [1, 1, 2, 2], None),
+    (9, "Upsample", {"mode": "linear"}, [1, 1, 2, 3], None),
+    (18, "Resize", {"mode": "linear", "axes": [2, 3]}, [2, 1.5], None),
+    (19, "Resize", {"mode": "linear", "coordinate_transformation_mode": "half_pixel_symmetric"}, [1, 1, 1.7, 1.7],
+     None),
+]
+
+
+def _resize_model(opset, op, attributes, scales, sizes, shape=(1, 2, 5, 6)) -> bytes:
+    """One Resize (or Upsample) node in the form its opset writes: scales as its second input before opset 11,
+    then (roi, scales, sizes) with the unused ones named '' (or an empty roi and scales at opset 11)."""
+    constants = {}
+    if opset < 11:
+        names = ["x", "scales"]
+        constants["scales"] = np.array(scales, np.float32)
+    else:
+        names = ["x", "roi" if opset == 11 else "", "scales" if scales is not None or opset == 11 else ""]
+        constants["roi"] = np.array([], np.float32)
+        constants["scales"] = np.array(scales if scales is not None else [], np.float32)
+        if sizes is not None:
+            names.append("sizes")
+            constants["sizes"] = np.array(sizes, np.int64)
+    graph = helper.make_graph([helper.make_node(op, names, ["y"], **attributes)], "resize",
+                              [helper.make_tensor_value_info("x", 1, list(shape))],
+                              [helper.make_tensor_value_info("y", 1, None)],
+                              [numpy_helper.from_array(v, k) for k, v in constants.items() if k in names])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+
+
+@pytest.mark.parametrize("opset, op, attributes, scales, sizes", RESIZE_CASES,
+                         ids=[f"{c[1]}{c[0]}-{c[2].get('mode')}-{k}" for k, c in enumerate(RESIZE_CASES)])
+def test_resize_in_every_form_runs_as_onnx_runtime_runs_it_and_goes_back_as_its_transpose(
+        opset, op, attributes, scales, sizes):
+    """Nearest (each rounding), linear and cubic (its coefficient, with and without the outside), on every
+    coordinate transformation, from scales or sizes, in the forms of opsets 9 to 19: ONNX Runtime's numbers; and
+    the reverse pass is the forward's transpose (<R v, g> = <v, R'g>, a linear op's exact test)."""
+    from cnnx.sources.onnx_grads import GRADS
+
+    data = _resize_model(opset, op, attributes, scales, sizes)
+    rng = np.random.default_rng(len(RESIZE_CASES) + opset)
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    graph = _graph_of(data, x.shape)
+    got = ours(graph, x)["y"]
+    want = reference(data, x)["y"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    node = graph.nodes[0]
+    given = [x if name == "x" else graph.constants.get(name) if name else None for name in node.inputs]
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    back = GRADS[node.op](node, given, [got], [g], graph.opset)[0]
+    v = rng.standard_normal(x.shape).astype(np.float32)
+    forward_v = ours(graph, v)["y"]
+    assert float(np.sum(forward_v * g, dtype=np.float64)) == pytest.approx(float(np.sum(v * back, dtype=np.float64)),
+                                                                           rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("opset, attributes, scales, message", [
+    (18, {"mode": "linear", "antialias": 1}, [1, 1, 0.5, 0.5], "without antialiasing"),
+    (13, {"mode": "nearest"}, [1, 2, 1, 1], "height and width"),
+    (13, {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"}, [1, 1, 2, 2], "tf_crop_and"),
+])
+def test_a_resize_cnnx_does_not_run_is_refused_when_the_model_is_read(tmp_path, opset, attributes, scales, message):
+    """Antialiasing, resizing the channels and cropping are refused in one line naming the node, before any work."""
+    model = onnx.load_model_from_string(_resize_model(opset, "Resize", attributes, scales, None, (1, 3, 5, 6)))
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", 1, None))
+    onnx.save(model, str(tmp_path / "resize.onnx"))
+    with pytest.raises(CnnxError, match=message):
+        load_graph(tmp_path / "resize.onnx")
+
+
+def test_comparisons_choose_as_onnx_runtime_chooses(tmp_path):
+    """Greater, Less, GreaterOrEqual, LessOrEqual and Not, as exporters write them to pick between values (PyTorch's
+    softplus above its threshold is x itself): each choice ONNX Runtime's."""
+    n = helper.make_node
+    constants = {"hi": np.float32(0.3), "lo": np.float32(-0.2), "mid": np.float32(0.1), "two": np.float32(2.0)}
+    graph = helper.make_graph(
+        [n("Greater", ["x", "hi"], ["above"]), n("LessOrEqual", ["x", "lo"], ["below"]),
+         n("Less", ["x", "mid"], ["under_mid"]), n("Not", ["under_mid"], ["over_mid"]),
+         n("GreaterOrEqual", ["x", "lo"], ["not_below"]), n("Mul", ["x", "two"], ["double"]), n("Neg", ["x"], ["neg"]),
+         n("Where", ["over_mid", "double", "x"], ["a"]), n("Where", ["below", "neg", "a"], ["b"]),
+         n("Where", ["above", "x", "b"], ["c"]), n("Where", ["not_below", "c", "neg"], ["y"])],
+        "choices", [helper.make_tensor_value_info("x", 1, [1, 2, 6, 6])], [helper.make_tensor_value_info("y", 1, None)],
+        [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    path = tmp_path / "choices.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = np.random.default_rng(9).uniform(-1, 1, (1, 2, 6, 6)).astype(np.float32)
+    graph_ = _graph_of(path.read_bytes(), x.shape)
+    np.testing.assert_array_equal(ours(graph_, x)["y"], reference(path, x)["y"])

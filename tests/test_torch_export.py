@@ -201,3 +201,24 @@ def test_the_goldens_tool_checks_what_it_wrote():
     tool = Path(__file__).parent.parent / "tools" / "torch_goldens.py"
     done = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "torch.export"])
+def test_an_encoder_decoder_and_the_rarer_activations_run_as_pytorch_runs_them(answers, exporter):
+    """Upsampling to a skip connection's size (bilinear), by a factor (nearest) and bicubic with aligned corners;
+    ELU, SELU, CELU, Mish, Softplus (with the threshold torch.export writes as a comparison), Softsign, an
+    elementwise maximum and a final log-softmax: PyTorch's answer, ONNX Runtime's value at every node, and
+    torch.autograd's input gradient of the logit before the log-softmax."""
+    from cnnx.sources.reverse import Target
+
+    path = GOLDENS / f"decoder-{exporter}.onnx"
+    graph = load_graph(path, layers="all")
+    assert {"Resize", "LogSoftmax", "Selu", "Celu"} <= {n.op for n in graph.nodes}
+    x = answers["decoder_x"]
+    got = ours(graph, x)
+    assert agree(np.asarray(got[graph.output_name], np.float32), answers["decoder_y"])
+    runtime = reference(path, x)
+    for key in [key for key in runtime if key in got]:
+        assert agree(np.asarray(got[key], np.float32), np.asarray(runtime[key], np.float32)), key
+    gradient = graph.reverse(x[0], Target(label=3)).gradient
+    assert agree(gradient, answers["decoder_logit_grad"][0])

@@ -7,7 +7,8 @@ families' blocks (ShuffleNetV2's split and channel shuffle, MobileNetV3's and
 EfficientNet's inverted residuals with HardSwish, SiLU and squeeze-excitation,
 RegNet's grouped convolutions, ConvNeXt's 7x7 depthwise, LayerNorm, GELU and
 layer scale; also exported to take any height and width) and AlexNet's first
-layers with LocalResponseNorm; exports each with PyTorch's TorchScript exporter
+layers with LocalResponseNorm, and an encoder-decoder with upsampling and the
+rarer activations; exports each with PyTorch's TorchScript exporter
 and its default torch.export-based one (onnxscript); and writes into
 tests/goldens/ the ONNX files and, in answers.npz, seeded inputs with
 PyTorch's outputs for them and the gradients of one class's logit with
@@ -192,6 +193,30 @@ class Families(nn.Module):
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))  # logits, as most exports end
 
 
+class Decoder(nn.Module):
+    """An encoder-decoder of the kind segmentation and detection networks are made of, and the activations other
+    networks use: upsampling back to a skip connection's size (bilinear), by a factor (nearest), bicubic with its
+    corners aligned; ELU, SELU, CELU, Mish, Softplus, Softsign and an elementwise maximum; ending in log-softmax, as
+    PyTorch's MNIST example does."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ELU(0.5))
+        self.deeper = nn.Sequential(nn.Conv2d(8, 8, 3, 2, 1), nn.SELU(), nn.Conv2d(8, 8, 3, 2, 1), nn.Mish())
+        self.merge = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.CELU(1.5))
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        skip = self.down(x)
+        deep = self.deeper(skip)
+        back = nn.functional.interpolate(deep, size=skip.shape[2:], mode="bilinear", align_corners=False)
+        merged = self.merge(torch.cat([skip, back], 1))
+        smaller = nn.functional.interpolate(merged, scale_factor=0.5, mode="bicubic", align_corners=True)
+        mixed = torch.maximum(nn.functional.softplus(self.up(smaller)), nn.functional.softsign(merged))
+        return nn.functional.log_softmax(self.head(mixed.mean((2, 3))), dim=1)
+
+
 def _trained_looking(network: nn.Module, seed: int) -> nn.Module:
     """``network`` in eval mode with batch-norm statistics and scales far from the defaults, as after training
     (its weights were drawn after ``torch.manual_seed(seed)``)."""
@@ -223,6 +248,12 @@ def _families() -> nn.Module:
     return _trained_looking(Families(), 4)
 
 
+def _decoder() -> nn.Module:
+    """The encoder-decoder, seeded."""
+    torch.manual_seed(7)
+    return Decoder().eval()
+
+
 def _export(network: nn.Module, shape, path: Path, dynamo: bool, any_size: bool = False) -> None:
     """The network as an ONNX file, of its fixed input size or of any height and width; the exporters' own
     warnings and chatter are theirs, not cnnx's."""
@@ -249,6 +280,7 @@ def _answers() -> dict[str, np.ndarray]:
         "network_logit_grad": _input_gradient(_network().logits, network_x),
         "families_logit_grad": _input_gradient(_families(), network_x),
         "families_other_logit_grad": _input_gradient(_families(), other_x),
+        "decoder_logit_grad": _input_gradient(lambda x: _decoder()(x), network_x, before_log_softmax=True),
     }
     with torch.no_grad():
         return answers | {
@@ -257,16 +289,28 @@ def _answers() -> dict[str, np.ndarray]:
             "photo": photo, "photo_y": _network()(torch.from_numpy(photo_x)).numpy(),
             "families_x": network_x, "families_y": _families()(torch.from_numpy(network_x)).numpy(),
             "families_other_x": other_x, "families_other_y": _families()(torch.from_numpy(other_x)).numpy(),
+            "decoder_x": network_x, "decoder_y": _decoder()(torch.from_numpy(network_x)).numpy(),
         }
 
 
 GRADIENT_CLASS = 3  # the class whose logit's gradient with respect to the input is stored
 
 
-def _input_gradient(logits, x: np.ndarray) -> np.ndarray:
-    """The gradient of class GRADIENT_CLASS's logit with respect to the input, by torch.autograd."""
+def _input_gradient(logits, x: np.ndarray, before_log_softmax: bool = False) -> np.ndarray:
+    """The gradient of class GRADIENT_CLASS's logit with respect to the input, by torch.autograd; for a network
+    ending in log-softmax, the logit is the value before it (the log-softmax is undone by a hook on its input)."""
     tensor = torch.tensor(x, requires_grad=True)
-    logits(tensor)[0, GRADIENT_CLASS].backward()
+    if before_log_softmax:
+        seen = []
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda module, inputs, output: seen.append(output) if isinstance(module, nn.Linear) else None)
+        try:
+            logits(tensor)
+        finally:
+            handle.remove()
+        seen[-1][0, GRADIENT_CLASS].backward()
+    else:
+        logits(tensor)[0, GRADIENT_CLASS].backward()
     return tensor.grad.numpy()
 
 
@@ -278,6 +322,7 @@ def write(folder: Path) -> None:
         _export(_alexnet_stem(), STEM_SHAPE, folder / f"lrn-{name}.onnx", dynamo)
         _export(_families(), NETWORK_SHAPE, folder / f"families-{name}.onnx", dynamo)
         _export(_families(), NETWORK_SHAPE, folder / f"families-any-size-{name}.onnx", dynamo, any_size=True)
+        _export(_decoder(), NETWORK_SHAPE, folder / f"decoder-{name}.onnx", dynamo)
     np.savez_compressed(folder / "answers.npz", **_answers())
 
 
@@ -293,7 +338,8 @@ def check() -> bool:
         write(Path(scratch))
         checked = (("network", "network_x", "network_y"), ("lrn", "stem_x", "stem_y"),
                    ("families", "families_x", "families_y"),
-                   ("families-any-size", "families_other_x", "families_other_y"))
+                   ("families-any-size", "families_other_x", "families_other_y"),
+                   ("decoder", "decoder_x", "decoder_y"))
         for kind, x, y in checked:
             for folder in (GOLDENS, Path(scratch)):
                 for path in sorted(folder.glob(f"{kind}-t*.onnx")):

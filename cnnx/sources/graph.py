@@ -20,7 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from cnnx.base.errors import CnnxError
-from cnnx.sources.onnx_ops import ACTIVATION_OPS, OPS, SHOWN, attributes, conv_pads, pairs, run_checked, run_node
+from cnnx.sources.onnx_ops import (
+    ACTIVATION_OPS,
+    OPS,
+    SHOWN,
+    attributes,
+    conv_pads,
+    pairs,
+    run_checked,
+    run_node,
+    text_of,
+)
 from cnnx.sources.prepare import PREPARATIONS, Preparation
 from cnnx.sources.reverse import Reversed, Target, reverse_graph
 from cnnx.sources.source import PlannedStage, StageResult, Stats, input_labels
@@ -244,10 +254,17 @@ class Graph:
                     weights.shape[2:] if weights is not None else self.shapes.get(node.inputs[1], (0, 0, 1, 1))[2:]
                 )
                 dilations, strides = pairs(attrs, "dilations", 1), pairs(attrs, "strides", 1)
-                rf = tuple(r + d * (k - 1) * j for r, d, k, j in zip(rf, dilations, kernel, jump, strict=True))
+                rf = tuple(math.ceil(r + d * (k - 1) * j) for r, d, k, j in zip(rf, dilations, kernel, jump,
+                                                                                  strict=True))
                 jump = tuple(j * s for j, s in zip(jump, strides, strict=True))
             elif field_ == "whole":
                 rf = (H, W)
+            elif field_ == "resize" and len(self.shapes.get(node.outputs[0], ())) == 4:
+                # Each output reads 1, 2 or 4 neighbours a side; the input's step between them, over the new size.
+                taps = {"linear": 2, "cubic": 4}.get(text_of(attrs.get("mode"), "nearest"), 1)
+                before, after = self.shapes[node.inputs[0]][2:], self.shapes[node.outputs[0]][2:]
+                rf = tuple(math.ceil(r + (taps - 1) * j) for r, j in zip(rf, jump, strict=True))
+                jump = tuple(j * b / a for j, b, a in zip(jump, before, after, strict=True))
             for output in node.outputs:
                 known[output] = (rf, jump)
         return known

@@ -31,7 +31,7 @@ import numpy as np
 from cnnx.base.errors import CnnxError, printable
 from cnnx.base.files import open_regular, read_regular
 from cnnx.sources.graph import Graph, Node
-from cnnx.sources.onnx_ops import OPS, SUPPORTED, run_checked, run_node
+from cnnx.sources.onnx_ops import OPS, SUPPORTED, resize_taps, run_checked, run_node
 from cnnx.sources.prepare import Preparation, preparation
 
 Shape = tuple[int, ...]
@@ -229,6 +229,7 @@ def _make_ready(graph: Graph, outline: _Outline, budget: int, shape=None, pristi
         graph.nodes, graph.constants = _copied(pristine[0]), dict(pristine[1])
     graph.shapes = _shapes_before_running(graph, outline)
     _check_convs(graph)
+    _check_resizes(graph)
     graph.computed = _fold_constants(graph, budget)
     graph.notes = (*graph.loaded_notes, *_nonfinite_weights(graph))
     graph.folded = _fold_scales_and_shifts(graph)
@@ -449,6 +450,19 @@ def _nonfinite_weights(graph: Graph) -> tuple[str, ...]:
             notes.append(f"{graph.path.name}: {bad} of the {value.size} values of {printable(name)!r} are not finite "
                          "(NaN or infinite); the values computed from them will not be either")
     return tuple(notes)
+
+
+def _check_resizes(graph: Graph) -> None:
+    """Each Resize (or Upsample) is one cnnx runs, from its sizes or scales known at load: refused here, not on the
+    image."""
+    for node in (n for n in graph.nodes if n.op in ("Resize", "Upsample")):
+        shape = graph.shapes.get(node.inputs[0])
+        given = [graph.constants.get(name) if name else None for name in node.inputs]
+        if shape and all(v is not None for v, name in zip(given[1:], node.inputs[1:], strict=True) if name):
+            try:
+                resize_taps(node, given, graph.opset, shape)
+            except CnnxError as error:
+                raise CnnxError(f"{graph.path}: {error}") from None
 
 
 def _check_convs(graph: Graph) -> None:

@@ -24,6 +24,7 @@ from cnnx.sources.onnx_ops import (
     conv_pads,
     pairs,
     pool_geometry,
+    resize_taps,
     run_node,
 )
 
@@ -228,6 +229,17 @@ def _mish_partial(node, x):
     return t + x * (1 - t * t) * _sigmoid64(x)
 
 
+def _resize(node, inputs, outputs, grads, opset):
+    """Resize's transpose: each output's gradient back to the taps it summed, by their weights (the last axis
+    resized first)."""
+    g = np.asarray(grads[0], np.float32)
+    for axis, positions, weights in reversed(resize_taps(node, inputs, opset, inputs[0].shape)):
+        spread = np.zeros((positions.shape[0], inputs[0].shape[axis]))
+        np.add.at(spread, (np.arange(positions.shape[0])[:, None], positions), weights)
+        g = np.moveaxis(np.moveaxis(g, axis, -1) @ spread.astype(np.float32), -1, axis)
+    return [g] + [None] * (len(inputs) - 1)
+
+
 def _concat(node, inputs, outputs, grads, opset):
     axis = node.attrs["axis"] % inputs[0].ndim
     bounds = np.cumsum([0, *(x.shape[axis] for x in inputs)])
@@ -340,11 +352,14 @@ GRADS = {
     "MatMul": _matmul,
     "Softmax": _softmax,
     "LRN": _lrn,
+    "Resize": _resize,
+    "Upsample": _resize,
     "LayerNormalization": _layer_norm,
     "Pad": _pad,
     **{op: _moved for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Expand",
                              "Identity", "Dropout")},
-    **{op: _nothing for op in ("Shape", "Constant", "ConstantOfShape", "Range", "Equal", "If")},
+    **{op: _nothing for op in ("Shape", "Constant", "ConstantOfShape", "Range", "Equal", "Greater", "Less",
+                               "GreaterOrEqual", "LessOrEqual", "Not", "If")},
 }
 
 assert set(GRADS) == set(OPS), set(OPS) ^ set(GRADS)  # every op cnnx runs goes backwards too
@@ -355,10 +370,11 @@ SHAPES_ONLY = frozenset({
     "Conv", "BatchNormalization", "Add", "Sum", "Sub", "Neg", "Cast", "Concat", "Split", "AveragePool",
     "GlobalAveragePool", "ReduceMean", "Pad", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice",
     "Gather", "Expand", "Identity", "Dropout", "Shape", "Constant", "ConstantOfShape", "Range", "Equal", "If",
+    "Resize", "Upsample", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not",
 })
 # Of those, the ones whose every input is a map of the same kind (a sum's terms, a concatenation's parts): none of
 # their values is read; the others read their inputs after the first (a Reshape's shape, a Slice's ends, axes).
 ADDED = frozenset({"Add", "Sum", "Sub", "Concat", "Conv", "BatchNormalization"})
 # Ops whose reverse pass reads their own output: those that read it alone, then those that read their inputs too.
 OUTPUT_ONLY = frozenset({"Relu", "Sigmoid", "Tanh", "Exp", "Softmax", "LogSoftmax", "Sqrt"})
-READS_OUTPUT = OUTPUT_ONLY | {"Div"}
+READS_OUTPUT = OUTPUT_ONLY | {"Div", "Max", "Min"}

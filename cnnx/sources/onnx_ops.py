@@ -199,6 +199,102 @@ def _mish(x):
     return x * np.tanh(_softplus(x))
 
 
+def text_of(value, default: str) -> str:
+    """A string attribute (onnx keeps it as bytes), or ``default`` where it is absent."""
+    value = default if value is None else value
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def resize_taps(node, inputs, opset: int, shape) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """What Resize (and Upsample, as opsets before 10 call it) reads for each output row and column: per resized
+    axis, its index, and the input positions (out, taps) and weights (out, taps) each output value sums, as ONNX
+    defines them (a nearest value one tap, linear two, cubic four; positions past the border read the border).
+
+    A map (N, C, H, W) is resized over its height and width; anything else is refused in one line.
+    """
+    attrs = node.attrs
+    mode = text_of(attrs.get("mode"), "nearest")
+    if node.op == "Upsample" or opset < 11:  # scales only, the output's grid laid on the input's from the corner
+        scales = attrs.get("scales") if node.op == "Upsample" and opset < 9 else inputs[1]
+        sizes, transform, nearest = None, "asymmetric", "floor"
+    else:
+        scales, sizes = (inputs[k] if len(inputs) > k and inputs[k] is not None else None for k in (2, 3))
+        transform = text_of(attrs.get("coordinate_transformation_mode"), "half_pixel")
+        nearest = text_of(attrs.get("nearest_mode"), "round_prefer_floor")
+        if attrs.get("antialias", 0) or text_of(attrs.get("keep_aspect_ratio_policy"), "stretch") != "stretch":
+            raise CnnxError(f"node {node.name or node.op} (Resize): cnnx resizes without antialiasing and stretches "
+                            "to the sizes given")
+    if mode not in ("nearest", "linear", "cubic") or transform == "tf_crop_and_resize":
+        raise CnnxError(f"node {node.name or node.op} ({node.op}): cnnx resizes by nearest, linear or cubic "
+                        f"interpolation over the whole map; this one asks for {mode}, {transform}")
+    axes = [a % len(shape) for a in attrs.get("axes", range(len(shape)))]
+    wanted = np.asarray(sizes if sizes is not None and np.size(sizes) else scales, np.float64).ravel()
+    given_sizes = sizes is not None and np.size(sizes) > 0
+    out, scale = list(shape), [1.0] * len(shape)
+    for axis, value in zip(axes, wanted, strict=True):
+        out[axis] = int(value) if given_sizes else int(np.float32(shape[axis]) * np.float32(value))
+        scale[axis] = out[axis] / shape[axis] if given_sizes else float(value)
+    if len(shape) != 4 or out[:2] != list(shape[:2]):
+        raise CnnxError(f"node {node.name or node.op} ({node.op}): cnnx resizes the height and width of maps "
+                        f"(N, C, H, W); this one makes {list(shape)} into {out}")
+    options = (mode, transform, nearest, attrs.get("cubic_coeff_a", -0.75), attrs.get("exclude_outside", 0))
+    return [(axis, *_taps(shape[axis], out[axis], scale[axis], *options)) for axis in (2, 3)]
+
+
+def _taps(size: int, out: int, scale: float, mode: str, transform: str, nearest: str, a: float, exclude: int):
+    """One axis's positions and weights, (out, taps) each: where each output lands on the input (``transform``),
+    then the nearest position or the linear or cubic weights of its neighbours."""
+    y = np.arange(out, dtype=np.float64)
+    if transform == "align_corners":
+        x = y * (size - 1) / (out - 1) if out > 1 else np.zeros(out)
+    elif transform == "asymmetric":
+        x = y / scale
+    elif transform == "tf_half_pixel_for_nn":
+        x = (y + 0.5) / scale
+    elif transform == "pytorch_half_pixel":
+        x = (y + 0.5) / scale - 0.5 if out > 1 else np.zeros(out)
+    elif transform == "half_pixel_symmetric":
+        x = size / 2 * (1 - out / (scale * size)) + (y + 0.5) / scale - 0.5
+    elif transform == "half_pixel":
+        x = (y + 0.5) / scale - 0.5
+    else:
+        raise CnnxError(f"Resize: unknown coordinate_transformation_mode {printable(transform)!r}")
+    if mode == "nearest":
+        rounding = {"round_prefer_floor": lambda v: np.ceil(v - 0.5), "round_prefer_ceil": lambda v: np.floor(v + 0.5),
+                    "floor": np.floor, "ceil": np.ceil}.get(nearest)
+        if rounding is None:
+            raise CnnxError(f"Resize: unknown nearest_mode {printable(nearest)!r}")
+        return np.clip(rounding(x), 0, size - 1).astype(np.int64)[:, None], np.ones((out, 1))
+    first = np.floor(x)
+    r = (x - first)[:, None]
+    if mode == "linear":
+        positions, weights = first[:, None] + np.arange(2), np.hstack([1 - r, r])
+    else:  # cubic: the convolution kernel of Keys, with a = cubic_coeff_a, over four neighbours
+        positions = first[:, None] + np.arange(-1, 3)
+        d = np.abs(positions - x[:, None])
+        weights = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1,
+                           np.where(d < 2, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a, 0.0))
+    if exclude:
+        weights = np.where((positions >= 0) & (positions < size), weights, 0)
+        weights = weights / weights.sum(axis=1, keepdims=True)
+    return np.clip(positions, 0, size - 1).astype(np.int64), weights
+
+
+def _resize(node, inputs, opset: int) -> np.ndarray:
+    """Resize and Upsample: each resized axis in turn, each output value its taps' weighted sum (read where they
+    lie, so a NaN or an infinity stays where it was)."""
+    x = np.asarray(inputs[0], np.float32)
+    for axis, positions, weights in resize_taps(node, inputs, opset, x.shape):
+        if positions.shape[1] == 1:
+            x = np.take(x, positions[:, 0], axis=axis)
+            continue
+        along = [1] * x.ndim
+        along[axis] = -1
+        x = sum(np.take(x, positions[:, k], axis=axis) * weights[:, k].astype(np.float32).reshape(along)
+                for k in range(positions.shape[1]))
+    return x
+
+
 def _lrn(node, x):
     """x over (bias + alpha/size * the sum of squares of ``size`` neighbouring channels) ** beta, as ONNX's LRN. In
     float32 with the window summed as ``size`` shifted slices (a few passes, where float64 cumulative sums took
@@ -474,7 +570,8 @@ class Op:
     constant or a copy).  ``value``: how one value of it is explained (conv, activation, join, concat, pool,
     global, dense, softmax, flatten; "computed" where its arithmetic is not shown).  ``rule``: an activation's
     ``(x, attributes, extra) -> (the rule in words, the value)``, a join's ``(symbol, numpy ufunc)``.  ``field``:
-    what it does to the receptive field (``window``: it slides one; ``whole``: it sees the whole input).
+    what it does to the receptive field (``window``: it slides one; ``whole``: it sees the whole input;
+    ``resize``: it reads neighbours on a new grid).
     """
 
     run: Callable
@@ -561,6 +658,8 @@ OPS: dict[str, Op] = {
                   field="whole"),
     "LogSoftmax": Op(lambda node, inputs, opset: _log_softmax(node, inputs[0], opset), shown=True, field="whole"),
     "LRN": Op(lambda node, inputs, opset: _lrn(node, inputs[0]), shown=True, value="lrn"),
+    "Resize": Op(lambda node, inputs, opset: _resize(node, inputs, opset), shown=True, field="resize"),
+    "Upsample": Op(lambda node, inputs, opset: _resize(node, inputs, opset), shown=True, field="resize"),
     "Pad": Op(lambda node, inputs, opset: _pad(node, inputs, opset)),
     "Dropout": Op(lambda node, inputs, opset: inputs[0]),
     "Identity": Op(lambda node, inputs, opset: inputs[0]),
@@ -576,6 +675,11 @@ OPS: dict[str, Op] = {
     "Slice": Op(lambda node, inputs, opset: _slice(node, inputs, opset)),
     "Split": Op(lambda node, inputs, opset: _split(node, inputs, opset)),
     "Equal": Op(lambda node, inputs, opset: np.equal(inputs[0], inputs[1])),
+    "Greater": Op(lambda node, inputs, opset: np.greater(inputs[0], inputs[1])),
+    "Less": Op(lambda node, inputs, opset: np.less(inputs[0], inputs[1])),
+    "GreaterOrEqual": Op(lambda node, inputs, opset: np.greater_equal(inputs[0], inputs[1])),
+    "LessOrEqual": Op(lambda node, inputs, opset: np.less_equal(inputs[0], inputs[1])),
+    "Not": Op(lambda node, inputs, opset: np.logical_not(inputs[0])),
     "Where": Op(lambda node, inputs, opset: np.where(inputs[0], inputs[1], inputs[2])),
     "Range": Op(lambda node, inputs, opset: _range(*inputs[:3])),
     "Expand": Op(lambda node, inputs, opset: inputs[0] * np.ones(np.asarray(inputs[1], np.int64), inputs[0].dtype)),
