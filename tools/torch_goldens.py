@@ -195,14 +195,15 @@ class Families(nn.Module):
 
 class Decoder(nn.Module):
     """An encoder-decoder of the kind segmentation and detection networks are made of, and the activations other
-    networks use: upsampling back to a skip connection's size (bilinear), by a factor (nearest), bicubic with its
-    corners aligned; ELU, SELU, CELU, Mish, Softplus, Softsign and an elementwise maximum; ending in log-softmax, as
-    PyTorch's MNIST example does."""
+    networks use: a transposed convolution, upsampling back to a skip connection's size (bilinear), by a factor
+    (nearest), bicubic with its corners aligned; ELU, SELU, CELU, Mish, Softplus, Softsign and an elementwise
+    maximum; ending in log-softmax, as PyTorch's MNIST example does."""
 
     def __init__(self):
         super().__init__()
         self.down = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ELU(0.5))
         self.deeper = nn.Sequential(nn.Conv2d(8, 8, 3, 2, 1), nn.SELU(), nn.Conv2d(8, 8, 3, 2, 1), nn.Mish())
+        self.lift = nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1)  # as U-Net and DCGAN decoders upsample
         self.merge = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.CELU(1.5))
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.head = nn.Linear(8, 10)
@@ -210,7 +211,7 @@ class Decoder(nn.Module):
     def forward(self, x):
         skip = self.down(x)
         deep = self.deeper(skip)
-        back = nn.functional.interpolate(deep, size=skip.shape[2:], mode="bilinear", align_corners=False)
+        back = nn.functional.interpolate(self.lift(deep), size=skip.shape[2:], mode="bilinear", align_corners=False)
         merged = self.merge(torch.cat([skip, back], 1))
         smaller = nn.functional.interpolate(merged, scale_factor=0.5, mode="bicubic", align_corners=True)
         mixed = torch.maximum(nn.functional.softplus(self.up(smaller)), nn.functional.softsign(merged))

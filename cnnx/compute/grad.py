@@ -37,6 +37,7 @@ __all__ = [
     "activation_backward",
     "avg_pool2d_backward",
     "conv2d_backward",
+    "conv_transpose2d",
     "fold_padding",
     "linear_backward",
     "log_softmax_backward",
@@ -88,6 +89,35 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         grad_w = _weight_gradient(g, padded, (O, Cg, kh, kw), groups, stride, dilation)
         grad_b = g.sum(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)
     return (grad_x if batched or grad_x is None else grad_x[0]), grad_w, grad_b
+
+
+def conv_transpose2d(x, weight, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), output_padding=(0, 0),
+                     dilation=(1, 1), groups: int = 1) -> np.ndarray:
+    """A transposed convolution (ONNX's ConvTranspose, torch's ``conv_transpose2d``) of ``x`` (N, C_in, H, W) by
+    ``weight`` (C_in, C_out / groups, kh, kw): the input gradient of the convolution by the same weights, spread
+    over the whole grid the stride makes (and ``output_padding`` rows and columns more), then cropped by ``pads``
+    (top, left, bottom, right), plus the bias.
+
+    >>> x = np.ones((1, 1, 2, 2), np.float32)
+    >>> conv_transpose2d(x, np.ones((1, 1, 2, 2), np.float32), stride=(2, 2))[0, 0]  # each input a 2x2 block
+    array([[1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.],
+           [1., 1., 1., 1.]], dtype=float32)
+    """
+    x = np.asarray(x, np.float32)
+    weight = np.asarray(weight, np.float32)
+    kernel = weight.shape[2:]
+    full = [(n - 1) * s + d * (k - 1) + 1 + extra
+            for n, s, d, k, extra in zip(x.shape[2:], stride, dilation, kernel, output_padding, strict=True)]
+    spread = _input_gradient(x, weight, groups, tuple(stride), tuple(dilation), tuple(full))
+    if list(spread.shape[2:]) != full:  # the stride-1 path makes the grid without the output padding's rows
+        spread = np.pad(spread, ((0, 0), (0, 0), (0, full[0] - spread.shape[2]), (0, full[1] - spread.shape[3])))
+    top, left, bottom, right = pads
+    out = np.ascontiguousarray(spread[:, :, top : full[0] - bottom, left : full[1] - right])
+    if bias is not None:
+        out += np.asarray(bias, np.float32).reshape(1, -1, 1, 1)
+    return out
 
 
 def _input_gradient(g, weight, groups, stride, dilation, padded_shape) -> np.ndarray:

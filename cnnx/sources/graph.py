@@ -259,6 +259,13 @@ class Graph:
                 jump = tuple(j * s for j, s in zip(jump, strides, strict=True))
             elif field_ == "whole":
                 rf = (H, W)
+            elif field_ == "spread" and node.inputs[1] in self.constants:
+                # Each output reads the inputs whose spread windows cover it: span / stride of them a side.
+                kernel = self.constants[node.inputs[1]].shape[2:]
+                strides, dilations = pairs(attrs, "strides", 1), pairs(attrs, "dilations", 1)
+                rf = tuple(math.ceil(r + (-(-(d * (k - 1) + 1) // s) - 1) * j)
+                           for r, j, k, s, d in zip(rf, jump, kernel, strides, dilations, strict=True))
+                jump = tuple(j / s for j, s in zip(jump, strides, strict=True))
             elif field_ == "resize" and len(self.shapes.get(node.outputs[0], ())) == 4:
                 # Each output reads 1, 2 or 4 neighbours a side; the input's step between them, over the new size.
                 taps = {"linear": 2, "cubic": 4}.get(text_of(attrs.get("mode"), "nearest"), 1)
@@ -376,6 +383,9 @@ def _as_stage(value: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(value.reshape(stage_shape(value.shape)))
 
 
+GROWN_IN_PLACE = frozenset({"ConvTranspose", "Resize", "Upsample"})
+
+
 def _running_bytes(graph: Graph) -> int:
     """The weights, and the most that is held at once while the nodes run in order: every value still to be read,
     the node's output, and a working copy of its largest input (a padded copy, say); or what loading held, if more."""
@@ -393,6 +403,8 @@ def _running_bytes(graph: Graph) -> int:
     for node in graph.nodes:
         inputs = [name for name in node.inputs if name in live]
         working = max((live[name] for name in inputs), default=0)
+        if node.op in GROWN_IN_PLACE:  # its output is made whole beside it first (an uncropped grid, an axis at a time)
+            working = max(working, size(node.outputs[0]))
         live[node.outputs[0]] = size(node.outputs[0])
         peak = max(peak, sum(live.values()) + working)
         for name in node.inputs:

@@ -16,6 +16,7 @@ import numpy as np
 
 from cnnx.base.errors import CnnxError
 from cnnx.compute import grad as reverse
+from cnnx.compute.ops import conv2d
 from cnnx.sources.onnx_ops import (
     OPS,
     SELU,
@@ -26,6 +27,7 @@ from cnnx.sources.onnx_ops import (
     pool_geometry,
     resize_taps,
     run_node,
+    transpose_geometry,
 )
 
 
@@ -50,6 +52,18 @@ def _conv(node, inputs, outputs, grads, opset):
         grads[0], padded, w, stride=tuple(pairs(attrs, "strides", 1)),
         dilation=tuple(pairs(attrs, "dilations", 1)), groups=attrs.get("group", 1), need_weight=False)[0]
     return [reverse.fold_padding(grad_x, ((top, bottom), (left, right)))] + [None] * (len(inputs) - 1)
+
+
+def _conv_transpose(node, inputs, outputs, grads, opset):
+    """A transposed convolution's input gradient: the convolution by the same weights over the gradient placed back
+    on the uncropped grid."""
+    x, w = inputs[0], inputs[1]
+    strides, dilations, (top, left, bottom, right), _ = transpose_geometry(node.attrs, x.shape, w.shape)
+    g = np.asarray(grads[0], np.float32)
+    full = np.zeros((*g.shape[:2], g.shape[2] + top + bottom, g.shape[3] + left + right), np.float32)
+    full[:, :, top : top + g.shape[2], left : left + g.shape[3]] = g
+    back = conv2d(full, w, stride=tuple(strides), dilation=tuple(dilations), groups=node.attrs.get("group", 1))
+    return [back[:, :, : x.shape[2], : x.shape[3]]] + [None] * (len(inputs) - 1)
 
 
 def _batch_norm(node, inputs, outputs, grads, opset):
@@ -304,6 +318,7 @@ def _pad(node, inputs, outputs, grads, opset):
 
 GRADS = {
     "Conv": _conv,
+    "ConvTranspose": _conv_transpose,
     "BatchNormalization": _batch_norm,
     "Relu": lambda node, inputs, outputs, grads, opset: [np.where(outputs[0] > 0, grads[0], np.float32(0))],
     "LeakyRelu": _activation("leaky_relu", slope=("alpha", 0.01)),
@@ -367,7 +382,8 @@ assert set(GRADS) == set(OPS), set(OPS) ^ set(GRADS)  # every op cnnx runs goes 
 # Ops whose reverse pass reads no value of their inputs or outputs, only shapes (and constants): the values they
 # take need not be kept for the reverse pass on their account.
 SHAPES_ONLY = frozenset({
-    "Conv", "BatchNormalization", "Add", "Sum", "Sub", "Neg", "Cast", "Concat", "Split", "AveragePool",
+    "Conv", "ConvTranspose", "BatchNormalization", "Add", "Sum", "Sub", "Neg", "Cast", "Concat", "Split",
+    "AveragePool",
     "GlobalAveragePool", "ReduceMean", "Pad", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice",
     "Gather", "Expand", "Identity", "Dropout", "Shape", "Constant", "ConstantOfShape", "Range", "Equal", "If",
     "Resize", "Upsample", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not",

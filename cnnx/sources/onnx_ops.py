@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnx.base.errors import CnnxError, printable
+from cnnx.compute import grad as reverse
 from cnnx.compute import ops
 
 __all__ = ["ACTIVATION_OPS", "OPS", "RUN", "SHOWN", "SUPPORTED", "Op", "attributes", "conv_pads", "pairs",
@@ -66,6 +67,31 @@ def _conv(node, x, w, b=None):
         padding=(pads[0], pads[1]) if symmetric else 0, dilation=tuple(pairs(attrs, "dilations", 1)),
         groups=attrs.get("group", 1),
     )
+
+
+def transpose_geometry(attrs: dict, x_shape: Shape, w_shape: Shape) -> tuple:
+    """A ConvTranspose's strides, dilations, (top, left, bottom, right) crop and output padding, as ONNX defines
+    them: from ``pads``, or from ``output_shape`` or ``auto_pad`` (the crop split as ONNX says)."""
+    strides, dilations = pairs(attrs, "strides", 1), pairs(attrs, "dilations", 1)
+    extra = pairs(attrs, "output_padding", 0)
+    auto = text_of(attrs.get("auto_pad"), "NOTSET")
+    wanted = attrs.get("output_shape")
+    if wanted is None and auto in ("SAME_UPPER", "SAME_LOWER"):
+        wanted = [n * s for n, s in zip(x_shape[2:], strides, strict=True)]
+    if wanted is None:
+        return strides, dilations, (0, 0, 0, 0) if auto == "VALID" else tuple(pairs(attrs, "pads", 0, 4)), extra
+    begin, end = [], []
+    for n, s, d, k, e, o in zip(x_shape[2:], strides, dilations, w_shape[2:], extra, list(wanted)[-2:], strict=True):
+        total = s * (n - 1) + e + d * (k - 1) + 1 - o
+        first = total // 2 if auto == "SAME_UPPER" else total - total // 2
+        begin.append(first)
+        end.append(total - first)
+    return strides, dilations, (begin[0], begin[1], end[0], end[1]), extra
+
+
+def _conv_transpose(node, x, w, b=None):
+    strides, dilations, pads, extra = transpose_geometry(node.attrs, x.shape, w.shape)
+    return reverse.conv_transpose2d(x, w, b, strides, pads, extra, dilations, node.attrs.get("group", 1))
 
 
 def pool_geometry(attrs: dict, x_shape: Shape):
@@ -571,7 +597,8 @@ class Op:
     global, dense, softmax, flatten; "computed" where its arithmetic is not shown).  ``rule``: an activation's
     ``(x, attributes, extra) -> (the rule in words, the value)``, a join's ``(symbol, numpy ufunc)``.  ``field``:
     what it does to the receptive field (``window``: it slides one; ``whole``: it sees the whole input;
-    ``resize``: it reads neighbours on a new grid).
+    ``resize``: it reads neighbours on a new grid; ``spread``: a transposed convolution spreads each input over a
+    window of a finer grid).
     """
 
     run: Callable
@@ -591,6 +618,7 @@ def _join(run: Callable, symbol: str, ufunc, *, shown: bool = True) -> Op:
 
 OPS: dict[str, Op] = {
     "Conv": Op(lambda node, inputs, opset: _conv(node, *inputs), shown=True, value="conv", field="window"),
+    "ConvTranspose": Op(lambda node, inputs, opset: _conv_transpose(node, *inputs), shown=True, field="spread"),
     "BatchNormalization": Op(lambda node, inputs, opset: _batch_norm(node, *inputs[:5]), shown=True),
     "Relu": _activation(lambda node, inputs, opset: np.maximum(inputs[0], np.float32(0)),
                         lambda x, a, extra: ("max(0, x)", max(0.0, x))),
