@@ -267,8 +267,10 @@ class Graph:
                            for r, j, k, s, d in zip(rf, jump, kernel, strides, dilations, strict=True))
                 jump = tuple(j / s for j, s in zip(jump, strides, strict=True))
             elif field_ == "resize" and len(self.shapes.get(node.outputs[0], ())) == 4:
-                # Each output reads 1, 2 or 4 neighbours a side; the input's step between them, over the new size.
+                # Each output reads 1, 2 or 4 neighbours a side (a block, for SpaceToDepth); the input's step
+                # between them, over the new size.
                 taps = {"linear": 2, "cubic": 4}.get(text_of(attrs.get("mode"), "nearest"), 1)
+                taps = attrs["blocksize"] if node.op == "SpaceToDepth" else taps
                 before, after = self.shapes[node.inputs[0]][2:], self.shapes[node.outputs[0]][2:]
                 rf = tuple(math.ceil(r + (taps - 1) * j) for r, j in zip(rf, jump, strict=True))
                 jump = tuple(j * b / a for j, b, a in zip(jump, before, after, strict=True))

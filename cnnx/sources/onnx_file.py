@@ -731,8 +731,9 @@ def _per_channel(node: Node, graph: Graph) -> tuple[str, np.ndarray, np.ndarray]
     if vector is None or x in graph.constants or (node.op == "Div" and not vector.all()):
         return None
     ones, zeros = np.ones_like(vector), np.zeros_like(vector)
-    factor, shift = {"Mul": (vector, zeros), "Add": (ones, vector), "Sub": (ones, -vector),
-                     "Div": (1 / vector, zeros)}[node.op]
+    if node.op == "Div":  # only here: a Mul's or an Add's vector may hold zeros
+        return _finite(x, 1 / vector, zeros)
+    factor, shift = {"Mul": (vector, zeros), "Add": (ones, vector), "Sub": (ones, -vector)}[node.op]
     return _finite(x, factor, shift)
 
 

@@ -21,10 +21,11 @@ from cnnx.sources.onnx_ops import (
     OPS,
     SELU,
     average_pool_counts,
-    axes_of,
     conv_pads,
+    group_shape,
     pairs,
     pool_geometry,
+    reduce_axes,
     resize_taps,
     run_node,
     transpose_geometry,
@@ -137,19 +138,35 @@ def _reduced(node, inputs, outputs, grads, opset, axes):
 
 
 def _reduce_axes(node, inputs, opset):
-    axes = axes_of(node, inputs, opset, 18)
-    return list(range(inputs[0].ndim)) if axes is None else list(axes)
+    return list(reduce_axes(node, inputs, opset, inputs[0].ndim))
 
 
-def _reduce_mean(node, inputs, outputs, grads, opset):
-    axes = _reduce_axes(node, inputs, opset)
-    count = math.prod(inputs[0].shape[a] for a in axes)
-    g = _reduced(node, inputs, outputs, grads, opset, axes)
-    return [np.broadcast_to(g / np.float32(count), inputs[0].shape).astype(np.float32)] + [None] * (len(inputs) - 1)
+def _reduction(partial):
+    """A Reduce op whose gradient is the output's, spread over each reduced group, times ``partial(x, y, axes)`` (y
+    the output with its reduced axes kept)."""
+    def backward(node, inputs, outputs, grads, opset):
+        axes = _reduce_axes(node, inputs, opset)
+        x = inputs[0]  # its shape alone, for ReduceMean and ReduceSum (their values may have been let go)
+        g = _reduced(node, inputs, outputs, grads, opset, axes)
+        y = _reduced(node, inputs, outputs, outputs, opset, axes)
+        return [np.broadcast_to(g * partial(x, y, axes), x.shape).astype(np.float32)] + [None] * (len(inputs) - 1)
+    return backward
 
 
-def _reduce_max(node, inputs, outputs, grads, opset, axes=None):
-    """Each reduction's gradient to the first of its largest values."""
+def _others_product(x, y, axes):
+    """The product of the other values of each reduced group, zeros and all: the products before and after each
+    value, in the group's order."""
+    ends = list(range(x.ndim - len(axes), x.ndim))
+    moved = np.moveaxis(np.asarray(x, np.float64), axes, ends)
+    flat = moved.reshape(*moved.shape[: x.ndim - len(axes)], -1)
+    ones = np.ones((*flat.shape[:-1], 1))
+    before = np.cumprod(np.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
+    after = np.flip(np.cumprod(np.concatenate([ones, np.flip(flat, -1)[..., :-1]], axis=-1), axis=-1), -1)
+    return np.moveaxis((before * after).reshape(moved.shape), ends, axes)
+
+
+def _reduce_extreme(node, inputs, outputs, grads, opset, axes=None, pick=np.argmax):
+    """Each reduction's gradient to the first of its largest (``pick``: smallest) values."""
     x = inputs[0]
     axes = sorted(a % x.ndim for a in (axes if axes is not None else _reduce_axes(node, inputs, opset)))
     g = _reduced(node, inputs, outputs, grads, opset, axes)
@@ -158,8 +175,12 @@ def _reduce_max(node, inputs, outputs, grads, opset, axes=None):
     lead = moved.shape[: x.ndim - len(axes)]
     flat = moved.reshape(*lead, -1)
     first = np.zeros(flat.shape, np.float32)
-    np.put_along_axis(first, flat.argmax(axis=-1)[..., None], np.moveaxis(g, axes, ends).reshape(*lead, 1), axis=-1)
+    np.put_along_axis(first, pick(flat, axis=-1)[..., None], np.moveaxis(g, axes, ends).reshape(*lead, 1), axis=-1)
     return [np.moveaxis(first.reshape(moved.shape), ends, axes)] + [None] * (len(inputs) - 1)
+
+
+def _reduce_max(node, inputs, outputs, grads, opset, axes=None):
+    return _reduce_extreme(node, inputs, outputs, grads, opset, axes)
 
 
 def _gemm(node, inputs, outputs, grads, opset):
@@ -285,16 +306,37 @@ def _channel_window_sums(values: np.ndarray, before: int, after: int) -> np.ndar
     return running[:, before + after + 1 :] - running[:, : -(before + after + 1)]
 
 
+def _normalised_back(x, g, axes, epsilon: float) -> np.ndarray:
+    """The gradient of ``onnx_ops.normalised(x, axes, epsilon)`` given ``g``, its output's (in float64)."""
+    x = np.asarray(x, np.float64)
+    spread = 1 / np.sqrt(x.var(axis=axes, keepdims=True) + epsilon)
+    normed = (x - x.mean(axis=axes, keepdims=True)) * spread
+    return spread * (g - g.mean(axis=axes, keepdims=True) - normed * (g * normed).mean(axis=axes, keepdims=True))
+
+
 def _layer_norm(node, inputs, outputs, grads, opset):
-    x = np.asarray(inputs[0], np.float64)
-    axis = node.attrs.get("axis", -1) % x.ndim
-    axes = tuple(range(axis, x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
-    spread = 1 / np.sqrt(x.var(axis=axes, keepdims=True) + node.attrs.get("epsilon", 1e-5))
-    normed = (x - mean) * spread
+    x = inputs[0]
+    axes = tuple(range(node.attrs.get("axis", -1) % x.ndim, x.ndim))
     g = np.asarray(grads[0], np.float64) * inputs[1]
-    back = spread * (g - g.mean(axis=axes, keepdims=True) - normed * (g * normed).mean(axis=axes, keepdims=True))
+    back = _normalised_back(x, g, axes, node.attrs.get("epsilon", 1e-5))
     return [back.astype(np.float32)] + [None] * (len(inputs) - 1)
+
+
+def _instance_norm(node, inputs, outputs, grads, opset):
+    x, scale = inputs[0], inputs[1]
+    g = np.asarray(grads[0], np.float64) * scale.reshape((1, -1) + (1,) * (x.ndim - 2))
+    back = _normalised_back(x, g, tuple(range(2, x.ndim)), node.attrs.get("epsilon", 1e-5))
+    return [back.astype(np.float32)] + [None] * (len(inputs) - 1)
+
+
+def _group_norm(node, inputs, outputs, grads, opset):
+    x, scale = inputs[0], np.asarray(inputs[1])
+    if opset < 21:
+        scale = np.repeat(scale, x.shape[1] // node.attrs["num_groups"])
+    g = np.asarray(grads[0], np.float64) * scale.reshape((1, -1) + (1,) * (x.ndim - 2))
+    grouped = group_shape(node, x.shape)
+    back = _normalised_back(x.reshape(grouped), g.reshape(grouped), 2, node.attrs.get("epsilon", 1e-5))
+    return [back.reshape(x.shape).astype(np.float32)] + [None] * (len(inputs) - 1)
 
 
 def _global_mean(node, inputs, outputs, grads, opset):
@@ -361,8 +403,21 @@ GRADS = {
     "GlobalAveragePool": _global_mean,
     "GlobalMaxPool": lambda node, inputs, outputs, grads, opset: _reduce_max(node, inputs, outputs, grads, opset,
                                                                              axes=[2, 3]),
-    "ReduceMean": _reduce_mean,
+    "ReduceMean": _reduction(lambda x, y, axes: 1 / math.prod(x.shape[a] for a in axes)),
     "ReduceMax": _reduce_max,
+    "ReduceMin": lambda node, inputs, outputs, grads, opset: _reduce_extreme(node, inputs, outputs, grads, opset,
+                                                                           pick=np.argmin),
+    "ReduceSum": _reduction(lambda x, y, axes: 1.0),
+    "ReduceProd": _reduction(lambda x, y, axes: _others_product(x, y, axes)),
+    "ReduceL1": _reduction(lambda x, y, axes: np.sign(x)),
+    "ReduceL2": _reduction(lambda x, y, axes: np.divide(x, y, out=np.zeros_like(x), where=y != 0)),
+    "ReduceSumSquare": _reduction(lambda x, y, axes: 2 * x),
+    "ReduceLogSumExp": _reduction(lambda x, y, axes: np.exp(x - y)),
+    "InstanceNormalization": _instance_norm,
+    "GroupNormalization": _group_norm,
+    "Log": _elementwise(lambda k, x, y: 1 / x[0]),
+    "Reciprocal": _elementwise(lambda k, x, y: -np.square(y)),
+    **{op: _elementwise(lambda k, x, y: 0.0) for op in ("Sign", "Floor", "Ceil", "Round")},
     "Gemm": _gemm,
     "MatMul": _matmul,
     "Softmax": _softmax,
@@ -372,9 +427,9 @@ GRADS = {
     "LayerNormalization": _layer_norm,
     "Pad": _pad,
     **{op: _moved for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Expand",
-                             "Identity", "Dropout")},
+                             "Identity", "Dropout", "DepthToSpace", "SpaceToDepth")},
     **{op: _nothing for op in ("Shape", "Constant", "ConstantOfShape", "Range", "Equal", "Greater", "Less",
-                               "GreaterOrEqual", "LessOrEqual", "Not", "If")},
+                               "GreaterOrEqual", "LessOrEqual", "Not", "If", "ArgMax", "ArgMin")},
 }
 
 assert set(GRADS) == set(OPS), set(OPS) ^ set(GRADS)  # every op cnnx runs goes backwards too
@@ -386,11 +441,12 @@ SHAPES_ONLY = frozenset({
     "AveragePool",
     "GlobalAveragePool", "ReduceMean", "Pad", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice",
     "Gather", "Expand", "Identity", "Dropout", "Shape", "Constant", "ConstantOfShape", "Range", "Equal", "If",
-    "Resize", "Upsample", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not",
+    "Resize", "Upsample", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "ArgMax", "ArgMin",
+    "DepthToSpace", "SpaceToDepth", "ReduceSum", "Sign", "Floor", "Ceil", "Round",
 })
 # Of those, the ones whose every input is a map of the same kind (a sum's terms, a concatenation's parts): none of
 # their values is read; the others read their inputs after the first (a Reshape's shape, a Slice's ends, axes).
 ADDED = frozenset({"Add", "Sum", "Sub", "Concat", "Conv", "BatchNormalization"})
 # Ops whose reverse pass reads their own output: those that read it alone, then those that read their inputs too.
 OUTPUT_ONLY = frozenset({"Relu", "Sigmoid", "Tanh", "Exp", "Softmax", "LogSoftmax", "Sqrt"})
-READS_OUTPUT = OUTPUT_ONLY | {"Div", "Max", "Min"}
+READS_OUTPUT = OUTPUT_ONLY | {"Div", "Max", "Min", "ReduceL2", "ReduceLogSumExp", "Reciprocal"}

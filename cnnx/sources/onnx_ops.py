@@ -359,10 +359,44 @@ def axes_of(node, inputs, opset: int, since: int) -> list[int] | None:
     return None if axes is None else list(axes)
 
 
+def reduce_axes(node, inputs, opset: int, ndim: int) -> tuple[int, ...]:
+    """The axes a Reduce op reduces: an attribute before opset 18 (13 for ReduceSum), its second input from then on;
+    none given means all, unless ``noop_with_empty_axes`` says none."""
+    axes = axes_of(node, inputs, opset, 13 if node.op == "ReduceSum" else 18)
+    if not axes:
+        return () if axes is not None and node.attrs.get("noop_with_empty_axes", 0) else tuple(range(ndim))
+    return tuple(sorted(a % ndim for a in axes))
+
+
 def _reduce(node, inputs, opset: int, reducer):
-    axes = axes_of(node, inputs, opset, 18)
+    """A Reduce op, its sums taken in float64 (``reducer(x, axes, keepdims)``)."""
+    x = np.asarray(inputs[0], np.float32)
     keep = bool(node.attrs.get("keepdims", 1))
-    return reducer(inputs[0], axis=None if axes is None else tuple(axes), keepdims=keep).astype(np.float32)
+    return np.asarray(reducer(x, reduce_axes(node, inputs, opset, x.ndim), keep), np.float32)
+
+
+def _sum(x, axes, keep):
+    return x.sum(axis=axes, keepdims=keep, dtype=np.float64)
+
+
+def _log_sum_exp(x, axes, keep):
+    top = x.max(axis=axes, keepdims=True).astype(np.float64) if x.size else np.zeros(())
+    top = np.where(np.isfinite(top), top, 0)
+    total = np.log(np.exp(x - top).sum(axis=axes, keepdims=True, dtype=np.float64)) + top
+    return total if keep else np.squeeze(total, axis=axes)
+
+
+REDUCERS = {
+    "ReduceMean": lambda x, axes, keep: x.mean(axis=axes, keepdims=keep, dtype=np.float64),
+    "ReduceMax": lambda x, axes, keep: x.max(axis=axes, keepdims=keep),
+    "ReduceMin": lambda x, axes, keep: x.min(axis=axes, keepdims=keep),
+    "ReduceSum": _sum,
+    "ReduceProd": lambda x, axes, keep: x.prod(axis=axes, keepdims=keep, dtype=np.float64),
+    "ReduceL1": lambda x, axes, keep: _sum(np.abs(x), axes, keep),
+    "ReduceL2": lambda x, axes, keep: np.sqrt(_sum(np.square(x, dtype=np.float64), axes, keep)),
+    "ReduceSumSquare": lambda x, axes, keep: _sum(np.square(x, dtype=np.float64), axes, keep),
+    "ReduceLogSumExp": _log_sum_exp,
+}
 
 
 def _clip(node, inputs, opset: int):
@@ -461,17 +495,80 @@ def _gelu(node, x):
 
 def _layer_norm(node, x, scale, bias=None):
     """LayerNormalization (opset 17): each sample normalised over the axes from ``axis`` on, then scaled and
-    shifted; the mean and variance summed in float64, the rest in float32."""
+    shifted."""
     axis = node.attrs.get("axis", -1) % x.ndim
-    axes = tuple(range(axis, x.ndim))
-    x = np.asarray(x, np.float32)
-    centred = x - x.mean(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
-    variance = np.square(centred).mean(axis=axes, keepdims=True, dtype=np.float64)
-    centred *= (1 / np.sqrt(variance + node.attrs.get("epsilon", 1e-5))).astype(np.float32)
+    centred = normalised(x, tuple(range(axis, x.ndim)), node.attrs.get("epsilon", 1e-5))
     centred *= scale
     if bias is not None:
         centred += bias
     return centred
+
+
+def normalised(x, axes, epsilon: float) -> np.ndarray:
+    """``x`` less its mean over ``axes``, over its standard deviation there (plus ``epsilon`` under the root): the
+    mean and variance summed in float64, the rest in float32."""
+    x = np.asarray(x, np.float32)
+    centred = x - x.mean(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
+    variance = np.square(centred).mean(axis=axes, keepdims=True, dtype=np.float64)
+    centred *= (1 / np.sqrt(variance + epsilon)).astype(np.float32)
+    return centred
+
+
+def _instance_norm(node, x, scale, bias):
+    """InstanceNormalization: each channel of each image normalised over its map, then scaled and shifted."""
+    along = (1, -1) + (1,) * (x.ndim - 2)
+    return normalised(x, tuple(range(2, x.ndim)), node.attrs.get("epsilon", 1e-5)) * scale.reshape(along) + \
+        bias.reshape(along)
+
+
+def group_shape(node, x_shape) -> tuple[int, ...]:
+    """GroupNormalization's view of a map (N, C, ...): (N, groups, the rest), each group normalised as one."""
+    groups = node.attrs["num_groups"]
+    if x_shape[1] % groups:
+        raise CnnxError(f"node {node.name or node.op} (GroupNormalization): {x_shape[1]} channels do not split into "
+                        f"{groups} groups")
+    return (x_shape[0], groups, -1)
+
+
+def _group_norm(node, x, scale, bias, opset: int):
+    """GroupNormalization: each group of channels normalised over its channels and maps together, then scaled and
+    shifted per channel (per group before opset 21)."""
+    normed = normalised(x.reshape(group_shape(node, x.shape)), 2, node.attrs.get("epsilon", 1e-5)).reshape(x.shape)
+    along = (1, -1) + (1,) * (x.ndim - 2)
+    if opset < 21:  # a scale and a bias per group, shared by its channels
+        per = x.shape[1] // node.attrs["num_groups"]
+        scale, bias = np.repeat(scale, per), np.repeat(bias, per)
+    return normed * scale.reshape(along) + bias.reshape(along)
+
+
+def _depth_to_space(node, x):
+    """DepthToSpace: each pixel's blocks of channels laid out as a block of pixels (DCR: depth, column, row;
+    CRD: column, row, depth), as PixelShuffle exports."""
+    b, c, h, w = x.shape
+    size = node.attrs["blocksize"]
+    if text_of(node.attrs.get("mode"), "DCR") == "CRD":
+        blocks = x.reshape(b, c // size**2, size, size, h, w).transpose(0, 1, 4, 2, 5, 3)
+    else:
+        blocks = x.reshape(b, size, size, c // size**2, h, w).transpose(0, 3, 4, 1, 5, 2)
+    return blocks.reshape(b, c // size**2, h * size, w * size)
+
+
+def _space_to_depth(node, x):
+    b, c, h, w = x.shape
+    size = node.attrs["blocksize"]
+    blocks = x.reshape(b, c, h // size, size, w // size, size).transpose(0, 3, 5, 1, 2, 4)
+    return blocks.reshape(b, c * size**2, h // size, w // size)
+
+
+def _arg(node, x, pick):
+    """ArgMax and ArgMin: the index of the largest (smallest) value along ``axis``, the first of equals unless
+    ``select_last_index``."""
+    axis = node.attrs.get("axis", 0) % x.ndim
+    if node.attrs.get("select_last_index", 0):
+        index = x.shape[axis] - 1 - pick(np.flip(x, axis=axis), axis=axis)
+    else:
+        index = pick(x, axis=axis)
+    return np.expand_dims(index, axis).astype(np.int64) if node.attrs.get("keepdims", 1) else index.astype(np.int64)
 
 
 def _matmul(a, b):
@@ -670,10 +767,9 @@ OPS: dict[str, Op] = {
                             field="whole"),
     "GlobalMaxPool": Op(lambda node, inputs, opset: inputs[0].max(axis=(2, 3), keepdims=True), shown=True,
                         value="global", field="whole"),
-    "ReduceMean": Op(lambda node, inputs, opset: _reduce(node, inputs, opset, np.mean), shown=True, value="global",
-                     field="whole"),
-    "ReduceMax": Op(lambda node, inputs, opset: _reduce(node, inputs, opset, np.max), shown=True, value="global",
-                    field="whole"),
+    **{op: Op(lambda node, inputs, opset: _reduce(node, inputs, opset, REDUCERS[node.op]), shown=True,
+              value="global" if op in ("ReduceMean", "ReduceMax") else "computed", field="whole")
+       for op in REDUCERS},
     "Flatten": Op(lambda node, inputs, opset: _flatten(node, inputs[0]), shown=True, value="flatten", field="whole"),
     "Reshape": Op(lambda node, inputs, opset: _reshape(node, inputs[0], inputs[1]), field="whole"),
     "Transpose": Op(lambda node, inputs, opset: np.transpose(inputs[0], node.attrs.get("perm"))),
@@ -714,6 +810,18 @@ OPS: dict[str, Op] = {
     "Neg": Op(lambda node, inputs, opset: np.negative(inputs[0])),
     "Sqrt": Op(lambda node, inputs, opset: np.sqrt(inputs[0])),
     "Exp": Op(lambda node, inputs, opset: np.exp(inputs[0])),
+    "Log": Op(lambda node, inputs, opset: np.log(inputs[0])),
+    "Reciprocal": Op(lambda node, inputs, opset: np.reciprocal(inputs[0])),
+    "Sign": Op(lambda node, inputs, opset: np.sign(inputs[0])),
+    "Floor": Op(lambda node, inputs, opset: np.floor(inputs[0])),
+    "Ceil": Op(lambda node, inputs, opset: np.ceil(inputs[0])),
+    "Round": Op(lambda node, inputs, opset: np.round(inputs[0])),  # half to even, as ONNX says
+    "ArgMax": Op(lambda node, inputs, opset: _arg(node, inputs[0], np.argmax)),
+    "ArgMin": Op(lambda node, inputs, opset: _arg(node, inputs[0], np.argmin)),
+    "DepthToSpace": Op(lambda node, inputs, opset: _depth_to_space(node, inputs[0]), shown=True, field="resize"),
+    "SpaceToDepth": Op(lambda node, inputs, opset: _space_to_depth(node, inputs[0]), shown=True, field="resize"),
+    "InstanceNormalization": Op(lambda node, inputs, opset: _instance_norm(node, *inputs[:3]), shown=True),
+    "GroupNormalization": Op(lambda node, inputs, opset: _group_norm(node, *inputs[:3], opset), shown=True),
     # An If runs only as the branch it takes, chosen when the model is read (onnx_file folds it); one whose
     # condition only the image gives is refused there.
     "If": Op(lambda node, inputs, opset: _unfolded_branch(node)),
