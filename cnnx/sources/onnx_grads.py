@@ -380,6 +380,7 @@ GRADS = {
     "Softsign": _unary(lambda node, x: 1 / np.square(1 + np.abs(np.asarray(x, np.float64)))),
     "Mish": _unary(_mish_partial),
     "ThresholdedRelu": _unary(lambda node, x: (x > node.attrs.get("alpha", 1.0)).astype(np.float32)),
+    "Mean": _elementwise(lambda k, x, y: 1 / len(x)),
     "Max": _extreme,
     "Min": _extreme,
     "LogSoftmax": _log_softmax,
@@ -427,9 +428,9 @@ GRADS = {
     "LayerNormalization": _layer_norm,
     "Pad": _pad,
     **{op: _moved for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Expand",
-                             "Identity", "Dropout", "DepthToSpace", "SpaceToDepth")},
+                             "Identity", "Dropout", "DepthToSpace", "SpaceToDepth", "Tile")},
     **{op: _nothing for op in ("Shape", "Constant", "ConstantOfShape", "Range", "Equal", "Greater", "Less",
-                               "GreaterOrEqual", "LessOrEqual", "Not", "If", "ArgMax", "ArgMin")},
+                               "GreaterOrEqual", "LessOrEqual", "Not", "If", "ArgMax", "ArgMin", "Size")},
 }
 
 assert set(GRADS) == set(OPS), set(OPS) ^ set(GRADS)  # every op cnnx runs goes backwards too
@@ -442,11 +443,11 @@ SHAPES_ONLY = frozenset({
     "GlobalAveragePool", "ReduceMean", "Pad", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice",
     "Gather", "Expand", "Identity", "Dropout", "Shape", "Constant", "ConstantOfShape", "Range", "Equal", "If",
     "Resize", "Upsample", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "ArgMax", "ArgMin",
-    "DepthToSpace", "SpaceToDepth", "ReduceSum", "Sign", "Floor", "Ceil", "Round",
+    "DepthToSpace", "SpaceToDepth", "ReduceSum", "Sign", "Floor", "Ceil", "Round", "Tile", "Size", "Mean",
 })
 # Of those, the ones whose every input is a map of the same kind (a sum's terms, a concatenation's parts): none of
 # their values is read; the others read their inputs after the first (a Reshape's shape, a Slice's ends, axes).
-ADDED = frozenset({"Add", "Sum", "Sub", "Concat", "Conv", "BatchNormalization"})
+ADDED = frozenset({"Add", "Sum", "Sub", "Mean", "Concat", "Conv", "BatchNormalization"})
 # Ops whose reverse pass reads their own output: those that read it alone, then those that read their inputs too.
 OUTPUT_ONLY = frozenset({"Relu", "Sigmoid", "Tanh", "Exp", "Softmax", "LogSoftmax", "Sqrt"})
 READS_OUTPUT = OUTPUT_ONLY | {"Div", "Max", "Min", "ReduceL2", "ReduceLogSumExp", "Reciprocal"}

@@ -755,6 +755,8 @@ OPS: dict[str, Op] = {
     "Mul": _join(lambda node, inputs, opset: np.multiply(inputs[0], inputs[1]), " * ", np.multiply),
     "Div": _join(lambda node, inputs, opset: _divide(*inputs[:2]), " / ", np.divide, shown=False),
     "Sum": _join(lambda node, inputs, opset: sum(inputs[1:], start=inputs[0]), " + ", np.add),
+    "Mean": Op(lambda node, inputs, opset: (sum(inputs[1:], start=inputs[0]) / np.float32(len(inputs))).astype(
+        np.float32), shown=True),
     "Max": _join(lambda node, inputs, opset: functools.reduce(np.maximum, inputs), " max ", np.maximum),
     "Min": _join(lambda node, inputs, opset: functools.reduce(np.minimum, inputs), " min ", np.minimum),
     "Pow": Op(lambda node, inputs, opset: np.power(inputs[0], inputs[1]).astype(inputs[0].dtype)),
@@ -810,6 +812,8 @@ OPS: dict[str, Op] = {
     "Neg": Op(lambda node, inputs, opset: np.negative(inputs[0])),
     "Sqrt": Op(lambda node, inputs, opset: np.sqrt(inputs[0])),
     "Exp": Op(lambda node, inputs, opset: np.exp(inputs[0])),
+    "Tile": Op(lambda node, inputs, opset: np.tile(inputs[0], np.asarray(inputs[1], np.int64).tolist())),
+    "Size": Op(lambda node, inputs, opset: np.array(np.size(inputs[0]), np.int64)),
     "Log": Op(lambda node, inputs, opset: np.log(inputs[0])),
     "Reciprocal": Op(lambda node, inputs, opset: np.reciprocal(inputs[0])),
     "Sign": Op(lambda node, inputs, opset: np.sign(inputs[0])),
