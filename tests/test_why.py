@@ -26,19 +26,25 @@ def shapes():
     return load_model("shapes"), images, labels
 
 
+def _pooled_network(tmp_path, classes: int, seed: int, size: tuple[int, int]):
+    """conv(6 random kernels) -> relu -> global average pool -> flatten -> dense of ``classes`` seeded rows: the
+    chain, the dense layer's weights, an image of ``size`` and the ReLU's maps on it (float64)."""
+    from cnnx.sources.pipeline import Chain
+    from cnnx.sources.spec import load_pipeline
+
+    weights = np.random.default_rng(seed).standard_normal((classes, 6)).astype(np.float32)
+    np.savez(tmp_path / "head.npz", weights=weights, bias=np.zeros(classes, np.float32))
+    chain = Chain(load_pipeline(spec=f"conv(random:6, seed=2) -> relu -> global_avgpool -> flatten -> "
+                                     f"dense({tmp_path / 'head.npz'})"))
+    image = np.random.default_rng(seed + 2).random((1, *size), dtype=np.float32)
+    return chain, weights, image, list(chain.stream(image))[2].array.astype(np.float64)
+
+
 def test_grad_cam_is_cam_for_a_network_ending_in_global_pooling_and_one_linear_layer(tmp_path):
     """For conv -> relu -> global average pool -> dense, Grad-CAM's map at the ReLU is the class activation map
     (Zhou et al. 2016): the maps weighed by the dense layer's row for the class, kept where positive, over the
     map's size."""
-    from cnnx.sources.pipeline import Chain
-    from cnnx.sources.spec import load_pipeline
-
-    weights = np.random.default_rng(1).standard_normal((3, 6)).astype(np.float32)
-    np.savez(tmp_path / "head.npz", weights=weights, bias=np.zeros(3, np.float32))
-    chain = Chain(load_pipeline(spec=f"conv(random:6, seed=2) -> relu -> global_avgpool -> flatten -> "
-                                     f"dense({tmp_path / 'head.npz'})"))
-    image = np.random.default_rng(3).random((1, 20, 24), dtype=np.float32)
-    maps = list(chain.stream(image))[2].array.astype(np.float64)
+    chain, weights, image, maps = _pooled_network(tmp_path, classes=3, seed=1, size=(20, 24))
     for k in range(3):
         why = explain_why(chain, image, Target(stage=5, channel=0, place=(0, k)), WhySettings("gradcam", stage=2), "")
         cam = np.maximum(np.tensordot(weights[k], maps, axes=1), 0) / (20 * 24)
@@ -50,15 +56,7 @@ def test_grad_cam_says_how_much_of_the_weighed_maps_its_map_shows(tmp_path):
     of their magnitude the map shows, computed here from CAM's weights, and call a sliver of them too little."""
     import re
 
-    from cnnx.sources.pipeline import Chain
-    from cnnx.sources.spec import load_pipeline
-
-    weights = np.random.default_rng(5).standard_normal((4, 6)).astype(np.float32)
-    np.savez(tmp_path / "head.npz", weights=weights, bias=np.zeros(4, np.float32))
-    chain = Chain(load_pipeline(spec=f"conv(random:6, seed=2) -> relu -> global_avgpool -> flatten -> "
-                                     f"dense({tmp_path / 'head.npz'})"))
-    image = np.random.default_rng(6).random((1, 12, 10), dtype=np.float32)
-    maps = list(chain.stream(image))[2].array.astype(np.float64)
+    chain, weights, image, maps = _pooled_network(tmp_path, classes=4, seed=5, size=(12, 10))
     told = 0
     for k in range(4):
         weighed = np.tensordot(weights[k], maps, axes=1) / maps[0].size

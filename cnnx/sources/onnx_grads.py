@@ -207,24 +207,17 @@ def _matmul(node, inputs, outputs, grads, opset):
     return [reverse.unbroadcast(grad_a, a.shape), np.asarray(grad_b, np.float32)]
 
 
-def _softmax(node, inputs, outputs, grads, opset):
-    x = inputs[0]
-    axis = node.attrs.get("axis", -1 if opset >= 13 else 1)
-    if opset < 13:
-        flat = (math.prod(x.shape[:axis]), -1)
-        back = reverse.softmax_backward(grads[0].reshape(flat), outputs[0].reshape(flat), axis=-1)
-        return [back.reshape(x.shape)]
-    return [reverse.softmax_backward(grads[0], outputs[0], axis=axis)]
-
-
-def _log_softmax(node, inputs, outputs, grads, opset):
-    x = inputs[0]
-    axis = node.attrs.get("axis", -1 if opset >= 13 else 1)
-    if opset < 13:
-        flat = (math.prod(x.shape[:axis]), -1)
-        back = reverse.log_softmax_backward(grads[0].reshape(flat), outputs[0].reshape(flat), axis=-1)
-        return [back.reshape(x.shape)]
-    return [reverse.log_softmax_backward(grads[0], outputs[0], axis=axis)]
+def _softmax_family(backward):
+    """Softmax's and LogSoftmax's reverse step (``backward(g, y, axis)``), their axis read as the forward op reads it
+    (flattened to 2-D from ``axis`` on before opset 13)."""
+    def step(node, inputs, outputs, grads, opset):
+        x = inputs[0]
+        axis = node.attrs.get("axis", -1 if opset >= 13 else 1)
+        if opset < 13:
+            flat = (math.prod(x.shape[:axis]), -1)
+            return [backward(grads[0].reshape(flat), outputs[0].reshape(flat), axis=-1).reshape(x.shape)]
+        return [backward(grads[0], outputs[0], axis=axis)]
+    return step
 
 
 def _extreme(node, inputs, outputs, grads, opset):
@@ -383,7 +376,7 @@ GRADS = {
     "Mean": _elementwise(lambda k, x, y: 1 / len(x)),
     "Max": _extreme,
     "Min": _extreme,
-    "LogSoftmax": _log_softmax,
+    "LogSoftmax": _softmax_family(reverse.log_softmax_backward),
     "Add": _elementwise(lambda k, x, y: 1.0),
     "Sum": _elementwise(lambda k, x, y: 1.0),
     "Sub": _elementwise(lambda k, x, y: 1.0 if k == 0 else -1.0),
@@ -421,7 +414,7 @@ GRADS = {
     **{op: _elementwise(lambda k, x, y: 0.0) for op in ("Sign", "Floor", "Ceil", "Round")},
     "Gemm": _gemm,
     "MatMul": _matmul,
-    "Softmax": _softmax,
+    "Softmax": _softmax_family(reverse.softmax_backward),
     "LRN": _lrn,
     "Resize": _resize,
     "Upsample": _resize,
