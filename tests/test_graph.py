@@ -1035,3 +1035,70 @@ def test_comparisons_choose_as_onnx_runtime_chooses(tmp_path):
     x = np.random.default_rng(9).uniform(-1, 1, (1, 2, 6, 6)).astype(np.float32)
     graph_ = _graph_of(path.read_bytes(), x.shape)
     np.testing.assert_array_equal(ours(graph_, x)["y"], reference(path, x)["y"])
+
+
+def test_a_model_quantised_by_onnx_runtime_runs_as_its_quantise_and_dequantise_steps_say(tmp_path):
+    """A network quantised by ONNX Runtime's tools (QDQ format: int8 weights per channel, uint8 maps) runs every
+    QuantizeLinear and DequantizeLinear as written: ONNX Runtime's values with its graph left as written (its
+    fused integer kernels may differ by a step), the weights dequantised once at load; a class's score is the
+    logit before the softmax and the quantisation steps after it."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Photos(CalibrationDataReader):
+        def __init__(self):
+            self.seen = 0
+
+        def get_next(self):
+            self.seen += 1
+            return {"x": np.random.default_rng(self.seen).random((1, 3, 16, 16), dtype=np.float32)} \
+                if self.seen <= 4 else None
+
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)  # the quantiser's advice to pre-process is for its users
+    path = tmp_path / "quantised.onnx"
+    quantize_static(str(block_model(tmp_path / "blocks.onnx")), str(path), Photos(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    graph = load_graph(path, layers="all")
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op for n in graph.nodes}
+    assert all(n.inputs[0] not in graph.constants for n in graph.nodes if n.op == "DequantizeLinear")  # weights
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    model = onnx.load(str(path))  # the softmax's input given too: a class's score, its logit
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    model.graph.output.append(helper.make_tensor_value_info(softmax.input[0], 1, None))
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(9).random((1, 3, 16, 16), dtype=np.float32)
+    answer, logits = session.run(None, {"x": x})
+    np.testing.assert_array_equal(ours(graph, x)[graph.output_name], answer)
+    from cnnx.sources.reverse import Target
+
+    assert graph.reverse(x[0], Target(label=2), gradient=False).score == pytest.approx(float(logits[0, 2]), abs=1e-6)
+
+
+def test_quantising_goes_back_straight_through_within_the_integer_range():
+    """DequantizeLinear(QuantizeLinear(x)) goes back as PyTorch's fake quantisation does: the gradient passes where
+    x fell within the integer range and stops where it was clipped (worked out here from the scale and range)."""
+    from cnnx.sources.onnx_grads import GRADS
+    from cnnx.sources.onnx_ops import run_node
+
+    scale, point = np.float32(0.05), np.uint8(10)
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), helper.make_node("DequantizeLinear",
+                                                                                       ["q", "s", "z"], ["y"])],
+        "fake_quantise", [helper.make_tensor_value_info("x", 1, [1, 1, 4, 5])],
+        [helper.make_tensor_value_info("y", 1, None)],
+        [numpy_helper.from_array(np.array(scale), "s"), numpy_helper.from_array(np.array(point), "z")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    loaded = _graph_of(data, (1, 1, 4, 5))
+    x = np.linspace(-1, 13, 20, dtype=np.float32).reshape(1, 1, 4, 5)
+    quantise, dequantise = loaded.nodes
+    q = run_node(quantise, [x, scale, point], 13)[0]
+    g = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    back = GRADS["DequantizeLinear"](dequantise, [q, scale, point], [None], [g], 13)[0]
+    back = GRADS["QuantizeLinear"](quantise, [x, scale, point], [q], [back], 13)[0]
+    inside = (x / scale + 10 > 0) & (x / scale + 10 < 255)
+    np.testing.assert_allclose(back, np.where(inside, g, 0), rtol=1e-6)
+    assert inside.any() and not inside.all()
+    np.testing.assert_array_equal(ours(loaded, x)["y"], reference(data, x)["y"])

@@ -161,14 +161,23 @@ class Graph:
         score, the value before the final softmax or log-softmax (the output itself where there is none)."""
         chosen = self.chosen()
         if target.label is not None:
-            last = next(n for n in self.nodes if self.output_name in n.outputs)
-            value = last.inputs[0] if last.op in ("Softmax", "LogSoftmax") else self.output_name
+            value = self._logits()
         else:
             if target.stage is None or not 1 <= target.stage <= len(chosen):
                 raise CnnxError(f"--stage takes 1 to {len(chosen)}, the layers written (see --layers)")
             value = chosen[target.stage - 1].outputs[0]
         kept = {chosen[k - 1].outputs[0]: k for k in keep if 1 <= k <= len(chosen)}
         return reverse_graph(self, image, target, value=value, keep=kept, gradient=gradient)
+
+    def _logits(self) -> str:
+        """The value a class's score is read from: the input of the final softmax or log-softmax, looking back
+        through the quantisation steps and copies after it (a quantised network's last ops); the output itself where
+        there is none."""
+        made = {output: node for node in self.nodes for output in node.outputs}
+        node = made.get(self.output_name)
+        while node is not None and node.op in ("QuantizeLinear", "DequantizeLinear", "Identity", "Cast"):
+            node = made.get(node.inputs[0])
+        return node.inputs[0] if node is not None and node.op in ("Softmax", "LogSoftmax") else self.output_name
 
     def run_to(self, image: np.ndarray, name: str) -> tuple[Node, list, np.ndarray]:
         """Run the graph on a prepared (C, H, W) image up to the node called ``name``: the node, its inputs, output."""

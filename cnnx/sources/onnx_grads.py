@@ -24,6 +24,7 @@ from cnnx.sources.onnx_ops import (
     conv_pads,
     group_shape,
     pairs,
+    per_axis,
     pool_geometry,
     reduce_axes,
     resize_taps,
@@ -268,6 +269,23 @@ def _resize(node, inputs, outputs, grads, opset):
     return [g] + [None] * (len(inputs) - 1)
 
 
+def _quantize(node, inputs, outputs, grads, opset):
+    """QuantizeLinear's step, straight through (as PyTorch's fake quantisation and quantisation-aware training take
+    it): the output's gradient over the scale where the value lay within the integer range, none where it was
+    clipped. (Its true derivative, a staircase's, is zero almost everywhere.)"""
+    x, y = np.asarray(inputs[0], np.float32), outputs[0]
+    kind = np.iinfo(y.dtype)
+    scale = per_axis(node, inputs[1], x).astype(np.float32)
+    inside = (y > kind.min) & (y < kind.max)
+    return [np.where(inside, np.asarray(grads[0], np.float32) / scale, np.float32(0))] + [None] * (len(inputs) - 1)
+
+
+def _dequantize(node, inputs, outputs, grads, opset):
+    """DequantizeLinear's step: the output's gradient times the scale."""
+    scale = per_axis(node, inputs[1], np.asarray(inputs[0])).astype(np.float32)
+    return [np.asarray(grads[0], np.float32) * scale] + [None] * (len(inputs) - 1)
+
+
 def _concat(node, inputs, outputs, grads, opset):
     axis = node.attrs["axis"] % inputs[0].ndim
     bounds = np.cumsum([0, *(x.shape[axis] for x in inputs)])
@@ -374,6 +392,8 @@ GRADS = {
     "Mish": _unary(_mish_partial),
     "ThresholdedRelu": _unary(lambda node, x: (x > node.attrs.get("alpha", 1.0)).astype(np.float32)),
     "Mean": _elementwise(lambda k, x, y: 1 / len(x)),
+    "QuantizeLinear": _quantize,
+    "DequantizeLinear": _dequantize,
     "Max": _extreme,
     "Min": _extreme,
     "LogSoftmax": _softmax_family(reverse.log_softmax_backward),
@@ -437,10 +457,11 @@ SHAPES_ONLY = frozenset({
     "Gather", "Expand", "Identity", "Dropout", "Shape", "Constant", "ConstantOfShape", "Range", "Equal", "If",
     "Resize", "Upsample", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "ArgMax", "ArgMin",
     "DepthToSpace", "SpaceToDepth", "ReduceSum", "Sign", "Floor", "Ceil", "Round", "Tile", "Size", "Mean",
+    "DequantizeLinear",
 })
 # Of those, the ones whose every input is a map of the same kind (a sum's terms, a concatenation's parts): none of
 # their values is read; the others read their inputs after the first (a Reshape's shape, a Slice's ends, axes).
 ADDED = frozenset({"Add", "Sum", "Sub", "Mean", "Concat", "Conv", "BatchNormalization"})
 # Ops whose reverse pass reads their own output: those that read it alone, then those that read their inputs too.
 OUTPUT_ONLY = frozenset({"Relu", "Sigmoid", "Tanh", "Exp", "Softmax", "LogSoftmax", "Sqrt"})
-READS_OUTPUT = OUTPUT_ONLY | {"Div", "Max", "Min", "ReduceL2", "ReduceLogSumExp", "Reciprocal"}
+READS_OUTPUT = OUTPUT_ONLY | {"Div", "Max", "Min", "ReduceL2", "ReduceLogSumExp", "Reciprocal", "QuantizeLinear"}

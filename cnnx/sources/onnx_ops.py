@@ -571,6 +571,41 @@ def _arg(node, x, pick):
     return np.expand_dims(index, axis).astype(np.int64) if node.attrs.get("keepdims", 1) else index.astype(np.int64)
 
 
+def per_axis(node, value, x) -> np.ndarray:
+    """A quantisation's scale or zero point shaped to broadcast over ``x``: one value, or one per index of ``axis``
+    (1 by default)."""
+    value = np.asarray(value)
+    if value.ndim == 0 or value.size == 1 and x.ndim == 0:
+        return value.reshape(())
+    if value.ndim != 1:
+        raise CnnxError(f"node {node.name or node.op} ({node.op}): cnnx quantises per tensor or per axis, not by "
+                        "blocks")
+    shape = [1] * x.ndim
+    shape[node.attrs.get("axis", 1) % x.ndim] = -1
+    return value.reshape(shape)
+
+
+def _quantize(node, inputs):
+    """QuantizeLinear: x over the scale, rounded half to even, plus the zero point, held in the zero point's integer
+    type (uint8 by default) with its range."""
+    x, scale = np.asarray(inputs[0], np.float32), inputs[1]
+    point = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.zeros((), np.uint8)
+    if np.asarray(point).dtype.kind not in "iu":
+        raise CnnxError(f"node {node.name or node.op} (QuantizeLinear): cnnx quantises to integers; this one makes "
+                        f"{np.asarray(point).dtype}")
+    kind = np.iinfo(np.asarray(point).dtype)
+    levels = np.rint(x / per_axis(node, scale, x).astype(np.float32)) + per_axis(node, point, x).astype(np.float32)
+    return np.clip(levels, kind.min, kind.max).astype(np.asarray(point).dtype)
+
+
+def _dequantize(node, inputs):
+    """DequantizeLinear: (x less the zero point) times the scale, in float32."""
+    x = np.asarray(inputs[0])
+    point = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.zeros((), x.dtype)
+    shifted = x.astype(np.int64 if x.dtype.kind in "iu" else np.float32) - per_axis(node, point, x)
+    return (shifted.astype(np.float32) * per_axis(node, inputs[1], x).astype(np.float32)).astype(np.float32)
+
+
 def _matmul(a, b):
     """MatMul; a stack of rows times one matrix (a Linear on channels-last maps) as a single product, which BLAS
     runs at speed, not one small product per row of the stack."""
@@ -812,6 +847,8 @@ OPS: dict[str, Op] = {
     "Neg": Op(lambda node, inputs, opset: np.negative(inputs[0])),
     "Sqrt": Op(lambda node, inputs, opset: np.sqrt(inputs[0])),
     "Exp": Op(lambda node, inputs, opset: np.exp(inputs[0])),
+    "QuantizeLinear": Op(lambda node, inputs, opset: _quantize(node, inputs)),
+    "DequantizeLinear": Op(lambda node, inputs, opset: _dequantize(node, inputs)),
     "Tile": Op(lambda node, inputs, opset: np.tile(inputs[0], np.asarray(inputs[1], np.int64).tolist())),
     "Size": Op(lambda node, inputs, opset: np.array(np.size(inputs[0]), np.int64)),
     "Log": Op(lambda node, inputs, opset: np.log(inputs[0])),
