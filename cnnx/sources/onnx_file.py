@@ -364,17 +364,11 @@ def _channels_first(graph, image):
     ahead = helper.make_node("Transpose", [name], [image.name], name="channels last, as the model takes it",
                              perm=[0, 2, 3, 1])
     graph.node.insert(0, ahead)
-    given = graph.input.add()
-    given.CopyFrom(image)
-    given.name = name
-    dims = given.type.tensor_type.shape.dim
-    order = [dims[0], dims[3], dims[1], dims[2]]
-    copies = [type(d)() for d in order]
-    for copy, d in zip(copies, order, strict=True):
-        copy.CopyFrom(d)
-    for k, copy in enumerate(copies):
-        dims[k].CopyFrom(copy)
+    dims = image.type.tensor_type.shape.dim
+    sides = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+    given = helper.make_tensor_value_info(name, image.type.tensor_type.elem_type, [sides[k] for k in (0, 3, 1, 2)])
     graph.input.remove(image)
+    graph.input.append(given)
     return given
 
 
