@@ -407,3 +407,13 @@ def test_a_large_kernels_card_prints_every_number_at_80_columns():
     matrix = result.stdout.split("matrix", 1)[1]
     assert "…" not in matrix and "each times 1e-2" in matrix
     assert "9.7" in matrix  # the centre, 0.097
+
+
+def test_a_colour_map_named_in_several_catalogues_is_taken_quietly(stripes_png, tmp_path):
+    """RdBu is ColorBrewer's and vispy's: cmap takes ColorBrewer's, and its note to programmers about the choice
+    does not reach the terminal (the installed command, stderr read back)."""
+    done = subprocess.run([sys.executable, "-m", "cnnx", "filter", str(stripes_png), "sobel_x", "-o",
+                           str(tmp_path / "a.png"), "--cmap", "RdBu"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    with Image.open(tmp_path / "a.png") as written:
+        assert written.mode == "P"

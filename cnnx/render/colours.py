@@ -3,6 +3,7 @@ so that each value is a visible square, and thumbnails."""
 
 from __future__ import annotations
 
+import logging
 import math
 from functools import lru_cache
 
@@ -10,6 +11,10 @@ import numpy as np
 from PIL import Image
 
 from cnnx.base.errors import CnnxError
+
+# cmap logs, for programmers, that a short name such as RdBu is in several catalogues (it takes ColorBrewer's);
+# with no handler of its own that line would reach the terminal.
+logging.getLogger("cmap").addHandler(logging.NullHandler())
 
 MIN_THICKNESS = 24  # pixels: the least height a drawn map gets
 # Short names for the maps cnnx suggests; any other name of the cmap package works too.
