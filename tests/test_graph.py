@@ -1102,3 +1102,14 @@ def test_quantising_goes_back_straight_through_within_the_integer_range():
     np.testing.assert_allclose(back, np.where(inside, g, 0), rtol=1e-6)
     assert inside.any() and not inside.all()
     np.testing.assert_array_equal(ours(loaded, x)["y"], reference(data, x)["y"])
+
+
+def test_the_models_page_names_every_op_cnnx_runs():
+    """docs/models.md lists the ops: each one the op table runs is named there."""
+    import re
+    from pathlib import Path
+
+    from cnnx.sources.onnx_ops import OPS
+
+    page = (Path(__file__).parent.parent / "docs" / "models.md").read_text()
+    assert [op for op in OPS if not re.search(rf"\b{op}\b", page)] == []
