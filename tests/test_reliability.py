@@ -670,6 +670,30 @@ def test_a_stop_the_instant_a_file_is_made_leaves_nothing(tmp_path, call, argume
             assert written.size == (48, 48)
 
 
+def test_a_stop_that_lands_where_python_drops_exceptions_comes_back_where_it_can_unwind(tmp_path):
+    """A signal's Stopped raised inside a finaliser (or C code calling back) would be dropped with an "Exception
+    ignored" report and the stop lost (a CI run met one importing pathlib): it is sent again and raised where the
+    stack unwinds, with nothing printed."""
+    script = tmp_path / "finaliser.py"
+    script.write_text(
+        "import signal, time\n"
+        "from cnnx.base import signals\n"
+        "signals.install()\n"
+        "class Finalised:\n"
+        "    def __del__(self):\n"
+        "        signals._handler(signal.SIGINT, None)  # Ctrl-C arriving inside a finaliser\n"
+        "try:\n"
+        "    thing = Finalised()\n"
+        "    del thing\n"
+        "    for _ in range(200):\n"
+        "        time.sleep(0.01)\n"
+        "    print('not stopped')\n"
+        "except signals.Stopped as stop:\n"
+        "    print('stopped', stop.exit_code)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert (done.stdout, done.stderr) == ("stopped 130\n", "")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_at_any_instant_prints_one_line_and_exits_with_its_code(tmp_path, signum):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,6 +99,25 @@ def _handler(signum: int, frame) -> None:
     _raise(signum)
 
 
+RESEND_SECONDS = 0.005  # a dropped stop comes back this much later, outside whatever dropped it
+
+
+def _unraisable(report) -> None:
+    """A stop raised where Python cannot pass an exception on (a finaliser, a callback inside C code) is dropped
+    there with an "Exception ignored" report: instead the signal is sent again, to be raised where the stack can
+    unwind. Any other report is Python's own."""
+    global _stopping
+    if not isinstance(report.exc_value, Stopped):
+        sys.__unraisablehook__(report)
+        return
+    _stopping = False
+    signum = report.exc_value.signum
+    try:  # from another thread, a moment later: raised here, it would be dropped again
+        threading.Timer(RESEND_SECONDS, os.kill, (os.getpid(), signum)).start()
+    except RuntimeError:  # the interpreter is shutting down: there is nothing left to unwind
+        _end(signum, None)
+
+
 def install(*, worker: bool = False) -> None:
     """Make the handled signals raise (in the main thread).
 
@@ -108,6 +128,7 @@ def install(*, worker: bool = False) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     _worker = worker
+    sys.unraisablehook = _unraisable
     for signum in HANDLED:
         signal.signal(signum, signal.SIG_IGN if worker and signum == signal.SIGINT else _handler)
 
