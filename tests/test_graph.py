@@ -1113,3 +1113,25 @@ def test_the_models_page_names_every_op_cnnx_runs():
 
     page = (Path(__file__).parent.parent / "docs" / "models.md").read_text()
     assert [op for op in OPS if not re.search(rf"\b{op}\b", page)] == []
+
+
+def test_the_oldest_forms_cnnx_runs_opset_7_run_as_onnx_runtime_runs_them():
+    """Opset 7's forms, as the first model-zoo exports wrote them: a batch norm with its ``spatial`` attribute, Clip's
+    bounds and Upsample's scales as attributes (nearest and linear): ONNX Runtime's numbers."""
+    rng = np.random.default_rng(0)
+    constants = {k: rng.uniform(0.5, 1.5, 3).astype(np.float32) for k in ("s", "b", "m", "v")}
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["n"], spatial=1, epsilon=1e-3),
+             helper.make_node("Upsample", ["n"], ["u"], scales=[1.0, 1.0, 2.0, 2.0], mode="nearest"),
+             helper.make_node("Clip", ["u"], ["c"], min=0.0, max=1.5),
+             helper.make_node("Upsample", ["c"], ["y"], scales=[1.0, 1.0, 1.5, 2.0], mode="linear")]
+    graph = helper.make_graph(nodes, "opset_7", [helper.make_tensor_value_info("x", 1, [1, 3, 4, 5])],
+                              [helper.make_tensor_value_info("y", 1, None)],
+                              [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    data = model.SerializeToString()
+    x = rng.standard_normal((1, 3, 4, 5)).astype(np.float32)
+    want, got = reference(data, x), ours(_graph_of(data, x.shape), x)
+    assert got["y"].shape == (1, 3, 12, 20)
+    for key in ("n", "u", "c", "y"):
+        assert agree(np.asarray(got[key], np.float32), want[key]), key
