@@ -180,10 +180,6 @@ def _reduce_extreme(node, inputs, outputs, grads, opset, axes=None, pick=np.argm
     return [np.moveaxis(first.reshape(moved.shape), ends, axes)] + [None] * (len(inputs) - 1)
 
 
-def _reduce_max(node, inputs, outputs, grads, opset, axes=None):
-    return _reduce_extreme(node, inputs, outputs, grads, opset, axes)
-
-
 def _gemm(node, inputs, outputs, grads, opset):
     attrs = node.attrs
     a, b = inputs[0], inputs[1]
@@ -415,10 +411,10 @@ GRADS = {
     "MaxPool": _max_pool,
     "AveragePool": _average_pool,
     "GlobalAveragePool": _global_mean,
-    "GlobalMaxPool": lambda node, inputs, outputs, grads, opset: _reduce_max(node, inputs, outputs, grads, opset,
-                                                                             axes=[2, 3]),
+    "GlobalMaxPool": lambda node, inputs, outputs, grads, opset: _reduce_extreme(node, inputs, outputs, grads, opset,
+                                                                                 axes=[2, 3]),
     "ReduceMean": _reduction(lambda x, y, axes: 1 / math.prod(x.shape[a] for a in axes)),
-    "ReduceMax": _reduce_max,
+    "ReduceMax": _reduce_extreme,
     "ReduceMin": lambda node, inputs, outputs, grads, opset: _reduce_extreme(node, inputs, outputs, grads, opset,
                                                                            pick=np.argmin),
     "ReduceSum": _reduction(lambda x, y, axes: 1.0),
