@@ -678,9 +678,10 @@ def test_a_model_over_the_memory_budget_is_refused_from_its_shapes(tmp_path):
 EXPLAINED = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Add", "Sub", "Mul",
              "Div", "Sum", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
              "ReduceMax", "Flatten", "Gemm", "MatMul", "LRN", "Gelu", "LayerNormalization", "Elu", "Selu", "Celu",
-             "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Max", "Min"}
+             "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Max", "Min", "InstanceNormalization",
+             "GroupNormalization"}
 EXPLAIN_CASES = [(c[0], 17, *c[1:]) for c in CASES if c[0] != "Conv" and c[1][0] == 1] + \
-    [c for c in OPSET_CASES if c[0] in ("Gelu", "LayerNormalization", "Mish")]
+    [c for c in OPSET_CASES if c[0] in ("Gelu", "LayerNormalization", "Mish", "GroupNormalization")]
 
 
 @pytest.mark.parametrize("op, opset, shape, inputs, attributes", EXPLAIN_CASES,

@@ -348,20 +348,37 @@ def _op_rule(op: str):
     return OPS[op].rule
 
 
-def _layer_norm_value(explained: ValueExplanation, at: _NodeValue) -> None:
-    x = at.inputs[0]
-    axis = at.attrs.get("axis", -1) % x.ndim
-    group = np.asarray(x[tuple(at.place[:axis])], np.float64)
+def _normalised_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    """A normalisation's value: its input less the mean of the values normalised with it, over their spread, scaled
+    and shifted."""
+    group, scale, bias = _norm_group(at)
     mean, variance = float(group.mean()), float(group.var())
     epsilon = at.attrs.get("epsilon", 1e-5)
-    scale = at.of(at.inputs[1])
-    bias = at.of(at.inputs[2]) if len(at.inputs) > 2 and at.inputs[2] is not None else 0.0
     explained.rule = f"(x - mean) / sqrt(variance + {epsilon:g}) * scale + bias, the mean and variance over the " \
                      f"{group.size} values normalised together"
-    explained.inputs = [at.of(x), mean, variance, scale]
+    explained.inputs = [at.of(at.inputs[0]), mean, variance, scale]
     explained.names = ["x =", "mean =", "variance =", "scale ="]
     explained.bias = bias
-    explained.total = (at.of(x) - mean) / np.sqrt(variance + epsilon) * scale + bias
+    explained.total = (at.of(at.inputs[0]) - mean) / np.sqrt(variance + epsilon) * scale + bias
+
+
+def _norm_group(at: _NodeValue) -> tuple[np.ndarray, float, float]:
+    """The values normalised together with this one (float64), and its scale and bias: a sample's trailing axes
+    (LayerNormalization), its channel's map (InstanceNormalization), or its group of channels (GroupNormalization,
+    scaled per group before opset 21)."""
+    x, place, op = at.inputs[0], at.place, at.node.op
+    bias = at.inputs[2] if len(at.inputs) > 2 and at.inputs[2] is not None else None
+    if op == "LayerNormalization":
+        axis = at.attrs.get("axis", -1) % x.ndim
+        return np.asarray(x[tuple(place[:axis])], np.float64), at.of(at.inputs[1]), 0.0 if bias is None else at.of(bias)
+    channel = place[1]
+    if op == "InstanceNormalization":
+        group, index = x[place[0], channel], channel
+    else:
+        per = x.shape[1] // at.attrs["num_groups"]
+        group = x[place[0], channel // per * per : (channel // per + 1) * per]
+        index = channel // per if at.opset < 21 else channel
+    return np.asarray(group, np.float64), float(at.inputs[1][index]), float(bias[index])
 
 
 def _lrn_value(explained: ValueExplanation, at: _NodeValue) -> None:
@@ -445,4 +462,4 @@ def explain_stage(source: StageSource, stage: int, channel: int, row: int, col: 
 # How a value of each kind of op (the op table's ``value``) is worked out.
 _NODE_RULES = {"activation": _activation_value, "join": _joined_value, "global": _global_value,
                "concat": _concatenated_value, "dense": _dense_value, "softmax": _softmax_value,
-               "flatten": _flattened_value, "layer norm": _layer_norm_value, "lrn": _lrn_value}
+               "flatten": _flattened_value, "normalisation": _normalised_value, "lrn": _lrn_value}

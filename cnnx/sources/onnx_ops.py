@@ -726,8 +726,9 @@ class Op:
     ``run(node, inputs, opset)`` computes its output (``node.attrs`` holds its attributes, read once at load;
     an absent optional input is None).  ``shown``: its output is a map worth a look as a stage (not a shape, a
     constant or a copy).  ``value``: how one value of it is explained (conv, activation, join, concat, pool,
-    global, dense, softmax, flatten; "computed" where its arithmetic is not shown).  ``rule``: an activation's
-    ``(x, attributes, extra) -> (the rule in words, the value)``, a join's ``(symbol, numpy ufunc)``.  ``field``:
+    global, dense, softmax, flatten, lrn, normalisation; "computed" where its arithmetic is not shown).  ``rule``:
+    an activation's ``(x, attributes, extra) -> (the rule in words, the value)``, a join's ``(symbol, numpy
+    ufunc)``.  ``field``:
     what it does to the receptive field (``window``: it slides one; ``whole``: it sees the whole input;
     ``resize``: it reads neighbours on a new grid; ``spread``: a transposed convolution spreads each input over a
     window of a finer grid).
@@ -831,7 +832,7 @@ OPS: dict[str, Op] = {
     "Erf": Op(lambda node, inputs, opset: ops.erf(inputs[0])),
     "Gelu": _activation(lambda node, inputs, opset: _gelu(node, inputs[0]), _gelu_rule),
     "LayerNormalization": Op(lambda node, inputs, opset: _layer_norm(node, *inputs[:3]), shown=True,
-                             value="layer norm"),
+                             value="normalisation"),
     "Cast": Op(lambda node, inputs, opset: _cast(node, inputs[0])),
     "Slice": Op(lambda node, inputs, opset: _slice(node, inputs, opset)),
     "Split": Op(lambda node, inputs, opset: _split(node, inputs, opset)),
@@ -861,8 +862,10 @@ OPS: dict[str, Op] = {
     "ArgMin": Op(lambda node, inputs, opset: _arg(node, inputs[0], np.argmin)),
     "DepthToSpace": Op(lambda node, inputs, opset: _depth_to_space(node, inputs[0]), shown=True, field="resize"),
     "SpaceToDepth": Op(lambda node, inputs, opset: _space_to_depth(node, inputs[0]), shown=True, field="resize"),
-    "InstanceNormalization": Op(lambda node, inputs, opset: _instance_norm(node, *inputs[:3]), shown=True),
-    "GroupNormalization": Op(lambda node, inputs, opset: _group_norm(node, *inputs[:3], opset), shown=True),
+    "InstanceNormalization": Op(lambda node, inputs, opset: _instance_norm(node, *inputs[:3]), shown=True,
+                                value="normalisation"),
+    "GroupNormalization": Op(lambda node, inputs, opset: _group_norm(node, *inputs[:3], opset), shown=True,
+                             value="normalisation"),
     # An If runs only as the branch it takes, chosen when the model is read (onnx_file folds it); one whose
     # condition only the image gives is refused there.
     "If": Op(lambda node, inputs, opset: _unfolded_branch(node)),
