@@ -679,7 +679,7 @@ EXPLAINED = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "Ha
              "Div", "Sum", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
              "ReduceMax", "Flatten", "Gemm", "MatMul", "LRN", "Gelu", "LayerNormalization", "Elu", "Selu", "Celu",
              "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Max", "Min", "InstanceNormalization",
-             "GroupNormalization"}
+             "GroupNormalization", "Resize", "Upsample"}
 EXPLAIN_CASES = [(c[0], 17, *c[1:]) for c in CASES if c[0] != "Conv" and c[1][0] == 1] + \
     [c for c in OPSET_CASES if c[0] in ("Gelu", "LayerNormalization", "Mish", "GroupNormalization")]
 
@@ -1002,6 +1002,27 @@ def test_resize_in_every_form_runs_as_onnx_runtime_runs_it_and_goes_back_as_its_
     forward_v = ours(graph, v)["y"]
     assert float(np.sum(forward_v * g, dtype=np.float64)) == pytest.approx(float(np.sum(v * back, dtype=np.float64)),
                                                                            rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("opset, op, attributes, scales, sizes", RESIZE_CASES,
+                         ids=[f"{c[1]}{c[0]}-{c[2].get('mode')}-{k}" for k, c in enumerate(RESIZE_CASES)])
+def test_a_resized_value_is_explained_by_the_input_values_it_weighs(opset, op, attributes, scales, sizes):
+    """A clicked value of a Resize: the input values around where it lands and their weights, adding up to ONNX
+    Runtime's value, every one a value of the input; nearest takes one, with weight 1."""
+    from cnnx.explain import explain_node
+
+    data = _resize_model(opset, op, attributes, scales, sizes)
+    rng = np.random.default_rng(opset + 5)
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    want = reference(data, x)["y"]
+    graph = _graph_of(data, x.shape)
+    for flat in rng.choice(want.size, 6, replace=False):
+        _, c, i, j = (int(k) for k in np.unravel_index(flat, want.shape))
+        explained = explain_node(graph, x[0], "y", 1, c, i, j)
+        assert explained.total == pytest.approx(float(want[0, c, i, j]), rel=1e-4, abs=1e-5)
+        assert all(value in x[0, c] for value in explained.inputs)
+        if attributes.get("mode") == "nearest":
+            assert len(explained.inputs) == 1 and "weight 1)" in explained.names[0]
 
 
 @pytest.mark.parametrize("opset, attributes, scales, message", [

@@ -264,6 +264,7 @@ def _node_rule(at: _NodeValue):
         "dense": lambda: ndim == 2 or (op == "MatMul" and np.ndim(at.inputs[1]) == 2),
         "softmax": lambda: ndim == 2 and at.attrs.get("axis", -1) in (-1, 1),
         "lrn": lambda: ndim == 4,
+        "resize": lambda: ndim == 4,
     }
     if kind not in _NODE_RULES or not shown_here.get(kind, lambda: True)():
         return _value_as_computed
@@ -326,6 +327,27 @@ def _dense_value(explained: ValueExplanation, at: _NodeValue) -> None:
     has_bias = at.node.op == "Gemm" and len(inputs) > 2 and inputs[2] is not None
     explained.bias = attrs.get("beta", 1.0) * at.of(inputs[2]) if has_bias else 0.0
     explained.total = float(products.sum()) + explained.bias
+
+
+def _resized_value(explained: ValueExplanation, at: _NodeValue) -> None:
+    """A Resize's (or Upsample's) value: the input's values around where it lands, each times the product of its
+    row's and its column's interpolation weights (positions past the border read the border's)."""
+    from cnnx.sources.onnx_ops import resize_taps, text_of
+
+    x, (n, c, i, j) = at.inputs[0], at.place
+    taps = {axis: (positions, weights) for axis, positions, weights in resize_taps(at.node, at.inputs, at.opset,
+                                                                                   x.shape)}
+    weights: dict[tuple[int, int], float] = {}
+    for r, wr in zip(taps[2][0][i], taps[2][1][i], strict=True):
+        for q, wq in zip(taps[3][0][j], taps[3][1][j], strict=True):
+            weights[int(r), int(q)] = weights.get((int(r), int(q)), 0.0) + float(wr) * float(wq)
+    used = {place: w for place, w in weights.items() if w != 0} or weights
+    mode = text_of(at.attrs.get("mode"), "nearest")
+    explained.rule = (f"{mode} resampling: the input's values around where this one lands, each times its weight "
+                      f"({len(used)} of them)")
+    explained.inputs = [float(x[n, c, r, q]) for r, q in used]
+    explained.names = [f"row {r}, column {q} (weight {w:.4g}):" for (r, q), w in used.items()]
+    explained.total = sum(w * float(x[n, c, r, q]) for (r, q), w in used.items())
 
 
 def _softmax_value(explained: ValueExplanation, at: _NodeValue) -> None:
@@ -462,4 +484,5 @@ def explain_stage(source: StageSource, stage: int, channel: int, row: int, col: 
 # How a value of each kind of op (the op table's ``value``) is worked out.
 _NODE_RULES = {"activation": _activation_value, "join": _joined_value, "global": _global_value,
                "concat": _concatenated_value, "dense": _dense_value, "softmax": _softmax_value,
-               "flatten": _flattened_value, "normalisation": _normalised_value, "lrn": _lrn_value}
+               "flatten": _flattened_value, "normalisation": _normalised_value, "lrn": _lrn_value,
+               "resize": _resized_value}

@@ -731,12 +731,11 @@ class Op:
     ``run(node, inputs, opset)`` computes its output (``node.attrs`` holds its attributes, read once at load;
     an absent optional input is None).  ``shown``: its output is a map worth a look as a stage (not a shape, a
     constant or a copy).  ``value``: how one value of it is explained (conv, activation, join, concat, pool,
-    global, dense, softmax, flatten, lrn, normalisation; "computed" where its arithmetic is not shown).  ``rule``:
-    an activation's ``(x, attributes, extra) -> (the rule in words, the value)``, a join's ``(symbol, numpy
-    ufunc)``.  ``field``:
-    what it does to the receptive field (``window``: it slides one; ``whole``: it sees the whole input;
-    ``resize``: it reads neighbours on a new grid; ``spread``: a transposed convolution spreads each input over a
-    window of a finer grid).
+    global, dense, softmax, flatten, lrn, normalisation, resize; "computed" where its arithmetic is not shown).
+    ``rule``: an activation's ``(x, attributes, extra) -> (the rule in words, the value)``, a join's ``(symbol,
+    numpy ufunc)``.  ``field``: what it does to the receptive field (``window``: it slides one; ``whole``: it sees
+    the whole input; ``resize``: it reads neighbours on a new grid; ``spread``: a transposed convolution spreads
+    each input over a window of a finer grid).
     """
 
     run: Callable
@@ -825,8 +824,10 @@ OPS: dict[str, Op] = {
                   field="whole"),
     "LogSoftmax": Op(lambda node, inputs, opset: _log_softmax(node, inputs[0], opset), shown=True, field="whole"),
     "LRN": Op(lambda node, inputs, opset: _lrn(node, inputs[0]), shown=True, value="lrn"),
-    "Resize": Op(lambda node, inputs, opset: _resize(node, inputs, opset), shown=True, field="resize"),
-    "Upsample": Op(lambda node, inputs, opset: _resize(node, inputs, opset), shown=True, field="resize"),
+    "Resize": Op(lambda node, inputs, opset: _resize(node, inputs, opset), shown=True, value="resize",
+                 field="resize"),
+    "Upsample": Op(lambda node, inputs, opset: _resize(node, inputs, opset), shown=True, value="resize",
+                   field="resize"),
     "Pad": Op(lambda node, inputs, opset: _pad(node, inputs, opset)),
     "Dropout": Op(lambda node, inputs, opset: inputs[0]),
     "Identity": Op(lambda node, inputs, opset: inputs[0]),
