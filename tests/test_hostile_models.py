@@ -224,6 +224,18 @@ MALFORMED = {
         [helper.make_node("Conv", ["x", "w"], ["y"], dilations=[1, 10**9])],
         [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")], output=("y", None)),
         ["'y'", "comes out of size", "does not fit"]),
+    "a resize by zero, an empty map": (lambda: _model(
+        [helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear")],
+        [numpy_helper.from_array(np.array([1, 1, 0, 2], np.float32), "s")], output=("y", None)),
+        ["'y'", "comes out of size", "0"]),
+    "a slice past the end, an empty map": (lambda: _model(
+        [helper.make_node("Slice", ["x", "b", "e", "a"], ["y"])],
+        [numpy_helper.from_array(np.array([500], np.int64), k) for k in ("b", "e")] +
+        [numpy_helper.from_array(np.array([3], np.int64), "a")], output=("y", None)), ["'y'", "comes out of size"]),
+    "a resize by a negative or infinite scale": (lambda: _model(
+        [helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")],
+        [numpy_helper.from_array(np.array([1, 1, np.inf, 2], np.float32), "s")], output=("y", None)),
+        ["'y'", "size"]),
     "an opset from the future": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=99),
                                  ["opset 99", "7 to 23"]),
     "an opset from the past": (lambda: _model([helper.make_node("Relu", ["x"], ["y"])], opset=1), ["opset 1"]),

@@ -560,7 +560,9 @@ def _inferred_shapes(graph: Graph, outline: _Outline) -> dict[str, Shape | None]
     values = [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
     shapes = {v.name: _known_shape(v) for v in values}
     for name, shape in shapes.items():
-        if shape is not None and min(shape, default=0) < 0:  # inference ran a malformed node's arithmetic through
+        # Inference ran a malformed node's arithmetic through, or a map came out empty (a Resize by 0, a Slice
+        # past the end): nothing could be drawn or computed from it.
+        if shape is not None and (min(shape, default=0) < 0 or len(shape) == 4 and 0 in shape):
             raise CnnxError(f"{graph.path}: value {printable(name)!r} comes out of size {list(shape)}: its node "
                             f"does not fit its input{at_size}")
     shapes.update({k: v.shape for k, v in graph.constants.items()})

@@ -255,6 +255,9 @@ def resize_taps(node, inputs, opset: int, shape) -> list[tuple[int, np.ndarray, 
                         f"interpolation over the whole map; this one asks for {mode}, {transform}")
     axes = [a % len(shape) for a in attrs.get("axes", range(len(shape)))]
     wanted = np.asarray(sizes if sizes is not None and np.size(sizes) else scales, np.float64).ravel()
+    if not (np.isfinite(wanted).all() and (wanted > 0).all()):
+        raise CnnxError(f"node {node.name or node.op} ({node.op}): its scales or sizes must be above zero; got "
+                        f"{wanted.tolist()}")
     given_sizes = sizes is not None and np.size(sizes) > 0
     out, scale = list(shape), [1.0] * len(shape)
     for axis, value in zip(axes, wanted, strict=True):
