@@ -168,6 +168,15 @@ CASES = [
     ("DepthToSpace", (1, 8, 3, 4), {}, {"blocksize": 2, "mode": "CRD"}),
     ("SpaceToDepth", (1, 2, 6, 4), {}, {"blocksize": 2}),
     ("Tile", (1, 2, 3, 4), {"repeats": ("i", [1, 2, 2, 3])}, {}),
+    ("CumSum", (1, 2, 4, 5), {"axis": ("i", 3)}, {}),
+    ("CumSum", (1, 2, 4, 5), {"axis": ("i", -2)}, {"exclusive": 1, "reverse": 1}),
+    ("CumSum", (1, 2, 4, 5), {"axis": ("i", 1)}, {"exclusive": 1}),
+    ("Shrink", (1, 2, 4, 4), {}, {"lambd": 0.4, "bias": 0.1}),
+    ("Shrink", (1, 2, 4, 4), {}, {}),
+    ("GatherND", (1, 3, 4, 5), {"idx": ("i", [[[0, 1, 2], [0, 2, 3]], [[0, 0, 0], [0, 2, 1]]])}, {}),
+    ("GatherND", (1, 3, 4, 5), {"idx": ("i", [[[1], [2]]])}, {"batch_dims": 1}),
+    ("GatherND", (1, 3, 4, 5), {"idx": ("i", [[0, -1, 1, -2]])}, {}),
+    ("Pad", (1, 2, 4, 4), {"pads": ("i", [0, 0, -1, 2, 0, 0, 1, -2])}, {"mode": "constant"}),
     ("Mean", (1, 2, 4, 4), {"y2": ("r", (2, 1, 1)), "y3": ("r", (1, 2, 4, 4))}, {}),
     ("Sign", (1, 2, 4, 4), {}, {}),
     ("Floor", (1, 2, 4, 4), {}, {}),
@@ -265,6 +274,10 @@ OPSET_CASES = [
     ("Identity", 23, (1, 3, 4, 4), {}, {}),
     ("Cast", 23, (1, 3, 4, 4), {}, {"to": 1}),
     ("Mish", 18, (1, 2, 4, 5), {}, {}),
+    ("Pad", 19, (1, 2, 4, 5), {"pads": ("i", [0, 0, 1, 2, 0, 0, 2, 3])}, {"mode": "wrap"}),
+    ("Pad", 18, (1, 2, 4, 5), {"pads": ("i", [1, 2, 2, 1]), "value": ("c", 0.5), "axes": ("i", [3, 2])},
+     {"mode": "constant"}),
+    ("Pad", 18, (1, 2, 4, 5), {"pads": ("i", [2, -1]), "value": ("c", 0.0), "axes": ("i", [-1])}, {"mode": "reflect"}),
     ("ReduceSum", 11, (1, 3, 5, 6), {}, {"axes": [2]}),
     ("ReduceL2", 18, (1, 3, 5, 6), {"axes": ("i", [1])}, {}),
     ("ReduceMean", 18, (1, 3, 5, 6), {"axes": ("i", [])}, {"noop_with_empty_axes": 1}),
@@ -679,7 +692,7 @@ EXPLAINED = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "Ha
              "Div", "Sum", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
              "ReduceMax", "Flatten", "Gemm", "MatMul", "LRN", "Gelu", "LayerNormalization", "Elu", "Selu", "Celu",
              "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Max", "Min", "InstanceNormalization",
-             "GroupNormalization", "Resize", "Upsample"}
+             "GroupNormalization", "Resize", "Upsample", "Shrink"}
 EXPLAIN_CASES = [(c[0], 17, *c[1:]) for c in CASES if c[0] != "Conv" and c[1][0] == 1] + \
     [c for c in OPSET_CASES if c[0] in ("Gelu", "LayerNormalization", "Mish", "GroupNormalization")]
 
@@ -1040,8 +1053,9 @@ def test_a_resize_cnnx_does_not_run_is_refused_when_the_model_is_read(tmp_path, 
 
 
 def test_comparisons_choose_as_onnx_runtime_chooses(tmp_path):
-    """Greater, Less, GreaterOrEqual, LessOrEqual and Not, as exporters write them to pick between values (PyTorch's
-    softplus above its threshold is x itself): each choice ONNX Runtime's."""
+    """Greater, Less, GreaterOrEqual, LessOrEqual, Not, And, Or and Xor, as exporters write them to pick between values
+    (PyTorch's softplus above its threshold is x itself, its hard shrink outside a band): each choice ONNX
+    Runtime's."""
     n = helper.make_node
     constants = {"hi": np.float32(0.3), "lo": np.float32(-0.2), "mid": np.float32(0.1), "two": np.float32(2.0)}
     graph = helper.make_graph(
@@ -1049,7 +1063,10 @@ def test_comparisons_choose_as_onnx_runtime_chooses(tmp_path):
          n("Less", ["x", "mid"], ["under_mid"]), n("Not", ["under_mid"], ["over_mid"]),
          n("GreaterOrEqual", ["x", "lo"], ["not_below"]), n("Mul", ["x", "two"], ["double"]), n("Neg", ["x"], ["neg"]),
          n("Where", ["over_mid", "double", "x"], ["a"]), n("Where", ["below", "neg", "a"], ["b"]),
-         n("Where", ["above", "x", "b"], ["c"]), n("Where", ["not_below", "c", "neg"], ["y"])],
+         n("Where", ["above", "x", "b"], ["c"]), n("Or", ["above", "below"], ["outer"]), n("And", ["outer", "over_mid"],
+                                                                                        ["high"]),
+         n("Xor", ["high", "not_below"], ["flip"]), n("Where", ["flip", "neg", "c"], ["d"]),
+         n("Where", ["not_below", "d", "neg"], ["y"])],
         "choices", [helper.make_tensor_value_info("x", 1, [1, 2, 6, 6])], [helper.make_tensor_value_info("y", 1, None)],
         [numpy_helper.from_array(v, k) for k, v in constants.items()])
     path = tmp_path / "choices.onnx"

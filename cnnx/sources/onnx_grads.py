@@ -22,13 +22,16 @@ from cnnx.sources.onnx_ops import (
     SELU,
     average_pool_counts,
     conv_pads,
+    cumulative_sum,
     group_shape,
+    pad_widths,
     pairs,
     per_axis,
     pool_geometry,
     reduce_axes,
     resize_taps,
     run_node,
+    text_of,
     transpose_geometry,
 )
 
@@ -356,13 +359,17 @@ def _nothing(node, inputs, outputs, grads, opset):
 
 
 def _pad(node, inputs, outputs, grads, opset):
-    mode = node.attrs.get("mode", b"constant")
-    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+    """A constant Pad's step: the output's gradient where the input's kept values lie (none to those cut off); the
+    other modes read the border again, traced as the ops that move values are."""
+    if text_of(node.attrs.get("mode"), "constant") != "constant":
         return _moved(node, inputs, outputs, grads, opset)
-    pads = [int(p) for p in (inputs[1] if opset >= 11 else node.attrs["pads"])]
-    n = inputs[0].ndim
-    inside = tuple(slice(a, a + size) for a, size in zip(pads[:n], inputs[0].shape, strict=True))
-    return [np.ascontiguousarray(grads[0][inside])] + [None] * (len(inputs) - 1)
+    x = inputs[0]
+    kept = [(max(0, -a), size - max(0, -b), max(0, a)) for (a, b), size in zip(pad_widths(node, inputs, opset),
+                                                                                 x.shape, strict=True)]
+    back = np.zeros(x.shape, np.float32)
+    back[tuple(slice(first, stop) for first, stop, _ in kept)] = \
+        grads[0][tuple(slice(at, at + stop - first) for first, stop, at in kept)]
+    return [back] + [None] * (len(inputs) - 1)
 
 
 GRADS = {
@@ -388,6 +395,10 @@ GRADS = {
     "Mish": _unary(_mish_partial),
     "ThresholdedRelu": _unary(lambda node, x: (x > node.attrs.get("alpha", 1.0)).astype(np.float32)),
     "Mean": _elementwise(lambda k, x, y: 1 / len(x)),
+    "Shrink": _unary(lambda node, x: (np.abs(x) > node.attrs.get("lambd", 0.5)).astype(np.float32)),
+    "CumSum": lambda node, inputs, outputs, grads, opset: [cumulative_sum(  # its transpose: summed the other way
+        np.asarray(grads[0], np.float32), int(inputs[1]) % np.ndim(inputs[0]), bool(node.attrs.get("exclusive", 0)),
+        not node.attrs.get("reverse", 0)), None],
     "QuantizeLinear": _quantize,
     "DequantizeLinear": _dequantize,
     "Max": _extreme,
@@ -437,9 +448,10 @@ GRADS = {
     "LayerNormalization": _layer_norm,
     "Pad": _pad,
     **{op: _moved for op in ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "Expand",
-                             "Identity", "Dropout", "DepthToSpace", "SpaceToDepth", "Tile")},
+                             "Identity", "Dropout", "DepthToSpace", "SpaceToDepth", "Tile", "GatherND")},
     **{op: _nothing for op in ("Shape", "Constant", "ConstantOfShape", "Range", "Equal", "Greater", "Less",
-                               "GreaterOrEqual", "LessOrEqual", "Not", "If", "ArgMax", "ArgMin", "Size")},
+                               "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor", "If", "ArgMax",
+                               "ArgMin", "Size")},
 }
 
 assert set(GRADS) == set(OPS), set(OPS) ^ set(GRADS)  # every op cnnx runs goes backwards too
@@ -453,7 +465,7 @@ SHAPES_ONLY = frozenset({
     "Gather", "Expand", "Identity", "Dropout", "Shape", "Constant", "ConstantOfShape", "Range", "Equal", "If",
     "Resize", "Upsample", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "ArgMax", "ArgMin",
     "DepthToSpace", "SpaceToDepth", "ReduceSum", "Sign", "Floor", "Ceil", "Round", "Tile", "Size", "Mean",
-    "DequantizeLinear",
+    "DequantizeLinear", "And", "Or", "Xor", "GatherND", "CumSum",
 })
 # Of those, the ones whose every input is a map of the same kind (a sum's terms, a concatenation's parts): none of
 # their values is read; the others read their inputs after the first (a Reshape's shape, a Slice's ends, axes).

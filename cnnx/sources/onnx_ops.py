@@ -417,18 +417,32 @@ def _clip(node, inputs, opset: int):
     return np.clip(np.asarray(inputs[0], np.float32), low, high, dtype=np.float32)
 
 
+def pad_widths(node, inputs, opset: int) -> list[tuple[int, int]]:
+    """Pad's (before, after) for every axis: an attribute before opset 11, an input from then on, for the axes
+    given (opset 18) or all; below zero, that many values are cut off."""
+    x = inputs[0]
+    pads = [int(p) for p in (inputs[1] if opset >= 11 else node.attrs["pads"])]
+    axes = [int(a) % x.ndim for a in inputs[3]] if opset >= 18 and len(inputs) > 3 and inputs[3] is not None else \
+        list(range(x.ndim))
+    widths = [(0, 0)] * x.ndim
+    for k, axis in enumerate(axes):
+        widths[axis] = (pads[k], pads[k + len(axes)])
+    return widths
+
+
 def _pad(node, inputs, opset: int):
+    """Pad: constant, reflect, edge or wrap (opset 19), each side by its width, a negative one a crop."""
     attrs = node.attrs
-    pads = [int(p) for p in (inputs[1] if opset >= 11 else attrs["pads"])]
     value = (inputs[2].item() if opset >= 11 and len(inputs) > 2 and inputs[2] is not None else attrs.get("value", 0.0))
-    mode = attrs.get("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode not in ("constant", "reflect", "edge"):
-        raise ValueError(f"Pad mode {mode!r}; cnnx pads with constant, reflect or edge")
-    n = inputs[0].ndim
-    widths = list(zip(pads[:n], pads[n:], strict=True))
+    mode = text_of(attrs.get("mode"), "constant")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise CnnxError(f"node {node.name or node.op} (Pad): mode {printable(mode)!r}; cnnx pads with constant, "
+                        "reflect, edge or wrap")
+    widths = pad_widths(node, inputs, opset)
+    x = inputs[0][tuple(slice(max(0, -a), x_size - max(0, -b)) for (a, b), x_size in zip(widths, inputs[0].shape,
+                                                                                          strict=True))]
     options = {"constant_values": value} if mode == "constant" else {}
-    return np.pad(inputs[0], widths, mode=mode, **options)
+    return np.pad(x, [(max(0, a), max(0, b)) for a, b in widths], mode=mode, **options)
 
 
 def _shape(node, x) -> np.ndarray:
@@ -566,6 +580,37 @@ def _space_to_depth(node, x):
     size = node.attrs["blocksize"]
     blocks = x.reshape(b, c, h // size, size, w // size, size).transpose(0, 3, 5, 1, 2, 4)
     return blocks.reshape(b, c * size**2, h // size, w // size)
+
+
+def _gather_nd(data, indices, batch: int):
+    """GatherND: for each index tuple in the last axis of ``indices`` (negative ones counted from the end), the
+    slice of ``data`` it names, the first ``batch`` axes shared by the two."""
+    indices = np.asarray(indices, np.int64)
+    if batch:
+        return np.stack([_gather_nd(d, i, batch - 1) for d, i in zip(data, indices, strict=True)])
+    depth = indices.shape[-1]
+    flat = indices.reshape(-1, depth)
+    flat = np.where(flat < 0, flat + np.array(data.shape[:depth]), flat)
+    return data[tuple(flat.T)].reshape(*indices.shape[:-1], *data.shape[depth:])
+
+
+def cumulative_sum(x, axis: int, exclusive: bool, reverse: bool) -> np.ndarray:
+    """CumSum: the running sum along ``axis`` (from its end when ``reverse``), each value left out of its own
+    (``exclusive``), summed in float64."""
+    x = np.asarray(x)
+    moved = np.flip(x, axis) if reverse else x
+    total = np.cumsum(moved, axis=axis, dtype=np.float64 if x.dtype.kind == "f" else None)
+    if exclusive:
+        total = np.concatenate([np.zeros_like(np.take(total, [0], axis=axis)),
+                                np.take(total, range(total.shape[axis] - 1), axis=axis)], axis=axis)
+    return (np.flip(total, axis) if reverse else total).astype(x.dtype)
+
+
+def _shrink(node, x):
+    """Shrink: x less ``bias`` above ``lambd``, plus it below ``-lambd``, 0 between (PyTorch's hard and soft
+    shrink)."""
+    lambd, bias = np.float32(node.attrs.get("lambd", 0.5)), np.float32(node.attrs.get("bias", 0.0))
+    return np.where(x > lambd, x - bias, np.where(x < -lambd, x + bias, np.float32(0))).astype(np.float32)
 
 
 def _arg(node, x, pick):
@@ -713,6 +758,12 @@ def _softplus_value(x: float) -> float:
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
+def _shrink_rule(x, a, extra):
+    lambd, bias = a.get("lambd", 0.5), a.get("bias", 0.0)
+    return (f"x - {bias:g} if x > {lambd:g}, x + {bias:g} if x < -{lambd:g}, else 0",
+            x - bias if x > lambd else x + bias if x < -lambd else 0.0)
+
+
 def _thresholded_rule(x, a, extra):
     alpha = a.get("alpha", 1.0)
     return f"x if x > {alpha:g} else 0", x if x > alpha else 0.0
@@ -851,6 +902,14 @@ OPS: dict[str, Op] = {
     "GreaterOrEqual": Op(lambda node, inputs, opset: np.greater_equal(inputs[0], inputs[1])),
     "LessOrEqual": Op(lambda node, inputs, opset: np.less_equal(inputs[0], inputs[1])),
     "Not": Op(lambda node, inputs, opset: np.logical_not(inputs[0])),
+    "And": Op(lambda node, inputs, opset: np.logical_and(inputs[0], inputs[1])),
+    "Or": Op(lambda node, inputs, opset: np.logical_or(inputs[0], inputs[1])),
+    "Xor": Op(lambda node, inputs, opset: np.logical_xor(inputs[0], inputs[1])),
+    "CumSum": Op(lambda node, inputs, opset: cumulative_sum(inputs[0], int(inputs[1]) % np.ndim(inputs[0]),
+                                                          bool(node.attrs.get("exclusive", 0)),
+                                                          bool(node.attrs.get("reverse", 0)))),
+    "GatherND": Op(lambda node, inputs, opset: _gather_nd(inputs[0], inputs[1], node.attrs.get("batch_dims", 0))),
+    "Shrink": _activation(lambda node, inputs, opset: _shrink(node, inputs[0]), _shrink_rule),
     "Where": Op(lambda node, inputs, opset: np.where(inputs[0], inputs[1], inputs[2])),
     "Range": Op(lambda node, inputs, opset: _range(*inputs[:3])),
     "Expand": Op(lambda node, inputs, opset: inputs[0] * np.ones(np.asarray(inputs[1], np.int64), inputs[0].dtype)),
