@@ -222,3 +222,21 @@ def test_an_encoder_decoder_and_the_rarer_activations_run_as_pytorch_runs_them(a
         assert agree(np.asarray(got[key], np.float32), np.asarray(runtime[key], np.float32)), key
     gradient = graph.reverse(x[0], Target(label=3)).gradient
     assert agree(gradient, answers["decoder_logit_grad"][0])
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "torch.export"])
+def test_the_rarer_blocks_run_as_pytorch_runs_them(answers, exporter):
+    """Circular and reflected padding, pixel unshuffle and shuffle, hard and soft shrink, power-average pooling,
+    rolls and flips, a gated linear unit, a per-map standardisation and a maximum over channels, as either exporter
+    writes them: PyTorch's answer and input gradient, and ONNX Runtime's value at every node."""
+    from cnnx.sources.reverse import Target
+
+    path = GOLDENS / f"rarer-{exporter}.onnx"
+    graph = load_graph(path, layers="all")
+    x = answers["rarer_x"]
+    got = ours(graph, x)
+    assert agree(np.asarray(got[graph.output_name], np.float32), answers["rarer_y"])
+    runtime = reference(path, x)
+    for key in [key for key in runtime if key in got]:
+        assert agree(np.asarray(got[key], np.float32), np.asarray(runtime[key], np.float32)), key
+    assert agree(graph.reverse(x[0], Target(label=3)).gradient, answers["rarer_logit_grad"][0])

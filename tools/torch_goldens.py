@@ -7,8 +7,9 @@ families' blocks (ShuffleNetV2's split and channel shuffle, MobileNetV3's and
 EfficientNet's inverted residuals with HardSwish, SiLU and squeeze-excitation,
 RegNet's grouped convolutions, ConvNeXt's 7x7 depthwise, LayerNorm, GELU and
 layer scale; also exported to take any height and width) and AlexNet's first
-layers with LocalResponseNorm, and an encoder-decoder with upsampling and the
-rarer activations; exports each with PyTorch's TorchScript exporter
+layers with LocalResponseNorm, an encoder-decoder with upsampling and the
+rarer activations, and the rarer blocks (circular padding, pixel unshuffle,
+shrinks, power-average pooling, rolls); exports each with PyTorch's TorchScript exporter
 and its default torch.export-based one (onnxscript); and writes into
 tests/goldens/ the ONNX files and, in answers.npz, seeded inputs with
 PyTorch's outputs for them and the gradients of one class's logit with
@@ -218,6 +219,29 @@ class Decoder(nn.Module):
         return nn.functional.log_softmax(self.head(mixed.mean((2, 3))), dim=1)
 
 
+class Rarer(nn.Module):
+    """The rarer blocks PyTorch networks are built of: circular and reflected padding, pixel unshuffle and shuffle,
+    hard and soft shrink, power-average pooling, rolls and flips, a gated linear unit, a per-map standardisation, an
+    elementwise maximum over channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.wrap = nn.Conv2d(3, 8, 3, padding=1, padding_mode="circular")
+        self.mirror = nn.Conv2d(32, 16, 3, padding=1, padding_mode="reflect")
+        self.unshuffle, self.shuffle = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+        self.pool = nn.LPPool2d(2, 2)
+        self.head = nn.Linear(2, 10)
+
+    def forward(self, x):
+        x = nn.functional.hardshrink(self.wrap(x), 0.1)
+        x = nn.functional.softshrink(self.mirror(self.unshuffle(x)), 0.05)
+        x = nn.functional.glu(self.shuffle(x), dim=1)
+        x = torch.roll(x, shifts=3, dims=3) + torch.flip(x, dims=[2])
+        x = (x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), keepdim=True)
+        x = self.pool(x * x.amax(dim=1, keepdim=True))
+        return self.head(x.mean((2, 3)))
+
+
 def _trained_looking(network: nn.Module, seed: int) -> nn.Module:
     """``network`` in eval mode with batch-norm statistics and scales far from the defaults, as after training
     (its weights were drawn after ``torch.manual_seed(seed)``)."""
@@ -255,6 +279,12 @@ def _decoder() -> nn.Module:
     return Decoder().eval()
 
 
+def _rarer() -> nn.Module:
+    """The rarer blocks, seeded."""
+    torch.manual_seed(8)
+    return Rarer().eval()
+
+
 def _export(network: nn.Module, shape, path: Path, dynamo: bool, any_size: bool = False) -> None:
     """The network as an ONNX file, of its fixed input size or of any height and width; the exporters' own
     warnings and chatter are theirs, not cnnx's."""
@@ -282,6 +312,7 @@ def _answers() -> dict[str, np.ndarray]:
         "families_logit_grad": _input_gradient(_families(), network_x),
         "families_other_logit_grad": _input_gradient(_families(), other_x),
         "decoder_logit_grad": _input_gradient(lambda x: _decoder()(x), network_x, before_log_softmax=True),
+        "rarer_logit_grad": _input_gradient(_rarer(), network_x),
     }
     with torch.no_grad():
         return answers | {
@@ -291,6 +322,7 @@ def _answers() -> dict[str, np.ndarray]:
             "families_x": network_x, "families_y": _families()(torch.from_numpy(network_x)).numpy(),
             "families_other_x": other_x, "families_other_y": _families()(torch.from_numpy(other_x)).numpy(),
             "decoder_x": network_x, "decoder_y": _decoder()(torch.from_numpy(network_x)).numpy(),
+            "rarer_x": network_x, "rarer_y": _rarer()(torch.from_numpy(network_x)).numpy(),
         }
 
 
@@ -324,6 +356,7 @@ def write(folder: Path) -> None:
         _export(_families(), NETWORK_SHAPE, folder / f"families-{name}.onnx", dynamo)
         _export(_families(), NETWORK_SHAPE, folder / f"families-any-size-{name}.onnx", dynamo, any_size=True)
         _export(_decoder(), NETWORK_SHAPE, folder / f"decoder-{name}.onnx", dynamo)
+        _export(_rarer(), NETWORK_SHAPE, folder / f"rarer-{name}.onnx", dynamo)
     np.savez_compressed(folder / "answers.npz", **_answers())
 
 
@@ -340,7 +373,7 @@ def check() -> bool:
         checked = (("network", "network_x", "network_y"), ("lrn", "stem_x", "stem_y"),
                    ("families", "families_x", "families_y"),
                    ("families-any-size", "families_other_x", "families_other_y"),
-                   ("decoder", "decoder_x", "decoder_y"))
+                   ("decoder", "decoder_x", "decoder_y"), ("rarer", "rarer_x", "rarer_y"))
         for kind, x, y in checked:
             for folder in (GOLDENS, Path(scratch)):
                 for path in sorted(folder.glob(f"{kind}-t*.onnx")):
