@@ -1174,3 +1174,31 @@ def test_the_oldest_forms_cnnx_runs_opset_7_run_as_onnx_runtime_runs_them():
     assert got["y"].shape == (1, 3, 12, 20)
     for key in ("n", "u", "c", "y"):
         assert agree(np.asarray(got[key], np.float32), want[key]), key
+
+
+@pytest.mark.parametrize("shape, k, attributes", [((1, 2, 4, 5), 3, {}), ((1, 2, 4, 5), 2, {"axis": 1, "largest": 0}),
+                                                  ((1, 10), 5, {})])
+def test_top_k_chooses_as_onnx_runtime_chooses_and_goes_back_to_the_chosen(shape, k, attributes):
+    """TopK's values and indices (the largest or smallest ``k`` along an axis), ONNX Runtime's; its reverse step
+    sends each chosen value's gradient to where it was taken from, nowhere else (worked out here from the indices)."""
+    from cnnx.sources.onnx_grads import GRADS
+    from cnnx.sources.onnx_ops import run_node
+
+    graph = helper.make_graph([helper.make_node("TopK", ["x", "k"], ["y", "i"], **attributes)], "top_k",
+                              [helper.make_tensor_value_info("x", 1, list(shape))],
+                              [helper.make_tensor_value_info("y", 1, None),
+                               helper.make_tensor_value_info("i", 7, None)],
+                              [numpy_helper.from_array(np.array([k], np.int64), "k")])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal(shape).astype(np.float32)
+    want, loaded = reference(data, x), _graph_of(data, shape)
+    got = ours(loaded, x)
+    np.testing.assert_array_equal(got["y"], want["y"])
+    np.testing.assert_array_equal(got["i"], want["i"])
+    node = loaded.nodes[0]
+    g = rng.standard_normal(want["y"].shape).astype(np.float32)
+    back = GRADS["TopK"](node, [x, np.array([k])], run_node(node, [x, np.array([k])], 13), [g, None], 13)[0]
+    expected = np.zeros_like(x)
+    np.put_along_axis(expected, want["i"], g, axis=attributes.get("axis", -1))
+    np.testing.assert_array_equal(back, expected)

@@ -285,6 +285,16 @@ def _dequantize(node, inputs, outputs, grads, opset):
     return [np.asarray(grads[0], np.float32) * scale] + [None] * (len(inputs) - 1)
 
 
+def _top_k(node, inputs, outputs, grads, opset):
+    """TopK's step: each chosen value's gradient back to where it was taken from (the indices, found again, pass
+    nothing)."""
+    x = inputs[0]
+    back = np.zeros(x.shape, np.float32)
+    chosen = run_node(node, inputs, opset)[1]
+    np.put_along_axis(back, chosen, np.asarray(grads[0], np.float32), axis=node.attrs.get("axis", -1) % x.ndim)
+    return [back] + [None] * (len(inputs) - 1)
+
+
 def _concat(node, inputs, outputs, grads, opset):
     axis = node.attrs["axis"] % inputs[0].ndim
     bounds = np.cumsum([0, *(x.shape[axis] for x in inputs)])
@@ -396,6 +406,7 @@ GRADS = {
     "ThresholdedRelu": _unary(lambda node, x: (x > node.attrs.get("alpha", 1.0)).astype(np.float32)),
     "Mean": _elementwise(lambda k, x, y: 1 / len(x)),
     "Shrink": _unary(lambda node, x: (np.abs(x) > node.attrs.get("lambd", 0.5)).astype(np.float32)),
+    "TopK": _top_k,
     "CumSum": lambda node, inputs, outputs, grads, opset: [cumulative_sum(  # its transpose: summed the other way
         np.asarray(grads[0], np.float32), int(inputs[1]) % np.ndim(inputs[0]), bool(node.attrs.get("exclusive", 0)),
         not node.attrs.get("reverse", 0)), None],

@@ -606,6 +606,19 @@ def cumulative_sum(x, axis: int, exclusive: bool, reverse: bool) -> np.ndarray:
     return (np.flip(total, axis) if reverse else total).astype(x.dtype)
 
 
+def _top_k(node, inputs, opset: int):
+    """TopK: the ``k`` largest values along ``axis`` (smallest, where ``largest`` is 0), largest first, and their
+    indices; ``k`` an attribute before opset 10, an input from then on. Ties keep their order (the lower index
+    first), as ONNX says."""
+    x = np.asarray(inputs[0])
+    axis = node.attrs.get("axis", -1) % x.ndim
+    k = int(np.asarray(inputs[1]).ravel()[0]) if opset >= 10 else node.attrs["k"]
+    largest = node.attrs.get("largest", 1)
+    order = np.argsort(-x if largest else x, axis=axis, kind="stable")
+    indices = np.take(order, range(k), axis=axis)
+    return np.take_along_axis(x, indices, axis=axis), indices.astype(np.int64)
+
+
 def _shrink(node, x):
     """Shrink: x less ``bias`` above ``lambd``, plus it below ``-lambd``, 0 between (PyTorch's hard and soft
     shrink)."""
@@ -905,6 +918,7 @@ OPS: dict[str, Op] = {
     "And": Op(lambda node, inputs, opset: np.logical_and(inputs[0], inputs[1])),
     "Or": Op(lambda node, inputs, opset: np.logical_or(inputs[0], inputs[1])),
     "Xor": Op(lambda node, inputs, opset: np.logical_xor(inputs[0], inputs[1])),
+    "TopK": Op(lambda node, inputs, opset: _top_k(node, inputs, opset)),
     "CumSum": Op(lambda node, inputs, opset: cumulative_sum(inputs[0], int(inputs[1]) % np.ndim(inputs[0]),
                                                           bool(node.attrs.get("exclusive", 0)),
                                                           bool(node.attrs.get("reverse", 0)))),
