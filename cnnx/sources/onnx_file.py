@@ -200,6 +200,7 @@ def load_graph(
     prepared = preparation(preprocess) if isinstance(preprocess, str) else preprocess
     result = Graph(path, nodes, constants, image.name, (dims[0], *(dims[1:] if all(dims) else ANY_SIZE_AT_LOAD)),
                    model.graph.output[0].name, opset, {}, layers, _class_names(model, labels), prepared)
+    result.loaded_notes = precision
     outline = _Outline(model)
     del model  # the weights are in ``constants`` now: the parsed model's copy goes
     budget = min(FOLDED_BYTES, memory_budget or FOLDED_BYTES)
@@ -208,8 +209,6 @@ def load_graph(
         result.any_size(prepared.any_size_at_load(result.input_shape_))
     else:
         _make_ready(result, outline, budget)
-    result.loaded_notes = precision
-    result.notes = (*precision, *result.notes)
     if layers and layers != "all" and not result.matching(layers):
         raise CnnxError(f"{path}: --layers {layers!r} names no node; give node names, op types or patterns")
     result.ready_seconds = time.perf_counter() - start

@@ -20,9 +20,11 @@ from cnnx.compute.ops import conv2d
 from cnnx.sources.onnx_ops import (
     OPS,
     SELU,
+    along_channels,
     average_pool_counts,
     conv_pads,
     cumulative_sum,
+    group_channels,
     group_shape,
     pad_widths,
     pairs,
@@ -74,15 +76,14 @@ def _conv_transpose(node, inputs, outputs, grads, opset):
 def _batch_norm(node, inputs, outputs, grads, opset):
     x, scale, _, _, var = inputs[:5]
     factor = (scale / np.sqrt(var + node.attrs.get("epsilon", 1e-5))).astype(np.float32)
-    return [grads[0] * factor.reshape((1, -1) + (1,) * (x.ndim - 2))] + [None] * (len(inputs) - 1)
+    return [grads[0] * along_channels(factor, x.ndim)] + [None] * (len(inputs) - 1)
 
 
 def _activation(function: str, **read):
     """An elementwise activation's rule, its options read from the node: ``name=(attribute, default)``."""
     def backward(node, inputs, outputs, grads, opset):
         options = {key: node.attrs.get(attribute, default) for key, (attribute, default) in read.items()}
-        if "approximate" in options and isinstance(options["approximate"], bytes):
-            options["approximate"] = options["approximate"].decode()
+        options = {key: text_of(value, "") if isinstance(value, bytes) else value for key, value in options.items()}
         return [reverse.activation_backward(function, grads[0], inputs[0], outputs[0], **options)] + \
             [None] * (len(inputs) - 1)
     return backward
@@ -344,16 +345,14 @@ def _layer_norm(node, inputs, outputs, grads, opset):
 
 def _instance_norm(node, inputs, outputs, grads, opset):
     x, scale = inputs[0], inputs[1]
-    g = np.asarray(grads[0], np.float64) * scale.reshape((1, -1) + (1,) * (x.ndim - 2))
+    g = np.asarray(grads[0], np.float64) * along_channels(scale, x.ndim)
     back = _normalised_back(x, g, tuple(range(2, x.ndim)), node.attrs.get("epsilon", 1e-5))
     return [back.astype(np.float32)] + [None] * (len(inputs) - 1)
 
 
 def _group_norm(node, inputs, outputs, grads, opset):
-    x, scale = inputs[0], np.asarray(inputs[1])
-    if opset < 21:
-        scale = np.repeat(scale, x.shape[1] // node.attrs["num_groups"])
-    g = np.asarray(grads[0], np.float64) * scale.reshape((1, -1) + (1,) * (x.ndim - 2))
+    x = inputs[0]
+    g = np.asarray(grads[0], np.float64) * along_channels(group_channels(node, inputs[1], x.shape[1], opset), x.ndim)
     grouped = group_shape(node, x.shape)
     back = _normalised_back(x.reshape(grouped), g.reshape(grouped), 2, node.attrs.get("epsilon", 1e-5))
     return [back.reshape(x.shape).astype(np.float32)] + [None] * (len(inputs) - 1)

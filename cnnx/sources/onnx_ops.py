@@ -33,11 +33,21 @@ def pairs(node_attrs: dict, key: str, default: int, n: int = 2) -> list[int]:
 # ---------------------------------------------------------------- the ops
 
 
+def text_of(value, default: str) -> str:
+    """A string attribute (onnx keeps it as bytes), or ``default`` where it is absent."""
+    value = default if value is None else value
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def along_channels(value, ndim: int) -> np.ndarray:
+    """One value per channel, shaped to broadcast over maps (N, C, ...) of ``ndim`` axes."""
+    return np.asarray(value).reshape((1, -1) + (1,) * (ndim - 2))
+
+
 def conv_pads(attrs: dict, x_shape: Shape, kernel: Shape) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) from ``pads`` or ``auto_pad``, as ONNX defines them."""
     strides, dilations = pairs(attrs, "strides", 1), pairs(attrs, "dilations", 1)
-    auto = attrs.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    auto = text_of(attrs.get("auto_pad"), "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pads = []
         for n, k, s, d in zip(x_shape[-2:], kernel, strides, dilations, strict=True):
@@ -171,9 +181,8 @@ def _window_sums(values: np.ndarray, axis: int, size: int, step: int) -> np.ndar
 def _batch_norm(node, x, scale, bias, mean, var):
     eps = node.attrs.get("epsilon", 1e-5)
     factor = (scale / np.sqrt(var + eps)).astype(np.float32)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    out = np.multiply(x, factor.reshape(shape), dtype=np.float32)  # two passes over the map, no copies
-    out += (bias - mean * factor).astype(np.float32).reshape(shape)
+    out = np.multiply(x, along_channels(factor, x.ndim), dtype=np.float32)  # two passes over the map, no copies
+    out += along_channels((bias - mean * factor).astype(np.float32), x.ndim)
     return out
 
 
@@ -223,12 +232,6 @@ def _softplus(x):
 def _mish(x):
     x = np.asarray(x, np.float32)
     return x * np.tanh(_softplus(x))
-
-
-def text_of(value, default: str) -> str:
-    """A string attribute (onnx keeps it as bytes), or ``default`` where it is absent."""
-    value = default if value is None else value
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def resize_taps(node, inputs, opset: int, shape) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -501,8 +504,7 @@ def _gather(node, x, indices):
 def _gelu(node, x):
     """GELU as opset 20 defines it: exactly, x * Phi(x), or with the tanh approximation; in float32, as ONNX Runtime
     computes it."""
-    approximate = node.attrs.get("approximate", b"none")
-    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+    approximate = text_of(node.attrs.get("approximate"), "none")
     x = np.asarray(x, np.float32)
     if approximate == "tanh":
         inner = np.float32(np.sqrt(2 / np.pi)) * (x + np.float32(0.044715) * x**3)
@@ -538,9 +540,8 @@ def normalised(x, axes, epsilon: float) -> np.ndarray:
 
 def _instance_norm(node, x, scale, bias):
     """InstanceNormalization: each channel of each image normalised over its map, then scaled and shifted."""
-    along = (1, -1) + (1,) * (x.ndim - 2)
-    return normalised(x, tuple(range(2, x.ndim)), node.attrs.get("epsilon", 1e-5)) * scale.reshape(along) + \
-        bias.reshape(along)
+    normed = normalised(x, tuple(range(2, x.ndim)), node.attrs.get("epsilon", 1e-5))
+    return normed * along_channels(scale, x.ndim) + along_channels(bias, x.ndim)
 
 
 def group_shape(node, x_shape) -> tuple[int, ...]:
@@ -556,11 +557,13 @@ def _group_norm(node, x, scale, bias, opset: int):
     """GroupNormalization: each group of channels normalised over its channels and maps together, then scaled and
     shifted per channel (per group before opset 21)."""
     normed = normalised(x.reshape(group_shape(node, x.shape)), 2, node.attrs.get("epsilon", 1e-5)).reshape(x.shape)
-    along = (1, -1) + (1,) * (x.ndim - 2)
-    if opset < 21:  # a scale and a bias per group, shared by its channels
-        per = x.shape[1] // node.attrs["num_groups"]
-        scale, bias = np.repeat(scale, per), np.repeat(bias, per)
-    return normed * scale.reshape(along) + bias.reshape(along)
+    scale, bias = (along_channels(group_channels(node, v, x.shape[1], opset), x.ndim) for v in (scale, bias))
+    return normed * scale + bias
+
+
+def group_channels(node, value, channels: int, opset: int) -> np.ndarray:
+    """A GroupNormalization scale or bias, one per channel: before opset 21 one per group, shared by its channels."""
+    return np.repeat(value, channels // node.attrs["num_groups"]) if opset < 21 else np.asarray(value)
 
 
 def _depth_to_space(node, x):
@@ -783,8 +786,7 @@ def _thresholded_rule(x, a, extra):
 
 
 def _gelu_rule(x, a, extra):
-    approximate = a.get("approximate", b"none")
-    if (approximate.decode() if isinstance(approximate, bytes) else approximate) == "tanh":
+    if text_of(a.get("approximate"), "none") == "tanh":
         inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
         return "x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))", x / 2 * (1 + math.tanh(inner))
     return "x * Phi(x) = x / 2 * (1 + erf(x / sqrt 2))", x / 2 * (1 + math.erf(x / math.sqrt(2)))
